@@ -1,0 +1,81 @@
+//! Postgres: the pool, the embedded migrations, and per-test databases.
+
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+
+use crate::config::{redact_url, DatabaseSettings};
+use crate::{PlatformError, Result};
+
+/// The schema, compiled into every binary so no separate tool is needed to migrate.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// Opens a pool and proves the server answers, or says which address did not.
+pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool> {
+    let url = settings.url.expose();
+    let unreachable = |source| PlatformError::PostgresUnreachable { url: redact_url(url), source };
+    let options: PgConnectOptions = url.parse().map_err(unreachable)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_secs(settings.connect_timeout_secs))
+        .connect_with(options.log_statements(tracing::log::LevelFilter::Trace))
+        .await
+        .map_err(unreachable)?;
+    Ok(pool)
+}
+
+/// Applies every pending migration; already-applied ones are skipped.
+pub async fn migrate(pool: &PgPool) -> Result<()> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// Creates database `name` on the server of `admin_url` (which names any existing
+/// database) and returns the URL of the new one. Tests use it for a fresh schema each.
+pub async fn create_database(admin_url: &str, name: &str) -> Result<String> {
+    let mut conn = admin_connection(admin_url).await?;
+    sqlx::query(&format!(r#"CREATE DATABASE "{name}""#)).execute(&mut conn).await?;
+    Ok(replace_database(admin_url, name))
+}
+
+/// Drops database `name`, closing whatever connections are left on it.
+pub async fn drop_database(admin_url: &str, name: &str) -> Result<()> {
+    let mut conn = admin_connection(admin_url).await?;
+    sqlx::query(&format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#)).execute(&mut conn).await?;
+    Ok(())
+}
+
+async fn admin_connection(admin_url: &str) -> Result<PgConnection> {
+    PgConnection::connect(admin_url)
+        .await
+        .map_err(|source| PlatformError::PostgresUnreachable { url: redact_url(admin_url), source })
+}
+
+fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let base = match base.rfind('/') {
+        Some(i) if i > base.find("://").map_or(0, |j| j + 2) => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_database;
+
+    #[test]
+    fn the_database_name_is_replaced_and_the_query_kept() {
+        assert_eq!(replace_database("postgres://a:b@h:5432/absa", "t1"), "postgres://a:b@h:5432/t1");
+        assert_eq!(replace_database("postgres://h/absa?sslmode=disable", "t1"), "postgres://h/t1?sslmode=disable");
+        assert_eq!(replace_database("postgres://h:5432", "t1"), "postgres://h:5432/t1");
+    }
+}

@@ -1,0 +1,17 @@
+//! The platform every binary stands on: typed configuration, Postgres, RabbitMQ and logs.
+//!
+//! # Layout
+//! - [`config`]: one typed settings struct per binary, read from a file plus `ABSA_*`
+//!   environment overrides, and the settings shared by all of them.
+//! - [`db`]: the Postgres pool, migrations, and a clear error when the server is unreachable.
+//! - [`queue`]: the RabbitMQ connection, publisher confirms and manual acknowledgement.
+//! - [`telemetry`]: structured logs through `tracing`.
+//! - [`error`]: the crate's error type.
+
+pub mod config;
+pub mod db;
+mod error;
+pub mod queue;
+pub mod telemetry;
+
+pub use error::{PlatformError, Result};

@@ -1,0 +1,63 @@
+//! A message goes through the real RabbitMQ with a publisher confirm, is consumed with
+//! manual acknowledgement, and an unacked message comes back to the next consumer.
+
+mod common;
+
+use absa_platform::config::{AmqpSettings, Secret};
+use absa_platform::queue;
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+
+fn settings() -> AmqpSettings {
+    AmqpSettings { url: Secret::new(common::amqp_url()), ..Default::default() }
+}
+
+#[tokio::test]
+async fn a_confirmed_message_is_consumed_and_acknowledged_once() -> anyhow::Result<()> {
+    let connection = queue::connect(&settings()).await?;
+    let channel = queue::confirmed_channel(&connection).await?;
+    let name = common::unique_name("absa_test_roundtrip");
+    channel.queue_declare(name.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await?;
+
+    queue::publish_confirmed(&channel, &name, br#"{"job_id":"one"}"#).await?;
+
+    // First consumer takes the message and drops it without acking: it must come back.
+    let first = connection.create_channel().await?;
+    first.basic_qos(1, BasicQosOptions::default()).await?;
+    let mut consumer = first.basic_consume(name.as_str().into(), "first".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    let delivery = tokio::time::timeout(std::time::Duration::from_secs(10), consumer.next()).await?.expect("a delivery")?;
+    assert_eq!(delivery.data, br#"{"job_id":"one"}"#);
+    assert!(!delivery.redelivered);
+    first.close(200, "bye".into()).await?;
+
+    let second = connection.create_channel().await?;
+    let mut consumer = second.basic_consume(name.as_str().into(), "second".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    let delivery = tokio::time::timeout(std::time::Duration::from_secs(10), consumer.next()).await?.expect("a redelivery")?;
+    assert_eq!(delivery.data, br#"{"job_id":"one"}"#);
+    assert!(delivery.redelivered, "an unacked message is redelivered");
+    delivery.ack(BasicAckOptions::default()).await?;
+
+    // Acked: the queue is now empty.
+    let declared = channel.queue_declare(name.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await?;
+    assert_eq!(declared.message_count(), 0);
+    channel.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await?;
+    connection.close(200, "done".into()).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn publishing_to_a_missing_queue_is_not_confirmed() -> anyhow::Result<()> {
+    let connection = queue::connect(&settings()).await?;
+    let channel = queue::confirmed_channel(&connection).await?;
+    let err = queue::publish_confirmed(&channel, &common::unique_name("absa_test_nowhere"), b"{}").await.unwrap_err();
+    assert!(err.to_string().contains("did not confirm"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_is_reported_with_its_address() {
+    let settings = AmqpSettings { url: Secret::new("amqp://guest:secret@127.0.0.1:1/%2f"), ..Default::default() };
+    let err = queue::connect(&settings).await.unwrap_err().to_string();
+    assert!(err.contains("cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:1/%2f"), "{err}");
+}

