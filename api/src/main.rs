@@ -1,1 +1,65 @@
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use absa_api::{settings::Settings, Application};
+use absa_platform::{cli, config, db, health, telemetry};
+use clap::{Parser, Subcommand};
+
+/// The HTTP API of the ABSA service.
+#[derive(Parser)]
+#[command(name = "absa-api", version)]
+struct Cli {
+    /// TOML configuration file; `ABSA_*` environment variables override it.
+    #[arg(long, env = "ABSA_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply pending database migrations and serve HTTP (the default).
+    Serve,
+    /// Apply pending database migrations, then exit.
+    Migrate,
+    /// Check that Postgres and RabbitMQ answer, then exit.
+    Check,
+}
+
+fn main() -> ExitCode {
+    cli::report(run(Cli::parse()))
+}
+
+#[tokio::main]
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings: Settings = config::load(cli.config.as_deref())?;
+    telemetry::init(&settings.log);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = Application::build(&settings).await?;
+            tracing::info!(addr = %app.local_addr(), "absa-api listening");
+            app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let pool = db::connect(&settings.database).await?;
+            db::migrate(&pool).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Check => {
+            println!("postgres: {}", health::postgres(&settings.database).await?);
+            println!("rabbitmq: {}", health::rabbitmq(&settings.amqp).await?);
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,15 +1,19 @@
 //! The platform every binary stands on: typed configuration, Postgres, RabbitMQ and logs.
 //!
 //! # Layout
+//! - [`cli`]: exit codes and error reports shared by the binaries.
 //! - [`config`]: one typed settings struct per binary, read from a file plus `ABSA_*`
 //!   environment overrides, and the settings shared by all of them.
 //! - [`db`]: the Postgres pool, migrations, and a clear error when the server is unreachable.
 //! - [`queue`]: the RabbitMQ connection, publisher confirms and manual acknowledgement.
+//! - [`health`]: start-up checks that each service answers.
 //! - [`telemetry`]: structured logs through `tracing`.
 //! - [`error`]: the crate's error type.
 
+pub mod cli;
 pub mod config;
 pub mod db;
+pub mod health;
 mod error;
 pub mod queue;
 pub mod telemetry;

@@ -1,0 +1,25 @@
+use absa_platform::config::{AmqpSettings, DatabaseSettings, LogSettings};
+use serde::Deserialize;
+
+/// `absa-scorer`'s configuration (file plus `ABSA_*` overrides).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub amqp: AmqpSettings,
+    pub log: LogSettings,
+    pub onnx: OnnxSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct OnnxSettings {
+    /// Threads ONNX Runtime uses inside one operator (matrix products).
+    pub intra_threads: usize,
+}
+
+impl Default for OnnxSettings {
+    fn default() -> Self {
+        Self { intra_threads: std::thread::available_parallelism().map_or(1, |n| n.get()) }
+    }
+}

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, starts the services, builds, runs every test.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+bash "$ROOT/scripts/services.sh"
+cd "$ROOT"
+cargo build --workspace --all-targets --locked
+cargo test --workspace --locked --no-fail-fast "$@"
