@@ -3,6 +3,8 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 bash "$ROOT/scripts/services.sh"
+# transformers cross-checks of the checkpoints we write
+export ABSA_PYTHON="${ABSA_PYTHON:-$(bash "$ROOT/scripts/python-env.sh")}"
 cd "$ROOT"
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked --no-fail-fast "$@"

@@ -1,1 +1,20 @@
-//! placeholder
+//! The ABSA domain, shared by the trainer and the scorer.
+//!
+//! # Layout
+//! - [`span`]: [`AspectSpan`], an aspect's character span checked against its text
+//!   (offsets in Unicode code points, as Python counts them).
+//! - [`labels`]: [`LabelSet`], the ordered class names a model predicts.
+//! - [`records`]: labelled rows as read, and the JSONL reader that reports bad rows
+//!   by line while keeping the good ones.
+//! - [`encoding`]: tokenization with `tokenizer.json` and the aspect mask; windows long
+//!   texts around the aspect instead of failing.
+
+pub mod encoding;
+pub mod labels;
+pub mod records;
+pub mod span;
+
+pub use encoding::{AspectEncoder, EncodeError, EncodedInstance};
+pub use labels::LabelSet;
+pub use records::{LabelledRow, RowError};
+pub use span::{AspectSpan, SpanError};

@@ -1,8 +1,15 @@
 //! The trainer: TD-BERT on libtorch, the training loop, ONNX export, and the worker.
 //!
 //! # Layout
+//! - [`model`]: the encoder families, pooling and heads, under Hugging Face names.
+//! - [`checkpoint`]: Hugging Face checkpoint directories, loaded and written.
 //! - [`settings`]: the trainer's typed configuration.
 //! - [`torch_check`]: a libtorch self-test for `absa-trainer check`.
 
+pub mod checkpoint;
+mod error;
+pub mod model;
 pub mod settings;
 pub mod torch_check;
+
+pub use error::ModelError;

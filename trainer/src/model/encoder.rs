@@ -1,0 +1,233 @@
+//! The transformer encoder, bottom-up: embeddings, self-attention, layers, encoder.
+//! Module and weight names mirror Hugging Face's (modeling_bert.py,
+//! modeling_roberta.py, modeling_xlm_roberta_xl.py, transformers v5) so checkpoints
+//! load by name.
+
+use std::borrow::Borrow;
+
+use tch::nn::{self, Module};
+use tch::{Kind, Tensor};
+
+use super::config::{EncoderConfig, Family};
+
+fn layer_norm(p: nn::Path, config: &EncoderConfig) -> nn::LayerNorm {
+    nn::layer_norm(p, vec![config.hidden_size], nn::LayerNormConfig { eps: config.layer_norm_eps, ..Default::default() })
+}
+
+fn linear(p: nn::Path, input: i64, output: i64) -> nn::Linear {
+    nn::linear(p, input, output, Default::default())
+}
+
+/// HF `ACT2FN` for the activations these families use.
+fn activation(name: &str, xs: &Tensor) -> Tensor {
+    match name {
+        "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => xs.gelu("tanh"),
+        "relu" => xs.relu(),
+        "silu" | "swish" => xs.silu(),
+        _ => xs.gelu("none"), // "gelu": the exact, erf-based GELU
+    }
+}
+
+/// Word, position and token-type embeddings (`BertEmbeddings`, `RobertaEmbeddings`,
+/// `XLMRobertaXLEmbeddings`; the last has no LayerNorm).
+#[derive(Debug)]
+struct Embeddings {
+    word_embeddings: nn::Embedding,
+    position_embeddings: nn::Embedding,
+    token_type_embeddings: nn::Embedding,
+    layer_norm: Option<nn::LayerNorm>,
+    family: Family,
+    padding_idx: i64,
+    dropout: f64,
+}
+
+impl Embeddings {
+    fn new(p: nn::Path, config: &EncoderConfig, family: Family) -> Self {
+        let emb = |name: &str, n: i64| nn::embedding(&p / name, n, config.hidden_size, Default::default());
+        Self {
+            word_embeddings: emb("word_embeddings", config.vocab_size),
+            position_embeddings: emb("position_embeddings", config.max_position_embeddings),
+            token_type_embeddings: emb("token_type_embeddings", config.type_vocab_size),
+            layer_norm: (family != Family::RobertaXl).then(|| layer_norm(&p / "LayerNorm", config)),
+            family,
+            padding_idx: config.pad_token_id,
+            dropout: config.hidden_dropout_prob,
+        }
+    }
+
+    /// RoBERTa numbers real tokens from `padding_idx + 1` and gives pads `padding_idx`
+    /// (`create_position_ids_from_input_ids`); BERT counts from 0.
+    fn position_ids(&self, input_ids: &Tensor) -> Tensor {
+        match self.family {
+            Family::Bert => {
+                let t = input_ids.size()[1];
+                Tensor::arange(t, (Kind::Int64, input_ids.device())).unsqueeze(0)
+            }
+            Family::Roberta | Family::RobertaXl => {
+                let mask = input_ids.ne(self.padding_idx).to_kind(Kind::Int64);
+                mask.cumsum(1, Kind::Int64) * &mask + self.padding_idx
+            }
+        }
+    }
+
+    /// `input_ids` (batch, seq) -> (batch, seq, hidden). Token types are all 0, as the
+    /// recipe passes none.
+    fn forward_t(&self, input_ids: &Tensor, train: bool) -> Tensor {
+        let words = self.word_embeddings.forward(input_ids);
+        let positions = self.position_embeddings.forward(&self.position_ids(input_ids));
+        let token_type = self.token_type_embeddings.ws.get(0);
+        let xs = words + positions + token_type;
+        let xs = match &self.layer_norm {
+            Some(ln) => ln.forward(&xs),
+            None => xs,
+        };
+        xs.dropout(self.dropout, train)
+    }
+}
+
+/// `BertSelfAttention`: query, key and value projections and scaled dot-product attention.
+#[derive(Debug)]
+struct SelfAttention {
+    query: nn::Linear,
+    key: nn::Linear,
+    value: nn::Linear,
+    num_heads: i64,
+    head_dim: i64,
+    dropout: f64,
+}
+
+impl SelfAttention {
+    fn new(p: nn::Path, config: &EncoderConfig) -> Self {
+        let h = config.hidden_size;
+        Self {
+            query: linear(&p / "query", h, h),
+            key: linear(&p / "key", h, h),
+            value: linear(&p / "value", h, h),
+            num_heads: config.num_attention_heads,
+            head_dim: config.head_dim(),
+            dropout: config.attention_probs_dropout_prob,
+        }
+    }
+
+    /// `xs` (batch, seq, hidden), `mask_bias` (batch, 1, 1, seq) additive.
+    fn forward_t(&self, xs: &Tensor, mask_bias: &Tensor, train: bool) -> Tensor {
+        let (b, t, h) = xs.size3().expect("hidden states are 3-D");
+        let heads = |x: Tensor| x.view([b, t, self.num_heads, self.head_dim]).transpose(1, 2);
+        let q = heads(self.query.forward(xs));
+        let k = heads(self.key.forward(xs));
+        let v = heads(self.value.forward(xs));
+        let p = if train { self.dropout } else { 0.0 };
+        let context = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask_bias), p, false, None, false);
+        context.transpose(1, 2).contiguous().view([b, t, h])
+    }
+}
+
+/// One encoder layer. Post-LN (BERT, RoBERTa):
+/// `x = LN(x + Attn(x)); x = LN(x + FFN(x))`. Pre-LN (XLM-R XL):
+/// `x = x + Attn(LN(x)); x = x + FFN(LN(x))`.
+#[derive(Debug)]
+struct Layer {
+    attention_self: SelfAttention,
+    attention_output_dense: nn::Linear,
+    /// Post-LN: `attention.output.LayerNorm`; pre-LN: `attention.self_attn_layer_norm`.
+    attention_layer_norm: nn::LayerNorm,
+    intermediate_dense: nn::Linear,
+    output_dense: nn::Linear,
+    /// Post-LN: `output.LayerNorm`; pre-LN: the layer's own `LayerNorm` before the FFN.
+    ffn_layer_norm: nn::LayerNorm,
+    pre_norm: bool,
+    hidden_act: String,
+    dropout: f64,
+}
+
+impl Layer {
+    fn new(p: nn::Path, config: &EncoderConfig, family: Family) -> Self {
+        let h = config.hidden_size;
+        let attention = &p / "attention";
+        let pre_norm = family == Family::RobertaXl;
+        let (attention_layer_norm, ffn_layer_norm) = if pre_norm {
+            (layer_norm(&attention / "self_attn_layer_norm", config), layer_norm(&p / "LayerNorm", config))
+        } else {
+            (layer_norm(&attention / "output" / "LayerNorm", config), layer_norm(&p / "output" / "LayerNorm", config))
+        };
+        Self {
+            attention_self: SelfAttention::new(&attention / "self", config),
+            attention_output_dense: linear(&attention / "output" / "dense", h, h),
+            attention_layer_norm,
+            intermediate_dense: linear(&p / "intermediate" / "dense", h, config.intermediate_size),
+            output_dense: linear(&p / "output" / "dense", config.intermediate_size, h),
+            ffn_layer_norm,
+            pre_norm,
+            hidden_act: config.hidden_act.clone(),
+            dropout: config.hidden_dropout_prob,
+        }
+    }
+
+    fn feed_forward(&self, xs: &Tensor, train: bool) -> Tensor {
+        let inner = activation(&self.hidden_act, &self.intermediate_dense.forward(xs));
+        self.output_dense.forward(&inner).dropout(self.dropout, train)
+    }
+
+    fn forward_t(&self, xs: &Tensor, mask_bias: &Tensor, train: bool) -> Tensor {
+        if self.pre_norm {
+            let attn = self.attention_self.forward_t(&self.attention_layer_norm.forward(xs), mask_bias, train);
+            let xs = xs + self.attention_output_dense.forward(&attn).dropout(self.dropout, train);
+            let ffn = self.feed_forward(&self.ffn_layer_norm.forward(&xs), train);
+            xs + ffn
+        } else {
+            let attn = self.attention_self.forward_t(xs, mask_bias, train);
+            let attn = self.attention_output_dense.forward(&attn).dropout(self.dropout, train);
+            let xs = self.attention_layer_norm.forward(&(attn + xs));
+            let ffn = self.feed_forward(&xs, train);
+            self.ffn_layer_norm.forward(&(ffn + xs))
+        }
+    }
+}
+
+/// Embeddings plus the stack of layers (`BertModel` without its pooler).
+#[derive(Debug)]
+pub struct Encoder {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    /// XLM-R XL's `encoder.LayerNorm` after the last layer.
+    final_layer_norm: Option<nn::LayerNorm>,
+}
+
+impl Encoder {
+    /// `p` is the model root (`bert`, `roberta`): weights are `p.embeddings.*`,
+    /// `p.encoder.layer.{i}.*`.
+    pub fn new<'a>(p: impl Borrow<nn::Path<'a>>, config: &EncoderConfig, family: Family) -> Self {
+        let p = p.borrow();
+        let layer_root = p / "encoder" / "layer";
+        Self {
+            embeddings: Embeddings::new(p / "embeddings", config, family),
+            layers: (0..config.num_hidden_layers).map(|i| Layer::new(&layer_root / i, config, family)).collect(),
+            final_layer_norm: (family == Family::RobertaXl).then(|| layer_norm(p / "encoder" / "LayerNorm", config)),
+        }
+    }
+
+    /// `input_ids`, `attention_mask`: (batch, seq) int64 -> last hidden state
+    /// (batch, seq, hidden).
+    pub fn forward_t(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Tensor {
+        let mut xs = self.embeddings.forward_t(input_ids, train);
+        let mask_bias = extended_attention_mask(attention_mask, xs.kind());
+        for layer in &self.layers {
+            xs = layer.forward_t(&xs, &mask_bias, train);
+        }
+        match &self.final_layer_norm {
+            Some(ln) => ln.forward(&xs),
+            None => xs,
+        }
+    }
+}
+
+/// (batch, seq) 0/1 -> (batch, 1, 1, seq): 0 where attended, the dtype's lowest value
+/// where padded (HF `get_extended_attention_mask`, `torch.finfo(dtype).min`).
+fn extended_attention_mask(attention_mask: &Tensor, kind: Kind) -> Tensor {
+    let lowest = match kind {
+        Kind::BFloat16 => -3.389_531_4e38,
+        Kind::Half => -65504.0,
+        _ => f32::MIN as f64,
+    };
+    attention_mask.eq(0).to_kind(kind).unsqueeze(1).unsqueeze(1) * lowest
+}

@@ -1,0 +1,56 @@
+//! TD-BERT: an encoder (BERT, RoBERTa/XLM-R, XLM-R XL/XXL), a pooling of the aspect
+//! tokens' hidden states, and the family's classification head.
+//!
+//! Weights live in a [`tch::nn::VarStore`] under Hugging Face names
+//! (`roberta.encoder.layer.0.attention.self.query.weight`, `classifier.out_proj.bias`),
+//! so checkpoints load and save by name (see [`crate::checkpoint`]).
+
+mod config;
+mod encoder;
+mod head;
+
+pub use config::{EncoderConfig, Family, SUPPORTED_MODEL_TYPES};
+pub use encoder::Encoder;
+pub use head::{ClassificationHead, Pooling};
+
+use tch::{nn, Tensor};
+
+/// What one forward pass returns.
+#[derive(Debug)]
+pub struct TdBertOutput {
+    /// (batch, seq, hidden): the encoder's last hidden state.
+    pub last_hidden_state: Tensor,
+    /// (batch, hidden): the pooled aspect representation.
+    pub pooled: Tensor,
+    /// (batch, num_labels).
+    pub logits: Tensor,
+}
+
+#[derive(Debug)]
+pub struct TdBertModel {
+    pub config: EncoderConfig,
+    pub family: Family,
+    pub encoder: Encoder,
+    pub head: ClassificationHead,
+    pub pooling: Pooling,
+    pub num_labels: i64,
+}
+
+impl TdBertModel {
+    /// Builds the variables under `root` (a fresh VarStore's root): the encoder under
+    /// `bert`/`roberta`, the head under `classifier`.
+    pub fn new(root: &nn::Path, config: EncoderConfig, num_labels: i64, pooling: Pooling) -> Result<Self, crate::ModelError> {
+        let family = config.family()?;
+        let encoder = Encoder::new(root / family.prefix(), &config, family);
+        let head = ClassificationHead::new(root / "classifier", &config, family, num_labels);
+        Ok(Self { config, family, encoder, head, pooling, num_labels })
+    }
+
+    /// `input_ids`, `attention_mask`, `aspect_mask`: (batch, seq) int64.
+    pub fn forward_t(&self, input_ids: &Tensor, attention_mask: &Tensor, aspect_mask: &Tensor, train: bool) -> TdBertOutput {
+        let last_hidden_state = self.encoder.forward_t(input_ids, attention_mask, train);
+        let pooled = self.pooling.pool(&last_hidden_state, aspect_mask);
+        let logits = self.head.forward_t(&pooled, train);
+        TdBertOutput { last_hidden_state, pooled, logits }
+    }
+}
