@@ -158,8 +158,9 @@ fn labels_of(config: &Value) -> Option<LabelSet> {
 impl LoadedModel {
     /// Writes the model as an HF directory: `config.json` (architecture set to the
     /// family's `*ForSequenceClassification`, our labels, pooling under `absa`),
-    /// `model.safetensors` (fp32), and a copy of `tokenizer` when given.
-    pub fn save(&self, dir: &Path, tokenizer: Option<&Path>) -> Result<(), ModelError> {
+    /// `model.safetensors` (fp32), and the tokenizer files found in `tokenizer_dir`
+    /// (`tokenizer.json` plus what transformers' `AutoTokenizer` reads).
+    pub fn save(&self, dir: &Path, tokenizer_dir: Option<&Path>) -> Result<(), ModelError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let mut config = self.raw_config.clone();
         let names = self.labels.names();
@@ -177,12 +178,34 @@ impl LoadedModel {
             tensors.insert(name.clone(), t.shallow_clone());
         }
         write_safetensors(&tensors, &dir.join("model.safetensors"))?;
-        if let Some(tok) = tokenizer {
-            let to = dir.join("tokenizer.json");
-            std::fs::copy(tok, &to).map_err(io(&to))?;
+        if let Some(from) = tokenizer_dir {
+            copy_tokenizer_files(from, dir)?;
         }
         Ok(())
     }
+}
+
+/// The files a tokenizer consists of, in HF layout.
+pub const TOKENIZER_FILES: [&str; 6] =
+    ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "sentencepiece.bpe.model", "added_tokens.json"];
+
+/// Copies whichever [`TOKENIZER_FILES`] exist in `from` to `to`; `tokenizer.json` must exist.
+pub fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<(), ModelError> {
+    if from == to {
+        return Ok(());
+    }
+    let main = from.join("tokenizer.json");
+    if !main.is_file() {
+        return Err(ModelError::Io(main.display().to_string(), std::io::Error::new(std::io::ErrorKind::NotFound, "no tokenizer.json")));
+    }
+    for name in TOKENIZER_FILES {
+        let src = from.join(name);
+        if src.is_file() {
+            let dst = to.join(name);
+            std::fs::copy(&src, &dst).map_err(io(&dst))?;
+        }
+    }
+    Ok(())
 }
 
 /// fp32 safetensors with the `format: pt` metadata transformers checks for.
