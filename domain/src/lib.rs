@@ -6,11 +6,14 @@
 //! - [`labels`]: [`LabelSet`], the ordered class names a model predicts.
 //! - [`records`]: labelled rows as read, and the JSONL reader that reports bad rows
 //!   by line while keeping the good ones.
+//! - [`readers`]: streaming JSONL, CSV and Parquet readers yielding raw records by
+//!   line, with bad rows as row errors and reading going on.
 //! - [`encoding`]: tokenization with `tokenizer.json` and the aspect mask; windows long
 //!   texts around the aspect instead of failing.
 
 pub mod encoding;
 pub mod labels;
+pub mod readers;
 pub mod records;
 pub mod span;
 
