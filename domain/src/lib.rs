@@ -6,6 +6,8 @@
 //! - [`labels`]: [`LabelSet`], the ordered class names a model predicts.
 //! - [`records`]: labelled rows as read, and the JSONL reader that reports bad rows
 //!   by line while keeping the good ones.
+//! - [`metrics`]: accuracy, macro-F1, per-class figures, confusion matrix.
+//! - [`split`]: the stratified, seeded validation split.
 //! - [`readers`]: streaming JSONL, CSV and Parquet readers yielding raw records by
 //!   line, with bad rows as row errors and reading going on.
 //! - [`encoding`]: tokenization with `tokenizer.json` and the aspect mask; windows long
@@ -13,9 +15,11 @@
 
 pub mod encoding;
 pub mod labels;
+pub mod metrics;
 pub mod readers;
 pub mod records;
 pub mod span;
+pub mod split;
 
 pub use encoding::{AspectEncoder, EncodeError, EncodedInstance};
 pub use labels::LabelSet;

@@ -2,7 +2,8 @@
 
 use std::io::BufRead;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use thiserror::Error;
 
 use crate::span::{AspectSpan, SpanError};
@@ -26,29 +27,74 @@ pub struct RowError {
     pub reason: String,
 }
 
-#[derive(Deserialize)]
-struct RawRow {
-    text: Option<String>,
-    aspect: Option<String>,
-    start: Option<i64>,
-    end: Option<i64>,
-    label: Option<String>,
+/// Which field of a record holds what (configurable for CSV and Parquet sources).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Columns {
+    pub text: String,
+    pub aspect: String,
+    pub start: String,
+    pub end: String,
+    pub label: String,
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Self { text: "text".into(), aspect: "aspect".into(), start: "start".into(), end: "end".into(), label: "label".into() }
+    }
 }
 
 #[derive(Debug, Error)]
 enum RowProblem {
     #[error("missing field {0:?}")]
-    Missing(&'static str),
+    Missing(String),
+    #[error("field {0:?} is not {1}")]
+    WrongType(String, &'static str),
     #[error("{0} is negative")]
-    Negative(&'static str),
+    Negative(String),
     #[error(transparent)]
     Span(#[from] SpanError),
 }
 
-/// Reads JSONL labelled rows (`text`, `aspect`, `start`, `end`, `label`). Every bad row
-/// becomes a [`RowError`] naming its line; every good row is returned. Blank lines
-/// are skipped. I/O errors stop the read.
-pub fn read_labelled_jsonl(reader: impl BufRead) -> std::io::Result<(Vec<LabelledRow>, Vec<RowError>)> {
+fn string_field(fields: &Map<String, Value>, name: &str) -> Result<String, RowProblem> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Err(RowProblem::Missing(name.into())),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Number(n)) => Ok(n.to_string()),
+        Some(_) => Err(RowProblem::WrongType(name.into(), "a string")),
+    }
+}
+
+fn offset_field(fields: &Map<String, Value>, name: &str) -> Result<usize, RowProblem> {
+    let value = match fields.get(name) {
+        None | Some(Value::Null) => return Err(RowProblem::Missing(name.into())),
+        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| RowProblem::WrongType(name.into(), "an integer"))?,
+        Some(Value::String(s)) => s.trim().parse::<i64>().map_err(|_| RowProblem::WrongType(name.into(), "an integer"))?,
+        Some(_) => return Err(RowProblem::WrongType(name.into(), "an integer")),
+    };
+    usize::try_from(value).map_err(|_| RowProblem::Negative(name.into()))
+}
+
+/// Checks one record's fields and builds the row, or says why not.
+pub fn labelled_row(line: usize, fields: &Map<String, Value>, columns: &Columns) -> Result<LabelledRow, RowError> {
+    let build = || -> Result<LabelledRow, RowProblem> {
+        let text = string_field(fields, &columns.text)?;
+        let aspect = string_field(fields, &columns.aspect)?;
+        let start = offset_field(fields, &columns.start)?;
+        let end = offset_field(fields, &columns.end)?;
+        let label = string_field(fields, &columns.label)?;
+        if label.trim().is_empty() {
+            return Err(RowProblem::Missing(columns.label.clone()));
+        }
+        let span = AspectSpan::parse(&text, Some(&aspect), start, end)?;
+        Ok(LabelledRow { line, text, aspect, span, label })
+    };
+    build().map_err(|p| RowError { line, reason: p.to_string() })
+}
+
+/// Reads JSONL labelled rows. Every bad row becomes a [`RowError`] naming its line;
+/// every good row is returned. Blank lines are skipped; I/O errors stop the read.
+pub fn read_labelled_jsonl(reader: impl BufRead, columns: &Columns) -> std::io::Result<(Vec<LabelledRow>, Vec<RowError>)> {
     let mut rows = Vec::new();
     let mut errors = Vec::new();
     for (i, line) in reader.split(b'\n').enumerate() {
@@ -62,27 +108,15 @@ pub fn read_labelled_jsonl(reader: impl BufRead) -> std::io::Result<(Vec<Labelle
         if text.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<RawRow>(text) {
-            Err(e) => errors.push(RowError { line: line_no, reason: format!("not a JSON row: {e}") }),
-            Ok(raw) => match check(raw, line_no) {
+        match serde_json::from_str::<Map<String, Value>>(text) {
+            Err(e) => errors.push(RowError { line: line_no, reason: format!("not a JSON object: {e}") }),
+            Ok(fields) => match labelled_row(line_no, &fields, columns) {
                 Ok(row) => rows.push(row),
-                Err(p) => errors.push(RowError { line: line_no, reason: p.to_string() }),
+                Err(e) => errors.push(e),
             },
         }
     }
     Ok((rows, errors))
-}
-
-fn check(raw: RawRow, line: usize) -> Result<LabelledRow, RowProblem> {
-    let text = raw.text.ok_or(RowProblem::Missing("text"))?;
-    let aspect = raw.aspect.ok_or(RowProblem::Missing("aspect"))?;
-    let start = raw.start.ok_or(RowProblem::Missing("start"))?;
-    let end = raw.end.ok_or(RowProblem::Missing("end"))?;
-    let label = raw.label.filter(|l| !l.trim().is_empty()).ok_or(RowProblem::Missing("label"))?;
-    let start = usize::try_from(start).map_err(|_| RowProblem::Negative("start"))?;
-    let end = usize::try_from(end).map_err(|_| RowProblem::Negative("end"))?;
-    let span = AspectSpan::parse(&text, Some(&aspect), start, end)?;
-    Ok(LabelledRow { line, text, aspect, span, label })
 }
 
 #[cfg(test)]
@@ -104,13 +138,14 @@ mod tests {
             r#"{"text":"ok fan","aspect":"fan","start":-1,"end":6,"label":"neutral"}"#,
             "\r\n",
         );
-        let (rows, errors) = read_labelled_jsonl(data.as_bytes()).unwrap();
+        let (rows, errors) = read_labelled_jsonl(data.as_bytes(), &Columns::default()).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].line, 1);
         let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, vec![2, 4, 5, 6, 7]);
         assert!(errors[0].reason.contains("not the aspect"), "{}", errors[0]);
         assert!(errors[1].reason.contains("missing field \"label\""), "{}", errors[1]);
+        assert!(errors[2].reason.contains("not a JSON object"), "{}", errors[2]);
         assert!(errors[3].reason.contains("empty text"), "{}", errors[3]);
         assert!(errors[4].reason.contains("start is negative"), "{}", errors[4]);
     }
@@ -119,8 +154,29 @@ mod tests {
     fn invalid_utf8_is_a_row_error() {
         let mut data = b"\xff\xfe\n".to_vec();
         data.extend_from_slice(br#"{"text":"a b","aspect":"b","start":2,"end":3,"label":"x"}"#);
-        let (rows, errors) = read_labelled_jsonl(&data[..]).unwrap();
+        let (rows, errors) = read_labelled_jsonl(&data[..], &Columns::default()).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(errors, vec![RowError { line: 1, reason: "invalid UTF-8".into() }]);
+    }
+}
+
+#[cfg(test)]
+mod column_tests {
+    use super::*;
+
+    #[test]
+    fn configured_columns_and_string_offsets_are_read() {
+        let columns = Columns { text: "sentence".into(), label: "polarity".into(), ..Default::default() };
+        let data = r#"{"sentence":"nice fan","aspect":"fan","start":"5","end":"8","polarity":"positive"}"#;
+        let (rows, errors) = read_labelled_jsonl(data.as_bytes(), &columns).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!((rows[0].span.start(), rows[0].label.as_str()), (5, "positive"));
+    }
+
+    #[test]
+    fn a_wrong_type_is_named() {
+        let data = r#"{"text":"nice fan","aspect":"fan","start":[5],"end":8,"label":"positive"}"#;
+        let (_, errors) = read_labelled_jsonl(data.as_bytes(), &Columns::default()).unwrap();
+        assert_eq!(errors[0].reason, "field \"start\" is not an integer");
     }
 }

@@ -7,6 +7,7 @@
 //! - [`db`]: the Postgres pool, migrations, and a clear error when the server is unreachable.
 //! - [`queue`]: the RabbitMQ connection, publisher confirms and manual acknowledgement.
 //! - [`health`]: start-up checks that each service answers.
+//! - [`process`]: peak memory of the running process.
 //! - [`telemetry`]: structured logs through `tracing`.
 //! - [`error`]: the crate's error type.
 
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod health;
+pub mod process;
 mod error;
 pub mod queue;
 pub mod telemetry;

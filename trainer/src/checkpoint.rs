@@ -215,8 +215,10 @@ pub fn write_safetensors(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Res
         .map(|(name, t)| {
             let t = t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
             let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-            let values = Vec::<f32>::try_from(t.flatten(0, -1))?;
-            Ok((name.clone(), shape, values.iter().flat_map(|v| v.to_le_bytes()).collect()))
+            let numel = t.numel();
+            let mut bytes = vec![0u8; numel * 4];
+            t.f_copy_data_u8(&mut bytes, numel)?; // native order: little-endian on every supported CPU
+            Ok((name.clone(), shape, bytes))
         })
         .collect::<Result<_, tch::TchError>>()?;
     let views = data

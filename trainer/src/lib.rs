@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`model`]: the encoder families, pooling and heads, under Hugging Face names.
 //! - [`checkpoint`]: Hugging Face checkpoint directories, loaded and written.
+//! - [`training`]: the fine-tuning engine (local mode and worker alike).
 //! - [`settings`]: the trainer's typed configuration.
 //! - [`torch_check`]: a libtorch self-test for `absa-trainer check`.
 
@@ -11,5 +12,7 @@ mod error;
 pub mod model;
 pub mod settings;
 pub mod torch_check;
+pub mod progress;
+pub mod training;
 
 pub use error::ModelError;

@@ -1,10 +1,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use absa_domain::records::Columns;
 use absa_platform::{cli, config, health, telemetry};
+use absa_trainer::model::Pooling;
+use absa_trainer::progress::TerminalProgress;
+use absa_trainer::training::{self, Padding, SelectMetric, TrainConfig};
 use absa_trainer::{settings::Settings, torch_check};
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// Fine-tunes TD-BERT models (XLM-R, BERT family) on libtorch.
 #[derive(Parser)]
@@ -21,6 +25,113 @@ struct Cli {
 enum Command {
     /// Run a libtorch training step and check that Postgres and RabbitMQ answer, then exit.
     Check,
+    /// Fine-tune a model on labelled data without any server (local mode); prints a
+    /// one-line JSON summary.
+    Train(TrainArgs),
+}
+
+/// Defaults are the reference recipe's.
+#[derive(Args)]
+struct TrainArgs {
+    /// Base HF checkpoint directory (config.json, weights, tokenizer.json).
+    #[arg(long)]
+    base: PathBuf,
+    /// Labelled training data (JSONL: text, aspect, start, end, label).
+    #[arg(long)]
+    train: PathBuf,
+    /// Validation data; without it, a stratified share of train is held out.
+    #[arg(long)]
+    validation: Option<PathBuf>,
+    /// Test data, evaluated once on the selected model.
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// Output directory (checkpoints, metrics, summary).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 1e-5)]
+    lr: f64,
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 100)]
+    warmup_steps: i64,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1)]
+    gradient_accumulation_steps: usize,
+    #[arg(long, default_value_t = 8)]
+    epochs: usize,
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long, default_value_t = 42)]
+    split_seed: u64,
+    #[arg(long, default_value_t = 0.1)]
+    validation_fraction: f64,
+    #[arg(long, default_value_t = 100)]
+    max_length: usize,
+    #[arg(long, value_enum, default_value_t = Pooling::Max)]
+    pooling: Pooling,
+    #[arg(long, value_enum, default_value_t = Padding::Dynamic)]
+    padding: Padding,
+    #[arg(long, default_value_t = 3)]
+    patience: usize,
+    #[arg(long, value_enum, default_value_t = SelectMetric::Loss)]
+    select_metric: SelectMetric,
+    /// Label names in output order (comma-separated); default: from the data.
+    #[arg(long, value_delimiter = ',')]
+    labels: Option<Vec<String>>,
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    #[arg(long, default_value = "aspect")]
+    aspect_column: String,
+    #[arg(long, default_value = "start")]
+    start_column: String,
+    #[arg(long, default_value = "end")]
+    end_column: String,
+    #[arg(long, default_value = "label")]
+    label_column: String,
+    /// Continue from OUT/checkpoint-last if it exists.
+    #[arg(long)]
+    resume: bool,
+    /// Stop (resumably) after this many epochs in total.
+    #[arg(long)]
+    stop_after_epoch: Option<usize>,
+    /// libtorch threads (0: libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    threads: i32,
+}
+
+impl From<TrainArgs> for TrainConfig {
+    fn from(a: TrainArgs) -> Self {
+        TrainConfig {
+            base: a.base,
+            train: a.train,
+            validation: a.validation,
+            test: a.test,
+            out: a.out,
+            columns: Columns { text: a.text_column, aspect: a.aspect_column, start: a.start_column, end: a.end_column, label: a.label_column },
+            labels: a.labels,
+            learning_rate: a.lr,
+            weight_decay: a.weight_decay,
+            warmup_steps: a.warmup_steps,
+            batch_size: a.batch_size,
+            gradient_accumulation_steps: a.gradient_accumulation_steps,
+            epochs: a.epochs,
+            max_grad_norm: a.max_grad_norm,
+            seed: a.seed,
+            split_seed: a.split_seed,
+            validation_fraction: a.validation_fraction,
+            max_length: a.max_length,
+            pooling: a.pooling,
+            padding: a.padding,
+            early_stopping_patience: a.patience,
+            select_metric: a.select_metric,
+            resume: a.resume,
+            stop_after_epoch: a.stop_after_epoch,
+            threads: a.threads,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -51,6 +162,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
             .context("service check failed")?;
+            Ok(())
+        }
+        Command::Train(args) => {
+            let config = TrainConfig::from(args);
+            let summary = training::train(&config, &mut TerminalProgress::new())?;
+            println!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }
     }

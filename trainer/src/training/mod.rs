@@ -1,0 +1,576 @@
+//! The fine-tuning engine: the reference recipe (TD-BERT, AdamW, linear warmup and
+//! decay, early stopping) with honest model selection on a validation split, per-epoch
+//! checkpoints that resume exactly, and a test evaluation of the selected model.
+//! The CLI's `train` and the trainer worker both call [`train`].
+//!
+//! # Layout
+//! - [`data`]: encoding rows, length-grouped batches, padding.
+//! - [`optimizer`]: AdamW, the schedule, gradient clipping, with saveable state.
+//! - this module: configuration, the loop, evaluation, checkpoints, the summary.
+
+pub mod data;
+pub mod optimizer;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use absa_domain::metrics::ClassificationReport;
+use absa_domain::records::{read_labelled_jsonl, Columns};
+use absa_domain::split::stratified_split;
+use absa_domain::{AspectEncoder, LabelSet, LabelledRow, RowError};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+use thiserror::Error;
+
+use self::data::{collate, encode_rows, epoch_batches, eval_batches, Example, Order};
+use self::optimizer::{linear_schedule, AdamW};
+use crate::checkpoint::{self, LoadOptions, LoadedModel};
+use crate::model::Pooling;
+use crate::ModelError;
+
+#[derive(Debug, Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("{path}: {reason}")]
+    Data { path: String, reason: String },
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot resume from {dir}: {reason}")]
+    Resume { dir: String, reason: String },
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+/// Which validation figure picks the best epoch and drives early stopping.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectMetric {
+    /// Lowest validation loss (the recipe's `eval_loss`).
+    #[default]
+    Loss,
+    Accuracy,
+    MacroF1,
+}
+
+/// How rows are padded in training batches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Padding {
+    /// Each batch padded to its longest row, rows grouped by length.
+    #[default]
+    Dynamic,
+    /// Every row padded to the max length, random order (the reference recipe).
+    Fixed,
+}
+
+/// Everything a fine-tuning run needs. Defaults are the reference recipe's.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    /// HF checkpoint directory to start from (`config.json`, weights, `tokenizer.json`).
+    pub base: PathBuf,
+    pub train: PathBuf,
+    /// Validation file; without one, `validation_fraction` of train is held out.
+    pub validation: Option<PathBuf>,
+    /// Evaluated once, at the end, on the selected model.
+    pub test: Option<PathBuf>,
+    pub out: PathBuf,
+    pub columns: Columns,
+    /// Label names in output order; by default taken from the training data.
+    pub labels: Option<Vec<String>>,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    pub warmup_steps: i64,
+    pub batch_size: usize,
+    pub gradient_accumulation_steps: usize,
+    pub epochs: usize,
+    pub max_grad_norm: f64,
+    pub seed: u64,
+    /// Seed of the validation split, separate so `seed` varies only the training.
+    pub split_seed: u64,
+    pub validation_fraction: f64,
+    pub max_length: usize,
+    pub pooling: Pooling,
+    pub padding: Padding,
+    pub early_stopping_patience: usize,
+    pub select_metric: SelectMetric,
+    /// Continue from `out/checkpoint-last` when it exists.
+    pub resume: bool,
+    /// Stop (resumably) once this many epochs are done in total: for tests and for
+    /// splitting a long run.
+    pub stop_after_epoch: Option<usize>,
+    /// libtorch intra-op threads; 0 keeps libtorch's default.
+    pub threads: i32,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            base: PathBuf::new(),
+            train: PathBuf::new(),
+            validation: None,
+            test: None,
+            out: PathBuf::from("runs/absa"),
+            columns: Columns::default(),
+            labels: None,
+            learning_rate: 1e-5,
+            weight_decay: 0.01,
+            warmup_steps: 100,
+            batch_size: 16,
+            gradient_accumulation_steps: 1,
+            epochs: 8,
+            max_grad_norm: 1.0,
+            seed: 42,
+            split_seed: 42,
+            validation_fraction: 0.1,
+            max_length: 100,
+            pooling: Pooling::Max,
+            padding: Padding::Dynamic,
+            early_stopping_patience: 3,
+            select_metric: SelectMetric::Loss,
+            resume: false,
+            stop_after_epoch: None,
+            threads: 0,
+        }
+    }
+}
+
+/// Validation or test figures.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub report: ClassificationReport,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub learning_rate: f64,
+    pub train_samples_per_second: f64,
+    pub train_seconds: f64,
+    pub validation: Evaluation,
+}
+
+/// Rows not used, by file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Rejected {
+    pub train: usize,
+    pub validation: usize,
+    pub test: usize,
+}
+
+/// The one-line JSON the CLI prints at the end.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub stopped_early: bool,
+    /// False when `stop_after_epoch` paused the run before its end.
+    pub finished: bool,
+    pub validation_accuracy: f64,
+    pub validation_macro_f1: f64,
+    pub validation_loss: f64,
+    pub test_accuracy: Option<f64>,
+    pub test_macro_f1: Option<f64>,
+    pub train_samples_per_second: f64,
+    pub wall_seconds: f64,
+    pub peak_rss_mib: f64,
+    pub rows_rejected: Rejected,
+    pub train_rows: usize,
+    pub validation_rows: usize,
+    pub test_rows: usize,
+    pub best_checkpoint: PathBuf,
+}
+
+/// Progress of one optimizer step, for progress bars and heartbeats.
+#[derive(Clone, Debug)]
+pub struct StepProgress {
+    pub epoch: usize,
+    pub step_in_epoch: usize,
+    pub steps_in_epoch: usize,
+    pub global_step: i64,
+    pub total_steps: i64,
+    pub loss: f64,
+    pub samples_per_second: f64,
+}
+
+/// Callbacks from the loop. The worker uses them for heartbeats, progress and
+/// cancellation; the CLI for its progress bar.
+pub trait Observer {
+    fn on_start(&mut self, _total_steps: i64, _start_step: i64) {}
+    fn on_step(&mut self, _progress: &StepProgress) {}
+    fn on_epoch(&mut self, _record: &EpochRecord, _checkpoint: &Path) {}
+    /// Checked between steps; true stops the run at the next step boundary.
+    fn should_stop(&mut self) -> bool {
+        false
+    }
+}
+
+/// An observer that does nothing.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// What is saved beside the weights in `checkpoint-last`, so a run resumes where it
+/// stopped. Data order and dropout masks come from seeds derived from `seed` and the
+/// epoch, so they need no saving.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct TrainerState {
+    epochs_done: usize,
+    global_step: i64,
+    best_epoch: usize,
+    best_score: f64,
+    epochs_without_improvement: usize,
+    history: Vec<EpochRecord>,
+    labels: Vec<String>,
+    config: TrainConfig,
+}
+
+const LAST: &str = "checkpoint-last";
+const BEST: &str = "checkpoint-best";
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |e| TrainError::Io(path.display().to_string(), e)
+}
+
+/// Reads labelled rows from a file (JSONL), returning rows and row errors.
+pub fn read_labelled(path: &Path, columns: &Columns) -> Result<(Vec<LabelledRow>, Vec<RowError>), TrainError> {
+    let data_err = |reason: String| TrainError::Data { path: path.display().to_string(), reason };
+    let file = std::fs::File::open(path).map_err(|e| data_err(e.to_string()))?;
+    match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "jsonl" | "json" | "ndjson" => read_labelled_jsonl(std::io::BufReader::new(file), columns).map_err(|e| data_err(e.to_string())),
+        other => Err(data_err(format!("unsupported format {other:?}: use .jsonl"))),
+    }
+}
+
+fn log_rejected(kind: &str, path: &Path, errors: &[RowError]) {
+    for e in errors {
+        tracing::warn!(file = %path.display(), line = e.line, reason = %e.reason, "{kind} row rejected");
+    }
+}
+
+/// Encoded data for one run.
+struct Prepared {
+    train: Vec<Example>,
+    validation: Vec<Example>,
+    test: Vec<Example>,
+    rejected: Rejected,
+    labels: LabelSet,
+    /// Every rejected row, `file:line: reason`, written to `rejected_rows.txt`.
+    rejected_rows: Vec<String>,
+}
+
+fn prepare(config: &TrainConfig, encoder: &AspectEncoder) -> Result<Prepared, TrainError> {
+    let (train_rows, mut train_errors) = read_labelled(&config.train, &config.columns)?;
+    let labels = match &config.labels {
+        Some(names) => LabelSet::new(names.clone()).map_err(TrainError::Config)?,
+        None => LabelSet::from_data(train_rows.iter().map(|r| r.label.as_str())).map_err(TrainError::Config)?,
+    };
+    let (mut train, errs) = encode_rows(&train_rows, encoder, &labels);
+    train_errors.extend(errs);
+    let mut rejected_rows: Vec<String> = train_errors.iter().map(|e| format!("{}:{e}", config.train.display())).collect();
+    log_rejected("train", &config.train, &train_errors);
+
+    let (validation, validation_rejected) = match &config.validation {
+        Some(path) => {
+            let (rows, mut errors) = read_labelled(path, &config.columns)?;
+            let (examples, errs) = encode_rows(&rows, encoder, &labels);
+            errors.extend(errs);
+            log_rejected("validation", path, &errors);
+            rejected_rows.extend(errors.iter().map(|e| format!("{}:{e}", path.display())));
+            (examples, errors.len())
+        }
+        None => {
+            let gold: Vec<usize> = train.iter().map(|e| e.label as usize).collect();
+            let (keep, held_out) = stratified_split(&gold, config.validation_fraction, config.split_seed);
+            let validation = held_out.iter().map(|&i| train[i].clone()).collect();
+            train = keep.iter().map(|&i| train[i].clone()).collect();
+            (validation, 0)
+        }
+    };
+    let (test, test_rejected) = match &config.test {
+        Some(path) => {
+            let (rows, mut errors) = read_labelled(path, &config.columns)?;
+            let (examples, errs) = encode_rows(&rows, encoder, &labels);
+            errors.extend(errs);
+            log_rejected("test", path, &errors);
+            rejected_rows.extend(errors.iter().map(|e| format!("{}:{e}", path.display())));
+            (examples, errors.len())
+        }
+        None => (Vec::new(), 0),
+    };
+    if train.is_empty() || validation.is_empty() {
+        return Err(TrainError::Config(format!("need training and validation rows, have {} and {}", train.len(), validation.len())));
+    }
+    let rejected = Rejected { train: train_errors.len(), validation: validation_rejected, test: test_rejected };
+    Ok(Prepared { train, validation, test, rejected, labels, rejected_rows })
+}
+
+/// Loss, predictions and metrics over `examples` in eval mode.
+pub fn evaluate(model: &LoadedModel, examples: &[Example], batch_size: usize, pad_id: i64, device: Device) -> Evaluation {
+    let lengths: Vec<usize> = examples.iter().map(|e| e.input_ids.len()).collect();
+    let mut predicted = vec![0usize; examples.len()];
+    let mut loss_sum = 0.0;
+    tch::no_grad(|| {
+        for batch_idx in eval_batches(&lengths, batch_size) {
+            let rows: Vec<&Example> = batch_idx.iter().map(|&i| &examples[i]).collect();
+            let batch = collate(&rows, None, pad_id, device);
+            let logits = model.model.forward_t(&batch.input_ids, &batch.attention_mask, &batch.aspect_mask, false).logits;
+            let loss = logits.cross_entropy_loss::<Tensor>(&batch.labels, None, tch::Reduction::Sum, -100, 0.0);
+            loss_sum += loss.double_value(&[]);
+            let argmax: Vec<i64> = Vec::try_from(logits.argmax(-1, false).to_device(Device::Cpu)).expect("argmax is int64");
+            for (&i, p) in batch_idx.iter().zip(argmax) {
+                predicted[i] = p as usize;
+            }
+        }
+    });
+    let gold: Vec<usize> = examples.iter().map(|e| e.label as usize).collect();
+    let report = ClassificationReport::new(&predicted, &gold, model.labels.names());
+    Evaluation { loss: loss_sum / examples.len().max(1) as f64, accuracy: report.accuracy, macro_f1: report.macro_f1, report }
+}
+
+fn score(config: &TrainConfig, e: &Evaluation) -> f64 {
+    // Higher is better for every metric: loss is negated.
+    match config.select_metric {
+        SelectMetric::Loss => -e.loss,
+        SelectMetric::Accuracy => e.accuracy,
+        SelectMetric::MacroF1 => e.macro_f1,
+    }
+}
+
+/// Writes `dir` by building it beside and renaming over, so a crash never leaves a
+/// half-written checkpoint under the final name.
+fn replace_dir(dir: &Path, write: impl FnOnce(&Path) -> Result<(), TrainError>) -> Result<(), TrainError> {
+    let tmp = dir.with_extension("tmp");
+    let old = dir.with_extension("old");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    write(&tmp)?;
+    let _ = std::fs::remove_dir_all(&old);
+    if dir.exists() {
+        std::fs::rename(dir, &old).map_err(io_err(dir))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(io_err(dir))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+fn epoch_seed(seed: u64, epoch: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(epoch as u64 + 1)
+}
+
+/// Runs (or resumes) a fine-tuning run and returns its summary. Writes
+/// `out/checkpoint-best` (the selected model, an HF directory), `out/checkpoint-last`
+/// (weights plus optimizer and trainer state), `out/metrics.jsonl` (one line per
+/// epoch), `out/rejected_rows.txt` and `out/summary.json`.
+pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainSummary, TrainError> {
+    let started = Instant::now();
+    if config.batch_size == 0 || config.gradient_accumulation_steps == 0 || config.epochs == 0 {
+        return Err(TrainError::Config("batch size, gradient accumulation steps and epochs must be positive".into()));
+    }
+    if config.threads > 0 {
+        tch::set_num_threads(config.threads);
+    }
+    let device = Device::cuda_if_available();
+    let tokenizer_path = config.base.join("tokenizer.json");
+    let encoder = AspectEncoder::from_file(&tokenizer_path, config.max_length).map_err(|e| TrainError::Config(e.to_string()))?;
+    let data = prepare(config, &encoder)?;
+    std::fs::create_dir_all(&config.out).map_err(io_err(&config.out))?;
+    let rejected_path = config.out.join("rejected_rows.txt");
+    std::fs::write(&rejected_path, data.rejected_rows.join("\n")).map_err(io_err(&rejected_path))?;
+
+    let last_dir = config.out.join(LAST);
+    let best_dir = config.out.join(BEST);
+    let resume_state = if config.resume && last_dir.join("trainer_state.json").is_file() { Some(read_state(&last_dir, config)?) } else { None };
+    let start_dir = if resume_state.is_some() { &last_dir } else { &config.base };
+
+    tch::manual_seed(config.seed as i64); // the fresh head's initialisation
+    let options = LoadOptions { labels: Some(data.labels.clone()), pooling: Some(config.pooling) };
+    let model = checkpoint::load(start_dir, &options, device)?;
+    let mut opt = AdamW::new(&model.vs, config.weight_decay);
+
+    let pad_id = encoder.pad_id();
+    let fixed = config.padding == Padding::Fixed;
+    let order = if fixed { Order::Shuffled } else { Order::LengthGrouped };
+    let lengths: Vec<usize> = data.train.iter().map(|e| e.input_ids.len()).collect();
+    let batches_per_epoch = data.train.len().div_ceil(config.batch_size);
+    let steps_per_epoch = batches_per_epoch.div_ceil(config.gradient_accumulation_steps) as i64;
+    let total_steps = steps_per_epoch * config.epochs as i64;
+
+    let mut state = match resume_state {
+        Some(state) => {
+            let tensors: BTreeMap<String, Tensor> = Tensor::read_safetensors(last_dir.join("optimizer.safetensors"))?.into_iter().collect();
+            opt.load_state(&tensors, state.global_step).map_err(|reason| TrainError::Resume { dir: last_dir.display().to_string(), reason })?;
+            tracing::info!(epochs_done = state.epochs_done, step = state.global_step, "resuming");
+            state
+        }
+        None => TrainerState {
+            epochs_done: 0,
+            global_step: 0,
+            best_epoch: 0,
+            best_score: f64::NEG_INFINITY,
+            epochs_without_improvement: 0,
+            history: Vec::new(),
+            labels: data.labels.names().to_vec(),
+            config: config.clone(),
+        },
+    };
+    observer.on_start(total_steps, state.global_step);
+
+    let mut stopped_early = false;
+    let mut interrupted = false;
+    let mut train_seconds_total = 0.0;
+    let mut train_samples_total = 0usize;
+    while state.epochs_done < config.epochs {
+        if state.epochs_without_improvement >= config.early_stopping_patience {
+            stopped_early = true;
+            break;
+        }
+        if config.stop_after_epoch.is_some_and(|k| state.epochs_done >= k) {
+            interrupted = true;
+            break;
+        }
+        let epoch = state.epochs_done + 1;
+        tch::manual_seed(epoch_seed(config.seed, epoch) as i64); // dropout masks
+        let batches = epoch_batches(&lengths, config.batch_size, order, epoch_seed(config.seed, epoch));
+        let epoch_start = Instant::now();
+        let (mut loss_sum, mut loss_rows, mut lr) = (0.0, 0usize, 0.0);
+        let mut step_in_epoch = 0;
+        for (i, batch_idx) in batches.iter().enumerate() {
+            let rows: Vec<&Example> = batch_idx.iter().map(|&j| &data.train[j]).collect();
+            let batch = collate(&rows, fixed.then_some(config.max_length), pad_id, device);
+            let out = model.model.forward_t(&batch.input_ids, &batch.attention_mask, &batch.aspect_mask, true);
+            let loss = out.logits.to_kind(Kind::Float).cross_entropy_for_logits(&batch.labels);
+            (&loss / config.gradient_accumulation_steps as f64).backward();
+            let batch_loss = loss.double_value(&[]);
+            loss_sum += batch_loss * rows.len() as f64;
+            loss_rows += rows.len();
+            let boundary = (i + 1) % config.gradient_accumulation_steps == 0 || i + 1 == batches.len();
+            if boundary {
+                opt.clip_grad_norm(config.max_grad_norm);
+                lr = config.learning_rate * linear_schedule(state.global_step, config.warmup_steps, total_steps);
+                opt.step(lr);
+                opt.zero_grad();
+                state.global_step += 1;
+                step_in_epoch += 1;
+                observer.on_step(&StepProgress {
+                    epoch,
+                    step_in_epoch,
+                    steps_in_epoch: steps_per_epoch as usize,
+                    global_step: state.global_step,
+                    total_steps,
+                    loss: batch_loss,
+                    samples_per_second: loss_rows as f64 / epoch_start.elapsed().as_secs_f64(),
+                });
+                if observer.should_stop() {
+                    return Err(TrainError::Config("stopped on request before the epoch ended".into()));
+                }
+            }
+        }
+        let train_seconds = epoch_start.elapsed().as_secs_f64();
+        train_seconds_total += train_seconds;
+        train_samples_total += loss_rows;
+        let validation = evaluate(&model, &data.validation, config.batch_size, pad_id, device);
+        let record = EpochRecord {
+            epoch,
+            train_loss: loss_sum / loss_rows.max(1) as f64,
+            learning_rate: lr,
+            train_samples_per_second: loss_rows as f64 / train_seconds,
+            train_seconds,
+            validation,
+        };
+        tracing::info!(epoch, train_loss = record.train_loss, val_loss = record.validation.loss, val_acc = record.validation.accuracy, val_f1 = record.validation.macro_f1, samples_per_s = record.train_samples_per_second, "epoch done");
+        let s = score(config, &record.validation);
+        let improved = s > state.best_score;
+        if improved {
+            state.best_score = s;
+            state.best_epoch = epoch;
+            state.epochs_without_improvement = 0;
+            replace_dir(&best_dir, |dir| Ok(model.save(dir, Some(&config.base))?))?;
+        } else {
+            state.epochs_without_improvement += 1;
+        }
+        state.epochs_done = epoch;
+        state.history.push(record.clone());
+        replace_dir(&last_dir, |dir| {
+            model.save(dir, Some(&config.base))?;
+            crate::checkpoint::write_safetensors(&opt.state_tensors(), &dir.join("optimizer.safetensors"))?;
+            let text = serde_json::to_string_pretty(&state).expect("state serialises");
+            std::fs::write(dir.join("trainer_state.json"), text).map_err(io_err(dir))
+        })?;
+        append_metrics(&config.out, &record)?;
+        observer.on_epoch(&record, &last_dir);
+    }
+
+    let best = state.history.iter().find(|r| r.epoch == state.best_epoch).cloned().expect("at least one epoch ran");
+    let (mut test_accuracy, mut test_macro_f1) = (None, None);
+    if !interrupted && !data.test.is_empty() {
+        let selected = checkpoint::load(&best_dir, &LoadOptions::default(), device)?;
+        let test = evaluate(&selected, &data.test, config.batch_size, pad_id, device);
+        tracing::info!(accuracy = test.accuracy, macro_f1 = test.macro_f1, "test set, selected model");
+        let path = config.out.join("test_metrics.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&test).expect("serialises")).map_err(io_err(&path))?;
+        test_accuracy = Some(test.accuracy);
+        test_macro_f1 = Some(test.macro_f1);
+    }
+    let summary = TrainSummary {
+        epochs_run: state.epochs_done,
+        best_epoch: state.best_epoch,
+        stopped_early,
+        finished: !interrupted,
+        validation_accuracy: best.validation.accuracy,
+        validation_macro_f1: best.validation.macro_f1,
+        validation_loss: best.validation.loss,
+        test_accuracy,
+        test_macro_f1,
+        train_samples_per_second: if train_seconds_total > 0.0 { train_samples_total as f64 / train_seconds_total } else { 0.0 },
+        wall_seconds: started.elapsed().as_secs_f64(),
+        peak_rss_mib: absa_platform::process::peak_rss_mib(),
+        rows_rejected: data.rejected,
+        train_rows: data.train.len(),
+        validation_rows: data.validation.len(),
+        test_rows: data.test.len(),
+        best_checkpoint: best_dir,
+    };
+    let path = config.out.join("summary.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&summary).expect("serialises")).map_err(io_err(&path))?;
+    Ok(summary)
+}
+
+fn append_metrics(out: &Path, record: &EpochRecord) -> Result<(), TrainError> {
+    use std::io::Write;
+    let path = out.join("metrics.jsonl");
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
+    writeln!(f, "{}", serde_json::to_string(record).expect("serialises")).map_err(io_err(&path))
+}
+
+fn read_state(dir: &Path, config: &TrainConfig) -> Result<TrainerState, TrainError> {
+    let path = dir.join("trainer_state.json");
+    let resume_err = |reason: String| TrainError::Resume { dir: dir.display().to_string(), reason };
+    let text = std::fs::read_to_string(&path).map_err(|e| resume_err(e.to_string()))?;
+    let state: TrainerState = serde_json::from_str(&text).map_err(|e| resume_err(e.to_string()))?;
+    // The run must be the same run: these settings change the trajectory.
+    let (a, b) = (&state.config, config);
+    let same = a.learning_rate == b.learning_rate
+        && a.weight_decay == b.weight_decay
+        && a.warmup_steps == b.warmup_steps
+        && a.batch_size == b.batch_size
+        && a.gradient_accumulation_steps == b.gradient_accumulation_steps
+        && a.epochs == b.epochs
+        && a.seed == b.seed
+        && a.split_seed == b.split_seed
+        && a.max_length == b.max_length
+        && a.pooling == b.pooling
+        && a.padding == b.padding
+        && a.train == b.train;
+    if !same {
+        return Err(resume_err("the saved run used other data or hyperparameters (see its trainer_state.json)".into()));
+    }
+    Ok(state)
+}
