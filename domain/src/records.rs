@@ -1,6 +1,9 @@
 //! Labelled rows as they come from files, and the JSONL reader.
 
 use std::io::BufRead;
+use std::path::Path;
+
+use crate::readers::{self, ReadError, ReaderOptions, Records};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -92,31 +95,31 @@ pub fn labelled_row(line: usize, fields: &Map<String, Value>, columns: &Columns)
     build().map_err(|p| RowError { line, reason: p.to_string() })
 }
 
-/// Reads JSONL labelled rows. Every bad row becomes a [`RowError`] naming its line;
-/// every good row is returned. Blank lines are skipped; I/O errors stop the read.
-pub fn read_labelled_jsonl(reader: impl BufRead, columns: &Columns) -> std::io::Result<(Vec<LabelledRow>, Vec<RowError>)> {
+/// Labelled rows from a record stream: every bad row becomes a [`RowError`] naming its
+/// line, every good row is returned; a file-level failure stops the read.
+pub fn collect_labelled(records: Records, columns: &Columns) -> Result<(Vec<LabelledRow>, Vec<RowError>), ReadError> {
     let mut rows = Vec::new();
     let mut errors = Vec::new();
-    for (i, line) in reader.split(b'\n').enumerate() {
-        let line_no = i + 1;
-        let bytes = line?;
-        let Ok(text) = std::str::from_utf8(&bytes) else {
-            errors.push(RowError { line: line_no, reason: "invalid UTF-8".into() });
-            continue;
-        };
-        let text = text.trim_end_matches('\r').trim_start_matches('\u{feff}');
-        if text.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<Map<String, Value>>(text) {
-            Err(e) => errors.push(RowError { line: line_no, reason: format!("not a JSON object: {e}") }),
-            Ok(fields) => match labelled_row(line_no, &fields, columns) {
+    for item in records {
+        match item? {
+            Ok(record) => match labelled_row(record.line, &record.fields, columns) {
                 Ok(row) => rows.push(row),
                 Err(e) => errors.push(e),
             },
+            Err(e) => errors.push(e),
         }
     }
     Ok((rows, errors))
+}
+
+/// Labelled rows from a JSONL, CSV or Parquet file (format by extension).
+pub fn read_labelled_file(path: &Path, columns: &Columns) -> Result<(Vec<LabelledRow>, Vec<RowError>), ReadError> {
+    collect_labelled(readers::open(path, &ReaderOptions::default())?, columns)
+}
+
+/// Labelled rows from JSONL text.
+pub fn read_labelled_jsonl(reader: impl BufRead + Send + 'static, columns: &Columns) -> Result<(Vec<LabelledRow>, Vec<RowError>), ReadError> {
+    collect_labelled(readers::jsonl(reader, &ReaderOptions::default()), columns)
 }
 
 #[cfg(test)]
@@ -138,14 +141,14 @@ mod tests {
             r#"{"text":"ok fan","aspect":"fan","start":-1,"end":6,"label":"neutral"}"#,
             "\r\n",
         );
-        let (rows, errors) = read_labelled_jsonl(data.as_bytes(), &Columns::default()).unwrap();
+        let (rows, errors) = read_labelled_jsonl(std::io::Cursor::new(data.as_bytes().to_vec()), &Columns::default()).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].line, 1);
         let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, vec![2, 4, 5, 6, 7]);
         assert!(errors[0].reason.contains("not the aspect"), "{}", errors[0]);
         assert!(errors[1].reason.contains("missing field \"label\""), "{}", errors[1]);
-        assert!(errors[2].reason.contains("not a JSON object"), "{}", errors[2]);
+        assert!(errors[2].reason.contains("not JSON"), "{}", errors[2]);
         assert!(errors[3].reason.contains("empty text"), "{}", errors[3]);
         assert!(errors[4].reason.contains("start is negative"), "{}", errors[4]);
     }
@@ -154,7 +157,7 @@ mod tests {
     fn invalid_utf8_is_a_row_error() {
         let mut data = b"\xff\xfe\n".to_vec();
         data.extend_from_slice(br#"{"text":"a b","aspect":"b","start":2,"end":3,"label":"x"}"#);
-        let (rows, errors) = read_labelled_jsonl(&data[..], &Columns::default()).unwrap();
+        let (rows, errors) = read_labelled_jsonl(std::io::Cursor::new(data), &Columns::default()).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(errors, vec![RowError { line: 1, reason: "invalid UTF-8".into() }]);
     }
@@ -168,7 +171,7 @@ mod column_tests {
     fn configured_columns_and_string_offsets_are_read() {
         let columns = Columns { text: "sentence".into(), label: "polarity".into(), ..Default::default() };
         let data = r#"{"sentence":"nice fan","aspect":"fan","start":"5","end":"8","polarity":"positive"}"#;
-        let (rows, errors) = read_labelled_jsonl(data.as_bytes(), &columns).unwrap();
+        let (rows, errors) = read_labelled_jsonl(std::io::Cursor::new(data.as_bytes().to_vec()), &columns).unwrap();
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!((rows[0].span.start(), rows[0].label.as_str()), (5, "positive"));
     }
@@ -176,7 +179,26 @@ mod column_tests {
     #[test]
     fn a_wrong_type_is_named() {
         let data = r#"{"text":"nice fan","aspect":"fan","start":[5],"end":8,"label":"positive"}"#;
-        let (_, errors) = read_labelled_jsonl(data.as_bytes(), &Columns::default()).unwrap();
+        let (_, errors) = read_labelled_jsonl(std::io::Cursor::new(data.as_bytes().to_vec()), &Columns::default()).unwrap();
         assert_eq!(errors[0].reason, "field \"start\" is not an integer");
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    #[test]
+    fn labelled_rows_are_read_from_csv_with_configured_columns() {
+        let path = std::env::temp_dir().join(format!("absa-labelled-{}.csv", std::process::id()));
+        std::fs::write(&path, "sentence,aspect,from,to,polarity\n\"Great, quiet fan\",fan,13,16,positive\nbad row,x,0,99,negative\n").unwrap();
+        let columns = Columns { text: "sentence".into(), start: "from".into(), end: "to".into(), label: "polarity".into(), ..Default::default() };
+        let (rows, errors) = read_labelled_file(&path, &columns).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].aspect.as_str(), rows[0].span.start(), rows[0].line), ("fan", 13, 2));
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].line, 3);
+        assert!(errors[0].reason.contains("outside the text"), "{}", errors[0]);
+        std::fs::remove_file(path).unwrap();
     }
 }

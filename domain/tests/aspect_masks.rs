@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use absa_domain::records::{read_labelled_jsonl, Columns};
+use absa_domain::records::{read_labelled_file, Columns};
 use absa_domain::{AspectEncoder, AspectSpan};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -50,8 +50,7 @@ fn mask_indices(mask: &[bool]) -> Vec<usize> {
 
 fn check_split(tokenizer: &str, split: &str) {
     let encoder = AspectEncoder::from_file(&tokenizer_path(tokenizer), 512).unwrap();
-    let file = std::fs::File::open(shared().join(format!("data/semeval14_laptops/{split}.jsonl"))).unwrap();
-    let (rows, errors) = read_labelled_jsonl(std::io::BufReader::new(file), &Columns::default()).unwrap();
+    let (rows, errors) = read_labelled_file(&shared().join(format!("data/semeval14_laptops/{split}.jsonl")), &Columns::default()).unwrap();
     assert!(errors.is_empty(), "{errors:?}");
     let expected: Vec<ExpectedRow> = read_jsonl(fixture(&format!("aspect_masks_{tokenizer}_{split}.jsonl")));
     assert_eq!(rows.len(), expected.len());

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use absa_domain::metrics::ClassificationReport;
-use absa_domain::records::{read_labelled_jsonl, Columns};
+use absa_domain::records::{read_labelled_file, Columns};
 use absa_domain::split::stratified_split;
 use absa_domain::{AspectEncoder, LabelSet, LabelledRow, RowError};
 use serde::{Deserialize, Serialize};
@@ -239,14 +239,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     move |e| TrainError::Io(path.display().to_string(), e)
 }
 
-/// Reads labelled rows from a file (JSONL), returning rows and row errors.
+/// Reads labelled rows from a JSONL, CSV or Parquet file, returning rows and row errors.
 pub fn read_labelled(path: &Path, columns: &Columns) -> Result<(Vec<LabelledRow>, Vec<RowError>), TrainError> {
-    let data_err = |reason: String| TrainError::Data { path: path.display().to_string(), reason };
-    let file = std::fs::File::open(path).map_err(|e| data_err(e.to_string()))?;
-    match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
-        "jsonl" | "json" | "ndjson" => read_labelled_jsonl(std::io::BufReader::new(file), columns).map_err(|e| data_err(e.to_string())),
-        other => Err(data_err(format!("unsupported format {other:?}: use .jsonl"))),
-    }
+    read_labelled_file(path, columns).map_err(|e| TrainError::Data { path: path.display().to_string(), reason: e.to_string() })
 }
 
 fn log_rejected(kind: &str, path: &Path, errors: &[RowError]) {
