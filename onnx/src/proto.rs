@@ -109,6 +109,13 @@ pub struct TensorProto {
     /// Little-endian element bytes: the compact encoding for large weights.
     #[prost(bytes = "vec", tag = "9")]
     pub raw_data: Vec<u8>,
+    /// Where the bytes are when they live outside the model file: `location` (a path
+    /// relative to the model), `offset` and `length`.
+    #[prost(message, repeated, tag = "13")]
+    pub external_data: Vec<StringStringEntryProto>,
+    /// `TensorProto.DataLocation`: DEFAULT 0 (inside), EXTERNAL 1.
+    #[prost(int32, tag = "14")]
+    pub data_location: i32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -3,7 +3,7 @@
 //! `ort` panics at its first use when it cannot find the library, so every entry point
 //! goes through [`environment`], which checks the path first and reports what is wrong.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use ort::environment::Environment;
@@ -49,16 +49,49 @@ pub fn environment() -> Result<Environment, RuntimeError> {
     Ok(env)
 }
 
+/// How a session runs.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// Threads inside one operator (the matrix products); operators run one after
+    /// another, as the peer's ONNX Runtime setup does.
+    pub intra_threads: usize,
+    /// Where to write the graph as ONNX Runtime optimised it (to see its fusions).
+    pub optimized_model_path: Option<PathBuf>,
+    /// Where to write ONNX Runtime's per-operator profile (JSON trace).
+    pub profile_path: Option<PathBuf>,
+}
+
+impl SessionOptions {
+    pub fn with_threads(intra_threads: usize) -> Self {
+        Self { intra_threads, optimized_model_path: None, profile_path: None }
+    }
+
+    fn builder(&self) -> Result<ort::session::builder::SessionBuilder, RuntimeError> {
+        let env = environment()?;
+        let mut builder = Session::builder(&env)?
+            .with_optimization_level(GraphOptimizationLevel::All)?
+            .with_intra_threads(self.intra_threads.max(1))?
+            .with_inter_threads(1)?;
+        if let Some(path) = &self.optimized_model_path {
+            builder = builder.with_optimized_model_path(path)?;
+        }
+        if let Some(path) = &self.profile_path {
+            builder = builder.with_profiling(path)?;
+        }
+        Ok(builder)
+    }
+}
+
 /// Opens a session on a serialised ONNX model with full graph optimisation,
 /// `intra_threads` threads inside operators and sequential execution between them.
 pub fn session_from_bytes(model: &[u8], intra_threads: usize) -> Result<Session, RuntimeError> {
-    let env = environment()?;
-    let session = Session::builder(&env)?
-        .with_optimization_level(GraphOptimizationLevel::All)?
-        .with_intra_threads(intra_threads)?
-        .with_inter_threads(1)?
-        .commit_from_memory(model)?;
-    Ok(session)
+    Ok(SessionOptions::with_threads(intra_threads).builder()?.commit_from_memory(model)?)
+}
+
+/// Opens a session on a model file; external weight files next to it are found by
+/// ONNX Runtime relative to the model's folder.
+pub fn session_from_file(path: &Path, options: &SessionOptions) -> Result<Session, RuntimeError> {
+    Ok(options.builder()?.commit_from_file(path)?)
 }
 
 /// The version string of the loaded library, for `check` output.

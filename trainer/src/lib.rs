@@ -3,12 +3,14 @@
 //! # Layout
 //! - [`model`]: the encoder families, pooling and heads, under Hugging Face names.
 //! - [`checkpoint`]: Hugging Face checkpoint directories, loaded and written.
+//! - [`export`]: the model as ONNX graphs (fp32 and int8) in a directory the scorer runs.
 //! - [`training`]: the fine-tuning engine (local mode and worker alike).
 //! - [`settings`]: the trainer's typed configuration.
 //! - [`torch_check`]: a libtorch self-test for `absa-trainer check`.
 
 pub mod checkpoint;
 mod error;
+pub mod export;
 pub mod model;
 pub mod settings;
 pub mod torch_check;
