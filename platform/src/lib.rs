@@ -6,6 +6,7 @@
 //!   environment overrides, and the settings shared by all of them.
 //! - [`db`]: the Postgres pool, migrations, and a clear error when the server is unreachable.
 //! - [`queue`]: the RabbitMQ connection, publisher confirms and manual acknowledgement.
+//! - [`jobs`]: the job lifecycle: submit, claim with a lease, heartbeat, complete, reap.
 //! - [`health`]: start-up checks that each service answers.
 //! - [`process`]: peak memory of the running process.
 //! - [`telemetry`]: structured logs through `tracing`.
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod health;
+pub mod jobs;
 pub mod process;
 mod error;
 pub mod queue;

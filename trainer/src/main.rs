@@ -97,7 +97,7 @@ struct TrainArgs {
     /// Stop (resumably) after this many epochs in total.
     #[arg(long)]
     stop_after_epoch: Option<usize>,
-    /// libtorch threads (0: libtorch's default).
+    /// libtorch threads (0: one per available CPU).
     #[arg(long, default_value_t = 0)]
     threads: i32,
 }

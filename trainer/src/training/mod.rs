@@ -103,7 +103,8 @@ pub struct TrainConfig {
     /// Stop (resumably) once this many epochs are done in total: for tests and for
     /// splitting a long run.
     pub stop_after_epoch: Option<usize>,
-    /// libtorch intra-op threads; 0 keeps libtorch's default.
+    /// libtorch intra-op threads; 0 means one per available CPU (libtorch's own
+    /// default counts physical cores, which is 1 on a 2-vCPU machine).
     pub threads: i32,
 }
 
@@ -369,9 +370,8 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
     if config.batch_size == 0 || config.gradient_accumulation_steps == 0 || config.epochs == 0 {
         return Err(TrainError::Config("batch size, gradient accumulation steps and epochs must be positive".into()));
     }
-    if config.threads > 0 {
-        tch::set_num_threads(config.threads);
-    }
+    let threads = if config.threads > 0 { config.threads } else { std::thread::available_parallelism().map_or(1, |n| n.get() as i32) };
+    tch::set_num_threads(threads);
     let device = Device::cuda_if_available();
     let tokenizer_path = config.base.join("tokenizer.json");
     let encoder = AspectEncoder::from_file(&tokenizer_path, config.max_length).map_err(|e| TrainError::Config(e.to_string()))?;

@@ -1,0 +1,11 @@
+DROP TABLE row_errors;
+DROP TABLE predictions;
+DROP TABLE score_shards;
+DROP TABLE model_versions;
+DROP TABLE artifact_chunks;
+DROP TABLE artifacts;
+DROP TABLE training_metrics;
+DROP TABLE documents;
+DROP TABLE corpora;
+DROP TABLE dataset_rows;
+DROP TABLE datasets;

@@ -1,0 +1,274 @@
+//! The job lifecycle in Postgres: submission (idempotent), claims with leases,
+//! heartbeats, completion, failure, and the reaper for expired leases.
+//!
+//! A worker owns a job only while its lease holds: every write after the claim runs
+//! `WHERE lease_owner = $me`, and zero rows affected means the lease was lost (it
+//! expired and the job went to someone else), so the worker must stop.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde_json::Value;
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+use crate::Result;
+
+/// A job's state; the text matches the CHECK constraint in the migrations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobStatus {
+    Queued,
+    Dispatched,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Dispatched => "dispatched",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s {
+            "queued" => Self::Queued,
+            "dispatched" => Self::Dispatched,
+            "running" => Self::Running,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            other => return Err(format!("unknown job state {other:?}")),
+        })
+    }
+}
+
+/// A job to submit.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub team_id: Uuid,
+    pub kind: String,
+    pub priority: i32,
+    pub parameters: Value,
+    pub max_attempts: i32,
+    pub idempotency_key: Option<String>,
+    pub parent_id: Option<Uuid>,
+}
+
+/// What a submission did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Submitted {
+    Created(Uuid),
+    /// The team already submitted this idempotency key: the existing job.
+    Existing(Uuid),
+}
+
+impl Submitted {
+    pub fn id(self) -> Uuid {
+        match self {
+            Self::Created(id) | Self::Existing(id) => id,
+        }
+    }
+}
+
+/// A job a worker holds.
+#[derive(Clone, Debug)]
+pub struct ClaimedJob {
+    pub id: Uuid,
+    pub team_id: Uuid,
+    pub kind: String,
+    pub parameters: Value,
+    /// 1 on the first claim; more when a previous holder's lease expired.
+    pub attempt: i32,
+}
+
+/// The lease was lost: the job expired to the reaper, or was cancelled.
+#[derive(Debug, thiserror::Error)]
+#[error("lease on job {0} lost")]
+pub struct LeaseLost(pub Uuid);
+
+/// Inserts a job, or returns the team's existing job with the same idempotency key.
+pub async fn submit(pool: &PgPool, job: &NewJob) -> Result<Submitted> {
+    let id = Uuid::new_v4();
+    let inserted: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO jobs (id, team_id, kind, priority, parameters, max_attempts, idempotency_key, parent_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (team_id, idempotency_key) DO NOTHING RETURNING id",
+    )
+    .bind(id)
+    .bind(job.team_id)
+    .bind(&job.kind)
+    .bind(job.priority)
+    .bind(&job.parameters)
+    .bind(job.max_attempts)
+    .bind(&job.idempotency_key)
+    .bind(job.parent_id)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(id) = inserted {
+        event(pool, id, "submitted", serde_json::json!({})).await?;
+        return Ok(Submitted::Created(id));
+    }
+    let existing: Uuid = sqlx::query_scalar("SELECT id FROM jobs WHERE team_id = $1 AND idempotency_key = $2")
+        .bind(job.team_id)
+        .bind(&job.idempotency_key)
+        .fetch_one(pool)
+        .await?;
+    Ok(Submitted::Existing(existing))
+}
+
+/// Claims job `id` for `worker` for `lease_secs`, if it is waiting to run. A message
+/// for a job already held, finished or cancelled claims nothing: that is what makes
+/// redelivered messages harmless.
+pub async fn claim(pool: &PgPool, id: Uuid, worker: &str, lease_secs: f64) -> Result<Option<ClaimedJob>> {
+    let row: Option<(Uuid, Uuid, String, Value, i32)> = sqlx::query_as(
+        "UPDATE jobs SET state = 'running', lease_owner = $2,
+                lease_expires_at = now() + make_interval(secs => $3), attempts = attempts + 1, updated_at = now()
+         WHERE id = $1 AND state IN ('queued', 'dispatched')
+         RETURNING id, team_id, kind, parameters, attempts",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(lease_secs)
+    .fetch_optional(pool)
+    .await?;
+    let Some((id, team_id, kind, parameters, attempt)) = row else { return Ok(None) };
+    event(pool, id, "claimed", serde_json::json!({ "worker": worker, "attempt": attempt })).await?;
+    Ok(Some(ClaimedJob { id, team_id, kind, parameters, attempt }))
+}
+
+/// Extends the lease and records progress (0..1). `Err(LeaseLost)` tells the worker to
+/// stop: the job was cancelled or handed to another worker.
+pub async fn heartbeat(pool: &PgPool, id: Uuid, worker: &str, lease_secs: f64, progress: f64) -> Result<std::result::Result<(), LeaseLost>> {
+    let done = sqlx::query(
+        "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3), progress = $4, updated_at = now()
+         WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(lease_secs)
+    .bind(progress)
+    .execute(pool)
+    .await?;
+    Ok(if done.rows_affected() == 1 { Ok(()) } else { Err(LeaseLost(id)) })
+}
+
+/// Marks the job succeeded, inside the caller's transaction (the one that wrote its
+/// results), if `worker` still holds it.
+pub async fn complete(executor: impl PgExecutor<'_>, id: Uuid, worker: &str) -> Result<std::result::Result<(), LeaseLost>> {
+    let done = sqlx::query(
+        "UPDATE jobs SET state = 'succeeded', progress = 1, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+         WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .execute(executor)
+    .await?;
+    Ok(if done.rows_affected() == 1 { Ok(()) } else { Err(LeaseLost(id)) })
+}
+
+/// Records a failed attempt: back to `queued` while attempts remain, else `failed`
+/// with the error kept.
+pub async fn fail(pool: &PgPool, id: Uuid, worker: &str, error: &str) -> Result<Option<JobStatus>> {
+    let state: Option<String> = sqlx::query_scalar(
+        "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
+                last_error = $3, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+         WHERE id = $1 AND lease_owner = $2 AND state = 'running' RETURNING state",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(error)
+    .fetch_optional(pool)
+    .await?;
+    if state.is_some() {
+        event(pool, id, "attempt_failed", serde_json::json!({ "worker": worker, "error": error })).await?;
+    }
+    Ok(state.map(|s| s.parse().expect("the CHECK constraint keeps states known")))
+}
+
+/// Cancels a job that has not finished. A running worker notices at its next heartbeat.
+pub async fn cancel(pool: &PgPool, id: Uuid) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE jobs SET state = 'cancelled', lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+         WHERE (id = $1 OR parent_id = $1) AND state NOT IN ('succeeded', 'failed', 'cancelled')",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    if done.rows_affected() > 0 {
+        event(pool, id, "cancelled", serde_json::json!({})).await?;
+    }
+    Ok(done.rows_affected() > 0)
+}
+
+/// Jobs whose lease expired (their worker died or hung) go back to `queued`, or to
+/// `failed` once they used all attempts. Returns the ids re-queued, to re-dispatch.
+pub async fn reap_expired(pool: &PgPool) -> Result<Vec<Uuid>> {
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+        "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
+                last_error = coalesce(last_error, 'lease expired'), lease_owner = NULL, lease_expires_at = NULL,
+                updated_at = now()
+         WHERE state = 'running' AND lease_expires_at < now()
+         RETURNING id, state",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut requeued = Vec::new();
+    for (id, state) in rows {
+        event(pool, id, "lease_expired", serde_json::json!({ "now": state })).await?;
+        if state == "queued" {
+            requeued.push(id);
+        }
+    }
+    Ok(requeued)
+}
+
+/// The job's current state.
+pub async fn status(pool: &PgPool, id: Uuid) -> Result<Option<JobStatus>> {
+    let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1").bind(id).fetch_optional(pool).await?;
+    Ok(state.map(|s| s.parse().expect("the CHECK constraint keeps states known")))
+}
+
+/// Appends to the job's event log.
+pub async fn event(executor: impl PgExecutor<'_>, id: Uuid, kind: &str, detail: Value) -> Result<()> {
+    sqlx::query("INSERT INTO job_events (job_id, kind, detail) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(kind)
+        .bind(detail)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_their_text() {
+        for s in [JobStatus::Queued, JobStatus::Dispatched, JobStatus::Running, JobStatus::Succeeded, JobStatus::Failed, JobStatus::Cancelled] {
+            assert_eq!(s.as_str().parse::<JobStatus>().unwrap(), s);
+        }
+        assert!("sleeping".parse::<JobStatus>().is_err());
+    }
+}

@@ -1,0 +1,124 @@
+//! The job lifecycle against the real Postgres: idempotent submission, one claim per
+//! job, heartbeats, lost leases, the reaper, attempt limits, cancellation.
+
+mod common;
+
+use std::time::Duration;
+
+use absa_platform::config::{DatabaseSettings, Secret};
+use absa_platform::db;
+use absa_platform::jobs::{self, JobStatus, NewJob, Submitted};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+struct TestDb {
+    pool: PgPool,
+    name: String,
+}
+
+impl TestDb {
+    async fn new() -> Self {
+        let name = common::unique_name("absa_test_jobs");
+        let url = db::create_database(&common::admin_database_url(), &name).await.unwrap();
+        let pool = db::connect(&DatabaseSettings { url: Secret::new(url), ..Default::default() }).await.unwrap();
+        db::migrate(&pool).await.unwrap();
+        Self { pool, name }
+    }
+
+    async fn team(&self) -> Uuid {
+        let id = Uuid::new_v4();
+        sqlx::query("INSERT INTO teams (id, name) VALUES ($1, $2)").bind(id).bind(id.to_string()).execute(&self.pool).await.unwrap();
+        id
+    }
+
+    async fn drop(self) {
+        self.pool.close().await;
+        db::drop_database(&common::admin_database_url(), &self.name).await.unwrap();
+    }
+}
+
+fn new_job(team: Uuid, key: Option<&str>, max_attempts: i32) -> NewJob {
+    NewJob { team_id: team, kind: "train".into(), priority: 0, parameters: serde_json::json!({"lr": 5e-5}), max_attempts, idempotency_key: key.map(str::to_owned), parent_id: None }
+}
+
+async fn events(pool: &PgPool, id: Uuid) -> Vec<String> {
+    sqlx::query_scalar("SELECT kind FROM job_events WHERE job_id = $1 ORDER BY id").bind(id).fetch_all(pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_resubmitted_idempotency_key_returns_the_first_job() {
+    let db = TestDb::new().await;
+    let team = db.team().await;
+    let first = jobs::submit(&db.pool, &new_job(team, Some("k1"), 3)).await.unwrap();
+    let again = jobs::submit(&db.pool, &new_job(team, Some("k1"), 3)).await.unwrap();
+    assert!(matches!(first, Submitted::Created(_)));
+    assert_eq!(again, Submitted::Existing(first.id()));
+    let other_team = db.team().await;
+    assert!(matches!(jobs::submit(&db.pool, &new_job(other_team, Some("k1"), 3)).await.unwrap(), Submitted::Created(_)), "keys are per team");
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_job_is_claimed_once_and_only_its_holder_can_extend_or_complete_it() {
+    let db = TestDb::new().await;
+    let id = jobs::submit(&db.pool, &new_job(db.team().await, None, 3)).await.unwrap().id();
+    let claimed = jobs::claim(&db.pool, id, "w1", 30.0).await.unwrap().expect("claimable");
+    assert_eq!((claimed.attempt, claimed.kind.as_str()), (1, "train"));
+    assert!(jobs::claim(&db.pool, id, "w2", 30.0).await.unwrap().is_none(), "a redelivered message claims nothing");
+    assert!(jobs::heartbeat(&db.pool, id, "w2", 30.0, 0.5).await.unwrap().is_err());
+    assert!(jobs::heartbeat(&db.pool, id, "w1", 30.0, 0.5).await.unwrap().is_ok());
+    let mut tx = db.pool.begin().await.unwrap();
+    assert!(jobs::complete(&mut *tx, id, "w2").await.unwrap().is_err());
+    assert!(jobs::complete(&mut *tx, id, "w1").await.unwrap().is_ok());
+    tx.commit().await.unwrap();
+    assert_eq!(jobs::status(&db.pool, id).await.unwrap(), Some(JobStatus::Succeeded));
+    assert_eq!(events(&db.pool, id).await, vec!["submitted", "claimed"]);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_reaped_and_the_dead_worker_cannot_write() {
+    let db = TestDb::new().await;
+    let id = jobs::submit(&db.pool, &new_job(db.team().await, None, 2)).await.unwrap().id();
+    jobs::claim(&db.pool, id, "dead", 0.2).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(jobs::reap_expired(&db.pool).await.unwrap(), vec![id]);
+    assert!(jobs::heartbeat(&db.pool, id, "dead", 30.0, 0.9).await.unwrap().is_err());
+    let second = jobs::claim(&db.pool, id, "alive", 0.2).await.unwrap().expect("re-queued");
+    assert_eq!(second.attempt, 2);
+    assert!(jobs::complete(&db.pool, id, "dead").await.unwrap().is_err(), "the first holder lost the job");
+
+    // The second lease expires too: attempts are used up, the job fails with the reason.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(jobs::reap_expired(&db.pool).await.unwrap().is_empty());
+    assert_eq!(jobs::status(&db.pool, id).await.unwrap(), Some(JobStatus::Failed));
+    let error: Option<String> = sqlx::query_scalar("SELECT last_error FROM jobs WHERE id = $1").bind(id).fetch_one(&db.pool).await.unwrap();
+    assert_eq!(error.as_deref(), Some("lease expired"));
+    assert_eq!(events(&db.pool, id).await, vec!["submitted", "claimed", "lease_expired", "claimed", "lease_expired"]);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_failed_attempt_is_retried_until_the_limit() {
+    let db = TestDb::new().await;
+    let id = jobs::submit(&db.pool, &new_job(db.team().await, None, 2)).await.unwrap().id();
+    jobs::claim(&db.pool, id, "w", 30.0).await.unwrap().unwrap();
+    assert_eq!(jobs::fail(&db.pool, id, "w", "out of memory").await.unwrap(), Some(JobStatus::Queued));
+    jobs::claim(&db.pool, id, "w", 30.0).await.unwrap().unwrap();
+    assert_eq!(jobs::fail(&db.pool, id, "w", "out of memory again").await.unwrap(), Some(JobStatus::Failed));
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn cancelling_stops_the_holder_and_the_children() {
+    let db = TestDb::new().await;
+    let team = db.team().await;
+    let parent = jobs::submit(&db.pool, &new_job(team, None, 3)).await.unwrap().id();
+    let child = jobs::submit(&db.pool, &NewJob { parent_id: Some(parent), kind: "score_shard".into(), ..new_job(team, None, 3) }).await.unwrap().id();
+    jobs::claim(&db.pool, parent, "w", 30.0).await.unwrap().unwrap();
+    assert!(jobs::cancel(&db.pool, parent).await.unwrap());
+    assert!(jobs::heartbeat(&db.pool, parent, "w", 30.0, 0.1).await.unwrap().is_err());
+    assert_eq!(jobs::status(&db.pool, child).await.unwrap(), Some(JobStatus::Cancelled));
+    assert!(!jobs::cancel(&db.pool, parent).await.unwrap(), "a finished job cannot be cancelled again");
+    db.drop().await;
+}

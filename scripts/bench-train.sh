@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Training throughput, side by side: our engine and the reference HF Trainer script
+# (../shared/peers/hf_finetune.py), one epoch each of all-MiniLM-L6-v2 on laptops with
+# the same hyperparameters (lr 5e-5, batch 16, warmup 100, seed 42), in both padding
+# modes: every row padded to 100 (the reference recipe) and dynamic padding with
+# length grouping. Runs wait for a quiet machine (1-min load < 1.5), as the peer does.
+#   scripts/bench-train.sh [EPOCHS]
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+EPOCHS="${1:-1}"
+PY="$(bash "$ROOT/scripts/python-env.sh")"
+DATA="$ABSA_SHARED/data/semeval14_laptops"
+MODEL="$ABSA_SHARED/models/all-minilm-l6-v2"
+PEERS="$ABSA_SHARED/peers"
+[ -d "$DATA" ] && [ -d "$MODEL" ] && [ -d "$PEERS" ] || { echo "reference data not found under $ABSA_SHARED (set ABSA_SHARED)" >&2; exit 1; }
+RUNS="${ABSA_BENCH_DIR:-$ABSA_HOME/bench-train}"
+mkdir -p "$RUNS"
+cd "$ROOT"
+cargo build --release --locked -p absa-trainer --bin absa-trainer >&2
+TRAINER="$CARGO_TARGET_DIR/release/absa-trainer"
+
+wait_quiet() {
+  for _ in $(seq 60); do
+    awk '{exit !($1 < 1.5)}' /proc/loadavg && return 0
+    echo "[bench] load $(cut -d' ' -f1 /proc/loadavg) >= 1.5, waiting" >&2; sleep 15
+  done
+}
+
+for mode in fixed dynamic; do
+  wait_quiet
+  echo "[bench] ours, $mode padding (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+  rm -rf "$RUNS/ours-$mode"
+  "$TRAINER" train --base "$MODEL" --train "$DATA/train.jsonl" --test "$DATA/test.jsonl" --out "$RUNS/ours-$mode" \
+    --epochs "$EPOCHS" --lr 5e-5 --seed 42 --threads 2 --padding "$mode" > "$RUNS/ours-$mode.json"
+  peer_flag=""; [ "$mode" = dynamic ] && peer_flag="--dynamic-padding"
+  echo "[bench] peer hf_finetune.py, $mode padding" >&2
+  (cd "$PEERS" && "$PY" hf_finetune.py --model "$MODEL" --epochs "$EPOCHS" --lr 5e-5 --seed 42 --threads 2 \
+     --output-dir "$RUNS/peer-$mode" $peer_flag) 2>"$RUNS/peer-$mode.log" | tail -n 1 > "$RUNS/peer-$mode.json"
+done
+
+"$PY" - "$RUNS" <<'PYEOF'
+import json, sys
+runs = sys.argv[1]
+print(f"{'padding':<10}{'ours samples/s':>16}{'peer samples/s':>16}{'ratio':>8}{'ours test acc/F1':>20}{'peer test acc/F1':>20}")
+for mode in ("fixed", "dynamic"):
+    ours = json.load(open(f"{runs}/ours-{mode}.json"))
+    peer = json.load(open(f"{runs}/peer-{mode}.json"))
+    o, p = ours["train_samples_per_second"], peer["own_train_samples_per_second_median"]
+    print(f"{mode:<10}{o:>16.1f}{p:>16.1f}{o / p:>7.2f}x"
+          f"{ours['test_accuracy']:>12.3f} / {ours['test_macro_f1']:.3f}{peer['test_accuracy']:>12.3f} / {peer['test_macro_f1']:.3f}")
+print("samples/s: training rows / wall time of the training part of each epoch (median for the peer); "
+      f"peer load at start {peer.get('load_at_start')}")
+PYEOF
