@@ -20,6 +20,8 @@ pub enum PlatformError {
     AmqpUnreachable { url: String, source: lapin::Error },
     #[error("RabbitMQ operation failed: {0}")]
     Amqp(#[from] lapin::Error),
+    #[error("{0}")]
+    Artifact(String),
     #[error("RabbitMQ did not confirm the message published to {queue}")]
     NotConfirmed { queue: String },
 }

@@ -1,6 +1,7 @@
 //! The platform every binary stands on: typed configuration, Postgres, RabbitMQ and logs.
 //!
 //! # Layout
+//! - [`artifacts`]: checkpoints, ONNX files and tokenizers in Postgres or a folder.
 //! - [`cli`]: exit codes and error reports shared by the binaries.
 //! - [`config`]: one typed settings struct per binary, read from a file plus `ABSA_*`
 //!   environment overrides, and the settings shared by all of them.
@@ -12,6 +13,7 @@
 //! - [`telemetry`]: structured logs through `tracing`.
 //! - [`error`]: the crate's error type.
 
+pub mod artifacts;
 pub mod cli;
 pub mod config;
 pub mod db;
