@@ -61,3 +61,37 @@ async fn an_unreachable_broker_is_reported_with_its_address() {
     let err = queue::connect(&settings).await.unwrap_err().to_string();
     assert!(err.contains("cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:1/%2f"), "{err}");
 }
+
+#[tokio::test]
+async fn a_message_nacked_past_the_delivery_limit_is_dead_lettered() -> anyhow::Result<()> {
+    use lapin::options::BasicNackOptions;
+    let connection = queue::connect(&settings()).await?;
+    let channel = queue::confirmed_channel(&connection).await?;
+    let topology = queue::Topology::new(&common::unique_name("absa_test_topology"), 2);
+    topology.declare(&channel).await?;
+    topology.declare(&channel).await?; // idempotent
+    queue::publish_confirmed(&channel, &topology.score, br#"{"shard":1}"#).await?;
+
+    let consumer_channel = connection.create_channel().await?;
+    let mut consumer = consumer_channel.basic_consume(topology.score.as_str().into(), "crashy".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    // Each delivery is rejected (a worker that crashes on it); past the limit it is gone.
+    for _ in 0..3 {
+        let delivery = tokio::time::timeout(std::time::Duration::from_secs(10), consumer.next()).await?.expect("a delivery")?;
+        delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+    }
+    let mut dead = None;
+    for _ in 0..50 {
+        let q = channel.queue_declare(topology.score_dead.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await?;
+        if q.message_count() == 1 {
+            dead = Some(q);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(dead.is_some(), "the message never reached the dead-letter queue");
+    for q in [&topology.score, &topology.train, &topology.score_dead, &topology.train_dead] {
+        channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await?;
+    }
+    channel.exchange_delete(topology.dead_letter_exchange.as_str().into(), Default::default()).await?;
+    Ok(())
+}
