@@ -14,6 +14,11 @@ use uuid::Uuid;
 
 use crate::Result;
 
+/// First retry waits this long; each further one twice as long ...
+pub const BACKOFF_BASE_SECS: f64 = 1.0;
+/// ... up to this.
+pub const BACKOFF_MAX_SECS: f64 = 300.0;
+
 /// A job's state; the text matches the CHECK constraint in the migrations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobStatus {
@@ -192,12 +197,15 @@ pub async fn complete(executor: impl PgExecutor<'_>, id: Uuid, worker: &str) -> 
 pub async fn fail(pool: &PgPool, id: Uuid, worker: &str, error: &str) -> Result<Option<JobStatus>> {
     let state: Option<String> = sqlx::query_scalar(
         "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
-                last_error = $3, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+                last_error = $3, lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
+                not_before = now() + make_interval(secs => least($4 * power(2, attempts - 1), $5))
          WHERE id = $1 AND lease_owner = $2 AND state = 'running' RETURNING state",
     )
     .bind(id)
     .bind(worker)
     .bind(error)
+    .bind(BACKOFF_BASE_SECS)
+    .bind(BACKOFF_MAX_SECS)
     .fetch_optional(pool)
     .await?;
     if state.is_some() {
@@ -227,10 +235,12 @@ pub async fn reap_expired(pool: &PgPool) -> Result<Vec<Uuid>> {
     let rows: Vec<(Uuid, String)> = sqlx::query_as(
         "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
                 last_error = coalesce(last_error, 'lease expired'), lease_owner = NULL, lease_expires_at = NULL,
-                updated_at = now()
+                updated_at = now(), not_before = now() + make_interval(secs => least($1 * power(2, attempts - 1), $2))
          WHERE state = 'running' AND lease_expires_at < now()
          RETURNING id, state",
     )
+    .bind(BACKOFF_BASE_SECS)
+    .bind(BACKOFF_MAX_SECS)
     .fetch_all(pool)
     .await?;
     let mut requeued = Vec::new();
@@ -241,6 +251,26 @@ pub async fn reap_expired(pool: &PgPool) -> Result<Vec<Uuid>> {
         }
     }
     Ok(requeued)
+}
+
+/// Moves up to `limit` queued jobs of `kinds` whose backoff has passed to
+/// `dispatched`, highest priority first, inside `tx`; the caller publishes their
+/// messages and commits only once the broker confirmed them, so a job is never marked
+/// dispatched without a message on its way.
+pub async fn take_dispatchable(tx: &mut sqlx::PgConnection, kinds: &[&str], limit: i64) -> Result<Vec<(Uuid, String)>> {
+    let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+        "UPDATE jobs SET state = 'dispatched', updated_at = now()
+         WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND kind = ANY($1)
+                        AND (not_before IS NULL OR not_before <= now())
+                      ORDER BY priority DESC, created_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+         RETURNING id, kind",
+    )
+    .bind(&kinds)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows)
 }
 
 /// The job's current state.

@@ -1,7 +1,10 @@
-//! The scheduler: dispatches queued jobs, shards scoring work, re-dispatches expired
-//! leases. (The dispatch loop arrives with the job system; for now `check` only.)
+//! The scheduler: re-queues jobs whose lease expired (with backoff, failing them at
+//! their attempt limit) and dispatches queued jobs to RabbitMQ by priority. Safe with
+//! several replicas: one leads, by advisory lock.
 //!
 //! # Layout
 //! - [`settings`]: the scheduler's typed configuration.
+//! - [`dispatch`]: one pass, leadership, and the loop.
 
+pub mod dispatch;
 pub mod settings;

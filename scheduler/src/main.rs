@@ -20,6 +20,8 @@ struct Cli {
 enum Command {
     /// Check that Postgres and RabbitMQ answer, then exit.
     Check,
+    /// Dispatch jobs until SIGTERM: reap expired leases, publish queued jobs.
+    Run,
 }
 
 fn main() -> ExitCode {
@@ -36,5 +38,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("rabbitmq: {}", health::rabbitmq(&settings.amqp).await?);
             Ok(())
         }
+        Command::Run => {
+            let pool = absa_platform::db::connect(&settings.database).await?;
+            absa_platform::db::migrate(&pool).await?;
+            let connection = absa_platform::queue::connect(&settings.amqp).await?;
+            let channel = absa_platform::queue::confirmed_channel(&connection).await?;
+            let topology = absa_platform::queue::Topology::new(&settings.amqp.prefix, settings.dispatch.delivery_limit);
+            topology.declare(&channel).await?;
+            let dispatcher = absa_scheduler::dispatch::Dispatcher::new(pool, channel, topology);
+            let interval = std::time::Duration::from_secs_f64(settings.dispatch.interval_secs);
+            absa_scheduler::dispatch::run_until_stopped(dispatcher, settings.database.url.expose().to_owned(), interval, shutdown_signal()).await
+        }
     }
+}
+
+/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
 }

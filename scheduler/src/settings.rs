@@ -8,4 +8,20 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub amqp: AmqpSettings,
     pub log: LogSettings,
+    pub dispatch: DispatchSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct DispatchSettings {
+    /// Seconds between passes.
+    pub interval_secs: f64,
+    /// Deliveries of one message before RabbitMQ dead-letters it.
+    pub delivery_limit: i64,
+}
+
+impl Default for DispatchSettings {
+    fn default() -> Self {
+        Self { interval_secs: 1.0, delivery_limit: 5 }
+    }
 }
