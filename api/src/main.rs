@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use absa_api::{settings::Settings, Application};
-use absa_platform::{cli, config, db, health, telemetry};
+use absa_platform::{cli, config, db, telemetry};
 use clap::{Parser, Subcommand};
 
 /// The HTTP API of the ABSA service.
@@ -38,7 +38,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => {
             let app = Application::build(&settings).await?;
             tracing::info!(addr = %app.local_addr(), "absa-api listening");
-            app.run_until_stopped(shutdown_signal()).await
+            app.run_until_stopped(cli::shutdown_signal()).await
         }
         Command::Migrate => {
             let pool = db::connect(&settings.database).await?;
@@ -47,19 +47,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Check => {
-            println!("postgres: {}", health::postgres(&settings.database).await?);
-            println!("rabbitmq: {}", health::rabbitmq(&settings.amqp).await?);
-            Ok(())
+            cli::check_services(&settings.database, &settings.amqp).await
         }
     }
-}
-
-/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-    }
-    tracing::info!("shutting down");
 }

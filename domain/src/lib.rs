@@ -10,6 +10,7 @@
 //! - [`split`]: the stratified, seeded validation split.
 //! - [`readers`]: streaming JSONL, CSV and Parquet readers yielding raw records by
 //!   line, with bad rows as row errors and reading going on.
+//! - [`reference`]: where the shared reference data and models are.
 //! - [`encoding`]: tokenization with `tokenizer.json` and the aspect mask; windows long
 //!   texts around the aspect instead of failing.
 
@@ -18,6 +19,7 @@ pub mod labels;
 pub mod metrics;
 pub mod readers;
 pub mod records;
+pub mod reference;
 pub mod span;
 pub mod split;
 

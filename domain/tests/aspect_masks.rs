@@ -10,11 +10,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 fn shared() -> PathBuf {
-    let dir = std::env::var_os("ABSA_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    assert!(dir.join("data/semeval14_laptops").is_dir(), "reference data not found in {}: set ABSA_SHARED to the shared folder", dir.display());
-    dir
+    absa_domain::reference::shared_dir().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn fixture(name: &str) -> PathBuf {

@@ -13,3 +13,20 @@ pub fn report(result: anyhow::Result<()>) -> ExitCode {
         }
     }
 }
+
+/// Resolves on SIGTERM (Kubernetes stopping a pod) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// The `check` subcommand's service part: prints what answered, fails on what did not.
+pub async fn check_services(database: &crate::config::DatabaseSettings, amqp: &crate::config::AmqpSettings) -> anyhow::Result<()> {
+    println!("postgres: {}", crate::health::postgres(database).await?);
+    println!("rabbitmq: {}", crate::health::rabbitmq(amqp).await?);
+    Ok(())
+}

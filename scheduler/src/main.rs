@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use absa_platform::{cli, config, health, telemetry};
+use absa_platform::{cli, config, telemetry};
 use absa_scheduler::settings::Settings;
 use clap::{Parser, Subcommand};
 
@@ -34,9 +34,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     telemetry::init(&settings.log);
     match cli.command {
         Command::Check => {
-            println!("postgres: {}", health::postgres(&settings.database).await?);
-            println!("rabbitmq: {}", health::rabbitmq(&settings.amqp).await?);
-            Ok(())
+            cli::check_services(&settings.database, &settings.amqp).await
         }
         Command::Run => {
             let pool = absa_platform::db::connect(&settings.database).await?;
@@ -47,17 +45,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             topology.declare(&channel).await?;
             let dispatcher = absa_scheduler::dispatch::Dispatcher::new(pool, channel, topology);
             let interval = std::time::Duration::from_secs_f64(settings.dispatch.interval_secs);
-            absa_scheduler::dispatch::run_until_stopped(dispatcher, settings.database.url.expose().to_owned(), interval, shutdown_signal()).await
+            absa_scheduler::dispatch::run_until_stopped(dispatcher, settings.database.url.expose().to_owned(), interval, cli::shutdown_signal()).await
         }
     }
-}
-
-/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-    }
-    tracing::info!("shutting down");
 }

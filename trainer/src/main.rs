@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use absa_domain::records::Columns;
-use absa_platform::{cli, config, health, telemetry};
+use absa_platform::{cli, config, telemetry};
 use absa_trainer::model::Pooling;
 use absa_trainer::progress::TerminalProgress;
 use absa_trainer::training::{self, Padding, SelectMetric, TrainConfig};
@@ -156,12 +156,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 report.loss_after
             );
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(async {
-                println!("postgres: {}", health::postgres(&settings.database).await?);
-                println!("rabbitmq: {}", health::rabbitmq(&settings.amqp).await?);
-                anyhow::Ok(())
-            })
-            .context("service check failed")?;
+            rt.block_on(cli::check_services(&settings.database, &settings.amqp)).context("service check failed")?;
             Ok(())
         }
         Command::Train(args) => {

@@ -18,11 +18,7 @@ fn fixtures() -> PathBuf {
 }
 
 fn shared() -> PathBuf {
-    let dir = std::env::var_os("ABSA_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    assert!(dir.join("models/all-minilm-l6-v2").is_dir(), "reference models not found in {}: set ABSA_SHARED", dir.display());
-    dir
+    absa_domain::reference::shared_dir().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn read(path: &Path) -> HashMap<String, Tensor> {
