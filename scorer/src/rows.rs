@@ -1,0 +1,172 @@
+//! A corpus row as the scorer reads it: an id, a text, and its targets, found one of
+//! three ways. A row with `start`/`end` has one target, checked against the text (and
+//! against `aspect` when present). A row with an `aspect` but no offsets has a target
+//! at every occurrence of that string. A row with neither takes every match of the
+//! `--targets` lexicon (possibly none). Anything else is a row error.
+
+use absa_domain::readers::RawRecord;
+use absa_domain::{AspectSpan, RowError};
+use serde_json::Value;
+
+use crate::targets::{self, Lexicon};
+
+/// Which fields hold what (defaults: `id`, `text`, `aspect`, `start`, `end`).
+#[derive(Clone, Debug)]
+pub struct FieldNames {
+    pub id: String,
+    pub text: String,
+    pub aspect: String,
+    pub start: String,
+    pub end: String,
+}
+
+impl Default for FieldNames {
+    fn default() -> Self {
+        Self { id: "id".into(), text: "text".into(), aspect: "aspect".into(), start: "start".into(), end: "end".into() }
+    }
+}
+
+/// One target of a row: the aspect as it appears in the text, and its span.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    pub aspect: String,
+    pub span: AspectSpan,
+}
+
+/// A row ready to encode.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoreRow {
+    pub line: usize,
+    /// The row's `id` field as given, or its line number when it has none.
+    pub id: Value,
+    pub text: String,
+    pub targets: Vec<Target>,
+}
+
+/// A field that is absent, null or an empty string counts as missing (CSV has no null).
+fn present<'a>(fields: &'a serde_json::Map<String, Value>, name: &str) -> Option<&'a Value> {
+    fields.get(name).filter(|v| !v.is_null() && v.as_str() != Some(""))
+}
+
+/// An offset given as a JSON number or, from CSV, as digits.
+fn offset(value: &Value, name: &str) -> Result<usize, String> {
+    let parsed = match value {
+        Value::Number(n) => n.as_u64().map(|v| v as usize),
+        Value::String(s) => s.trim().parse::<usize>().ok(),
+        _ => None,
+    };
+    parsed.ok_or_else(|| format!("field {name:?} is not a non-negative integer: {value}"))
+}
+
+impl ScoreRow {
+    pub fn parse(record: RawRecord, names: &FieldNames, lexicon: Option<&Lexicon>) -> Result<Self, RowError> {
+        let line = record.line;
+        let err = |reason: String| RowError { line, reason };
+        let mut fields = record.fields;
+        let id = present(&fields, &names.id).cloned().unwrap_or_else(|| Value::from(line));
+        let text = match fields.remove(&names.text) {
+            Some(Value::String(s)) if !s.is_empty() => s,
+            Some(Value::String(_)) | Some(Value::Null) | None => return Err(err(format!("missing field {:?}", names.text))),
+            Some(other) => return Err(err(format!("field {:?} is not a string: {other}", names.text))),
+        };
+        let aspect = match present(&fields, &names.aspect) {
+            None => None,
+            Some(Value::String(s)) => Some(s.as_str()),
+            Some(other) => return Err(err(format!("field {:?} is not a string: {other}", names.aspect))),
+        };
+        let start = present(&fields, &names.start);
+        let end = present(&fields, &names.end);
+        let targets = match (start, end) {
+            (Some(s), Some(e)) => {
+                let (s, e) = (offset(s, &names.start).map_err(&err)?, offset(e, &names.end).map_err(&err)?);
+                let span = AspectSpan::parse(&text, aspect, s, e).map_err(|e| err(e.to_string()))?;
+                let surface = aspect.map(str::to_owned).unwrap_or_else(|| text.chars().skip(s).take(e - s).collect());
+                vec![Target { aspect: surface, span }]
+            }
+            (Some(_), None) => return Err(err(format!("field {:?} without {:?}", names.start, names.end))),
+            (None, Some(_)) => return Err(err(format!("field {:?} without {:?}", names.end, names.start))),
+            (None, None) => match (aspect, lexicon) {
+                (Some(aspect), _) => {
+                    let found = targets::occurrences(&text, aspect);
+                    if found.is_empty() {
+                        return Err(err(format!("aspect {aspect:?} does not occur in the text")));
+                    }
+                    found.into_iter().map(|f| to_target(&text, f)).collect()
+                }
+                (None, Some(lexicon)) => lexicon.find(&text).into_iter().map(|f| to_target(&text, f)).collect(),
+                (None, None) => {
+                    return Err(err(format!(
+                        "no target: neither {:?}/{:?} nor {:?}, and no target lexicon was given",
+                        names.start, names.end, names.aspect
+                    )))
+                }
+            },
+        };
+        Ok(Self { line, id, text, targets })
+    }
+}
+
+fn to_target(text: &str, found: targets::Found) -> Target {
+    let aspect: String = text.chars().skip(found.start).take(found.end - found.start).collect();
+    let span = AspectSpan::parse(text, None, found.start, found.end).expect("found spans lie inside the text");
+    Target { aspect, span }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(value: Value) -> RawRecord {
+        RawRecord { line: 7, fields: value.as_object().unwrap().clone() }
+    }
+
+    fn parse(value: Value, lexicon: Option<&Lexicon>) -> Result<ScoreRow, RowError> {
+        ScoreRow::parse(record(value), &FieldNames::default(), lexicon)
+    }
+
+    fn spans(row: &ScoreRow) -> Vec<(String, usize, usize)> {
+        row.targets.iter().map(|t| (t.aspect.clone(), t.span.start(), t.span.end())).collect()
+    }
+
+    #[test]
+    fn a_given_span_is_checked_against_text_and_aspect() {
+        let row = parse(json!({"id": "r1", "text": "great fan", "aspect": "fan", "start": 6, "end": 9}), None).unwrap();
+        assert_eq!((row.id.clone(), spans(&row)), (json!("r1"), vec![("fan".into(), 6, 9)]));
+        let csv = parse(json!({"text": "great fan", "start": "6", "end": "9"}), None).unwrap();
+        assert_eq!((csv.id.clone(), spans(&csv)), (json!(7), vec![("fan".into(), 6, 9)]));
+        let mismatch = parse(json!({"text": "great fan", "aspect": "fan", "start": 0, "end": 5}), None).unwrap_err();
+        assert!(mismatch.reason.contains("not the aspect"), "{mismatch}");
+        let outside = parse(json!({"text": "great fan", "start": 6, "end": 12}), None).unwrap_err();
+        assert!(outside.reason.contains("outside the text"), "{outside}");
+        assert_eq!(outside.line, 7);
+    }
+
+    #[test]
+    fn an_aspect_without_offsets_targets_every_occurrence() {
+        let row = parse(json!({"text": "fan noise, fan speed", "aspect": "fan"}), None).unwrap();
+        assert_eq!(spans(&row), vec![("fan".into(), 0, 3), ("fan".into(), 11, 14)]);
+        let absent = parse(json!({"text": "quiet", "aspect": "fan"}), None).unwrap_err();
+        assert!(absent.reason.contains("does not occur"), "{absent}");
+    }
+
+    #[test]
+    fn rows_without_targets_use_the_lexicon_or_are_rejected() {
+        let lexicon = Lexicon::new(["battery life", "screen"]).unwrap();
+        let row = parse(json!({"text": "Battery life and SCREEN."}), Some(&lexicon)).unwrap();
+        assert_eq!(spans(&row), vec![("Battery life".into(), 0, 12), ("SCREEN".into(), 17, 23)]);
+        let none = parse(json!({"text": "nothing to see"}), Some(&lexicon)).unwrap();
+        assert!(none.targets.is_empty());
+        let err = parse(json!({"text": "nothing to see"}), None).unwrap_err();
+        assert!(err.reason.starts_with("no target"), "{err}");
+    }
+
+    #[test]
+    fn missing_or_malformed_fields_are_row_errors() {
+        assert!(parse(json!({"aspect": "x"}), None).unwrap_err().reason.contains("missing field \"text\""));
+        assert!(parse(json!({"text": "", "aspect": "x"}), None).unwrap_err().reason.contains("missing field \"text\""));
+        assert!(parse(json!({"text": 5}), None).unwrap_err().reason.contains("not a string"));
+        assert!(parse(json!({"text": "a b", "start": 0}), None).unwrap_err().reason.contains("without"));
+        assert!(parse(json!({"text": "a b", "start": -1, "end": 1}), None).unwrap_err().reason.contains("non-negative"));
+    }
+}

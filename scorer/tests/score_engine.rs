@@ -1,0 +1,273 @@
+//! The scoring engine end to end on files: every target of every good row is scored
+//! once, in input order, with the probabilities of its own inputs, through small
+//! length-sorted batches and windows; bad rows land in the error file with their
+//! line; JSONL, CSV and Parquet in, JSONL and Parquet out; the CLI's summary line.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use absa_domain::readers::{self, ReaderOptions};
+use absa_onnx::Precision;
+use absa_scorer::engine::{self, EngineOptions, ScoreStats};
+use absa_scorer::model::ScoringModel;
+use absa_scorer::output::{self, ErrorLog};
+use absa_scorer::runtime::SessionOptions;
+use absa_scorer::targets::Lexicon;
+use common::{ToyModel, LABELS};
+use serde_json::{json, Value};
+
+/// What one output record should be: id, aspect, start, end, and the text to recompute
+/// the probabilities from.
+struct Want {
+    id: Value,
+    aspect: &'static str,
+    start: usize,
+    end: usize,
+    text: String,
+}
+
+fn want(id: Value, text: &str, aspect: &'static str, start: usize) -> Want {
+    Want { id, aspect, start, end: start + aspect.chars().count(), text: text.into() }
+}
+
+/// Laptops test rows of varied lengths (to make the sort matter), then rows that
+/// exercise every target mode and every kind of bad row. Returns the corpus lines and
+/// the records the output must hold, in order.
+fn corpus() -> (Vec<Vec<u8>>, Vec<Want>, Vec<(usize, &'static str)>) {
+    let mut lines: Vec<Vec<u8>> = Vec::new();
+    let mut wants = Vec::new();
+    let laptops = std::fs::read_to_string(common::shared().join("data/semeval14_laptops/test.jsonl")).unwrap();
+    for (i, line) in laptops.lines().take(25).enumerate() {
+        let row: Value = serde_json::from_str(line).unwrap();
+        let text = row["text"].as_str().unwrap();
+        let start = row["start"].as_u64().unwrap() as usize;
+        let aspect: &'static str = Box::leak(row["aspect"].as_str().unwrap().to_owned().into_boxed_str());
+        lines.push(json!({"id": format!("l{i}"), "text": text, "aspect": aspect, "start": start, "end": row["end"]}).to_string().into_bytes());
+        wants.push(want(json!(format!("l{i}")), text, aspect, start));
+    }
+    fn add(lines: &mut Vec<Vec<u8>>, v: Value) {
+        lines.push(v.to_string().into_bytes());
+    }
+    add(&mut lines, json!({"id": 7, "text": "Über den Lüfter: der Lüfter ist laut", "aspect": "Lüfter"}));
+    wants.push(want(json!(7), "Über den Lüfter: der Lüfter ist laut", "Lüfter", 9));
+    wants.push(want(json!(7), "Über den Lüfter: der Lüfter ist laut", "Lüfter", 21));
+    add(&mut lines, json!({"text": "Battery life and the SCREEN, not the screensaver."}));
+    let lexicon_text = "Battery life and the SCREEN, not the screensaver.";
+    let lexicon_line = lines.len() as i64;
+    wants.push(want(json!(lexicon_line), lexicon_text, "Battery life", 0));
+    wants.push(want(json!(lexicon_line), lexicon_text, "SCREEN", 21));
+    lines.push(b"{\"text\": \"bad \xff byte\", \"aspect\": \"byte\"}".to_vec());
+    add(&mut lines, json!({"id": "e", "aspect": "x", "start": 0, "end": 1}));
+    add(&mut lines, json!({"text": "short", "start": 2, "end": 30}));
+    add(&mut lines, json!({"text": "nice fan", "aspect": "fan", "start": 0, "end": 4}));
+    add(&mut lines, json!({"text": format!("long {}", "word ".repeat(1000)), "aspect": "long", "start": 0, "end": 4}));
+    lines.push(b"not json at all".to_vec());
+    add(&mut lines, json!({"text": "nothing to find here"}));
+    add(&mut lines, json!({"id": "ws", "text": "a  b", "start": 1, "end": 2}));
+    add(&mut lines, json!({"id": "last", "text": "The keyboard is fine", "start": 4, "end": 12}));
+    wants.push(want(json!("last"), "The keyboard is fine", "keyboard", 4));
+    let errors = vec![
+        (28, "invalid UTF-8"),
+        (29, "missing field \"text\""),
+        (30, "outside the text"),
+        (31, "not the aspect"),
+        (32, "exceeds the limit"),
+        (33, "not JSON"),
+        (35, "covers no token"),
+    ];
+    (lines, wants, errors)
+}
+
+fn write_lines(path: &Path, lines: &[Vec<u8>]) {
+    let mut f = std::fs::File::create(path).unwrap();
+    for l in lines {
+        f.write_all(l).unwrap();
+        f.write_all(b"\n").unwrap();
+    }
+}
+
+fn lexicon() -> Arc<Lexicon> {
+    Arc::new(Lexicon::new(["battery life", "battery", "screen", "keyboard"]).unwrap())
+}
+
+fn small_batches() -> EngineOptions {
+    EngineOptions { batch_size: 3, sort_window: 7, chunk_rows: 5, tokenize_threads: 2, ..Default::default() }
+}
+
+fn run(model_dir: &Path, input: &Path, output: &Path, errors: &Path) -> ScoreStats {
+    let mut model = ScoringModel::open(model_dir, Precision::Fp32, &SessionOptions::with_threads(1)).unwrap();
+    let records = readers::open(input, &ReaderOptions { max_line_bytes: 2000 }).unwrap();
+    let sink = output::create(output, &model.labels).unwrap();
+    let mut updates = 0;
+    let stats = engine::run(&mut model, records, Some(lexicon()), &small_batches(), sink, ErrorLog::create(Some(errors)).unwrap(), &mut |_| updates += 1).unwrap();
+    assert!(updates as u64 > stats.batches, "progress is reported after every batch");
+    stats
+}
+
+fn check_records(records: &[serde_json::Map<String, Value>], wants: &[Want], toy: &ToyModel, id_as_text: bool) {
+    assert_eq!(records.len(), wants.len());
+    for (r, w) in records.iter().zip(wants) {
+        let id = if id_as_text { json!(w.id.as_str().map_or_else(|| w.id.to_string(), str::to_owned)) } else { w.id.clone() };
+        assert_eq!((&r["id"], r["aspect"].as_str().unwrap(), &r["start"], &r["end"]), (&id, w.aspect, &json!(w.start), &json!(w.end)));
+        let expected = toy.expected(&w.text, w.start, w.end);
+        let probs: Vec<f32> = match r.get("probabilities") {
+            Some(p) => LABELS.iter().map(|l| p[*l].as_f64().unwrap() as f32).collect(),
+            None => LABELS.iter().map(|l| r[&format!("prob_{l}")].as_f64().unwrap() as f32).collect(),
+        };
+        for (p, e) in probs.iter().zip(&expected) {
+            assert!((p - e).abs() < 1e-5, "{}: {probs:?} vs {expected:?}", w.aspect);
+        }
+        let best = expected.iter().enumerate().fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0;
+        assert_eq!(r["label"], json!(LABELS[best]));
+        assert!((r["confidence"].as_f64().unwrap() as f32 - expected[best]).abs() < 1e-5);
+    }
+}
+
+fn read_records(path: &Path) -> Vec<serde_json::Map<String, Value>> {
+    readers::open(path, &ReaderOptions::default()).unwrap().map(|r| r.unwrap().unwrap().fields).collect()
+}
+
+#[test]
+fn a_jsonl_corpus_is_scored_in_input_order_with_bad_rows_reported_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let toy = ToyModel::write(dir.path(), 64);
+    let (lines, wants, errors) = corpus();
+    let input = dir.path().join("corpus.jsonl");
+    write_lines(&input, &lines);
+    let (out, err) = (dir.path().join("out.jsonl"), dir.path().join("errors.jsonl"));
+    let stats = run(dir.path(), &input, &out, &err);
+
+    check_records(&read_records(&out), &wants, &toy, false);
+    let logged = read_records(&err);
+    let got: Vec<(u64, String)> = logged.iter().map(|e| (e["line"].as_u64().unwrap(), e["reason"].as_str().unwrap().to_owned())).collect();
+    assert_eq!(got.len(), errors.len(), "{got:?}");
+    for ((line, reason), (want_line, want_reason)) in got.iter().zip(&errors) {
+        assert_eq!(*line as usize, *want_line, "{reason}");
+        assert!(reason.contains(want_reason), "line {line}: {reason:?} lacks {want_reason:?}");
+    }
+    assert_eq!(stats.rows_read, lines.len() as u64);
+    assert_eq!(stats.instances_scored, wants.len() as u64);
+    assert_eq!((stats.rows_rejected, stats.instances_rejected, stats.rows_without_targets), (6, 1, 1));
+    assert!(stats.batches >= stats.instances_scored.div_ceil(3), "batches hold at most 3");
+    assert!(stats.padded_tokens >= stats.tokens && stats.tokens > 0);
+}
+
+#[test]
+fn csv_in_parquet_out_keeps_ids_as_text_and_every_class_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let toy = ToyModel::write(dir.path(), 64);
+    let input = dir.path().join("corpus.csv");
+    std::fs::write(
+        &input,
+        "id,text,aspect,start,end\n1,\"The screen, sadly, is dim\",screen,4,10\n2,\"Fan noise; fan speed\",fan,,\n3,no target here,,,\n4,\"multi\nline battery text\",battery,11,18\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out.parquet");
+    let stats = run(dir.path(), &input, &out, &dir.path().join("errors.jsonl"));
+    assert_eq!((stats.rows_read, stats.instances_scored, stats.rows_without_targets), (4, 3, 1));
+    let records = read_records(&out);
+    let wants = [
+        want(json!("1"), "The screen, sadly, is dim", "screen", 4),
+        want(json!("4"), "multi\nline battery text", "battery", 11),
+    ];
+    // Row 2 ("Fan noise; fan speed", aspect "fan" without offsets) has one exact match.
+    assert_eq!(records.len(), 3);
+    assert_eq!((&records[1]["aspect"], &records[1]["start"], &records[1]["line"]), (&json!("fan"), &json!(11), &json!(3)));
+    check_records(&[records[0].clone(), records[2].clone()], &wants, &toy, true);
+    assert_eq!(records[2]["line"], json!(5), "a record's line is where it starts");
+}
+
+#[test]
+fn parquet_input_is_scored_like_jsonl() {
+    use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
+
+    let dir = tempfile::tempdir().unwrap();
+    let toy = ToyModel::write(dir.path(), 64);
+    let input = dir.path().join("corpus.parquet");
+    let schema = Arc::new(parse_message_type("message c { required int64 id; required binary text (UTF8); optional int64 start; optional int64 end; }").unwrap());
+    let mut writer = SerializedFileWriter::new(std::fs::File::create(&input).unwrap(), schema, Default::default()).unwrap();
+    let mut rg = writer.next_row_group().unwrap();
+    let mut col = rg.next_column().unwrap().unwrap();
+    col.typed::<Int64Type>().write_batch(&[10, 11], None, None).unwrap();
+    col.close().unwrap();
+    let mut col = rg.next_column().unwrap().unwrap();
+    let texts = [ByteArray::from("great keyboard"), ByteArray::from("the screen and the battery")];
+    col.typed::<ByteArrayType>().write_batch(&texts, None, None).unwrap();
+    col.close().unwrap();
+    for values in [[6i64], [14]] {
+        let mut col = rg.next_column().unwrap().unwrap();
+        col.typed::<Int64Type>().write_batch(&values, Some(&[1, 0]), None).unwrap();
+        col.close().unwrap();
+    }
+    rg.close().unwrap();
+    writer.close().unwrap();
+
+    let out = dir.path().join("out.jsonl");
+    let stats = run(dir.path(), &input, &out, &dir.path().join("errors.jsonl"));
+    assert_eq!(stats.instances_scored, 3);
+    let wants = [
+        want(json!(10), "great keyboard", "keyboard", 6),
+        want(json!(11), "the screen and the battery", "screen", 4),
+        want(json!(11), "the screen and the battery", "battery", 19),
+    ];
+    check_records(&read_records(&out), &wants, &toy, false);
+}
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_absa-scorer"))
+}
+
+#[test]
+fn the_cli_prints_a_one_line_summary_and_refuses_a_missing_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    ToyModel::write(dir.path(), 64);
+    let (lines, wants, errors) = corpus();
+    let input = dir.path().join("corpus.jsonl");
+    write_lines(&input, &lines);
+    let lexicon = dir.path().join("lexicon.txt");
+    std::fs::write(&lexicon, "# aspect terms\nbattery life\nbattery\n\nscreen\nkeyboard\n").unwrap();
+    let out = dir.path().join("out.parquet");
+    let run = std::process::Command::new(bin())
+        .args(["score", "--model"])
+        .arg(dir.path())
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&out)
+        .arg("--targets")
+        .arg(&lexicon)
+        .args(["--max-line-bytes", "2000", "--threads", "1"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let stdout = String::from_utf8(run.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["rows_read"], json!(lines.len()));
+    assert_eq!(summary["instances_scored"], json!(wants.len()));
+    assert_eq!(summary["rows_rejected"], json!(6));
+    for key in ["instances_per_second", "wall_seconds", "peak_rss_mib"] {
+        assert!(summary[key].as_f64().unwrap() > 0.0, "{key}: {summary}");
+    }
+    let error_file = PathBuf::from(summary["errors"].as_str().unwrap());
+    assert_eq!(read_records(&error_file).len(), errors.len());
+    assert_eq!(read_records(&out).len(), wants.len());
+
+    let int8 = std::process::Command::new(bin())
+        .args(["score", "--int8", "--model"])
+        .arg(dir.path())
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(dir.path().join("int8.jsonl"))
+        .output()
+        .unwrap();
+    assert_eq!(int8.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&int8.stderr);
+    assert!(stderr.contains("no int8 graph"), "{stderr}");
+}
