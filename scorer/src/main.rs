@@ -239,8 +239,7 @@ fn round(v: f64, digits: i32) -> f64 {
 
 fn bench_command(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
     runtime::environment()?;
-    let shared = std::env::var_os("ABSA_SHARED").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../shared"));
-    let laptops = shared.join("data/semeval14_laptops");
+    let laptops = absa_domain::reference::shared_dir().map_err(anyhow::Error::msg)?.join("data/semeval14_laptops");
     let corpus = if args.corpus.is_empty() { vec![laptops.join("train.jsonl"), laptops.join("test.jsonl")] } else { args.corpus };
     let test = args.test.unwrap_or_else(|| laptops.join("test.jsonl"));
     let (mut engine_options, session) = engine_options(settings, &args.engine);

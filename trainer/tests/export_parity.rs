@@ -23,11 +23,7 @@ fn fixtures() -> PathBuf {
 }
 
 fn shared() -> PathBuf {
-    let dir = std::env::var_os("ABSA_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    assert!(dir.join("models/all-minilm-l6-v2").is_dir(), "reference models not found in {}: set ABSA_SHARED", dir.display());
-    dir
+    absa_domain::reference::shared_dir().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A folder with a `tokenizer.json`: the tiny fixtures have none, and export copies one.
@@ -191,19 +187,26 @@ fn argmax(row: ndarray::ArrayView1<f32>) -> usize {
     row.iter().enumerate().fold((0, f32::MIN), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) }).0
 }
 
+/// all-MiniLM-L6-v2 with a seeded head, or, when `ABSA_PARITY_CHECKPOINT` names one,
+/// a fine-tuned MiniLM checkpoint with its own head.
 #[test]
 fn minilm_exports_with_libtorch_logits_over_the_laptops_test_set() {
-    let base = shared().join("models/all-minilm-l6-v2");
+    let (dir, labels) = match std::env::var_os("ABSA_PARITY_CHECKPOINT") {
+        Some(dir) => (PathBuf::from(dir), None),
+        None => (shared().join("models/all-minilm-l6-v2"), Some(LabelSet::sentiment())),
+    };
     tch::manual_seed(42);
-    let loaded = checkpoint::load(&base, &LoadOptions { labels: Some(LabelSet::sentiment()), pooling: None }, Device::Cpu).unwrap();
+    let loaded = checkpoint::load(&dir, &LoadOptions { labels, pooling: None }, Device::Cpu).unwrap();
+    assert_eq!(loaded.labels, LabelSet::sentiment());
     let out = tempfile::tempdir().unwrap();
-    export::export_model_dir(&loaded, &base, out.path(), &ExportOptions::default()).unwrap();
+    export::export_model_dir(&loaded, &dir, out.path(), &ExportOptions::default()).unwrap();
     let manifest = ModelManifest::read(out.path()).unwrap();
     let encoder = AspectEncoder::from_file(&out.path().join(&manifest.tokenizer), manifest.max_length).unwrap();
     let mut fp32 = Runner::open(out.path(), Precision::Fp32);
     let mut int8 = Runner::open(out.path(), Precision::Int8);
     let (mut worst, mut worst_int8, mut agree, mut n) = (0f32, 0f32, 0usize, 0usize);
-    for (ids, att, asp, _) in laptops_test_batches(&encoder, manifest.pad_token_id) {
+    let (mut correct_fp32, mut correct_int8) = (0usize, 0usize);
+    for (ids, att, asp, gold) in laptops_test_batches(&encoder, manifest.pad_token_id) {
         let t = |a: &Array2<i64>| Tensor::from_slice(a.as_slice().unwrap()).reshape([a.nrows() as i64, a.ncols() as i64]);
         let torch = libtorch_logits(&loaded, &t(&ids), &t(&att), &t(&asp));
         let (logits, _) = fp32.run(&ids, &att, &asp);
@@ -211,8 +214,16 @@ fn minilm_exports_with_libtorch_logits_over_the_laptops_test_set() {
         worst = worst.max(max_diff(&logits, &torch));
         worst_int8 = worst_int8.max(max_diff(&q, &logits));
         agree += logits.outer_iter().zip(q.outer_iter()).filter(|(a, b)| argmax(*a) == argmax(*b)).count();
+        correct_fp32 += logits.outer_iter().zip(&gold).filter(|(l, g)| argmax(*l) == **g).count();
+        correct_int8 += q.outer_iter().zip(&gold).filter(|(l, g)| argmax(*l) == **g).count();
         n += ids.nrows();
     }
-    println!("minilm laptops test ({n}): fp32 ONNX vs libtorch max |Δlogit| = {worst:.2e}; int8 vs fp32 max |Δlogit| = {worst_int8:.2e}, argmax agreement {agree}/{n}");
+    println!(
+        "minilm ({}) laptops test ({n}): fp32 ONNX vs libtorch max |Δlogit| = {worst:.2e}; int8 vs fp32 max |Δlogit| = {worst_int8:.2e}, \
+         argmax agreement {agree}/{n}; accuracy fp32 {:.4} int8 {:.4}",
+        dir.display(),
+        correct_fp32 as f64 / n as f64,
+        correct_int8 as f64 / n as f64
+    );
     assert!(worst <= TOLERANCE, "MiniLM ONNX vs libtorch: {worst:e}");
 }

@@ -16,11 +16,7 @@ pub const HIDDEN: usize = 8;
 pub const LABELS: [&str; 3] = ["negative", "neutral", "positive"];
 
 pub fn shared() -> PathBuf {
-    let dir = std::env::var_os("ABSA_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    assert!(dir.join("models/all-minilm-l6-v2/tokenizer.json").is_file(), "reference models not found in {}: set ABSA_SHARED", dir.display());
-    dir
+    absa_domain::reference::shared_dir().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Deterministic weights: a cheap hash of the position.
