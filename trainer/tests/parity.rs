@@ -28,6 +28,7 @@ fn read(path: &Path) -> HashMap<String, Tensor> {
 fn assert_close(name: &str, ours: &Tensor, theirs: &Tensor) {
     assert_eq!(ours.size(), theirs.size(), "{name} shape");
     let diff = (ours - theirs).abs().max().double_value(&[]);
+    eprintln!("{name}: max abs difference {diff:e}");
     assert!(diff <= TOLERANCE, "{name}: max abs difference {diff:e} > {TOLERANCE:e}");
 }
 
