@@ -180,6 +180,13 @@ impl GraphBuilder {
         names
     }
 
+    /// A node of another operator domain with one output, named automatically.
+    pub fn node_with_domain(&mut self, domain: &str, op: &str, inputs: &[&str], attrs: &[(&str, Attr)]) -> String {
+        let out = self.fresh(op);
+        self.node_in_domain(domain, op, inputs, &[&out], attrs);
+        out
+    }
+
     /// A node of another operator domain (`com.microsoft` contrib operators, say).
     /// An empty input name stands for an omitted optional input, as ONNX specifies.
     pub fn node_in_domain(&mut self, domain: &str, op: &str, inputs: &[&str], outputs: &[&str], attrs: &[(&str, Attr)]) {

@@ -10,7 +10,7 @@ use absa_domain::{AspectEncoder, AspectSpan, LabelSet};
 use absa_onnx::{ModelManifest, Precision};
 use absa_scorer::runtime::{session_from_file, SessionOptions};
 use absa_trainer::checkpoint::{self, LoadOptions, LoadedModel};
-use absa_trainer::export::{self, ExportOptions};
+use absa_trainer::export::{self, ExportOptions, GraphStyle};
 use absa_trainer::model::Pooling;
 use ndarray::Array2;
 use ort::value::TensorRef;
@@ -91,10 +91,12 @@ fn check_tiny(model: &str) {
     let expected: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("expected.safetensors")).unwrap().into_iter().collect();
     let (ids, att, asp) = (&expected["input_ids"], &expected["attention_mask"], &expected["aspect_mask"]);
     let mut loaded = checkpoint::load(&dir, &LoadOptions::default(), Device::Cpu).unwrap();
-    for pooling in [Pooling::Max, Pooling::Mean] {
+    let cases = [(Pooling::Max, GraphStyle::OrtFused), (Pooling::Mean, GraphStyle::OrtFused), (Pooling::Max, GraphStyle::Portable), (Pooling::Mean, GraphStyle::Portable)];
+    for (pooling, style) in cases {
         loaded.model.pooling = pooling;
         let out = tempfile::tempdir().unwrap();
-        let report = export::export_model_dir(&loaded, &tokenizer_dir(), out.path(), &ExportOptions { max_length: 32, int8: true }).unwrap();
+        let options = ExportOptions { max_length: 32, int8: true, style };
+        let report = export::export_model_dir(&loaded, &tokenizer_dir(), out.path(), &options).unwrap();
         assert_eq!(report.graphs.len(), 2);
         let manifest = ModelManifest::read(out.path()).unwrap();
         assert_eq!(manifest.labels, LabelSet::sentiment().names());
@@ -104,8 +106,8 @@ fn check_tiny(model: &str) {
         let (logits, probs) = fp32.run(&to_array(ids), &to_array(att), &to_array(asp));
         let torch = libtorch_logits(&loaded, ids, att, asp);
         let diff = max_diff(&logits, &torch);
-        println!("{model} {pooling:?}: fp32 ONNX vs libtorch max |Δlogit| = {diff:.2e}");
-        assert!(diff <= TOLERANCE, "{model} {pooling:?}: ONNX vs libtorch {diff:e}");
+        println!("{model} {pooling:?} {style:?}: fp32 ONNX vs libtorch max |Δlogit| = {diff:.2e}");
+        assert!(diff <= TOLERANCE, "{model} {pooling:?} {style:?}: ONNX vs libtorch {diff:e}");
         let suffix = format!("{pooling:?}").to_lowercase();
         let hf = to_matrix(&expected[&format!("logits_{suffix}")]);
         assert!(max_diff(&logits, &hf) <= TOLERANCE, "{model} {pooling:?}: ONNX vs transformers");
@@ -123,7 +125,7 @@ fn check_tiny(model: &str) {
         let mut int8 = Runner::open(out.path(), Precision::Int8);
         let (q_logits, q_probs) = int8.run(&to_array(ids), &to_array(att), &to_array(asp));
         assert_probabilities(&q_logits, &q_probs);
-        println!("{model} {pooling:?}: int8 vs fp32 max |Δlogit| = {:.2e}", max_diff(&q_logits, &logits));
+        println!("{model} {pooling:?} {style:?}: int8 vs fp32 max |Δlogit| = {:.2e}", max_diff(&q_logits, &logits));
     }
 }
 
@@ -147,7 +149,8 @@ fn a_max_length_beyond_the_position_table_is_refused() {
     let loaded = checkpoint::load(&fixtures().join("models/xlmr_tiny"), &LoadOptions::default(), Device::Cpu).unwrap();
     let limit = export::max_length_limit(&loaded);
     let out = tempfile::tempdir().unwrap();
-    let err = export::export_model_dir(&loaded, &tokenizer_dir(), out.path(), &ExportOptions { max_length: limit + 1, int8: false }).unwrap_err();
+    let options = ExportOptions { max_length: limit + 1, int8: false, ..Default::default() };
+    let err = export::export_model_dir(&loaded, &tokenizer_dir(), out.path(), &options).unwrap_err();
     assert!(err.to_string().contains("position embeddings"), "{err}");
 }
 
@@ -198,8 +201,9 @@ fn minilm_exports_with_libtorch_logits_over_the_laptops_test_set() {
     tch::manual_seed(42);
     let loaded = checkpoint::load(&dir, &LoadOptions { labels, pooling: None }, Device::Cpu).unwrap();
     assert_eq!(loaded.labels, LabelSet::sentiment());
+    for style in [GraphStyle::OrtFused, GraphStyle::Portable] {
     let out = tempfile::tempdir().unwrap();
-    export::export_model_dir(&loaded, &dir, out.path(), &ExportOptions::default()).unwrap();
+    export::export_model_dir(&loaded, &dir, out.path(), &ExportOptions { style, ..Default::default() }).unwrap();
     let manifest = ModelManifest::read(out.path()).unwrap();
     let encoder = AspectEncoder::from_file(&out.path().join(&manifest.tokenizer), manifest.max_length).unwrap();
     let mut fp32 = Runner::open(out.path(), Precision::Fp32);
@@ -219,11 +223,12 @@ fn minilm_exports_with_libtorch_logits_over_the_laptops_test_set() {
         n += ids.nrows();
     }
     println!(
-        "minilm ({}) laptops test ({n}): fp32 ONNX vs libtorch max |Δlogit| = {worst:.2e}; int8 vs fp32 max |Δlogit| = {worst_int8:.2e}, \
+        "minilm ({}, {style:?}) laptops test ({n}): fp32 ONNX vs libtorch max |Δlogit| = {worst:.2e}; int8 vs fp32 max |Δlogit| = {worst_int8:.2e}, \
          argmax agreement {agree}/{n}; accuracy fp32 {:.4} int8 {:.4}",
         dir.display(),
         correct_fp32 as f64 / n as f64,
         correct_int8 as f64 / n as f64
     );
-    assert!(worst <= TOLERANCE, "MiniLM ONNX vs libtorch: {worst:e}");
+    assert!(worst <= TOLERANCE, "MiniLM {style:?} ONNX vs libtorch: {worst:e}");
+    }
 }

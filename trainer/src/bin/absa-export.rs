@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use absa_domain::LabelSet;
 use absa_platform::cli;
 use absa_trainer::checkpoint::{self, LoadOptions};
-use absa_trainer::export::{self, ExportOptions};
+use absa_trainer::export::{self, ExportOptions, GraphStyle};
 use anyhow::Context;
 use clap::Parser;
 use tch::Device;
@@ -36,6 +36,10 @@ struct Cli {
     /// Skip the int8 graph.
     #[arg(long)]
     no_int8: bool,
+    /// Write attention, residual LayerNorm and bias-GELU as ONNX Runtime contrib
+    /// operators (for GPU execution providers; slower than the default on CPU).
+    #[arg(long)]
+    ort_fused: bool,
 }
 
 fn main() -> ExitCode {
@@ -53,7 +57,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let loaded = checkpoint::load(&cli.checkpoint, &LoadOptions { labels, pooling: None }, Device::Cpu)
         .with_context(|| format!("loading {}", cli.checkpoint.display()))?;
     let tokenizer = cli.tokenizer.unwrap_or_else(|| cli.checkpoint.clone());
-    let options = ExportOptions { max_length: cli.max_length, int8: !cli.no_int8 };
+    let style = if cli.ort_fused { GraphStyle::OrtFused } else { GraphStyle::Portable };
+    let options = ExportOptions { max_length: cli.max_length, int8: !cli.no_int8, style };
     let report = export::export_model_dir(&loaded, &tokenizer, &cli.out, &options).context("export failed")?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())

@@ -1,9 +1,10 @@
 //! The TD-BERT forward pass as an ONNX graph, built from the VarStore's weights in the
 //! order of [`crate::model`]: embeddings, layers (post- or pre-LayerNorm), aspect
-//! pooling, the family's head. Every op is standard opset 17; ONNX Runtime's own
-//! graph optimisations fuse what they recognise (exact GELU after a bias into
-//! `BiasGelu`, transposed MatMuls into `FusedMatMul`, the int8 pattern of
-//! [`super::quantize`] into `DynamicQuantizeMatMul`).
+//! pooling, the family's head. In the default [`GraphStyle::Portable`] every op is
+//! standard opset 17, and ONNX Runtime's own graph optimisations fuse what they
+//! recognise (exact GELU after a bias into `BiasGelu`, the int8 pattern of
+//! [`super::quantize`] into `DynamicQuantizeMatMul`); [`GraphStyle::OrtFused`] writes
+//! attention, residual LayerNorm and bias-GELU as contrib operators instead.
 //!
 //! Weights keep their Hugging Face names as initializer names; `Linear` weights are
 //! stored transposed (`[in, out]`) because ONNX `MatMul(x, W)` wants them so.
@@ -12,11 +13,11 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use absa_onnx::manifest::{INPUT_NAMES, LOGITS, PROBABILITIES};
-use absa_onnx::{Attr, Dim, ElemType, GraphBuilder, Precision};
+use absa_onnx::{Attr, Dim, ElemType, GraphBuilder, Precision, MICROSOFT_DOMAIN};
 use tch::{Device, Kind, Tensor};
 
 use super::quantize::{self, QuantizedActivation};
-use super::ExportError;
+use super::{ExportError, GraphStyle};
 use crate::checkpoint::LoadedModel;
 use crate::model::{EncoderConfig, Family, Pooling};
 
@@ -24,15 +25,15 @@ const PRODUCER: &str = "absa-trainer";
 
 /// The serialised graph of `loaded` at `precision`, weights inline (models under
 /// protobuf's 2 GiB limit).
-pub fn build_graph(loaded: &LoadedModel, precision: Precision) -> Result<Vec<u8>, ExportError> {
-    let (g, metadata) = emit(loaded, precision, GraphBuilder::new("td_bert"))?;
+pub fn build_graph(loaded: &LoadedModel, precision: Precision, style: GraphStyle) -> Result<Vec<u8>, ExportError> {
+    let (g, metadata) = emit(loaded, precision, style, GraphBuilder::new("td_bert"))?;
     let metadata: Vec<(&str, String)> = metadata.iter().map(|(k, v)| (*k, v.clone())).collect();
     Ok(g.finish(PRODUCER, &metadata))
 }
 
 /// Writes the graph to `path`, weights to `external` when given; returns the model
 /// file's size.
-pub(super) fn write_graph(loaded: &LoadedModel, precision: Precision, path: &Path, external: Option<&Path>) -> Result<u64, ExportError> {
+pub(super) fn write_graph(loaded: &LoadedModel, precision: Precision, style: GraphStyle, path: &Path, external: Option<&Path>) -> Result<u64, ExportError> {
     let io = |p: &Path| {
         let p = p.display().to_string();
         move |e| ExportError::Io(p, e)
@@ -41,12 +42,12 @@ pub(super) fn write_graph(loaded: &LoadedModel, precision: Precision, path: &Pat
     if let Some(data) = external {
         g = g.with_external_data(data).map_err(io(data))?;
     }
-    let (g, metadata) = emit(loaded, precision, g)?;
+    let (g, metadata) = emit(loaded, precision, style, g)?;
     let metadata: Vec<(&str, String)> = metadata.iter().map(|(k, v)| (*k, v.clone())).collect();
     g.finish_to_file(path, PRODUCER, &metadata).map_err(io(path))
 }
 
-fn emit(loaded: &LoadedModel, precision: Precision, g: GraphBuilder) -> Result<(GraphBuilder, Vec<(&'static str, String)>), ExportError> {
+fn emit(loaded: &LoadedModel, precision: Precision, style: GraphStyle, g: GraphBuilder) -> Result<(GraphBuilder, Vec<(&'static str, String)>), ExportError> {
     let model = &loaded.model;
     let mut w = Writer {
         g,
@@ -54,7 +55,9 @@ fn emit(loaded: &LoadedModel, precision: Precision, g: GraphBuilder) -> Result<(
         config: &model.config,
         family: model.family,
         precision,
+        style,
         quantized: HashMap::new(),
+        padding_mask: None,
     };
     let batch_seq = [Dim::Dynamic("batch"), Dim::Dynamic("sequence")];
     let [ids_name, att_name, asp_name] = INPUT_NAMES;
@@ -78,6 +81,7 @@ fn emit(loaded: &LoadedModel, precision: Precision, g: GraphBuilder) -> Result<(
         ("model_type", model.config.model_type.clone()),
         ("pooling", format!("{:?}", model.pooling).to_lowercase()),
         ("precision", precision.to_string()),
+        ("style", format!("{style:?}").to_lowercase()),
     ];
     Ok((w.g, metadata))
 }
@@ -88,8 +92,11 @@ struct Writer<'a> {
     config: &'a EncoderConfig,
     family: Family,
     precision: Precision,
+    style: GraphStyle,
     /// `DynamicQuantizeLinear` outputs per activation, so Q, K and V share one.
     quantized: HashMap<String, QuantizedActivation>,
+    /// The attention mask as int32 (batch, seq), for `MultiHeadAttention`.
+    padding_mask: Option<String>,
 }
 
 impl Writer<'_> {
@@ -117,9 +124,20 @@ impl Writer<'_> {
     /// layers are int8 in the int8 graph; the head stays fp32 (it sees one vector per
     /// instance, so int8 would save nothing and cost accuracy).
     fn linear(&mut self, x: &str, prefix: &str, quantizable: bool, scale: f32) -> Result<String, ExportError> {
-        let weight = self.tensor(&format!("{prefix}.weight"))? * f64::from(scale);
+        let (product, bias) = self.linear_unbiased(x, prefix, quantizable, scale)?;
+        Ok(self.g.node("Add", &[&product, &bias], &[]))
+    }
+
+    /// `x · Wᵀ · scale` and the name of the (scaled) bias, for ops that add it themselves.
+    fn linear_unbiased(&mut self, x: &str, prefix: &str, quantizable: bool, scale: f32) -> Result<(String, String), ExportError> {
+        let product = self.linear_product(x, prefix, quantizable, scale)?;
         let bias = self.tensor(&format!("{prefix}.bias"))? * f64::from(scale);
-        let bias = self.init(&format!("{prefix}.bias"), &bias)?;
+        Ok((product, self.init(&format!("{prefix}.bias"), &bias)?))
+    }
+
+    /// `x · Wᵀ · scale` alone.
+    fn linear_product(&mut self, x: &str, prefix: &str, quantizable: bool, scale: f32) -> Result<String, ExportError> {
+        let weight = self.tensor(&format!("{prefix}.weight"))? * f64::from(scale);
         let product = if quantizable && self.precision == Precision::Int8 {
             let (outputs, inputs) = weight.size2()?;
             let q = quantize::quantize_per_output_channel(&Self::values(&weight)?, outputs as usize, inputs as usize);
@@ -137,7 +155,7 @@ impl Writer<'_> {
             let w = self.init(&format!("{prefix}.weight"), &transposed)?;
             self.g.node("MatMul", &[x, &w], &[])
         };
-        Ok(self.g.node("Add", &[&product, &bias], &[]))
+        Ok(product)
     }
 
     fn layer_norm(&mut self, x: &str, prefix: &str) -> Result<String, ExportError> {
@@ -245,6 +263,27 @@ impl Writer<'_> {
     fn self_attention(&mut self, p: &str, x: &str, bias: &str) -> Result<String, ExportError> {
         let heads = self.config.num_attention_heads;
         let head_dim = self.config.head_dim();
+        if self.style == GraphStyle::OrtFused {
+            // MultiHeadAttention adds the three projection biases itself (packed),
+            // scales by 1/√d, masks padded keys and merges the heads: one kernel for
+            // what is otherwise 3 reshapes, 4 transposes, 2 MatMuls, an Add and a Softmax.
+            let mut biases = Vec::new();
+            let mut projected = Vec::new();
+            for name in ["query", "key", "value"] {
+                let prefix = format!("{p}.self.{name}");
+                projected.push(self.linear_product(x, &prefix, true, 1.0)?);
+                biases.push(self.tensor(&format!("{prefix}.bias"))?);
+            }
+            let packed = Tensor::cat(&biases, 0);
+            let packed = self.init(&format!("{p}.self.qkv.bias"), &packed)?;
+            let mask = self.padding_mask.clone().expect("the encoder sets the padding mask first");
+            return Ok(self.g.node_with_domain(
+                MICROSOFT_DOMAIN,
+                "MultiHeadAttention",
+                &[&projected[0], &projected[1], &projected[2], &packed, &mask],
+                &[("num_heads", Attr::Int(heads))],
+            ));
+        }
         // 1/√d is folded into the query projection: no Div per layer.
         let scale = 1.0 / (head_dim as f32).sqrt();
         let q = self.linear(x, &format!("{p}.self.query"), true, scale)?;
@@ -268,10 +307,35 @@ impl Writer<'_> {
         Ok(g.node("Reshape", &[&context, &merge], &[]))
     }
 
-    fn feed_forward(&mut self, p: &str, x: &str) -> Result<String, ExportError> {
-        let inner = self.linear(x, &format!("{p}.intermediate.dense"), true, 1.0)?;
-        let inner = self.activation(&inner);
-        self.linear(&inner, &format!("{p}.output.dense"), true, 1.0)
+    /// `LayerNorm(x + residual)` where `x = product + bias` of a linear: one
+    /// `SkipLayerNormalization` in the fused style, Add, Add, LayerNormalization otherwise.
+    fn residual_layer_norm(&mut self, product: &str, bias: &str, residual: &str, prefix: &str) -> Result<String, ExportError> {
+        if self.style == GraphStyle::OrtFused {
+            let gamma = self.weight(&format!("{prefix}.weight"))?;
+            let beta = self.weight(&format!("{prefix}.bias"))?;
+            let eps = self.config.layer_norm_eps as f32;
+            return Ok(self.g.node_with_domain(MICROSOFT_DOMAIN, "SkipLayerNormalization", &[product, residual, &gamma, &beta, bias], &[("epsilon", Attr::Float(eps))]));
+        }
+        let x = self.g.node("Add", &[product, bias], &[]);
+        let x = self.g.node("Add", &[&x, residual], &[]);
+        self.layer_norm(&x, prefix)
+    }
+
+    /// The FFN's inner activation of `product + bias`: `BiasGelu` for exact GELU in the
+    /// fused style.
+    fn biased_activation(&mut self, product: &str, bias: &str) -> String {
+        if self.style == GraphStyle::OrtFused && self.config.hidden_act == "gelu" {
+            return self.g.node_with_domain(MICROSOFT_DOMAIN, "BiasGelu", &[product, bias], &[]);
+        }
+        let x = self.g.node("Add", &[product, bias], &[]);
+        self.activation(&x)
+    }
+
+    /// The FFN up to its output dense's product (bias not yet added).
+    fn feed_forward(&mut self, p: &str, x: &str) -> Result<(String, String), ExportError> {
+        let (inner, bias) = self.linear_unbiased(x, &format!("{p}.intermediate.dense"), true, 1.0)?;
+        let inner = self.biased_activation(&inner, &bias);
+        self.linear_unbiased(&inner, &format!("{p}.output.dense"), true, 1.0)
     }
 
     /// One layer under `p` (`...encoder.layer.{i}`), post- or pre-LayerNorm.
@@ -283,22 +347,28 @@ impl Writer<'_> {
             let a = self.linear(&a, &format!("{attention}.output.dense"), true, 1.0)?;
             let x = self.g.node("Add", &[x, &a], &[]);
             let normed = self.layer_norm(&x, &format!("{p}.LayerNorm"))?;
-            let f = self.feed_forward(p, &normed)?;
+            let (f, f_bias) = self.feed_forward(p, &normed)?;
+            let f = self.g.node("Add", &[&f, &f_bias], &[]);
             Ok(self.g.node("Add", &[&x, &f], &[]))
         } else {
             let a = self.self_attention(&attention, x, bias)?;
-            let a = self.linear(&a, &format!("{attention}.output.dense"), true, 1.0)?;
-            let x = self.g.node("Add", &[&a, x], &[]);
-            let x = self.layer_norm(&x, &format!("{attention}.output.LayerNorm"))?;
-            let f = self.feed_forward(p, &x)?;
-            let x2 = self.g.node("Add", &[&f, &x], &[]);
-            self.layer_norm(&x2, &format!("{p}.output.LayerNorm"))
+            let (a, a_bias) = self.linear_unbiased(&a, &format!("{attention}.output.dense"), true, 1.0)?;
+            let x = self.residual_layer_norm(&a, &a_bias, x, &format!("{attention}.output.LayerNorm"))?;
+            let (f, f_bias) = self.feed_forward(p, &x)?;
+            self.residual_layer_norm(&f, &f_bias, &x, &format!("{p}.output.LayerNorm"))
         }
     }
 
     fn encoder(&mut self, root: &str, input_ids: &str, attention_mask: &str) -> Result<String, ExportError> {
         let mut x = self.embeddings(&format!("{root}.embeddings"), input_ids)?;
-        let bias = self.attention_bias(attention_mask);
+        let bias = match self.style {
+            GraphStyle::Portable => self.attention_bias(attention_mask),
+            GraphStyle::OrtFused => {
+                let mask = self.g.node("Cast", &[attention_mask], &[("to", Attr::Int(ElemType::I32 as i64))]);
+                self.padding_mask = Some(mask);
+                String::new()
+            }
+        };
         for i in 0..self.config.num_hidden_layers {
             x = self.layer(&format!("{root}.encoder.layer.{i}"), &x, &bias)?;
         }
