@@ -24,10 +24,14 @@ OUT="${BENCH_OUT:-$ABSA_HOME/bench-score}"
 PY="$(bash "$ROOT/scripts/python-env.sh")"
 mkdir -p "$OUT"
 
+# Quiet means the 1-minute load stayed below 1.5 for two checks 30 s apart, so a job
+# that starts at the same moment (another benchmark waiting the same way) shows up.
 wait_quiet() {
-  local waited=0
-  while awk '{exit !($1 >= 1.5)}' /proc/loadavg && [ "$waited" -lt 900 ]; do
-    echo "[bench] load $(cut -d' ' -f1-3 /proc/loadavg) >= 1.5; waiting" >&2
+  local waited=0 calm=0
+  while [ "$calm" -lt 2 ] && [ "$waited" -lt 900 ]; do
+    if awk '{exit !($1 < 1.5)}' /proc/loadavg; then calm=$((calm + 1)); else calm=0; fi
+    [ "$calm" -lt 2 ] || break
+    echo "[bench] load $(cut -d' ' -f1-3 /proc/loadavg); waiting for two quiet checks" >&2
     sleep 30; waited=$((waited + 30))
   done
 }

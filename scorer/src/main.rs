@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use absa_domain::readers::{self, ReaderOptions, DEFAULT_MAX_LINE_BYTES};
 use absa_onnx::Precision;
-use absa_platform::{cli, config, health, process, telemetry};
+use absa_platform::{cli, config, process, telemetry};
 use absa_scorer::bench::{self, BenchOptions};
 use absa_scorer::engine::{self, EngineOptions, ScoreStats};
 use absa_scorer::model::ScoringModel;
@@ -129,12 +129,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let ort = runtime::version()?;
             println!("onnxruntime: {ort}");
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(async {
-                println!("postgres: {}", health::postgres(&settings.database).await?);
-                println!("rabbitmq: {}", health::rabbitmq(&settings.amqp).await?);
-                anyhow::Ok(())
-            })
-            .context("service check failed")?;
+            rt.block_on(cli::check_services(&settings.database, &settings.amqp)).context("service check failed")?;
             Ok(())
         }
         Command::Score(args) => score(&settings, args),
