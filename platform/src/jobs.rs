@@ -259,18 +259,20 @@ pub async fn reap_expired(pool: &PgPool) -> Result<Vec<Uuid>> {
 /// dispatched without a message on its way.
 pub async fn take_dispatchable(tx: &mut sqlx::PgConnection, kinds: &[&str], limit: i64) -> Result<Vec<(Uuid, String)>> {
     let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
-    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+    // RETURNING does not keep the subquery's order: sort afterwards.
+    let mut rows: Vec<(Uuid, String, i32, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
         "UPDATE jobs SET state = 'dispatched', updated_at = now()
          WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND kind = ANY($1)
                         AND (not_before IS NULL OR not_before <= now())
                       ORDER BY priority DESC, created_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-         RETURNING id, kind",
+         RETURNING id, kind, priority, created_at",
     )
     .bind(&kinds)
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
-    Ok(rows)
+    rows.sort_by(|a, b| b.2.cmp(&a.2).then(a.3.cmp(&b.3)));
+    Ok(rows.into_iter().map(|(id, kind, _, _)| (id, kind)).collect())
 }
 
 /// The job's current state.

@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn one_step_matches_the_adamw_formula() {
         let vs = nn::VarStore::new(tch::Device::Cpu);
-        let mut w = vs.root().var("w.weight", &[2], nn::Init::Const(1.0));
+        let mut w = (vs.root() / "w").var("weight", &[2], nn::Init::Const(1.0));
         let mut opt = AdamW::new(&vs, 0.1);
         let loss = (&w * Tensor::from_slice(&[2.0f32, -4.0])).sum(Kind::Float);
         loss.backward();
