@@ -126,9 +126,10 @@ where
         drop(out_tx);
         let written = writer.join().expect("the writer thread does not panic");
         producer.join().expect("the producer thread does not panic");
-        let stats = inferred?;
+        // A writer failure is the cause when both failed (inference then only saw
+        // the writer gone).
         written?;
-        Ok(stats)
+        inferred
     })
 }
 

@@ -271,3 +271,20 @@ fn the_cli_prints_a_one_line_summary_and_refuses_a_missing_graph() {
     let stderr = String::from_utf8_lossy(&int8.stderr);
     assert!(stderr.contains("no int8 graph"), "{stderr}");
 }
+
+#[test]
+fn a_failing_output_stops_the_run_with_the_writer_error() {
+    let dir = tempfile::tempdir().unwrap();
+    ToyModel::write(dir.path(), 64);
+    let (lines, _, _) = corpus();
+    let input = dir.path().join("corpus.jsonl");
+    write_lines(&input, &lines);
+    // Every write to /dev/full fails with "no space left on device".
+    let out = dir.path().join("out.jsonl");
+    std::os::unix::fs::symlink("/dev/full", &out).unwrap();
+    let mut model = ScoringModel::open(dir.path(), Precision::Fp32, &SessionOptions::with_threads(1)).unwrap();
+    let records = readers::open(&input, &ReaderOptions { max_line_bytes: 2000 }).unwrap();
+    let sink = output::create(&out, &model.labels).unwrap();
+    let err = engine::run(&mut model, records, Some(lexicon()), &small_batches(), sink, ErrorLog::create(None).unwrap(), &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("No space left on device"), "{err}");
+}
