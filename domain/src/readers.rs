@@ -358,7 +358,7 @@ impl Cells {
     fn take(&mut self, row: usize) -> Result<Value, ()> {
         Ok(match self {
             Cells::Bool(v) => v[row].map_or(Value::Null, Value::Bool),
-            Cells::Int(v) => v[row].map_or(Value::Null, |i| Value::from(i)),
+            Cells::Int(v) => v[row].map_or(Value::Null, Value::from),
             Cells::Float(v) => v[row].and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number),
             Cells::Text(v) => match v[row].take() {
                 None => Value::Null,

@@ -36,7 +36,11 @@ fn want(id: Value, text: &str, aspect: &'static str, start: usize) -> Want {
 /// Laptops test rows of varied lengths (to make the sort matter), then rows that
 /// exercise every target mode and every kind of bad row. Returns the corpus lines and
 /// the records the output must hold, in order.
-fn corpus() -> (Vec<Vec<u8>>, Vec<Want>, Vec<(usize, &'static str)>) {
+/// Corpus lines, the records expected out, and (line, reason) of the rows expected in
+/// the error file.
+type Corpus = (Vec<Vec<u8>>, Vec<Want>, Vec<(usize, &'static str)>);
+
+fn corpus() -> Corpus {
     let mut lines: Vec<Vec<u8>> = Vec::new();
     let mut wants = Vec::new();
     let laptops = std::fs::read_to_string(common::shared().join("data/semeval14_laptops/test.jsonl")).unwrap();

@@ -170,7 +170,10 @@ fn a_max_length_beyond_the_position_table_is_refused() {
 }
 
 /// Laptops test instances, encoded, in length-sorted batches of 64.
-fn laptops_test_batches(encoder: &AspectEncoder, pad: i64) -> Vec<(Array2<i64>, Array2<i64>, Array2<i64>, Vec<usize>)> {
+/// Model inputs (ids, attention mask, aspect mask) and gold label indices of a batch.
+type Batch = (Array2<i64>, Array2<i64>, Array2<i64>, Vec<usize>);
+
+fn laptops_test_batches(encoder: &AspectEncoder, pad: i64) -> Vec<Batch> {
     let path = shared().join("data/semeval14_laptops/test.jsonl");
     let mut encoded = Vec::new();
     for row in readers::open(&path, &ReaderOptions::default()).unwrap() {

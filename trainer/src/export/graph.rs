@@ -47,7 +47,10 @@ pub(super) fn write_graph(loaded: &LoadedModel, precision: Precision, style: Gra
     g.finish_to_file(path, PRODUCER, &metadata).map_err(io(path))
 }
 
-fn emit(loaded: &LoadedModel, precision: Precision, style: GraphStyle, g: GraphBuilder) -> Result<(GraphBuilder, Vec<(&'static str, String)>), ExportError> {
+/// Model metadata written into the ONNX file (`metadata_props`).
+type Metadata = Vec<(&'static str, String)>;
+
+fn emit(loaded: &LoadedModel, precision: Precision, style: GraphStyle, g: GraphBuilder) -> Result<(GraphBuilder, Metadata), ExportError> {
     let model = &loaded.model;
     let mut w = Writer {
         g,

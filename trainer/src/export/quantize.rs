@@ -73,7 +73,7 @@ mod tests {
         let q = quantize_per_output_channel(&w, 2, 3);
         assert_eq!(q.scales, vec![1.0 / 127.0, 0.03 / 127.0]);
         // Transposed: element (in i, out o) sits at i * 2 + o.
-        assert_eq!(q.values[1 * 2], -127);
+        assert_eq!(q.values[2], -127); // in 1, out 0
         assert_eq!(q.values[2 * 2 + 1], -127);
         for o in 0..2 {
             for i in 0..3 {
