@@ -22,6 +22,9 @@ pub enum PlatformError {
     Amqp(#[from] lapin::Error),
     #[error("{0}")]
     Artifact(String),
+    /// Data the database cannot store as given (a NUL in text, say).
+    #[error("{0}")]
+    InvalidData(String),
     #[error("RabbitMQ did not confirm the message published to {queue}")]
     NotConfirmed { queue: String },
 }

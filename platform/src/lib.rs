@@ -8,6 +8,7 @@
 //! - [`db`]: the Postgres pool, migrations, and a clear error when the server is unreachable.
 //! - [`queue`]: the RabbitMQ connection, publisher confirms and manual acknowledgement.
 //! - [`jobs`]: the job lifecycle: submit, claim with a lease, heartbeat, complete, reap.
+//! - [`predictions`]: bulk writes of predictions with binary `COPY`.
 //! - [`health`]: start-up checks that each service answers.
 //! - [`process`]: peak memory of the running process.
 //! - [`telemetry`]: structured logs through `tracing`.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod db;
 pub mod health;
 pub mod jobs;
+pub mod predictions;
 pub mod process;
 mod error;
 pub mod queue;
