@@ -25,6 +25,10 @@ pub enum PlatformError {
     /// Data the database cannot store as given (a NUL in text, say).
     #[error("{0}")]
     InvalidData(String),
+    #[error("RabbitMQ is unreachable; next reconnection attempt in {retry_in:?}")]
+    AmqpBackoff { retry_in: std::time::Duration },
+    #[error("RabbitMQ at {url} did not complete the connection handshake in time")]
+    AmqpTimeout { url: String },
     #[error("RabbitMQ did not confirm the message published to {queue}")]
     NotConfirmed { queue: String },
 }

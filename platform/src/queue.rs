@@ -2,6 +2,11 @@
 //!
 //! Messages only notify (a job or shard id); Postgres holds the truth, so a lost or
 //! repeated message costs a delay, never a result.
+//!
+//! Long-running processes hold their connection through [`Reconnecting`], which comes
+//! back after a broker restart.
+
+use std::time::{Duration, Instant};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -89,5 +94,146 @@ impl Topology {
             channel.queue_declare(work.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, args).await?;
         }
         Ok(())
+    }
+}
+
+/// The first reconnection attempt after a failure waits this long; each further one
+/// twice as long, up to [`RECONNECT_MAX`].
+pub const RECONNECT_MIN: Duration = Duration::from_millis(500);
+pub const RECONNECT_MAX: Duration = Duration::from_secs(10);
+/// A broker that accepts the TCP connection but never finishes the handshake counts as
+/// down after this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A RabbitMQ connection that comes back after the broker restarts: it hands out a
+/// confirmed channel on a live connection and, when the connection died, opens a new
+/// one (exponential backoff between failed attempts, 0.5 s doubling to 10 s) and
+/// redeclares the [`Topology`] on it before handing it out.
+///
+/// API:
+/// - [`Reconnecting::connect`] makes the first connection and fails at once, naming the
+///   address, so a process that cannot reach the broker at start-up says so.
+/// - [`Reconnecting::channel`] returns a live confirmed channel, reconnecting as often
+///   as needed and sleeping out the backoff in between; it only returns once
+///   connected. It is cancel-safe: put it in `tokio::select!` beside a shutdown signal.
+///   For consumers: when a consumer stream ends or fails, call [`Reconnecting::reset`]
+///   (or just `channel()` again) and consume on the new channel.
+/// - [`Reconnecting::try_channel`] is the same with at most one attempt, and none while
+///   the backoff after the last failure runs (then `Err(AmqpBackoff)` at once): for
+///   loops with other work to do between attempts, like the scheduler.
+/// - [`Reconnecting::publish`] is [`publish_confirmed`] on `try_channel()`.
+/// - [`Reconnecting::reset`] drops the current connection so the next call reconnects.
+/// - [`Reconnecting::connection`] is the live connection, if any (tests close it;
+///   consumers can open their own channels on it); [`Reconnecting::connections`]
+///   counts successful connections (1 after `connect`).
+///
+/// The handed-out channel is shared: every clone is the same AMQP channel, in confirm
+/// mode. Liveness is lapin's view of the connection and channel state; a publish that
+/// fails on a connection lapin still thinks alive fails once more on the next call, by
+/// which time lapin has noticed.
+pub struct Reconnecting {
+    settings: AmqpSettings,
+    topology: Topology,
+    live: Option<(Connection, Channel)>,
+    failures: u32,
+    retry_at: Option<Instant>,
+    connections: u64,
+}
+
+impl Reconnecting {
+    /// Connects now, declares `topology`, and fails with the address if it cannot.
+    pub async fn connect(settings: AmqpSettings, topology: Topology) -> Result<Self> {
+        let mut holder = Self::lazy(settings, topology);
+        holder.try_channel().await?;
+        Ok(holder)
+    }
+
+    /// A holder that connects on first use.
+    pub fn lazy(settings: AmqpSettings, topology: Topology) -> Self {
+        Self { settings, topology, live: None, failures: 0, retry_at: None, connections: 0 }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The live connection, if there is one.
+    pub fn connection(&self) -> Option<&Connection> {
+        self.live.as_ref().filter(|_| self.is_live()).map(|(c, _)| c)
+    }
+
+    /// How many times a connection was opened (reconnections are this minus one).
+    pub fn connections(&self) -> u64 {
+        self.connections
+    }
+
+    /// Forgets the current connection; the next call opens a new one.
+    pub fn reset(&mut self) {
+        self.live = None;
+    }
+
+    /// A live confirmed channel, reconnecting until it has one.
+    pub async fn channel(&mut self) -> Channel {
+        loop {
+            if let Ok(channel) = self.try_channel().await {
+                return channel;
+            }
+            if let Some(at) = self.retry_at {
+                tokio::time::sleep_until(at.into()).await;
+            }
+        }
+    }
+
+    /// A live confirmed channel, or one connection attempt if the backoff allows it.
+    pub async fn try_channel(&mut self) -> Result<Channel> {
+        if self.live.is_some() && !self.is_live() {
+            tracing::warn!("RabbitMQ connection lost: reconnecting");
+            self.live = None;
+        }
+        if let Some((_, channel)) = &self.live {
+            return Ok(channel.clone());
+        }
+        if let Some(retry_in) = self.retry_at.and_then(|at| at.checked_duration_since(Instant::now())) {
+            return Err(PlatformError::AmqpBackoff { retry_in });
+        }
+        match self.open().await {
+            Ok((connection, channel)) => {
+                if self.failures > 0 {
+                    tracing::info!(failed_attempts = self.failures, "reconnected to RabbitMQ");
+                }
+                self.failures = 0;
+                self.retry_at = None;
+                self.connections += 1;
+                self.live = Some((connection, channel.clone()));
+                Ok(channel)
+            }
+            Err(e) => {
+                self.failures += 1;
+                let wait = RECONNECT_MIN.saturating_mul(1 << self.failures.min(16).saturating_sub(1)).min(RECONNECT_MAX);
+                self.retry_at = Some(Instant::now() + wait);
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "RabbitMQ connection failed");
+                Err(e)
+            }
+        }
+    }
+
+    /// Publishes with a broker confirm on the current channel (see [`publish_confirmed`]).
+    pub async fn publish(&mut self, queue: &str, payload: &[u8]) -> Result<()> {
+        let channel = self.try_channel().await?;
+        publish_confirmed(&channel, queue, payload).await
+    }
+
+    fn is_live(&self) -> bool {
+        self.live.as_ref().is_some_and(|(c, ch)| c.status().connected() && ch.status().connected())
+    }
+
+    async fn open(&self) -> Result<(Connection, Channel)> {
+        let url = redact_url(self.settings.url.expose());
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.settings))
+            .await
+            .map_err(|_| PlatformError::AmqpTimeout { url })??;
+        let channel = confirmed_channel(&connection).await?;
+        self.topology.declare(&channel).await?;
+        Ok((connection, channel))
     }
 }

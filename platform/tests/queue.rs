@@ -95,3 +95,56 @@ async fn a_message_nacked_past_the_delivery_limit_is_dead_lettered() -> anyhow::
     channel.exchange_delete(topology.dead_letter_exchange.as_str().into(), Default::default()).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_reconnecting_holder_comes_back_after_its_connection_closes() -> anyhow::Result<()> {
+    let topology = queue::Topology::new(&common::unique_name("absa_test_reconnect"), 5);
+    let mut amqp = queue::Reconnecting::connect(settings(), topology.clone()).await?;
+    assert_eq!(amqp.connections(), 1);
+    let first = amqp.channel().await;
+    amqp.publish(&topology.train, b"{}").await?;
+    assert_eq!(amqp.connections(), 1, "a live connection is reused");
+
+    // As after a broker restart: connection gone, queues gone.
+    let other = queue::connect(&settings()).await?;
+    let admin = other.create_channel().await?;
+    admin.queue_delete(topology.train.as_str().into(), QueueDeleteOptions::default()).await?;
+    amqp.connection().expect("live").close(200, "simulated restart".into()).await?;
+    assert!(amqp.connection().is_none(), "a closed connection is not handed out");
+    assert!(!first.status().connected());
+
+    let second = amqp.channel().await;
+    assert!(second.status().connected() && second.status().confirm());
+    assert_eq!(amqp.connections(), 2);
+    // The topology was declared again: the deleted queue is back and takes the message.
+    amqp.publish(&topology.train, br#"{"after":"reconnect"}"#).await?;
+    let q = admin.queue_declare(topology.train.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await?;
+    assert_eq!(q.message_count(), 1);
+
+    // A consumer-style reset also reconnects.
+    amqp.reset();
+    amqp.channel().await;
+    assert_eq!(amqp.connections(), 3);
+
+    for q in [&topology.score, &topology.train, &topology.score_dead, &topology.train_dead] {
+        admin.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await?;
+    }
+    admin.exchange_delete(topology.dead_letter_exchange.as_str().into(), Default::default()).await?;
+    other.close(200, "done".into()).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_is_retried_with_backoff_not_hammered() {
+    let settings = AmqpSettings { url: Secret::new("amqp://guest:guest@127.0.0.1:1/%2f"), ..Default::default() };
+    let topology = queue::Topology::new("absa_test_nowhere", 5);
+    let err = queue::Reconnecting::connect(settings.clone(), topology.clone()).await.err().unwrap().to_string();
+    assert!(err.contains("cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:1/%2f"), "{err}");
+
+    let mut amqp = queue::Reconnecting::lazy(settings, topology);
+    assert!(amqp.try_channel().await.is_err());
+    // Straight after a failure the holder does not try again: it says when it will.
+    let err = amqp.try_channel().await.unwrap_err().to_string();
+    assert!(err.contains("next reconnection attempt in"), "{err}");
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(300), amqp.channel()).await.is_err(), "channel() keeps waiting");
+}
