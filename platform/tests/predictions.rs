@@ -109,7 +109,7 @@ async fn awkward_strings_and_floats_round_trip_exactly() {
         assert_eq!(bits(&written.probabilities), bits(&read.probabilities));
         assert_eq!(written.confidence.to_bits(), read.confidence.to_bits());
     }
-    assert_eq!(copy_predictions(&mut *f.pool.acquire().await.unwrap(), &[]).await.unwrap(), 0);
+    assert_eq!(copy_predictions(&mut f.pool.acquire().await.unwrap(), &[]).await.unwrap(), 0);
     f.drop().await;
 }
 
