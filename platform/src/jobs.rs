@@ -112,13 +112,22 @@ pub struct ClaimedJob {
 #[error("lease on job {0} lost")]
 pub struct LeaseLost(pub Uuid);
 
+/// The Postgres NOTIFY channel on which submissions (payload: the job's kind) wake the
+/// scheduler, so a job does not wait for its next timed pass.
+pub const NOTIFY_CHANNEL: &str = "absa_jobs";
+
 /// Inserts a job, or returns the team's existing job with the same idempotency key.
 pub async fn submit(pool: &PgPool, job: &NewJob) -> Result<Submitted> {
     let id = Uuid::new_v4();
+    // One statement, so one implicit transaction: the job, its 'submitted' event and the
+    // scheduler's wake-up (delivered at commit) all happen, or none does.
     let inserted: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO jobs (id, team_id, kind, priority, parameters, max_attempts, idempotency_key, parent_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (team_id, idempotency_key) DO NOTHING RETURNING id",
+        "WITH job AS (
+             INSERT INTO jobs (id, team_id, kind, priority, parameters, max_attempts, idempotency_key, parent_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (team_id, idempotency_key) DO NOTHING RETURNING id, kind),
+         logged AS (INSERT INTO job_events (job_id, kind) SELECT id, 'submitted' FROM job)
+         SELECT job.id FROM job, pg_notify($9, job.kind)",
     )
     .bind(id)
     .bind(job.team_id)
@@ -128,10 +137,10 @@ pub async fn submit(pool: &PgPool, job: &NewJob) -> Result<Submitted> {
     .bind(job.max_attempts)
     .bind(&job.idempotency_key)
     .bind(job.parent_id)
+    .bind(NOTIFY_CHANNEL)
     .fetch_optional(pool)
     .await?;
     if let Some(id) = inserted {
-        event(pool, id, "submitted", serde_json::json!({})).await?;
         return Ok(Submitted::Created(id));
     }
     let existing: Uuid = sqlx::query_scalar("SELECT id FROM jobs WHERE team_id = $1 AND idempotency_key = $2")

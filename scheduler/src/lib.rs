@@ -5,6 +5,8 @@
 //! # Layout
 //! - [`settings`]: the scheduler's typed configuration.
 //! - [`dispatch`]: one pass, leadership, and the loop.
+//! - [`shards`]: scoring jobs fanned out into shard jobs, and parents settled.
 
 pub mod dispatch;
 pub mod settings;
+pub mod shards;

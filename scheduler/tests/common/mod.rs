@@ -1,0 +1,92 @@
+#![allow(dead_code)] // each test binary uses a different subset
+//! The real services the tests talk to (started by scripts/services.sh): a throwaway
+//! database per test and a unique queue prefix per test.
+
+use absa_platform::config::{AmqpSettings, DatabaseSettings, Secret};
+use absa_platform::db;
+use absa_platform::jobs::{self, NewJob};
+use absa_platform::queue::{Reconnecting, Topology};
+use lapin::options::QueueDeleteOptions;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub fn admin_url() -> String {
+    std::env::var("ABSA_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://absa:absa@127.0.0.1:5432/absa".into())
+}
+
+pub fn amqp() -> AmqpSettings {
+    AmqpSettings { url: Secret::new(std::env::var("ABSA_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())), ..Default::default() }
+}
+
+pub struct TestDb {
+    pub pool: PgPool,
+    pub url: String,
+    pub name: String,
+    pub team: Uuid,
+}
+
+impl TestDb {
+    pub async fn new(prefix: &str) -> Self {
+        let name = format!("{prefix}_{}", Uuid::new_v4().simple());
+        let url = db::create_database(&admin_url(), &name).await.unwrap();
+        let pool = db::connect(&DatabaseSettings { url: Secret::new(url.clone()), ..Default::default() }).await.unwrap();
+        db::migrate(&pool).await.unwrap();
+        let team = Uuid::new_v4();
+        sqlx::query("INSERT INTO teams (id, name) VALUES ($1, 't')").bind(team).execute(&pool).await.unwrap();
+        Self { pool, url, name, team }
+    }
+
+    pub fn job(&self, kind: &str, priority: i32, parameters: serde_json::Value) -> NewJob {
+        NewJob { team_id: self.team, kind: kind.into(), priority, parameters, max_attempts: 3, idempotency_key: None, parent_id: None }
+    }
+
+    pub async fn submit(&self, kind: &str, priority: i32, parameters: serde_json::Value) -> Uuid {
+        jobs::submit(&self.pool, &self.job(kind, priority, parameters)).await.unwrap().id()
+    }
+
+    /// A corpus with documents at `seqs`, and a model version; returns (corpus, model).
+    pub async fn corpus(&self, seqs: impl IntoIterator<Item = i64>) -> (Uuid, Uuid) {
+        let (corpus, model) = (Uuid::new_v4(), Uuid::new_v4());
+        sqlx::query("INSERT INTO corpora (id, team_id, name) VALUES ($1, $2, $3)").bind(corpus).bind(self.team).bind(corpus.to_string()).execute(&self.pool).await.unwrap();
+        sqlx::query("INSERT INTO model_versions (id, team_id, base_model, label_names) VALUES ($1, $2, 'm', '{negative,neutral,positive}')")
+            .bind(model)
+            .bind(self.team)
+            .execute(&self.pool)
+            .await
+            .unwrap();
+        let seqs: Vec<i64> = seqs.into_iter().collect();
+        sqlx::query("INSERT INTO documents (corpus_id, seq, external_id, text) SELECT $1, s, s::text, 'text' FROM unnest($2::bigint[]) AS s")
+            .bind(corpus)
+            .bind(&seqs)
+            .execute(&self.pool)
+            .await
+            .unwrap();
+        (corpus, model)
+    }
+
+    pub async fn events(&self, id: Uuid) -> Vec<String> {
+        sqlx::query_scalar("SELECT kind FROM job_events WHERE job_id = $1 ORDER BY id").bind(id).fetch_all(&self.pool).await.unwrap()
+    }
+
+    pub async fn drop(self) {
+        self.pool.close().await;
+        db::drop_database(&admin_url(), &self.name).await.unwrap();
+    }
+}
+
+/// A unique topology, declared through a fresh holder.
+pub async fn broker() -> Reconnecting {
+    let topology = Topology::new(&format!("absa_test_{}", Uuid::new_v4().simple()), 5);
+    Reconnecting::connect(amqp(), topology).await.unwrap()
+}
+
+/// Deletes a test topology's queues and exchange.
+pub async fn delete_topology(topology: &Topology) {
+    let connection = absa_platform::queue::connect(&amqp()).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    for q in [&topology.train, &topology.score, &topology.train_dead, &topology.score_dead] {
+        channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await.unwrap();
+    }
+    channel.exchange_delete(topology.dead_letter_exchange.as_str().into(), Default::default()).await.unwrap();
+    connection.close(200, "done".into()).await.unwrap();
+}
