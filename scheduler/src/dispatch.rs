@@ -1,14 +1,21 @@
-//! One scheduler pass: re-queue jobs whose lease expired, then publish queued jobs
+//! One scheduler pass: re-queue jobs whose lease expired, fan queued scoring jobs out
+//! into shards, settle parents whose shards finished, then publish queued jobs
 //! (highest priority first) to their work queue. Only the leader (holder of a Postgres
 //! advisory lock) runs passes, so several replicas are safe.
+//!
+//! The loop runs a pass as soon as a job is submitted (Postgres NOTIFY on
+//! [`jobs::NOTIFY_CHANNEL`]) or when its interval runs out, whichever comes first.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use absa_platform::jobs;
-use absa_platform::queue::{publish_confirmed, Topology};
-use lapin::Channel;
-use sqlx::postgres::PgConnection;
+use absa_platform::queue::{publish_confirmed, Reconnecting, Topology};
+use sqlx::postgres::{PgConnection, PgListener};
 use sqlx::{Connection, PgPool};
+use tokio::sync::{Mutex, MutexGuard, Notify};
+
+use crate::shards;
 
 /// Arbitrary, fixed: the advisory lock that makes one scheduler the leader.
 const LEADER_LOCK_KEY: i64 = 0x4142_5341_5343_4844; // "ABSASCHD"
@@ -17,25 +24,48 @@ const LEADER_LOCK_KEY: i64 = 0x4142_5341_5343_4844; // "ABSASCHD"
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PassReport {
     pub requeued: usize,
+    /// `score` jobs fanned out into shards (or rejected for bad parameters).
+    pub fanned_out: usize,
+    /// `score` jobs finished because their shards did.
+    pub settled: usize,
     pub dispatched: usize,
 }
 
 pub struct Dispatcher {
     pool: PgPool,
-    channel: Channel,
+    /// Survives broker restarts: a pass that finds the connection dead reconnects
+    /// (with backoff) and redeclares the queues.
+    amqp: Mutex<Reconnecting>,
     topology: Topology,
     batch: i64,
+    shard_size: i64,
 }
 
 impl Dispatcher {
-    /// `channel` must be in confirm mode ([`absa_platform::queue::confirmed_channel`]).
-    pub fn new(pool: PgPool, channel: Channel, topology: Topology) -> Self {
-        Self { pool, channel, topology, batch: 100 }
+    pub fn new(pool: PgPool, amqp: Reconnecting) -> Self {
+        let topology = amqp.topology().clone();
+        Self { pool, amqp: Mutex::new(amqp), topology, batch: 100, shard_size: 5000 }
     }
 
-    /// Reaps expired leases, then dispatches until nothing dispatchable is left.
+    /// Documents per shard for `score` jobs that do not say (`shard_size` parameter).
+    pub fn with_shard_size(mut self, shard_size: i64) -> Self {
+        self.shard_size = shard_size.max(1);
+        self
+    }
+
+    /// The broker connection (tests close it to check reconnection).
+    pub async fn amqp(&self) -> MutexGuard<'_, Reconnecting> {
+        self.amqp.lock().await
+    }
+
+    /// Reaps expired leases, fans out and settles scoring jobs, then dispatches until
+    /// nothing dispatchable is left. The Postgres steps run even while the broker is
+    /// down; only dispatching waits for it.
     pub async fn pass(&self) -> anyhow::Result<PassReport> {
         let requeued = jobs::reap_expired(&self.pool).await?.len();
+        let fanned_out = shards::fan_out_queued(&self.pool, self.shard_size, self.batch).await?;
+        let settled = shards::settle_parents(&self.pool).await?;
+        let settled = settled.succeeded + settled.failed;
         let mut dispatched = 0;
         loop {
             let mut tx = self.pool.begin().await?;
@@ -43,10 +73,11 @@ impl Dispatcher {
             if batch.is_empty() {
                 break;
             }
+            let channel = self.amqp.lock().await.try_channel().await?;
             for (id, kind) in &batch {
                 let queue = if kind == "train" { &self.topology.train } else { &self.topology.score };
                 let message = serde_json::json!({ "job_id": id, "kind": kind });
-                publish_confirmed(&self.channel, queue, message.to_string().as_bytes()).await?;
+                publish_confirmed(&channel, queue, message.to_string().as_bytes()).await?;
             }
             // Committed only after every message was confirmed: on any failure the jobs
             // stay queued and the next pass sends them again (a duplicate message is
@@ -54,7 +85,7 @@ impl Dispatcher {
             tx.commit().await?;
             dispatched += batch.len();
         }
-        Ok(PassReport { requeued, dispatched })
+        Ok(PassReport { requeued, fanned_out, settled, dispatched })
     }
 }
 
@@ -77,7 +108,10 @@ impl Leadership {
     }
 }
 
-/// Runs passes every `interval` while leading, until `shutdown` resolves.
+/// Runs passes while leading, until `shutdown` resolves: right after a job is
+/// submitted (NOTIFY), and every `interval` in any case (the fallback when a
+/// notification is lost, and the clock for leases and backoff). Neither Postgres nor
+/// RabbitMQ going away stops the loop: it logs, and tries again.
 pub async fn run_until_stopped(
     dispatcher: Dispatcher,
     database_url: String,
@@ -85,18 +119,26 @@ pub async fn run_until_stopped(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
+    let wake = Arc::new(Notify::new());
+    let listener = AbortOnDrop(tokio::spawn(listen_for_jobs(database_url.clone(), wake.clone())));
     let mut leadership: Option<Leadership> = None;
     loop {
         if leadership.is_none() {
-            leadership = Leadership::try_acquire(&database_url).await?;
-            if leadership.is_some() {
-                tracing::info!("leading: this scheduler dispatches");
+            match Leadership::try_acquire(&database_url).await {
+                Ok(Some(lead)) => {
+                    tracing::info!("leading: this scheduler dispatches");
+                    leadership = Some(lead);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot reach Postgres for the leader lock"),
             }
         }
         if let Some(lead) = &mut leadership {
             if lead.check().await {
                 match dispatcher.pass().await {
-                    Ok(r) if r != PassReport::default() => tracing::info!(requeued = r.requeued, dispatched = r.dispatched, "pass"),
+                    Ok(r) if r != PassReport::default() => {
+                        tracing::info!(requeued = r.requeued, fanned_out = r.fanned_out, settled = r.settled, dispatched = r.dispatched, "pass")
+                    }
                     Ok(_) => {}
                     // One failed pass (broker restarting, say) is logged; the next retries.
                     Err(e) => tracing::warn!(error = %e, "dispatch pass failed"),
@@ -107,8 +149,56 @@ pub async fn run_until_stopped(
             }
         }
         tokio::select! {
-            _ = &mut shutdown => return Ok(()),
+            _ = &mut shutdown => break,
             _ = tokio::time::sleep(interval) => {}
+            // A permit stored while a pass ran wakes at once: bursts cost one pass more.
+            _ = wake.notified() => {}
         }
+    }
+    drop(listener);
+    Ok(())
+}
+
+/// Wakes `wake` on every notification on [`jobs::NOTIFY_CHANNEL`], forever. A lost
+/// connection is logged and re-established (with backoff), and wakes the loop too,
+/// since notifications sent meanwhile are gone.
+async fn listen_for_jobs(database_url: String, wake: Arc<Notify>) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match PgListener::connect(&database_url).await {
+            Ok(mut listener) => match listener.listen(jobs::NOTIFY_CHANNEL).await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(500);
+                    wake.notify_one();
+                    loop {
+                        match listener.try_recv().await {
+                            Ok(Some(_)) => wake.notify_one(),
+                            Ok(None) => {
+                                // sqlx reconnects (and listens again) on the next call.
+                                tracing::warn!("job notification listener lost its connection: reconnecting");
+                                wake.notify_one();
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "job notification listener failed: reconnecting");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot listen for job notifications"),
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot connect the job notification listener"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Stops the listener task when the loop ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

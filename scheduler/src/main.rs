@@ -20,7 +20,7 @@ struct Cli {
 enum Command {
     /// Check that Postgres and RabbitMQ answer, then exit.
     Check,
-    /// Dispatch jobs until SIGTERM: reap expired leases, publish queued jobs.
+    /// Dispatch jobs until SIGTERM: reap expired leases, shard scoring jobs, publish queued jobs.
     Run,
 }
 
@@ -39,11 +39,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run => {
             let pool = absa_platform::db::connect(&settings.database).await?;
             absa_platform::db::migrate(&pool).await?;
-            let connection = absa_platform::queue::connect(&settings.amqp).await?;
-            let channel = absa_platform::queue::confirmed_channel(&connection).await?;
             let topology = absa_platform::queue::Topology::new(&settings.amqp.prefix, settings.dispatch.delivery_limit);
-            topology.declare(&channel).await?;
-            let dispatcher = absa_scheduler::dispatch::Dispatcher::new(pool, channel, topology);
+            // Fails at start-up when the broker is unreachable; later outages reconnect.
+            let amqp = absa_platform::queue::Reconnecting::connect(settings.amqp.clone(), topology).await?;
+            let dispatcher = absa_scheduler::dispatch::Dispatcher::new(pool, amqp).with_shard_size(settings.dispatch.shard_size);
             let interval = std::time::Duration::from_secs_f64(settings.dispatch.interval_secs);
             absa_scheduler::dispatch::run_until_stopped(dispatcher, settings.database.url.expose().to_owned(), interval, cli::shutdown_signal()).await
         }

@@ -18,10 +18,12 @@ pub struct DispatchSettings {
     pub interval_secs: f64,
     /// Deliveries of one message before RabbitMQ dead-letters it.
     pub delivery_limit: i64,
+    /// Documents per shard of a scoring job whose parameters give no `shard_size`.
+    pub shard_size: i64,
 }
 
 impl Default for DispatchSettings {
     fn default() -> Self {
-        Self { interval_secs: 1.0, delivery_limit: 5 }
+        Self { interval_secs: 1.0, delivery_limit: 5, shard_size: 5000 }
     }
 }

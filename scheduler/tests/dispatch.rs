@@ -1,45 +1,33 @@
 //! Dispatch against the real Postgres and RabbitMQ: queued jobs become confirmed
-//! messages by priority, expired leases come back after their backoff, one leader.
+//! messages by priority, expired leases come back after their backoff, one leader, a
+//! submission wakes the loop at once, and a dead broker connection is replaced.
 
-use std::time::Duration;
+mod common;
 
-use absa_platform::config::{AmqpSettings, DatabaseSettings, Secret};
-use absa_platform::jobs::{self, JobStatus, NewJob};
-use absa_platform::{db, queue};
-use absa_scheduler::dispatch::{Dispatcher, Leadership, PassReport};
+use std::time::{Duration, Instant};
+
+use absa_platform::jobs::{self, JobStatus};
+use absa_scheduler::dispatch::{run_until_stopped, Dispatcher, Leadership, PassReport};
+use common::TestDb;
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeleteOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
 use uuid::Uuid;
 
-fn admin_url() -> String {
-    std::env::var("ABSA_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://absa:absa@127.0.0.1:5432/absa".into())
-}
-
-fn amqp() -> AmqpSettings {
-    AmqpSettings { url: Secret::new(std::env::var("ABSA_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())), ..Default::default() }
-}
-
 #[tokio::test]
 async fn queued_jobs_are_published_by_priority_and_expired_ones_come_back() -> anyhow::Result<()> {
-    let name = format!("absa_test_dispatch_{}", Uuid::new_v4().simple());
-    let url = db::create_database(&admin_url(), &name).await?;
-    let pool = db::connect(&DatabaseSettings { url: Secret::new(url.clone()), ..Default::default() }).await?;
-    db::migrate(&pool).await?;
-    let team = Uuid::new_v4();
-    sqlx::query("INSERT INTO teams (id, name) VALUES ($1, 't')").bind(team).execute(&pool).await?;
-    let job = |kind: &str, priority: i32| NewJob { team_id: team, kind: kind.into(), priority, parameters: serde_json::json!({}), max_attempts: 3, idempotency_key: None, parent_id: None };
-    let low = jobs::submit(&pool, &job("train", 0)).await?.id();
-    let high = jobs::submit(&pool, &job("train", 5)).await?.id();
-    let shard = jobs::submit(&pool, &job("score_shard", 0)).await?.id();
+    let db = TestDb::new("absa_test_dispatch").await;
+    let pool = db.pool.clone();
+    let low = db.submit("train", 0, serde_json::json!({})).await;
+    let high = db.submit("train", 5, serde_json::json!({})).await;
+    let shard = db.submit("score_shard", 0, serde_json::json!({})).await;
 
-    let connection = queue::connect(&amqp()).await?;
-    let channel = queue::confirmed_channel(&connection).await?;
-    let topology = queue::Topology::new(&format!("absa_test_{}", Uuid::new_v4().simple()), 5);
-    topology.declare(&channel).await?;
-    let dispatcher = Dispatcher::new(pool.clone(), channel.clone(), topology.clone());
+    let amqp = common::broker().await;
+    let topology = amqp.topology().clone();
+    let connection = absa_platform::queue::connect(&common::amqp()).await?;
+    let dispatcher = Dispatcher::new(pool.clone(), amqp);
 
-    assert_eq!(dispatcher.pass().await?, PassReport { requeued: 0, dispatched: 3 });
+    assert_eq!(dispatcher.pass().await?, PassReport { dispatched: 3, ..Default::default() });
     assert_eq!(dispatcher.pass().await?, PassReport::default(), "nothing is sent twice");
     for id in [low, high, shard] {
         assert_eq!(jobs::status(&pool, id).await?, Some(JobStatus::Dispatched));
@@ -62,30 +50,99 @@ async fn queued_jobs_are_published_by_priority_and_expired_ones_come_back() -> a
     // A worker claims `high` and dies: after the lease and the backoff it is sent again.
     jobs::claim(&pool, high, "dead-worker", 0.2).await?.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(dispatcher.pass().await?, PassReport { requeued: 1, dispatched: 0 }, "backoff holds it back");
+    assert_eq!(dispatcher.pass().await?, PassReport { requeued: 1, ..Default::default() }, "backoff holds it back");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(dispatcher.pass().await?, PassReport { requeued: 0, dispatched: 1 });
+    assert_eq!(dispatcher.pass().await?, PassReport { dispatched: 1, ..Default::default() });
     let d = tokio::time::timeout(Duration::from_secs(10), train.next()).await?.expect("message")?;
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&d.data)?["job_id"], serde_json::json!(high));
     d.ack(BasicAckOptions::default()).await?;
     assert_eq!(jobs::claim(&pool, high, "new-worker", 30.0).await?.unwrap().attempt, 2);
 
-    for q in [&topology.train, &topology.score, &topology.train_dead, &topology.score_dead] {
-        channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await?;
-    }
-    channel.exchange_delete(topology.dead_letter_exchange.as_str().into(), Default::default()).await?;
-    pool.close().await;
-    db::drop_database(&admin_url(), &name).await?;
+    common::delete_topology(&topology).await;
+    db.drop().await;
     Ok(())
 }
 
 #[tokio::test]
 async fn only_one_scheduler_leads_at_a_time() -> anyhow::Result<()> {
-    let first = Leadership::try_acquire(&admin_url()).await?;
+    let first = Leadership::try_acquire(&common::admin_url()).await?;
     assert!(first.is_some());
-    assert!(Leadership::try_acquire(&admin_url()).await?.is_none(), "a second replica must not lead");
+    assert!(Leadership::try_acquire(&common::admin_url()).await?.is_none(), "a second replica must not lead");
     drop(first); // connection closed: the lock goes with it
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(Leadership::try_acquire(&admin_url()).await?.is_some());
+    assert!(Leadership::try_acquire(&common::admin_url()).await?.is_some());
+    Ok(())
+}
+
+/// Waits until `id` leaves `queued`, or fails after `limit`.
+async fn wait_dispatched(pool: &sqlx::PgPool, id: Uuid, limit: Duration) -> Duration {
+    let start = Instant::now();
+    while jobs::status(pool, id).await.unwrap() == Some(JobStatus::Queued) {
+        assert!(start.elapsed() < limit, "job {id} still queued after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn a_submission_wakes_the_loop_at_once_even_after_the_listener_lost_its_connection() -> anyhow::Result<()> {
+    let db = TestDb::new("absa_test_notify").await;
+    let amqp = common::broker().await;
+    let topology = amqp.topology().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // An interval far longer than the test: only a notification can dispatch in time.
+    let dispatcher = Dispatcher::new(db.pool.clone(), amqp);
+    let run = tokio::spawn(run_until_stopped(dispatcher, db.url.clone(), Duration::from_secs(3600), async {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(500)).await; // leading and listening
+
+    let first = db.submit("train", 0, serde_json::json!({})).await;
+    let waited = wait_dispatched(&db.pool, first, Duration::from_secs(5)).await;
+    println!("submit to dispatched: {waited:?}");
+
+    // Kill the listener's session: the loop must reconnect it, not die.
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    assert_eq!(killed, 1, "one listener session");
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the listener's first backoff
+    let second = db.submit("train", 0, serde_json::json!({})).await;
+    wait_dispatched(&db.pool, second, Duration::from_secs(5)).await;
+    assert!(!run.is_finished());
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), run).await???;
+    common::delete_topology(&topology).await;
+    db.drop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pass_after_the_broker_connection_died_reconnects_and_redeclares_the_queues() -> anyhow::Result<()> {
+    let db = TestDb::new("absa_test_reconnect").await;
+    let amqp = common::broker().await;
+    let topology = amqp.topology().clone();
+    let dispatcher = Dispatcher::new(db.pool.clone(), amqp);
+
+    // As after a broker restart: the connection is gone, and so are the queues.
+    common::delete_topology(&topology).await;
+    dispatcher.amqp().await.connection().expect("connected").close(200, "simulated restart".into()).await?;
+    let id = db.submit("train", 0, serde_json::json!({})).await;
+    assert_eq!(dispatcher.pass().await?, PassReport { dispatched: 1, ..Default::default() });
+    assert_eq!(dispatcher.amqp().await.connections(), 2, "one reconnection");
+    assert_eq!(jobs::status(&db.pool, id).await?, Some(JobStatus::Dispatched));
+
+    let connection = absa_platform::queue::connect(&common::amqp()).await?;
+    let channel = connection.create_channel().await?;
+    let mut train = channel.basic_consume(topology.train.as_str().into(), "t".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    let d = tokio::time::timeout(Duration::from_secs(10), train.next()).await?.expect("message")?;
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&d.data)?["job_id"], serde_json::json!(id));
+    d.ack(BasicAckOptions::default()).await?;
+    connection.close(200, "done".into()).await?;
+    common::delete_topology(&topology).await;
+    db.drop().await;
     Ok(())
 }
