@@ -195,6 +195,72 @@ impl ArtifactStore {
     }
 }
 
+impl ArtifactStore {
+    /// Removes an artifact (a superseded checkpoint): the row first, so no reader
+    /// finds it, then the file of a filesystem artifact.
+    pub async fn delete(&self, id: Uuid) -> Result<()> {
+        let location: Option<Option<String>> =
+            sqlx::query_scalar("DELETE FROM artifacts WHERE id = $1 RETURNING location").bind(id).fetch_optional(&self.pool).await?;
+        if let Some(Some(path)) = location {
+            let _ = tokio::fs::remove_file(path).await;
+        }
+        Ok(())
+    }
+
+    /// Stores directory `dir` (a checkpoint, an exported model) as one tar artifact.
+    pub async fn put_dir(&self, team_id: Uuid, kind: &str, job_id: Option<Uuid>, dir: &Path) -> Result<Artifact> {
+        let tar_path = dir.with_extension(format!("{}.tar", Uuid::new_v4().simple()));
+        let (d, t) = (dir.to_path_buf(), tar_path.clone());
+        tokio::task::spawn_blocking(move || pack_dir(&d, &t))
+            .await
+            .map_err(|e| PlatformError::Artifact(format!("packing {}: {e}", dir.display())))?
+            .map_err(|e| PlatformError::Artifact(format!("packing {}: {e}", dir.display())))?;
+        let stored = match tokio::fs::File::open(&tar_path).await {
+            Ok(f) => self.put(team_id, kind, job_id, f).await,
+            Err(e) => Err(PlatformError::Artifact(format!("{}: {e}", tar_path.display()))),
+        };
+        let _ = tokio::fs::remove_file(&tar_path).await;
+        stored
+    }
+
+    /// A directory artifact unpacked under `cache/<sha256>.d`: fetched and unpacked
+    /// once per content, then shared by every job that needs it. The tar is not kept.
+    pub async fn cached_dir(&self, id: Uuid, cache: &Path) -> Result<PathBuf> {
+        let artifact = self.get(id).await?.ok_or_else(|| corrupt(id, "not found or not complete".into()))?;
+        let dir = cache.join(format!("{}.d", artifact.sha256));
+        if tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+            return Ok(dir);
+        }
+        let tar = self.cached_file(id, cache).await?;
+        let partial = cache.join(format!("{}.{}.partial.d", artifact.sha256, Uuid::new_v4().simple()));
+        let (t, p) = (tar.clone(), partial.clone());
+        let unpacked = tokio::task::spawn_blocking(move || tar::Archive::new(std::fs::File::open(&t)?).unpack(&p))
+            .await
+            .map_err(|e| corrupt(id, e.to_string()))?;
+        let _ = tokio::fs::remove_file(&tar).await;
+        if let Err(e) = unpacked {
+            let _ = tokio::fs::remove_dir_all(&partial).await;
+            return Err(corrupt(id, format!("unpacking: {e}")));
+        }
+        // Renaming the finished folder into place: a reader never sees half of it.
+        if let Err(e) = tokio::fs::rename(&partial, &dir).await {
+            let _ = tokio::fs::remove_dir_all(&partial).await;
+            if !tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+                return Err(corrupt(id, e.to_string()));
+            }
+        }
+        Ok(dir)
+    }
+}
+
+/// Writes `dir`'s files (recursively, paths relative to `dir`) into the tar `out`.
+fn pack_dir(dir: &Path, out: &Path) -> std::io::Result<()> {
+    let mut builder = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(out)?));
+    builder.follow_symlinks(true);
+    builder.append_dir_all(".", dir)?;
+    builder.into_inner()?.into_inner().map_err(|e| e.into_error())?.sync_all()
+}
+
 /// Fills `buf` unless the stream ends first; returns the bytes read.
 async fn read_full(r: &mut (impl AsyncRead + Unpin), buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;

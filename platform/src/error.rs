@@ -25,6 +25,8 @@ pub enum PlatformError {
     /// Data the database cannot store as given (a NUL in text, say).
     #[error("{0}")]
     InvalidData(String),
+    #[error("RabbitMQ closed the consumer of {0}")]
+    ConsumerClosed(String),
     #[error("RabbitMQ is unreachable; next reconnection attempt in {retry_in:?}")]
     AmqpBackoff { retry_in: std::time::Duration },
     #[error("RabbitMQ at {url} did not complete the connection handshake in time")]

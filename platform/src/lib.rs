@@ -10,6 +10,7 @@
 //! - [`jobs`]: the job lifecycle: submit, claim with a lease, heartbeat, complete, reap.
 //! - [`predictions`]: bulk writes of predictions with binary `COPY`.
 //! - [`health`]: start-up checks that each service answers.
+//! - [`worker`]: what every worker does: consume, claim, ack, keep the lease, release.
 //! - [`process`]: peak memory of the running process.
 //! - [`telemetry`]: structured logs through `tracing`.
 //! - [`error`]: the crate's error type.
@@ -25,5 +26,6 @@ pub mod process;
 mod error;
 pub mod queue;
 pub mod telemetry;
+pub mod worker;
 
 pub use error::{PlatformError, Result};

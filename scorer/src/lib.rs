@@ -13,6 +13,7 @@
 //!   mode and the worker share.
 //! - [`output`]: predictions as JSON Lines or Parquet, rejected rows as JSON Lines.
 //! - [`bench`]: the throughput benchmark over a repeated labelled corpus.
+//! - [`worker`]: `absa-scorer work`, shards from the queue into Postgres.
 //! - [`settings`]: the scorer's typed configuration.
 
 pub mod batch;
@@ -25,6 +26,7 @@ pub mod rows;
 pub mod runtime;
 pub mod settings;
 pub mod targets;
+pub mod worker;
 
 pub use error::ScoreError;
 pub use runtime::RuntimeError;

@@ -40,6 +40,8 @@ enum Command {
     /// Throughput of the fp32 and int8 graphs over a repeated labelled corpus, and
     /// their accuracy on a test set; prints one JSON line.
     Bench(BenchArgs),
+    /// Score shards from the queue until SIGTERM (the service's scoring worker).
+    Work,
 }
 
 #[derive(Args)]
@@ -134,6 +136,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Score(args) => score(&settings, args),
         Command::Bench(args) => bench_command(&settings, args),
+        Command::Work => {
+            runtime::version().context("ONNX Runtime")?;
+            let engine = EngineOptions { tokenize_threads: settings.onnx.intra_threads, ..EngineOptions::default() };
+            let session = SessionOptions::with_threads(settings.onnx.intra_threads);
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async {
+                let pool = absa_platform::db::connect(&settings.database).await?;
+                let shutdown = absa_platform::worker::shutdown_flag();
+                let topology = absa_platform::queue::Topology::new(&settings.amqp.prefix, 0);
+                let worker = absa_scorer::worker::ScoreWorker::new(pool, settings.worker.clone(), settings.onnx.precision, engine, session, shutdown);
+                absa_scorer::worker::run(&settings.amqp, &topology.score, worker).await
+            })
+        }
     }
 }
 

@@ -1,4 +1,6 @@
+use absa_onnx::Precision;
 use absa_platform::config::{AmqpSettings, DatabaseSettings, LogSettings};
+use absa_platform::worker::WorkerSettings;
 use serde::Deserialize;
 
 /// `absa-scorer`'s configuration (file plus `ABSA_*` overrides).
@@ -9,6 +11,7 @@ pub struct Settings {
     pub amqp: AmqpSettings,
     pub log: LogSettings,
     pub onnx: OnnxSettings,
+    pub worker: WorkerSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -16,10 +19,12 @@ pub struct Settings {
 pub struct OnnxSettings {
     /// Threads ONNX Runtime uses inside one operator (matrix products).
     pub intra_threads: usize,
+    /// The graph workers run unless a job asks for another (`fp32` or `int8`).
+    pub precision: Precision,
 }
 
 impl Default for OnnxSettings {
     fn default() -> Self {
-        Self { intra_threads: std::thread::available_parallelism().map_or(1, |n| n.get()) }
+        Self { intra_threads: std::thread::available_parallelism().map_or(1, |n| n.get()), precision: Precision::Fp32 }
     }
 }

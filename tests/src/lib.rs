@@ -15,3 +15,68 @@ pub fn binary(name: &str) -> PathBuf {
     assert!(path.exists(), "{} not built; run `cargo build --workspace` first", path.display());
     path
 }
+
+/// A binary running as a child process for the length of a test, its output in a log
+/// file; killed (SIGKILL) when dropped so a failing test leaves nothing behind.
+pub struct Process {
+    pub name: String,
+    child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    /// Starts `binary args` with `env` added to the environment, logging to `log_dir`.
+    pub fn start(binary_name: &str, args: &[&str], env: &[(String, String)], log_dir: &std::path::Path, tag: &str) -> Self {
+        std::fs::create_dir_all(log_dir).expect("log folder");
+        let log = log_dir.join(format!("{tag}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let mut cmd = std::process::Command::new(binary(binary_name));
+        cmd.args(args).stdout(out.try_clone().expect("log handle")).stderr(out);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {binary_name}: {e}"));
+        Self { name: tag.to_owned(), child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: the process gets no chance to clean up (a crash, an OOM kill).
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits up to `within` for a clean exit; returns its status.
+    pub fn terminate(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        None
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The last `n` lines of its log, for assertion messages.
+    pub fn tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -28,6 +28,8 @@ enum Command {
     /// Fine-tune a model on labelled data without any server (local mode); prints a
     /// one-line JSON summary.
     Train(TrainArgs),
+    /// Run training jobs from the queue until SIGTERM (the service's trainer worker).
+    Work,
 }
 
 /// Defaults are the reference recipe's.
@@ -158,6 +160,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(cli::check_services(&settings.database, &settings.amqp)).context("service check failed")?;
             Ok(())
+        }
+        Command::Work => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async {
+                let pool = absa_platform::db::connect(&settings.database).await?;
+                let shutdown = absa_platform::worker::shutdown_flag();
+                let topology = absa_platform::queue::Topology::new(&settings.amqp.prefix, 0);
+                let worker = absa_trainer::worker::TrainWorker::new(pool, settings.worker.clone(), settings.models_dir.clone(), settings.torch.threads, shutdown);
+                absa_trainer::worker::run(&settings.amqp, &topology.train, worker).await
+            })
         }
         Command::Train(args) => {
             let config = TrainConfig::from(args);

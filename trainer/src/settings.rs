@@ -1,14 +1,20 @@
+use std::path::PathBuf;
+
 use absa_platform::config::{AmqpSettings, DatabaseSettings, LogSettings};
+use absa_platform::worker::WorkerSettings;
 use serde::Deserialize;
 
 /// `absa-trainer`'s configuration (file plus `ABSA_*` overrides).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
 pub struct Settings {
     pub database: DatabaseSettings,
     pub amqp: AmqpSettings,
     pub log: LogSettings,
     pub torch: TorchSettings,
+    pub worker: WorkerSettings,
+    /// Where base models live: a job's `base_model` names a folder here.
+    pub models_dir: PathBuf,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -16,4 +22,17 @@ pub struct Settings {
 pub struct TorchSettings {
     /// Intra-op threads for libtorch on CPU; 0 keeps libtorch's default (all cores).
     pub threads: i32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database: DatabaseSettings::default(),
+            amqp: AmqpSettings::default(),
+            log: LogSettings::default(),
+            torch: TorchSettings::default(),
+            worker: WorkerSettings::default(),
+            models_dir: PathBuf::from("models"),
+        }
+    }
 }

@@ -43,6 +43,10 @@ pub enum TrainError {
     Io(String, std::io::Error),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// The observer asked to stop (shutdown, cancellation); `checkpoint-last` holds
+    /// the last finished epoch.
+    #[error("stopped on request during epoch {epoch}")]
+    Stopped { epoch: usize },
 }
 
 /// Which validation figure picks the best epoch and drives early stopping.
@@ -231,6 +235,10 @@ struct TrainerState {
     history: Vec<EpochRecord>,
     labels: Vec<String>,
     config: TrainConfig,
+    /// SHA-256 of the training file: a resumed run must read the same rows, wherever
+    /// the file lives now (a retried job's data is written on another worker).
+    #[serde(default)]
+    train_sha256: String,
 }
 
 const LAST: &str = "checkpoint-last";
@@ -382,7 +390,9 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
 
     let last_dir = config.out.join(LAST);
     let best_dir = config.out.join(BEST);
-    let resume_state = if config.resume && last_dir.join("trainer_state.json").is_file() { Some(read_state(&last_dir, config)?) } else { None };
+    let train_sha256 = file_sha256(&config.train)?;
+    let resume_state =
+        if config.resume && last_dir.join("trainer_state.json").is_file() { Some(read_state(&last_dir, config, &train_sha256)?) } else { None };
     let start_dir = if resume_state.is_some() { &last_dir } else { &config.base };
 
     tch::manual_seed(config.seed as i64); // the fresh head's initialisation
@@ -414,6 +424,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
             history: Vec::new(),
             labels: data.labels.names().to_vec(),
             config: config.clone(),
+            train_sha256: train_sha256.clone(),
         },
     };
     observer.on_start(total_steps, state.global_step);
@@ -464,7 +475,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
                     samples_per_second: loss_rows as f64 / epoch_start.elapsed().as_secs_f64(),
                 });
                 if observer.should_stop() {
-                    return Err(TrainError::Config("stopped on request before the epoch ended".into()));
+                    return Err(TrainError::Stopped { epoch });
                 }
             }
         }
@@ -545,7 +556,15 @@ fn append_metrics(out: &Path, record: &EpochRecord) -> Result<(), TrainError> {
     writeln!(f, "{}", serde_json::to_string(record).expect("serialises")).map_err(io_err(&path))
 }
 
-fn read_state(dir: &Path, config: &TrainConfig) -> Result<TrainerState, TrainError> {
+fn file_sha256(path: &Path) -> Result<String, TrainError> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut f = std::fs::File::open(path).map_err(io_err(path))?;
+    std::io::copy(&mut f, &mut hasher).map_err(io_err(path))?;
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+fn read_state(dir: &Path, config: &TrainConfig, train_sha256: &str) -> Result<TrainerState, TrainError> {
     let path = dir.join("trainer_state.json");
     let resume_err = |reason: String| TrainError::Resume { dir: dir.display().to_string(), reason };
     let text = std::fs::read_to_string(&path).map_err(|e| resume_err(e.to_string()))?;
@@ -563,7 +582,7 @@ fn read_state(dir: &Path, config: &TrainConfig) -> Result<TrainerState, TrainErr
         && a.max_length == b.max_length
         && a.pooling == b.pooling
         && a.padding == b.padding
-        && a.train == b.train;
+        && if state.train_sha256.is_empty() { a.train == b.train } else { state.train_sha256 == train_sha256 };
     if !same {
         return Err(resume_err("the saved run used other data or hyperparameters (see its trainer_state.json)".into()));
     }

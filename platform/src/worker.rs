@@ -1,0 +1,272 @@
+//! The worker side of the job system, shared by the trainer and the scorer: consume
+//! notifications from a work queue, claim the job in Postgres, acknowledge, run it
+//! under a lease kept alive by heartbeats, and survive broker restarts.
+//!
+//! The message is acknowledged as soon as the claim is committed, not when the work
+//! ends: training outlasts RabbitMQ's consumer timeout, and from the claim on the
+//! lease in Postgres (not the unacked message) is what brings the job back if this
+//! worker dies.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use sqlx::PgPool;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::config::AmqpSettings;
+use crate::jobs::{self, LeaseLost};
+use crate::queue;
+use crate::Result;
+
+/// Reconnection waits start here and double up to [`RECONNECT_MAX`].
+const RECONNECT_MIN: Duration = Duration::from_millis(500);
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
+
+/// What every worker is configured with (the `[worker]` table).
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(default)]
+pub struct WorkerSettings {
+    /// Seconds a claim holds without a heartbeat; heartbeats come every third of it.
+    pub lease_secs: f64,
+    /// Scratch space for the running job (deleted when it ends).
+    pub work_dir: PathBuf,
+    /// Artifacts fetched from the store, kept by content hash.
+    pub cache_dir: PathBuf,
+    /// Where new artifacts go: unset stores them in Postgres; a folder (a mounted
+    /// volume shared by all workers) is for checkpoints too big for the database.
+    pub artifacts_dir: Option<PathBuf>,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        let base = std::env::temp_dir().join("absa-worker");
+        Self { lease_secs: 60.0, work_dir: base.join("work"), cache_dir: base.join("cache"), artifacts_dir: None }
+    }
+}
+
+impl WorkerSettings {
+    pub fn backend(&self) -> crate::artifacts::Backend {
+        match &self.artifacts_dir {
+            Some(dir) => crate::artifacts::Backend::Filesystem(dir.clone()),
+            None => crate::artifacts::Backend::Postgres,
+        }
+    }
+}
+
+/// A name unique to this process, recorded as the lease owner.
+pub fn worker_name(role: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into());
+    format!("{role}-{host}-{}-{}", std::process::id(), &Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// A flag that turns true on SIGTERM/SIGINT; workers check it between units of work.
+pub fn shutdown_flag() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        crate::cli::shutdown_signal().await;
+        tracing::info!("shutdown requested: finishing or releasing the current job");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// What a worker does with the jobs its queue announces.
+#[allow(async_fn_in_trait)]
+pub trait JobHandler {
+    /// What a successful claim hands to [`JobHandler::run`].
+    type Claim;
+    /// Claims job `id` in Postgres; `None` when it is not (or no longer) waiting: a
+    /// duplicate or stale message.
+    async fn claim(&mut self, id: Uuid) -> Result<Option<Self::Claim>>;
+    /// Runs a claimed job to its end: completed, failed, released or lost.
+    async fn run(&mut self, claim: Self::Claim);
+}
+
+#[derive(serde::Deserialize)]
+struct Notification {
+    job_id: Uuid,
+}
+
+/// Consumes `queue` one message at a time until `shutdown` turns true, reconnecting
+/// with backoff whenever the broker goes away. The scheduler declares the queues (it
+/// owns their arguments); until it has, consuming fails and is retried the same way.
+pub async fn consume<H: JobHandler>(amqp: &AmqpSettings, queue: &str, handler: &mut H, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    let mut wait = RECONNECT_MIN;
+    while !*shutdown.borrow() {
+        match consume_connection(amqp, queue, handler, &mut shutdown, &mut wait).await {
+            Ok(()) => return Ok(()),
+            Err(e) => tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "RabbitMQ connection lost; reconnecting"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+        wait = (wait * 2).min(RECONNECT_MAX);
+    }
+    Ok(())
+}
+
+/// One connection's worth of consuming: `Ok` on shutdown, `Err` when the connection
+/// failed (the caller reconnects).
+async fn consume_connection<H: JobHandler>(
+    amqp: &AmqpSettings,
+    queue: &str,
+    handler: &mut H,
+    shutdown: &mut watch::Receiver<bool>,
+    wait: &mut Duration,
+) -> Result<()> {
+    let connection = queue::connect(amqp).await?;
+    let channel = connection.create_channel().await?;
+    // One message at a time: a worker runs one job, and a message waiting in a busy
+    // worker's buffer is a job another worker could be running.
+    channel.basic_qos(1, BasicQosOptions::default()).await?;
+    let mut consumer = channel.basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    tracing::info!(queue, "consuming");
+    *wait = RECONNECT_MIN;
+    loop {
+        let delivery = tokio::select! {
+            _ = shutdown.changed() => {
+                let _ = connection.close(200, "shutting down".into()).await;
+                return Ok(());
+            }
+            next = consumer.next() => next,
+        };
+        let delivery = match delivery {
+            Some(d) => d?,
+            None => return Err(crate::PlatformError::ConsumerClosed(queue.to_owned())),
+        };
+        let Ok(Notification { job_id }) = serde_json::from_slice(&delivery.data) else {
+            tracing::error!(payload = %String::from_utf8_lossy(&delivery.data), "unreadable message: dead-lettered");
+            delivery.nack(BasicNackOptions { requeue: false, ..Default::default() }).await?;
+            continue;
+        };
+        match handler.claim(job_id).await {
+            Ok(Some(claim)) => {
+                delivery.ack(BasicAckOptions::default()).await?;
+                handler.run(claim).await;
+            }
+            Ok(None) => {
+                tracing::debug!(%job_id, "not claimable (duplicate, running elsewhere, finished or cancelled)");
+                delivery.ack(BasicAckOptions::default()).await?;
+            }
+            Err(e) => {
+                // Postgres unreachable: leave the message for later (or another worker).
+                tracing::warn!(%job_id, error = %e, "claim failed; message requeued");
+                delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+                tokio::time::sleep(RECONNECT_MIN).await;
+            }
+        }
+        if *shutdown.borrow() {
+            let _ = connection.close(200, "shutting down".into()).await;
+            return Ok(());
+        }
+    }
+}
+
+/// A held lease, kept alive in the background: heartbeats every third of the lease
+/// carry the latest progress; a lost lease (cancelled, or expired and taken over)
+/// raises [`Lease::lost`] for the work to stop at its next check.
+pub struct Lease {
+    progress: Arc<AtomicU64>,
+    lost: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Lease {
+    pub fn keep(pool: PgPool, job_id: Uuid, worker: String, lease_secs: f64) -> Self {
+        let progress = Arc::new(AtomicU64::new(0f64.to_bits()));
+        let lost = Arc::new(AtomicBool::new(false));
+        let (p, l) = (progress.clone(), lost.clone());
+        let task = tokio::spawn(async move {
+            let every = Duration::from_secs_f64((lease_secs / 3.0).max(0.2));
+            loop {
+                tokio::time::sleep(every).await;
+                let progress = f64::from_bits(p.load(Ordering::Relaxed));
+                match jobs::heartbeat(&pool, job_id, &worker, lease_secs, progress).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(LeaseLost(_))) => {
+                        tracing::warn!(%job_id, "lease lost (cancelled or taken over): stopping");
+                        l.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    // Postgres briefly away: the lease may still hold; try again.
+                    Err(e) => tracing::warn!(%job_id, error = %e, "heartbeat failed"),
+                }
+            }
+        });
+        Self { progress, lost, task }
+    }
+
+    /// A handle the (blocking) work updates and checks.
+    pub fn handle(&self) -> LeaseHandle {
+        LeaseHandle { progress: self.progress.clone(), lost: self.lost.clone() }
+    }
+
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Progress in, loss of the lease out; cheap to clone into the work's thread.
+#[derive(Clone)]
+pub struct LeaseHandle {
+    progress: Arc<AtomicU64>,
+    lost: Arc<AtomicBool>,
+}
+
+impl LeaseHandle {
+    pub fn set_progress(&self, fraction: f64) {
+        self.progress.store(fraction.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+    }
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+}
+
+/// Gives a running job back without counting the attempt (this worker is shutting
+/// down, not failing): it returns to `queued` for the scheduler to send again.
+pub async fn release(pool: &PgPool, id: Uuid, worker: &str, why: &str) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE jobs SET state = 'queued', attempts = greatest(attempts - 1, 0), lease_owner = NULL,
+                lease_expires_at = NULL, not_before = NULL, updated_at = now()
+         WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .execute(pool)
+    .await?;
+    if done.rows_affected() == 1 {
+        jobs::event(pool, id, "released", serde_json::json!({ "worker": worker, "reason": why })).await?;
+    }
+    Ok(done.rows_affected() == 1)
+}
+
+/// Fails a running job at once, whatever attempts remain: for errors no retry fixes
+/// (bad parameters, data that does not exist).
+pub async fn fail_permanently(pool: &PgPool, id: Uuid, worker: &str, error: &str) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE jobs SET state = 'failed', last_error = $3, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+         WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    if done.rows_affected() == 1 {
+        jobs::event(pool, id, "failed", serde_json::json!({ "worker": worker, "error": error, "permanent": true })).await?;
+    }
+    Ok(done.rows_affected() == 1)
+}

@@ -1,0 +1,311 @@
+//! `absa-scorer work`: the scoring worker. It claims a shard (a `score_shard` job: a
+//! range of a corpus's document seqs), loads the model version's ONNX directory
+//! (fetched once per content, kept open between shards), runs exactly the engine of
+//! local mode over the shard's documents, and writes the predictions with `COPY`, the
+//! row errors and the shard's completion in one transaction: a shard redelivered after
+//! a crash either finds its results committed (and claims nothing) or writes them for
+//! the first time. Never twice, never half.
+
+use std::sync::{Arc, Mutex};
+
+use absa_domain::readers::RawRecord;
+use absa_domain::RowError;
+use absa_onnx::Precision;
+use absa_platform::artifacts::ArtifactStore;
+use absa_platform::jobs::{self, ClaimedJob};
+use absa_platform::predictions::{copy_predictions, PredictionRow};
+use absa_platform::worker::{self as platform_worker, JobHandler, Lease, LeaseHandle, WorkerSettings};
+use anyhow::Context;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use sqlx::PgPool;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::engine::{self, EngineOptions, ScoreStats};
+use crate::model::ScoringModel;
+use crate::output::{ErrorLog, Prediction, PredictionSink};
+use crate::runtime::SessionOptions;
+use crate::targets::Lexicon;
+use crate::ScoreError;
+
+/// A shard's parameters: its parent `score` job's, plus the seq range.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ShardParameters {
+    pub corpus_id: Uuid,
+    pub model_version_id: Uuid,
+    pub seq_from: i64,
+    /// Exclusive.
+    pub seq_to: i64,
+    #[serde(default)]
+    pub shard: i32,
+    /// Which graph to run; default the worker's `precision` setting.
+    #[serde(default)]
+    pub precision: Option<Precision>,
+    /// Terms to score wherever they occur in documents that carry no target.
+    #[serde(default)]
+    pub lexicon: Option<Vec<String>>,
+}
+
+/// An error no retry can fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Permanent(String);
+
+/// The open model, kept between shards of the same version.
+struct OpenModel {
+    version: Uuid,
+    precision: Precision,
+    model: ScoringModel,
+}
+
+pub struct ScoreWorker {
+    pool: PgPool,
+    store: ArtifactStore,
+    settings: WorkerSettings,
+    default_precision: Precision,
+    engine: EngineOptions,
+    session: SessionOptions,
+    name: String,
+    shutdown: watch::Receiver<bool>,
+    open: Option<OpenModel>,
+}
+
+impl ScoreWorker {
+    pub fn new(pool: PgPool, settings: WorkerSettings, default_precision: Precision, engine: EngineOptions, session: SessionOptions, shutdown: watch::Receiver<bool>) -> Self {
+        let store = ArtifactStore::new(pool.clone(), settings.backend());
+        Self { pool, store, settings, default_precision, engine, session, name: platform_worker::worker_name("scorer"), shutdown, open: None }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The model version's ONNX directory, opened (or the one already open).
+    async fn model(&mut self, team_id: Uuid, version: Uuid, precision: Precision) -> anyhow::Result<ScoringModel> {
+        if let Some(open) = self.open.take() {
+            if open.version == version && open.precision == precision {
+                return Ok(open.model);
+            }
+        }
+        // Scoped by team: a job can only use its own team's models.
+        let onnx_id: Option<Option<Uuid>> = sqlx::query_scalar("SELECT onnx_id FROM model_versions WHERE id = $1 AND team_id = $2")
+            .bind(version)
+            .bind(team_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let onnx_id = onnx_id.flatten().ok_or_else(|| Permanent(format!("model version {version} not found (or has no ONNX export)")))?;
+        let dir = self.store.cached_dir(onnx_id, &self.settings.cache_dir).await?;
+        let session = self.session.clone();
+        let model = tokio::task::spawn_blocking(move || ScoringModel::open(&dir, precision, &session)).await.context("model loading panicked")??;
+        tracing::info!(%version, %precision, "model opened");
+        Ok(model)
+    }
+
+    /// Scores one shard; `Ok(false)` when the lease was lost before the results committed.
+    async fn score_shard(&mut self, job: &ClaimedJob, lease: &Lease) -> anyhow::Result<bool> {
+        let params: ShardParameters = serde_json::from_value(job.parameters.clone()).map_err(|e| Permanent(format!("shard parameters: {e}")))?;
+        let parent: Option<Uuid> = sqlx::query_scalar("SELECT parent_id FROM jobs WHERE id = $1").bind(job.id).fetch_one(&self.pool).await?;
+        // Predictions belong to the corpus run (the parent), not to the shard.
+        let run_id = parent.unwrap_or(job.id);
+        let precision = params.precision.unwrap_or(self.default_precision);
+        let model = self.model(job.team_id, params.model_version_id, precision).await?;
+        let lexicon = match &params.lexicon {
+            Some(terms) if !terms.is_empty() => {
+                Some(Arc::new(Lexicon::new(terms.iter().map(String::as_str)).map_err(|e| Permanent(format!("lexicon: {e}")))?))
+            }
+            _ => None,
+        };
+        let documents = read_documents(&self.pool, job.team_id, &params).await?;
+        let total = documents.len().max(1) as f64;
+
+        let errors_path = self.settings.work_dir.join(format!("{}.errors.jsonl", job.id));
+        tokio::fs::create_dir_all(&self.settings.work_dir).await.with_context(|| self.settings.work_dir.display().to_string())?;
+        let collected = Arc::new(Mutex::new(Vec::new()));
+        let sink = Box::new(CollectSink(collected.clone()));
+        let (options, handle, errors_file) = (self.engine.clone(), lease.handle(), errors_path.clone());
+        let (model, stats) = tokio::task::spawn_blocking(move || {
+            let mut model = model;
+            let stats = score_documents(&mut model, documents, lexicon, &options, sink, &errors_file, &handle, total);
+            (model, stats)
+        })
+        .await
+        .context("the scoring thread panicked")?;
+        let labels = model.labels.names().to_vec();
+        self.open = Some(OpenModel { version: params.model_version_id, precision, model });
+        let stats = stats?;
+        let row_errors = read_errors(&errors_path).await;
+        let _ = tokio::fs::remove_file(&errors_path).await;
+        if lease.lost() {
+            return Ok(false);
+        }
+
+        let predictions = std::mem::take(&mut *collected.lock().expect("no panics while holding the lock"));
+        let rows = prediction_rows(predictions, &labels, run_id, &params);
+        let mut tx = self.pool.begin().await?;
+        let written = copy_predictions(&mut tx, &rows).await?;
+        for e in &row_errors {
+            sqlx::query("INSERT INTO row_errors (job_id, corpus_id, line, reason) VALUES ($1, $2, $3, $4)")
+                .bind(run_id)
+                .bind(params.corpus_id)
+                .bind(e.line as i64)
+                .bind(&e.reason)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let detail = json!({ "shard": params.shard, "predictions": written, "rows_read": stats.rows_read, "rows_rejected": stats.rows_rejected,
+                             "instances_rejected": stats.instances_rejected, "worker": self.name });
+        jobs::event(&mut *tx, job.id, "scored", detail).await?;
+        if jobs::complete(&mut *tx, job.id, &self.name).await?.is_err() {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.commit().await?;
+        tracing::info!(job_id = %job.id, shard = params.shard, predictions = written, "shard scored");
+        Ok(true)
+    }
+}
+
+impl JobHandler for ScoreWorker {
+    type Claim = ClaimedJob;
+
+    async fn claim(&mut self, id: Uuid) -> absa_platform::Result<Option<ClaimedJob>> {
+        jobs::claim(&self.pool, id, &self.name, self.settings.lease_secs).await
+    }
+
+    /// Shards are short: on shutdown the current one is finished, then the loop exits.
+    async fn run(&mut self, job: ClaimedJob) {
+        let lease = Lease::keep(self.pool.clone(), job.id, self.name.clone(), self.settings.lease_secs);
+        let outcome = if job.kind == "score_shard" {
+            self.score_shard(&job, &lease).await
+        } else {
+            Err(Permanent(format!("a {} job on the scoring queue", job.kind)).into())
+        };
+        drop(lease);
+        let settled = match outcome {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                tracing::warn!(job_id = %job.id, "lease lost: the shard was cancelled or taken over; nothing written");
+                Ok(())
+            }
+            Err(e) => {
+                let message = format!("{e:#}");
+                tracing::error!(job_id = %job.id, error = %message, "shard failed");
+                if e.is::<Permanent>() {
+                    platform_worker::fail_permanently(&self.pool, job.id, &self.name, &message).await.map(drop)
+                } else {
+                    jobs::fail(&self.pool, job.id, &self.name, &message).await.map(drop)
+                }
+            }
+        };
+        if let Err(e) = settled {
+            tracing::error!(job_id = %job.id, error = %e, "could not record the shard's outcome");
+        }
+    }
+}
+
+/// The shard's documents as the engine's records: `line` is the document's seq.
+async fn read_documents(pool: &PgPool, team_id: Uuid, params: &ShardParameters) -> anyhow::Result<Vec<RawRecord>> {
+    let rows: Vec<(i64, String, String, Option<String>, Option<i32>, Option<i32>)> = sqlx::query_as(
+        "SELECT d.seq, d.external_id, d.text, d.aspect, d.span_start, d.span_end FROM documents d
+         JOIN corpora c ON c.id = d.corpus_id
+         WHERE d.corpus_id = $1 AND c.team_id = $2 AND d.seq >= $3 AND d.seq < $4 ORDER BY d.seq",
+    )
+    .bind(params.corpus_id)
+    .bind(team_id)
+    .bind(params.seq_from)
+    .bind(params.seq_to)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(seq, external_id, text, aspect, start, end)| {
+            let mut fields = Map::new();
+            fields.insert("id".into(), Value::from(external_id));
+            fields.insert("text".into(), Value::from(text));
+            if let Some(a) = aspect {
+                fields.insert("aspect".into(), Value::from(a));
+            }
+            if let (Some(s), Some(e)) = (start, end) {
+                fields.insert("start".into(), Value::from(s));
+                fields.insert("end".into(), Value::from(e));
+            }
+            RawRecord { line: seq as usize, fields }
+        })
+        .collect())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn score_documents(
+    model: &mut ScoringModel,
+    documents: Vec<RawRecord>,
+    lexicon: Option<Arc<Lexicon>>,
+    options: &EngineOptions,
+    sink: Box<dyn PredictionSink>,
+    errors_file: &std::path::Path,
+    lease: &LeaseHandle,
+    total: f64,
+) -> Result<ScoreStats, ScoreError> {
+    let errors = ErrorLog::create(Some(errors_file))?;
+    let records = documents.into_iter().map(|r| Ok(Ok(r)));
+    engine::run(model, records, lexicon, options, sink, errors, &mut |stats: &ScoreStats| {
+        // Writing takes the last part of a shard.
+        lease.set_progress(0.9 * stats.rows_read as f64 / total);
+    })
+}
+
+/// The engine's output, kept in memory: a shard is bounded by its size.
+struct CollectSink(Arc<Mutex<Vec<Prediction>>>);
+
+impl PredictionSink for CollectSink {
+    fn write(&mut self, prediction: &Prediction) -> Result<(), ScoreError> {
+        self.0.lock().expect("no panics while holding the lock").push(prediction.clone());
+        Ok(())
+    }
+    fn finish(self: Box<Self>) -> Result<(), ScoreError> {
+        Ok(())
+    }
+}
+
+/// Predictions come in input order, a document's targets in text order: the n-th
+/// prediction of a seq is its target `n`.
+fn prediction_rows(predictions: Vec<Prediction>, labels: &[String], run_id: Uuid, params: &ShardParameters) -> Vec<PredictionRow> {
+    let mut rows = Vec::with_capacity(predictions.len());
+    let (mut last_seq, mut index) = (-1i64, 0i32);
+    for p in predictions {
+        let seq = p.line as i64;
+        index = if seq == last_seq { index + 1 } else { 0 };
+        last_seq = seq;
+        let label = labels[p.label_index()].clone();
+        rows.push(PredictionRow {
+            job_id: run_id,
+            corpus_id: params.corpus_id,
+            seq,
+            target_index: index,
+            model_version_id: params.model_version_id,
+            aspect: p.aspect.clone(),
+            span_start: p.start as i32,
+            span_end: p.end as i32,
+            label,
+            confidence: p.confidence(),
+            probabilities: p.probabilities,
+        });
+    }
+    rows
+}
+
+async fn read_errors(path: &std::path::Path) -> Vec<RowError> {
+    let text = tokio::fs::read_to_string(path).await.unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| RowError { line: v["line"].as_u64().unwrap_or(0) as usize, reason: v["reason"].as_str().unwrap_or_default().to_owned() })
+        .collect()
+}
+
+/// Runs the worker until SIGTERM.
+pub async fn run(amqp: &absa_platform::config::AmqpSettings, queue: &str, mut worker: ScoreWorker) -> anyhow::Result<()> {
+    let shutdown = worker.shutdown.clone();
+    tracing::info!(worker = worker.name(), queue, "scoring worker started");
+    platform_worker::consume(amqp, queue, &mut worker, shutdown).await?;
+    Ok(())
+}

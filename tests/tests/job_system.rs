@@ -1,0 +1,337 @@
+//! The job system end to end, with the real binaries as processes on the real
+//! Postgres and RabbitMQ, and real training and scoring:
+//! 1. a training job (all-MiniLM-L6-v2, laptops train, one epoch) completes with its
+//!    metrics, checkpoint, ONNX export and model version in Postgres;
+//! 2. a trainer killed (SIGKILL) in the middle of its second epoch: the job completes
+//!    on another trainer, which resumed from the stored epoch-1 checkpoint;
+//! 3. a scoring job over a corpus, with a scorer killed in the middle of a shard: the
+//!    job completes, every document has exactly one prediction (no duplicates, no gaps,
+//!    by count and by key), and the predictions agree with the held-back labels;
+//! 4. RabbitMQ restarted during a scoring job: the job completes, exactly once again;
+//! 5. SIGTERM: a trainer gives its job back and exits; a scorer exits cleanly.
+//!
+//! One test function, because the phases share the trained model and because a broker
+//! restart would disturb any test running beside it. It needs the shared reference
+//! data (ABSA_SHARED) and `scripts/rabbitmq-restart.sh`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use absa_e2e::Process;
+use absa_platform::jobs::{self, NewJob};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+const LEASE_SECS: &str = "6";
+
+fn admin_url() -> String {
+    std::env::var("ABSA_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://absa:absa@127.0.0.1:5432/absa".into())
+}
+
+fn amqp_url() -> String {
+    std::env::var("ABSA_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+struct Labelled {
+    text: String,
+    aspect: String,
+    start: i32,
+    end: i32,
+    label: String,
+}
+
+fn read_jsonl(path: &Path) -> Vec<Labelled> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("laptops rows are JSON");
+            Labelled {
+                text: v["text"].as_str().unwrap().into(),
+                aspect: v["aspect"].as_str().unwrap().into(),
+                start: v["start"].as_i64().unwrap() as i32,
+                end: v["end"].as_i64().unwrap() as i32,
+                label: v["label"].as_str().unwrap().into(),
+            }
+        })
+        .collect()
+}
+
+/// Everything one run needs: a throwaway database, its own queue names, folders.
+struct Env {
+    pool: PgPool,
+    db_name: String,
+    vars: Vec<(String, String)>,
+    dir: PathBuf,
+    team: Uuid,
+}
+
+impl Env {
+    fn vars_with(&self, extra: &[(&str, String)]) -> Vec<(String, String)> {
+        let mut vars = self.vars.clone();
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        vars
+    }
+
+    fn start(&self, binary: &str, args: &[&str], tag: &str) -> Process {
+        let vars = self.vars_with(&[
+            ("ABSA_WORKER__WORK_DIR", self.dir.join(tag).join("work").display().to_string()),
+            // Each worker its own cache: artifacts are fetched from Postgres, not shared.
+            ("ABSA_WORKER__CACHE_DIR", self.dir.join(tag).join("cache").display().to_string()),
+        ]);
+        Process::start(binary, args, &vars, &self.dir.join("logs"), tag)
+    }
+
+    async fn submit(&self, kind: &str, parameters: Value) -> Uuid {
+        let job = NewJob { team_id: self.team, kind: kind.into(), priority: 0, parameters, max_attempts: 3, idempotency_key: None, parent_id: None };
+        jobs::submit(&self.pool, &job).await.expect("submit").id()
+    }
+
+    async fn state(&self, job: Uuid) -> (String, Option<String>, f64) {
+        sqlx::query_as("SELECT state, last_error, progress FROM jobs WHERE id = $1").bind(job).fetch_one(&self.pool).await.expect("job row")
+    }
+
+    /// Waits for `job` to finish; panics with the processes' logs if it fails or times out.
+    async fn wait_done(&self, job: Uuid, within: Duration, processes: &[&Process]) {
+        let deadline = Instant::now() + within;
+        loop {
+            let (state, error, _) = self.state(job).await;
+            match state.as_str() {
+                "succeeded" => return,
+                "failed" | "cancelled" => panic!("job {job} {state}: {error:?}\n{}", logs(processes)),
+                _ if Instant::now() > deadline => panic!("job {job} still {state} after {within:?}\n{}", logs(processes)),
+                _ => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
+        }
+    }
+
+    async fn events(&self, job: Uuid) -> Vec<(String, Value)> {
+        sqlx::query_as("SELECT kind, detail FROM job_events WHERE job_id = $1 ORDER BY id").bind(job).fetch_all(&self.pool).await.expect("events")
+    }
+
+    async fn wait_for<F: Fn() -> Fut, Fut: std::future::Future<Output = bool>>(&self, what: &str, within: Duration, processes: &[&Process], check: F) {
+        let deadline = Instant::now() + within;
+        while !check().await {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", logs(processes));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn logs(processes: &[&Process]) -> String {
+    processes.iter().map(|p| format!("--- {} ---\n{}", p.name, p.tail(30))).collect::<Vec<_>>().join("\n")
+}
+
+async fn setup() -> Env {
+    let db_name = format!("absa_e2e_{}", Uuid::new_v4().simple());
+    let url = absa_platform::db::create_database(&admin_url(), &db_name).await.expect("create database");
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&url).await.expect("connect");
+    absa_platform::db::migrate(&pool).await.expect("migrate");
+    let team = Uuid::new_v4();
+    sqlx::query("INSERT INTO teams (id, name) VALUES ($1, 'e2e')").bind(team).execute(&pool).await.unwrap();
+    let shared = absa_domain::reference::shared_dir().expect("the shared reference folder");
+    let dir = std::env::temp_dir().join(&db_name);
+    let vars = vec![
+        ("ABSA_DATABASE__URL".to_string(), url),
+        ("ABSA_AMQP__URL".to_string(), amqp_url()),
+        ("ABSA_AMQP__PREFIX".to_string(), db_name.clone()),
+        ("ABSA_MODELS_DIR".to_string(), shared.join("models").display().to_string()),
+        ("ABSA_WORKER__LEASE_SECS".to_string(), LEASE_SECS.to_string()),
+        ("ABSA_DISPATCH__INTERVAL_SECS".to_string(), "0.5".to_string()),
+        ("ABSA_DISPATCH__SHARD_SIZE".to_string(), "5000".to_string()),
+        ("ABSA_LOG__FILTER".to_string(), "info".to_string()),
+    ];
+    Env { pool, db_name, vars, dir, team }
+}
+
+async fn add_dataset(env: &Env, name: &str, rows: &[Labelled]) -> Uuid {
+    let id = Uuid::new_v4();
+    sqlx::query("INSERT INTO datasets (id, team_id, name) VALUES ($1, $2, $3)").bind(id).bind(env.team).bind(name).execute(&env.pool).await.unwrap();
+    let lines: Vec<i32> = (1..=rows.len() as i32).collect();
+    sqlx::query(
+        "INSERT INTO dataset_rows (dataset_id, line, text, aspect, span_start, span_end, label)
+         SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::text[], $5::int[], $6::int[], $7::text[])",
+    )
+    .bind(id)
+    .bind(&lines)
+    .bind(rows.iter().map(|r| r.text.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.aspect.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.start).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.end).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.label.clone()).collect::<Vec<_>>())
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    id
+}
+
+/// A corpus of `copies` copies of the rows (texts and target spans, no labels);
+/// document seq `k` is row `k % rows.len()`.
+async fn add_corpus(env: &Env, name: &str, rows: &[Labelled], copies: usize) -> (Uuid, i64) {
+    let id = Uuid::new_v4();
+    sqlx::query("INSERT INTO corpora (id, team_id, name) VALUES ($1, $2, $3)").bind(id).bind(env.team).bind(name).execute(&env.pool).await.unwrap();
+    let n = rows.len() * copies;
+    let pick = |k: usize| &rows[k % rows.len()];
+    sqlx::query(
+        "INSERT INTO documents (corpus_id, seq, external_id, text, aspect, span_start, span_end)
+         SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[])",
+    )
+    .bind(id)
+    .bind((0..n as i64).collect::<Vec<_>>())
+    .bind((0..n).map(|k| format!("review-{k}")).collect::<Vec<_>>())
+    .bind((0..n).map(|k| pick(k).text.clone()).collect::<Vec<_>>())
+    .bind((0..n).map(|k| pick(k).aspect.clone()).collect::<Vec<_>>())
+    .bind((0..n).map(|k| pick(k).start).collect::<Vec<_>>())
+    .bind((0..n).map(|k| pick(k).end).collect::<Vec<_>>())
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    (id, n as i64)
+}
+
+/// Exactly one prediction per document: by count, and by key (seqs 0..n, target 0).
+async fn assert_exactly_once(env: &Env, job: Uuid, documents: i64) {
+    let (count, distinct, min, max, max_target): (i64, i64, Option<i64>, Option<i64>, Option<i32>) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT seq), min(seq), max(seq), max(target_index) FROM predictions WHERE job_id = $1",
+    )
+    .bind(job)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(count, documents, "one prediction per document");
+    assert_eq!(distinct, documents, "no document twice");
+    assert_eq!((min, max, max_target), (Some(0), Some(documents - 1), Some(0)), "no gaps");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_survive_crashes_and_a_broker_restart_and_write_results_exactly_once() {
+    let env = setup().await;
+    let shared = absa_domain::reference::shared_dir().unwrap();
+    let laptops = shared.join("data/semeval14_laptops");
+    let train = read_jsonl(&laptops.join("train.jsonl"));
+    let test = read_jsonl(&laptops.join("test.jsonl"));
+    let restart_script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/rabbitmq-restart.sh");
+
+    let scheduler = env.start("absa-scheduler", &["run"], "scheduler");
+
+    // 1. One epoch of MiniLM on laptops train.
+    let mut trainer = env.start("absa-trainer", &["work"], "trainer-1");
+    let full = add_dataset(&env, "laptops", &train).await;
+    let started = Instant::now();
+    let job = env
+        .submit("train", json!({ "dataset_id": full, "base_model": "all-minilm-l6-v2",
+                                 "hyperparameters": { "epochs": 1, "learning_rate": 5e-5 } }))
+        .await;
+    env.wait_done(job, Duration::from_secs(900), &[&scheduler, &trainer]).await;
+    eprintln!("training job (1 epoch, {} rows): {:.0} s", train.len(), started.elapsed().as_secs_f64());
+    let (epochs, accuracy): (i64, f64) =
+        sqlx::query_as("SELECT count(*), max(accuracy) FROM training_metrics WHERE job_id = $1").bind(job).fetch_one(&env.pool).await.unwrap();
+    assert_eq!(epochs, 1);
+    assert!(accuracy > 0.6, "validation accuracy after one epoch: {accuracy}");
+    let (version, metrics, onnx_complete, checkpoint_complete): (Uuid, Value, bool, bool) = sqlx::query_as(
+        "SELECT v.id, v.metrics, o.complete, c.complete FROM model_versions v
+         JOIN artifacts o ON o.id = v.onnx_id JOIN artifacts c ON c.id = v.checkpoint_id WHERE v.training_job_id = $1",
+    )
+    .bind(job)
+    .fetch_one(&env.pool)
+    .await
+    .expect("a model version with its artifacts");
+    assert!(onnx_complete && checkpoint_complete);
+    assert_eq!(metrics["epochs_run"], 1);
+    assert!(metrics["validation_accuracy"].as_f64().unwrap() > 0.6, "{metrics}");
+
+    // 2. Two epochs on a slice; the trainer dies in the middle of the second.
+    let slice = add_dataset(&env, "laptops-slice", &train[..320]).await;
+    let job = env
+        .submit("train", json!({ "dataset_id": slice, "base_model": "all-minilm-l6-v2",
+                                 "hyperparameters": { "epochs": 2, "learning_rate": 5e-5, "warmup_steps": 10 } }))
+        .await;
+    env.wait_for("the epoch-1 checkpoint", Duration::from_secs(300), &[&scheduler, &trainer], || async {
+        env.events(job).await.iter().any(|(kind, _)| kind == "checkpoint_saved")
+    })
+    .await;
+    // In epoch 2 now: progress moves past the first half.
+    env.wait_for("progress into epoch 2", Duration::from_secs(120), &[&trainer], || async { env.state(job).await.2 > 0.5 }).await;
+    assert_eq!(env.state(job).await.0, "running");
+    trainer.kill9();
+    let mut trainer2 = env.start("absa-trainer", &["work"], "trainer-2");
+    env.wait_done(job, Duration::from_secs(600), &[&scheduler, &trainer2]).await;
+    let events = env.events(job).await;
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(kinds.contains(&"lease_expired"), "{kinds:?}");
+    let resumed = events.iter().find(|(k, _)| k == "resumed").unwrap_or_else(|| panic!("no resume event: {kinds:?}"));
+    assert_eq!(resumed.1["from_epoch"], 1, "{resumed:?}");
+    assert_eq!(resumed.1["attempt"], 2);
+    let epochs: Vec<i32> = sqlx::query_scalar("SELECT epoch FROM training_metrics WHERE job_id = $1 ORDER BY epoch").bind(job).fetch_all(&env.pool).await.unwrap();
+    assert_eq!(epochs, vec![1, 2]);
+    // Only the last epoch's resumable checkpoint is kept (plus the selected model).
+    let checkpoints: i64 = sqlx::query_scalar("SELECT count(*) FROM artifacts WHERE job_id = $1 AND kind = 'checkpoint'").bind(job).fetch_one(&env.pool).await.unwrap();
+    assert_eq!(checkpoints, 2);
+
+    // 3. Scoring 5 copies of laptops test in 4 shards; a scorer dies mid-shard.
+    let (corpus, documents) = add_corpus(&env, "laptops-test", &test, 5).await;
+    let mut scorer = env.start("absa-scorer", &["work"], "scorer-1");
+    let score = env.submit("score", json!({ "corpus_id": corpus, "model_version_id": version, "shard_size": 800 })).await;
+    let killed_shard: Uuid = {
+        let mut found = None;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while found.is_none() {
+            assert!(Instant::now() < deadline, "no shard started\n{}", logs(&[&scheduler, &scorer]));
+            found = sqlx::query_scalar("SELECT id FROM jobs WHERE parent_id = $1 AND state = 'running' AND progress > 0 LIMIT 1")
+                .bind(score)
+                .fetch_optional(&env.pool)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        found.unwrap()
+    };
+    scorer.kill9();
+    let (state, _, _) = env.state(killed_shard).await;
+    assert_eq!(state, "running", "the shard was killed mid-work");
+    let scorer2 = env.start("absa-scorer", &["work"], "scorer-2");
+    env.wait_done(score, Duration::from_secs(600), &[&scheduler, &scorer2]).await;
+    assert_exactly_once(&env, score, documents).await;
+    let shard_events: Vec<String> = sqlx::query_scalar("SELECT kind FROM job_events WHERE job_id = $1").bind(killed_shard).fetch_all(&env.pool).await.unwrap();
+    assert!(shard_events.iter().any(|k| k == "lease_expired"), "{shard_events:?}");
+    let shards: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE parent_id = $1 AND state = 'succeeded'").bind(score).fetch_one(&env.pool).await.unwrap();
+    assert_eq!(shards, 4);
+    // Agreement with the held-back labels of the first copy.
+    let labels: Vec<(i64, String)> =
+        sqlx::query_as("SELECT seq, label FROM predictions WHERE job_id = $1 AND seq < $2 ORDER BY seq").bind(score).bind(test.len() as i64).fetch_all(&env.pool).await.unwrap();
+    let correct = labels.iter().filter(|(seq, label)| test[*seq as usize].label == *label).count();
+    let accuracy = correct as f64 / test.len() as f64;
+    eprintln!("scored test accuracy (model of phase 1): {accuracy:.4}");
+    assert!(accuracy > 0.6, "{accuracy}");
+
+    // 4. RabbitMQ restarts while a scoring job runs.
+    let score = env.submit("score", json!({ "corpus_id": corpus, "model_version_id": version, "shard_size": 400 })).await;
+    env.wait_for("a first shard done", Duration::from_secs(300), &[&scheduler, &scorer2], || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM jobs WHERE parent_id = $1 AND state = 'succeeded'").bind(score).fetch_one(&env.pool).await.unwrap() > 0
+    })
+    .await;
+    let restarted = std::process::Command::new("bash").arg(&restart_script).status().expect("restart script");
+    assert!(restarted.success(), "RabbitMQ restart failed");
+    env.wait_done(score, Duration::from_secs(600), &[&scheduler, &scorer2]).await;
+    assert_exactly_once(&env, score, documents).await;
+
+    // 5. SIGTERM: a trainer holding a job gives it back and exits; the scorer exits.
+    let job = env
+        .submit("train", json!({ "dataset_id": slice, "base_model": "all-minilm-l6-v2", "hyperparameters": { "epochs": 1 } }))
+        .await;
+    env.wait_for("the trainer to start", Duration::from_secs(120), &[&scheduler, &trainer2], || async { env.state(job).await.2 > 0.0 }).await;
+    let status = trainer2.terminate(Duration::from_secs(60)).unwrap_or_else(|| panic!("trainer ignored SIGTERM\n{}", trainer2.tail(20)));
+    assert!(status.success(), "{status:?}\n{}", trainer2.tail(20));
+    let (state, _, _) = env.state(job).await;
+    assert!(state == "queued" || state == "dispatched", "released job is {state}");
+    assert!(env.events(job).await.iter().any(|(k, _)| k == "released"));
+    let mut scorer2 = scorer2;
+    let status = scorer2.terminate(Duration::from_secs(30)).expect("scorer exits on SIGTERM");
+    assert!(status.success());
+    jobs::cancel(&env.pool, job).await.unwrap();
+
+    drop(scheduler);
+    env.pool.close().await;
+    absa_platform::db::drop_database(&admin_url(), &env.db_name).await.expect("drop database");
+    let _ = std::fs::remove_dir_all(&env.dir);
+}

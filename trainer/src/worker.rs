@@ -1,0 +1,458 @@
+//! `absa-trainer work`: the training worker. It claims a training job, writes the
+//! job's dataset to files, runs exactly the engine of local mode, keeps its lease with
+//! progress, stores every epoch's metrics and resumable checkpoint in Postgres,
+//! resumes a retried job from that checkpoint, and at the end exports ONNX, stores the
+//! selected model and registers a model version in the transaction that completes the
+//! job.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use absa_platform::artifacts::ArtifactStore;
+use absa_platform::jobs::{self, ClaimedJob};
+use absa_platform::worker::{self as platform_worker, JobHandler, Lease, LeaseHandle, WorkerSettings};
+use anyhow::{anyhow, Context};
+use serde::Deserialize;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::checkpoint::{self, LoadOptions};
+use crate::export::{self, ExportOptions};
+use crate::model::Pooling;
+use crate::training::{self, EpochRecord, Observer, Padding, SelectMetric, StepProgress, TrainConfig, TrainError, TrainSummary};
+
+/// A training job's parameters (the `parameters` column of a `train` job).
+#[derive(Clone, Debug, Deserialize)]
+pub struct TrainJobParameters {
+    pub dataset_id: Uuid,
+    /// A folder under the trainer's `models_dir` (`all-minilm-l6-v2`), or an absolute path.
+    pub base_model: String,
+    /// Label names in output order; default: those of the training rows.
+    #[serde(default)]
+    pub labels: Option<Vec<String>>,
+    #[serde(default)]
+    pub hyperparameters: Hyperparameters,
+}
+
+/// The engine's settings a job may override; anything unset keeps the recipe's default.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Hyperparameters {
+    pub learning_rate: Option<f64>,
+    pub weight_decay: Option<f64>,
+    pub warmup_steps: Option<i64>,
+    pub batch_size: Option<usize>,
+    pub gradient_accumulation_steps: Option<usize>,
+    pub epochs: Option<usize>,
+    pub max_grad_norm: Option<f64>,
+    pub seed: Option<u64>,
+    pub split_seed: Option<u64>,
+    pub validation_fraction: Option<f64>,
+    pub max_length: Option<usize>,
+    pub pooling: Option<Pooling>,
+    pub padding: Option<Padding>,
+    pub early_stopping_patience: Option<usize>,
+    pub select_metric: Option<SelectMetric>,
+}
+
+impl Hyperparameters {
+    fn apply(&self, c: &mut TrainConfig) {
+        macro_rules! set {
+            ($($field:ident => $target:ident),*) => { $( if let Some(v) = self.$field { c.$target = v; } )* };
+        }
+        set!(learning_rate => learning_rate, weight_decay => weight_decay, warmup_steps => warmup_steps, batch_size => batch_size,
+             gradient_accumulation_steps => gradient_accumulation_steps, epochs => epochs, max_grad_norm => max_grad_norm,
+             seed => seed, split_seed => split_seed, validation_fraction => validation_fraction, max_length => max_length,
+             pooling => pooling, padding => padding, early_stopping_patience => early_stopping_patience, select_metric => select_metric);
+    }
+}
+
+/// How a claimed job ended on this worker.
+enum Outcome {
+    Completed { model_version_id: Uuid },
+    /// Shutting down: given back, to resume elsewhere from the last checkpoint.
+    Released,
+    /// Cancelled, or expired and taken over: nothing more to write.
+    LeaseLost,
+}
+
+/// An error that no retry can fix (bad parameters, unknown base model or dataset).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Permanent(String);
+
+pub struct TrainWorker {
+    pool: PgPool,
+    store: ArtifactStore,
+    settings: WorkerSettings,
+    models_dir: PathBuf,
+    name: String,
+    shutdown: watch::Receiver<bool>,
+    threads: i32,
+}
+
+impl TrainWorker {
+    pub fn new(pool: PgPool, settings: WorkerSettings, models_dir: PathBuf, threads: i32, shutdown: watch::Receiver<bool>) -> Self {
+        let store = ArtifactStore::new(pool.clone(), settings.backend());
+        Self { pool, store, settings, models_dir, name: platform_worker::worker_name("trainer"), shutdown, threads }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn train_job(&self, job: &ClaimedJob, lease: &Lease) -> anyhow::Result<Outcome> {
+        let params: TrainJobParameters =
+            serde_json::from_value(job.parameters.clone()).map_err(|e| Permanent(format!("job parameters: {e}")))?;
+        let base = self.resolve_base(&params.base_model)?;
+        let dir = self.settings.work_dir.join(job.id.to_string());
+        // Postgres is the truth: start from a clean folder and the stored checkpoint.
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        tokio::fs::create_dir_all(&dir).await.with_context(|| format!("creating {}", dir.display()))?;
+        let data = write_dataset(&self.pool, job.team_id, params.dataset_id, &dir).await?;
+
+        let mut config = TrainConfig {
+            base: base.clone(),
+            train: data.train.clone(),
+            validation: data.validation.clone(),
+            test: data.test.clone(),
+            out: dir.join("run"),
+            labels: params.labels.clone(),
+            threads: self.threads,
+            ..TrainConfig::default()
+        };
+        params.hyperparameters.apply(&mut config);
+        let resumed_from = self.restore_checkpoint(job, &config.out).await?;
+        config.resume = resumed_from.is_some();
+
+        let observer = JobObserver {
+            lease: lease.handle(),
+            shutdown: self.shutdown.clone(),
+            runtime: Handle::current(),
+            pool: self.pool.clone(),
+            store: self.store.clone(),
+            job_id: job.id,
+            team_id: job.team_id,
+            previous_checkpoint: resumed_from.map(|(id, _)| id),
+            failure: None,
+        };
+        let (summary, observer) = tokio::task::spawn_blocking(move || {
+            let mut observer = observer;
+            let result = training::train(&config, &mut observer);
+            (result.map(|s| (s, config)), observer)
+        })
+        .await
+        .context("the training thread panicked")?;
+        if let Some(failure) = observer.failure {
+            return Err(failure);
+        }
+        let (summary, config) = match summary {
+            Ok(done) => done,
+            Err(TrainError::Stopped { .. }) if lease.lost() => return Ok(Outcome::LeaseLost),
+            Err(TrainError::Stopped { .. }) => return Ok(Outcome::Released),
+            Err(TrainError::Config(reason)) => return Err(Permanent(reason).into()),
+            Err(e) => return Err(e.into()),
+        };
+        if lease.lost() {
+            return Ok(Outcome::LeaseLost);
+        }
+        self.finish(job, &params, &config, &summary, &data).await
+    }
+
+    fn resolve_base(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let path = Path::new(name);
+        let dir = if path.is_absolute() { path.to_path_buf() } else { self.models_dir.join(path) };
+        if name.split('/').any(|part| part == "..") || !dir.join("config.json").is_file() {
+            return Err(Permanent(format!("base model {name:?}: no config.json under {}", dir.display())).into());
+        }
+        Ok(dir)
+    }
+
+    /// On a retry, fetches the job's last stored checkpoint into `out/checkpoint-last`.
+    async fn restore_checkpoint(&self, job: &ClaimedJob, out: &Path) -> anyhow::Result<Option<(Uuid, i64)>> {
+        let saved: Option<(Uuid, i64)> = sqlx::query_as(
+            "SELECT (e.detail->>'artifact_id')::uuid, (e.detail->>'epoch')::bigint FROM job_events e
+             JOIN artifacts a ON a.id = (e.detail->>'artifact_id')::uuid AND a.complete
+             WHERE e.job_id = $1 AND e.kind = 'checkpoint_saved' ORDER BY e.id DESC LIMIT 1",
+        )
+        .bind(job.id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((artifact_id, epoch)) = saved else { return Ok(None) };
+        let cached = self.store.cached_dir(artifact_id, &self.settings.cache_dir).await?;
+        let last = out.join("checkpoint-last");
+        copy_dir(&cached, &last).with_context(|| format!("restoring {}", last.display()))?;
+        jobs::event(&self.pool, job.id, "resumed", json!({ "from_epoch": epoch, "artifact_id": artifact_id, "attempt": job.attempt })).await?;
+        tracing::info!(job_id = %job.id, epoch, "resuming from the stored checkpoint");
+        Ok(Some((artifact_id, epoch)))
+    }
+
+    /// Export, store the selected model, register the version and complete the job.
+    async fn finish(&self, job: &ClaimedJob, params: &TrainJobParameters, config: &TrainConfig, summary: &TrainSummary, data: &DatasetFiles) -> anyhow::Result<Outcome> {
+        let best = summary.best_checkpoint.clone();
+        let onnx_dir = config.out.join("onnx");
+        let (b, o, max_length) = (best.clone(), onnx_dir.clone(), config.max_length);
+        let report = tokio::task::spawn_blocking(move || -> anyhow::Result<export::ExportReport> {
+            let loaded = checkpoint::load(&b, &LoadOptions::default(), tch::Device::Cpu)?;
+            Ok(export::export_model_dir(&loaded, &b, &o, &ExportOptions { max_length, ..ExportOptions::default() })?)
+        })
+        .await
+        .context("the export thread panicked")??;
+        jobs::event(&self.pool, job.id, "exported", json!({ "graphs": report.graphs })).await?;
+        let checkpoint = self.store.put_dir(job.team_id, "checkpoint", Some(job.id), &best).await?;
+        let onnx = self.store.put_dir(job.team_id, "onnx", Some(job.id), &onnx_dir).await?;
+
+        let labels: Vec<String> = serde_json::from_slice::<serde_json::Value>(&std::fs::read(best.join("config.json"))?)?
+            .get("id2label")
+            .and_then(|m| m.as_object())
+            .map(|m| {
+                let mut pairs: Vec<(usize, String)> =
+                    m.iter().filter_map(|(k, v)| Some((k.parse().ok()?, v.as_str()?.to_owned()))).collect();
+                pairs.sort();
+                pairs.into_iter().map(|(_, v)| v).collect()
+            })
+            .ok_or_else(|| anyhow!("{}: no id2label", best.display()))?;
+        let rejected = read_rejected(&config.out.join("rejected_rows.txt"), data);
+        let model_version_id = Uuid::new_v4();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO model_versions (id, team_id, base_model, dataset_id, training_job_id, label_names, metrics, checkpoint_id, onnx_id, lineage)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(model_version_id)
+        .bind(job.team_id)
+        .bind(&params.base_model)
+        .bind(params.dataset_id)
+        .bind(job.id)
+        .bind(&labels)
+        .bind(serde_json::to_value(summary)?)
+        .bind(checkpoint.id)
+        .bind(onnx.id)
+        .bind(json!({ "training_job_id": job.id, "attempt": job.attempt, "hyperparameters": config_record(config) }))
+        .execute(&mut *tx)
+        .await?;
+        for (line, reason) in &rejected {
+            sqlx::query("INSERT INTO row_errors (job_id, dataset_id, line, reason) VALUES ($1, $2, $3, $4)")
+                .bind(job.id)
+                .bind(params.dataset_id)
+                .bind(line)
+                .bind(reason)
+                .execute(&mut *tx)
+                .await?;
+        }
+        jobs::event(&mut *tx, job.id, "model_registered", json!({ "model_version_id": model_version_id, "best_epoch": summary.best_epoch })).await?;
+        if jobs::complete(&mut *tx, job.id, &self.name).await?.is_err() {
+            tx.rollback().await?;
+            return Ok(Outcome::LeaseLost);
+        }
+        tx.commit().await?;
+        Ok(Outcome::Completed { model_version_id })
+    }
+}
+
+fn config_record(c: &TrainConfig) -> serde_json::Value {
+    json!({
+        "learning_rate": c.learning_rate, "weight_decay": c.weight_decay, "warmup_steps": c.warmup_steps,
+        "batch_size": c.batch_size, "gradient_accumulation_steps": c.gradient_accumulation_steps, "epochs": c.epochs,
+        "seed": c.seed, "split_seed": c.split_seed, "max_length": c.max_length, "pooling": c.pooling, "padding": c.padding,
+        "early_stopping_patience": c.early_stopping_patience, "select_metric": c.select_metric,
+    })
+}
+
+impl JobHandler for TrainWorker {
+    type Claim = ClaimedJob;
+
+    async fn claim(&mut self, id: Uuid) -> absa_platform::Result<Option<ClaimedJob>> {
+        jobs::claim(&self.pool, id, &self.name, self.settings.lease_secs).await
+    }
+
+    async fn run(&mut self, job: ClaimedJob) {
+        tracing::info!(job_id = %job.id, attempt = job.attempt, "training job claimed");
+        let lease = Lease::keep(self.pool.clone(), job.id, self.name.clone(), self.settings.lease_secs);
+        let outcome = if job.kind == "train" {
+            self.train_job(&job, &lease).await
+        } else {
+            Err(Permanent(format!("a {} job on the training queue", job.kind)).into())
+        };
+        drop(lease);
+        let settled = match outcome {
+            Ok(Outcome::Completed { model_version_id }) => {
+                tracing::info!(job_id = %job.id, %model_version_id, "training job succeeded");
+                Ok(())
+            }
+            Ok(Outcome::Released) => platform_worker::release(&self.pool, job.id, &self.name, "worker shutting down").await.map(drop),
+            Ok(Outcome::LeaseLost) => {
+                tracing::warn!(job_id = %job.id, "lease lost: the job was cancelled or taken over");
+                Ok(())
+            }
+            Err(e) => {
+                let message = format!("{e:#}");
+                tracing::error!(job_id = %job.id, error = %message, "training job failed");
+                if e.is::<Permanent>() {
+                    platform_worker::fail_permanently(&self.pool, job.id, &self.name, &message).await.map(drop)
+                } else {
+                    jobs::fail(&self.pool, job.id, &self.name, &message).await.map(drop)
+                }
+            }
+        };
+        if let Err(e) = settled {
+            // The lease expires on its own and the reaper re-queues the job.
+            tracing::error!(job_id = %job.id, error = %e, "could not record the job's outcome");
+        }
+        let _ = tokio::fs::remove_dir_all(self.settings.work_dir.join(job.id.to_string())).await;
+    }
+}
+
+/// The engine's callbacks in a job: progress into the lease, each epoch's metrics
+/// and checkpoint into Postgres, and a stop when the lease is lost or on shutdown.
+struct JobObserver {
+    lease: LeaseHandle,
+    shutdown: watch::Receiver<bool>,
+    runtime: Handle,
+    pool: PgPool,
+    store: ArtifactStore,
+    job_id: Uuid,
+    team_id: Uuid,
+    /// The stored checkpoint the next one supersedes (only the last is kept).
+    previous_checkpoint: Option<Uuid>,
+    /// Storing an epoch failed: the run stops and the attempt fails with this.
+    failure: Option<anyhow::Error>,
+}
+
+impl JobObserver {
+    async fn store_epoch(&mut self, record: &EpochRecord, checkpoint: &Path) -> anyhow::Result<()> {
+        let v = &record.validation;
+        let detail = json!({
+            "report": v.report, "learning_rate": record.learning_rate,
+            "train_samples_per_second": record.train_samples_per_second, "train_seconds": record.train_seconds,
+        });
+        sqlx::query(
+            "INSERT INTO training_metrics (job_id, epoch, train_loss, validation_loss, accuracy, macro_f1, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (job_id, epoch) DO UPDATE SET train_loss = EXCLUDED.train_loss, validation_loss = EXCLUDED.validation_loss,
+                 accuracy = EXCLUDED.accuracy, macro_f1 = EXCLUDED.macro_f1, detail = EXCLUDED.detail, recorded_at = now()",
+        )
+        .bind(self.job_id)
+        .bind(record.epoch as i32)
+        .bind(record.train_loss)
+        .bind(v.loss)
+        .bind(v.accuracy)
+        .bind(v.macro_f1)
+        .bind(detail)
+        .execute(&self.pool)
+        .await?;
+        let artifact = self.store.put_dir(self.team_id, "checkpoint", Some(self.job_id), checkpoint).await?;
+        jobs::event(&self.pool, self.job_id, "checkpoint_saved", json!({ "epoch": record.epoch, "artifact_id": artifact.id })).await?;
+        if let Some(old) = self.previous_checkpoint.replace(artifact.id) {
+            self.store.delete(old).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Observer for JobObserver {
+    fn on_step(&mut self, p: &StepProgress) {
+        // Export and registration take the last few percent.
+        self.lease.set_progress(0.95 * p.global_step as f64 / p.total_steps.max(1) as f64);
+    }
+
+    fn on_epoch(&mut self, record: &EpochRecord, checkpoint: &Path) {
+        let runtime = self.runtime.clone();
+        if let Err(e) = runtime.block_on(self.store_epoch(record, checkpoint)) {
+            self.failure = Some(e.context(format!("storing epoch {}", record.epoch)));
+        }
+    }
+
+    fn should_stop(&mut self) -> bool {
+        self.failure.is_some() || self.lease.lost() || *self.shutdown.borrow()
+    }
+}
+
+/// The job's dataset as JSONL files, with each file line's dataset line number.
+struct DatasetFiles {
+    train: PathBuf,
+    validation: Option<PathBuf>,
+    test: Option<PathBuf>,
+    /// File path → dataset line of each file line (1-based).
+    lines: HashMap<PathBuf, Vec<i64>>,
+}
+
+async fn write_dataset(pool: &PgPool, team_id: Uuid, dataset_id: Uuid, dir: &Path) -> anyhow::Result<DatasetFiles> {
+    use std::io::Write;
+    // Scoped by team: a job can only train on its own team's data.
+    let rows: Vec<(String, i32, String, String, i32, i32, String)> = sqlx::query_as(
+        "SELECT r.split, r.line, r.text, r.aspect, r.span_start, r.span_end, r.label FROM dataset_rows r
+         JOIN datasets d ON d.id = r.dataset_id WHERE r.dataset_id = $1 AND d.team_id = $2 ORDER BY r.split, r.line",
+    )
+    .bind(dataset_id)
+    .bind(team_id)
+    .fetch_all(pool)
+    .await?;
+    let mut files: HashMap<String, (PathBuf, std::io::BufWriter<std::fs::File>)> = HashMap::new();
+    let mut lines: HashMap<PathBuf, Vec<i64>> = HashMap::new();
+    for (split, line, text, aspect, start, end, label) in rows {
+        if !files.contains_key(&split) {
+            let path = dir.join(format!("{split}.jsonl"));
+            let f = std::fs::File::create(&path).with_context(|| path.display().to_string())?;
+            files.insert(split.clone(), (path, std::io::BufWriter::new(f)));
+        }
+        let (path, out) = files.get_mut(&split).expect("inserted above");
+        writeln!(out, "{}", json!({ "text": text, "aspect": aspect, "start": start, "end": end, "label": label }))?;
+        lines.entry(path.clone()).or_default().push(line as i64);
+    }
+    let mut path_of = |split: &str| -> anyhow::Result<Option<PathBuf>> {
+        match files.remove(split) {
+            Some((path, mut out)) => {
+                out.flush()?;
+                Ok(Some(path))
+            }
+            None => Ok(None),
+        }
+    };
+    let train = path_of("train")?.ok_or_else(|| Permanent(format!("dataset {dataset_id} has no training rows (or is not this team's)")))?;
+    Ok(DatasetFiles { train, validation: path_of("validation")?, test: path_of("test")?, lines })
+}
+
+/// The engine's `rejected_rows.txt` (`file:line: reason`) as dataset lines and reasons.
+fn read_rejected(path: &Path, data: &DatasetFiles) -> Vec<(i64, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out = Vec::new();
+    for entry in text.lines().filter(|l| !l.is_empty()) {
+        let found = data.lines.iter().find_map(|(file, lines)| {
+            let rest = entry.strip_prefix(&format!("{}:", file.display()))?;
+            let (line, reason) = rest.split_once(':')?;
+            let index: usize = line.trim().parse().ok()?;
+            Some((*lines.get(index.checked_sub(1)?)?, reason.trim().to_owned()))
+        });
+        match found {
+            Some(row) => out.push(row),
+            None => out.push((0, entry.to_owned())),
+        }
+    }
+    out
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the worker until SIGTERM.
+pub async fn run(amqp: &absa_platform::config::AmqpSettings, queue: &str, mut worker: TrainWorker) -> anyhow::Result<()> {
+    let shutdown = worker.shutdown.clone();
+    tracing::info!(worker = worker.name(), queue, "training worker started");
+    platform_worker::consume(amqp, queue, &mut worker, shutdown).await?;
+    Ok(())
+}
