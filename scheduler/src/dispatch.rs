@@ -152,7 +152,8 @@ pub async fn run_until_stopped(
             _ = &mut shutdown => break,
             _ = tokio::time::sleep(interval) => {}
             // A permit stored while a pass ran wakes at once: bursts cost one pass more.
-            _ = wake.notified() => {}
+            // Replicas that do not lead wait for the interval: no connection per job.
+            _ = wake.notified(), if leadership.is_some() => {}
         }
     }
     drop(listener);
