@@ -262,6 +262,25 @@ pub async fn reap_expired(pool: &PgPool) -> Result<Vec<Uuid>> {
     Ok(requeued)
 }
 
+/// Jobs dispatched more than `after_secs` ago and still unclaimed go back to `queued`,
+/// to be published again. Their message may wait in a busy worker's prefetch buffer
+/// (a worker acks at the claim, so the broker hands it the next message while it
+/// works), or may have been lost with a broker that went down; a second message is
+/// harmless because only one claim can succeed.
+pub async fn requeue_unclaimed(pool: &PgPool, after_secs: f64) -> Result<Vec<Uuid>> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE jobs SET state = 'queued', updated_at = now()
+         WHERE state = 'dispatched' AND updated_at < now() - make_interval(secs => $1) RETURNING id",
+    )
+    .bind(after_secs)
+    .fetch_all(pool)
+    .await?;
+    for id in &ids {
+        event(pool, *id, "redispatched", serde_json::json!({ "unclaimed_for_secs": after_secs })).await?;
+    }
+    Ok(ids)
+}
+
 /// Moves up to `limit` queued jobs of `kinds` whose backoff has passed to
 /// `dispatched`, highest priority first, inside `tx`; the caller publishes their
 /// messages and commits only once the broker confirmed them, so a job is never marked

@@ -1,4 +1,5 @@
-//! One scheduler pass: re-queue jobs whose lease expired, fan queued scoring jobs out
+//! One scheduler pass: re-queue jobs whose lease expired (and dispatched jobs nobody
+//! claimed for a while), fan queued scoring jobs out
 //! into shards, settle parents whose shards finished, then publish queued jobs
 //! (highest priority first) to their work queue. Only the leader (holder of a Postgres
 //! advisory lock) runs passes, so several replicas are safe.
@@ -39,17 +40,24 @@ pub struct Dispatcher {
     topology: Topology,
     batch: i64,
     shard_size: i64,
+    redispatch_after_secs: f64,
 }
 
 impl Dispatcher {
     pub fn new(pool: PgPool, amqp: Reconnecting) -> Self {
         let topology = amqp.topology().clone();
-        Self { pool, amqp: Mutex::new(amqp), topology, batch: 100, shard_size: 5000 }
+        Self { pool, amqp: Mutex::new(amqp), topology, batch: 100, shard_size: 5000, redispatch_after_secs: 30.0 }
     }
 
     /// Documents per shard for `score` jobs that do not say (`shard_size` parameter).
     pub fn with_shard_size(mut self, shard_size: i64) -> Self {
         self.shard_size = shard_size.max(1);
+        self
+    }
+
+    /// Seconds a dispatched job may stay unclaimed before its message is sent again.
+    pub fn with_redispatch_after(mut self, secs: f64) -> Self {
+        self.redispatch_after_secs = secs.max(0.0);
         self
     }
 
@@ -62,7 +70,7 @@ impl Dispatcher {
     /// nothing dispatchable is left. The Postgres steps run even while the broker is
     /// down; only dispatching waits for it.
     pub async fn pass(&self) -> anyhow::Result<PassReport> {
-        let requeued = jobs::reap_expired(&self.pool).await?.len();
+        let requeued = jobs::reap_expired(&self.pool).await?.len() + jobs::requeue_unclaimed(&self.pool, self.redispatch_after_secs).await?.len();
         let fanned_out = shards::fan_out_queued(&self.pool, self.shard_size, self.batch).await?;
         let settled = shards::settle_parents(&self.pool).await?;
         let settled = settled.succeeded + settled.failed;

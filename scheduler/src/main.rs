@@ -42,7 +42,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let topology = absa_platform::queue::Topology::new(&settings.amqp.prefix, settings.dispatch.delivery_limit);
             // Fails at start-up when the broker is unreachable; later outages reconnect.
             let amqp = absa_platform::queue::Reconnecting::connect(settings.amqp.clone(), topology).await?;
-            let dispatcher = absa_scheduler::dispatch::Dispatcher::new(pool, amqp).with_shard_size(settings.dispatch.shard_size);
+            let dispatcher = absa_scheduler::dispatch::Dispatcher::new(pool, amqp).with_shard_size(settings.dispatch.shard_size)
+                .with_redispatch_after(settings.dispatch.redispatch_after_secs);
             let interval = std::time::Duration::from_secs_f64(settings.dispatch.interval_secs);
             absa_scheduler::dispatch::run_until_stopped(dispatcher, settings.database.url.expose().to_owned(), interval, cli::shutdown_signal()).await
         }

@@ -20,10 +20,13 @@ pub struct DispatchSettings {
     pub delivery_limit: i64,
     /// Documents per shard of a scoring job whose parameters give no `shard_size`.
     pub shard_size: i64,
+    /// Seconds a dispatched job may wait unclaimed before it is published again (its
+    /// message sits behind a busy worker, or was lost with the broker).
+    pub redispatch_after_secs: f64,
 }
 
 impl Default for DispatchSettings {
     fn default() -> Self {
-        Self { interval_secs: 1.0, delivery_limit: 5, shard_size: 5000 }
+        Self { interval_secs: 1.0, delivery_limit: 5, shard_size: 5000, redispatch_after_secs: 30.0 }
     }
 }

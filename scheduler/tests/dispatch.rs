@@ -146,3 +146,28 @@ async fn a_pass_after_the_broker_connection_died_reconnects_and_redeclares_the_q
     db.drop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_dispatched_job_nobody_claims_is_published_again() -> anyhow::Result<()> {
+    let db = TestDb::new("absa_test_redispatch").await;
+    let pool = db.pool.clone();
+    let job = db.submit("train", 0, serde_json::json!({})).await;
+    let amqp = common::broker().await;
+    let topology = amqp.topology().clone();
+    let dispatcher = Dispatcher::new(pool.clone(), amqp).with_redispatch_after(0.5);
+
+    assert_eq!(dispatcher.pass().await?.dispatched, 1);
+    assert_eq!(dispatcher.pass().await?, PassReport::default(), "not yet: it may still be claimed");
+    // Its message waits behind a busy worker (or was lost): past the limit it goes again.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(dispatcher.pass().await?, PassReport { requeued: 1, dispatched: 1, ..Default::default() });
+    let events: Vec<String> = sqlx::query_scalar("SELECT kind FROM job_events WHERE job_id = $1 ORDER BY id").bind(job).fetch_all(&pool).await?;
+    assert!(events.contains(&"redispatched".to_string()), "{events:?}");
+    // Two messages, one claim: the second finds the job running and claims nothing.
+    assert!(jobs::claim(&pool, job, "w1", 30.0).await?.is_some());
+    assert!(jobs::claim(&pool, job, "w2", 30.0).await?.is_none());
+
+    common::delete_topology(&topology).await;
+    db.drop().await;
+    Ok(())
+}

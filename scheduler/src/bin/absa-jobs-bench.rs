@@ -49,10 +49,6 @@ struct Args {
     /// Seconds between scheduler passes when no notification comes (the fallback).
     #[arg(long, default_value_t = 1.0)]
     interval: f64,
-    /// Diagnosis: drop the predictions table's two foreign keys in the bench database
-    /// first, to see what their per-row checks cost.
-    #[arg(long)]
-    drop_foreign_keys: bool,
 }
 
 #[tokio::main]
@@ -81,12 +77,6 @@ async fn bench(args: &Args, url: &str, topology: &Topology) -> anyhow::Result<se
     let team = Uuid::new_v4();
     sqlx::query("INSERT INTO teams (id, name) VALUES ($1, 'bench')").bind(team).execute(&pool).await?;
 
-    if args.drop_foreign_keys {
-        sqlx::query("ALTER TABLE predictions DROP CONSTRAINT predictions_job_id_fkey, DROP CONSTRAINT predictions_model_version_id_fkey")
-            .execute(&pool)
-            .await?;
-        println!("(predictions' foreign keys dropped for this run)");
-    }
     let write = write_rate(&pool, team, args.rows, args.batch.max(1)).await?;
     println!(
         "predictions: {} rows in {:.2} s = {:.0} rows/s ({} transactions of {} rows, median {:.1} ms each)",
@@ -106,7 +96,6 @@ async fn bench(args: &Args, url: &str, topology: &Topology) -> anyhow::Result<se
         "predictions_seconds": write.seconds,
         "predictions_rows_per_s": write.rows as f64 / write.seconds,
         "predictions_batch": args.batch,
-        "predictions_foreign_keys": !args.drop_foreign_keys,
         "latency_jobs": args.jobs,
         "latency_rate_per_s": args.rate,
         "latency_p50_ms": latency.p50_ms,
