@@ -20,7 +20,7 @@ pub fn binary(name: &str) -> PathBuf {
 /// file; killed (SIGKILL) when dropped so a failing test leaves nothing behind.
 pub struct Process {
     pub name: String,
-    child: std::process::Child,
+    child: std::sync::Mutex<std::process::Child>,
     pub log: PathBuf,
 }
 
@@ -36,25 +36,30 @@ impl Process {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {binary_name}: {e}"));
-        Self { name: tag.to_owned(), child, log }
+        Self { name: tag.to_owned(), child: std::sync::Mutex::new(child), log }
+    }
+
+    fn child(&self) -> std::sync::MutexGuard<'_, std::process::Child> {
+        self.child.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child().id()
     }
 
     /// SIGKILL: the process gets no chance to clean up (a crash, an OOM kill).
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let mut child = self.child();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// SIGTERM, then waits up to `within` for a clean exit; returns its status.
     pub fn terminate(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
-        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
         let deadline = std::time::Instant::now() + within;
         while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.child().try_wait() {
                 return Some(status);
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -63,8 +68,8 @@ impl Process {
     }
 
     /// Whether it is still running.
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+    pub fn running(&self) -> bool {
+        matches!(self.child().try_wait(), Ok(None))
     }
 
     /// The last `n` lines of its log, for assertion messages.

@@ -95,6 +95,7 @@ impl Env {
     async fn wait_done(&self, job: Uuid, within: Duration, processes: &[&Process]) {
         let deadline = Instant::now() + within;
         loop {
+            assert_running(processes);
             let (state, error, _) = self.state(job).await;
             match state.as_str() {
                 "succeeded" => return,
@@ -112,9 +113,18 @@ impl Env {
     async fn wait_for<F: Fn() -> Fut, Fut: std::future::Future<Output = bool>>(&self, what: &str, within: Duration, processes: &[&Process], check: F) {
         let deadline = Instant::now() + within;
         while !check().await {
+            assert_running(processes);
             assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", logs(processes));
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+/// A worker or scheduler that exited on its own is a failure to report now, not after
+/// the timeout.
+fn assert_running(processes: &[&Process]) {
+    for p in processes {
+        assert!(p.running(), "{} exited\n{}", p.name, p.tail(30));
     }
 }
 
