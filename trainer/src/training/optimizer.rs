@@ -81,28 +81,31 @@ impl AdamW {
         })
     }
 
-    /// One update with learning rate `lr` (torch's single-tensor AdamW).
+    /// One update with learning rate `lr`: torch's AdamW. On CPU one fused pass per
+    /// parameter reads the weight, gradient and moments once and writes them once (as
+    /// torch's `fused=True`); step by step with tensor operations that is about a dozen
+    /// passes and five temporaries per parameter, measured at ~20% of a dynamic-padding
+    /// training step on MiniLM.
     pub fn step(&mut self, lr: f64) {
         self.step += 1;
         let t = self.step as i32;
-        let bias_correction1 = 1.0 - self.beta1.powi(t);
-        let bias_correction2_sqrt = (1.0 - self.beta2.powi(t)).sqrt();
-        let step_size = lr / bias_correction1;
+        let h = Hyper {
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            step_size: lr / (1.0 - self.beta1.powi(t)),
+            bias_correction2_sqrt: (1.0 - self.beta2.powi(t)).sqrt(),
+        };
         tch::no_grad(|| {
             for p in &mut self.params {
                 let grad = p.tensor.grad();
                 if !grad.defined() {
                     continue;
                 }
-                if p.decay && self.weight_decay != 0.0 {
-                    let _ = p.tensor.g_mul_scalar_(1.0 - lr * self.weight_decay);
+                let decay = if p.decay { 1.0 - lr * self.weight_decay } else { 1.0 };
+                if !fused_cpu_step(p, &grad, decay, &h) {
+                    tensor_step(p, &grad, decay, &h);
                 }
-                let _ = p.exp_avg.lerp_(&grad, 1.0 - self.beta1);
-                let _ = p.exp_avg_sq.g_mul_scalar_(self.beta2);
-                let _ = p.exp_avg_sq.addcmul_(&grad, &(&grad * (1.0 - self.beta2)));
-                let denom = p.exp_avg_sq.sqrt() / bias_correction2_sqrt + self.eps;
-                let update = (&p.exp_avg / denom) * step_size;
-                let _ = p.tensor.f_sub_(&update).expect("parameter update");
             }
         })
     }
@@ -135,6 +138,79 @@ impl AdamW {
         self.step = step;
         Ok(())
     }
+}
+
+/// The step's constants.
+struct Hyper {
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    /// lr / (1 - beta1^t)
+    step_size: f64,
+    bias_correction2_sqrt: f64,
+}
+
+/// The update written with tensor operations (any device).
+fn tensor_step(p: &mut Param, grad: &Tensor, decay: f64, h: &Hyper) {
+    if decay != 1.0 {
+        let _ = p.tensor.g_mul_scalar_(decay);
+    }
+    let _ = p.exp_avg.lerp_(grad, 1.0 - h.beta1);
+    let _ = p.exp_avg_sq.g_mul_scalar_(h.beta2);
+    let _ = p.exp_avg_sq.addcmul_(grad, &(grad * (1.0 - h.beta2)));
+    let denom = p.exp_avg_sq.sqrt() / h.bias_correction2_sqrt + h.eps;
+    let update = (&p.exp_avg / denom) * h.step_size;
+    let _ = p.tensor.f_sub_(&update).expect("parameter update");
+}
+
+/// Elements per parallel chunk of the fused update.
+const FUSED_CHUNK: usize = 1 << 16;
+
+/// The same update in one pass over contiguous f32 CPU tensors, split over the CPUs
+/// libtorch uses. Returns false (nothing done) for any other layout or device.
+fn fused_cpu_step(p: &mut Param, grad: &Tensor, decay: f64, h: &Hyper) -> bool {
+    let usable = |t: &Tensor| t.device() == tch::Device::Cpu && t.kind() == Kind::Float && t.is_contiguous();
+    if ![&p.tensor, grad, &p.exp_avg, &p.exp_avg_sq].iter().all(|t| usable(t)) {
+        return false;
+    }
+    let n = p.tensor.numel();
+    // SAFETY: four distinct contiguous f32 CPU buffers of `n` elements (checked above;
+    // the moments were created with `zeros_like` and the gradient is its own buffer),
+    // not touched by anything else while this runs (no_grad, one thread drives training).
+    let (weight, grad, m, v) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(p.tensor.data_ptr() as *mut f32, n),
+            std::slice::from_raw_parts(grad.data_ptr() as *const f32, n),
+            std::slice::from_raw_parts_mut(p.exp_avg.data_ptr() as *mut f32, n),
+            std::slice::from_raw_parts_mut(p.exp_avg_sq.data_ptr() as *mut f32, n),
+        )
+    };
+    // 1 - beta in f64 then rounded, as torch's scalars are: 1 - 0.999f32 is 1.3e-5 off.
+    let (decay, b2, one_minus_b1, one_minus_b2) = (decay as f32, h.beta2 as f32, (1.0 - h.beta1) as f32, (1.0 - h.beta2) as f32);
+    let (step_size, bc2, eps) = (h.step_size as f32, h.bias_correction2_sqrt as f32, h.eps as f32);
+    let update = |w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
+        for i in 0..w.len() {
+            let gi = g[i];
+            let mi = m[i] + one_minus_b1 * (gi - m[i]); // lerp, as torch
+            let vi = b2 * v[i] + gi * (gi * one_minus_b2);
+            m[i] = mi;
+            v[i] = vi;
+            w[i] = w[i] * decay - step_size * mi / (vi.sqrt() / bc2 + eps);
+        }
+    };
+    let threads = (tch::get_num_threads().max(1) as usize).min(n.div_ceil(FUSED_CHUNK)).max(1);
+    if threads == 1 {
+        update(weight, grad, m, v);
+        return true;
+    }
+    let per = n.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts = weight.chunks_mut(per).zip(grad.chunks(per)).zip(m.chunks_mut(per)).zip(v.chunks_mut(per));
+        for (((w, g), m), v) in parts {
+            scope.spawn(move || update(w, g, m, v));
+        }
+    });
+    true
 }
 
 /// HF `get_linear_schedule_with_warmup`: the factor applied to the base learning rate
@@ -183,6 +259,44 @@ mod tests {
         assert!((got[0] - (0.999 - 0.01)).abs() < 1e-6, "{got:?}");
         assert!((got[1] - (0.999 + 0.01)).abs() < 1e-6, "{got:?}");
         let _ = w.zero_grad();
+    }
+
+    #[test]
+    fn the_fused_cpu_update_equals_the_tensor_operations() {
+        tch::manual_seed(7);
+        let make = |fused: bool| {
+            let vs = nn::VarStore::new(tch::Device::Cpu);
+            let w = (vs.root() / "layer").var("weight", &[300_000], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
+            w.detach().copy_(&Tensor::arange(300_000, (Kind::Float, tch::Device::Cpu)).sin());
+            let mut opt = AdamW::new(&vs, 0.01);
+            for step in 0..3 {
+                let target = Tensor::arange(300_000, (Kind::Float, tch::Device::Cpu)).cos() * (step + 1) as f64;
+                let loss = (&w - target).square().sum(Kind::Float);
+                opt.zero_grad();
+                loss.backward();
+                if fused {
+                    opt.step(1e-3);
+                } else {
+                    opt.step += 1;
+                    let t = opt.step as i32;
+                    let h = Hyper { beta1: 0.9, beta2: 0.999, eps: 1e-8, step_size: 1e-3 / (1.0 - 0.9f64.powi(t)), bias_correction2_sqrt: (1.0 - 0.999f64.powi(t)).sqrt() };
+                    tch::no_grad(|| {
+                        for p in &mut opt.params {
+                            let g = p.tensor.grad();
+                            tensor_step(p, &g, 1.0 - 1e-3 * 0.01, &h);
+                        }
+                    });
+                }
+            }
+            (w.detach(), opt.params[0].exp_avg_sq.shallow_clone())
+        };
+        let (fused_w, fused_v) = make(true);
+        let (plain_w, plain_v) = make(false);
+        let dw = (&fused_w - &plain_w).abs().max().double_value(&[]);
+        // Relative to the largest moment: where a gradient is ~0 its own relative error is not meaningful.
+        let dv = (&fused_v - &plain_v).abs().max().double_value(&[]) / plain_v.abs().max().double_value(&[]);
+        assert!(dw < 1e-6, "weights differ by {dw}");
+        assert!(dv < 1e-6, "second moments differ by {dv} of the largest");
     }
 
     #[test]
