@@ -205,8 +205,11 @@ impl JobHandler for ScoreWorker {
 }
 
 /// The shard's documents as the engine's records: `line` is the document's seq.
+/// A document row: seq, external id, text, and the target given by the uploader.
+type DocumentRow = (i64, String, String, Option<String>, Option<i32>, Option<i32>);
+
 async fn read_documents(pool: &PgPool, team_id: Uuid, params: &ShardParameters) -> anyhow::Result<Vec<RawRecord>> {
-    let rows: Vec<(i64, String, String, Option<String>, Option<i32>, Option<i32>)> = sqlx::query_as(
+    let rows: Vec<DocumentRow> = sqlx::query_as(
         "SELECT d.seq, d.external_id, d.text, d.aspect, d.span_start, d.span_end FROM documents d
          JOIN corpora c ON c.id = d.corpus_id
          WHERE d.corpus_id = $1 AND c.team_id = $2 AND d.seq >= $3 AND d.seq < $4 ORDER BY d.seq",

@@ -30,7 +30,7 @@ fn a_rust_written_graph_runs_and_matches_the_arithmetic() {
         let outputs = session.run(ort::inputs!["x" => TensorRef::from_array_view(&x).unwrap()]).expect("run");
         let probs = outputs["probabilities"].try_extract_array::<f32>().expect("f32 output");
         assert_eq!(probs.shape(), &[batch, 3]);
-        let logits = x.dot(&w) + &ndarray::aview1(&b);
+        let logits = x.dot(&w) + ndarray::aview1(&b);
         for (row, expected_logits) in probs.outer_iter().zip(logits.outer_iter()) {
             let max = expected_logits.fold(f32::MIN, |m, &v| m.max(v));
             let exp: Vec<f32> = expected_logits.iter().map(|v| (v - max).exp()).collect();

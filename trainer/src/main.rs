@@ -27,7 +27,7 @@ enum Command {
     Check,
     /// Fine-tune a model on labelled data without any server (local mode); prints a
     /// one-line JSON summary.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Run training jobs from the queue until SIGTERM (the service's trainer worker).
     Work,
 }
@@ -172,7 +172,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
         Command::Train(args) => {
-            let config = TrainConfig::from(args);
+            let config = TrainConfig::from(*args);
             let summary = training::train(&config, &mut TerminalProgress::new())?;
             println!("{}", serde_json::to_string(&summary)?);
             Ok(())

@@ -43,7 +43,7 @@ impl Observer for TerminalProgress {
                 bar.set_position(p.global_step as u64);
                 bar.set_message(format!("epoch {} loss {:.4} {:.1} samples/s", p.epoch, p.loss, p.samples_per_second));
             }
-            None if p.step_in_epoch % 50 == 0 => {
+            None if p.step_in_epoch.is_multiple_of(50) => {
                 tracing::info!(epoch = p.epoch, step = p.global_step, total = p.total_steps, loss = p.loss, samples_per_s = p.samples_per_second, "training");
             }
             None => {}

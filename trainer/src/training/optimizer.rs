@@ -258,7 +258,7 @@ mod tests {
         let got: Vec<f32> = Vec::try_from(w.detach()).unwrap();
         assert!((got[0] - (0.999 - 0.01)).abs() < 1e-6, "{got:?}");
         assert!((got[1] - (0.999 + 0.01)).abs() < 1e-6, "{got:?}");
-        let _ = w.zero_grad();
+        w.zero_grad();
     }
 
     #[test]
