@@ -270,3 +270,21 @@ pub async fn fail_permanently(pool: &PgPool, id: Uuid, worker: &str, error: &str
     }
     Ok(done.rows_affected() == 1)
 }
+
+/// An error no retry can fix (bad parameters, data or model that does not exist):
+/// [`record_failure`] fails the job at once instead of re-queueing it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Permanent(pub String);
+
+/// Records a failed attempt: at once and for good for a [`Permanent`] error, else
+/// re-queued with backoff while attempts remain ([`jobs::fail`]).
+pub async fn record_failure(pool: &PgPool, id: Uuid, worker: &str, error: &anyhow::Error) -> Result<()> {
+    let message = format!("{error:#}");
+    tracing::error!(job_id = %id, error = %message, "job failed");
+    if error.is::<Permanent>() {
+        fail_permanently(pool, id, worker, &message).await.map(drop)
+    } else {
+        jobs::fail(pool, id, worker, &message).await.map(drop)
+    }
+}

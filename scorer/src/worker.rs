@@ -14,7 +14,7 @@ use absa_onnx::Precision;
 use absa_platform::artifacts::ArtifactStore;
 use absa_platform::jobs::{self, ClaimedJob};
 use absa_platform::predictions::{copy_predictions, PredictionRow};
-use absa_platform::worker::{self as platform_worker, JobHandler, Lease, LeaseHandle, WorkerSettings};
+use absa_platform::worker::{self as platform_worker, JobHandler, Lease, LeaseHandle, Permanent, WorkerSettings};
 use anyhow::Context;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -46,11 +46,6 @@ pub struct ShardParameters {
     #[serde(default)]
     pub lexicon: Option<Vec<String>>,
 }
-
-/// An error no retry can fix.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Permanent(String);
 
 /// The open model, kept between shards of the same version.
 struct OpenModel {
@@ -188,15 +183,7 @@ impl JobHandler for ScoreWorker {
                 tracing::warn!(job_id = %job.id, "lease lost: the shard was cancelled or taken over; nothing written");
                 Ok(())
             }
-            Err(e) => {
-                let message = format!("{e:#}");
-                tracing::error!(job_id = %job.id, error = %message, "shard failed");
-                if e.is::<Permanent>() {
-                    platform_worker::fail_permanently(&self.pool, job.id, &self.name, &message).await.map(drop)
-                } else {
-                    jobs::fail(&self.pool, job.id, &self.name, &message).await.map(drop)
-                }
-            }
+            Err(e) => platform_worker::record_failure(&self.pool, job.id, &self.name, &e).await,
         };
         if let Err(e) = settled {
             tracing::error!(job_id = %job.id, error = %e, "could not record the shard's outcome");

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use absa_platform::artifacts::ArtifactStore;
 use absa_platform::jobs::{self, ClaimedJob};
-use absa_platform::worker::{self as platform_worker, JobHandler, Lease, LeaseHandle, WorkerSettings};
-use anyhow::{anyhow, Context};
+use absa_platform::worker::{self as platform_worker, JobHandler, Lease, LeaseHandle, Permanent, WorkerSettings};
+use anyhow::Context;
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::PgPool;
@@ -78,11 +78,6 @@ enum Outcome {
     /// Cancelled, or expired and taken over: nothing more to write.
     LeaseLost,
 }
-
-/// An error that no retry can fix (bad parameters, unknown base model or dataset).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Permanent(String);
 
 pub struct TrainWorker {
     pool: PgPool,
@@ -195,9 +190,11 @@ impl TrainWorker {
         let best = summary.best_checkpoint.clone();
         let onnx_dir = config.out.join("onnx");
         let (b, o, max_length) = (best.clone(), onnx_dir.clone(), config.max_length);
-        let report = tokio::task::spawn_blocking(move || -> anyhow::Result<export::ExportReport> {
+        // The labels come from the model the export loaded: no second read of config.json.
+        let (report, labels) = tokio::task::spawn_blocking(move || -> anyhow::Result<(export::ExportReport, Vec<String>)> {
             let loaded = checkpoint::load(&b, &LoadOptions::default(), tch::Device::Cpu)?;
-            Ok(export::export_model_dir(&loaded, &b, &o, &ExportOptions { max_length, ..ExportOptions::default() })?)
+            let report = export::export_model_dir(&loaded, &b, &o, &ExportOptions { max_length, ..ExportOptions::default() })?;
+            Ok((report, loaded.labels.names().to_vec()))
         })
         .await
         .context("the export thread panicked")??;
@@ -205,16 +202,6 @@ impl TrainWorker {
         let checkpoint = self.store.put_dir(job.team_id, "checkpoint", Some(job.id), &best).await?;
         let onnx = self.store.put_dir(job.team_id, "onnx", Some(job.id), &onnx_dir).await?;
 
-        let labels: Vec<String> = serde_json::from_slice::<serde_json::Value>(&std::fs::read(best.join("config.json"))?)?
-            .get("id2label")
-            .and_then(|m| m.as_object())
-            .map(|m| {
-                let mut pairs: Vec<(usize, String)> =
-                    m.iter().filter_map(|(k, v)| Some((k.parse().ok()?, v.as_str()?.to_owned()))).collect();
-                pairs.sort();
-                pairs.into_iter().map(|(_, v)| v).collect()
-            })
-            .ok_or_else(|| anyhow!("{}: no id2label", best.display()))?;
         let rejected = read_rejected(&config.out.join("rejected_rows.txt"), data);
         let model_version_id = Uuid::new_v4();
         let mut tx = self.pool.begin().await?;
@@ -288,15 +275,7 @@ impl JobHandler for TrainWorker {
                 tracing::warn!(job_id = %job.id, "lease lost: the job was cancelled or taken over");
                 Ok(())
             }
-            Err(e) => {
-                let message = format!("{e:#}");
-                tracing::error!(job_id = %job.id, error = %message, "training job failed");
-                if e.is::<Permanent>() {
-                    platform_worker::fail_permanently(&self.pool, job.id, &self.name, &message).await.map(drop)
-                } else {
-                    jobs::fail(&self.pool, job.id, &self.name, &message).await.map(drop)
-                }
-            }
+            Err(e) => platform_worker::record_failure(&self.pool, job.id, &self.name, &e).await,
         };
         if let Err(e) = settled {
             // The lease expires on its own and the reaper re-queues the job.
