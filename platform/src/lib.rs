@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`artifacts`]: checkpoints, ONNX files and tokenizers in Postgres or a folder.
+//! - [`bi`]: per-team login roles for BI tools, which read the BI views and nothing else.
 //! - [`cli`]: exit codes and error reports shared by the binaries.
 //! - [`config`]: one typed settings struct per binary, read from a file plus `ABSA_*`
 //!   environment overrides, and the settings shared by all of them.
@@ -16,6 +17,7 @@
 //! - [`error`]: the crate's error type.
 
 pub mod artifacts;
+pub mod bi;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -1,0 +1,335 @@
+//! The BI layer against the real Postgres: a BI login of team A reads exactly team A's
+//! rows of `bi_sentiment`, `bi_stance` and `bi_daily_aspect_sentiment` (aggregates
+//! included), never team B's, and is refused every base table; the service role still
+//! sees every row of the base tables; `create_login` leaves nothing behind when it
+//! fails, and `drop_login` removes the role.
+//!
+//! Logins are cluster-wide roles: each run uses its own random names and drops them at
+//! the end, also when an assertion fails.
+
+use absa_platform::bi;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+fn admin_url() -> String {
+    std::env::var("ABSA_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://absa:absa@127.0.0.1:5432/absa".into())
+}
+
+const TEAM_A: Uuid = Uuid::from_u128(0xa);
+const TEAM_B: Uuid = Uuid::from_u128(0xb);
+const CORPUS_A: Uuid = Uuid::from_u128(0xca);
+const CORPUS_B: Uuid = Uuid::from_u128(0xcb);
+const SENTIMENT_A: Uuid = Uuid::from_u128(0x5a);
+const SENTIMENT_B: Uuid = Uuid::from_u128(0x5b);
+const STANCE_A: Uuid = Uuid::from_u128(0x7a);
+const STANCE_B: Uuid = Uuid::from_u128(0x7b);
+
+/// Two teams, each with a corpus, a sentiment model version, a stance model version,
+/// succeeded score jobs and their predictions.
+async fn seed(pool: &PgPool) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    for (team, name, corpus) in [(TEAM_A, "team a", CORPUS_A), (TEAM_B, "team b", CORPUS_B)] {
+        sqlx::query("INSERT INTO teams (id, name) VALUES ($1, $2)").bind(team).bind(name).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO corpora (id, team_id, name) VALUES ($1, $2, $3)")
+            .bind(corpus)
+            .bind(team)
+            .bind(format!("reviews of {name}"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    // Documents: A's third and B's second have no publication time (their day is the
+    // scoring day).
+    let docs: [(Uuid, i64, &str, &str, Option<&str>); 5] = [
+        (CORPUS_A, 0, "a-0", "The Screen is great but the battery dies.", Some("2026-01-05 09:00:00+00")),
+        (CORPUS_A, 1, "a-1", "Dim screen, and the new policy is bad.", Some("2026-01-05 23:30:00+00")),
+        (CORPUS_A, 2, "a-2", "screen is fine I guess", None),
+        (CORPUS_B, 0, "b-0", "B's secret screen review", Some("2026-01-05 10:00:00+00")),
+        (CORPUS_B, 1, "b-1", "B's secret keyboard review", None),
+    ];
+    for (corpus, seq, external_id, text, published_at) in docs {
+        sqlx::query(
+            "INSERT INTO documents (corpus_id, seq, external_id, text, metadata, published_at)
+             VALUES ($1, $2, $3, $4, jsonb_build_object('source', $3::text), $5::timestamptz)",
+        )
+        .bind(corpus)
+        .bind(seq)
+        .bind(external_id)
+        .bind(text)
+        .bind(published_at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let versions = [
+        (SENTIMENT_A, TEAM_A, "minilm-a", vec!["negative", "neutral", "positive"]),
+        (SENTIMENT_B, TEAM_B, "minilm-b", vec!["negative", "neutral", "positive"]),
+        (STANCE_A, TEAM_A, "stance-a", vec!["against", "neither", "favor"]),
+        (STANCE_B, TEAM_B, "stance-b", vec!["against", "neither", "favor"]),
+    ];
+    for (id, team, base_model, labels) in versions {
+        sqlx::query("INSERT INTO model_versions (id, team_id, base_model, label_names) VALUES ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(team)
+            .bind(base_model)
+            .bind(labels)
+            .execute(&mut *tx)
+            .await?;
+    }
+    // (model version, corpus, seq, aspect, label, confidence)
+    let predictions: [(Uuid, Uuid, i64, &str, &str, f32); 9] = [
+        (SENTIMENT_A, CORPUS_A, 0, "Screen", "positive", 0.9),
+        (SENTIMENT_A, CORPUS_A, 0, "battery", "negative", 0.6),
+        (SENTIMENT_A, CORPUS_A, 1, "screen", "negative", 0.7),
+        (SENTIMENT_A, CORPUS_A, 2, "screen", "neutral", 0.5),
+        (STANCE_A, CORPUS_A, 0, "policy", "favor", 0.8),
+        (STANCE_A, CORPUS_A, 1, "policy", "against", 0.6),
+        (SENTIMENT_B, CORPUS_B, 0, "screen", "negative", 0.99),
+        (SENTIMENT_B, CORPUS_B, 1, "keyboard", "positive", 0.98),
+        (STANCE_B, CORPUS_B, 0, "policy", "against", 0.97),
+    ];
+    for version in [SENTIMENT_A, STANCE_A, SENTIMENT_B, STANCE_B] {
+        let (team, corpus) = if version == SENTIMENT_A || version == STANCE_A { (TEAM_A, CORPUS_A) } else { (TEAM_B, CORPUS_B) };
+        let job = Uuid::new_v4();
+        sqlx::query(
+            "INSERT INTO jobs (id, team_id, kind, state, parameters) VALUES ($1, $2, 'score', 'succeeded',
+                     jsonb_build_object('corpus_id', $3::uuid, 'model_version_id', $4::uuid))",
+        )
+        .bind(job)
+        .bind(team)
+        .bind(corpus)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+        let mine = predictions.iter().filter(|p| p.0 == version);
+        for (target_index, (_, corpus, seq, aspect, label, confidence)) in mine.enumerate() {
+            sqlx::query(
+                "INSERT INTO predictions (job_id, corpus_id, seq, target_index, model_version_id, aspect,
+                                          span_start, span_end, label, confidence, probabilities, scored_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, 0, 3, $7, $8, ARRAY[$8, 1 - $8]::real[], '2026-01-07 12:00:00+00')",
+            )
+            .bind(job)
+            .bind(corpus)
+            .bind(seq)
+            .bind(target_index as i32)
+            .bind(version)
+            .bind(aspect)
+            .bind(label)
+            .bind(confidence)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// team, corpus, model version, day, aspect, mentions, positive, negative, neutral, mean confidence.
+type DailyRow = (Uuid, String, Uuid, String, String, i64, i64, i64, i64, f64);
+
+async fn login_pool(db_url: &str, role: &str, password: &str) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = db_url.parse::<PgConnectOptions>()?.username(role).password(password);
+    Ok(PgPoolOptions::new().max_connections(2).connect_with(options).await?)
+}
+
+fn assert_permission_denied(result: Result<sqlx::postgres::PgRow, sqlx::Error>, what: &str) {
+    match result {
+        Ok(_) => panic!("{what}: a BI login must not read it"),
+        Err(e) => assert!(e.to_string().contains("permission denied"), "{what}: {e}"),
+    }
+}
+
+/// Every check; runs in its own task so the caller can drop the roles even when an
+/// assertion fails.
+async fn checks(pool: PgPool, db_url: String, login_a: String, login_b: String) -> anyhow::Result<()> {
+    seed(&pool).await?;
+
+    // --- create_login: failures leave nothing behind.
+    let roles_named = |name: String| {
+        let pool = pool.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1").bind(name).fetch_one(&pool).await.unwrap();
+            n
+        }
+    };
+    for bad in ["Bad", "pg_reader", "x"] {
+        assert!(bi::create_login(&pool, TEAM_A, bad, "pw").await.is_err(), "{bad} accepted");
+    }
+    let err = bi::create_login(&pool, Uuid::from_u128(0xdead), &login_a, "pw").await.unwrap_err();
+    assert!(err.to_string().contains("not found"), "{err}");
+    assert_eq!(roles_named(login_a.clone()).await, 0, "a failed create_login left its role behind");
+
+    bi::create_login(&pool, TEAM_A, &login_a, "secret-a").await?;
+    bi::create_login(&pool, TEAM_B, &login_b, "secret-b").await?;
+    let err = bi::create_login(&pool, TEAM_B, &login_a, "other").await.unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    let logins: Vec<(String, Uuid)> =
+        sqlx::query_as("SELECT role_name, team_id FROM bi_logins ORDER BY team_id").fetch_all(&pool).await?;
+    assert_eq!(logins, vec![(login_a.clone(), TEAM_A), (login_b.clone(), TEAM_B)]);
+    let (can_login, in_group): (bool, bool) =
+        sqlx::query_as("SELECT rolcanlogin, pg_has_role(oid, 'absa_bi', 'MEMBER') FROM pg_roles WHERE rolname = $1")
+            .bind(&login_a)
+            .fetch_one(&pool)
+            .await?;
+    assert!(can_login && in_group);
+
+    // --- Team A's login.
+    let a = login_pool(&db_url, &login_a, "secret-a").await?;
+    let (who, team): (String, Option<Uuid>) = sqlx::query_as("SELECT current_user::text, bi_team()").fetch_one(&a).await?;
+    assert_eq!((who.as_str(), team), (login_a.as_str(), Some(TEAM_A)));
+    let other: Option<Uuid> = sqlx::query_scalar("SELECT bi_team($1)").bind(&login_b).fetch_one(&a).await?;
+    assert_eq!(other, None, "a login must not learn another login's team");
+
+    let rows = sqlx::query(
+        "SELECT team_id, corpus, corpus_id, external_id, seq, text, aspect, span_start, span_end, label, confidence,
+                model_version_id, base_model, job_id, metadata->>'source' AS source, published_at::text AS published_at,
+                scored_at::text AS scored_at
+         FROM bi_sentiment ORDER BY seq, aspect",
+    )
+    .fetch_all(&a)
+    .await?;
+    let seen: Vec<(String, i64, String, String, String, f32)> = rows
+        .iter()
+        .map(|r| {
+            assert_eq!(r.get::<Uuid, _>("team_id"), TEAM_A);
+            assert_eq!(r.get::<Uuid, _>("corpus_id"), CORPUS_A);
+            assert_eq!(r.get::<String, _>("corpus"), "reviews of team a");
+            assert_eq!(r.get::<Uuid, _>("model_version_id"), SENTIMENT_A);
+            assert_eq!(r.get::<String, _>("base_model"), "minilm-a");
+            assert_eq!(r.get::<String, _>("source"), r.get::<String, _>("external_id"));
+            assert_eq!((r.get::<i32, _>("span_start"), r.get::<i32, _>("span_end")), (0, 3));
+            let _: Uuid = r.get("job_id");
+            let _: String = r.get("scored_at");
+            (
+                r.get("external_id"),
+                r.get("seq"),
+                r.get("aspect"),
+                r.get("label"),
+                r.get::<String, _>("text").chars().take(7).collect(),
+                r.get("confidence"),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, i64, String, String, String, f32)> = [
+        ("a-0", 0, "battery", "negative", "The Scr", 0.6),
+        ("a-0", 0, "Screen", "positive", "The Scr", 0.9),
+        ("a-1", 1, "screen", "negative", "Dim scr", 0.7),
+        ("a-2", 2, "screen", "neutral", "screen ", 0.5),
+    ]
+    .iter()
+    .map(|&(e, s, a, l, t, c)| (e.into(), s, a.into(), l.into(), t.into(), c))
+    .collect();
+    // ORDER BY aspect is the collation's order; compare as sorted by (seq, aspect lower-cased).
+    let mut seen_sorted = seen.clone();
+    seen_sorted.sort_by_key(|x| (x.1, x.2.to_lowercase()));
+    assert_eq!(seen_sorted, expected);
+    let published: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT (published_at AT TIME ZONE 'UTC')::text FROM bi_sentiment WHERE aspect = 'screen' ORDER BY seq").fetch_all(&a).await?;
+    assert!(published[0].as_deref().is_some_and(|p| p.starts_with("2026-01-05")) && published[1].is_none(), "{published:?}");
+
+    let stance: Vec<(String, String, String, f32, Uuid, String)> = sqlx::query_as(
+        "SELECT external_id, target, stance, confidence, team_id, base_model FROM bi_stance ORDER BY seq",
+    )
+    .fetch_all(&a)
+    .await?;
+    assert_eq!(
+        stance,
+        vec![
+            ("a-0".into(), "policy".into(), "favor".into(), 0.8, TEAM_A, "stance-a".into()),
+            ("a-1".into(), "policy".into(), "against".into(), 0.6, TEAM_A, "stance-a".into()),
+        ]
+    );
+
+    let daily: Vec<DailyRow> = sqlx::query_as(
+        "SELECT team_id, corpus, model_version_id, day::text, aspect, mentions, positive, negative, neutral, mean_confidence
+         FROM bi_daily_aspect_sentiment ORDER BY day, aspect",
+    )
+    .fetch_all(&a)
+    .await?;
+    let summary: Vec<(&str, &str, i64, i64, i64, i64)> =
+        daily.iter().map(|d| (d.3.as_str(), d.4.as_str(), d.5, d.6, d.7, d.8)).collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("2026-01-05", "battery", 1, 0, 1, 0),
+            ("2026-01-05", "screen", 2, 1, 1, 0), // "Screen" and "screen" are one aspect
+            ("2026-01-07", "screen", 1, 0, 0, 1), // no publication time: the scoring day
+        ]
+    );
+    for (d, mean) in daily.iter().zip([0.6, 0.8, 0.5]) {
+        assert_eq!((d.0, d.1.as_str(), d.2), (TEAM_A, "reviews of team a", SENTIMENT_A));
+        assert!((d.9 - mean).abs() < 1e-6, "{d:?}: mean confidence {mean} expected");
+    }
+
+    // Nothing of team B, by any route; not even a filter on B's ids finds anything.
+    for view in ["bi_sentiment", "bi_stance", "bi_daily_aspect_sentiment"] {
+        let other: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {view} WHERE team_id = $1 OR corpus_id = $2"))
+            .bind(TEAM_B)
+            .bind(CORPUS_B)
+            .fetch_one(&a)
+            .await?;
+        assert_eq!(other, 0, "{view} shows team B's rows to team A");
+    }
+    let leaked: i64 = sqlx::query_scalar("SELECT count(*) FROM bi_sentiment WHERE text LIKE '%secret%'").fetch_one(&a).await?;
+    assert_eq!(leaked, 0);
+
+    // No base table, not even the login table.
+    for table in ["predictions", "documents", "corpora", "model_versions", "jobs", "teams", "bi_logins", "datasets", "artifacts"] {
+        assert_permission_denied(sqlx::query(&format!("SELECT * FROM {table} LIMIT 1")).fetch_one(&a).await, table);
+    }
+    // Nor a way around: the views cannot be written, nor can the login become the views' owner.
+    assert!(sqlx::query("DELETE FROM bi_sentiment").execute(&a).await.is_err());
+    assert!(sqlx::query("SET ROLE absa_bi_owner").execute(&a).await.is_err());
+
+    // --- Team B's login sees B's rows only.
+    let b = login_pool(&db_url, &login_b, "secret-b").await?;
+    let b_rows: Vec<(Uuid, String)> = sqlx::query_as("SELECT team_id, external_id FROM bi_sentiment ORDER BY seq").fetch_all(&b).await?;
+    assert_eq!(b_rows, vec![(TEAM_B, "b-0".into()), (TEAM_B, "b-1".into())]);
+    let b_stance: Vec<(Uuid, String)> = sqlx::query_as("SELECT team_id, stance FROM bi_stance").fetch_all(&b).await?;
+    assert_eq!(b_stance, vec![(TEAM_B, "against".into())]);
+    a.close().await;
+    b.close().await;
+
+    // --- The service role owns the tables: row-level security does not apply to it.
+    for (table, expected) in [("predictions", 9i64), ("documents", 5), ("corpora", 2), ("model_versions", 4), ("jobs", 4)] {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}")).fetch_one(&pool).await?;
+        assert_eq!(n, expected, "the service role sees {n} rows of {table}");
+    }
+    // The views are for BI logins: any other role (the service role included) has no
+    // team there, so they show it nothing.
+    let service_view: i64 = sqlx::query_scalar("SELECT count(*) FROM bi_sentiment").fetch_one(&pool).await?;
+    assert_eq!(service_view, 0);
+
+    // --- drop_login removes the role and its row; only the team's own logins.
+    assert!(!bi::drop_login(&pool, TEAM_B, &login_a).await?, "team B dropped team A's login");
+    assert!(bi::drop_login(&pool, TEAM_A, &login_a).await?);
+    assert!(!bi::drop_login(&pool, TEAM_A, &login_a).await?);
+    assert_eq!(roles_named(login_a.clone()).await, 0);
+    assert!(bi::drop_login(&pool, TEAM_B, &login_b).await?);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM bi_logins").fetch_one(&pool).await?;
+    assert_eq!(left, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn bi_logins_see_their_own_team_through_the_views_and_nothing_else() {
+    let db_name = format!("absa_e2e_bi_{}", Uuid::new_v4().simple());
+    let db_url = absa_platform::db::create_database(&admin_url(), &db_name).await.expect("create database");
+    let pool = PgPool::connect(&db_url).await.expect("connect");
+    absa_platform::db::migrate(&pool).await.expect("migrate");
+
+    let suffix = &Uuid::new_v4().simple().to_string()[..12];
+    let (login_a, login_b) = (format!("bi_test_a_{suffix}"), format!("bi_test_b_{suffix}"));
+    let outcome = tokio::spawn(checks(pool.clone(), db_url.clone(), login_a.clone(), login_b.clone())).await;
+
+    // Roles outlive databases: drop them whatever happened above.
+    pool.close().await;
+    let mut admin = PgConnection::connect(&admin_url()).await.expect("admin connection");
+    absa_platform::db::drop_database(&admin_url(), &db_name).await.expect("drop database");
+    for role in [&login_a, &login_b] {
+        sqlx::query(&format!(r#"DROP ROLE IF EXISTS "{role}""#)).execute(&mut admin).await.expect("drop role");
+    }
+    match outcome {
+        Ok(result) => result.expect("checks"),
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
