@@ -1,0 +1,1086 @@
+//! `absa`: the command-line client for the service's HTTP API (see api/API.md).
+
+mod client;
+mod config;
+mod output;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Map, Value};
+
+use client::{ApiError, Client};
+use output::{count_of, fields, get, list, metric, percent, table, time, truncate};
+
+#[derive(Parser)]
+#[command(name = "absa", version, about = "Command-line client for the ABSA service's HTTP API")]
+#[command(after_help = "Settings: flags beat environment variables, which beat the config file \
+(~/.config/absa/cli.toml with keys api_url and api_key).")]
+struct Cli {
+    /// API base URL [env: ABSA_API_URL] [default: http://127.0.0.1:8080]
+    #[arg(long, global = true, value_name = "URL", help_heading = "Global options")]
+    api_url: Option<String>,
+    /// API key, sent as a Bearer token [env: ABSA_API_KEY]
+    #[arg(long, global = true, value_name = "KEY", help_heading = "Global options")]
+    api_key: Option<String>,
+    /// Config file [env: ABSA_CLI_CONFIG] [default: ~/.config/absa/cli.toml]
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Global options")]
+    config: Option<PathBuf>,
+    /// Print the server's JSON answers instead of tables
+    #[arg(long, global = true, help_heading = "Global options")]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Upload a labelled dataset or an unlabelled corpus (streamed)
+    #[command(subcommand)]
+    Upload(Upload),
+    /// List the team's datasets
+    Datasets,
+    /// List the team's corpora
+    Corpora,
+    /// Submit a training job
+    Train(Train),
+    /// Submit a scoring job over a corpus
+    Score(Score),
+    /// List jobs, newest first
+    Jobs {
+        /// Only jobs in this state
+        #[arg(long, value_parser = ["queued", "dispatched", "running", "succeeded", "failed", "cancelled"])]
+        state: Option<String>,
+        /// Only jobs of this kind
+        #[arg(long, value_parser = ["train", "score", "sweep"])]
+        kind: Option<String>,
+        /// At most this many
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Show a job with its last events
+    Job {
+        id: String,
+        /// How many of the last events to show
+        #[arg(long, default_value_t = 10)]
+        events: usize,
+    },
+    /// Follow a job until it ends; exit code 1 when it failed or was cancelled
+    #[command(visible_alias = "wait")]
+    Watch { id: String },
+    /// Cancel a job (and its shards)
+    Cancel { id: String },
+    /// Per-epoch metrics of a training job
+    Metrics { job_id: String },
+    /// List model versions
+    Models,
+    /// Show a model version
+    Model { id: String },
+    /// Compare model versions metric by metric
+    Compare {
+        #[arg(num_args = 2.., required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// List aliases
+    Aliases,
+    /// Move an alias
+    #[command(subcommand)]
+    Alias(AliasCmd),
+    /// Promote a model version to an alias if it beats the alias's current version;
+    /// exit code 1 when refused
+    Promote {
+        version_id: String,
+        #[arg(long, default_value = "production")]
+        alias: String,
+        #[arg(long, value_enum, default_value_t = Metric::MacroF1)]
+        metric: Metric,
+    },
+    /// Download a scoring job's predictions (streamed)
+    Export {
+        job_id: String,
+        /// File format [default: from the output file's extension, else csv]
+        #[arg(long, value_enum)]
+        format: Option<ExportFormat>,
+        /// Output file ("-" for standard output)
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// List retrain schedules
+    Schedules,
+    /// Add, show or remove a retrain schedule
+    #[command(subcommand)]
+    Schedule(ScheduleCmd),
+    /// Who the API key belongs to
+    Me,
+    /// Manage API keys (admin)
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+#[derive(Subcommand)]
+enum Upload {
+    /// Append labelled rows (text, aspect, start, end, label) to a dataset (mlops)
+    Dataset {
+        /// File to upload (jsonl, csv or parquet)
+        file: PathBuf,
+        /// Dataset name (created if new)
+        #[arg(long)]
+        name: String,
+        /// Split the rows go to [default: the server's]
+        #[arg(long, value_parser = ["train", "validation", "test"])]
+        split: Option<String>,
+        /// File format [default: from the extension]
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Column holding the text
+        #[arg(long, value_name = "COLUMN")]
+        text_column: Option<String>,
+        /// Column holding the aspect
+        #[arg(long, value_name = "COLUMN")]
+        aspect_column: Option<String>,
+        /// Column holding the span start
+        #[arg(long, value_name = "COLUMN")]
+        start_column: Option<String>,
+        /// Column holding the span end
+        #[arg(long, value_name = "COLUMN")]
+        end_column: Option<String>,
+        /// Column holding the label
+        #[arg(long, value_name = "COLUMN")]
+        label_column: Option<String>,
+        #[command(flatten)]
+        show: ShowErrors,
+    },
+    /// Append documents (text, optional id, aspect, start, end, published_at) to a corpus
+    Corpus {
+        /// File to upload (jsonl, csv or parquet)
+        file: PathBuf,
+        /// Corpus name (created if new)
+        #[arg(long)]
+        name: String,
+        /// File format [default: from the extension]
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        #[command(flatten)]
+        show: ShowErrors,
+    },
+}
+
+#[derive(Args)]
+struct ShowErrors {
+    /// How many row errors to print
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    show_errors: usize,
+}
+
+#[derive(Args)]
+struct Train {
+    /// Dataset id
+    #[arg(long)]
+    dataset: String,
+    /// Base model, e.g. all-minilm-l6-v2
+    #[arg(long)]
+    base_model: String,
+    /// Learning rate
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Number of epochs
+    #[arg(long)]
+    epochs: Option<u32>,
+    /// Batch size
+    #[arg(long)]
+    batch_size: Option<u32>,
+    /// Random seed
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Any other hyperparameter, e.g. --hp warmup_steps=100 (value parsed as JSON, else a string)
+    #[arg(long = "hp", value_name = "KEY=VALUE")]
+    hyperparameters: Vec<String>,
+    /// Number of GPUs
+    #[arg(long)]
+    gpus: Option<u32>,
+    /// Promote the new version to this alias if it beats the alias's current version
+    #[arg(long, value_name = "ALIAS")]
+    promote: Option<String>,
+    /// Metric that decides the promotion
+    #[arg(long, value_enum, default_value_t = Metric::MacroF1, requires = "promote")]
+    metric: Metric,
+    #[command(flatten)]
+    submit: Submit,
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("model_choice").required(true).args(["model", "alias"]))]
+struct Score {
+    /// Corpus id
+    #[arg(long)]
+    corpus: String,
+    /// Model version id
+    #[arg(long, value_name = "VERSION_ID")]
+    model: Option<String>,
+    /// Alias naming the model version, e.g. production
+    #[arg(long, value_name = "NAME")]
+    alias: Option<String>,
+    /// Documents per shard
+    #[arg(long)]
+    shard_size: Option<u32>,
+    /// Find targets with this lexicon instead of the corpus's given aspects (comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "TERMS")]
+    lexicon: Vec<String>,
+    #[command(flatten)]
+    submit: Submit,
+}
+
+#[derive(Args)]
+struct Submit {
+    /// Submitting again with the same key returns the first job instead of a new one
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
+    /// Follow the job until it ends (as `absa watch`)
+    #[arg(long)]
+    wait: bool,
+}
+
+#[derive(Subcommand)]
+enum AliasCmd {
+    /// Point an alias at a model version (unconditionally; see `promote`)
+    Set { name: String, version_id: String },
+}
+
+#[derive(Subcommand)]
+enum ScheduleCmd {
+    /// Add a retrain schedule (mlops)
+    Add {
+        #[arg(long)]
+        name: String,
+        /// Dataset id
+        #[arg(long)]
+        dataset: String,
+        #[arg(long)]
+        base_model: String,
+        /// Cron expression: 5 fields (minute hour day month weekday), or 6 with seconds first
+        #[arg(long)]
+        cron: Option<String>,
+        /// Also retrain when rows are added to the dataset
+        #[arg(long)]
+        on_new_rows: bool,
+        /// Hyperparameters, e.g. --hp epochs=3 (value parsed as JSON, else a string)
+        #[arg(long = "hp", value_name = "KEY=VALUE")]
+        hyperparameters: Vec<String>,
+        /// Alias to promote to [server default: production]
+        #[arg(long, value_name = "ALIAS")]
+        promote: Option<String>,
+        #[arg(long, value_enum, default_value_t = Metric::MacroF1, requires = "promote")]
+        metric: Metric,
+    },
+    /// Show a schedule
+    Show { id: String },
+    /// Delete a schedule
+    Rm { id: String },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Create an API key (shown once)
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: Role,
+    },
+    /// List API keys
+    List,
+    /// Revoke an API key
+    Rm { id: String },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Format {
+    Jsonl,
+    Csv,
+    Parquet,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Csv,
+    Parquet,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Metric {
+    #[value(name = "macro_f1")]
+    MacroF1,
+    Accuracy,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Role {
+    Analyst,
+    Mlops,
+    Admin,
+}
+
+fn name_of(v: impl ValueEnum) -> String {
+    v.to_possible_value().expect("no skipped values").get_name().to_owned()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let flags = config::Layer { api_url: cli.api_url.clone(), api_key: cli.api_key.clone() };
+    let settings = config::load(flags, cli.config.clone(), |k| std::env::var(k).ok())?;
+    let c = Client::new(&settings.api_url, settings.api_key.clone());
+    let json = cli.json;
+    // Prints the raw answer with --json, else the rendering.
+    let show = |v: &Value, render: &dyn Fn(&Value) -> String| {
+        if json {
+            print_json(v)
+        } else {
+            print(&render(v))
+        }
+    };
+
+    match cli.command {
+        Command::Upload(u) => return upload(&c, u, json),
+        Command::Datasets => show(&c.get("/v1/datasets", &[])?, &datasets_table),
+        Command::Corpora => show(&c.get("/v1/corpora", &[])?, &corpora_table),
+        Command::Train(t) => {
+            let body = train_body(&t)?;
+            return submit(&c, "/v1/jobs/train", body, &t.submit, json);
+        }
+        Command::Score(s) => {
+            let body = score_body(&s);
+            return submit(&c, "/v1/jobs/score", body, &s.submit, json);
+        }
+        Command::Jobs { state, kind, limit } => {
+            let mut q = Vec::new();
+            if let Some(s) = state {
+                q.push(("state", s));
+            }
+            if let Some(k) = kind {
+                q.push(("kind", k));
+            }
+            if let Some(l) = limit {
+                q.push(("limit", l.to_string()));
+            }
+            show(&c.get("/v1/jobs", &q)?, &jobs_table);
+        }
+        Command::Job { id, events } => show(&c.get(&job_path(&id, ""), &[])?, &|j| job_details(j, events)),
+        Command::Watch { id } => return watch(&c, &id, json),
+        Command::Cancel { id } => {
+            let job = c.post(&job_path(&id, "/cancel"), &Value::Null, &[])?.body;
+            show(&job, &|j| format!("job {} {}\n", get(j, "id"), get(j, "state")));
+        }
+        Command::Metrics { job_id } => show(&c.get(&job_path(&job_id, "/metrics"), &[])?, &metrics_table),
+        Command::Models => show(&c.get("/v1/models", &[])?, &models_table),
+        Command::Model { id } => show(&c.get(&format!("/v1/models/{}", seg(&id)), &[])?, &model_details),
+        Command::Compare { ids } => {
+            let v = c.get("/v1/models/compare", &[("ids", ids.join(","))])?;
+            show(&v, &|v| compare_view(v, &ids));
+        }
+        Command::Aliases => show(&c.get("/v1/aliases", &[])?, &aliases_table),
+        Command::Alias(AliasCmd::Set { name, version_id }) => {
+            let v = c.put(&format!("/v1/aliases/{}", seg(&name)), &json!({ "model_version_id": version_id }))?;
+            show(&v, &|a| format!("{} -> {}\n", get(a, "name"), get(a, "model_version_id")));
+        }
+        Command::Promote { version_id, alias, metric } => return promote(&c, &version_id, &alias, metric, json),
+        Command::Export { job_id, format, output } => export(&c, &job_id, format, &output)?,
+        Command::Schedules => show(&c.get("/v1/schedules", &[])?, &schedules_table),
+        Command::Schedule(ScheduleCmd::Add { name, dataset, base_model, cron, on_new_rows, hyperparameters, promote, metric }) => {
+            let mut body = json!({ "name": name, "dataset_id": dataset, "base_model": base_model, "on_new_rows": on_new_rows });
+            let hp = parse_hyperparameters(&hyperparameters, Map::new())?;
+            if !hp.is_empty() {
+                body["hyperparameters"] = Value::Object(hp);
+            }
+            if let Some(c) = cron {
+                body["cron"] = json!(c);
+            }
+            if let Some(a) = promote {
+                body["promote"] = json!({ "alias": a, "metric": name_of(metric) });
+            }
+            show(&c.post("/v1/schedules", &body, &[])?.body, &schedule_details);
+        }
+        Command::Schedule(ScheduleCmd::Show { id }) => show(&c.get(&format!("/v1/schedules/{}", seg(&id)), &[])?, &schedule_details),
+        Command::Schedule(ScheduleCmd::Rm { id }) => {
+            let v = c.delete(&format!("/v1/schedules/{}", seg(&id)))?;
+            show(&v, &|_| format!("schedule {id} deleted\n"));
+        }
+        Command::Me => show(&c.get("/v1/me", &[])?, &|v| {
+            fields(&[
+                ("team", get(v, "team")),
+                ("team id", get(v, "team_id")),
+                ("role", get(v, "role")),
+                ("key id", get(v, "key_id")),
+                ("api", c.base().to_owned()),
+            ])
+        }),
+        Command::Keys(KeysCmd::Create { name, role }) => {
+            let v = c.post("/v1/keys", &json!({ "name": name, "role": name_of(role) }), &[])?.body;
+            show(&v, &|k| {
+                let mut s = fields(&[("id", get(k, "id")), ("name", get(k, "name")), ("role", get(k, "role")), ("key", get(k, "key"))]);
+                s.push_str("The key is shown only this once: store it now.\n");
+                s
+            });
+        }
+        Command::Keys(KeysCmd::List) => show(&c.get("/v1/keys", &[])?, &|v| {
+            let keys = list(v, "keys");
+            let rows: Vec<Vec<String>> =
+                keys.iter().map(|k| vec![get(k, "id"), get(k, "name"), get(k, "role"), time(k, "created_at")]).collect();
+            table(&["ID", "NAME", "ROLE", "CREATED"], &rows)
+        }),
+        Command::Keys(KeysCmd::Rm { id }) => {
+            let v = c.delete(&format!("/v1/keys/{}", seg(&id)))?;
+            show(&v, &|_| format!("key {id} revoked\n"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---- printing ----
+
+/// Writes to standard output; a closed pipe (`absa jobs | head`) ends the program quietly.
+fn print(s: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(s.as_bytes()).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing output: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn print_json(v: &Value) {
+    print(&format!("{}\n", serde_json::to_string_pretty(v).expect("JSON values serialize")));
+}
+
+/// A path segment: ids and names go into URLs percent-encoded.
+fn seg(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn job_path(id: &str, rest: &str) -> String {
+    format!("/v1/jobs/{}{rest}", seg(id))
+}
+
+// ---- uploads ----
+
+fn format_of(path: &Path, given: Option<Format>) -> Result<Format> {
+    if let Some(f) = given {
+        return Ok(f);
+    }
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    Ok(match ext.as_str() {
+        "jsonl" | "ndjson" => Format::Jsonl,
+        "csv" => Format::Csv,
+        "parquet" | "pq" => Format::Parquet,
+        _ => bail!("cannot tell the format of {} from its extension; pass --format jsonl|csv|parquet", path.display()),
+    })
+}
+
+fn upload(c: &Client, u: Upload, json: bool) -> Result<ExitCode> {
+    let (what, path, name, format, mut query, show_errors) = match u {
+        Upload::Dataset { file, name, split, format, text_column, aspect_column, start_column, end_column, label_column, show } => {
+            let mut q = Vec::new();
+            if let Some(s) = split {
+                q.push(("split", s));
+            }
+            for (k, v) in [
+                ("text_column", text_column),
+                ("aspect_column", aspect_column),
+                ("start_column", start_column),
+                ("end_column", end_column),
+                ("label_column", label_column),
+            ] {
+                if let Some(v) = v {
+                    q.push((k, v));
+                }
+            }
+            ("dataset", file, name, format, q, show.show_errors)
+        }
+        Upload::Corpus { file, name, format, show } => ("corpus", file, name, format, Vec::new(), show.show_errors),
+    };
+    let format = format_of(&path, format)?;
+    query.insert(0, ("name", name));
+    query.insert(1, ("format", name_of(format)));
+    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
+    let content_type = match format {
+        Format::Jsonl => "application/x-ndjson",
+        Format::Csv => "text/csv",
+        Format::Parquet => "application/vnd.apache.parquet",
+    };
+
+    let bar = ProgressBar::new(len).with_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("uploading {}", path.display()));
+    let reader = EndNotice { inner: bar.wrap_read(file), bar: bar.clone() };
+    let endpoint = if what == "dataset" { "/v1/datasets" } else { "/v1/corpora" };
+    let result = c.upload(endpoint, &query, content_type, len, reader);
+    bar.finish_and_clear();
+    let v = result?.body;
+    if json {
+        print_json(&v);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (id, added, total, unit) = if what == "dataset" {
+        ("dataset_id", "rows_added", "rows_total", "rows")
+    } else {
+        ("corpus_id", "documents_added", "documents_total", "documents")
+    };
+    let mut s = format!(
+        "{what} {} ({}): {} {unit} added, {} in total\n",
+        get(&v, "name"),
+        get(&v, id),
+        count_of(&v, added),
+        count_of(&v, total)
+    );
+    let errors = list(&v, "errors");
+    let error_count = v.get("error_count").and_then(Value::as_i64).unwrap_or(errors.len() as i64);
+    s.push_str(&output::row_errors(errors, error_count, show_errors));
+    print(&s);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Says "waiting for the server" on the bar once the whole file has been read.
+struct EndNotice<R> {
+    inner: R,
+    bar: ProgressBar,
+}
+
+impl<R: Read> Read for EndNotice<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.bar.set_message("sent; waiting for the server");
+        }
+        Ok(n)
+    }
+}
+
+fn datasets_table(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = list(v, "datasets")
+        .iter()
+        .map(|d| {
+            let splits = match d.get("rows").and_then(Value::as_object) {
+                Some(m) if !m.is_empty() => m.iter().map(|(k, n)| format!("{k} {}", output::cell(n))).collect::<Vec<_>>().join(", "),
+                _ => "-".into(),
+            };
+            vec![get(d, "id"), get(d, "name"), splits, get(d, "label_names"), time(d, "created_at")]
+        })
+        .collect();
+    table(&["ID", "NAME", "ROWS", "LABELS", "CREATED"], &rows)
+}
+
+fn corpora_table(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = list(v, "corpora")
+        .iter()
+        .map(|d| vec![get(d, "id"), get(d, "name"), count_of(d, "documents"), time(d, "created_at")])
+        .collect();
+    table(&["ID", "NAME", "DOCUMENTS", "CREATED"], &rows)
+}
+
+// ---- jobs ----
+
+/// `KEY=VALUE` pairs into a JSON object; values parsed as JSON, else kept as strings.
+fn parse_hyperparameters(pairs: &[String], mut into: Map<String, Value>) -> Result<Map<String, Value>> {
+    for pair in pairs {
+        let Some((k, v)) = pair.split_once('=') else { bail!("--hp {pair:?}: expected KEY=VALUE") };
+        let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()));
+        into.insert(k.trim().to_owned(), value);
+    }
+    Ok(into)
+}
+
+fn train_body(t: &Train) -> Result<Value> {
+    let mut hp = Map::new();
+    if let Some(v) = t.lr {
+        hp.insert("learning_rate".into(), json!(v));
+    }
+    if let Some(v) = t.epochs {
+        hp.insert("epochs".into(), json!(v));
+    }
+    if let Some(v) = t.batch_size {
+        hp.insert("batch_size".into(), json!(v));
+    }
+    if let Some(v) = t.seed {
+        hp.insert("seed".into(), json!(v));
+    }
+    let hp = parse_hyperparameters(&t.hyperparameters, hp)?;
+    let mut body = json!({ "dataset_id": t.dataset, "base_model": t.base_model });
+    if !hp.is_empty() {
+        body["hyperparameters"] = Value::Object(hp);
+    }
+    if let Some(g) = t.gpus {
+        body["gpus"] = json!(g);
+    }
+    if let Some(a) = &t.promote {
+        body["promote"] = json!({ "alias": a, "metric": name_of(t.metric) });
+    }
+    Ok(body)
+}
+
+fn score_body(s: &Score) -> Value {
+    let mut body = json!({ "corpus_id": s.corpus });
+    if let Some(m) = &s.model {
+        body["model_version_id"] = json!(m);
+    }
+    if let Some(a) = &s.alias {
+        body["alias"] = json!(a);
+    }
+    if let Some(n) = s.shard_size {
+        body["shard_size"] = json!(n);
+    }
+    if !s.lexicon.is_empty() {
+        body["target_mode"] = json!("lexicon");
+        body["lexicon"] = json!(s.lexicon);
+    }
+    body
+}
+
+fn submit(c: &Client, path: &str, body: Value, s: &Submit, json: bool) -> Result<ExitCode> {
+    let headers: Vec<(&str, String)> = s.idempotency_key.iter().map(|k| ("Idempotency-Key", k.clone())).collect();
+    let reply = c.post(path, &body, &headers)?;
+    let job = reply.body;
+    let id = job.get("id").and_then(Value::as_str).context("the server's answer has no job id")?.to_owned();
+    if s.wait {
+        if !json {
+            eprintln!("{}", submitted_line(&job, reply.status));
+        }
+        return watch(c, &id, json);
+    }
+    if json {
+        print_json(&job);
+    } else {
+        print(&format!("{}\n", submitted_line(&job, reply.status)));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn submitted_line(job: &Value, status: u16) -> String {
+    if status == 200 {
+        format!("{} job {} already submitted with this idempotency key ({})", get(job, "kind"), get(job, "id"), get(job, "state"))
+    } else {
+        format!("submitted {} job {} ({})", get(job, "kind"), get(job, "id"), get(job, "state"))
+    }
+}
+
+fn jobs_table(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = list(v, "jobs")
+        .iter()
+        .map(|j| {
+            vec![
+                get(j, "id"),
+                get(j, "kind"),
+                get(j, "state"),
+                percent(j.get("progress").and_then(Value::as_f64)),
+                time(j, "created_at"),
+                time(j, "updated_at"),
+                j.get("last_error").and_then(Value::as_str).map(|e| truncate(e, 60)).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["ID", "KIND", "STATE", "PROGRESS", "CREATED", "UPDATED", "ERROR"], &rows)
+}
+
+fn job_details(j: &Value, last_events: usize) -> String {
+    let mut f = vec![
+        ("id", get(j, "id")),
+        ("kind", get(j, "kind")),
+        ("state", get(j, "state")),
+        ("progress", percent(j.get("progress").and_then(Value::as_f64))),
+        ("attempts", match j.get("max_attempts").and_then(Value::as_i64) {
+            Some(max) => format!("{} of {max}", get(j, "attempts")),
+            None => get(j, "attempts"),
+        }),
+        ("created", time(j, "created_at")),
+        ("updated", time(j, "updated_at")),
+    ];
+    if j.get("model_version_id").is_some_and(|v| !v.is_null()) {
+        f.push(("model version", get(j, "model_version_id")));
+    }
+    if let Some(sh) = j.get("shards").filter(|v| v.is_object()) {
+        f.push((
+            "shards",
+            format!(
+                "{} total: {} succeeded, {} failed, {} running, {} queued",
+                get(sh, "total"),
+                get(sh, "succeeded"),
+                get(sh, "failed"),
+                get(sh, "running"),
+                get(sh, "queued")
+            ),
+        ));
+    }
+    f.push(("parameters", output::cell(j.get("parameters").unwrap_or(&Value::Null))));
+    if j.get("last_error").is_some_and(|v| !v.is_null()) {
+        f.push(("last error", get(j, "last_error")));
+    }
+    let mut s = fields(&f);
+    let events = list(j, "events");
+    if !events.is_empty() {
+        let from = events.len().saturating_sub(last_events);
+        s.push_str(&format!("\nevents (last {} of {}):\n", events.len() - from, events.len()));
+        let rows: Vec<Vec<String>> = events[from..]
+            .iter()
+            .map(|e| vec![time(e, "at"), get(e, "kind"), truncate(&output::cell(e.get("detail").unwrap_or(&Value::Null)), 100)])
+            .collect();
+        s.push_str(&table(&["AT", "KIND", "DETAIL"], &rows));
+    }
+    s
+}
+
+/// Polls the job every second with a progress bar until it is final.
+fn watch(c: &Client, id: &str, json: bool) -> Result<ExitCode> {
+    let bar = ProgressBar::new(1000).with_style(
+        ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {msg} ({elapsed})").expect("valid template").progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let path = job_path(id, "");
+    let mut failures = 0;
+    let mut last_line = String::new();
+    let mut last_logged = String::new();
+    let job = loop {
+        match c.get(&path, &[]) {
+            Ok(job) => {
+                failures = 0;
+                bar.set_prefix(format!("{} {}", get(&job, "kind"), id.chars().take(8).collect::<String>()));
+                let p = job.get("progress").and_then(Value::as_f64).unwrap_or(0.0);
+                bar.set_position((p.clamp(0.0, 1.0) * 1000.0) as u64);
+                let line = output::job_status(&job);
+                bar.set_message(line.clone());
+                // Without a terminal the bar is hidden: print changes as lines instead,
+                // progress in steps of 10%.
+                let mut coarse = job.clone();
+                coarse["progress"] = json!((p * 10.0).floor() / 10.0);
+                let coarse = output::job_status(&coarse);
+                if bar.is_hidden() && coarse != last_logged && !json {
+                    eprintln!("{} {coarse}", get(&job, "id"));
+                    last_logged = coarse;
+                }
+                last_line = line;
+                if output::is_final(job.get("state").and_then(Value::as_str).unwrap_or("")) {
+                    break job;
+                }
+            }
+            Err(e) if client::is_transient(&e) && failures < 30 => {
+                failures += 1;
+                bar.set_message(format!("{last_line} (retrying: {e})"));
+            }
+            Err(e) => {
+                bar.abandon();
+                return Err(e);
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    bar.finish_and_clear();
+    let state = get(&job, "state");
+    if json {
+        print_json(&job);
+    } else if state == "succeeded" {
+        let mut s = format!("job {} succeeded\n", get(&job, "id"));
+        if job.get("model_version_id").is_some_and(|v| !v.is_null()) {
+            s.push_str(&format!("model version: {}\n", get(&job, "model_version_id")));
+        }
+        print(&s);
+    }
+    if state == "succeeded" {
+        return Ok(ExitCode::SUCCESS);
+    }
+    match job.get("last_error").and_then(Value::as_str) {
+        Some(err) => eprintln!("job {} {state}: {err}", get(&job, "id")),
+        None => eprintln!("job {} {state}", get(&job, "id")),
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+fn metrics_table(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = list(v, "epochs")
+        .iter()
+        .map(|e| {
+            vec![
+                get(e, "epoch"),
+                metric(e, "train_loss"),
+                metric(e, "validation_loss"),
+                metric(e, "accuracy"),
+                metric(e, "macro_f1"),
+            ]
+        })
+        .collect();
+    table(&["EPOCH", "TRAIN_LOSS", "VALIDATION_LOSS", "ACCURACY", "MACRO_F1"], &rows)
+}
+
+// ---- models ----
+
+fn models_table(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = list(v, "models")
+        .iter()
+        .map(|m| {
+            let metrics = m.get("metrics").unwrap_or(&Value::Null);
+            vec![
+                get(m, "id"),
+                get(m, "base_model"),
+                get(m, "aliases"),
+                metric(metrics, "validation_macro_f1"),
+                metric(metrics, "validation_accuracy"),
+                time(m, "created_at"),
+            ]
+        })
+        .collect();
+    table(&["ID", "BASE_MODEL", "ALIASES", "VAL_MACRO_F1", "VAL_ACCURACY", "CREATED"], &rows)
+}
+
+fn model_details(m: &Value) -> String {
+    let mut s = fields(&[
+        ("id", get(m, "id")),
+        ("base model", get(m, "base_model")),
+        ("dataset", get(m, "dataset_id")),
+        ("training job", get(m, "training_job_id")),
+        ("labels", get(m, "label_names")),
+        ("aliases", get(m, "aliases")),
+        ("created", time(m, "created_at")),
+        ("lineage", get(m, "lineage")),
+    ]);
+    if let Some(metrics) = m.get("metrics").and_then(Value::as_object).filter(|o| !o.is_empty()) {
+        let mut names: Vec<&String> = metrics.keys().collect();
+        names.sort();
+        let rows: Vec<Vec<String>> = names.into_iter().map(|k| vec![k.clone(), output::cell(&metrics[k])]).collect();
+        s.push('\n');
+        s.push_str(&table(&["METRIC", "VALUE"], &rows));
+    }
+    s
+}
+
+fn compare_view(v: &Value, ids: &[String]) -> String {
+    let models = list(v, "models");
+    let rows: Vec<Vec<String>> =
+        models.iter().map(|m| vec![get(m, "id"), get(m, "base_model"), get(m, "aliases"), time(m, "created_at")]).collect();
+    let mut s = table(&["ID", "BASE_MODEL", "ALIASES", "CREATED"], &rows);
+    s.push('\n');
+    let empty = Map::new();
+    s.push_str(&output::compare(ids, v.get("metrics").and_then(Value::as_object).unwrap_or(&empty)));
+    s
+}
+
+fn aliases_table(v: &Value) -> String {
+    let rows: Vec<Vec<String>> =
+        list(v, "aliases").iter().map(|a| vec![get(a, "name"), get(a, "model_version_id"), time(a, "updated_at")]).collect();
+    table(&["NAME", "MODEL_VERSION", "UPDATED"], &rows)
+}
+
+fn promote(c: &Client, version_id: &str, alias: &str, metric: Metric, json: bool) -> Result<ExitCode> {
+    let body = json!({ "alias": alias, "metric": name_of(metric) });
+    let path = format!("/v1/models/{}/promote", seg(version_id));
+    let (v, promoted) = match c.post(&path, &body, &[]) {
+        Ok(reply) => (reply.body, true),
+        Err(e) => match e.downcast_ref::<ApiError>() {
+            Some(api) if api.status == 409 && api.body.get("promoted") == Some(&Value::Bool(false)) => (api.body.clone(), false),
+            _ => return Err(e),
+        },
+    };
+    if json {
+        print_json(&v);
+    } else {
+        let scores = match (v.get("candidate").and_then(Value::as_f64), v.get("current").and_then(Value::as_f64)) {
+            (Some(a), Some(b)) => format!(" ({}: candidate {a:.4}, current {b:.4})", name_of(metric)),
+            (Some(a), None) => format!(" ({}: candidate {a:.4}, alias was unset)", name_of(metric)),
+            _ => String::new(),
+        };
+        if promoted {
+            print(&format!("promoted {version_id} to {alias}{scores}\n"));
+        } else {
+            // The server's message already gives both scores.
+            match v.get("error").and_then(Value::as_str) {
+                Some(err) => print(&format!("not promoted: {err}\n")),
+                None => print(&format!("not promoted{scores}\n")),
+            }
+        }
+    }
+    Ok(if promoted { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+// ---- export ----
+
+fn export(c: &Client, job_id: &str, format: Option<ExportFormat>, output: &Path) -> Result<()> {
+    let to_stdout = output.as_os_str() == "-";
+    let format = format.unwrap_or_else(|| match output.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("parquet") => ExportFormat::Parquet,
+        _ => ExportFormat::Csv,
+    });
+    let (len, mut body) = c.download(&job_path(job_id, "/predictions"), &[("format", name_of(format))])?;
+    if to_stdout {
+        let mut out = std::io::stdout().lock();
+        std::io::copy(&mut body, &mut out).context("streaming predictions to standard output")?;
+        out.flush()?;
+        return Ok(());
+    }
+    // Written beside the target and renamed at the end: a failed download leaves no partial file.
+    let mut part = output.as_os_str().to_owned();
+    part.push(".part");
+    let part = PathBuf::from(part);
+    let bar = match len {
+        Some(n) => ProgressBar::new(n).with_style(
+            ProgressStyle::with_template("downloading [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}").expect("valid template").progress_chars("=> "),
+        ),
+        None => ProgressBar::new_spinner()
+            .with_style(ProgressStyle::with_template("{spinner} downloading {bytes} {bytes_per_sec}").expect("valid template")),
+    };
+    let result = (|| -> Result<u64> {
+        let mut file = std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
+        let n = std::io::copy(&mut bar.wrap_read(&mut body), &mut file).context("downloading predictions")?;
+        file.sync_all()?;
+        std::fs::rename(&part, output).with_context(|| format!("renaming {} to {}", part.display(), output.display()))?;
+        Ok(n)
+    })();
+    bar.finish_and_clear();
+    match result {
+        Ok(n) => {
+            eprintln!("wrote {} bytes of {} to {}", output::count(n as i64), name_of(format), output.display());
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&part);
+            Err(e)
+        }
+    }
+}
+
+// ---- schedules ----
+
+fn schedules_table(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = list(v, "schedules")
+        .iter()
+        .map(|s| {
+            vec![
+                get(s, "id"),
+                get(s, "name"),
+                get(s, "cron"),
+                get(s, "on_new_rows"),
+                get(s, "enabled"),
+                time(s, "next_run_at"),
+                time(s, "last_fired_at"),
+            ]
+        })
+        .collect();
+    table(&["ID", "NAME", "CRON", "ON_NEW_ROWS", "ENABLED", "NEXT_RUN", "LAST_FIRED"], &rows)
+}
+
+fn schedule_details(s: &Value) -> String {
+    let mut f = vec![
+        ("id", get(s, "id")),
+        ("name", get(s, "name")),
+        ("cron", get(s, "cron")),
+        ("on new rows", get(s, "on_new_rows")),
+        ("enabled", get(s, "enabled")),
+        ("next run", time(s, "next_run_at")),
+        ("last fired", time(s, "last_fired_at")),
+    ];
+    for key in ["dataset_id", "base_model", "hyperparameters", "promote"] {
+        if let Some(v) = s.get(key).filter(|v| !v.is_null()) {
+            f.push((key, output::cell(v)));
+        }
+    }
+    fields(&f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["absa", "--json", "score", "--corpus", "c", "--alias", "production", "--lexicon", "battery,screen"]).unwrap();
+        assert!(cli.json);
+        let Command::Score(s) = cli.command else { panic!() };
+        assert_eq!(
+            score_body(&s),
+            json!({"corpus_id": "c", "alias": "production", "target_mode": "lexicon", "lexicon": ["battery", "screen"]})
+        );
+        assert!(Cli::try_parse_from(["absa", "score", "--corpus", "c"]).is_err(), "a model or an alias is required");
+        assert!(Cli::try_parse_from(["absa", "score", "--corpus", "c", "--model", "m", "--alias", "a"]).is_err());
+        assert!(Cli::try_parse_from(["absa", "compare", "one"]).is_err(), "compare needs two ids");
+    }
+
+    #[test]
+    fn train_bodies_carry_only_what_was_given() {
+        let cli = Cli::try_parse_from([
+            "absa", "train", "--dataset", "d", "--base-model", "all-minilm-l6-v2", "--lr", "0.0001", "--epochs", "3", "--hp",
+            "warmup_steps=100", "--hp", "pooling=mean", "--promote", "production", "--metric", "accuracy",
+        ])
+        .unwrap();
+        let Command::Train(t) = cli.command else { panic!() };
+        assert_eq!(
+            train_body(&t).unwrap(),
+            json!({"dataset_id": "d", "base_model": "all-minilm-l6-v2",
+                   "hyperparameters": {"learning_rate": 0.0001, "epochs": 3, "warmup_steps": 100, "pooling": "mean"},
+                   "promote": {"alias": "production", "metric": "accuracy"}})
+        );
+        let cli = Cli::try_parse_from(["absa", "train", "--dataset", "d", "--base-model", "m"]).unwrap();
+        let Command::Train(t) = cli.command else { panic!() };
+        assert_eq!(train_body(&t).unwrap(), json!({"dataset_id": "d", "base_model": "m"}));
+    }
+
+    #[test]
+    fn formats_come_from_extensions() {
+        assert!(matches!(format_of(Path::new("a.JSONL"), None).unwrap(), Format::Jsonl));
+        assert!(matches!(format_of(Path::new("a.csv"), None).unwrap(), Format::Csv));
+        assert!(matches!(format_of(Path::new("a.parquet"), None).unwrap(), Format::Parquet));
+        assert!(matches!(format_of(Path::new("a.txt"), Some(Format::Csv)).unwrap(), Format::Csv));
+        assert!(format_of(Path::new("a.txt"), None).unwrap_err().to_string().contains("--format"));
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(seg("0f3c-AB_x.y~"), "0f3c-AB_x.y~");
+        assert_eq!(seg("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn job_details_show_shards_errors_and_the_last_events() {
+        let job = json!({
+            "id": "j1", "kind": "score", "state": "failed", "progress": 0.5, "attempts": 1,
+            "parameters": {"corpus_id": "c"}, "last_error": "shard 3: out of memory",
+            "created_at": "2026-01-02T03:04:05Z", "updated_at": "2026-01-02T03:05:05Z",
+            "shards": {"total": 4, "succeeded": 2, "failed": 1, "running": 0, "queued": 1},
+            "events": [
+                {"at": "2026-01-02T03:04:05Z", "kind": "submitted", "detail": {}},
+                {"at": "2026-01-02T03:04:06Z", "kind": "claimed", "detail": {"worker": "w1"}},
+                {"at": "2026-01-02T03:05:05Z", "kind": "failed", "detail": {"error": "out of memory"}}
+            ]
+        });
+        let s = job_details(&job, 2);
+        assert!(s.contains("shards:      4 total: 2 succeeded, 1 failed, 0 running, 1 queued\n"), "{s}");
+        assert!(s.contains("last error:  shard 3: out of memory\n"), "{s}");
+        assert!(s.contains("events (last 2 of 3):\n"), "{s}");
+        assert!(!s.contains("submitted"), "{s}");
+        assert!(s.contains("2026-01-02 03:04:06Z  claimed  {\"worker\":\"w1\"}\n"), "{s}");
+    }
+}
