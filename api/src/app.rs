@@ -1,17 +1,37 @@
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use sqlx::PgPool;
 
+use crate::auth::HasPool;
+use crate::metrics::ApiMetrics;
+use crate::routes::{access, data, export, jobs, models, schedules};
 use crate::settings::Settings;
 
+/// The OpenAPI document, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
 #[derive(Clone)]
-struct AppState {
-    pool: PgPool,
+pub struct AppState {
+    pub pool: PgPool,
+    pub metrics: Arc<ApiMetrics>,
+    pub max_upload_bytes: u64,
+    /// Where uploads are spooled while they are read.
+    pub upload_dir: PathBuf,
+}
+
+impl HasPool for AppState {
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
 }
 
 /// A bound, not yet serving, API: tests read [`Application::local_addr`] after binding
@@ -25,7 +45,10 @@ impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         let pool = absa_platform::db::connect(&settings.database).await?;
         absa_platform::db::migrate(&pool).await?;
-        let router = router(AppState { pool });
+        let upload_dir = settings.api.upload_dir.clone().unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&upload_dir).map_err(|e| anyhow::anyhow!("upload folder {}: {e}", upload_dir.display()))?;
+        let state = AppState { pool, metrics: Arc::new(ApiMetrics::default()), max_upload_bytes: settings.api.max_upload_bytes, upload_dir };
+        let router = router(state);
         let listener = tokio::net::TcpListener::bind(&settings.http.bind).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.http.bind))?;
         Ok(Self { listener, router })
     }
@@ -41,8 +64,54 @@ impl Application {
     }
 }
 
-fn router(state: AppState) -> Router {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(state)
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/me", get(access::me))
+        .route("/datasets", get(data::list_datasets).post(data::upload_dataset))
+        .route("/datasets/{id}", get(data::get_dataset))
+        .route("/datasets/{id}/errors", get(data::dataset_errors))
+        .route("/corpora", get(data::list_corpora).post(data::upload_corpus))
+        .route("/corpora/{id}", get(data::get_corpus))
+        .route("/corpora/{id}/errors", get(data::corpus_errors))
+        .route("/jobs", get(jobs::list_jobs))
+        .route("/jobs/train", post(jobs::submit_train))
+        .route("/jobs/score", post(jobs::submit_score))
+        .route("/jobs/{id}", get(jobs::get_job))
+        .route("/jobs/{id}/events", get(jobs::job_events))
+        .route("/jobs/{id}/metrics", get(jobs::job_metrics))
+        .route("/jobs/{id}/errors", get(jobs::job_errors))
+        .route("/jobs/{id}/cancel", post(jobs::cancel_job))
+        .route("/jobs/{id}/predictions", get(export::export_predictions))
+        .route("/models", get(models::list_models))
+        .route("/models/compare", get(models::compare_models))
+        .route("/models/{id}", get(models::get_model))
+        .route("/models/{id}/promote", post(models::promote))
+        .route("/aliases", get(models::list_aliases))
+        .route("/aliases/{name}", put(models::set_alias))
+        .route("/schedules", get(schedules::list_schedules).post(schedules::create_schedule))
+        .route("/schedules/{id}", get(schedules::get_schedule).delete(schedules::delete_schedule))
+        .route("/keys", get(access::list_keys).post(access::create_key))
+        .route("/keys/{id}", axum::routing::delete(access::revoke_key))
+        .route("/teams", post(access::create_team))
+        .route("/bi-logins", post(access::create_bi_login))
+        // Uploads are capped by `max_upload_bytes` while streaming, not by axum's default.
+        .layer(DefaultBodyLimit::disable());
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .nest("/v1", v1)
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .with_state(state)
+}
+
+/// Counts every answer by route template and status for `/metrics`.
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
+    let response = next.run(request).await;
+    state.metrics.request(&route, response.status().as_u16());
+    response
 }
 
 /// Liveness: the process answers.
@@ -56,4 +125,15 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::
         Ok(_) => (StatusCode::OK, Json(serde_json::json!({"postgres": "ok"}))),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"postgres": e.to_string()}))),
     }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match state.metrics.render(&state.pool).await {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("metrics unavailable: {e}")).into_response(),
+    }
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }

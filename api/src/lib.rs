@@ -2,9 +2,20 @@
 //!
 //! # Layout
 //! - [`settings`]: the API's typed configuration.
-//! - [`app`]: the router and its probes; [`Application`] binds, then serves until shutdown.
+//! - [`app`]: the router, probes, `/metrics`, `/openapi.json`; [`Application`] binds,
+//!   then serves until shutdown.
+//! - [`auth`]: API keys (hashed), roles, and the [`auth::Caller`] every `/v1` handler takes.
+//! - [`error`]: errors as HTTP statuses with `{"error": ...}` bodies.
+//! - [`uploads`]: streamed uploads checked row by row.
+//! - [`routes`]: the `/v1` handlers (data, jobs, models, schedules, access, export).
+//! - [`metrics`]: the Prometheus exposition.
 
 pub mod app;
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod routes;
 pub mod settings;
+pub mod uploads;
 
 pub use app::Application;

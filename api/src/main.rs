@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use absa_api::{settings::Settings, Application};
+use absa_api::{auth, settings::Settings, Application};
 use absa_platform::{cli, config, db, telemetry};
 use clap::{Parser, Subcommand};
 
@@ -24,6 +24,16 @@ enum Command {
     Migrate,
     /// Check that Postgres and RabbitMQ answer, then exit.
     Check,
+    /// Create an API key (printed once) for a team, creating the team if it is new:
+    /// how the first admin key comes to exist.
+    CreateKey {
+        #[arg(long)]
+        team: String,
+        #[arg(long, value_parser = ["analyst", "mlops", "admin"], default_value = "admin")]
+        role: String,
+        #[arg(long, default_value = "bootstrap")]
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +58,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Check => {
             cli::check_services(&settings.database, &settings.amqp).await
+        }
+        Command::CreateKey { team, role, name } => {
+            let pool = db::connect(&settings.database).await?;
+            db::migrate(&pool).await?;
+            let role = auth::Role::parse(&role).expect("clap checked the role");
+            let team_id = auth::ensure_team(&pool, &team).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (_, key) = auth::create_key(&pool, team_id, &name, role).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{key}");
+            Ok(())
         }
     }
 }

@@ -118,6 +118,12 @@ pub const NOTIFY_CHANNEL: &str = "absa_jobs";
 
 /// Inserts a job, or returns the team's existing job with the same idempotency key.
 pub async fn submit(pool: &PgPool, job: &NewJob) -> Result<Submitted> {
+    let mut conn = pool.acquire().await?;
+    submit_in(&mut conn, job).await
+}
+
+/// [`submit`] on a connection the caller holds (inside its transaction, say).
+pub async fn submit_in(conn: &mut sqlx::PgConnection, job: &NewJob) -> Result<Submitted> {
     let id = Uuid::new_v4();
     // One statement, so one implicit transaction: the job, its 'submitted' event and the
     // scheduler's wake-up (delivered at commit) all happen, or none does.
@@ -138,7 +144,7 @@ pub async fn submit(pool: &PgPool, job: &NewJob) -> Result<Submitted> {
     .bind(&job.idempotency_key)
     .bind(job.parent_id)
     .bind(NOTIFY_CHANNEL)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = inserted {
         return Ok(Submitted::Created(id));
@@ -146,7 +152,7 @@ pub async fn submit(pool: &PgPool, job: &NewJob) -> Result<Submitted> {
     let existing: Uuid = sqlx::query_scalar("SELECT id FROM jobs WHERE team_id = $1 AND idempotency_key = $2")
         .bind(job.team_id)
         .bind(&job.idempotency_key)
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await?;
     Ok(Submitted::Existing(existing))
 }

@@ -9,6 +9,8 @@
 //! - [`db`]: the Postgres pool, migrations, and a clear error when the server is unreachable.
 //! - [`queue`]: the RabbitMQ connection, publisher confirms and manual acknowledgement.
 //! - [`jobs`]: the job lifecycle: submit, claim with a lease, heartbeat, complete, reap.
+//! - [`registry`]: model aliases and the promotion rule.
+//! - [`retrains`]: retrain schedules (cron, new labelled rows) the scheduler fires.
 //! - [`predictions`]: bulk writes of predictions with binary `COPY`.
 //! - [`health`]: start-up checks that each service answers.
 //! - [`worker`]: what every worker does: consume, claim, ack, keep the lease, release.
@@ -25,6 +27,8 @@ pub mod health;
 pub mod jobs;
 pub mod predictions;
 pub mod process;
+pub mod registry;
+pub mod retrains;
 mod error;
 pub mod queue;
 pub mod telemetry;

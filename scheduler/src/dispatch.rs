@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use absa_platform::jobs;
+use absa_platform::{jobs, retrains};
 use absa_platform::queue::{publish_confirmed, Reconnecting, Topology};
 use sqlx::postgres::{PgConnection, PgListener};
 use sqlx::{Connection, PgPool};
@@ -30,6 +30,8 @@ pub struct PassReport {
     /// `score` jobs finished because their shards did.
     pub settled: usize,
     pub dispatched: usize,
+    /// Training jobs submitted by retrain schedules.
+    pub retrains_fired: usize,
 }
 
 pub struct Dispatcher {
@@ -66,10 +68,15 @@ impl Dispatcher {
         self.amqp.lock().await
     }
 
-    /// Reaps expired leases, fans out and settles scoring jobs, then dispatches until
+    /// Fires due retrain schedules, reaps expired leases, fans out and settles scoring
+    /// jobs, then dispatches until
     /// nothing dispatchable is left. The Postgres steps run even while the broker is
     /// down; only dispatching waits for it.
     pub async fn pass(&self) -> anyhow::Result<PassReport> {
+        let retrains = retrains::fire_due(&self.pool).await?;
+        for fired in &retrains {
+            tracing::info!(schedule_id = %fired.schedule_id, job_id = %fired.job_id, reason = fired.reason, "retrain fired");
+        }
         let requeued = jobs::reap_expired(&self.pool).await?.len() + jobs::requeue_unclaimed(&self.pool, self.redispatch_after_secs).await?.len();
         let fanned_out = shards::fan_out_queued(&self.pool, self.shard_size, self.batch).await?;
         let settled = shards::settle_parents(&self.pool).await?;
@@ -93,7 +100,7 @@ impl Dispatcher {
             tx.commit().await?;
             dispatched += batch.len();
         }
-        Ok(PassReport { requeued, fanned_out, settled, dispatched })
+        Ok(PassReport { retrains_fired: retrains.len(), requeued, fanned_out, settled, dispatched })
     }
 }
 

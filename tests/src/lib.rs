@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod http;
+
 /// Path of a workspace binary built next to this test (`cargo test --workspace`
 /// builds every binary before running the tests).
 pub fn binary(name: &str) -> PathBuf {

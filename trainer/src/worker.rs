@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use absa_platform::artifacts::ArtifactStore;
 use absa_platform::jobs::{self, ClaimedJob};
+use absa_platform::registry::{self, PromotionPolicy};
 use absa_platform::worker::{self as platform_worker, JobHandler, Lease, LeaseHandle, Permanent, WorkerSettings};
 use anyhow::Context;
 use serde::Deserialize;
@@ -35,6 +36,13 @@ pub struct TrainJobParameters {
     pub labels: Option<Vec<String>>,
     #[serde(default)]
     pub hyperparameters: Hyperparameters,
+    /// Give the new version the `candidate` alias, and `promote.alias` if it beats the
+    /// version that alias points at (retrains set this).
+    #[serde(default)]
+    pub promote: Option<PromotionPolicy>,
+    /// GPUs the job asks for; this worker trains on CPU, so anything above 0 is refused.
+    #[serde(default)]
+    pub gpus: u32,
 }
 
 /// The engine's settings a job may override; anything unset keeps the recipe's default.
@@ -102,6 +110,9 @@ impl TrainWorker {
     async fn train_job(&self, job: &ClaimedJob, lease: &Lease) -> anyhow::Result<Outcome> {
         let params: TrainJobParameters =
             serde_json::from_value(job.parameters.clone()).map_err(|e| Permanent(format!("job parameters: {e}")))?;
+        if params.gpus > 0 {
+            return Err(Permanent(format!("the job asks for {} GPU(s); this trainer has none (multi-GPU plans are not available yet)", params.gpus)).into());
+        }
         let base = self.resolve_base(&params.base_model)?;
         let dir = self.settings.work_dir.join(job.id.to_string());
         // Postgres is the truth: start from a clean folder and the stored checkpoint.
@@ -231,6 +242,12 @@ impl TrainWorker {
                 .await?;
         }
         jobs::event(&mut *tx, job.id, "model_registered", json!({ "model_version_id": model_version_id, "best_epoch": summary.best_epoch })).await?;
+        if let Some(policy) = &params.promote {
+            registry::set_alias(&mut tx, job.team_id, registry::CANDIDATE, model_version_id, json!({ "training_job_id": job.id })).await?;
+            let decision = registry::promote_if_better(&mut tx, job.team_id, model_version_id, policy).await?;
+            let kind = if decision.promoted { "promoted" } else { "promotion_refused" };
+            jobs::event(&mut *tx, job.id, kind, serde_json::to_value(&decision)?).await?;
+        }
         if jobs::complete(&mut *tx, job.id, &self.name).await?.is_err() {
             tx.rollback().await?;
             return Ok(Outcome::LeaseLost);

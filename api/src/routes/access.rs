@@ -1,0 +1,89 @@
+//! `/v1/me`, `/v1/keys`, `/v1/teams`, `/v1/bi-logins`: who is calling, and what admins
+//! manage.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::{self, Caller, Role};
+use crate::error::{parse_json, ApiError, ApiResult};
+
+pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let team: String = sqlx::query_scalar("SELECT name FROM teams WHERE id = $1").bind(caller.team_id).fetch_one(&state.pool).await?;
+    Ok(Json(json!({ "team_id": caller.team_id, "team": team, "role": caller.role.as_str(), "key_id": caller.key_id })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    name: String,
+    role: Role,
+}
+
+pub async fn create_key(State(state): State<AppState>, caller: Caller, body: axum::body::Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require(Role::Admin)?;
+    let req: NewKey = parse_json(&body)?;
+    let (id, key) = auth::create_key(&state.pool, caller.team_id, &req.name, req.role).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "id": id, "name": req.name, "role": req.role, "key": key }))))
+}
+
+pub async fn list_keys(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require(Role::Admin)?;
+    let rows: Vec<(Uuid, String, String, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>)> =
+        sqlx::query_as("SELECT id, name, role, created_at, revoked_at FROM api_keys WHERE team_id = $1 ORDER BY created_at").bind(caller.team_id).fetch_all(&state.pool).await?;
+    let keys: Vec<Value> = rows.into_iter().map(|(id, n, r, c, rv)| json!({"id": id, "name": n, "role": r, "created_at": c, "revoked_at": rv})).collect();
+    Ok(Json(json!({ "keys": keys })))
+}
+
+pub async fn revoke_key(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<StatusCode> {
+    caller.require(Role::Admin)?;
+    let done = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND team_id = $2 AND revoked_at IS NULL").bind(id).bind(caller.team_id).execute(&state.pool).await?;
+    if done.rows_affected() == 0 {
+        return Err(ApiError::NotFound(format!("key {id}")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTeam {
+    name: String,
+}
+
+/// A new team with its first admin key (shown once).
+pub async fn create_team(State(state): State<AppState>, caller: Caller, body: axum::body::Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require(Role::Admin)?;
+    let req: NewTeam = parse_json(&body)?;
+    if req.name.trim().is_empty() || req.name.len() > 100 {
+        return Err(ApiError::BadRequest("name: 1 to 100 characters".into()));
+    }
+    let id = Uuid::new_v4();
+    let inserted = sqlx::query("INSERT INTO teams (id, name) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING").bind(id).bind(&req.name).execute(&state.pool).await?;
+    if inserted.rows_affected() == 0 {
+        return Err(ApiError::Conflict(format!("team {:?} exists", req.name)));
+    }
+    let (_, key) = auth::create_key(&state.pool, id, "admin", Role::Admin).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "team_id": id, "name": req.name, "admin_key": key }))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewBiLogin {
+    role_name: String,
+    password: String,
+}
+
+/// A Postgres login that reads only this team's BI views.
+pub async fn create_bi_login(State(state): State<AppState>, caller: Caller, body: axum::body::Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require(Role::Admin)?;
+    let req: NewBiLogin = parse_json(&body)?;
+    if req.password.len() < 12 {
+        return Err(ApiError::Unprocessable("password: at least 12 characters".into()));
+    }
+    absa_platform::bi::create_login(&state.pool, caller.team_id, &req.role_name, &req.password).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "role_name": req.role_name, "views": ["bi_sentiment", "bi_stance", "bi_daily_aspect_sentiment"] }))))
+}

@@ -1,0 +1,299 @@
+//! `/v1/datasets` and `/v1/corpora`: streamed uploads, listings and row errors.
+
+use std::collections::{HashMap, HashSet};
+
+use absa_domain::records::Columns;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::{Caller, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::uploads::{self, DocumentRow, Parsed, ReportedError, LISTED_ERRORS};
+
+#[derive(Deserialize)]
+pub struct DatasetUpload {
+    name: String,
+    format: Option<String>,
+    split: Option<String>,
+    /// Comma-separated label names; rows with other labels are row errors.
+    labels: Option<String>,
+    text_column: Option<String>,
+    aspect_column: Option<String>,
+    start_column: Option<String>,
+    end_column: Option<String>,
+    label_column: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct CorpusUpload {
+    name: String,
+    format: Option<String>,
+}
+
+fn check_name(name: &str) -> ApiResult<()> {
+    if name.trim().is_empty() || name.len() > 200 || name.contains('\0') {
+        return Err(ApiError::BadRequest("name: 1 to 200 characters, no NUL".into()));
+    }
+    Ok(())
+}
+
+/// Row errors of an upload, stored for later listing.
+async fn store_errors(conn: &mut PgConnection, column: &str, owner: Uuid, errors: &[ReportedError]) -> ApiResult<()> {
+    for chunk in errors.chunks(1000) {
+        let lines: Vec<i64> = chunk.iter().map(|e| e.line).collect();
+        let reasons: Vec<String> = chunk.iter().map(|e| e.reason.replace('\0', "\\0")).collect();
+        sqlx::query(&format!("INSERT INTO row_errors ({column}, line, reason) SELECT $1, * FROM UNNEST($2::bigint[], $3::text[])"))
+            .bind(owner)
+            .bind(&lines)
+            .bind(&reasons)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn upload_dataset(State(state): State<AppState>, caller: Caller, Query(q): Query<DatasetUpload>, body: Body) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require(Role::Mlops)?;
+    check_name(&q.name)?;
+    let format = uploads::parse_format(q.format.as_deref())?;
+    let split = q.split.unwrap_or_else(|| "train".into());
+    if !["train", "validation", "test"].contains(&split.as_str()) {
+        return Err(ApiError::BadRequest(format!("split {split:?}: expected train, validation or test")));
+    }
+    let defaults = Columns::default();
+    let columns = Columns {
+        text: q.text_column.unwrap_or(defaults.text),
+        aspect: q.aspect_column.unwrap_or(defaults.aspect),
+        start: q.start_column.unwrap_or(defaults.start),
+        end: q.end_column.unwrap_or(defaults.end),
+        label: q.label_column.unwrap_or(defaults.label),
+    };
+    let allowed: Option<HashSet<String>> = q.labels.map(|l| l.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect());
+    let mut file = tempfile::NamedTempFile::new_in(&state.upload_dir)?;
+    let bytes = uploads::spool(body, file.as_file_mut(), state.max_upload_bytes).await?;
+
+    let mut tx = state.pool.begin().await?;
+    let dataset_id: Uuid = sqlx::query_scalar(
+        "INSERT INTO datasets (id, team_id, name) VALUES ($1, $2, $3)
+         ON CONFLICT (team_id, name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+    )
+    .bind(Uuid::new_v4())
+    .bind(caller.team_id)
+    .bind(&q.name)
+    .fetch_one(&mut *tx)
+    .await?;
+    // Serialises uploads to one dataset: line offsets below stay unique.
+    sqlx::query("SELECT 1 FROM datasets WHERE id = $1 FOR UPDATE").bind(dataset_id).execute(&mut *tx).await?;
+    let offset: i64 = sqlx::query_scalar("SELECT coalesce(max(line), 0)::bigint FROM dataset_rows WHERE dataset_id = $1 AND split = $2")
+        .bind(dataset_id)
+        .bind(&split)
+        .fetch_one(&mut *tx)
+        .await?;
+    let mut rx = uploads::read_rows(file.path(), format, move |line, fields| uploads::check_labelled(line, fields, &columns, allowed.as_ref()));
+    let mut added = 0u64;
+    let mut errors = Vec::new();
+    while let Some(item) = rx.recv().await {
+        match item {
+            Parsed::Failed(reason) => return Err(ApiError::BadRequest(format!("the file cannot be read: {reason}"))),
+            Parsed::Error(e) => errors.push(ReportedError::from(e)),
+            Parsed::Rows(rows) => {
+                let lines: Vec<i64> = rows.iter().map(|r| offset + r.line as i64).collect();
+                let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
+                let aspects: Vec<&str> = rows.iter().map(|r| r.aspect.as_str()).collect();
+                let starts: Vec<i64> = rows.iter().map(|r| r.span.start() as i64).collect();
+                let ends: Vec<i64> = rows.iter().map(|r| r.span.end() as i64).collect();
+                let labels: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
+                sqlx::query(
+                    "INSERT INTO dataset_rows (dataset_id, split, line, text, aspect, span_start, span_end, label)
+                     SELECT $1, $2, l, t, a, s, e, lb FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::text[]) AS u(l, t, a, s, e, lb)",
+                )
+                .bind(dataset_id)
+                .bind(&split)
+                .bind(&lines)
+                .bind(&texts)
+                .bind(&aspects)
+                .bind(&starts)
+                .bind(&ends)
+                .bind(&labels)
+                .execute(&mut *tx)
+                .await?;
+                added += rows.len() as u64;
+            }
+        }
+    }
+    store_errors(&mut tx, "dataset_id", dataset_id, &errors).await?;
+    sqlx::query("UPDATE datasets SET label_names = coalesce((SELECT array_agg(DISTINCT label ORDER BY label) FROM dataset_rows WHERE dataset_id = $1), '{}') WHERE id = $1")
+        .bind(dataset_id)
+        .execute(&mut *tx)
+        .await?;
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM dataset_rows WHERE dataset_id = $1").bind(dataset_id).fetch_one(&mut *tx).await?;
+    tx.commit().await?;
+    state.metrics.upload(bytes, added);
+    let listed: Vec<&ReportedError> = errors.iter().take(LISTED_ERRORS).collect();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "dataset_id": dataset_id, "name": q.name, "split": split, "rows_added": added, "rows_total": total, "error_count": errors.len(), "errors": listed })),
+    ))
+}
+
+pub async fn upload_corpus(State(state): State<AppState>, caller: Caller, Query(q): Query<CorpusUpload>, body: Body) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require(Role::Analyst)?;
+    check_name(&q.name)?;
+    let format = uploads::parse_format(q.format.as_deref())?;
+    let mut file = tempfile::NamedTempFile::new_in(&state.upload_dir)?;
+    let bytes = uploads::spool(body, file.as_file_mut(), state.max_upload_bytes).await?;
+
+    let mut tx = state.pool.begin().await?;
+    let corpus_id: Uuid = sqlx::query_scalar(
+        "INSERT INTO corpora (id, team_id, name) VALUES ($1, $2, $3)
+         ON CONFLICT (team_id, name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+    )
+    .bind(Uuid::new_v4())
+    .bind(caller.team_id)
+    .bind(&q.name)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("SELECT 1 FROM corpora WHERE id = $1 FOR UPDATE").bind(corpus_id).execute(&mut *tx).await?;
+    let mut next_seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq) + 1, 0)::bigint FROM documents WHERE corpus_id = $1").bind(corpus_id).fetch_one(&mut *tx).await?;
+    let mut rx = uploads::read_rows(file.path(), format, uploads::check_document);
+    let mut added = 0u64;
+    let mut errors = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    while let Some(item) = rx.recv().await {
+        match item {
+            Parsed::Failed(reason) => return Err(ApiError::BadRequest(format!("the file cannot be read: {reason}"))),
+            Parsed::Error(e) => errors.push(ReportedError::from(e)),
+            Parsed::Rows(rows) => {
+                let mut keep: Vec<DocumentRow> = Vec::with_capacity(rows.len());
+                for row in rows {
+                    match seen.get(&row.external_id) {
+                        Some(first) => errors.push(ReportedError { line: row.line as i64, reason: format!("duplicate id {:?} (first on line {first})", row.external_id) }),
+                        None => {
+                            seen.insert(row.external_id.clone(), row.line);
+                            keep.push(row);
+                        }
+                    }
+                }
+                let seqs: Vec<i64> = (0..keep.len() as i64).map(|i| next_seq + i).collect();
+                let ids: Vec<&str> = keep.iter().map(|r| r.external_id.as_str()).collect();
+                let texts: Vec<&str> = keep.iter().map(|r| r.text.as_str()).collect();
+                let aspects: Vec<Option<&str>> = keep.iter().map(|r| r.aspect.as_deref()).collect();
+                let starts: Vec<Option<i32>> = keep.iter().map(|r| r.span.map(|s| s.0)).collect();
+                let ends: Vec<Option<i32>> = keep.iter().map(|r| r.span.map(|s| s.1)).collect();
+                let metadata: Vec<Value> = keep.iter().map(|r| r.metadata.clone()).collect();
+                let published: Vec<Option<chrono::DateTime<chrono::Utc>>> = keep.iter().map(|r| r.published_at).collect();
+                // An id already in the corpus from an earlier upload is a row error too.
+                let inserted = sqlx::query(
+                    "INSERT INTO documents (corpus_id, seq, external_id, text, aspect, span_start, span_end, metadata, published_at)
+                     SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::jsonb[], $9::timestamptz[])
+                     ON CONFLICT (corpus_id, external_id) DO NOTHING RETURNING external_id",
+                )
+                .bind(corpus_id)
+                .bind(&seqs)
+                .bind(&ids)
+                .bind(&texts)
+                .bind(&aspects)
+                .bind(&starts)
+                .bind(&ends)
+                .bind(&metadata)
+                .bind(&published)
+                .fetch_all(&mut *tx)
+                .await?;
+                let landed: HashSet<String> = inserted.iter().map(|r| r.get::<String, _>(0)).collect();
+                for row in keep.iter().filter(|r| !landed.contains(&r.external_id)) {
+                    errors.push(ReportedError { line: row.line as i64, reason: format!("id {:?} is already in the corpus", row.external_id) });
+                }
+                next_seq += keep.len() as i64;
+                added += landed.len() as u64;
+            }
+        }
+    }
+    errors.sort_by_key(|e| e.line);
+    store_errors(&mut tx, "corpus_id", corpus_id, &errors).await?;
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM documents WHERE corpus_id = $1").bind(corpus_id).fetch_one(&mut *tx).await?;
+    tx.commit().await?;
+    state.metrics.upload(bytes, added);
+    let listed: Vec<&ReportedError> = errors.iter().take(LISTED_ERRORS).collect();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "corpus_id": corpus_id, "name": q.name, "documents_added": added, "documents_total": total, "error_count": errors.len(), "errors": listed })),
+    ))
+}
+
+pub async fn list_datasets(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let rows: Vec<(Uuid, String, Vec<String>, chrono::DateTime<chrono::Utc>, i64)> = sqlx::query_as(
+        "SELECT d.id, d.name, d.label_names, d.created_at, (SELECT count(*) FROM dataset_rows r WHERE r.dataset_id = d.id)
+         FROM datasets d WHERE d.team_id = $1 ORDER BY d.created_at DESC",
+    )
+    .bind(caller.team_id)
+    .fetch_all(&state.pool)
+    .await?;
+    let datasets: Vec<Value> = rows.into_iter().map(|(id, name, labels, at, n)| json!({"id": id, "name": name, "label_names": labels, "rows": n, "created_at": at})).collect();
+    Ok(Json(json!({ "datasets": datasets })))
+}
+
+pub async fn get_dataset(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
+    let row: Option<(String, Vec<String>, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT name, label_names, created_at FROM datasets WHERE id = $1 AND team_id = $2").bind(id).bind(caller.team_id).fetch_optional(&state.pool).await?;
+    let (name, labels, at) = row.ok_or_else(|| ApiError::NotFound(format!("dataset {id}")))?;
+    let splits: Vec<(String, i64)> = sqlx::query_as("SELECT split, count(*) FROM dataset_rows WHERE dataset_id = $1 GROUP BY split").bind(id).fetch_all(&state.pool).await?;
+    let rows: serde_json::Map<String, Value> = splits.into_iter().map(|(s, n)| (s, json!(n))).collect();
+    Ok(Json(json!({ "id": id, "name": name, "label_names": labels, "rows": rows, "created_at": at })))
+}
+
+pub async fn list_corpora(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let rows: Vec<(Uuid, String, chrono::DateTime<chrono::Utc>, i64)> = sqlx::query_as(
+        "SELECT c.id, c.name, c.created_at, (SELECT count(*) FROM documents d WHERE d.corpus_id = c.id)
+         FROM corpora c WHERE c.team_id = $1 ORDER BY c.created_at DESC",
+    )
+    .bind(caller.team_id)
+    .fetch_all(&state.pool)
+    .await?;
+    let corpora: Vec<Value> = rows.into_iter().map(|(id, name, at, n)| json!({"id": id, "name": name, "documents": n, "created_at": at})).collect();
+    Ok(Json(json!({ "corpora": corpora })))
+}
+
+pub async fn get_corpus(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
+    let row: Option<(String, chrono::DateTime<chrono::Utc>, i64)> = sqlx::query_as(
+        "SELECT c.name, c.created_at, (SELECT count(*) FROM documents d WHERE d.corpus_id = c.id) FROM corpora c WHERE c.id = $1 AND c.team_id = $2",
+    )
+    .bind(id)
+    .bind(caller.team_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    let (name, at, n) = row.ok_or_else(|| ApiError::NotFound(format!("corpus {id}")))?;
+    Ok(Json(json!({ "id": id, "name": name, "documents": n, "created_at": at })))
+}
+
+/// Row errors of the team's dataset, corpus or job (`owner` is the column).
+pub async fn row_errors(state: &AppState, caller: &Caller, owner: &str, id: Uuid) -> ApiResult<Json<Value>> {
+    let (table, column) = match owner {
+        "dataset_id" => ("datasets", "dataset_id"),
+        "corpus_id" => ("corpora", "corpus_id"),
+        _ => ("jobs", "job_id"),
+    };
+    let owned: Option<i32> = sqlx::query_scalar(&format!("SELECT 1 FROM {table} WHERE id = $1 AND team_id = $2")).bind(id).bind(caller.team_id).fetch_optional(&state.pool).await?;
+    if owned.is_none() {
+        return Err(ApiError::NotFound(format!("{} {id}", &table[..table.len() - 1])));
+    }
+    // An upload's own errors (a training job's rejected rows are listed under the job).
+    let only_upload = if column == "job_id" { "" } else { " AND job_id IS NULL" };
+    let rows: Vec<(i64, String)> = sqlx::query_as(&format!("SELECT line, reason FROM row_errors WHERE {column} = $1{only_upload} ORDER BY line, id LIMIT 100000")).bind(id).fetch_all(&state.pool).await?;
+    let errors: Vec<Value> = rows.into_iter().map(|(line, reason)| json!({"line": line, "reason": reason})).collect();
+    Ok(Json(json!({ "errors": errors })))
+}
+
+pub async fn dataset_errors(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
+    row_errors(&state, &caller, "dataset_id", id).await
+}
+
+pub async fn corpus_errors(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
+    row_errors(&state, &caller, "corpus_id", id).await
+}

@@ -1,0 +1,191 @@
+//! `GET /v1/jobs/{id}/predictions`: a scoring job's predictions, streamed as CSV (rows
+//! go out as they are read) or Parquet (written to a temporary file page by page, then
+//! streamed), so memory stays flat whatever the corpus size.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::Response;
+use futures_util::StreamExt;
+use parquet::basic::{Compression, ConvertedType, Repetition, Type as PhysicalType, ZstdLevel};
+use parquet::data_type::{ByteArray, ByteArrayType, FloatType, Int32Type, Int64Type};
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::Type;
+use serde::Deserialize;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+
+/// Rows per Parquet row group (and per page read from Postgres).
+const PAGE: i64 = 50_000;
+
+#[derive(Deserialize)]
+pub struct ExportQuery {
+    format: Option<String>,
+}
+
+type PredictionRow = (String, i64, i32, String, i32, i32, String, f32, Uuid);
+
+/// The score job's predictions in (seq, target_index) order, a page at a time after `after`.
+const PAGE_SQL: &str = "SELECT d.external_id, p.seq, p.target_index, p.aspect, p.span_start, p.span_end, p.label, p.confidence, p.model_version_id
+     FROM predictions p JOIN documents d ON d.corpus_id = p.corpus_id AND d.seq = p.seq
+     WHERE p.job_id = $1 AND (p.seq, p.target_index) > ($2, $3)
+     ORDER BY p.seq, p.target_index LIMIT $4";
+
+const COLUMNS: [&str; 9] = ["external_id", "seq", "target_index", "aspect", "span_start", "span_end", "label", "confidence", "model_version_id"];
+
+pub async fn export_predictions(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>, Query(q): Query<ExportQuery>) -> ApiResult<Response> {
+    let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM jobs WHERE id = $1 AND team_id = $2").bind(id).bind(caller.team_id).fetch_optional(&state.pool).await?;
+    match kind.as_deref() {
+        None => return Err(ApiError::NotFound(format!("job {id}"))),
+        Some("score") => {}
+        Some(other) => return Err(ApiError::BadRequest(format!("job {id} is a {other} job; predictions belong to score jobs"))),
+    }
+    match q.format.as_deref().unwrap_or("csv") {
+        "csv" => Ok(csv_response(state, id)),
+        "parquet" => parquet_response(state, id).await,
+        other => Err(ApiError::BadRequest(format!("format {other:?}: expected csv or parquet"))),
+    }
+}
+
+async fn page(state: &AppState, job: Uuid, after: (i64, i32)) -> Result<Vec<PredictionRow>, sqlx::Error> {
+    sqlx::query_as(PAGE_SQL).bind(job).bind(after.0).bind(after.1).bind(PAGE).fetch_all(&state.pool).await
+}
+
+fn csv_response(state: AppState, job: Uuid) -> Response {
+    let (tx, rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    tokio::spawn(async move {
+        let mut header = csv::Writer::from_writer(Vec::new());
+        let _ = header.write_record(COLUMNS);
+        if tx.send(Ok(header.into_inner().unwrap_or_default())).await.is_err() {
+            return;
+        }
+        let mut after = (-1i64, -1i32);
+        loop {
+            let rows = match page(&state, job, after).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    // The client sees a truncated body, never a silently short file.
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+            let mut out = csv::Writer::from_writer(Vec::with_capacity(rows.len() * 96));
+            for r in &rows {
+                let _ = out.write_record([r.0.as_str(), &r.1.to_string(), &r.2.to_string(), &r.3, &r.4.to_string(), &r.5.to_string(), &r.6, &r.7.to_string(), &r.8.to_string()]);
+            }
+            let chunk = out.into_inner().unwrap_or_default();
+            if tx.send(Ok(chunk)).await.is_err() {
+                return;
+            }
+            match rows.last() {
+                Some(last) if rows.len() as i64 == PAGE => after = (last.1, last.2),
+                _ => return,
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/csv; charset=utf-8")
+        .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"predictions-{job}.csv\""))
+        .body(Body::from_stream(stream))
+        .expect("a valid response")
+}
+
+fn column(name: &str, physical: PhysicalType, converted: ConvertedType) -> Arc<Type> {
+    Arc::new(Type::primitive_type_builder(name, physical).with_repetition(Repetition::REQUIRED).with_converted_type(converted).build().expect("a valid column"))
+}
+
+fn write_row_group(writer: &mut SerializedFileWriter<BufWriter<File>>, rows: &[PredictionRow]) -> parquet::errors::Result<()> {
+    let text = |f: &dyn Fn(&PredictionRow) -> String| -> Vec<ByteArray> { rows.iter().map(|r| ByteArray::from(f(r).into_bytes())).collect() };
+    let mut group = writer.next_row_group()?;
+    macro_rules! put {
+        ($kind:ty, $values:expr) => {{
+            let mut col = group.next_column()?.expect("the schema has this column");
+            col.typed::<$kind>().write_batch(&$values, None, None)?;
+            col.close()?;
+        }};
+    }
+    put!(ByteArrayType, text(&|r| r.0.clone()));
+    put!(Int64Type, rows.iter().map(|r| r.1).collect::<Vec<_>>());
+    put!(Int32Type, rows.iter().map(|r| r.2).collect::<Vec<_>>());
+    put!(ByteArrayType, text(&|r| r.3.clone()));
+    put!(Int32Type, rows.iter().map(|r| r.4).collect::<Vec<_>>());
+    put!(Int32Type, rows.iter().map(|r| r.5).collect::<Vec<_>>());
+    put!(ByteArrayType, text(&|r| r.6.clone()));
+    put!(FloatType, rows.iter().map(|r| r.7).collect::<Vec<_>>());
+    put!(ByteArrayType, text(&|r| r.8.to_string()));
+    group.close()?;
+    Ok(())
+}
+
+async fn parquet_response(state: AppState, job: Uuid) -> ApiResult<Response> {
+    let file = tempfile::NamedTempFile::new_in(&state.upload_dir)?;
+    let schema = Arc::new(
+        Type::group_type_builder("prediction")
+            .with_fields(vec![
+                column("external_id", PhysicalType::BYTE_ARRAY, ConvertedType::UTF8),
+                column("seq", PhysicalType::INT64, ConvertedType::NONE),
+                column("target_index", PhysicalType::INT32, ConvertedType::NONE),
+                column("aspect", PhysicalType::BYTE_ARRAY, ConvertedType::UTF8),
+                column("span_start", PhysicalType::INT32, ConvertedType::NONE),
+                column("span_end", PhysicalType::INT32, ConvertedType::NONE),
+                column("label", PhysicalType::BYTE_ARRAY, ConvertedType::UTF8),
+                column("confidence", PhysicalType::FLOAT, ConvertedType::NONE),
+                column("model_version_id", PhysicalType::BYTE_ARRAY, ConvertedType::UTF8),
+            ])
+            .build()
+            .expect("a valid schema"),
+    );
+    let props = Arc::new(WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build());
+    let parquet_err = |e: parquet::errors::ParquetError| ApiError::Internal(format!("writing Parquet: {e}"));
+    let mut writer = SerializedFileWriter::new(BufWriter::new(file.reopen()?), schema, props).map_err(parquet_err)?;
+    let mut after = (-1i64, -1i32);
+    loop {
+        let rows = page(&state, job, after).await?;
+        if !rows.is_empty() {
+            write_row_group(&mut writer, &rows).map_err(parquet_err)?;
+        }
+        match rows.last() {
+            Some(last) if rows.len() as i64 == PAGE => after = (last.1, last.2),
+            _ => break,
+        }
+    }
+    writer.into_inner().map_err(parquet_err)?.flush()?;
+    // The open handle keeps the data readable after the temporary path is removed.
+    let mut reader = tokio::fs::File::open(file.path()).await?;
+    drop(file);
+    let stream = async_stream_file(&mut reader).await?;
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/vnd.apache.parquet")
+        .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"predictions-{job}.parquet\""))
+        .body(Body::from_stream(stream))
+        .expect("a valid response"))
+}
+
+/// The file as a stream of 64 KiB chunks.
+async fn async_stream_file(file: &mut tokio::fs::File) -> ApiResult<impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static> {
+    let file = file.try_clone().await?;
+    Ok(futures_util::stream::unfold(Some(file), |state| async move {
+        let mut file = state?;
+        let mut buf = vec![0u8; 1 << 16];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(buf), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+    .boxed())
+}

@@ -1,0 +1,280 @@
+//! `/v1/jobs`: submit training and scoring jobs (idempotent with `Idempotency-Key`),
+//! their status with progress and events, per-epoch metrics, row errors, cancellation.
+
+use absa_platform::jobs::{self, NewJob, Submitted};
+use absa_platform::registry::{self, PromotionPolicy};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::{Caller, Role};
+use crate::error::{parse_json, ApiError, ApiResult};
+
+/// Hyperparameters a training job accepts (the trainer's names).
+const HYPERPARAMETERS: [&str; 15] = [
+    "learning_rate", "weight_decay", "warmup_steps", "batch_size", "gradient_accumulation_steps", "epochs", "max_grad_norm", "seed",
+    "split_seed", "validation_fraction", "max_length", "pooling", "padding", "early_stopping_patience", "select_metric",
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainRequest {
+    dataset_id: Uuid,
+    base_model: String,
+    #[serde(default)]
+    hyperparameters: Map<String, Value>,
+    labels: Option<Vec<String>>,
+    #[serde(default)]
+    gpus: u32,
+    promote: Option<PromotionPolicy>,
+    priority: Option<i32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreRequest {
+    corpus_id: Uuid,
+    model_version_id: Option<Uuid>,
+    alias: Option<String>,
+    /// `given`: the targets in the documents; `lexicon`: also every occurrence of these terms.
+    target_mode: Option<String>,
+    lexicon: Option<Vec<String>>,
+    shard_size: Option<i64>,
+    precision: Option<String>,
+    priority: Option<i32>,
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => {
+            let key = v.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?;
+            if key.is_empty() || key.len() > 200 {
+                return Err(ApiError::BadRequest("Idempotency-Key: 1 to 200 characters".into()));
+            }
+            Ok(Some(key.to_owned()))
+        }
+    }
+}
+
+async fn submit(state: &AppState, caller: &Caller, kind: &str, parameters: Value, priority: Option<i32>, key: Option<String>) -> ApiResult<(StatusCode, Json<Value>)> {
+    let job = NewJob { team_id: caller.team_id, kind: kind.into(), priority: priority.unwrap_or(0), parameters, max_attempts: 3, idempotency_key: key, parent_id: None };
+    let submitted = jobs::submit(&state.pool, &job).await?;
+    let status = match submitted {
+        Submitted::Created(_) => StatusCode::CREATED,
+        Submitted::Existing(_) => StatusCode::OK,
+    };
+    state.metrics.submitted(kind);
+    Ok((status, job_json(state, caller, submitted.id()).await?))
+}
+
+pub async fn submit_train(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require(Role::Mlops)?;
+    let key = idempotency_key(&headers)?;
+    let req: TrainRequest = parse_json(&body)?;
+    if let Some(unknown) = req.hyperparameters.keys().find(|k| !HYPERPARAMETERS.contains(&k.as_str())) {
+        return Err(ApiError::Unprocessable(format!("unknown hyperparameter {unknown:?} (known: {})", HYPERPARAMETERS.join(", "))));
+    }
+    if req.base_model.is_empty() || req.base_model.contains("..") || req.base_model.starts_with('/') {
+        return Err(ApiError::Unprocessable(format!("base_model {:?}: the name of a model folder", req.base_model)));
+    }
+    if let Some(policy) = &req.promote {
+        if !registry::valid_alias(&policy.alias) {
+            return Err(ApiError::Unprocessable(format!("promote.alias {:?}: lower-case letters, digits, '-' and '_'", policy.alias)));
+        }
+    }
+    let rows: Option<i64> = sqlx::query_scalar("SELECT (SELECT count(*) FROM dataset_rows r WHERE r.dataset_id = d.id) FROM datasets d WHERE d.id = $1 AND d.team_id = $2")
+        .bind(req.dataset_id)
+        .bind(caller.team_id)
+        .fetch_optional(&state.pool)
+        .await?;
+    match rows {
+        None => return Err(ApiError::NotFound(format!("dataset {}", req.dataset_id))),
+        Some(0) => return Err(ApiError::Unprocessable(format!("dataset {} has no rows", req.dataset_id))),
+        Some(_) => {}
+    }
+    let mut parameters = json!({ "dataset_id": req.dataset_id, "base_model": req.base_model, "hyperparameters": req.hyperparameters, "gpus": req.gpus });
+    if let Some(labels) = req.labels {
+        parameters["labels"] = json!(labels);
+    }
+    if let Some(policy) = req.promote {
+        parameters["promote"] = serde_json::to_value(policy).expect("a policy serialises");
+    }
+    submit(&state, &caller, "train", parameters, req.priority, key).await
+}
+
+pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require(Role::Analyst)?;
+    let key = idempotency_key(&headers)?;
+    let req: ScoreRequest = parse_json(&body)?;
+    let corpus: Option<i32> = sqlx::query_scalar("SELECT 1 FROM corpora WHERE id = $1 AND team_id = $2").bind(req.corpus_id).bind(caller.team_id).fetch_optional(&state.pool).await?;
+    if corpus.is_none() {
+        return Err(ApiError::NotFound(format!("corpus {}", req.corpus_id)));
+    }
+    let model = match (req.model_version_id, &req.alias) {
+        (Some(id), None) => {
+            let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM model_versions WHERE id = $1 AND team_id = $2").bind(id).bind(caller.team_id).fetch_optional(&state.pool).await?;
+            found.map(|_| id).ok_or_else(|| ApiError::NotFound(format!("model version {id}")))?
+        }
+        (None, Some(alias)) => {
+            let mut conn = state.pool.acquire().await?;
+            registry::resolve_alias(&mut conn, caller.team_id, alias).await?.ok_or_else(|| ApiError::NotFound(format!("alias {alias:?}")))?
+        }
+        _ => return Err(ApiError::Unprocessable("give exactly one of model_version_id and alias".into())),
+    };
+    let mut parameters = json!({ "corpus_id": req.corpus_id, "model_version_id": model });
+    if let Some(alias) = &req.alias {
+        parameters["alias"] = json!(alias);
+    }
+    match (req.target_mode.as_deref().unwrap_or("given"), req.lexicon) {
+        ("given", None) => {}
+        ("lexicon", Some(terms)) if !terms.is_empty() && terms.iter().all(|t| !t.trim().is_empty()) => parameters["lexicon"] = json!(terms),
+        ("lexicon", _) => return Err(ApiError::Unprocessable("target_mode lexicon needs a non-empty lexicon of non-empty terms".into())),
+        ("given", Some(_)) => return Err(ApiError::Unprocessable("a lexicon needs target_mode \"lexicon\"".into())),
+        (other, _) => return Err(ApiError::Unprocessable(format!("target_mode {other:?}: expected given or lexicon"))),
+    }
+    if let Some(size) = req.shard_size {
+        if size < 1 {
+            return Err(ApiError::Unprocessable("shard_size must be a positive integer".into()));
+        }
+        parameters["shard_size"] = json!(size);
+    }
+    if let Some(p) = req.precision {
+        if p != "fp32" && p != "int8" {
+            return Err(ApiError::Unprocessable(format!("precision {p:?}: expected fp32 or int8")));
+        }
+        parameters["precision"] = json!(p);
+    }
+    submit(&state, &caller, "score", parameters, req.priority, key).await
+}
+
+/// A job as the API shows it: state, progress, events and, by kind, its model version
+/// or its shards. 404 for unknown ids and for other teams' jobs alike.
+pub async fn job_json(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Json<Value>> {
+    type Row = (String, String, f64, i32, i32, Value, Option<String>, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>, Option<Uuid>);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT kind, state, progress, attempts, max_attempts, parameters, last_error, created_at, updated_at, parent_id FROM jobs WHERE id = $1 AND team_id = $2",
+    )
+    .bind(id)
+    .bind(caller.team_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    let (kind, job_state, progress, attempts, max_attempts, parameters, last_error, created_at, updated_at, parent) = row.ok_or_else(|| ApiError::NotFound(format!("job {id}")))?;
+    let events = events_of(state, id, 50).await?;
+    let mut job = json!({
+        "id": id, "kind": kind, "state": job_state, "progress": progress, "attempts": attempts, "max_attempts": max_attempts,
+        "parameters": parameters, "last_error": last_error, "created_at": created_at, "updated_at": updated_at, "parent_id": parent, "events": events,
+    });
+    if kind == "train" {
+        let version: Option<Uuid> = sqlx::query_scalar("SELECT id FROM model_versions WHERE training_job_id = $1").bind(id).fetch_optional(&state.pool).await?;
+        job["model_version_id"] = json!(version);
+    }
+    if kind == "score" {
+        let counts: Vec<(String, i64)> = sqlx::query_as("SELECT state, count(*) FROM jobs WHERE parent_id = $1 GROUP BY state").bind(id).fetch_all(&state.pool).await?;
+        let mut shards = json!({ "total": 0, "queued": 0, "dispatched": 0, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0 });
+        let mut total = 0;
+        for (s, n) in counts {
+            shards[s.as_str()] = json!(n);
+            total += n;
+        }
+        shards["total"] = json!(total);
+        job["shards"] = shards;
+        let predictions: i64 = sqlx::query_scalar("SELECT count(*) FROM predictions WHERE job_id = $1").bind(id).fetch_one(&state.pool).await?;
+        job["predictions"] = json!(predictions);
+    }
+    Ok(Json(job))
+}
+
+async fn events_of(state: &AppState, id: Uuid, limit: i64) -> ApiResult<Vec<Value>> {
+    let rows: Vec<(chrono::DateTime<chrono::Utc>, String, Value)> =
+        sqlx::query_as("SELECT at, kind, detail FROM (SELECT id, at, kind, detail FROM job_events WHERE job_id = $1 ORDER BY id DESC LIMIT $2) e ORDER BY id")
+            .bind(id)
+            .bind(limit)
+            .fetch_all(&state.pool)
+            .await?;
+    Ok(rows.into_iter().map(|(at, kind, detail)| json!({"at": at, "kind": kind, "detail": detail})).collect())
+}
+
+pub async fn get_job(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
+    job_json(&state, &caller, id).await
+}
+
+#[derive(Deserialize)]
+pub struct JobFilter {
+    state: Option<String>,
+    kind: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn list_jobs(State(state): State<AppState>, caller: Caller, Query(f): Query<JobFilter>) -> ApiResult<Json<Value>> {
+    type Row = (Uuid, String, String, f64, Option<String>, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, kind, state, progress, last_error, created_at, updated_at FROM jobs
+         WHERE team_id = $1 AND parent_id IS NULL AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR kind = $3)
+         ORDER BY created_at DESC LIMIT $4",
+    )
+    .bind(caller.team_id)
+    .bind(f.state)
+    .bind(f.kind)
+    .bind(f.limit.unwrap_or(100).clamp(1, 1000))
+    .fetch_all(&state.pool)
+    .await?;
+    let list: Vec<Value> = rows
+        .into_iter()
+        .map(|(id, kind, st, progress, err, created, updated)| json!({"id": id, "kind": kind, "state": st, "progress": progress, "last_error": err, "created_at": created, "updated_at": updated}))
+        .collect();
+    Ok(Json(json!({ "jobs": list })))
+}
+
+async fn owned_job(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<String> {
+    let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM jobs WHERE id = $1 AND team_id = $2").bind(id).bind(caller.team_id).fetch_optional(&state.pool).await?;
+    kind.ok_or_else(|| ApiError::NotFound(format!("job {id}")))
+}
+
+pub async fn job_events(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
+    owned_job(&state, &caller, id).await?;
+    Ok(Json(json!({ "events": events_of(&state, id, 100_000).await? })))
+}
+
+pub async fn job_metrics(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
+    owned_job(&state, &caller, id).await?;
+    let rows: Vec<(i32, f64, f64, f64, f64, Value)> =
+        sqlx::query_as("SELECT epoch, train_loss, validation_loss, accuracy, macro_f1, detail FROM training_metrics WHERE job_id = $1 ORDER BY epoch")
+            .bind(id)
+            .fetch_all(&state.pool)
+            .await?;
+    let epochs: Vec<Value> = rows
+        .into_iter()
+        .map(|(epoch, tl, vl, acc, f1, detail)| json!({"epoch": epoch, "train_loss": tl, "validation_loss": vl, "accuracy": acc, "macro_f1": f1, "detail": detail}))
+        .collect();
+    Ok(Json(json!({ "epochs": epochs })))
+}
+
+pub async fn job_errors(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
+    owned_job(&state, &caller, id).await?;
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT line, reason FROM row_errors WHERE job_id = $1 OR job_id IN (SELECT id FROM jobs WHERE parent_id = $1) ORDER BY line, id LIMIT 100000",
+    )
+    .bind(id)
+    .fetch_all(&state.pool)
+    .await?;
+    let errors: Vec<Value> = rows.into_iter().map(|(line, reason)| json!({"line": line, "reason": reason})).collect();
+    Ok(Json(json!({ "errors": errors })))
+}
+
+pub async fn cancel_job(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
+    caller.require(Role::Analyst)?;
+    let kind = owned_job(&state, &caller, id).await?;
+    // Analysts may cancel scoring; training is mlops' business.
+    if kind == "train" {
+        caller.require(Role::Mlops)?;
+    }
+    if !jobs::cancel(&state.pool, id).await? {
+        return Err(ApiError::Conflict(format!("job {id} has already finished")));
+    }
+    job_json(&state, &caller, id).await
+}

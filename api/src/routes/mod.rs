@@ -1,0 +1,8 @@
+//! The `/v1` handlers, one module per resource.
+
+pub mod access;
+pub mod data;
+pub mod export;
+pub mod jobs;
+pub mod models;
+pub mod schedules;

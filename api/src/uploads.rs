@@ -1,0 +1,281 @@
+//! Streamed uploads of labelled datasets and corpora. The body goes to a temporary file
+//! (never whole into memory, capped at `max_upload_bytes`), a blocking thread reads it
+//! with the domain's JSONL/CSV/Parquet readers and checks each row, and batches of good
+//! rows are inserted as they come, all in one transaction: an upload lands whole or not
+//! at all. Every bad row is reported with its line and reason (and stored in
+//! `row_errors`); every good row is kept.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::Path;
+
+use absa_domain::readers::{self, Format, ReaderOptions};
+use absa_domain::records::{labelled_row, Columns, RowError};
+use absa_domain::span::AspectSpan;
+use axum::body::Body;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+use crate::error::{ApiError, ApiResult};
+
+/// Rows per insert statement.
+const BATCH_ROWS: usize = 2_000;
+/// Row errors listed in an upload's answer (all are stored).
+pub const LISTED_ERRORS: usize = 1_000;
+
+/// A row error as the API reports it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ReportedError {
+    pub line: i64,
+    pub reason: String,
+}
+
+impl From<RowError> for ReportedError {
+    fn from(e: RowError) -> Self {
+        Self { line: e.line as i64, reason: e.reason }
+    }
+}
+
+/// The `format` query parameter.
+pub fn parse_format(format: Option<&str>) -> ApiResult<Format> {
+    match format.unwrap_or("jsonl") {
+        "jsonl" | "ndjson" | "json" => Ok(Format::Jsonl),
+        "csv" => Ok(Format::Csv),
+        "parquet" => Ok(Format::Parquet),
+        other => Err(ApiError::BadRequest(format!("format {other:?}: expected jsonl, csv or parquet"))),
+    }
+}
+
+/// Streams the request body into `file`, failing with 413 past `limit` bytes.
+pub async fn spool(body: Body, file: &mut std::fs::File, limit: u64) -> ApiResult<u64> {
+    let mut stream = body.into_data_stream();
+    let mut total = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading the upload: {e}")))?;
+        total += chunk.len() as u64;
+        if total > limit {
+            return Err(ApiError::TooLarge { limit });
+        }
+        file.write_all(&chunk)?;
+    }
+    file.flush()?;
+    if total == 0 {
+        return Err(ApiError::BadRequest("the upload is empty".into()));
+    }
+    Ok(total)
+}
+
+/// What the reading thread sends: good rows in batches, and row errors.
+pub enum Parsed<T> {
+    Rows(Vec<T>),
+    Error(RowError),
+    /// The file as a whole could not be read (bad Parquet footer, I/O): nothing lands.
+    Failed(String),
+}
+
+/// Reads `path` on a blocking thread, checking each record with `check`; good rows come
+/// back in batches, bad ones as errors naming their line.
+pub fn read_rows<T: Send + 'static>(
+    path: &Path,
+    format: Format,
+    check: impl Fn(usize, &Map<String, Value>) -> Result<T, RowError> + Send + 'static,
+) -> mpsc::Receiver<Parsed<T>> {
+    let (tx, rx) = mpsc::channel(4);
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let records = match readers::open_as(&path, format, &ReaderOptions::default()) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.blocking_send(Parsed::Failed(e.to_string().replace(&path.display().to_string(), "upload")));
+                return;
+            }
+        };
+        let mut batch = Vec::with_capacity(BATCH_ROWS);
+        for item in records {
+            let sent = match item {
+                Err(e) => tx.blocking_send(Parsed::Failed(e.to_string().replace(&path.display().to_string(), "upload"))),
+                Ok(Err(row_error)) => tx.blocking_send(Parsed::Error(row_error)),
+                Ok(Ok(record)) => match check(record.line, &record.fields) {
+                    Ok(row) => {
+                        batch.push(row);
+                        if batch.len() < BATCH_ROWS {
+                            continue;
+                        }
+                        tx.blocking_send(Parsed::Rows(std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS))))
+                    }
+                    Err(e) => tx.blocking_send(Parsed::Error(e)),
+                },
+            };
+            if sent.is_err() {
+                return; // the request went away
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.blocking_send(Parsed::Rows(batch));
+        }
+    });
+    rx
+}
+
+/// Postgres text cannot hold NUL characters.
+fn no_nul(line: usize, value: &str, field: &str) -> Result<(), RowError> {
+    if value.contains('\0') {
+        return Err(RowError { line, reason: format!("field {field:?} contains a NUL character") });
+    }
+    Ok(())
+}
+
+/// A labelled row checked for the database, and against the allowed labels if given.
+pub fn check_labelled(line: usize, fields: &Map<String, Value>, columns: &Columns, allowed: Option<&HashSet<String>>) -> Result<absa_domain::records::LabelledRow, RowError> {
+    let row = labelled_row(line, fields, columns)?;
+    no_nul(line, &row.text, &columns.text)?;
+    no_nul(line, &row.aspect, &columns.aspect)?;
+    no_nul(line, &row.label, &columns.label)?;
+    if let Some(allowed) = allowed {
+        if !allowed.contains(&row.label) {
+            let mut names: Vec<&String> = allowed.iter().collect();
+            names.sort();
+            return Err(RowError { line, reason: format!("unknown label {:?} (expected one of {names:?})", row.label) });
+        }
+    }
+    Ok(row)
+}
+
+/// A document to score, checked at the edge.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DocumentRow {
+    pub line: usize,
+    pub external_id: String,
+    pub text: String,
+    pub aspect: Option<String>,
+    pub span: Option<(i32, i32)>,
+    pub published_at: Option<DateTime<Utc>>,
+    pub metadata: Value,
+}
+
+const DOCUMENT_FIELDS: [&str; 6] = ["id", "text", "aspect", "start", "end", "published_at"];
+
+fn optional_offset(fields: &Map<String, Value>, name: &str) -> Result<Option<usize>, String> {
+    match fields.get(name) {
+        // CSV has no null: an empty field is an absent one.
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(v) if v >= 0 => Ok(Some(v as usize)),
+            Some(_) => Err(format!("{name} is negative")),
+            None => Err(format!("field {name:?} is not an integer")),
+        },
+        Some(Value::String(s)) => match s.trim().parse::<i64>() {
+            Ok(v) if v >= 0 => Ok(Some(v as usize)),
+            Ok(_) => Err(format!("{name} is negative")),
+            Err(_) => Err(format!("field {name:?} is not an integer")),
+        },
+        Some(_) => Err(format!("field {name:?} is not an integer")),
+    }
+}
+
+/// Checks one corpus record: `text` required; `id` (default: the line), an optional
+/// target (`aspect`, with `start`/`end` checked against the text), `published_at`;
+/// everything else is kept as metadata.
+pub fn check_document(line: usize, fields: &Map<String, Value>) -> Result<DocumentRow, RowError> {
+    let fail = |reason: String| RowError { line, reason };
+    let text = match fields.get("text") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(Value::String(_)) => return Err(fail("field \"text\" is empty".into())),
+        None | Some(Value::Null) => return Err(fail("missing field \"text\"".into())),
+        Some(_) => return Err(fail("field \"text\" is not a string".into())),
+    };
+    let external_id = match fields.get("id") {
+        None | Some(Value::Null) => line.to_string(),
+        Some(Value::String(s)) if s.is_empty() => line.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => return Err(fail("field \"id\" is not a string or number".into())),
+    };
+    let aspect = match fields.get("aspect") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+        Some(Value::String(_)) => None,
+        Some(_) => return Err(fail("field \"aspect\" is not a string".into())),
+    };
+    let start = optional_offset(fields, "start").map_err(fail)?;
+    let end = optional_offset(fields, "end").map_err(fail)?;
+    let span = match (start, end) {
+        (None, None) => None,
+        (Some(s), Some(e)) => {
+            AspectSpan::parse(&text, aspect.as_deref(), s, e).map_err(|e| fail(e.to_string()))?;
+            Some((i32::try_from(s).map_err(|_| fail("start is too large".into()))?, i32::try_from(e).map_err(|_| fail("end is too large".into()))?))
+        }
+        _ => return Err(fail("start and end must be given together".into())),
+    };
+    if span.is_some() && aspect.is_none() {
+        return Err(fail("a span (start, end) needs its aspect".into()));
+    }
+    let published_at = match fields.get("published_at") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.trim().is_empty() => None,
+        Some(Value::String(s)) => Some(
+            DateTime::parse_from_rfc3339(s.trim()).map_err(|e| fail(format!("published_at {s:?} is not an RFC 3339 time: {e}")))?.with_timezone(&Utc),
+        ),
+        Some(_) => return Err(fail("field \"published_at\" is not a string".into())),
+    };
+    let metadata: Map<String, Value> = fields.iter().filter(|(k, _)| !DOCUMENT_FIELDS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+    no_nul(line, &text, "text")?;
+    no_nul(line, &external_id, "id")?;
+    if let Some(a) = &aspect {
+        no_nul(line, a, "aspect")?;
+    }
+    let metadata = Value::Object(metadata);
+    if metadata.to_string().contains("\\u0000") {
+        return Err(fail("metadata contains a NUL character".into()));
+    }
+    Ok(DocumentRow { line, external_id, text, aspect, span, published_at, metadata })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn documents_are_checked_field_by_field() {
+        let d = check_document(3, &fields(json!({"id": 7, "text": "Great battery", "aspect": "battery", "start": 6, "end": 13, "stars": 5}))).unwrap();
+        assert_eq!((d.external_id.as_str(), d.span, d.metadata.clone()), ("7", Some((6, 13)), json!({"stars": 5})));
+        let d = check_document(4, &fields(json!({"text": "no target"}))).unwrap();
+        assert_eq!((d.external_id.as_str(), d.aspect.clone(), d.span), ("4", None, None));
+        let cases = [
+            (json!({"text": ""}), "empty"),
+            (json!({"txt": "x"}), "missing field \"text\""),
+            (json!({"text": 5}), "not a string"),
+            (json!({"text": "abc", "aspect": "bc", "start": 2, "end": 1}), ""),
+            (json!({"text": "abc", "aspect": "bc", "start": -1, "end": 3}), "negative"),
+            (json!({"text": "abc", "aspect": "bc", "start": 1}), "together"),
+            (json!({"text": "a\u{0}b"}), "NUL"),
+            (json!({"text": "abc", "published_at": "yesterday"}), "RFC 3339"),
+            (json!({"text": "abc", "aspect": "zz", "start": 1, "end": 3}), ""),
+        ];
+        for (value, reason) in cases {
+            let e = check_document(9, &fields(value.clone())).unwrap_err();
+            assert_eq!(e.line, 9);
+            assert!(e.reason.contains(reason), "{value}: {}", e.reason);
+        }
+    }
+
+    #[test]
+    fn labelled_rows_can_be_limited_to_known_labels() {
+        let allowed: HashSet<String> = ["positive", "negative"].iter().map(|s| s.to_string()).collect();
+        let row = json!({"text": "Great battery", "aspect": "battery", "start": 6, "end": 13, "label": "positive"});
+        assert!(check_labelled(1, &fields(row.clone()), &Columns::default(), Some(&allowed)).is_ok());
+        let mut bad = row.clone();
+        bad["label"] = json!("conflict");
+        let e = check_labelled(2, &fields(bad), &Columns::default(), Some(&allowed)).unwrap_err();
+        assert!(e.reason.contains("unknown label \"conflict\""), "{}", e.reason);
+    }
+}

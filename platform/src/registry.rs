@@ -1,0 +1,173 @@
+//! The model registry's moving parts: aliases that point at model versions, and the
+//! promotion rule (a candidate takes an alias only if it beats the alias's current
+//! version on a validation metric). Used by the API and by the trainer worker when a
+//! retrained version is registered.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{PlatformError, Result};
+
+/// The alias every newly trained version of a promoting job gets.
+pub const CANDIDATE: &str = "candidate";
+
+/// Which validation figure decides a promotion.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromotionMetric {
+    #[default]
+    MacroF1,
+    Accuracy,
+}
+
+impl PromotionMetric {
+    /// The key of this figure in `model_versions.metrics`.
+    pub fn metrics_key(self) -> &'static str {
+        match self {
+            Self::MacroF1 => "validation_macro_f1",
+            Self::Accuracy => "validation_accuracy",
+        }
+    }
+}
+
+/// "Promote the new version to `alias` if it beats the current one on `metric`."
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionPolicy {
+    #[serde(default = "production")]
+    pub alias: String,
+    #[serde(default)]
+    pub metric: PromotionMetric,
+}
+
+fn production() -> String {
+    "production".into()
+}
+
+impl Default for PromotionPolicy {
+    fn default() -> Self {
+        Self { alias: production(), metric: PromotionMetric::default() }
+    }
+}
+
+/// What a promotion attempt decided, with the figures it compared.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Promotion {
+    pub promoted: bool,
+    pub alias: String,
+    pub metric: PromotionMetric,
+    pub candidate_id: Uuid,
+    pub candidate: f64,
+    pub current_id: Option<Uuid>,
+    pub current: Option<f64>,
+}
+
+/// Alias names: lower-case letters, digits, `-` and `_`, as the table's CHECK says.
+pub fn valid_alias(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.len() <= 63
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Points `alias` at `version` (of `team`), recording the move and why.
+pub async fn set_alias(conn: &mut PgConnection, team: Uuid, alias: &str, version: Uuid, reason: Value) -> Result<()> {
+    if !valid_alias(alias) {
+        return Err(PlatformError::InvalidData(format!("alias {alias:?}: use lower-case letters, digits, '-' and '_' (at most 63)")));
+    }
+    let previous: Option<Uuid> = sqlx::query_scalar("SELECT model_version_id FROM model_aliases WHERE team_id = $1 AND name = $2 FOR UPDATE")
+        .bind(team)
+        .bind(alias)
+        .fetch_optional(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO model_aliases (team_id, name, model_version_id) VALUES ($1, $2, $3)
+         ON CONFLICT (team_id, name) DO UPDATE SET model_version_id = EXCLUDED.model_version_id, updated_at = now()",
+    )
+    .bind(team)
+    .bind(alias)
+    .bind(version)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("INSERT INTO model_alias_events (team_id, alias, model_version_id, previous_id, reason) VALUES ($1, $2, $3, $4, $5)")
+        .bind(team)
+        .bind(alias)
+        .bind(version)
+        .bind(previous)
+        .bind(reason)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The version `alias` points at, if any.
+pub async fn resolve_alias(conn: &mut PgConnection, team: Uuid, alias: &str) -> Result<Option<Uuid>> {
+    Ok(sqlx::query_scalar("SELECT model_version_id FROM model_aliases WHERE team_id = $1 AND name = $2")
+        .bind(team)
+        .bind(alias)
+        .fetch_optional(&mut *conn)
+        .await?)
+}
+
+async fn validation_figure(conn: &mut PgConnection, team: Uuid, version: Uuid, metric: PromotionMetric) -> Result<Option<f64>> {
+    let found: Option<Option<f64>> = sqlx::query_scalar("SELECT (metrics->>$3)::double precision FROM model_versions WHERE id = $1 AND team_id = $2")
+        .bind(version)
+        .bind(team)
+        .bind(metric.metrics_key())
+        .fetch_optional(&mut *conn)
+        .await?;
+    match found {
+        None => Err(PlatformError::InvalidData(format!("model version {version} not found"))),
+        Some(figure) => Ok(figure),
+    }
+}
+
+/// Moves `policy.alias` to `candidate` if the alias is unset or the candidate's
+/// validation figure is strictly higher than the current version's. Locks the alias
+/// row, so two promotions of the same alias are decided one after the other.
+pub async fn promote_if_better(conn: &mut PgConnection, team: Uuid, candidate_id: Uuid, policy: &PromotionPolicy) -> Result<Promotion> {
+    let Some(candidate) = validation_figure(conn, team, candidate_id, policy.metric).await? else {
+        return Err(PlatformError::InvalidData(format!("model version {candidate_id} has no {}", policy.metric.metrics_key())));
+    };
+    let current_id: Option<Uuid> = sqlx::query_scalar("SELECT model_version_id FROM model_aliases WHERE team_id = $1 AND name = $2 FOR UPDATE")
+        .bind(team)
+        .bind(&policy.alias)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let current = match current_id {
+        Some(id) => validation_figure(conn, team, id, policy.metric).await?,
+        None => None,
+    };
+    let promoted = current_id != Some(candidate_id) && current.is_none_or(|c| candidate > c);
+    let decision = Promotion { promoted, alias: policy.alias.clone(), metric: policy.metric, candidate_id, candidate, current_id, current };
+    if promoted {
+        set_alias(conn, team, &policy.alias, candidate_id, json!({ "promotion": &decision })).await?;
+    }
+    Ok(decision)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alias_names() {
+        for ok in ["production", "candidate", "a", "team-a_v2", "0day"] {
+            assert!(valid_alias(ok), "{ok}");
+        }
+        for bad in ["", "Prod", "-x", "a b", "x;drop", &"a".repeat(64)] {
+            assert!(!valid_alias(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn policy_defaults_and_unknown_fields() {
+        let p: PromotionPolicy = serde_json::from_value(json!({})).unwrap();
+        assert_eq!(p, PromotionPolicy { alias: "production".into(), metric: PromotionMetric::MacroF1 });
+        let p: PromotionPolicy = serde_json::from_value(json!({"alias": "prod", "metric": "accuracy"})).unwrap();
+        assert_eq!(p.metric.metrics_key(), "validation_accuracy");
+        assert!(serde_json::from_value::<PromotionPolicy>(json!({"metrc": "accuracy"})).is_err());
+    }
+}

@@ -1,0 +1,437 @@
+//! The HTTP API end to end: `absa-api` (and, where the test needs them, the scheduler
+//! and trainer/scorer workers) as processes on the real Postgres and RabbitMQ, driven
+//! only through HTTP.
+//! 1. access, uploads, idempotency, cancellation, retrains: no key (every documented
+//!    route answers 401), wrong role (403), another team's ids (404 and no data);
+//!    uploads report bad rows by line and keep the good ones; a resubmission with the
+//!    same Idempotency-Key returns the first job; cancellation; a cron schedule and a
+//!    new-rows trigger each fire a training job; `/metrics`.
+//! 2. train → promote → score → export: a trained version becomes `production`; a worse
+//!    retrain stays `candidate` (and a manual promotion of it is refused); a scoring job
+//!    by alias; CSV and Parquet exports; a BI login created through the API reads its
+//!    team's predictions and no base table.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use absa_e2e::http::{Answer, Api};
+use absa_e2e::{binary, Process};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+fn admin_url() -> String {
+    std::env::var("ABSA_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://absa:absa@127.0.0.1:5432/absa".into())
+}
+
+fn amqp_url() -> String {
+    std::env::var("ABSA_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A throwaway database and queue names, the API running on a free port.
+struct Service {
+    db_name: String,
+    db_url: String,
+    vars: Vec<(String, String)>,
+    dir: PathBuf,
+    api: Api,
+    processes: Vec<Process>,
+}
+
+impl Service {
+    async fn start() -> Self {
+        let db_name = format!("absa_api_{}", Uuid::new_v4().simple());
+        let db_url = absa_platform::db::create_database(&admin_url(), &db_name).await.expect("create database");
+        let shared = absa_domain::reference::shared_dir().expect("the shared reference folder (set ABSA_SHARED)");
+        let dir = std::env::temp_dir().join(&db_name);
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let vars: Vec<(String, String)> = vec![
+            ("ABSA_DATABASE__URL".into(), db_url.clone()),
+            ("ABSA_AMQP__URL".into(), amqp_url()),
+            ("ABSA_AMQP__PREFIX".into(), db_name.clone()),
+            ("ABSA_MODELS_DIR".into(), shared.join("models").display().to_string()),
+            ("ABSA_DISPATCH__INTERVAL_SECS".into(), "0.5".into()),
+            ("ABSA_HTTP__BIND".into(), format!("127.0.0.1:{port}")),
+            ("ABSA_API__MAX_UPLOAD_BYTES".into(), "2000000".into()),
+            ("ABSA_LOG__FILTER".into(), "info".into()),
+        ];
+        let mut service = Self { db_name, db_url, vars, dir, api: Api::new(format!("http://127.0.0.1:{port}")), processes: Vec::new() };
+        service.run("absa-api", &["serve"], "api");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "absa-api did not start\n{}", service.processes[0].tail(30));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        service
+    }
+
+    fn run(&mut self, binary_name: &str, args: &[&str], tag: &str) {
+        let mut vars = self.vars.clone();
+        vars.push(("ABSA_WORKER__WORK_DIR".into(), self.dir.join(tag).join("work").display().to_string()));
+        vars.push(("ABSA_WORKER__CACHE_DIR".into(), self.dir.join(tag).join("cache").display().to_string()));
+        self.processes.push(Process::start(binary_name, args, &vars, &self.dir.join("logs"), tag));
+    }
+
+    /// `absa-api create-key`: the bootstrap path for a team's first admin key.
+    fn bootstrap_key(&self, team: &str) -> String {
+        let out = Command::new(binary("absa-api")).args(["create-key", "--team", team]).envs(self.vars.iter().cloned()).output().expect("absa-api create-key");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    fn key(&self, admin: &str, role: &str) -> (String, String) {
+        let a = self.api.post(admin, "/v1/keys", &json!({ "name": format!("{role}-key"), "role": role }));
+        assert_eq!(a.status, 201, "{a:?}");
+        (a.body["key"].as_str().unwrap().to_owned(), a.body["id"].as_str().unwrap().to_owned())
+    }
+
+    fn logs(&self) -> String {
+        self.processes.iter().map(|p| format!("--- {} ---\n{}", p.name, p.tail(25))).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Polls the job through the API until it is final.
+    fn wait_job(&self, key: &str, job: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            for p in &self.processes {
+                assert!(p.running(), "{} exited\n{}", p.name, p.tail(30));
+            }
+            let a = self.api.get(Some(key), &format!("/v1/jobs/{job}"));
+            assert_eq!(a.status, 200, "{a:?}");
+            match a.body["state"].as_str().unwrap() {
+                "succeeded" | "failed" | "cancelled" => return a.body,
+                s if Instant::now() > deadline => panic!("job {job} still {s} after {within:?}\n{}", self.logs()),
+                _ => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+    }
+
+    async fn stop(mut self) {
+        self.processes.clear();
+        absa_platform::db::drop_database(&admin_url(), &self.db_name).await.expect("drop database");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn laptops(split: &str) -> Vec<Value> {
+    let shared = absa_domain::reference::shared_dir().expect("the shared reference folder (set ABSA_SHARED)");
+    let path = shared.join("data/semeval14_laptops").join(format!("{split}.jsonl"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn jsonl(rows: &[Value]) -> String {
+    rows.iter().map(|r| r.to_string() + "\n").collect()
+}
+
+fn error_lines(a: &Answer) -> Vec<i64> {
+    a.body["errors"].as_array().unwrap().iter().map(|e| e["line"].as_i64().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_uploads_idempotency_cancellation_and_retrains() {
+    let mut svc = Service::start().await;
+    let api = &svc.api;
+    let alpha = svc.bootstrap_key("alpha");
+    let beta = svc.bootstrap_key("beta");
+    let (analyst, _) = svc.key(&alpha, "analyst");
+    let (mlops, mlops_id) = svc.key(&alpha, "mlops");
+    assert_eq!(api.get(Some(&analyst), "/v1/me").body["role"], "analyst");
+
+    // No key, a malformed key, a made-up key: 401 on every documented /v1 route.
+    let doc = api.get(None, "/openapi.json").body;
+    let mut checked = 0;
+    for (path, methods) in doc["paths"].as_object().unwrap() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        let concrete = path.replace("{id}", &Uuid::new_v4().to_string()).replace("{name}", "production");
+        for method in methods.as_object().unwrap().keys() {
+            for key in [None, Some("not-a-key"), Some("absa_0000")] {
+                let a = api.send(&method.to_uppercase(), key, &concrete, Some(&json!({})), &[]);
+                assert_eq!(a.status, 401, "{method} {path} with {key:?}: {a:?}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 3 * 30, "only {checked} route checks");
+
+    // Uploads: every bad row reported by line, every good row kept.
+    let train = laptops("train");
+    let mut body = jsonl(&train[..40]);
+    body += "{\"text\": \"abc\", \"aspect\": \"zz\", \"start\": 0, \"end\": 2, \"label\": \"positive\"}\n"; // 41: aspect is not the span
+    body += "not json\n"; // 42
+    body += "{\"text\": \"abc\", \"aspect\": \"ab\", \"start\": 0, \"end\": 2}\n"; // 43: no label
+    body += "{\"text\": \"a\\u0000b\", \"aspect\": \"a\", \"start\": 0, \"end\": 1, \"label\": \"positive\"}\n"; // 44: NUL
+    body += "{\"text\": \"abc\", \"aspect\": \"bc\", \"start\": 2, \"end\": 1, \"label\": \"negative\"}\n"; // 45: reversed span
+    let a = api.upload(Some(&analyst), "/v1/datasets?name=laptops", body.as_bytes());
+    assert_eq!(a.status, 403, "analysts do not upload datasets: {a:?}");
+    let a = api.upload(Some(&mlops), "/v1/datasets?name=laptops", body.as_bytes());
+    assert_eq!(a.status, 201, "{a:?}");
+    assert_eq!((a.body["rows_added"].as_i64(), a.body["error_count"].as_i64()), (Some(40), Some(5)), "{a:?}");
+    assert_eq!(error_lines(&a), vec![41, 42, 43, 44, 45]);
+    let dataset = a.body["dataset_id"].as_str().unwrap().to_owned();
+    let stored = api.get(Some(&analyst), &format!("/v1/datasets/{dataset}/errors"));
+    assert_eq!(stored.body["errors"].as_array().unwrap().len(), 5);
+    assert_eq!(api.get(Some(&analyst), &format!("/v1/datasets/{dataset}")).body["rows"]["train"], 40);
+    let a = api.upload(Some(&mlops), "/v1/datasets?name=big", &vec![b'x'; 2_100_000]);
+    assert_eq!(a.status, 413, "{a:?}");
+    assert_eq!(api.upload(Some(&mlops), "/v1/datasets?name=empty", b"").status, 400);
+    let a = api.upload(Some(&mlops), "/v1/datasets?name=broken&format=parquet", b"PAR1 not really");
+    assert_eq!(a.status, 400, "{a:?}");
+    assert!(api.get(Some(&mlops), "/v1/datasets").body["datasets"].as_array().unwrap().iter().all(|d| d["name"] == "laptops"), "failed uploads leave nothing");
+
+    let csv = "id,text,aspect,start,end,source\nr1,Great battery life,battery life,6,18,web\nr2,\"Screen, too dim\",Screen,0,6,app\nr1,duplicate id,,,,web\nr3,,,,,web\nr4,no target here,,,,web\n";
+    let a = api.upload(Some(&analyst), "/v1/corpora?name=reviews&format=csv", csv.as_bytes());
+    assert_eq!(a.status, 201, "{a:?}");
+    assert_eq!((a.body["documents_added"].as_i64(), a.body["error_count"].as_i64()), (Some(3), Some(2)), "{a:?}");
+    assert_eq!(error_lines(&a), vec![4, 5]);
+    let corpus = a.body["corpus_id"].as_str().unwrap().to_owned();
+
+    // Roles.
+    let train_request = json!({ "dataset_id": dataset, "base_model": "all-minilm-l6-v2", "hyperparameters": { "epochs": 1 } });
+    for (key, method, path, body) in [
+        (&analyst, "POST", "/v1/jobs/train", train_request.clone()),
+        (&analyst, "PUT", "/v1/aliases/production", json!({ "model_version_id": Uuid::new_v4() })),
+        (&analyst, "POST", "/v1/schedules", json!({})),
+        (&analyst, "POST", "/v1/keys", json!({ "name": "x", "role": "admin" })),
+        (&mlops, "POST", "/v1/keys", json!({ "name": "x", "role": "admin" })),
+        (&mlops, "POST", "/v1/teams", json!({ "name": "gamma" })),
+        (&mlops, "GET", "/v1/keys", json!({})),
+        (&mlops, "POST", "/v1/bi-logins", json!({ "role_name": "x", "password": "y" })),
+    ] {
+        let a = api.send(method, Some(key), path, Some(&body), &[]);
+        assert_eq!(a.status, 403, "{method} {path}: {a:?}");
+    }
+    let a = api.send("POST", Some(&mlops), "/v1/jobs/train", Some(&json!({ "dataset_id": dataset, "base_model": "x", "hyperparameters": { "lr": 1 } })), &[]);
+    assert_eq!(a.status, 422, "unknown hyperparameter: {a:?}");
+
+    // Idempotency and cancellation.
+    let first = api.send("POST", Some(&mlops), "/v1/jobs/train", Some(&train_request), &[("Idempotency-Key", "nightly-1")]);
+    assert_eq!(first.status, 201, "{first:?}");
+    let again = api.send("POST", Some(&mlops), "/v1/jobs/train", Some(&train_request), &[("Idempotency-Key", "nightly-1")]);
+    assert_eq!((again.status, &again.body["id"]), (200, &first.body["id"]));
+    let job = first.body["id"].as_str().unwrap().to_owned();
+    let listed = api.get(Some(&analyst), "/v1/jobs?kind=train").body;
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(api.send("POST", Some(&analyst), &format!("/v1/jobs/{job}/cancel"), None, &[]).status, 403, "training is mlops' to cancel");
+    let a = api.send("POST", Some(&mlops), &format!("/v1/jobs/{job}/cancel"), None, &[]);
+    assert_eq!((a.status, a.body["state"].as_str()), (200, Some("cancelled")), "{a:?}");
+    assert_eq!(api.send("POST", Some(&mlops), &format!("/v1/jobs/{job}/cancel"), None, &[]).status, 409);
+    let score = api.post(&analyst, "/v1/jobs/score", &json!({ "corpus_id": corpus, "alias": "production" }));
+    assert_eq!(score.status, 404, "no production alias yet: {score:?}");
+
+    // Another team: 404 for every id of alpha's, and never its data.
+    let gamma = api.post(&alpha, "/v1/teams", &json!({ "name": "gamma" }));
+    assert_eq!(gamma.status, 201, "{gamma:?}");
+    for path in [
+        format!("/v1/datasets/{dataset}"),
+        format!("/v1/datasets/{dataset}/errors"),
+        format!("/v1/corpora/{corpus}"),
+        format!("/v1/corpora/{corpus}/errors"),
+        format!("/v1/jobs/{job}"),
+        format!("/v1/jobs/{job}/events"),
+        format!("/v1/jobs/{job}/metrics"),
+        format!("/v1/jobs/{job}/errors"),
+        format!("/v1/jobs/{job}/predictions"),
+    ] {
+        let a = api.get(Some(&beta), &path);
+        assert_eq!(a.status, 404, "{path}: {a:?}");
+        assert_eq!(a.body.as_object().unwrap().keys().collect::<Vec<_>>(), vec!["error"], "{path}: {a:?}");
+    }
+    for (method, path, body) in [
+        ("POST", format!("/v1/jobs/{job}/cancel"), None),
+        ("POST", "/v1/jobs/score".to_string(), Some(json!({ "corpus_id": corpus, "model_version_id": Uuid::new_v4() }))),
+        ("POST", "/v1/jobs/train".to_string(), Some(json!({ "dataset_id": dataset, "base_model": "all-minilm-l6-v2" }))),
+        ("DELETE", format!("/v1/keys/{mlops_id}"), None),
+    ] {
+        let a = api.send(method, Some(&beta), &path, body.as_ref(), &[]);
+        assert_eq!(a.status, 404, "{method} {path}: {a:?}");
+    }
+    for list in ["/v1/datasets", "/v1/corpora", "/v1/jobs", "/v1/models", "/v1/aliases", "/v1/schedules"] {
+        let a = api.get(Some(&beta), list);
+        assert_eq!(a.status, 200);
+        let items = a.body.as_object().unwrap().values().next().unwrap().as_array().unwrap().len();
+        assert_eq!(items, 0, "{list} shows another team's rows: {a:?}");
+    }
+
+    // Retrains: a cron schedule fires; a new-rows trigger fires after an upload.
+    svc.run("absa-scheduler", &["run"], "scheduler");
+    let api = &svc.api;
+    let a = api.post(&mlops, "/v1/schedules", &json!({ "name": "bad", "dataset_id": dataset, "base_model": "all-minilm-l6-v2", "cron": "61 * * * *" }));
+    assert_eq!(a.status, 422, "{a:?}");
+    let cron = api.post(&mlops, "/v1/schedules", &json!({ "name": "every-2s", "dataset_id": dataset, "base_model": "all-minilm-l6-v2", "cron": "*/2 * * * * *" }));
+    assert_eq!(cron.status, 201, "{cron:?}");
+    let on_rows = api.post(&mlops, "/v1/schedules", &json!({ "name": "on-rows", "dataset_id": dataset, "base_model": "all-minilm-l6-v2", "on_new_rows": true, "promote": { "metric": "accuracy" } }));
+    assert_eq!(on_rows.status, 201, "{on_rows:?}");
+    let fired_job = |schedule: &Value| -> Option<String> {
+        let a = api.get(Some(&mlops), &format!("/v1/schedules/{}", schedule["id"].as_str().unwrap()));
+        a.body["last_job_id"].as_str().map(str::to_owned)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let cron_job = loop {
+        if let Some(j) = fired_job(&cron.body) {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "the cron schedule never fired\n{}", svc.logs());
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let j = api.get(Some(&mlops), &format!("/v1/jobs/{cron_job}")).body;
+    assert_eq!(j["parameters"]["retrain"]["reason"], "cron", "{j}");
+    assert_eq!(j["parameters"]["promote"], json!({ "alias": "production", "metric": "macro_f1" }));
+    assert!(j["events"].as_array().unwrap().iter().any(|e| e["kind"] == "retrain_fired"), "{j}");
+    assert_eq!(fired_job(&on_rows.body), None, "no new rows yet");
+    let a = api.upload(Some(&mlops), "/v1/datasets?name=laptops", jsonl(&train[40..50]).as_bytes());
+    assert_eq!((a.status, a.body["rows_total"].as_i64()), (201, Some(50)), "{a:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rows_job = loop {
+        if let Some(j) = fired_job(&on_rows.body) {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "the new-rows trigger never fired\n{}", svc.logs());
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let j = api.get(Some(&mlops), &format!("/v1/jobs/{rows_job}")).body;
+    assert_eq!(j["parameters"]["retrain"]["reason"], "new_rows", "{j}");
+    assert_eq!(j["parameters"]["promote"]["metric"], "accuracy");
+    for s in [&cron.body, &on_rows.body] {
+        assert_eq!(api.send("DELETE", Some(&mlops), &format!("/v1/schedules/{}", s["id"].as_str().unwrap()), None, &[]).status, 204);
+    }
+    for j in api.get(Some(&mlops), "/v1/jobs?kind=train").body["jobs"].as_array().unwrap() {
+        api.send("POST", Some(&mlops), &format!("/v1/jobs/{}/cancel", j["id"].as_str().unwrap()), None, &[]);
+    }
+
+    // Revoked keys stop working; metrics are exposed.
+    assert_eq!(api.send("DELETE", Some(&alpha), &format!("/v1/keys/{mlops_id}"), None, &[]).status, 204);
+    assert_eq!(api.get(Some(&mlops), "/v1/me").status, 401);
+    let metrics = api.get(None, "/metrics").body;
+    let metrics = metrics.as_str().unwrap();
+    for needle in ["absa_jobs{kind=\"train\",state=\"cancelled\"}", "absa_api_requests_total{route=\"/v1/datasets\",status=\"201\"}", "absa_api_upload_rows_total", "absa_job_events_total{kind=\"retrain_fired\"}"] {
+        assert!(metrics.contains(needle), "{needle} missing from /metrics:\n{metrics}");
+    }
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn train_promote_score_and_export() {
+    let mut svc = Service::start().await;
+    svc.run("absa-scheduler", &["run"], "scheduler");
+    svc.run("absa-trainer", &["work"], "trainer");
+    svc.run("absa-scorer", &["work"], "scorer");
+    let admin = svc.bootstrap_key("alpha");
+    let (analyst, _) = svc.key(&admin, "analyst");
+    let (mlops, _) = svc.key(&admin, "mlops");
+    let api = &svc.api;
+
+    let a = api.upload(Some(&mlops), "/v1/datasets?name=laptops", jsonl(&laptops("train")[..600]).as_bytes());
+    assert_eq!((a.status, a.body["rows_added"].as_i64()), (201, Some(600)), "{a:?}");
+    let dataset = a.body["dataset_id"].as_str().unwrap().to_owned();
+    let train = |lr: f64, epochs: u32| {
+        let a = api.post(&mlops, "/v1/jobs/train", &json!({
+            "dataset_id": dataset, "base_model": "all-minilm-l6-v2", "promote": {},
+            "hyperparameters": { "learning_rate": lr, "epochs": epochs, "warmup_steps": 0, "seed": 42 } }));
+        assert_eq!(a.status, 201, "{a:?}");
+        let job = a.body["id"].as_str().unwrap().to_owned();
+        let done = svc.wait_job(&mlops, &job, Duration::from_secs(600));
+        assert_eq!(done["state"], "succeeded", "{done}\n{}", svc.logs());
+        (job, done["model_version_id"].as_str().unwrap().to_owned(), done)
+    };
+
+    // The first version has nothing to beat: production and candidate.
+    let (job1, v1, done1) = train(1e-4, 2);
+    assert!(done1["events"].as_array().unwrap().iter().any(|e| e["kind"] == "promoted"), "{done1}");
+    let epochs = api.get(Some(&analyst), &format!("/v1/jobs/{job1}/metrics")).body;
+    assert_eq!(epochs["epochs"].as_array().unwrap().len(), 2, "{epochs}");
+    assert!(epochs["epochs"][0]["detail"].is_object());
+    let aliases = |key: &str| -> Vec<(String, String)> {
+        api.get(Some(key), "/v1/aliases").body["aliases"].as_array().unwrap().iter().map(|a| (a["name"].as_str().unwrap().to_owned(), a["model_version_id"].as_str().unwrap().to_owned())).collect()
+    };
+    assert_eq!(aliases(&analyst), vec![("candidate".into(), v1.clone()), ("production".into(), v1.clone())]);
+
+    // A retrain that barely moves the weights is worse: it stays candidate.
+    let (job2, v2, done2) = train(1e-9, 1);
+    let compare = api.get(Some(&analyst), &format!("/v1/models/compare?ids={v1},{v2}")).body;
+    let f1 = |v: &str| compare["metrics"]["validation_macro_f1"][v].as_f64().unwrap();
+    assert!(f1(&v2) < f1(&v1), "the near-zero learning rate should be worse: {compare}");
+    assert!(done2["events"].as_array().unwrap().iter().any(|e| e["kind"] == "promotion_refused"), "{done2}");
+    assert_eq!(aliases(&analyst), vec![("candidate".into(), v2.clone()), ("production".into(), v1.clone())]);
+    assert_eq!(api.send("POST", Some(&analyst), &format!("/v1/models/{v2}/promote"), Some(&json!({})), &[]).status, 403);
+    let refused = api.send("POST", Some(&mlops), &format!("/v1/models/{v2}/promote"), Some(&json!({ "alias": "production" })), &[]);
+    assert_eq!((refused.status, refused.body["promoted"].as_bool()), (409, Some(false)), "{refused:?}");
+    assert_eq!(refused.body["current"].as_f64(), Some(f1(&v1)));
+    let model = api.get(Some(&analyst), &format!("/v1/models/{v1}")).body;
+    assert_eq!(model["aliases"], json!(["production"]), "{model}");
+    assert_eq!(model["lineage"]["training_job_id"], job1.as_str());
+    let _ = job2;
+
+    // Score the test texts (labels held back) with the production version.
+    let test = laptops("test");
+    let docs: Vec<Value> = test[..200].iter().enumerate().map(|(i, r)| json!({ "id": format!("t{i}"), "text": r["text"], "aspect": r["aspect"], "start": r["start"], "end": r["end"] })).collect();
+    let a = api.upload(Some(&analyst), "/v1/corpora?name=laptops-test", jsonl(&docs).as_bytes());
+    assert_eq!((a.status, a.body["documents_added"].as_i64()), (201, Some(200)), "{a:?}");
+    let corpus = a.body["corpus_id"].as_str().unwrap().to_owned();
+    let request = json!({ "corpus_id": corpus, "alias": "production", "shard_size": 64 });
+    let a = api.send("POST", Some(&analyst), "/v1/jobs/score", Some(&request), &[("Idempotency-Key", "score-1")]);
+    assert_eq!(a.status, 201, "{a:?}");
+    assert_eq!(a.body["parameters"]["model_version_id"], v1.as_str());
+    let job = a.body["id"].as_str().unwrap().to_owned();
+    let done = svc.wait_job(&analyst, &job, Duration::from_secs(300));
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!((done["shards"]["total"].as_i64(), done["shards"]["succeeded"].as_i64(), done["predictions"].as_i64()), (Some(4), Some(4), Some(200)), "{done}");
+
+    let (status, bytes) = api.get_bytes(&analyst, &format!("/v1/jobs/{job}/predictions?format=csv"));
+    assert_eq!(status, 200);
+    let text = String::from_utf8(bytes).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("external_id,seq,target_index,aspect,span_start,span_end,label,confidence,model_version_id"));
+    let rows: Vec<Vec<String>> = csv_rows(&text);
+    assert_eq!(rows.len(), 200);
+    let correct = rows.iter().filter(|r| test[r[0][1..].parse::<usize>().unwrap()]["label"] == r[6].as_str()).count();
+    let accuracy = correct as f64 / 200.0;
+    eprintln!("held-back accuracy of the production version on 200 test rows: {accuracy:.3}");
+    assert!(accuracy > 0.5, "accuracy {accuracy}");
+    let (status, parquet) = api.get_bytes(&analyst, &format!("/v1/jobs/{job}/predictions?format=parquet"));
+    assert_eq!(status, 200);
+    assert!(parquet.starts_with(b"PAR1") && parquet.ends_with(b"PAR1") && parquet.len() > 1000, "{} bytes", parquet.len());
+
+    // A BI login made through the API reads the team's predictions and no base table.
+    let role = format!("bi_{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let a = api.post(&admin, "/v1/bi-logins", &json!({ "role_name": role, "password": "correct-horse-battery" }));
+    assert_eq!(a.status, 201, "{a:?}");
+    let bi_url = svc.db_url.replacen("absa:absa@", &format!("{role}:correct-horse-battery@"), 1);
+    let bi = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&bi_url).await.expect("BI login connects");
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM bi_sentiment").fetch_one(&bi).await.unwrap();
+    assert_eq!(seen, 200);
+    let denied = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM predictions").fetch_one(&bi).await.unwrap_err();
+    assert!(denied.to_string().contains("permission denied"), "{denied}");
+    bi.close().await;
+    let pool = sqlx::PgPool::connect(&svc.db_url).await.unwrap();
+    let team: Uuid = sqlx::query_scalar("SELECT id FROM teams WHERE name = 'alpha'").fetch_one(&pool).await.unwrap();
+    absa_platform::bi::drop_login(&pool, team, &role).await.unwrap();
+    pool.close().await;
+    svc.stop().await;
+}
+
+fn csv_rows(text: &str) -> Vec<Vec<String>> {
+    // The exported fields hold no commas or quotes except in aspects; split carefully.
+    let mut rows = Vec::new();
+    for line in text.lines().skip(1) {
+        let mut fields = Vec::new();
+        let mut field = String::new();
+        let mut quoted = false;
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match (c, quoted) {
+                ('"', true) if chars.peek() == Some(&'"') => {
+                    field.push('"');
+                    chars.next();
+                }
+                ('"', _) => quoted = !quoted,
+                (',', false) => fields.push(std::mem::take(&mut field)),
+                _ => field.push(c),
+            }
+        }
+        fields.push(field);
+        rows.push(fields);
+    }
+    rows
+}
