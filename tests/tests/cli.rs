@@ -1,0 +1,332 @@
+//! The `absa` command-line client end to end: `absa-api serve` as a process on a
+//! throwaway Postgres database (keys bootstrapped with `absa-api create-key`), driven
+//! only through the `absa` binary, asserting exit codes and what it prints (tables,
+//! `key: value` lines, `--json` answers, errors on standard error).
+//! Covers: `me`; `keys create` for an analyst and an mlops key; dataset uploads with row
+//! errors by line (and the analyst's 403); a CSV corpus upload; `datasets`, `corpora`;
+//! `train` twice with one idempotency key (one job), `jobs`, `job`, `cancel`, `watch`
+//! (exit 1 for a cancelled job); `schedule add`, `schedules`, `schedule show`,
+//! `schedule rm`; `promote` of an unknown version (404); an unreachable API; no key at
+//! all (refused before anything is sent); a config file named but missing.
+//! No trainer or scorer runs: the training job is cancelled before anything claims it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use absa_e2e::{binary, Process};
+use serde_json::Value;
+use uuid::Uuid;
+
+fn admin_url() -> String {
+    std::env::var("ABSA_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://absa:absa@127.0.0.1:5432/absa".into())
+}
+
+fn amqp_url() -> String {
+    std::env::var("ABSA_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A throwaway database and queue prefix with `absa-api serve` on a free port; the
+/// process is killed and the database dropped when this is dropped (a failing test too).
+struct Service {
+    db_name: String,
+    vars: Vec<(String, String)>,
+    dir: PathBuf,
+    url: String,
+    api: Option<Process>,
+}
+
+impl Service {
+    fn start() -> Self {
+        let db_name = format!("absa_cli_{}", Uuid::new_v4().simple());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let db_url = rt.block_on(absa_platform::db::create_database(&admin_url(), &db_name)).expect("create database");
+        let shared = absa_domain::reference::shared_dir().expect("the shared reference folder (set ABSA_SHARED)");
+        let dir = std::env::temp_dir().join(&db_name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let vars: Vec<(String, String)> = vec![
+            ("ABSA_DATABASE__URL".into(), db_url),
+            ("ABSA_AMQP__URL".into(), amqp_url()),
+            ("ABSA_AMQP__PREFIX".into(), db_name.clone()),
+            ("ABSA_MODELS_DIR".into(), shared.join("models").display().to_string()),
+            ("ABSA_HTTP__BIND".into(), format!("127.0.0.1:{port}")),
+            ("ABSA_LOG__FILTER".into(), "info".into()),
+        ];
+        let mut service = Self { db_name, vars, dir, url: format!("http://127.0.0.1:{port}"), api: None };
+        let api = Process::start("absa-api", &["serve"], &service.vars, &service.dir.join("logs"), "api");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(api.running() && Instant::now() < deadline, "absa-api did not start\n{}", api.tail(30));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        service.api = Some(api);
+        service
+    }
+
+    /// `absa-api create-key`: the bootstrap path for a team's first admin key.
+    fn bootstrap_key(&self, team: &str) -> String {
+        let out = Command::new(binary("absa-api")).args(["create-key", "--team", team]).envs(self.vars.iter().cloned()).output().expect("absa-api create-key");
+        assert!(out.status.success(), "absa-api create-key: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    fn logs(&self) -> String {
+        self.api.as_ref().map(|p| p.tail(25)).unwrap_or_default()
+    }
+
+    fn write(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    /// `absa ARGS` against this API with `key` from the environment (none when `None`).
+    fn absa(&self, key: Option<&str>, args: &[&str]) -> Run {
+        run_absa(&self.dir, Some(&self.url), key, args)
+    }
+
+    /// `absa ARGS` that must succeed; its standard output.
+    fn ok(&self, key: &str, args: &[&str]) -> String {
+        let run = self.absa(Some(key), args);
+        assert_eq!(run.code, Some(0), "absa {args:?}: {run:?}\n--- api ---\n{}", self.logs());
+        run.stdout
+    }
+
+    /// `absa --json ARGS` that must succeed, its output parsed.
+    fn json(&self, key: &str, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let stdout = self.ok(key, &all);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("absa {all:?} printed no JSON ({e}):\n{stdout}"))
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.api.take();
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            if let Err(e) = rt.block_on(absa_platform::db::drop_database(&admin_url(), &self.db_name)) {
+                eprintln!("dropping {}: {e}", self.db_name);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What one `absa` run left behind.
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `absa` with only the given URL and key as settings: a developer's own
+/// environment and `~/.config/absa/cli.toml` play no part (an empty config file is
+/// named instead; a named file that is missing would be an error).
+fn run_absa(dir: &Path, url: Option<&str>, key: Option<&str>, args: &[&str]) -> Run {
+    let config = dir.join("cli.toml");
+    if !config.exists() {
+        std::fs::write(&config, "").unwrap();
+    }
+    let mut cmd = Command::new(binary("absa"));
+    cmd.args(args)
+        .env_remove("ABSA_API_URL")
+        .env_remove("ABSA_API_KEY")
+        .env("ABSA_CLI_CONFIG", &config)
+        .env("HOME", dir)
+        .env("XDG_CONFIG_HOME", dir.join("xdg"));
+    if let Some(u) = url {
+        cmd.env("ABSA_API_URL", u);
+    }
+    if let Some(k) = key {
+        cmd.env("ABSA_API_KEY", k);
+    }
+    let out: Output = cmd.output().expect("running absa");
+    Run { code: out.status.code(), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+}
+
+/// The value of a `key:  value` line printed by `absa me`, `absa job`, `schedule show`.
+fn field(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|l| l.strip_prefix(&format!("{key}:")).map(|v| v.trim().to_owned()))
+}
+
+/// The table row (whitespace-split cells) whose first cell is `id`.
+fn row(table: &str, id: &str) -> Option<Vec<String>> {
+    table.lines().skip(1).map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>()).find(|cells| cells.first().map(String::as_str) == Some(id))
+}
+
+fn str_of(v: &Value, key: &str) -> String {
+    v[key].as_str().unwrap_or_else(|| panic!("no string {key:?} in {v}")).to_owned()
+}
+
+#[test]
+fn the_cli_drives_the_api() {
+    let started = Instant::now();
+    let svc = Service::start();
+    let admin = svc.bootstrap_key("cli-team");
+
+    // Who the key belongs to.
+    let me = svc.ok(&admin, &["me"]);
+    assert_eq!(field(&me, "team").as_deref(), Some("cli-team"), "{me}");
+    assert_eq!(field(&me, "role").as_deref(), Some("admin"), "{me}");
+    assert_eq!(field(&me, "api").as_deref(), Some(svc.url.as_str()), "{me}");
+
+    // Keys made by the admin; the secret comes back once, in --json.
+    let analyst_key = svc.json(&admin, &["keys", "create", "--name", "viewer", "--role", "analyst"]);
+    assert_eq!(analyst_key["role"], "analyst", "{analyst_key}");
+    let analyst = str_of(&analyst_key, "key");
+    let mlops_key = svc.json(&admin, &["keys", "create", "--name", "pipeline", "--role", "mlops"]);
+    assert_eq!(mlops_key["role"], "mlops", "{mlops_key}");
+    let mlops = str_of(&mlops_key, "key");
+    let me = svc.ok(&analyst, &["me"]);
+    assert_eq!((field(&me, "team").as_deref(), field(&me, "role").as_deref()), (Some("cli-team"), Some("analyst")), "{me}");
+    assert_eq!(svc.json(&mlops, &["me"])["role"], "mlops");
+    let text = svc.ok(&admin, &["keys", "create", "--name", "shown-once", "--role", "analyst"]);
+    assert!(field(&text, "key").is_some_and(|k| !k.is_empty()) && text.contains("shown only this once"), "{text}");
+
+    // A dataset: the first 60 laptop rows and two bad lines, reported by line number.
+    let shared = absa_domain::reference::shared_dir().expect("the shared reference folder (set ABSA_SHARED)");
+    let train = shared.join("data/semeval14_laptops/train.jsonl");
+    let train = std::fs::read_to_string(&train).unwrap_or_else(|e| panic!("{}: {e}", train.display()));
+    let mut rows: String = train.lines().take(60).map(|l| format!("{l}\n")).collect();
+    assert_eq!(rows.lines().count(), 60);
+    rows += "not json\n"; // line 61
+    rows += "{\"text\": \"abc\", \"aspect\": \"ab\", \"start\": 0, \"end\": 2}\n"; // line 62: no label
+    let file = svc.write("laptops.jsonl", &rows);
+    let file = file.to_str().unwrap();
+
+    let denied = svc.absa(Some(&analyst), &["upload", "dataset", file, "--name", "laptops"]);
+    assert_eq!(denied.code, Some(1), "{denied:?}");
+    assert!(denied.stderr.contains("error: HTTP 403 Forbidden: this needs the mlops role; the key has analyst"), "{denied:?}");
+    assert!(denied.stdout.is_empty(), "{denied:?}");
+
+    let out = svc.ok(&mlops, &["upload", "dataset", file, "--name", "laptops"]);
+    let mut lines = out.lines();
+    let first = lines.next().unwrap_or_default();
+    assert!(first.starts_with("dataset laptops (") && first.ends_with("): 60 rows added, 60 in total"), "{out}");
+    let dataset = first["dataset laptops (".len()..first.len() - "): 60 rows added, 60 in total".len()].to_owned();
+    assert!(Uuid::parse_str(&dataset).is_ok(), "{out}");
+    assert_eq!(lines.next(), Some("2 row errors:"), "{out}");
+    assert!(lines.next().is_some_and(|l| l.starts_with("  line 61: ")), "{out}");
+    assert!(lines.next().is_some_and(|l| l.starts_with("  line 62: ")), "{out}");
+    assert_eq!(lines.next(), None, "{out}");
+
+    // A corpus from CSV, by the analyst: a repeated id and an empty text are rejected.
+    let csv = "id,text,aspect,start,end,source\nr1,Great battery life,battery life,6,18,web\nr2,\"Screen, too dim\",Screen,0,6,app\nr1,duplicate id,,,,web\nr3,,,,,web\nr4,no target here,,,,web\n";
+    let csv = svc.write("reviews.csv", csv);
+    let out = svc.ok(&analyst, &["upload", "corpus", csv.to_str().unwrap(), "--name", "reviews"]);
+    let first = out.lines().next().unwrap_or_default();
+    assert!(first.starts_with("corpus reviews (") && first.ends_with("): 3 documents added, 3 in total"), "{out}");
+    let corpus = first["corpus reviews (".len()..first.len() - "): 3 documents added, 3 in total".len()].to_owned();
+    assert!(out.contains("\n2 row errors:\n  line 4: ") && out.contains("\n  line 5: "), "{out}");
+
+    // Listings.
+    let table = svc.ok(&analyst, &["datasets"]);
+    assert!(table.starts_with("ID ") && table.lines().count() == 2, "{table}");
+    let cells = row(&table, &dataset).unwrap_or_else(|| panic!("dataset {dataset} not listed:\n{table}"));
+    assert_eq!(cells[1], "laptops", "{table}");
+    assert!(cells.contains(&"negative,neutral,positive".to_owned()), "{table}");
+    // Not asserted: the ROWS cell. `GET /v1/datasets` answers `"rows": 60` (a number)
+    // while `absa datasets` expects the per-split object of `GET /v1/datasets/{id}`
+    // (`{"train": 60}`), so the table shows `-` (reported, not fixed here).
+    let listed = svc.json(&analyst, &["datasets"]);
+    assert_eq!((listed["datasets"][0]["id"].as_str(), listed["datasets"][0]["name"].as_str()), (Some(dataset.as_str()), Some("laptops")), "{listed}");
+    let table = svc.ok(&analyst, &["corpora"]);
+    let cells = row(&table, &corpus).unwrap_or_else(|| panic!("corpus {corpus} not listed:\n{table}"));
+    assert_eq!(&cells[1..3], ["reviews", "3"], "{table}");
+
+    // Training: the same idempotency key twice is one job.
+    let submit = ["train", "--dataset", &dataset, "--base-model", "all-minilm-l6-v2", "--epochs", "1", "--idempotency-key", "k1"];
+    let denied = svc.absa(Some(&analyst), &submit);
+    assert!(denied.code == Some(1) && denied.stderr.contains("HTTP 403 Forbidden: this needs the mlops role"), "{denied:?}");
+    let first = svc.json(&mlops, &submit);
+    let again = svc.json(&mlops, &submit);
+    let job = str_of(&first, "id");
+    assert_eq!(again["id"], first["id"], "{first}\n{again}");
+    assert_eq!((first["kind"].as_str(), first["parameters"]["hyperparameters"]["epochs"].as_i64()), (Some("train"), Some(1)), "{first}");
+    let text = svc.ok(&mlops, &submit);
+    assert!(text.starts_with(&format!("train job {job} already submitted with this idempotency key (")), "{text}");
+
+    let table = svc.ok(&analyst, &["jobs"]);
+    assert!(table.starts_with("ID ") && table.lines().count() == 2, "one job only:\n{table}");
+    let cells = row(&table, &job).unwrap_or_else(|| panic!("job {job} not listed:\n{table}"));
+    assert_eq!(cells[1], "train", "{table}");
+    assert!(["queued", "dispatched"].contains(&cells[2].as_str()), "nothing runs it: {table}");
+    let details = svc.ok(&analyst, &["job", &job]);
+    assert_eq!(field(&details, "id").as_deref(), Some(job.as_str()), "{details}");
+    assert_eq!(field(&details, "kind").as_deref(), Some("train"), "{details}");
+    assert!(details.contains("\nevents (last ") && details.contains("submitted"), "{details}");
+
+    let out = svc.ok(&mlops, &["cancel", &job]);
+    assert_eq!(out, format!("job {job} cancelled\n"));
+    let again = svc.absa(Some(&mlops), &["cancel", &job]);
+    assert!(again.code == Some(1) && again.stderr.starts_with("error: HTTP 409 Conflict: "), "{again:?}");
+    assert_eq!(field(&svc.ok(&analyst, &["job", &job]), "state").as_deref(), Some("cancelled"));
+    let table = svc.ok(&analyst, &["jobs", "--state", "cancelled"]);
+    assert_eq!(row(&table, &job).map(|c| c[2].clone()).as_deref(), Some("cancelled"), "{table}");
+    let watched = svc.absa(Some(&analyst), &["watch", &job]);
+    assert_eq!(watched.code, Some(1), "a cancelled job: {watched:?}");
+    assert!(watched.stderr.lines().last() == Some(&format!("job {job} cancelled")), "{watched:?}");
+    assert!(watched.stdout.is_empty(), "{watched:?}");
+    let watched = svc.absa(Some(&analyst), &["--json", "watch", &job]);
+    assert_eq!(watched.code, Some(1), "{watched:?}");
+    let final_job: Value = serde_json::from_str(&watched.stdout).unwrap_or_else(|e| panic!("{e}: {watched:?}"));
+    assert_eq!(final_job["state"], "cancelled");
+
+    // A retrain schedule on a cron (no scheduler runs, so it never fires here).
+    let add = ["schedule", "add", "--name", "nightly", "--dataset", &dataset, "--base-model", "all-minilm-l6-v2", "--cron", "0 3 * * *", "--hp", "epochs=1"];
+    let denied = svc.absa(Some(&analyst), &add);
+    assert!(denied.code == Some(1) && denied.stderr.contains("HTTP 403 Forbidden"), "{denied:?}");
+    let bad = svc.absa(Some(&mlops), &["schedule", "add", "--name", "bad", "--dataset", &dataset, "--base-model", "all-minilm-l6-v2", "--cron", "61 * * * *"]);
+    assert!(bad.code == Some(1) && bad.stderr.starts_with("error: HTTP 422 Unprocessable Entity: "), "{bad:?}");
+    let out = svc.ok(&mlops, &add);
+    let schedule = field(&out, "id").unwrap_or_else(|| panic!("no id:\n{out}"));
+    assert_eq!((field(&out, "name").as_deref(), field(&out, "cron").as_deref()), (Some("nightly"), Some("0 3 * * *")), "{out}");
+    assert!(field(&out, "next run").is_some_and(|t| t != "-"), "{out}");
+    let table = svc.ok(&analyst, &["schedules"]);
+    let cells = row(&table, &schedule).unwrap_or_else(|| panic!("schedule {schedule} not listed:\n{table}"));
+    assert_eq!(cells[1..7].join(" "), "nightly 0 3 * * *", "{table}");
+    let shown = svc.json(&analyst, &["schedule", "show", &schedule]);
+    assert_eq!((shown["dataset_id"].as_str(), shown["cron"].as_str()), (Some(dataset.as_str()), Some("0 3 * * *")), "{shown}");
+    assert_eq!(shown["job_parameters"]["hyperparameters"]["epochs"], 1, "--hp epochs=1 reached the server: {shown}");
+    let out = svc.ok(&mlops, &["schedule", "rm", &schedule]);
+    assert_eq!(out, format!("schedule {schedule} deleted\n"));
+    assert!(row(&svc.ok(&analyst, &["schedules"]), &schedule).is_none(), "still listed after rm");
+    let gone = svc.absa(Some(&mlops), &["schedule", "rm", &schedule]);
+    assert!(gone.code == Some(1) && gone.stderr.contains(&format!("HTTP 404 Not Found: schedule {schedule} not found")), "{gone:?}");
+
+    // Promoting a version that does not exist: the server's 404.
+    let unknown = Uuid::new_v4().to_string();
+    let out = svc.absa(Some(&mlops), &["promote", &unknown]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert_eq!(out.stderr.trim_end(), format!("error: HTTP 404 Not Found: model version {unknown} not found"), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+
+    // A made-up key: 401 with the server's message.
+    let out = svc.absa(Some("absa_not-a-key"), &["me"]);
+    assert!(out.code == Some(1) && out.stderr.starts_with("error: HTTP 401 Unauthorized: "), "{out:?}");
+
+    // Nothing listening: the flag beats ABSA_API_URL, and the message names the URL.
+    let out = svc.absa(Some(&admin), &["--api-url", "http://127.0.0.1:1", "me"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.starts_with("error: could not reach the API at http://127.0.0.1:1: "), "{out:?}");
+
+    // No key anywhere: refused before anything is sent (nothing connects to the listener).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let out = run_absa(&svc.dir, Some(&url), None, &["me"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.starts_with("error: no API key: pass --api-key, set ABSA_API_KEY"), "{out:?}");
+    assert!(matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock), "absa connected without a key");
+    let out = run_absa(&svc.dir, Some(&url), Some(""), &["jobs"]);
+    assert!(out.code == Some(1) && out.stderr.starts_with("error: no API key"), "an empty key counts as none: {out:?}");
+
+    // A config file that is named but missing is an error, not silently skipped.
+    let out = svc.absa(Some(&admin), &["--config", svc.dir.join("missing.toml").to_str().unwrap(), "me"]);
+    assert!(out.code == Some(1) && out.stderr.contains("reading config file"), "{out:?}");
+
+    eprintln!("the CLI test took {:.1}s", started.elapsed().as_secs_f64());
+}
