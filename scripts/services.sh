@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Brings up what the tests and the demo need: PostgreSQL and RabbitMQ (installed from
-# Debian packages when absent, started when down), the project's role and database.
+# Debian packages when absent, started when down), the project's role and database;
+# headless Chromium for the dashboard's end-to-end test.
 # Idempotent.
 set -euo pipefail
 log() { echo "[services] $*" >&2; }
@@ -50,3 +51,8 @@ if ! port_open 5672; then
   wait_port 5672 RabbitMQ 120
 fi
 log "PostgreSQL and RabbitMQ are up"
+
+# --- Chromium (headless, for the dashboard's end-to-end test)
+if [ ! -x /usr/bin/chromium ]; then
+  log "installing Chromium from Debian packages"; apt_install chromium
+fi

@@ -101,6 +101,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .merge(crate::dashboard::routes())
         .nest("/v1", v1)
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)

@@ -9,9 +9,11 @@
 //! - [`uploads`]: streamed uploads checked row by row.
 //! - [`routes`]: the `/v1` handlers (data, jobs, models, schedules, access, export).
 //! - [`metrics`]: the Prometheus exposition.
+//! - [`dashboard`]: the web dashboard at `/dashboard` (static, embedded; data from `/v1`).
 
 pub mod app;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod metrics;
 pub mod routes;
