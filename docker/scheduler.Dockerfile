@@ -1,0 +1,38 @@
+# syntax=docker/dockerfile:1
+# absa-scheduler: dispatch, leases, shards and retrains (`run`; one replica leads).
+# Build from the repository root (BuildKit):
+#   docker build -f docker/api.Dockerfile -t absa-scheduler:0.1.0 .
+ARG RUST_IMAGE=rust:1.95-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
+
+FROM ${RUST_IMAGE} AS build
+WORKDIR /src
+# Every workspace member's folder (the workspace only resolves with all manifests) and
+# the migrations the binaries embed; nothing else of the build context.
+COPY Cargo.toml Cargo.lock ./
+COPY domain domain
+COPY onnx onnx
+COPY platform platform
+COPY api api
+COPY scheduler scheduler
+COPY trainer trainer
+COPY scorer scorer
+COPY tests tests
+COPY cli cli
+COPY migrations migrations
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p absa-scheduler --bin absa-scheduler \
+ && install -D -m 0755 target/release/absa-scheduler /out/absa-scheduler
+
+FROM ${RUNTIME_IMAGE}
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 absa \
+ && useradd --system --uid 10001 --gid absa --home-dir /tmp --no-create-home --shell /usr/sbin/nologin absa
+COPY --from=build /out/absa-scheduler /usr/local/bin/absa-scheduler
+ENV HOME=/tmp
+USER 10001:10001
+ENTRYPOINT ["absa-scheduler"]
+CMD ["run"]
