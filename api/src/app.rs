@@ -76,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs", get(jobs::list_jobs))
         .route("/jobs/train", post(jobs::submit_train))
         .route("/jobs/score", post(jobs::submit_score))
+        .route("/jobs/sweep", post(jobs::submit_sweep))
         .route("/jobs/{id}", get(jobs::get_job))
         .route("/jobs/{id}/events", get(jobs::job_events))
         .route("/jobs/{id}/metrics", get(jobs::job_metrics))

@@ -13,6 +13,8 @@ use absa_domain::readers::{self, Format, ReaderOptions};
 use absa_domain::records::{labelled_row, Columns, RowError};
 use absa_domain::span::AspectSpan;
 use axum::body::Body;
+use axum::http::header::CONTENT_LENGTH;
+use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -49,8 +51,14 @@ pub fn parse_format(format: Option<&str>) -> ApiResult<Format> {
     }
 }
 
-/// Streams the request body into `file`, failing with 413 past `limit` bytes.
-pub async fn spool(body: Body, file: &mut std::fs::File, limit: u64) -> ApiResult<u64> {
+/// Streams the request body into `file`, failing with 413 past `limit` bytes, or at
+/// once when the declared `Content-Length` is already over it (so the client gets the
+/// answer instead of a connection closed mid-upload).
+pub async fn spool(headers: &HeaderMap, body: Body, file: &mut std::fs::File, limit: u64) -> ApiResult<u64> {
+    let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::TooLarge { limit });
+    }
     let mut stream = body.into_data_stream();
     let mut total = 0u64;
     while let Some(chunk) = stream.next().await {

@@ -527,6 +527,17 @@ fn upload(c: &Client, u: Upload, json: bool) -> Result<ExitCode> {
     query.insert(1, ("format", name_of(format)));
     let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
+    // Checked before sending: a server refusing a large body mid-stream closes the
+    // connection, and the client would only see a broken pipe instead of the reason.
+    let me = c.get("/v1/me", &[])?;
+    if let Some(cap) = me.get("max_upload_bytes").and_then(Value::as_u64) {
+        if len > cap {
+            anyhow::bail!("{}: {len} bytes; the API accepts uploads of at most {cap} bytes (its api.max_upload_bytes)", path.display());
+        }
+    }
+    if what == "dataset" && me.get("role").and_then(Value::as_str) == Some("analyst") {
+        anyhow::bail!("uploading datasets needs the mlops role; this key has analyst");
+    }
     let content_type = match format {
         Format::Jsonl => "application/x-ndjson",
         Format::Csv => "text/csv",
@@ -587,8 +598,10 @@ fn datasets_table(v: &Value) -> String {
     let rows: Vec<Vec<String>> = list(v, "datasets")
         .iter()
         .map(|d| {
-            let splits = match d.get("rows").and_then(Value::as_object) {
-                Some(m) if !m.is_empty() => m.iter().map(|(k, n)| format!("{k} {}", output::cell(n))).collect::<Vec<_>>().join(", "),
+            // The list has a total; a single dataset has counts per split.
+            let splits = match d.get("rows") {
+                Some(Value::Object(m)) if !m.is_empty() => m.iter().map(|(k, n)| format!("{k} {}", output::cell(n))).collect::<Vec<_>>().join(", "),
+                Some(n @ Value::Number(_)) => output::cell(n),
                 _ => "-".into(),
             };
             vec![get(d, "id"), get(d, "name"), splits, get(d, "label_names"), time(d, "created_at")]
@@ -1001,8 +1014,10 @@ fn schedule_details(s: &Value) -> String {
         ("next run", time(s, "next_run_at")),
         ("last fired", time(s, "last_fired_at")),
     ];
+    // The training job a firing submits is under `job_parameters`.
+    let job = s.get("job_parameters");
     for key in ["dataset_id", "base_model", "hyperparameters", "promote"] {
-        if let Some(v) = s.get(key).filter(|v| !v.is_null()) {
+        if let Some(v) = s.get(key).or_else(|| job.and_then(|j| j.get(key))).filter(|v| !v.is_null()) {
             f.push((key, output::cell(v)));
         }
     }

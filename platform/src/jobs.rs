@@ -231,15 +231,23 @@ pub async fn fail(pool: &PgPool, id: Uuid, worker: &str, error: &str) -> Result<
 
 /// Cancels a job that has not finished. A running worker notices at its next heartbeat.
 pub async fn cancel(pool: &PgPool, id: Uuid) -> Result<bool> {
+    let mut conn = pool.acquire().await?;
+    cancel_in(&mut conn, id).await
+}
+
+/// [`cancel`] on a connection the caller holds. A sweep's children are jobs too, so
+/// the job, its children and their children (a sweep's, a score job's shards) go.
+pub async fn cancel_in(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<bool> {
     let done = sqlx::query(
         "UPDATE jobs SET state = 'cancelled', lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-         WHERE (id = $1 OR parent_id = $1) AND state NOT IN ('succeeded', 'failed', 'cancelled')",
+         WHERE (id = $1 OR parent_id = $1 OR parent_id IN (SELECT c.id FROM jobs c WHERE c.parent_id = $1))
+           AND state NOT IN ('succeeded', 'failed', 'cancelled')",
     )
     .bind(id)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     if done.rows_affected() > 0 {
-        event(pool, id, "cancelled", serde_json::json!({})).await?;
+        event(&mut *conn, id, "cancelled", serde_json::json!({})).await?;
     }
     Ok(done.rows_affected() > 0)
 }

@@ -11,6 +11,7 @@
 //! - [`jobs`]: the job lifecycle: submit, claim with a lease, heartbeat, complete, reap.
 //! - [`registry`]: model aliases and the promotion rule.
 //! - [`retrains`]: retrain schedules (cron, new labelled rows) the scheduler fires.
+//! - [`sweeps`]: hyperparameter sweeps: child training jobs, median stopping, the winner.
 //! - [`predictions`]: bulk writes of predictions with binary `COPY`.
 //! - [`health`]: start-up checks that each service answers.
 //! - [`worker`]: what every worker does: consume, claim, ack, keep the lease, release.
@@ -29,6 +30,7 @@ pub mod predictions;
 pub mod process;
 pub mod registry;
 pub mod retrains;
+pub mod sweeps;
 mod error;
 pub mod queue;
 pub mod telemetry;

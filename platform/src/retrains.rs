@@ -43,7 +43,9 @@ pub async fn fire_due(pool: &PgPool) -> Result<Vec<Fired>> {
     let mut fired = Vec::new();
     loop {
         let mut tx = pool.begin().await?;
-        let due: Option<(Uuid, Uuid, String, Value, Option<String>, Option<DateTime<Utc>>, i64, bool)> = sqlx::query_as(
+        // id, team, name, job parameters, cron, next run, dataset rows now, cron due
+        type Due = (Uuid, Uuid, String, Value, Option<String>, Option<DateTime<Utc>>, i64, bool);
+        let due: Option<Due> = sqlx::query_as(
             "SELECT s.id, s.team_id, s.name, s.job_parameters, s.cron, s.next_run_at, rows.n, (s.cron IS NOT NULL AND s.next_run_at <= now())
              FROM retrain_schedules s
              CROSS JOIN LATERAL (SELECT count(*) AS n FROM dataset_rows r WHERE r.dataset_id = s.dataset_id) rows

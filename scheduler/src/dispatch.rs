@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use absa_platform::{jobs, retrains};
+use absa_platform::{jobs, retrains, sweeps};
 use absa_platform::queue::{publish_confirmed, Reconnecting, Topology};
 use sqlx::postgres::{PgConnection, PgListener};
 use sqlx::{Connection, PgPool};
@@ -68,14 +68,17 @@ impl Dispatcher {
         self.amqp.lock().await
     }
 
-    /// Fires due retrain schedules, reaps expired leases, fans out and settles scoring
-    /// jobs, then dispatches until
-    /// nothing dispatchable is left. The Postgres steps run even while the broker is
-    /// down; only dispatching waits for it.
+    /// Fires due retrain schedules, advances sweeps, reaps expired leases, fans out and
+    /// settles scoring jobs, then dispatches until nothing dispatchable is left. The
+    /// Postgres steps run even while the broker is down; only dispatching waits for it.
     pub async fn pass(&self) -> anyhow::Result<PassReport> {
         let retrains = retrains::fire_due(&self.pool).await?;
         for fired in &retrains {
             tracing::info!(schedule_id = %fired.schedule_id, job_id = %fired.job_id, reason = fired.reason, "retrain fired");
+        }
+        let sweeps = sweeps::advance(&self.pool).await?;
+        if sweeps != sweeps::Advanced::default() {
+            tracing::info!(started = sweeps.children_started, stopped = sweeps.children_stopped, finished = sweeps.sweeps_finished, "sweeps advanced");
         }
         let requeued = jobs::reap_expired(&self.pool).await?.len() + jobs::requeue_unclaimed(&self.pool, self.redispatch_after_secs).await?.len();
         let fanned_out = shards::fan_out_queued(&self.pool, self.shard_size, self.batch).await?;

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 pub mod http;
+pub mod service;
 
 /// Path of a workspace binary built next to this test (`cargo test --workspace`
 /// builds every binary before running the tests).

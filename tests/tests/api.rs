@@ -11,116 +11,28 @@
 //!    by alias; CSV and Parquet exports; a BI login created through the API reads its
 //!    team's predictions and no base table.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use absa_e2e::http::{Answer, Api};
-use absa_e2e::{binary, Process};
+use absa_e2e::http::Answer;
+use absa_e2e::service::{jsonl, laptops, Service};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-fn admin_url() -> String {
-    std::env::var("ABSA_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://absa:absa@127.0.0.1:5432/absa".into())
-}
-
-fn amqp_url() -> String {
-    std::env::var("ABSA_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-/// A throwaway database and queue names, the API running on a free port.
-struct Service {
-    db_name: String,
-    db_url: String,
-    vars: Vec<(String, String)>,
-    dir: PathBuf,
-    api: Api,
-    processes: Vec<Process>,
-}
-
-impl Service {
-    async fn start() -> Self {
-        let db_name = format!("absa_api_{}", Uuid::new_v4().simple());
-        let db_url = absa_platform::db::create_database(&admin_url(), &db_name).await.expect("create database");
-        let shared = absa_domain::reference::shared_dir().expect("the shared reference folder (set ABSA_SHARED)");
-        let dir = std::env::temp_dir().join(&db_name);
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let vars: Vec<(String, String)> = vec![
-            ("ABSA_DATABASE__URL".into(), db_url.clone()),
-            ("ABSA_AMQP__URL".into(), amqp_url()),
-            ("ABSA_AMQP__PREFIX".into(), db_name.clone()),
-            ("ABSA_MODELS_DIR".into(), shared.join("models").display().to_string()),
-            ("ABSA_DISPATCH__INTERVAL_SECS".into(), "0.5".into()),
-            ("ABSA_HTTP__BIND".into(), format!("127.0.0.1:{port}")),
-            ("ABSA_API__MAX_UPLOAD_BYTES".into(), "2000000".into()),
-            ("ABSA_LOG__FILTER".into(), "info".into()),
-        ];
-        let mut service = Self { db_name, db_url, vars, dir, api: Api::new(format!("http://127.0.0.1:{port}")), processes: Vec::new() };
-        service.run("absa-api", &["serve"], "api");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "absa-api did not start\n{}", service.processes[0].tail(30));
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        service
-    }
-
-    fn run(&mut self, binary_name: &str, args: &[&str], tag: &str) {
-        let mut vars = self.vars.clone();
-        vars.push(("ABSA_WORKER__WORK_DIR".into(), self.dir.join(tag).join("work").display().to_string()));
-        vars.push(("ABSA_WORKER__CACHE_DIR".into(), self.dir.join(tag).join("cache").display().to_string()));
-        self.processes.push(Process::start(binary_name, args, &vars, &self.dir.join("logs"), tag));
-    }
-
-    /// `absa-api create-key`: the bootstrap path for a team's first admin key.
-    fn bootstrap_key(&self, team: &str) -> String {
-        let out = Command::new(binary("absa-api")).args(["create-key", "--team", team]).envs(self.vars.iter().cloned()).output().expect("absa-api create-key");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
-
-    fn key(&self, admin: &str, role: &str) -> (String, String) {
-        let a = self.api.post(admin, "/v1/keys", &json!({ "name": format!("{role}-key"), "role": role }));
-        assert_eq!(a.status, 201, "{a:?}");
-        (a.body["key"].as_str().unwrap().to_owned(), a.body["id"].as_str().unwrap().to_owned())
-    }
-
-    fn logs(&self) -> String {
-        self.processes.iter().map(|p| format!("--- {} ---\n{}", p.name, p.tail(25))).collect::<Vec<_>>().join("\n")
-    }
-
-    /// Polls the job through the API until it is final.
-    fn wait_job(&self, key: &str, job: &str, within: Duration) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            for p in &self.processes {
-                assert!(p.running(), "{} exited\n{}", p.name, p.tail(30));
-            }
-            let a = self.api.get(Some(key), &format!("/v1/jobs/{job}"));
-            assert_eq!(a.status, 200, "{a:?}");
-            match a.body["state"].as_str().unwrap() {
-                "succeeded" | "failed" | "cancelled" => return a.body,
-                s if Instant::now() > deadline => panic!("job {job} still {s} after {within:?}\n{}", self.logs()),
-                _ => std::thread::sleep(Duration::from_millis(500)),
-            }
+/// POSTs `parts` after `headers` over a plain socket, ignoring write errors (the server
+/// may answer and stop reading early), and returns the answer's text.
+fn raw_post(base: &str, path: &str, headers: &str, parts: &[&[u8]]) -> String {
+    use std::io::{Read, Write};
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    let _ = write!(stream, "POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{headers}\r\n\r\n");
+    for part in parts {
+        if stream.write_all(part).is_err() {
+            break;
         }
     }
-
-    async fn stop(mut self) {
-        self.processes.clear();
-        absa_platform::db::drop_database(&admin_url(), &self.db_name).await.expect("drop database");
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn laptops(split: &str) -> Vec<Value> {
-    let shared = absa_domain::reference::shared_dir().expect("the shared reference folder (set ABSA_SHARED)");
-    let path = shared.join("data/semeval14_laptops").join(format!("{split}.jsonl"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-fn jsonl(rows: &[Value]) -> String {
-    rows.iter().map(|r| r.to_string() + "\n").collect()
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 fn error_lines(a: &Answer) -> Vec<i64> {
@@ -173,8 +85,15 @@ async fn access_uploads_idempotency_cancellation_and_retrains() {
     let stored = api.get(Some(&analyst), &format!("/v1/datasets/{dataset}/errors"));
     assert_eq!(stored.body["errors"].as_array().unwrap().len(), 5);
     assert_eq!(api.get(Some(&analyst), &format!("/v1/datasets/{dataset}")).body["rows"]["train"], 40);
-    let a = api.upload(Some(&mlops), "/v1/datasets?name=big", &vec![b'x'; 2_100_000]);
-    assert_eq!(a.status, 413, "{a:?}");
+    // Over the cap (2,000,000 bytes here): refused at once when Content-Length says so,
+    // and mid-stream when a chunked body passes it. Raw HTTP, so the client keeps
+    // reading the answer after the server stops reading the body.
+    let declared = format!("Content-Length: 2100000\r\nAuthorization: Bearer {mlops}");
+    assert!(raw_post(&api.base, "/v1/datasets?name=big", &declared, &[&[b'x'; 1000]]).starts_with("HTTP/1.1 413"));
+    let chunk = format!("{:x}\r\n{}\r\n", 100_000, "x".repeat(100_000));
+    let chunks: Vec<&[u8]> = (0..21).map(|_| chunk.as_bytes()).chain([&b"0\r\n\r\n"[..]]).collect();
+    let chunked = format!("Transfer-Encoding: chunked\r\nAuthorization: Bearer {mlops}");
+    assert!(raw_post(&api.base, "/v1/datasets?name=big", &chunked, &chunks).starts_with("HTTP/1.1 413"));
     assert_eq!(api.upload(Some(&mlops), "/v1/datasets?name=empty", b"").status, 400);
     let a = api.upload(Some(&mlops), "/v1/datasets?name=broken&format=parquet", b"PAR1 not really");
     assert_eq!(a.status, 400, "{a:?}");

@@ -14,7 +14,7 @@ use crate::error::{parse_json, ApiError, ApiResult};
 
 pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     let team: String = sqlx::query_scalar("SELECT name FROM teams WHERE id = $1").bind(caller.team_id).fetch_one(&state.pool).await?;
-    Ok(Json(json!({ "team_id": caller.team_id, "team": team, "role": caller.role.as_str(), "key_id": caller.key_id })))
+    Ok(Json(json!({ "team_id": caller.team_id, "team": team, "role": caller.role.as_str(), "key_id": caller.key_id, "max_upload_bytes": state.max_upload_bytes })))
 }
 
 #[derive(Deserialize)]
@@ -33,7 +33,8 @@ pub async fn create_key(State(state): State<AppState>, caller: Caller, body: axu
 
 pub async fn list_keys(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     caller.require(Role::Admin)?;
-    let rows: Vec<(Uuid, String, String, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>)> =
+    type KeyRow = (Uuid, String, String, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>);
+    let rows: Vec<KeyRow> =
         sqlx::query_as("SELECT id, name, role, created_at, revoked_at FROM api_keys WHERE team_id = $1 ORDER BY created_at").bind(caller.team_id).fetch_all(&state.pool).await?;
     let keys: Vec<Value> = rows.into_iter().map(|(id, n, r, c, rv)| json!({"id": id, "name": n, "role": r, "created_at": c, "revoked_at": rv})).collect();
     Ok(Json(json!({ "keys": keys })))

@@ -59,7 +59,7 @@ async fn store_errors(conn: &mut PgConnection, column: &str, owner: Uuid, errors
     Ok(())
 }
 
-pub async fn upload_dataset(State(state): State<AppState>, caller: Caller, Query(q): Query<DatasetUpload>, body: Body) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn upload_dataset(State(state): State<AppState>, caller: Caller, Query(q): Query<DatasetUpload>, headers: axum::http::HeaderMap, body: Body) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Role::Mlops)?;
     check_name(&q.name)?;
     let format = uploads::parse_format(q.format.as_deref())?;
@@ -77,7 +77,7 @@ pub async fn upload_dataset(State(state): State<AppState>, caller: Caller, Query
     };
     let allowed: Option<HashSet<String>> = q.labels.map(|l| l.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect());
     let mut file = tempfile::NamedTempFile::new_in(&state.upload_dir)?;
-    let bytes = uploads::spool(body, file.as_file_mut(), state.max_upload_bytes).await?;
+    let bytes = uploads::spool(&headers, body, file.as_file_mut(), state.max_upload_bytes).await?;
 
     let mut tx = state.pool.begin().await?;
     let dataset_id: Uuid = sqlx::query_scalar(
@@ -143,12 +143,12 @@ pub async fn upload_dataset(State(state): State<AppState>, caller: Caller, Query
     ))
 }
 
-pub async fn upload_corpus(State(state): State<AppState>, caller: Caller, Query(q): Query<CorpusUpload>, body: Body) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn upload_corpus(State(state): State<AppState>, caller: Caller, Query(q): Query<CorpusUpload>, headers: axum::http::HeaderMap, body: Body) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Role::Analyst)?;
     check_name(&q.name)?;
     let format = uploads::parse_format(q.format.as_deref())?;
     let mut file = tempfile::NamedTempFile::new_in(&state.upload_dir)?;
-    let bytes = uploads::spool(body, file.as_file_mut(), state.max_upload_bytes).await?;
+    let bytes = uploads::spool(&headers, body, file.as_file_mut(), state.max_upload_bytes).await?;
 
     let mut tx = state.pool.begin().await?;
     let corpus_id: Uuid = sqlx::query_scalar(
@@ -228,7 +228,8 @@ pub async fn upload_corpus(State(state): State<AppState>, caller: Caller, Query(
 }
 
 pub async fn list_datasets(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    let rows: Vec<(Uuid, String, Vec<String>, chrono::DateTime<chrono::Utc>, i64)> = sqlx::query_as(
+    type DatasetRow = (Uuid, String, Vec<String>, chrono::DateTime<chrono::Utc>, i64);
+    let rows: Vec<DatasetRow> = sqlx::query_as(
         "SELECT d.id, d.name, d.label_names, d.created_at, (SELECT count(*) FROM dataset_rows r WHERE r.dataset_id = d.id)
          FROM datasets d WHERE d.team_id = $1 ORDER BY d.created_at DESC",
     )

@@ -3,6 +3,7 @@
 
 use absa_platform::jobs::{self, NewJob, Submitted};
 use absa_platform::registry::{self, PromotionPolicy};
+use absa_platform::sweeps;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -152,6 +153,28 @@ pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers
     submit(&state, &caller, "score", parameters, req.priority, key).await
 }
 
+/// A sweep: the spec is checked (and its trials counted) here, the scheduler runs it.
+pub async fn submit_sweep(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require(Role::Mlops)?;
+    let key = idempotency_key(&headers)?;
+    let spec: sweeps::SweepSpec = parse_json(&body)?;
+    let trials = spec.expand()?;
+    if let Some(unknown) = spec.hyperparameters.keys().find(|k| !HYPERPARAMETERS.contains(&k.as_str())) {
+        return Err(ApiError::Unprocessable(format!("unknown hyperparameter {unknown:?} (known: {})", HYPERPARAMETERS.join(", "))));
+    }
+    if spec.base_model.is_empty() || spec.base_model.contains("..") || spec.base_model.starts_with('/') {
+        return Err(ApiError::Unprocessable(format!("base_model {:?}: the name of a model folder", spec.base_model)));
+    }
+    let owned: Option<i32> = sqlx::query_scalar("SELECT 1 FROM datasets WHERE id = $1 AND team_id = $2").bind(spec.dataset_id).bind(caller.team_id).fetch_optional(&state.pool).await?;
+    if owned.is_none() {
+        return Err(ApiError::NotFound(format!("dataset {}", spec.dataset_id)));
+    }
+    let parameters = serde_json::to_value(&spec).expect("a spec serialises");
+    let (status, Json(mut job)) = submit(&state, &caller, "sweep", parameters, None, key).await?;
+    job["trials"] = json!(trials.len());
+    Ok((status, Json(job)))
+}
+
 /// A job as the API shows it: state, progress, events and, by kind, its model version
 /// or its shards. 404 for unknown ids and for other teams' jobs alike.
 pub async fn job_json(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Json<Value>> {
@@ -173,6 +196,11 @@ pub async fn job_json(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<
         let version: Option<Uuid> = sqlx::query_scalar("SELECT id FROM model_versions WHERE training_job_id = $1").bind(id).fetch_optional(&state.pool).await?;
         job["model_version_id"] = json!(version);
     }
+    if kind == "sweep" {
+        job["children"] = json!(sweep_children(state, id).await?);
+        let chosen: Option<Value> = sqlx::query_scalar("SELECT detail FROM job_events WHERE job_id = $1 AND kind = 'sweep_chosen' ORDER BY id DESC LIMIT 1").bind(id).fetch_optional(&state.pool).await?;
+        job["chosen_model_version_id"] = chosen.map(|d| d["model_version_id"].clone()).unwrap_or(Value::Null);
+    }
     if kind == "score" {
         let counts: Vec<(String, i64)> = sqlx::query_as("SELECT state, count(*) FROM jobs WHERE parent_id = $1 GROUP BY state").bind(id).fetch_all(&state.pool).await?;
         let mut shards = json!({ "total": 0, "queued": 0, "dispatched": 0, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0 });
@@ -187,6 +215,31 @@ pub async fn job_json(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<
         job["predictions"] = json!(predictions);
     }
     Ok(Json(job))
+}
+
+/// A sweep's children: trial values, state, the last point of each validation curve,
+/// the version they registered (test figures are shown, never used for the choice).
+async fn sweep_children(state: &AppState, sweep: Uuid) -> ApiResult<Vec<Value>> {
+    type Row = (Uuid, String, Value, Option<i32>, Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<Uuid>, Option<f64>, Option<f64>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT c.id, c.state, c.parameters->'sweep', m.epoch, m.train_loss, m.validation_loss, m.accuracy, m.macro_f1, v.id,
+                (v.metrics->>'test_accuracy')::double precision, (v.metrics->>'test_macro_f1')::double precision
+         FROM jobs c
+         LEFT JOIN LATERAL (SELECT * FROM training_metrics t WHERE t.job_id = c.id ORDER BY t.epoch DESC LIMIT 1) m ON true
+         LEFT JOIN model_versions v ON v.training_job_id = c.id
+         WHERE c.parent_id = $1 ORDER BY (c.parameters->'sweep'->>'trial')::int",
+    )
+    .bind(sweep)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, st, sweep, epoch, tl, vl, acc, f1, version, test_acc, test_f1)| {
+            json!({ "job_id": id, "state": st, "trial": sweep["trial"], "values": sweep["values"], "epoch": epoch, "train_loss": tl,
+                    "validation_loss": vl, "validation_accuracy": acc, "validation_macro_f1": f1, "model_version_id": version,
+                    "test_accuracy": test_acc, "test_macro_f1": test_f1 })
+        })
+        .collect())
 }
 
 async fn events_of(state: &AppState, id: Uuid, limit: i64) -> ApiResult<Vec<Value>> {
@@ -211,9 +264,9 @@ pub struct JobFilter {
 }
 
 pub async fn list_jobs(State(state): State<AppState>, caller: Caller, Query(f): Query<JobFilter>) -> ApiResult<Json<Value>> {
-    type Row = (Uuid, String, String, f64, Option<String>, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>);
+    type Row = (Uuid, String, String, f64, i32, Option<String>, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>);
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, kind, state, progress, last_error, created_at, updated_at FROM jobs
+        "SELECT id, kind, state, progress, attempts, last_error, created_at, updated_at FROM jobs
          WHERE team_id = $1 AND parent_id IS NULL AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR kind = $3)
          ORDER BY created_at DESC LIMIT $4",
     )
@@ -225,7 +278,9 @@ pub async fn list_jobs(State(state): State<AppState>, caller: Caller, Query(f): 
     .await?;
     let list: Vec<Value> = rows
         .into_iter()
-        .map(|(id, kind, st, progress, err, created, updated)| json!({"id": id, "kind": kind, "state": st, "progress": progress, "last_error": err, "created_at": created, "updated_at": updated}))
+        .map(|(id, kind, st, progress, attempts, err, created, updated)| {
+            json!({"id": id, "kind": kind, "state": st, "progress": progress, "attempts": attempts, "last_error": err, "created_at": created, "updated_at": updated})
+        })
         .collect();
     Ok(Json(json!({ "jobs": list })))
 }
@@ -269,8 +324,8 @@ pub async fn job_errors(State(state): State<AppState>, caller: Caller, Path(id):
 pub async fn cancel_job(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
     caller.require(Role::Analyst)?;
     let kind = owned_job(&state, &caller, id).await?;
-    // Analysts may cancel scoring; training is mlops' business.
-    if kind == "train" {
+    // Analysts may cancel scoring; training and sweeps are mlops' business.
+    if kind == "train" || kind == "sweep" {
         caller.require(Role::Mlops)?;
     }
     if !jobs::cancel(&state.pool, id).await? {

@@ -1,0 +1,329 @@
+//! Hyperparameter sweeps: a `sweep` job fans out child training jobs (a grid or a list
+//! of trials) a few at a time, stops clearly losing children early (median stopping
+//! on the validation curve), and when all are done picks the best child by its
+//! validation metric, recording the sweep in the chosen version's lineage. Test figures
+//! are stored with every child's version but never read here. The scheduler calls
+//! [`advance`] every pass; the API checks submissions with [`SweepSpec::trials`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::jobs::{self, NewJob};
+use crate::registry::{self, PromotionMetric, PromotionPolicy};
+use crate::{PlatformError, Result};
+
+/// Hyperparameters a sweep may vary.
+pub const SWEEPABLE: [&str; 7] = ["learning_rate", "epochs", "batch_size", "pooling", "warmup_steps", "seed", "weight_decay"];
+/// At most this many trials per sweep.
+pub const MAX_TRIALS: usize = 200;
+
+/// Median stopping: after `after_epoch`, a running child whose validation figure at
+/// its latest epoch is below the median of the other children's at the same epoch is
+/// cancelled, once at least `min_others` others have reached that epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MedianStopping {
+    #[serde(default = "two")]
+    pub after_epoch: i32,
+    #[serde(default = "two_usize")]
+    pub min_others: usize,
+}
+
+fn two() -> i32 {
+    2
+}
+fn two_usize() -> usize {
+    2
+}
+fn default_concurrency() -> usize {
+    2
+}
+
+/// A sweep job's parameters.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSpec {
+    pub dataset_id: Uuid,
+    pub base_model: String,
+    /// Shared by every trial; a trial's values override these.
+    #[serde(default)]
+    pub hyperparameters: Map<String, Value>,
+    /// Every combination of these values is a trial ...
+    #[serde(default)]
+    pub grid: Option<BTreeMap<String, Vec<Value>>>,
+    /// ... or these trials as listed.
+    #[serde(default)]
+    pub trials: Option<Vec<Map<String, Value>>>,
+    #[serde(default)]
+    pub labels: Option<Vec<String>>,
+    /// The validation figure that picks the winner (and that median stopping reads).
+    #[serde(default)]
+    pub metric: PromotionMetric,
+    /// Children training at once.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrency: usize,
+    #[serde(default)]
+    pub early_stopping: Option<MedianStopping>,
+    /// Promote the chosen version (only if it beats the alias's current one).
+    #[serde(default)]
+    pub promote: Option<PromotionPolicy>,
+}
+
+impl SweepSpec {
+    /// The trials: the grid's combinations (in key order, last key fastest) or the list.
+    pub fn expand(&self) -> Result<Vec<Map<String, Value>>> {
+        let invalid = |m: String| PlatformError::InvalidData(m);
+        let trials = match (&self.grid, &self.trials) {
+            (Some(_), Some(_)) => return Err(invalid("give a grid or a list of trials, not both".into())),
+            (None, None) => return Err(invalid("a sweep needs a grid or a list of trials".into())),
+            (None, Some(list)) => list.clone(),
+            (Some(grid), None) => {
+                let mut trials = vec![Map::new()];
+                for (name, values) in grid {
+                    if values.is_empty() {
+                        return Err(invalid(format!("grid {name:?} has no values")));
+                    }
+                    trials = trials
+                        .into_iter()
+                        .flat_map(|t| {
+                            values.iter().map(move |v| {
+                                let mut t = t.clone();
+                                t.insert(name.clone(), v.clone());
+                                t
+                            })
+                        })
+                        .collect();
+                    if trials.len() > MAX_TRIALS {
+                        break;
+                    }
+                }
+                trials
+            }
+        };
+        if trials.is_empty() || trials.len() > MAX_TRIALS {
+            return Err(invalid(format!("a sweep has 1 to {MAX_TRIALS} trials, not {}", trials.len())));
+        }
+        for trial in &trials {
+            if let Some(bad) = trial.keys().find(|k| !SWEEPABLE.contains(&k.as_str())) {
+                return Err(invalid(format!("{bad:?} cannot be swept (sweepable: {})", SWEEPABLE.join(", "))));
+            }
+        }
+        if self.max_concurrency == 0 {
+            return Err(invalid("max_concurrency must be at least 1".into()));
+        }
+        Ok(trials)
+    }
+}
+
+/// The median-stopping decision for one child.
+pub fn below_median(value: f64, others: &[f64], min_others: usize) -> Option<f64> {
+    if others.len() < min_others.max(1) {
+        return None;
+    }
+    let mut sorted = others.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let median = if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
+    (value < median).then_some(median)
+}
+
+/// What a pass did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Advanced {
+    pub children_started: usize,
+    pub children_stopped: usize,
+    pub sweeps_finished: usize,
+}
+
+fn metric_column(metric: PromotionMetric) -> &'static str {
+    match metric {
+        PromotionMetric::MacroF1 => "macro_f1",
+        PromotionMetric::Accuracy => "accuracy",
+    }
+}
+
+/// Moves every queued or running sweep forward: start, stop losers, top up children,
+/// finish. Each sweep is handled in its own transaction holding its row.
+pub async fn advance(pool: &PgPool) -> Result<Advanced> {
+    let mut done = Advanced::default();
+    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM jobs WHERE kind = 'sweep' AND state IN ('queued', 'running') ORDER BY created_at").fetch_all(pool).await?;
+    for id in ids {
+        let mut tx = pool.begin().await?;
+        let row: Option<(Uuid, String, Value, i32)> =
+            sqlx::query_as("SELECT team_id, state, parameters, priority FROM jobs WHERE id = $1 AND state IN ('queued', 'running') FOR UPDATE SKIP LOCKED")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((team, state, parameters, priority)) = row else { continue };
+        let spec: SweepSpec = match serde_json::from_value(parameters.clone()).map_err(|e| e.to_string()).and_then(|s: SweepSpec| s.expand().map(|t| (s, t)).map_err(|e| e.to_string())) {
+            Ok((spec, _)) => spec,
+            Err(reason) => {
+                sqlx::query("UPDATE jobs SET state = 'failed', last_error = $2, updated_at = now() WHERE id = $1").bind(id).bind(format!("parameters: {reason}")).execute(&mut *tx).await?;
+                tx.commit().await?;
+                continue;
+            }
+        };
+        let trials = spec.expand()?;
+        if state == "queued" {
+            sqlx::query("UPDATE jobs SET state = 'running', attempts = 1, updated_at = now() WHERE id = $1").bind(id).execute(&mut *tx).await?;
+            jobs::event(&mut *tx, id, "sweep_started", json!({ "trials": trials.len(), "max_concurrency": spec.max_concurrency })).await?;
+        }
+        if let Some(rule) = &spec.early_stopping {
+            done.children_stopped += stop_losers(&mut tx, id, spec.metric, rule).await?;
+        }
+        let children: Vec<(String,)> = sqlx::query_as("SELECT state FROM jobs WHERE parent_id = $1").bind(id).fetch_all(&mut *tx).await?;
+        let active = children.iter().filter(|(s,)| !["succeeded", "failed", "cancelled"].contains(&s.as_str())).count();
+        let mut created = children.len();
+        let finished = children.len() - active;
+        while created < trials.len() && created - finished < spec.max_concurrency {
+            let mut hyperparameters = spec.hyperparameters.clone();
+            hyperparameters.extend(trials[created].clone());
+            let mut child = json!({ "dataset_id": spec.dataset_id, "base_model": spec.base_model, "hyperparameters": hyperparameters,
+                                    "sweep": { "sweep_id": id, "trial": created, "values": trials[created] } });
+            if let Some(labels) = &spec.labels {
+                child["labels"] = json!(labels);
+            }
+            let job = NewJob { team_id: team, kind: "train".into(), priority, parameters: child, max_attempts: 3, idempotency_key: Some(format!("sweep:{id}:{created}")), parent_id: Some(id) };
+            jobs::submit_in(&mut tx, &job).await?;
+            created += 1;
+            done.children_started += 1;
+        }
+        let progress = finished as f64 / trials.len() as f64;
+        sqlx::query("UPDATE jobs SET progress = $2, updated_at = now() WHERE id = $1").bind(id).bind(progress).execute(&mut *tx).await?;
+        if created == trials.len() && active == 0 && finished == trials.len() {
+            finish(&mut tx, id, team, &spec).await?;
+            done.sweeps_finished += 1;
+        }
+        tx.commit().await?;
+    }
+    Ok(done)
+}
+
+/// Cancels running children below the median of their siblings at the same epoch.
+async fn stop_losers(tx: &mut PgConnection, sweep: Uuid, metric: PromotionMetric, rule: &MedianStopping) -> Result<usize> {
+    let column = metric_column(metric);
+    // Every child's validation figure per epoch.
+    let curves: Vec<(Uuid, String, i32, f64)> = sqlx::query_as(&format!(
+        "SELECT c.id, c.state, m.epoch, m.{column} FROM jobs c JOIN training_metrics m ON m.job_id = c.id WHERE c.parent_id = $1 ORDER BY c.id, m.epoch"
+    ))
+    .bind(sweep)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut by_child: BTreeMap<Uuid, (String, BTreeMap<i32, f64>)> = BTreeMap::new();
+    for (child, state, epoch, value) in curves {
+        by_child.entry(child).or_insert_with(|| (state, BTreeMap::new())).1.insert(epoch, value);
+    }
+    let mut stopped = 0;
+    for (child, (state, curve)) in &by_child {
+        if state != "running" {
+            continue;
+        }
+        let Some((&epoch, &value)) = curve.last_key_value() else { continue };
+        if epoch < rule.after_epoch {
+            continue;
+        }
+        let others: Vec<f64> = by_child.iter().filter(|(c, _)| *c != child).filter_map(|(_, (_, curve))| curve.get(&epoch).copied()).collect();
+        if let Some(median) = below_median(value, &others, rule.min_others) {
+            if jobs::cancel_in(&mut *tx, *child).await? {
+                jobs::event(&mut *tx, *child, "early_terminated", json!({ "rule": "median", "epoch": epoch, "metric": column, "value": value, "median": median, "others": others.len() })).await?;
+                stopped += 1;
+            }
+        }
+    }
+    Ok(stopped)
+}
+
+/// A child as [`finish`] reads it: job, state, trial, model version, validation figure, test accuracy.
+type Child = (Uuid, String, i32, Option<Uuid>, Option<f64>, Option<f64>);
+
+/// Picks the succeeded child with the best validation figure (its model version's
+/// `validation_*` metric; ties go to the earlier trial), records the sweep in that
+/// version's lineage, promotes it if asked, and completes the sweep.
+async fn finish(tx: &mut PgConnection, sweep: Uuid, team: Uuid, spec: &SweepSpec) -> Result<()> {
+    let key = spec.metric.metrics_key();
+    let children: Vec<Child> = sqlx::query_as(
+        "SELECT c.id, c.state, (c.parameters->'sweep'->>'trial')::int, v.id, (v.metrics->>$2)::double precision, (v.metrics->>'test_accuracy')::double precision
+         FROM jobs c LEFT JOIN model_versions v ON v.training_job_id = c.id
+         WHERE c.parent_id = $1 ORDER BY 3",
+    )
+    .bind(sweep)
+    .bind(key)
+    .fetch_all(&mut *tx)
+    .await?;
+    let best = children
+        .iter()
+        .filter(|c| c.1 == "succeeded")
+        .filter_map(|c| Some((c, c.3?, c.4?)))
+        .fold(None::<(&Child, Uuid, f64)>, |best, cand| match best {
+            Some(b) if b.2 >= cand.2 => Some(b),
+            _ => Some(cand),
+        });
+    let table: Vec<Value> = children.iter().map(|c| json!({ "job_id": c.0, "state": c.1, "trial": c.2, "model_version_id": c.3, key: c.4 })).collect();
+    let Some((child, version, value)) = best else {
+        sqlx::query("UPDATE jobs SET state = 'failed', last_error = 'no child training job succeeded', progress = 1, updated_at = now() WHERE id = $1")
+            .bind(sweep)
+            .execute(&mut *tx)
+            .await?;
+        jobs::event(&mut *tx, sweep, "sweep_failed", json!({ "children": table })).await?;
+        return Ok(());
+    };
+    let record = json!({ "sweep_id": sweep, "trial": child.2, "metric": key, "value": value, "trials": children.len(),
+                         "chosen_on": "validation", "children": table });
+    sqlx::query("UPDATE model_versions SET lineage = lineage || jsonb_build_object('sweep', $2::jsonb) WHERE id = $1").bind(version).bind(&record).execute(&mut *tx).await?;
+    jobs::event(&mut *tx, sweep, "sweep_chosen", json!({ "model_version_id": version, "job_id": child.0, "trial": child.2, "metric": key, "value": value, "children": table })).await?;
+    if let Some(policy) = &spec.promote {
+        registry::set_alias(&mut *tx, team, registry::CANDIDATE, version, json!({ "sweep_id": sweep })).await?;
+        let decision = registry::promote_if_better(&mut *tx, team, version, policy).await?;
+        let kind = if decision.promoted { "promoted" } else { "promotion_refused" };
+        jobs::event(&mut *tx, sweep, kind, serde_json::to_value(&decision).expect("a decision serialises")).await?;
+    }
+    sqlx::query("UPDATE jobs SET state = 'succeeded', progress = 1, updated_at = now() WHERE id = $1").bind(sweep).execute(&mut *tx).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(v: Value) -> SweepSpec {
+        let mut base = json!({ "dataset_id": Uuid::nil(), "base_model": "m" });
+        base.as_object_mut().unwrap().extend(v.as_object().unwrap().clone());
+        serde_json::from_value(base).unwrap()
+    }
+
+    #[test]
+    fn grids_expand_to_every_combination() {
+        let trials = spec(json!({ "grid": { "learning_rate": [1e-5, 3e-5], "seed": [1, 2, 3] } })).expand().unwrap();
+        assert_eq!(trials.len(), 6);
+        assert_eq!(Value::Object(trials[0].clone()), json!({ "learning_rate": 1e-5, "seed": 1 }));
+        assert_eq!(Value::Object(trials[5].clone()), json!({ "learning_rate": 3e-5, "seed": 3 }));
+        let listed = spec(json!({ "trials": [{ "pooling": "mean" }, { "pooling": "max", "epochs": 2 }] })).expand().unwrap();
+        assert_eq!(listed.len(), 2);
+    }
+
+    #[test]
+    fn bad_sweeps_are_refused() {
+        for bad in [
+            json!({}),
+            json!({ "grid": { "learning_rate": [] } }),
+            json!({ "grid": { "dropout": [0.1] } }),
+            json!({ "grid": { "seed": [1] }, "trials": [{}] }),
+            json!({ "grid": { "seed": (0..300).collect::<Vec<_>>() } }),
+            json!({ "grid": { "seed": [1] }, "max_concurrency": 0 }),
+        ] {
+            assert!(spec(bad.clone()).expand().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn median_stopping() {
+        assert_eq!(below_median(0.5, &[0.6, 0.7], 2), Some(0.65));
+        assert_eq!(below_median(0.7, &[0.6, 0.7], 2), None);
+        assert_eq!(below_median(0.1, &[0.6], 2), None, "too few others");
+        assert_eq!(below_median(0.5, &[0.4, 0.6, 0.9], 2), Some(0.6));
+    }
+}

@@ -1,0 +1,117 @@
+//! A running service for end-to-end tests: a throwaway database and queue names,
+//! `absa-api` on a free port, and whatever other binaries a test starts; keys are
+//! bootstrapped with `absa-api create-key` and everything else goes through HTTP.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::http::Api;
+use crate::{binary, Process};
+
+pub fn admin_url() -> String {
+    std::env::var("ABSA_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://absa:absa@127.0.0.1:5432/absa".into())
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("ABSA_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A throwaway database and queue names, the API running on a free port.
+pub struct Service {
+    pub db_name: String,
+    pub db_url: String,
+    pub vars: Vec<(String, String)>,
+    pub dir: PathBuf,
+    pub api: Api,
+    pub processes: Vec<Process>,
+}
+
+impl Service {
+    pub async fn start() -> Self {
+        let db_name = format!("absa_api_{}", Uuid::new_v4().simple());
+        let db_url = absa_platform::db::create_database(&admin_url(), &db_name).await.expect("create database");
+        let shared = absa_domain::reference::shared_dir().expect("the shared reference folder (set ABSA_SHARED)");
+        let dir = std::env::temp_dir().join(&db_name);
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let vars: Vec<(String, String)> = vec![
+            ("ABSA_DATABASE__URL".into(), db_url.clone()),
+            ("ABSA_AMQP__URL".into(), amqp_url()),
+            ("ABSA_AMQP__PREFIX".into(), db_name.clone()),
+            ("ABSA_MODELS_DIR".into(), shared.join("models").display().to_string()),
+            ("ABSA_DISPATCH__INTERVAL_SECS".into(), "0.5".into()),
+            ("ABSA_HTTP__BIND".into(), format!("127.0.0.1:{port}")),
+            ("ABSA_API__MAX_UPLOAD_BYTES".into(), "2000000".into()),
+            ("ABSA_LOG__FILTER".into(), "info".into()),
+        ];
+        let mut service = Self { db_name, db_url, vars, dir, api: Api::new(format!("http://127.0.0.1:{port}")), processes: Vec::new() };
+        service.run("absa-api", &["serve"], "api");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "absa-api did not start\n{}", service.processes[0].tail(30));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        service
+    }
+
+    pub fn run(&mut self, binary_name: &str, args: &[&str], tag: &str) {
+        let mut vars = self.vars.clone();
+        vars.push(("ABSA_WORKER__WORK_DIR".into(), self.dir.join(tag).join("work").display().to_string()));
+        vars.push(("ABSA_WORKER__CACHE_DIR".into(), self.dir.join(tag).join("cache").display().to_string()));
+        self.processes.push(Process::start(binary_name, args, &vars, &self.dir.join("logs"), tag));
+    }
+
+    /// `absa-api create-key`: the bootstrap path for a team's first admin key.
+    pub fn bootstrap_key(&self, team: &str) -> String {
+        let out = Command::new(binary("absa-api")).args(["create-key", "--team", team]).envs(self.vars.iter().cloned()).output().expect("absa-api create-key");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    pub fn key(&self, admin: &str, role: &str) -> (String, String) {
+        let a = self.api.post(admin, "/v1/keys", &json!({ "name": format!("{role}-key"), "role": role }));
+        assert_eq!(a.status, 201, "{a:?}");
+        (a.body["key"].as_str().unwrap().to_owned(), a.body["id"].as_str().unwrap().to_owned())
+    }
+
+    pub fn logs(&self) -> String {
+        self.processes.iter().map(|p| format!("--- {} ---\n{}", p.name, p.tail(25))).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Polls the job through the API until it is final.
+    pub fn wait_job(&self, key: &str, job: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            for p in &self.processes {
+                assert!(p.running(), "{} exited\n{}", p.name, p.tail(30));
+            }
+            let a = self.api.get(Some(key), &format!("/v1/jobs/{job}"));
+            assert_eq!(a.status, 200, "{a:?}");
+            match a.body["state"].as_str().unwrap() {
+                "succeeded" | "failed" | "cancelled" => return a.body,
+                s if Instant::now() > deadline => panic!("job {job} still {s} after {within:?}\n{}", self.logs()),
+                _ => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.processes.clear();
+        absa_platform::db::drop_database(&admin_url(), &self.db_name).await.expect("drop database");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn laptops(split: &str) -> Vec<Value> {
+    let shared = absa_domain::reference::shared_dir().expect("the shared reference folder (set ABSA_SHARED)");
+    let path = shared.join("data/semeval14_laptops").join(format!("{split}.jsonl"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+pub fn jsonl(rows: &[Value]) -> String {
+    rows.iter().map(|r| r.to_string() + "\n").collect()
+}
+
