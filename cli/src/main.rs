@@ -51,6 +51,8 @@ enum Command {
     Train(Train),
     /// Submit a scoring job over a corpus
     Score(Score),
+    /// Submit a hyperparameter sweep: child training jobs, the best chosen on validation
+    Sweep(Sweep),
     /// List jobs, newest first
     Jobs {
         /// Only jobs in this state
@@ -214,6 +216,36 @@ struct Train {
 }
 
 #[derive(Args)]
+struct Sweep {
+    /// Dataset id
+    #[arg(long)]
+    dataset: String,
+    /// Base model, e.g. all-minilm-l6-v2
+    #[arg(long)]
+    base_model: String,
+    /// Values to try, e.g. --grid learning_rate=1e-5,3e-5 --grid seed=1,2,3 (every combination is a trial)
+    #[arg(long, value_name = "KEY=V1,V2,..", required = true)]
+    grid: Vec<String>,
+    /// A hyperparameter shared by every trial, e.g. --hp epochs=3
+    #[arg(long = "hp", value_name = "KEY=VALUE")]
+    hyperparameters: Vec<String>,
+    /// Validation metric that picks the winner
+    #[arg(long, value_enum, default_value_t = Metric::MacroF1)]
+    metric: Metric,
+    /// Children training at once
+    #[arg(long)]
+    max_concurrency: Option<u32>,
+    /// Cancel running children below their siblings' median after this epoch
+    #[arg(long, value_name = "EPOCH")]
+    median_stop_after: Option<u32>,
+    /// Promote the chosen version to this alias if it beats the alias's current version
+    #[arg(long, value_name = "ALIAS")]
+    promote: Option<String>,
+    #[command(flatten)]
+    submit: Submit,
+}
+
+#[derive(Args)]
 #[command(group = clap::ArgGroup::new("model_choice").required(true).args(["model", "alias"]))]
 struct Score {
     /// Corpus id
@@ -361,6 +393,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Train(t) => {
             let body = train_body(&t)?;
             return submit(&c, "/v1/jobs/train", body, &t.submit, json);
+        }
+        Command::Sweep(w) => {
+            let body = sweep_body(&w)?;
+            return submit(&c, "/v1/jobs/sweep", body, &w.submit, json);
         }
         Command::Score(s) => {
             let body = score_body(&s);
@@ -658,6 +694,30 @@ fn train_body(t: &Train) -> Result<Value> {
     Ok(body)
 }
 
+fn sweep_body(w: &Sweep) -> Result<Value> {
+    let mut grid = Map::new();
+    for entry in &w.grid {
+        let (key, values) = entry.split_once('=').ok_or_else(|| anyhow::anyhow!("--grid {entry:?}: expected KEY=V1,V2,.."))?;
+        let values: Vec<Value> = values.split(',').map(|v| serde_json::from_str(v.trim()).unwrap_or_else(|_| json!(v.trim()))).collect();
+        grid.insert(key.trim().to_owned(), json!(values));
+    }
+    let hp = parse_hyperparameters(&w.hyperparameters, Map::new())?;
+    let mut body = json!({ "dataset_id": w.dataset, "base_model": w.base_model, "grid": grid, "metric": name_of(w.metric) });
+    if !hp.is_empty() {
+        body["hyperparameters"] = Value::Object(hp);
+    }
+    if let Some(n) = w.max_concurrency {
+        body["max_concurrency"] = json!(n);
+    }
+    if let Some(e) = w.median_stop_after {
+        body["early_stopping"] = json!({ "after_epoch": e });
+    }
+    if let Some(a) = &w.promote {
+        body["promote"] = json!({ "alias": a, "metric": name_of(w.metric) });
+    }
+    Ok(body)
+}
+
 fn score_body(s: &Score) -> Value {
     let mut body = json!({ "corpus_id": s.corpus });
     if let Some(m) = &s.model {
@@ -750,11 +810,35 @@ fn job_details(j: &Value, last_events: usize) -> String {
             ),
         ));
     }
+    if j.get("chosen_model_version_id").is_some_and(|v| !v.is_null()) {
+        f.push(("chosen version", get(j, "chosen_model_version_id")));
+    }
     f.push(("parameters", output::cell(j.get("parameters").unwrap_or(&Value::Null))));
     if j.get("last_error").is_some_and(|v| !v.is_null()) {
         f.push(("last error", get(j, "last_error")));
     }
     let mut s = fields(&f);
+    // A sweep's children with the last point of their validation curves.
+    let children = list(j, "children");
+    if !children.is_empty() {
+        let rows: Vec<Vec<String>> = children
+            .iter()
+            .map(|c| {
+                vec![
+                    get(c, "trial"),
+                    output::cell(c.get("values").unwrap_or(&Value::Null)),
+                    get(c, "state"),
+                    get(c, "epoch"),
+                    metric(c, "validation_loss"),
+                    metric(c, "validation_accuracy"),
+                    metric(c, "validation_macro_f1"),
+                    metric(c, "test_accuracy"),
+                ]
+            })
+            .collect();
+        s.push_str("\nchildren (validation figures at their last epoch; test shown, never used to choose):\n");
+        s.push_str(&table(&["TRIAL", "VALUES", "STATE", "EPOCH", "VAL_LOSS", "VAL_ACC", "VAL_F1", "TEST_ACC"], &rows));
+    }
     let events = list(j, "events");
     if !events.is_empty() {
         let from = events.len().saturating_sub(last_events);
@@ -1042,6 +1126,21 @@ mod tests {
         assert!(Cli::try_parse_from(["absa", "score", "--corpus", "c"]).is_err(), "a model or an alias is required");
         assert!(Cli::try_parse_from(["absa", "score", "--corpus", "c", "--model", "m", "--alias", "a"]).is_err());
         assert!(Cli::try_parse_from(["absa", "compare", "one"]).is_err(), "compare needs two ids");
+    }
+
+    #[test]
+    fn sweep_bodies_turn_grid_flags_into_lists() {
+        let cli = Cli::try_parse_from([
+            "absa", "sweep", "--dataset", "d", "--base-model", "m", "--grid", "learning_rate=1e-5,5e-5", "--grid", "seed=1,2,3",
+            "--hp", "epochs=3", "--max-concurrency", "2", "--median-stop-after", "2", "--promote", "production",
+        ])
+        .unwrap();
+        let Command::Sweep(w) = cli.command else { panic!() };
+        let body = sweep_body(&w).unwrap();
+        assert_eq!(body["grid"], json!({ "learning_rate": [1e-5, 5e-5], "seed": [1, 2, 3] }));
+        assert_eq!(body["hyperparameters"], json!({ "epochs": 3 }));
+        assert_eq!(body["early_stopping"], json!({ "after_epoch": 2 }));
+        assert_eq!(body["promote"], json!({ "alias": "production", "metric": "macro_f1" }));
     }
 
     #[test]

@@ -49,6 +49,17 @@ async fn a_sweep_picks_the_best_child_on_validation_and_cancels_with_its_childre
     assert_eq!(version["lineage"]["sweep"]["chosen_on"], "validation");
     assert_eq!(version["aliases"], json!(["candidate", "production"]), "{version}");
     assert!(done["events"].as_array().unwrap().iter().any(|e| e["kind"] == "sweep_chosen"));
+    // The CLI shows the children with their curves' last points.
+    std::fs::write(svc.dir.join("cli.toml"), "").unwrap();
+    let out = std::process::Command::new(absa_e2e::binary("absa"))
+        .args(["job", &sweep])
+        .env("ABSA_API_URL", &api.base)
+        .env("ABSA_API_KEY", &analyst)
+        .env("ABSA_CLI_CONFIG", svc.dir.join("cli.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("children (validation figures") && text.contains("chosen version"), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
 
     // Cancelling a sweep cancels the child in training and creates no more.
     let spec = json!({ "dataset_id": dataset, "base_model": "all-minilm-l6-v2", "hyperparameters": { "epochs": 3 },
