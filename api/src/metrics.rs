@@ -1,6 +1,7 @@
 //! `GET /metrics` in the Prometheus text format: counters kept by this process
 //! (requests, uploads, submissions) and gauges read from Postgres at scrape time (jobs
-//! by kind and state, shards, predictions, lease expiries, retries, training epochs).
+//! by kind and state, queue depth, shard throughput, scoring instances/s, training
+//! samples/s and epoch time, lease expiries, retries, promotions, predictions).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -87,6 +88,22 @@ impl ApiMetrics {
         .await?;
         header!("absa_scoring_instances_per_second", "gauge", "Instances scored per second, averaged over the last 5 minutes of finished shards.");
         let _ = writeln!(out, "absa_scoring_instances_per_second {}", scored / 300.0);
+        let shards: i64 = sqlx::query_scalar("SELECT count(*) FROM job_events WHERE kind = 'scored' AND at > now() - interval '5 minutes'").fetch_one(pool).await?;
+        header!("absa_shards_scored_5m", "gauge", "Scoring shards finished in the last 5 minutes.");
+        let _ = writeln!(out, "absa_shards_scored_5m {shards}");
+        // The training speed of the most recent epoch (any job): samples/s and seconds.
+        let speed: Option<(Option<f64>, Option<f64>)> = sqlx::query_as(
+            "SELECT (detail->>'train_samples_per_second')::double precision, (detail->>'train_seconds')::double precision
+             FROM training_metrics ORDER BY recorded_at DESC LIMIT 1",
+        )
+        .fetch_optional(pool)
+        .await?;
+        if let Some((Some(samples), Some(seconds))) = speed {
+            header!("absa_training_samples_per_second", "gauge", "Training samples per second in the most recent epoch.");
+            let _ = writeln!(out, "absa_training_samples_per_second {samples}");
+            header!("absa_training_epoch_seconds", "gauge", "Seconds the most recent training epoch took.");
+            let _ = writeln!(out, "absa_training_epoch_seconds {seconds}");
+        }
         let epochs: i64 = sqlx::query_scalar("SELECT count(*) FROM training_metrics").fetch_one(pool).await?;
         header!("absa_training_epochs_total", "counter", "Training epochs recorded.");
         let _ = writeln!(out, "absa_training_epochs_total {epochs}");

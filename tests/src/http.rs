@@ -17,7 +17,10 @@ pub struct Answer {
 
 impl Api {
     pub fn new(base: impl Into<String>) -> Self {
-        let config = ureq::Agent::config_builder().http_status_as_error(false).build();
+        // No pooled connections: the API answers some requests (403, 413) without
+        // reading their body and then closes, and a pooled connection could be one
+        // the server is closing ("peer disconnected" on the next request).
+        let config = ureq::Agent::config_builder().http_status_as_error(false).max_idle_connections(0).build();
         Self { base: base.into(), agent: ureq::Agent::new_with_config(config) }
     }
 

@@ -312,6 +312,17 @@ async fn train_promote_score_and_export() {
     assert_eq!(status, 200);
     assert!(parquet.starts_with(b"PAR1") && parquet.ends_with(b"PAR1") && parquet.len() > 1000, "{} bytes", parquet.len());
 
+    // /metrics during the run: the job system's figures.
+    let metrics = api.get(None, "/metrics").body;
+    let metrics = metrics.as_str().unwrap();
+    for needle in [
+        "absa_jobs{kind=\"score_shard\",state=\"succeeded\"} 4", "absa_jobs{kind=\"train\",state=\"succeeded\"} 2", "absa_queue_depth",
+        "absa_shards_scored_5m 4", "absa_scoring_instances_per_second", "absa_training_samples_per_second", "absa_training_epoch_seconds",
+        "absa_job_events_total{kind=\"promoted\"}", "absa_job_events_total{kind=\"promotion_refused\"}", "absa_training_epochs_total 3",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from /metrics:\n{metrics}");
+    }
+
     // A BI login made through the API reads the team's predictions and no base table.
     let role = format!("bi_{}", &Uuid::new_v4().simple().to_string()[..12]);
     let a = api.post(&admin, "/v1/bi-logins", &json!({ "role_name": role, "password": "correct-horse-battery" }));
