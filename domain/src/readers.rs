@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use parquet::basic::{ConvertedType, LogicalType, Type as PhysicalType};
@@ -259,8 +259,58 @@ fn json_kind(v: &Value) -> &'static str {
 
 // ---------------------------------------------------------------------------- CSV
 
+/// Turns CRLF line ends into LF while streaming. The csv crate records a CRLF file's
+/// record positions one line early (the `\n` of the previous line end is read as part
+/// of the next record), so row errors would name the wrong line.
+struct CrlfToLf<R> {
+    inner: R,
+    /// Converted bytes not yet handed out, from `pos` on.
+    buf: Vec<u8>,
+    pos: usize,
+    /// A `\r` ended the last chunk: a CR of a CRLF unless the next byte says otherwise.
+    pending_cr: bool,
+}
+
+impl<R> CrlfToLf<R> {
+    fn new(inner: R) -> Self {
+        Self { inner, buf: Vec::new(), pos: 0, pending_cr: false }
+    }
+}
+
+impl<R: Read> Read for CrlfToLf<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let mut raw = [0u8; 1 << 16];
+        while self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+            let n = self.inner.read(&mut raw)?;
+            if n == 0 {
+                if !std::mem::take(&mut self.pending_cr) {
+                    return Ok(0);
+                }
+                self.buf.push(b'\r'); // a lone CR at the very end stays
+                break;
+            }
+            for &b in &raw[..n] {
+                if std::mem::take(&mut self.pending_cr) && b != b'\n' {
+                    self.buf.push(b'\r');
+                }
+                if b == b'\r' {
+                    self.pending_cr = true;
+                } else {
+                    self.buf.push(b);
+                }
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 struct CsvRecords {
-    reader: csv::Reader<BufReader<File>>,
+    reader: csv::Reader<BufReader<CrlfToLf<File>>>,
     headers: Vec<String>,
     path: PathBuf,
     max_line_bytes: usize,
@@ -270,7 +320,7 @@ struct CsvRecords {
 
 impl CsvRecords {
     fn new(file: File, path: &Path, max_line_bytes: usize) -> Result<Self, ReadError> {
-        let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(BufReader::with_capacity(1 << 16, file));
+        let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(BufReader::with_capacity(1 << 16, CrlfToLf::new(file)));
         let header_error = |reason: String| ReadError::CsvHeader { path: path.to_path_buf(), reason };
         let raw = reader.byte_headers().map_err(|e| header_error(e.to_string()))?.clone();
         let mut headers = Vec::with_capacity(raw.len());
@@ -573,4 +623,45 @@ mod tests {
         assert_eq!(Format::from_path(Path::new("b.parquet")).unwrap(), Format::Parquet);
         assert!(matches!(Format::from_path(Path::new("b.txt")), Err(ReadError::UnknownFormat(_))));
     }
+
+    #[test]
+    fn crlf_csv_rows_keep_their_line_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("crlf.csv");
+        std::fs::write(&path, "id,text\r\n1,a\r\n2,\"b\r\nc\"\r\n3\r\n4,d\r").unwrap();
+        let rows: Vec<(usize, Result<String, String>)> = open(&path, &ReaderOptions::default())
+            .unwrap()
+            .map(|r| match r.unwrap() {
+                Ok(rec) => (rec.line, Ok(rec.fields["text"].as_str().unwrap().to_owned())),
+                Err(e) => (e.line, Err(e.reason)),
+            })
+            .collect();
+        assert_eq!(rows[0], (2, Ok("a".into())));
+        assert_eq!(rows[1], (3, Ok("b\nc".into())), "a quoted CRLF becomes LF");
+        assert_eq!(rows[2].0, 5, "{rows:?}");
+        assert!(rows[2].1.is_err());
+        assert_eq!(rows[3], (6, Ok("d".into())), "a lone CR at the end is a line end to the csv crate: {rows:?}");
+    }
+
+    #[test]
+    fn crlf_to_lf_across_chunk_boundaries() {
+        // One byte at a time: every CR is at a chunk's end.
+        struct OneByte<'a>(&'a [u8]);
+        impl Read for OneByte<'_> {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                match self.0.split_first() {
+                    Some((&b, rest)) if !out.is_empty() => {
+                        out[0] = b;
+                        self.0 = rest;
+                        Ok(1)
+                    }
+                    _ => Ok(0),
+                }
+            }
+        }
+        let mut text = String::new();
+        CrlfToLf::new(OneByte(b"a\r\nb\rc\r\r\nd\r")).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "a\nb\rc\r\nd\r");
+    }
+
 }

@@ -32,6 +32,11 @@ pub struct Service {
 
 impl Service {
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// [`Service::start`] with settings added or overridden (`ABSA_*` variables).
+    pub async fn start_with(overrides: &[(&str, &str)]) -> Self {
         let db_name = format!("absa_api_{}", Uuid::new_v4().simple());
         let db_url = absa_platform::db::create_database(&admin_url(), &db_name).await.expect("create database");
         let shared = absa_domain::reference::shared_dir().expect("the shared reference folder (set ABSA_SHARED)");
@@ -47,6 +52,11 @@ impl Service {
             ("ABSA_API__MAX_UPLOAD_BYTES".into(), "2000000".into()),
             ("ABSA_LOG__FILTER".into(), "info".into()),
         ];
+        let mut vars = vars;
+        for (k, v) in overrides {
+            vars.retain(|(name, _)| name != k);
+            vars.push((k.to_string(), v.to_string()));
+        }
         let mut service = Self { db_name, db_url, vars, dir, api: Api::new(format!("http://127.0.0.1:{port}")), processes: Vec::new() };
         service.run("absa-api", &["serve"], "api");
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -1,0 +1,73 @@
+//! Hostile input through the API: every bad row is reported with its line and reason,
+//! every good row is stored, nothing crashes, and SQL-looking text is just text.
+
+use absa_e2e::http::Answer;
+use absa_e2e::service::Service;
+use serde_json::json;
+
+fn lines_and_reasons(a: &Answer) -> Vec<(i64, String)> {
+    a.body["errors"].as_array().unwrap_or_else(|| panic!("{a:?}")).iter().map(|e| (e["line"].as_i64().unwrap(), e["reason"].as_str().unwrap().to_owned())).collect()
+}
+
+const GOOD: &str = r#"{"text": "Great battery life", "aspect": "battery life", "start": 6, "end": 18, "label": "positive"}"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_rows_are_reported_by_line_and_good_rows_kept() {
+    // A cap above the 10 MB line, so the line reaches the row checks.
+    let svc = Service::start_with(&[("ABSA_API__MAX_UPLOAD_BYTES", "30000000")]).await;
+    let admin = svc.bootstrap_key("hostile");
+    let (mlops, _) = svc.key(&admin, "mlops");
+    let api = &svc.api;
+
+    let mut body: Vec<u8> = Vec::new();
+    body.extend_from_slice("\u{feff}".as_bytes()); // a BOM before line 1
+    body.extend_from_slice(GOOD.as_bytes()); // 1
+    body.extend_from_slice(b"\r\n");
+    body.extend_from_slice(b"{\"text\": \"caf\xc3\x28\", \"aspect\": \"x\", \"start\": 0, \"end\": 1, \"label\": \"positive\"}\n"); // 2: invalid UTF-8
+    body.extend_from_slice(b"{\"text\": \"nul \\u0000 here\", \"aspect\": \"nul\", \"start\": 0, \"end\": 3, \"label\": \"negative\"}\n"); // 3: NUL
+    body.extend_from_slice(format!("{{\"text\": \"{}\", \"aspect\": \"x\", \"start\": 0, \"end\": 1, \"label\": \"positive\"}}\n", "x".repeat(10 << 20)).as_bytes()); // 4: 10 MB line
+    body.extend_from_slice(format!("{}\n", "[".repeat(100_000)).as_bytes()); // 5: deeply nested
+    body.extend_from_slice(b"{\"text\": {\"a\": 1}, \"aspect\": \"x\", \"start\": 0, \"end\": 1, \"label\": \"positive\"}\n"); // 6: wrong type
+    body.extend_from_slice(b"{\"text\": \"abc\", \"aspect\": \"ab\", \"start\": \"zero\", \"end\": 2, \"label\": \"positive\"}\n"); // 7: wrong type
+    body.extend_from_slice(b"{\"text\": \"abc\", \"aspect\": \"ab\", \"start\": -1, \"end\": 2, \"label\": \"positive\"}\n"); // 8: negative
+    body.extend_from_slice(b"{\"text\": \"abc\", \"aspect\": \"ab\", \"start\": 2, \"end\": 0, \"label\": \"positive\"}\n"); // 9: reversed
+    body.extend_from_slice("{\"text\": \"I \u{1F642} it\", \"aspect\": \"\u{1F642} \", \"start\": 2, \"end\": 4, \"label\": \"positive\"}\n".as_bytes()); // 10: code points: ok
+    body.extend_from_slice("{\"text\": \"I \u{1F642} it\", \"aspect\": \"\u{1F642}\", \"start\": 2, \"end\": 5, \"label\": \"positive\"}\n".as_bytes()); // 11: span is not the aspect
+    body.extend_from_slice(b"{\"text\": \"abc\", \"aspect\": \"ab\", \"start\": 0, \"end\": 2, \"label\": \"sarcastic\"}\n"); // 12: unknown label
+    body.extend_from_slice(b"\n   \n"); // 13, 14: blank, skipped
+    body.extend_from_slice(b"{\"text\": \"Robert'); DROP TABLE datasets; --\", \"aspect\": \"Robert\", \"start\": 0, \"end\": 6, \"label\": \"neutral\"}\n"); // 15: just text
+    body.extend_from_slice(b"[1, 2]\n"); // 16: not an object
+    let a = api.upload(Some(&mlops), "/v1/datasets?name=x%27%3B%20DROP%20TABLE%20jobs%3B%20--&labels=positive,negative,neutral", &body);
+    assert_eq!(a.status, 201, "{:?}", a.body.get("error"));
+    let errors = lines_and_reasons(&a);
+    let lines: Vec<i64> = errors.iter().map(|e| e.0).collect();
+    assert_eq!(lines, vec![2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 16], "{errors:#?}");
+    let reason = |line: i64| errors.iter().find(|e| e.0 == line).unwrap().1.clone();
+    for (line, needle) in [(2, "UTF-8"), (3, "NUL"), (4, "exceeds the limit"), (5, "not JSON"), (6, "\"text\""), (7, "\"start\""), (8, "negative"), (12, "unknown label"), (16, "not a JSON object")] {
+        assert!(reason(line).contains(needle), "line {line}: {}", reason(line));
+    }
+    assert_eq!(a.body["rows_added"], 3, "lines 1, 10 and 15: {a:?}");
+    assert_eq!(a.body["name"], "x'; DROP TABLE jobs; --");
+    let listed = api.get(Some(&mlops), "/v1/datasets").body;
+    assert_eq!(listed["datasets"][0]["name"], "x'; DROP TABLE jobs; --", "{listed}");
+    assert_eq!(api.get(Some(&mlops), "/v1/jobs").status, 200, "the jobs table is still there");
+
+    // Corpora: duplicate ids, a CSV with a BOM and CRLF, an empty file, junk Parquet.
+    let csv = "\u{feff}id,text,aspect,start,end\r\nd1,\"Fast, quiet\",quiet,6,11\r\nd1,again,,,\r\nd2,\"'; DELETE FROM documents; --\",,,\r\nd3,short,short,0,99\r\n";
+    let a = api.upload(Some(&mlops), "/v1/corpora?name=c&format=csv", csv.as_bytes());
+    assert_eq!(a.status, 201, "{a:?}");
+    assert_eq!(a.body["documents_added"], 2, "{a:?}");
+    let errors = lines_and_reasons(&a);
+    assert_eq!(errors.iter().map(|e| e.0).collect::<Vec<_>>(), vec![3, 5], "{errors:?}");
+    assert!(errors[0].1.contains("duplicate id"), "{errors:?}");
+    for (body, format) in [(&b""[..], "jsonl"), (&b"PAR1\x00\x00junk"[..], "parquet"), (&b"\xff\xfe not a header\n"[..], "csv")] {
+        let a = api.upload(Some(&mlops), &format!("/v1/corpora?name=bad&format={format}"), body);
+        assert_eq!(a.status, 400, "{format}: {a:?}");
+    }
+    // A JSON body that is not what the route takes is a 400 or 422 with a message.
+    for body in [json!([1, 2]), json!({ "dataset_id": "not-a-uuid", "base_model": "m" }), json!({ "dataset_id": uuid::Uuid::nil(), "base_model": "../../etc" })] {
+        let a = api.post(&mlops, "/v1/jobs/train", &body);
+        assert!(matches!(a.status, 400 | 404 | 422) && a.body["error"].is_string(), "{body}: {a:?}");
+    }
+    svc.stop().await;
+}
