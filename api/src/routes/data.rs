@@ -44,6 +44,21 @@ fn check_name(name: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// The team's dataset or corpus (`table`) named `name`, created if new. The upsert
+/// (`DO UPDATE`) holds the row lock until the transaction ends, so uploads to one
+/// dataset or corpus are serialised and the line or seq offsets they read stay unique.
+async fn upsert_locked(conn: &mut PgConnection, table: &'static str, team: Uuid, name: &str) -> ApiResult<Uuid> {
+    Ok(sqlx::query_scalar(&format!(
+        "INSERT INTO {table} (id, team_id, name) VALUES ($1, $2, $3)
+         ON CONFLICT (team_id, name) DO UPDATE SET name = EXCLUDED.name RETURNING id"
+    ))
+    .bind(Uuid::new_v4())
+    .bind(team)
+    .bind(name)
+    .fetch_one(conn)
+    .await?)
+}
+
 /// Row errors of an upload, stored for later listing.
 async fn store_errors(conn: &mut PgConnection, column: &str, owner: Uuid, errors: &[ReportedError]) -> ApiResult<()> {
     for chunk in errors.chunks(1000) {
@@ -80,17 +95,7 @@ pub async fn upload_dataset(State(state): State<AppState>, caller: Caller, Query
     let bytes = uploads::spool(&headers, body, file.as_file_mut(), state.max_upload_bytes).await?;
 
     let mut tx = state.pool.begin().await?;
-    let dataset_id: Uuid = sqlx::query_scalar(
-        "INSERT INTO datasets (id, team_id, name) VALUES ($1, $2, $3)
-         ON CONFLICT (team_id, name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
-    )
-    .bind(Uuid::new_v4())
-    .bind(caller.team_id)
-    .bind(&q.name)
-    .fetch_one(&mut *tx)
-    .await?;
-    // Serialises uploads to one dataset: line offsets below stay unique.
-    sqlx::query("SELECT 1 FROM datasets WHERE id = $1 FOR UPDATE").bind(dataset_id).execute(&mut *tx).await?;
+    let dataset_id = upsert_locked(&mut tx, "datasets", caller.team_id, &q.name).await?;
     let offset: i64 = sqlx::query_scalar("SELECT coalesce(max(line), 0)::bigint FROM dataset_rows WHERE dataset_id = $1 AND split = $2")
         .bind(dataset_id)
         .bind(&split)
@@ -151,16 +156,7 @@ pub async fn upload_corpus(State(state): State<AppState>, caller: Caller, Query(
     let bytes = uploads::spool(&headers, body, file.as_file_mut(), state.max_upload_bytes).await?;
 
     let mut tx = state.pool.begin().await?;
-    let corpus_id: Uuid = sqlx::query_scalar(
-        "INSERT INTO corpora (id, team_id, name) VALUES ($1, $2, $3)
-         ON CONFLICT (team_id, name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
-    )
-    .bind(Uuid::new_v4())
-    .bind(caller.team_id)
-    .bind(&q.name)
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query("SELECT 1 FROM corpora WHERE id = $1 FOR UPDATE").bind(corpus_id).execute(&mut *tx).await?;
+    let corpus_id = upsert_locked(&mut tx, "corpora", caller.team_id, &q.name).await?;
     let mut next_seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq) + 1, 0)::bigint FROM documents WHERE corpus_id = $1").bind(corpus_id).fetch_one(&mut *tx).await?;
     let mut rx = uploads::read_rows(file.path(), format, uploads::check_document);
     let mut added = 0u64;
