@@ -110,7 +110,20 @@ impl Service {
 
     pub async fn stop(mut self) {
         self.processes.clear();
-        absa_platform::db::drop_database(&admin_url(), &self.db_name).await.expect("drop database");
+        // A session of another role (a BI login a test closed) can outlive its pool's
+        // close by a moment, and `WITH (FORCE)` may not terminate another role's
+        // backend: retry while that is the reason, for up to 10 s.
+        let mut tries = 0;
+        loop {
+            match absa_platform::db::drop_database(&admin_url(), &self.db_name).await {
+                Ok(()) => break,
+                Err(e) if tries < 50 && e.to_string().contains("must be a member of the role") => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("drop database: {e}"),
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
