@@ -3,6 +3,7 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 bash "$ROOT/scripts/services.sh"
+bash "$ROOT/scripts/clean-test-leftovers.sh"
 # transformers cross-checks of the checkpoints we write
 export ABSA_PYTHON="${ABSA_PYTHON:-$(bash "$ROOT/scripts/python-env.sh")}"
 cd "$ROOT"
