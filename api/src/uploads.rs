@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use absa_domain::readers::{self, Format, ReaderOptions};
 use absa_domain::records::{labelled_row, Columns, RowError};
@@ -51,6 +51,38 @@ pub fn parse_format(format: Option<&str>) -> ApiResult<Format> {
     }
 }
 
+/// A temporary file without a name (O_TMPFILE on Linux): the kernel frees it when its
+/// last handle closes, so an API killed mid-upload or mid-export leaves nothing behind.
+/// Readers that take a path get `/proc/self/fd/N`, which opens the same file.
+pub struct SpoolFile {
+    file: std::fs::File,
+}
+
+impl SpoolFile {
+    pub fn new_in(dir: &Path) -> std::io::Result<Self> {
+        Ok(Self { file: tempfile::tempfile_in(dir)? })
+    }
+
+    pub fn file_mut(&mut self) -> &mut std::fs::File {
+        &mut self.file
+    }
+
+    /// A path that opens this file (with its own offset) while `self` is alive.
+    pub fn path(&self) -> PathBuf {
+        fd_path(&self.file)
+    }
+
+    /// A second handle, for a thread that must keep the file open on its own.
+    pub fn handle(&self) -> std::io::Result<std::fs::File> {
+        self.file.try_clone()
+    }
+}
+
+fn fd_path(file: &std::fs::File) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
 /// Streams the request body into `file`, failing with 413 past `limit` bytes, or at
 /// once when the declared `Content-Length` is already over it (so the client gets the
 /// answer instead of a connection closed mid-upload).
@@ -84,16 +116,19 @@ pub enum Parsed<T> {
     Failed(String),
 }
 
-/// Reads `path` on a blocking thread, checking each record with `check`; good rows come
-/// back in batches, bad ones as errors naming their line.
+/// Reads the spooled upload on a blocking thread, checking each record with `check`;
+/// good rows come back in batches, bad ones as errors naming their line.
 pub fn read_rows<T: Send + 'static>(
-    path: &Path,
+    spooled: &SpoolFile,
     format: Format,
     check: impl Fn(usize, &Map<String, Value>) -> Result<T, RowError> + Send + 'static,
-) -> mpsc::Receiver<Parsed<T>> {
+) -> std::io::Result<mpsc::Receiver<Parsed<T>>> {
     let (tx, rx) = mpsc::channel(4);
-    let path = path.to_path_buf();
+    // The thread holds its own handle, so the path stays this file's even when the
+    // request is dropped before the thread opens it.
+    let handle = spooled.handle()?;
     tokio::task::spawn_blocking(move || {
+        let path = fd_path(&handle);
         let records = match readers::open_as(&path, format, &ReaderOptions::default()) {
             Ok(r) => r,
             Err(e) => {
@@ -125,7 +160,7 @@ pub fn read_rows<T: Send + 'static>(
             let _ = tx.blocking_send(Parsed::Rows(batch));
         }
     });
-    rx
+    Ok(rx)
 }
 
 /// Postgres text cannot hold NUL characters.

@@ -91,8 +91,8 @@ pub async fn upload_dataset(State(state): State<AppState>, caller: Caller, Query
         label: q.label_column.unwrap_or(defaults.label),
     };
     let allowed: Option<HashSet<String>> = q.labels.map(|l| l.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect());
-    let mut file = tempfile::NamedTempFile::new_in(&state.upload_dir)?;
-    let bytes = uploads::spool(&headers, body, file.as_file_mut(), state.max_upload_bytes).await?;
+    let mut file = uploads::SpoolFile::new_in(&state.upload_dir)?;
+    let bytes = uploads::spool(&headers, body, file.file_mut(), state.max_upload_bytes).await?;
 
     let mut tx = state.pool.begin().await?;
     let dataset_id = upsert_locked(&mut tx, "datasets", caller.team_id, &q.name).await?;
@@ -101,7 +101,7 @@ pub async fn upload_dataset(State(state): State<AppState>, caller: Caller, Query
         .bind(&split)
         .fetch_one(&mut *tx)
         .await?;
-    let mut rx = uploads::read_rows(file.path(), format, move |line, fields| uploads::check_labelled(line, fields, &columns, allowed.as_ref()));
+    let mut rx = uploads::read_rows(&file, format, move |line, fields| uploads::check_labelled(line, fields, &columns, allowed.as_ref()))?;
     let mut added = 0u64;
     let mut errors = Vec::new();
     while let Some(item) = rx.recv().await {
@@ -152,13 +152,13 @@ pub async fn upload_corpus(State(state): State<AppState>, caller: Caller, Query(
     caller.require(Role::Analyst)?;
     check_name(&q.name)?;
     let format = uploads::parse_format(q.format.as_deref())?;
-    let mut file = tempfile::NamedTempFile::new_in(&state.upload_dir)?;
-    let bytes = uploads::spool(&headers, body, file.as_file_mut(), state.max_upload_bytes).await?;
+    let mut file = uploads::SpoolFile::new_in(&state.upload_dir)?;
+    let bytes = uploads::spool(&headers, body, file.file_mut(), state.max_upload_bytes).await?;
 
     let mut tx = state.pool.begin().await?;
     let corpus_id = upsert_locked(&mut tx, "corpora", caller.team_id, &q.name).await?;
     let mut next_seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq) + 1, 0)::bigint FROM documents WHERE corpus_id = $1").bind(corpus_id).fetch_one(&mut *tx).await?;
-    let mut rx = uploads::read_rows(file.path(), format, uploads::check_document);
+    let mut rx = uploads::read_rows(&file, format, uploads::check_document)?;
     let mut added = 0u64;
     let mut errors = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();

@@ -129,7 +129,7 @@ fn write_row_group(writer: &mut SerializedFileWriter<BufWriter<File>>, rows: &[P
 }
 
 async fn parquet_response(state: AppState, job: Uuid) -> ApiResult<Response> {
-    let file = tempfile::NamedTempFile::new_in(&state.upload_dir)?;
+    let file = crate::uploads::SpoolFile::new_in(&state.upload_dir)?;
     let schema = Arc::new(
         Type::group_type_builder("prediction")
             .with_fields(vec![
@@ -148,7 +148,7 @@ async fn parquet_response(state: AppState, job: Uuid) -> ApiResult<Response> {
     );
     let props = Arc::new(WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build());
     let parquet_err = |e: parquet::errors::ParquetError| ApiError::Internal(format!("writing Parquet: {e}"));
-    let mut writer = SerializedFileWriter::new(BufWriter::new(file.reopen()?), schema, props).map_err(parquet_err)?;
+    let mut writer = SerializedFileWriter::new(BufWriter::new(std::fs::OpenOptions::new().write(true).open(file.path())?), schema, props).map_err(parquet_err)?;
     let mut after = (-1i64, -1i32);
     loop {
         let rows = page(&state, job, after).await?;
@@ -161,7 +161,7 @@ async fn parquet_response(state: AppState, job: Uuid) -> ApiResult<Response> {
         }
     }
     writer.into_inner().map_err(parquet_err)?.flush()?;
-    // The open handle keeps the data readable after the temporary path is removed.
+    // The open handle keeps the data readable after the spool file is dropped.
     let mut reader = tokio::fs::File::open(file.path()).await?;
     drop(file);
     let stream = async_stream_file(&mut reader).await?;
