@@ -2,8 +2,10 @@
 //! Postgres and RabbitMQ, and real training and scoring:
 //! 1. a training job (all-MiniLM-L6-v2, laptops train, one epoch) completes with its
 //!    metrics, checkpoint, ONNX export and model version in Postgres;
-//! 2. a trainer killed (SIGKILL) in the middle of its second epoch: the job completes
-//!    on another trainer, which resumed from the stored epoch-1 checkpoint;
+//! 2. a trainer killed (SIGKILL) in the middle of its second epoch, and the next one
+//!    killed while it exports after the last epoch: the job completes on a third
+//!    trainer, which resumed from the stored checkpoints (last and best) with nothing
+//!    left to train;
 //! 3. a scoring job over a corpus, with a scorer killed in the middle of a shard: the
 //!    job completes, every document has exactly one prediction (no duplicates, no gaps,
 //!    by count and by key), and the predictions agree with the held-back labels;
@@ -265,18 +267,35 @@ async fn jobs_survive_crashes_and_a_broker_restart_and_write_results_exactly_onc
     assert_eq!(env.state(job).await.0, "running");
     trainer.kill9();
     let mut trainer2 = env.start("absa-trainer", &["work"], "trainer-2");
-    env.wait_done(job, Duration::from_secs(600), &[&scheduler, &trainer2]).await;
+    // Killed again once its last epoch is stored, while it exports: the third trainer
+    // has nothing left to train and must find the selected model among the stored ones.
+    env.wait_for("the epoch-2 checkpoint", Duration::from_secs(600), &[&scheduler, &trainer2], || async {
+        env.events(job).await.iter().any(|(kind, d)| kind == "checkpoint_saved" && d["epoch"] == 2)
+    })
+    .await;
+    assert_eq!(env.state(job).await.0, "running", "killed before registering the model");
+    trainer2.kill9();
+    let trainer3 = env.start("absa-trainer", &["work"], "trainer-3");
+    env.wait_done(job, Duration::from_secs(600), &[&scheduler, &trainer3]).await;
     let events = env.events(job).await;
     let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
-    assert!(kinds.contains(&"lease_expired"), "{kinds:?}");
-    let resumed = events.iter().find(|(k, _)| k == "resumed").unwrap_or_else(|| panic!("no resume event: {kinds:?}"));
-    assert_eq!(resumed.1["from_epoch"], 1, "{resumed:?}");
-    assert_eq!(resumed.1["attempt"], 2);
+    assert_eq!(kinds.iter().filter(|k| **k == "lease_expired").count(), 2, "{kinds:?}");
+    let resumed: Vec<&Value> = events.iter().filter(|(k, _)| k == "resumed").map(|(_, d)| d).collect();
+    assert_eq!(resumed.len(), 2, "{kinds:?}");
+    assert_eq!((resumed[0]["from_epoch"].clone(), resumed[0]["attempt"].clone()), (json!(1), json!(2)), "{resumed:?}");
+    assert_eq!((resumed[1]["from_epoch"].clone(), resumed[1]["attempt"].clone()), (json!(2), json!(3)), "{resumed:?}");
     let epochs: Vec<i32> = sqlx::query_scalar("SELECT epoch FROM training_metrics WHERE job_id = $1 ORDER BY epoch").bind(job).fetch_all(&env.pool).await.unwrap();
     assert_eq!(epochs, vec![1, 2]);
-    // Only the last epoch's resumable checkpoint is kept (plus the selected model).
-    let checkpoints: i64 = sqlx::query_scalar("SELECT count(*) FROM artifacts WHERE job_id = $1 AND kind = 'checkpoint'").bind(job).fetch_one(&env.pool).await.unwrap();
-    assert_eq!(checkpoints, 2);
+    // The version's selected model is the best epoch's; the resumable checkpoints are
+    // deleted just after the job completes.
+    let best_epoch: Value = sqlx::query_scalar("SELECT metrics->'best_epoch' FROM model_versions WHERE training_job_id = $1").bind(job).fetch_one(&env.pool).await.unwrap();
+    assert_eq!(best_epoch, resumed[1]["best_epoch"], "{resumed:?}");
+    env.wait_for("the spent checkpoints' deletion", Duration::from_secs(30), &[&trainer3], || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM artifacts WHERE job_id = $1 AND kind = 'checkpoint'").bind(job).fetch_one(&env.pool).await.unwrap();
+        n == 1
+    })
+    .await;
+    trainer2 = trainer3;
 
     // 3. Scoring 5 copies of laptops test in 4 shards; a scorer dies mid-shard.
     let (corpus, documents) = add_corpus(&env, "laptops-test", &test, 5).await;

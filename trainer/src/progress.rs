@@ -50,7 +50,7 @@ impl Observer for TerminalProgress {
         }
     }
 
-    fn on_epoch(&mut self, record: &EpochRecord, _checkpoint: &Path) {
+    fn on_epoch(&mut self, record: &EpochRecord, _checkpoint: &Path, _best_epoch: usize) {
         if let Some(bar) = &self.bar {
             bar.println(format!(
                 "epoch {}: train loss {:.4}, validation loss {:.4} accuracy {:.4} macro-F1 {:.4}",

@@ -142,7 +142,7 @@ impl TrainWorker {
             store: self.store.clone(),
             job_id: job.id,
             team_id: job.team_id,
-            previous_checkpoint: resumed_from.map(|(id, _)| id),
+            stored: resumed_from,
             failure: None,
         };
         let (summary, observer) = tokio::task::spawn_blocking(move || {
@@ -165,7 +165,16 @@ impl TrainWorker {
         if lease.lost() {
             return Ok(Outcome::LeaseLost);
         }
-        self.finish(job, &params, &config, &summary, &data).await
+        let outcome = self.finish(job, &params, &config, &summary, &data).await?;
+        if let (Outcome::Completed { .. }, Some(stored)) = (&outcome, observer.stored) {
+            // The version holds the selected model: the resumable checkpoints are spent.
+            for id in [stored.last, stored.best.0] {
+                if let Err(e) = self.store.delete(id).await {
+                    tracing::warn!(job_id = %job.id, artifact_id = %id, error = %e, "could not delete a spent checkpoint");
+                }
+            }
+        }
+        Ok(outcome)
     }
 
     fn resolve_base(&self, name: &str) -> anyhow::Result<PathBuf> {
@@ -177,23 +186,47 @@ impl TrainWorker {
         Ok(dir)
     }
 
-    /// On a retry, fetches the job's last stored checkpoint into `out/checkpoint-last`.
-    async fn restore_checkpoint(&self, job: &ClaimedJob, out: &Path) -> anyhow::Result<Option<(Uuid, i64)>> {
-        let saved: Option<(Uuid, i64)> = sqlx::query_as(
+    /// On a retry, fetches the job's last stored checkpoint into `out/checkpoint-last`
+    /// and the checkpoint of its best epoch into `out/checkpoint-best` (the same one
+    /// when the last epoch was the best). Without both the job starts over.
+    async fn restore_checkpoint(&self, job: &ClaimedJob, out: &Path) -> anyhow::Result<Option<StoredCheckpoints>> {
+        let Some((last_id, epoch)) = self.stored_checkpoint(job.id, None).await? else { return Ok(None) };
+        let last = out.join("checkpoint-last");
+        let cached = self.store.cached_dir(last_id, &self.settings.cache_dir).await?;
+        copy_dir(&cached, &last, &|_| true).with_context(|| format!("restoring {}", last.display()))?;
+        let state_path = last.join("trainer_state.json");
+        let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_path).with_context(|| state_path.display().to_string())?)
+            .with_context(|| state_path.display().to_string())?;
+        let best_epoch = state["best_epoch"].as_i64().unwrap_or(0);
+        let best = if best_epoch == epoch { Some((last_id, epoch)) } else { self.stored_checkpoint(job.id, Some(best_epoch)).await? };
+        let Some((best_id, _)) = best else {
+            tracing::warn!(job_id = %job.id, best_epoch, "the best epoch's checkpoint is not stored: starting over");
+            std::fs::remove_dir_all(&last).with_context(|| last.display().to_string())?;
+            jobs::event(&self.pool, job.id, "restarted", json!({ "reason": format!("no stored checkpoint of the best epoch {best_epoch}"), "attempt": job.attempt })).await?;
+            return Ok(None);
+        };
+        let best_dir = out.join("checkpoint-best");
+        let cached = self.store.cached_dir(best_id, &self.settings.cache_dir).await?;
+        // The selected model only: the optimizer and trainer state belong to the last.
+        copy_dir(&cached, &best_dir, &|name| name != "optimizer.safetensors" && name != "trainer_state.json")
+            .with_context(|| format!("restoring {}", best_dir.display()))?;
+        jobs::event(&self.pool, job.id, "resumed", json!({ "from_epoch": epoch, "best_epoch": best_epoch, "artifact_id": last_id, "attempt": job.attempt })).await?;
+        tracing::info!(job_id = %job.id, epoch, best_epoch, "resuming from the stored checkpoint");
+        Ok(Some(StoredCheckpoints { last: last_id, best: (best_id, best_epoch as usize) }))
+    }
+
+    /// The job's newest complete checkpoint (of `epoch` when given) and its epoch.
+    async fn stored_checkpoint(&self, job_id: Uuid, epoch: Option<i64>) -> anyhow::Result<Option<(Uuid, i64)>> {
+        Ok(sqlx::query_as(
             "SELECT (e.detail->>'artifact_id')::uuid, (e.detail->>'epoch')::bigint FROM job_events e
              JOIN artifacts a ON a.id = (e.detail->>'artifact_id')::uuid AND a.complete
-             WHERE e.job_id = $1 AND e.kind = 'checkpoint_saved' ORDER BY e.id DESC LIMIT 1",
+             WHERE e.job_id = $1 AND e.kind = 'checkpoint_saved' AND ($2::bigint IS NULL OR (e.detail->>'epoch')::bigint = $2)
+             ORDER BY e.id DESC LIMIT 1",
         )
-        .bind(job.id)
+        .bind(job_id)
+        .bind(epoch)
         .fetch_optional(&self.pool)
-        .await?;
-        let Some((artifact_id, epoch)) = saved else { return Ok(None) };
-        let cached = self.store.cached_dir(artifact_id, &self.settings.cache_dir).await?;
-        let last = out.join("checkpoint-last");
-        copy_dir(&cached, &last).with_context(|| format!("restoring {}", last.display()))?;
-        jobs::event(&self.pool, job.id, "resumed", json!({ "from_epoch": epoch, "artifact_id": artifact_id, "attempt": job.attempt })).await?;
-        tracing::info!(job_id = %job.id, epoch, "resuming from the stored checkpoint");
-        Ok(Some((artifact_id, epoch)))
+        .await?)
     }
 
     /// Export, store the selected model, register the version and complete the job.
@@ -302,6 +335,14 @@ impl JobHandler for TrainWorker {
     }
 }
 
+/// The artifacts a retried job resumes from: the last epoch's checkpoint and the best
+/// epoch's (with its epoch), the same artifact when the last epoch was the best.
+#[derive(Clone, Copy, Debug)]
+struct StoredCheckpoints {
+    last: Uuid,
+    best: (Uuid, usize),
+}
+
 /// The engine's callbacks in a job: progress into the lease, each epoch's metrics
 /// and checkpoint into Postgres, and a stop when the lease is lost or on shutdown.
 struct JobObserver {
@@ -312,14 +353,14 @@ struct JobObserver {
     store: ArtifactStore,
     job_id: Uuid,
     team_id: Uuid,
-    /// The stored checkpoint the next one supersedes (only the last is kept).
-    previous_checkpoint: Option<Uuid>,
+    /// The stored checkpoints a retry resumes from; older ones are deleted.
+    stored: Option<StoredCheckpoints>,
     /// Storing an epoch failed: the run stops and the attempt fails with this.
     failure: Option<anyhow::Error>,
 }
 
 impl JobObserver {
-    async fn store_epoch(&mut self, record: &EpochRecord, checkpoint: &Path) -> anyhow::Result<()> {
+    async fn store_epoch(&mut self, record: &EpochRecord, checkpoint: &Path, best_epoch: usize) -> anyhow::Result<()> {
         let v = &record.validation;
         let detail = json!({
             "report": v.report, "learning_rate": record.learning_rate,
@@ -341,9 +382,20 @@ impl JobObserver {
         .execute(&self.pool)
         .await?;
         let artifact = self.store.put_dir(self.team_id, "checkpoint", Some(self.job_id), checkpoint).await?;
-        jobs::event(&self.pool, self.job_id, "checkpoint_saved", json!({ "epoch": record.epoch, "artifact_id": artifact.id })).await?;
-        if let Some(old) = self.previous_checkpoint.replace(artifact.id) {
-            self.store.delete(old).await?;
+        let is_best = best_epoch == record.epoch;
+        jobs::event(&self.pool, self.job_id, "checkpoint_saved", json!({ "epoch": record.epoch, "artifact_id": artifact.id, "best": is_best })).await?;
+        let best = match &self.stored {
+            _ if is_best => (artifact.id, record.epoch),
+            Some(stored) => stored.best,
+            None => unreachable!("the first epoch is always the best so far"),
+        };
+        let now = StoredCheckpoints { last: artifact.id, best };
+        if let Some(before) = self.stored.replace(now) {
+            for old in [before.last, before.best.0] {
+                if old != now.last && old != now.best.0 {
+                    self.store.delete(old).await?;
+                }
+            }
         }
         Ok(())
     }
@@ -355,9 +407,9 @@ impl Observer for JobObserver {
         self.lease.set_progress(0.95 * p.global_step as f64 / p.total_steps.max(1) as f64);
     }
 
-    fn on_epoch(&mut self, record: &EpochRecord, checkpoint: &Path) {
+    fn on_epoch(&mut self, record: &EpochRecord, checkpoint: &Path, best_epoch: usize) {
         let runtime = self.runtime.clone();
-        if let Err(e) = runtime.block_on(self.store_epoch(record, checkpoint)) {
+        if let Err(e) = runtime.block_on(self.store_epoch(record, checkpoint, best_epoch)) {
             self.failure = Some(e.context(format!("storing epoch {}", record.epoch)));
         }
     }
@@ -431,13 +483,17 @@ fn read_rejected(path: &Path, data: &DatasetFiles) -> Vec<(i64, String)> {
     out
 }
 
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+/// Copies `from` into `to`, the top-level entries whose names `keep` accepts.
+fn copy_dir(from: &Path, to: &Path, keep: &dyn Fn(&str) -> bool) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
+        if !keep(&entry.file_name().to_string_lossy()) {
+            continue;
+        }
         let target = to.join(entry.file_name());
         if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
+            copy_dir(&entry.path(), &target, &|_| true)?;
         } else {
             std::fs::copy(entry.path(), target)?;
         }

@@ -211,7 +211,9 @@ pub struct StepProgress {
 pub trait Observer {
     fn on_start(&mut self, _total_steps: i64, _start_step: i64) {}
     fn on_step(&mut self, _progress: &StepProgress) {}
-    fn on_epoch(&mut self, _record: &EpochRecord, _checkpoint: &Path) {}
+    /// After each epoch: `checkpoint` is `checkpoint-last`; `best_epoch` is the epoch
+    /// `checkpoint-best` now holds (this one when it improved).
+    fn on_epoch(&mut self, _record: &EpochRecord, _checkpoint: &Path, _best_epoch: usize) {}
     /// Checked between steps; true stops the run at the next step boundary.
     fn should_stop(&mut self) -> bool {
         false
@@ -393,6 +395,10 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
     let train_sha256 = file_sha256(&config.train)?;
     let resume_state =
         if config.resume && last_dir.join("trainer_state.json").is_file() { Some(read_state(&last_dir, config, &train_sha256)?) } else { None };
+    if resume_state.is_some() && !best_dir.join("config.json").is_file() {
+        // Without the selected model a resumed run could not end as an uninterrupted one.
+        return Err(TrainError::Resume { dir: best_dir.display().to_string(), reason: "checkpoint-best is missing".into() });
+    }
     let start_dir = if resume_state.is_some() { &last_dir } else { &config.base };
 
     tch::manual_seed(config.seed as i64); // the fresh head's initialisation
@@ -511,7 +517,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
             std::fs::write(dir.join("trainer_state.json"), text).map_err(io_err(dir))
         })?;
         append_metrics(&config.out, &record)?;
-        observer.on_epoch(&record, &last_dir);
+        observer.on_epoch(&record, &last_dir, state.best_epoch);
     }
 
     let best = state.history.iter().find(|r| r.epoch == state.best_epoch).cloned().expect("at least one epoch ran");
