@@ -8,6 +8,8 @@ const REFRESH_MS = 3000;
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 const SVG_NS = "http://www.w3.org/2000/svg";
 const COLORS = { train_loss: "#2563eb", validation_loss: "#dc2626", accuracy: "#16a34a", macro_f1: "#7c3aed" };
+// Sweep children, one color each (trial order).
+const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#7c3aed", "#ea580c", "#0891b2", "#be185d", "#65a30d", "#4338ca", "#b45309", "#0f766e", "#6b7280"];
 const SHARD_STATES = { succeeded: "#16a34a", running: "#2563eb", dispatched: "#60a5fa", queued: "#fbbf24", failed: "#dc2626", cancelled: "#9aa5b1" };
 
 const main = document.getElementById("main");
@@ -151,6 +153,7 @@ async function jobView(id) {
   const parts = [jobSummary(job)];
   if (job.kind === "train") parts.push(...trainingParts((await api(`/jobs/${job.id}/metrics`)).epochs));
   if (job.kind === "score" && job.shards) parts.push(shardsPart(job));
+  if (job.kind === "sweep" && job.children) parts.push(...(await sweepParts(job)));
   parts.push(eventsPart(job.events || []));
   return { node: el("div", { id: "job", "data-job-id": job.id, "data-state": job.state }, parts), again: !FINAL.has(job.state) };
 }
@@ -184,6 +187,36 @@ function trainingParts(epochs) {
   const last = epochs[epochs.length - 1];
   const report = last.detail && last.detail.report;
   return [charts, report && card(el("div", { class: "matrix" }, heatMap(report, last.epoch), classTable(report)))];
+}
+
+/** A sweep's children: their validation curves together, and a table that is the legend. */
+async function sweepParts(job) {
+  const children = job.children;
+  if (!children.length) return [card(el("p", { class: "muted" }, "No child has started yet."))];
+  const curves = await Promise.all(children.map((c) => api(`/jobs/${c.job_id}/metrics`)));
+  const anyPoint = curves.some((c) => c.epochs.length);
+  const label = (c) => Object.entries(c.values || {}).map(([k, v]) => `${k}=${v}`).join(" ");
+  const color = (i) => PALETTE[i % PALETTE.length];
+  const series = (key) => children.map((c, i) => ({
+    name: `trial-${c.trial}`, label: label(c), color: color(i), points: curves[i].epochs.map((e) => [e.epoch, e[key]]) }));
+  const charts = !anyPoint ? card(el("p", { class: "muted" }, "No child has finished an epoch yet.")) : el("div", { class: "charts" },
+    card(lineChart("sweep-macro-f1", "Validation macro-F1", series("macro_f1"), { legend: false })),
+    card(lineChart("sweep-accuracy", "Validation accuracy", series("accuracy"), { legend: false })),
+    card(lineChart("sweep-validation-loss", "Validation loss", series("validation_loss"), { legend: false })));
+  const rows = children.map((c, i) => {
+    const swatch = el("span", { class: "swatch" });
+    swatch.style.background = color(i);
+    const chosen = job.chosen_model_version_id && c.model_version_id === job.chosen_model_version_id;
+    return el("tr", { "data-trial": c.trial, class: chosen ? "chosen" : "" },
+      el("td", {}, swatch, ` ${c.trial}`),
+      el("td", {}, el("a", { href: `#job=${c.job_id}` }, label(c))),
+      el("td", {}, stateBadge(c.state)),
+      el("td", { class: "num" }, c.epoch ?? ""),
+      ...[c.validation_loss, c.validation_accuracy, c.validation_macro_f1, c.test_accuracy].map((v) => el("td", { class: "num" }, typeof v === "number" ? v.toFixed(4) : "")),
+      el("td", {}, chosen ? "chosen" : ""));
+  });
+  const heads = ["trial", "values", "state", "epoch", "val loss", "val accuracy", "val macro-F1", "test accuracy", ""];
+  return [charts, card(el("h2", {}, "Children (chosen on validation; test figures never used)"), table(heads, rows, { id: "sweep-children" }))];
 }
 
 function classTable(report) {
@@ -264,8 +297,9 @@ function niceRange(lo, hi) {
   return [Math.floor(lo / step) * step, Math.ceil(hi / step) * step, step];
 }
 
-/** A line chart: series = [{ name, label, points: [[x, y], ...] }], x being epochs. */
-function lineChart(id, title, series) {
+/** A line chart: series = [{ name, label, color?, points: [[x, y], ...] }], x being
+ * epochs; `legend: false` when a table beside it says which line is which. */
+function lineChart(id, title, series, { legend: withLegend = true } = {}) {
   const W = 420, H = 250, m = { l: 50, r: 16, t: 30, b: 58 };
   const all = series.flatMap((s) => s.points).filter((p) => typeof p[1] === "number");
   const xs = [...new Set(all.map((p) => p[0]))].sort((a, b) => a - b);
@@ -297,7 +331,7 @@ function lineChart(id, title, series) {
   const legend = svg("g", { class: "legend" });
   series.forEach((s, i) => {
     const pts = s.points.filter((p) => typeof p[1] === "number");
-    const color = COLORS[s.name] || "#333";
+    const color = s.color || COLORS[s.name] || "#333";
     const d = pts.map((p, j) => `${j ? "L" : "M"}${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(" ");
     root.append(svg("path", { class: "series", "data-series": s.name, "data-points": pts.length, d, stroke: color }));
     for (const [x, y] of pts) {
@@ -305,7 +339,7 @@ function lineChart(id, title, series) {
         svg("title", {}, `${s.label}, epoch ${x}: ${num(y)}`)));
     }
     const lx = m.l + i * 130;
-    legend.append(svg("line", { x1: lx, y1: H - 10, x2: lx + 18, y2: H - 10, stroke: color, "stroke-width": 3 }),
+    if (withLegend) legend.append(svg("line", { x1: lx, y1: H - 10, x2: lx + 18, y2: H - 10, stroke: color, "stroke-width": 3 }),
       svg("text", { x: lx + 24, y: H - 6, "data-series": s.name }, s.label));
   });
   root.append(legend);

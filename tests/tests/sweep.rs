@@ -1,6 +1,7 @@
 //! Sweep jobs through the service: a small sweep (two learning rates, one epoch, a
 //! slice of laptops) picks the child with the best validation figure and records the
-//! sweep in that version's lineage; cancelling a sweep cancels its children.
+//! sweep in that version's lineage, and the dashboard draws the children's curves
+//! together; cancelling a sweep cancels its children.
 
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,17 @@ async fn a_sweep_picks_the_best_child_on_validation_and_cancels_with_its_childre
     assert_eq!(version["lineage"]["sweep"]["chosen_on"], "validation");
     assert_eq!(version["aliases"], json!(["candidate", "production"]), "{version}");
     assert!(done["events"].as_array().unwrap().iter().any(|e| e["kind"] == "sweep_chosen"));
+    // The dashboard draws the children's validation curves together and marks the chosen one.
+    let page = absa_e2e::browser::dom(&api.base, &svc.dir, &format!("key={mlops}&job={sweep}"));
+    for chart in ["sweep-macro-f1", "sweep-accuracy", "sweep-validation-loss"] {
+        assert!(page.contains(&format!("<svg id=\"{chart}\"")), "no {chart} in\n{page}");
+    }
+    for child in children {
+        let series = format!("<path class=\"series\" data-series=\"trial-{}\" data-points=\"1\"", child["trial"]);
+        assert_eq!(page.matches(&series).count(), 3, "{series} in each chart:\n{page}");
+    }
+    assert_eq!(page.matches("class=\"chosen\"").count(), 1, "{page}");
+    assert!(page.contains(&format!("<tr data-trial=\"{}\" class=\"chosen\">", best["trial"])), "{page}");
     // The CLI shows the children with their curves' last points.
     std::fs::write(svc.dir.join("cli.toml"), "").unwrap();
     let out = std::process::Command::new(absa_e2e::binary("absa"))
