@@ -1,9 +1,37 @@
 //! Hostile input through the API: every bad row is reported with its line and reason,
-//! every good row is stored, nothing crashes, and SQL-looking text is just text.
+//! every good row is stored, nothing crashes, and SQL-looking text is just text; a
+//! Parquet file with the wrong schema has each of its rows reported.
 
 use absa_e2e::http::Answer;
 use absa_e2e::service::Service;
 use serde_json::json;
+
+/// Three rows of `text` int64, `aspect` string, `start`/`end` int64, no `label`.
+fn wrong_schema_parquet() -> Vec<u8> {
+    use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use std::sync::Arc;
+    let schema = "message rows { required int64 text; required binary aspect (UTF8); required int64 start; required int64 end; }";
+    let schema = Arc::new(parquet::schema::parser::parse_message_type(schema).unwrap());
+    let mut out = Vec::new();
+    let mut writer = SerializedFileWriter::new(&mut out, schema, Arc::new(WriterProperties::builder().build())).unwrap();
+    let mut group = writer.next_row_group().unwrap();
+    let ints = |group: &mut parquet::file::writer::SerializedRowGroupWriter<'_, &mut Vec<u8>>, values: &[i64]| {
+        let mut col = group.next_column().unwrap().unwrap();
+        col.typed::<Int64Type>().write_batch(values, None, None).unwrap();
+        col.close().unwrap();
+    };
+    ints(&mut group, &[7, 8, 9]);
+    let mut col = group.next_column().unwrap().unwrap();
+    col.typed::<ByteArrayType>().write_batch(&[ByteArray::from("a"), ByteArray::from("b"), ByteArray::from("c")], None, None).unwrap();
+    col.close().unwrap();
+    ints(&mut group, &[0, 0, 0]);
+    ints(&mut group, &[1, 1, 1]);
+    group.close().unwrap();
+    writer.close().unwrap();
+    out
+}
 
 fn lines_and_reasons(a: &Answer) -> Vec<(i64, String)> {
     a.body["errors"].as_array().unwrap_or_else(|| panic!("{a:?}")).iter().map(|e| (e["line"].as_i64().unwrap(), e["reason"].as_str().unwrap().to_owned())).collect()
@@ -64,6 +92,21 @@ async fn bad_rows_are_reported_by_line_and_good_rows_kept() {
         let a = api.upload(Some(&mlops), &format!("/v1/corpora?name=bad&format={format}"), body);
         assert_eq!(a.status, 400, "{format}: {a:?}");
     }
+    // Parquet with the wrong schema: `text` is a number and there is no `label` column.
+    // Each row is reported with its reason; a good Parquet row in the same upload lands.
+    let parquet = wrong_schema_parquet();
+    let a = api.upload(Some(&mlops), "/v1/datasets?name=pq&format=parquet", &parquet);
+    assert_eq!(a.status, 201, "{a:?}");
+    assert_eq!(a.body["rows_added"], 0, "{a:?}");
+    let errors = lines_and_reasons(&a);
+    assert_eq!(errors.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2, 3], "{errors:?}");
+    assert!(errors.iter().all(|e| e.1 == "missing field \"label\""), "{errors:?}");
+    let a = api.upload(Some(&mlops), "/v1/corpora?name=pq&format=parquet", &parquet);
+    assert_eq!((a.status, a.body["documents_added"].as_i64()), (201, Some(0)), "{a:?}");
+    let errors = lines_and_reasons(&a);
+    assert_eq!(errors.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2, 3], "{errors:?}");
+    assert!(errors.iter().all(|e| e.1 == "field \"text\" is not a string"), "{errors:?}");
+
     // A JSON body that is not what the route takes is a 400 or 422 with a message.
     for body in [json!([1, 2]), json!({ "dataset_id": "not-a-uuid", "base_model": "m" }), json!({ "dataset_id": uuid::Uuid::nil(), "base_model": "../../etc" })] {
         let a = api.post(&mlops, "/v1/jobs/train", &body);
