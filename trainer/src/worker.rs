@@ -110,10 +110,13 @@ impl TrainWorker {
     async fn train_job(&self, job: &ClaimedJob, lease: &Lease) -> anyhow::Result<Outcome> {
         let params: TrainJobParameters =
             serde_json::from_value(job.parameters.clone()).map_err(|e| Permanent(format!("job parameters: {e}")))?;
-        if params.gpus > 0 {
-            return Err(Permanent(format!("the job asks for {} GPU(s); this trainer has none (multi-GPU plans are not available yet)", params.gpus)).into());
-        }
         let base = self.resolve_base(&params.base_model)?;
+        if params.gpus > 0 {
+            let mut config = TrainConfig::default();
+            params.hyperparameters.apply(&mut config);
+            let estimate = gpu_estimate(&base, &params, &config).unwrap_or_else(|e| format!("no estimate: {e}"));
+            return Err(Permanent(format!("the job asks for {} GPU(s); this trainer has none (multi-GPU training is not available yet). {estimate}", params.gpus)).into());
+        }
         let dir = self.settings.work_dir.join(job.id.to_string());
         // Postgres is the truth: start from a clean folder and the stored checkpoint.
         let _ = tokio::fs::remove_dir_all(&dir).await;
@@ -288,6 +291,19 @@ impl TrainWorker {
         tx.commit().await?;
         Ok(Outcome::Completed { model_version_id })
     }
+}
+
+/// The base model's bf16 memory estimate at the job's batch size and max length, and
+/// the fewest 80 GiB GPUs a plan fits on.
+fn gpu_estimate(base: &Path, params: &TrainJobParameters, config: &TrainConfig) -> Result<String, crate::ModelError> {
+    use crate::plan::{self, Precision};
+    let encoder = crate::model::EncoderConfig::from_file(&base.join("config.json"))?;
+    let labels = params.labels.as_ref().map_or(3, |l| l.len() as u64);
+    let shape = plan::ModelShape::from_config(&encoder, labels)?;
+    let (batch, length) = (config.batch_size as u64, config.max_length as u64);
+    let estimate = plan::estimate(&shape, batch, length, Precision::Bf16Mixed);
+    let gpus = plan::min_gpus(&shape, batch, length, Precision::Bf16Mixed, 80 << 30).map_or("more than 1,024".into(), |g| g.to_string());
+    Ok(format!("Estimate at batch {batch}, length {length}, bf16: {}; fits on {gpus} GPU(s) of 80 GiB", plan::describe(&estimate)))
 }
 
 fn config_record(c: &TrainConfig) -> serde_json::Value {

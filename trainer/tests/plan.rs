@@ -1,0 +1,98 @@
+//! The memory estimate and device plan: the parameter count agrees with the models
+//! libtorch builds (the real all-MiniLM-L6-v2 and the tiny BERT, XLM-R and XLM-R XL
+//! fixtures), and for xlm-roberta base, large, xl and xxl at batch 16, length 100 the
+//! estimate and the plan on the reference's GPUs (1x8 GB, 1x16 GB, 2x32 GB, 4x40 GB)
+//! are what the README reports.
+
+use std::path::PathBuf;
+
+use absa_trainer::checkpoint::{self, LoadOptions};
+use absa_trainer::model::Family;
+use absa_trainer::plan::{self, ModelShape, Precision, GIB};
+
+fn numel(dir: &std::path::Path) -> (u64, ModelShape) {
+    // A base checkpoint without a head gets a fresh one for three labels.
+    let labels = absa_domain::labels::LabelSet::new(vec!["negative".into(), "neutral".into(), "positive".into()]).unwrap();
+    let options = LoadOptions { labels: Some(labels), ..LoadOptions::default() };
+    let loaded = checkpoint::load(dir, &options, tch::Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let n: i64 = loaded.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+    let config = absa_trainer::model::EncoderConfig::from_file(&dir.join("config.json")).unwrap();
+    (n as u64, ModelShape::from_config(&config, loaded.labels.len() as u64).unwrap())
+}
+
+#[test]
+fn the_parameter_count_is_what_libtorch_builds() {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
+    let mut dirs: Vec<PathBuf> = ["bert_tiny", "xlmr_tiny", "xlmr_xl_tiny"].iter().map(|d| fixtures.join(d)).collect();
+    dirs.push(absa_domain::reference::shared_dir().expect("the shared reference folder (set ABSA_SHARED)").join("models/all-minilm-l6-v2"));
+    for dir in dirs {
+        let (built, shape) = numel(&dir);
+        assert_eq!(shape.parameters(), built, "{}: {shape:?}", dir.display());
+    }
+}
+
+/// xlm-roberta-* shapes from their Hugging Face configs, three labels.
+fn xlmr(hidden: u64, layers: u64, heads: u64, intermediate: u64, vocab: u64, family: Family) -> ModelShape {
+    ModelShape {
+        vocab_size: vocab,
+        hidden_size: hidden,
+        num_hidden_layers: layers,
+        num_attention_heads: heads,
+        intermediate_size: intermediate,
+        max_position_embeddings: 514,
+        type_vocab_size: 1,
+        num_labels: 3,
+        family,
+    }
+}
+
+#[test]
+fn xlm_roberta_sizes_on_the_reference_gpus() {
+    let gib = |g: f64| (g * GIB) as u64;
+    // (name, shape, published parameters, reference GPUs, GiB each)
+    let cases = [
+        ("base", xlmr(768, 12, 12, 3072, 250_002, Family::Roberta), 278e6, 1, 8.0),
+        ("large", xlmr(1024, 24, 16, 4096, 250_002, Family::Roberta), 560e6, 1, 16.0),
+        ("xl", xlmr(2560, 36, 32, 10240, 250_880, Family::RobertaXl), 3.48e9, 2, 32.0),
+        ("xxl", xlmr(4096, 48, 32, 16384, 250_880, Family::RobertaXl), 10.7e9, 4, 40.0),
+    ];
+    println!("| model | parameters | weights + grads + AdamW | activations (bf16) | total | reference GPUs | our plan there | busiest GPU | fewest 80 GiB GPUs |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut plans = Vec::new();
+    for (name, shape, published, gpus, each) in cases {
+        let e = plan::estimate(&shape, 16, 100, Precision::Bf16Mixed);
+        let share = (e.parameters as f64 - published).abs() / published;
+        assert!(share < 0.01, "{name}: {} parameters, published {published}", e.parameters);
+        let p = plan::plan(&shape, 16, 100, Precision::Bf16Mixed, gpus, gib(each)).unwrap_or_else(|| panic!("{name} does not fit on {gpus}x{each} GiB: {}", plan::describe(&e)));
+        let min80 = plan::min_gpus(&shape, 16, 100, Precision::Bf16Mixed, gib(80.0)).unwrap();
+        let how = format!(
+            "{} replica(s) x {} stage(s){}",
+            p.replicas,
+            p.stages,
+            if p.offload_optimizer { ", AdamW states on CPU" } else { "" }
+        );
+        println!(
+            "| xlm-roberta-{name} | {:.2} B | {:.1} GiB | {:.2} GiB | {:.1} GiB | {gpus}x{each:.0} GB | {how} | {:.1} GiB | {min80} |",
+            e.parameters as f64 / 1e9,
+            (e.weights + e.gradients + e.optimizer) as f64 / GIB,
+            e.activations as f64 / GIB,
+            e.total() as f64 / GIB,
+            p.per_gpu_bytes as f64 / GIB
+        );
+        plans.push((name, p, e));
+    }
+    let by = |n: &str| plans.iter().find(|(name, _, _)| *name == n).unwrap();
+    // base and large fit one GPU whole; xl and xxl do not fit one of the reference's.
+    assert_eq!((by("base").1.replicas, by("base").1.stages, by("base").1.offload_optimizer), (1, 1, false));
+    assert_eq!((by("large").1.replicas, by("large").1.stages, by("large").1.offload_optimizer), (1, 1, false));
+    let xl = &by("xl").2;
+    assert!(xl.total() > gib(32.0), "xl needs more than one 32 GB GPU");
+    // xxl does not fit 4x40 GiB with its AdamW states: the reference's CPU offload is needed.
+    let xxl = by("xxl");
+    assert!(xxl.2.total() + 4 * plan::PER_GPU_OVERHEAD_BYTES > gib(160.0));
+    assert!(xxl.1.offload_optimizer, "{:?}", xxl.1);
+    // Too few GPUs: no plan, and the estimate says how many it would take.
+    let shape = xlmr(4096, 48, 32, 16384, 250_880, Family::RobertaXl);
+    assert_eq!(plan::plan(&shape, 16, 100, Precision::Bf16Mixed, 1, gib(40.0)), None);
+    assert!(plan::min_gpus(&shape, 16, 100, Precision::Bf16Mixed, gib(40.0)).unwrap() > 1);
+}
