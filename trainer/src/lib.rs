@@ -6,6 +6,7 @@
 //! - [`export`]: the model as ONNX graphs (fp32 and int8) in a directory the scorer runs.
 //! - [`training`]: the fine-tuning engine (local mode and worker alike).
 //! - [`plan`]: the memory estimate and device plan for a job's GPUs.
+//! - [`parallel`]: data-parallel replicas and layer stages across devices.
 //! - [`worker`]: `absa-trainer work`, the engine behind the job queue.
 //! - [`settings`]: the trainer's typed configuration.
 //! - [`torch_check`]: a libtorch self-test for `absa-trainer check`.
@@ -14,6 +15,7 @@ pub mod checkpoint;
 mod error;
 pub mod export;
 pub mod model;
+pub mod parallel;
 pub mod plan;
 pub mod settings;
 pub mod torch_check;

@@ -191,6 +191,16 @@ pub struct Encoder {
     layers: Vec<Layer>,
     /// XLM-R XL's `encoder.LayerNorm` after the last layer.
     final_layer_norm: Option<nn::LayerNorm>,
+    /// Layer stages across devices (see [`crate::parallel`]); `None`: all on one.
+    placement: Option<Placement>,
+}
+
+/// The devices of a staged encoder: its input (embeddings), each layer, its output.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub input: tch::Device,
+    pub layers: Vec<tch::Device>,
+    pub output: tch::Device,
 }
 
 impl Encoder {
@@ -203,17 +213,41 @@ impl Encoder {
             embeddings: Embeddings::new(p / "embeddings", config, family),
             layers: (0..config.num_hidden_layers).map(|i| Layer::new(&layer_root / i, config, family)).collect(),
             final_layer_norm: (family == Family::RobertaXl).then(|| layer_norm(p / "encoder" / "LayerNorm", config)),
+            placement: None,
         }
+    }
+
+    /// Runs the embeddings, each layer and the output on these devices (the variables
+    /// must already be there: [`crate::parallel::place_stages`]).
+    pub fn set_placement(&mut self, placement: Placement) {
+        self.placement = Some(placement);
     }
 
     /// `input_ids`, `attention_mask`: (batch, seq) int64 -> last hidden state
     /// (batch, seq, hidden).
     pub fn forward_t(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Tensor {
-        let mut xs = self.embeddings.forward_t(input_ids, train);
-        let mask_bias = extended_attention_mask(attention_mask, xs.kind());
-        for layer in &self.layers {
+        let Some(placement) = &self.placement else {
+            let mut xs = self.embeddings.forward_t(input_ids, train);
+            let mask_bias = extended_attention_mask(attention_mask, xs.kind());
+            for layer in &self.layers {
+                xs = layer.forward_t(&xs, &mask_bias, train);
+            }
+            return match &self.final_layer_norm {
+                Some(ln) => ln.forward(&xs),
+                None => xs,
+            };
+        };
+        // Staged: the hidden states (and the mask) move to each layer's device;
+        // autograd carries the gradients back across the moves.
+        use crate::parallel::on;
+        let mut xs = self.embeddings.forward_t(&on(input_ids, placement.input), train);
+        let mut mask_bias = extended_attention_mask(&on(attention_mask, placement.input), xs.kind());
+        for (layer, &device) in self.layers.iter().zip(&placement.layers) {
+            xs = on(&xs, device);
+            mask_bias = on(&mask_bias, device);
             xs = layer.forward_t(&xs, &mask_bias, train);
         }
+        let xs = on(&xs, placement.output);
         match &self.final_layer_norm {
             Some(ln) => ln.forward(&xs),
             None => xs,

@@ -10,7 +10,7 @@ mod encoder;
 mod head;
 
 pub use config::{EncoderConfig, Family, SUPPORTED_MODEL_TYPES};
-pub use encoder::Encoder;
+pub use encoder::{Encoder, Placement};
 pub use head::{ClassificationHead, Pooling};
 
 use tch::{nn, Tensor};
@@ -46,10 +46,17 @@ impl TdBertModel {
         Ok(Self { config, family, encoder, head, pooling, num_labels })
     }
 
+    /// Layer stages: see [`crate::parallel::place_stages`].
+    pub fn set_stage_devices(&mut self, input: tch::Device, layers: Vec<tch::Device>, output: tch::Device) {
+        self.encoder.set_placement(Placement { input, layers, output });
+    }
+
     /// `input_ids`, `attention_mask`, `aspect_mask`: (batch, seq) int64.
     pub fn forward_t(&self, input_ids: &Tensor, attention_mask: &Tensor, aspect_mask: &Tensor, train: bool) -> TdBertOutput {
         let last_hidden_state = self.encoder.forward_t(input_ids, attention_mask, train);
-        let pooled = self.pooling.pool(&last_hidden_state, aspect_mask);
+        // A staged encoder ends on its last device: the pooling and head run there.
+        let aspect_mask = crate::parallel::on(aspect_mask, last_hidden_state.device());
+        let pooled = self.pooling.pool(&last_hidden_state, &aspect_mask);
         let logits = self.head.forward_t(&pooled, train);
         TdBertOutput { last_hidden_state, pooled, logits }
     }
