@@ -108,6 +108,24 @@ impl Service {
         }
     }
 
+    /// A model version to score with: a trainer fine-tunes all-MiniLM-L6-v2 for one
+    /// epoch on 400 laptops rows, then exits (a scheduler must be running).
+    pub fn train_small_model(&mut self, mlops: &str) -> String {
+        self.run("absa-trainer", &["work"], "small-model-trainer");
+        let a = self.api.upload(Some(mlops), "/v1/datasets?name=small-model", jsonl(&laptops("train")[..400]).as_bytes());
+        assert_eq!(a.status, 201, "{a:?}");
+        let train = json!({ "dataset_id": a.body["dataset_id"], "base_model": "all-minilm-l6-v2",
+                            "hyperparameters": { "epochs": 1, "learning_rate": 1e-4, "warmup_steps": 0 } });
+        let a = self.api.post(mlops, "/v1/jobs/train", &train);
+        assert_eq!(a.status, 201, "{a:?}");
+        let done = self.wait_job(mlops, a.body["id"].as_str().unwrap(), Duration::from_secs(1800));
+        assert_eq!(done["state"], "succeeded", "{done}\n{}", self.logs());
+        let i = self.processes.iter().position(|p| p.name == "small-model-trainer").unwrap();
+        let status = self.processes.remove(i).terminate(Duration::from_secs(60));
+        assert!(status.is_some_and(|s| s.success()), "the trainer exits on SIGTERM: {status:?}");
+        done["model_version_id"].as_str().unwrap().to_owned()
+    }
+
     pub async fn stop(mut self) {
         self.processes.clear();
         // A session of another role (a BI login a test closed) can outlive its pool's

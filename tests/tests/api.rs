@@ -338,6 +338,15 @@ async fn train_promote_score_and_export() {
     let team: Uuid = sqlx::query_scalar("SELECT id FROM teams WHERE name = 'alpha'").fetch_one(&pool).await.unwrap();
     absa_platform::bi::drop_login(&pool, team, &role).await.unwrap();
     pool.close().await;
+
+    // A job asking for GPUs this trainer lacks fails at once, its error carrying the
+    // memory estimate.
+    let a = api.post(&mlops, "/v1/jobs/train", &json!({ "dataset_id": dataset, "base_model": "all-minilm-l6-v2", "gpus": 2 }));
+    assert_eq!(a.status, 201, "{a:?}");
+    let failed = svc.wait_job(&mlops, a.body["id"].as_str().unwrap(), Duration::from_secs(120));
+    let error = failed["last_error"].as_str().unwrap_or_default();
+    assert_eq!((failed["state"].as_str(), failed["attempts"].as_i64()), (Some("failed"), Some(1)), "{failed}");
+    assert!(error.contains("asks for 2 GPU(s)") && error.contains("0.02 B parameters") && error.contains("fits on 1 GPU(s) of 80 GiB"), "{error}");
     svc.stop().await;
 }
 

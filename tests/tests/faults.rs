@@ -108,17 +108,7 @@ async fn the_service_survives_kills_and_a_postgres_restart() {
 
     // A model to score with: one epoch on a slice.
     svc.run("absa-scheduler", &["run"], "scheduler");
-    svc.run("absa-trainer", &["work"], "trainer");
-    let a = svc.api.upload(Some(&mlops), "/v1/datasets?name=slice", jsonl(&laptops("train")[..400]).as_bytes());
-    assert_eq!(a.status, 201, "{a:?}");
-    let train = json!({ "dataset_id": a.body["dataset_id"], "base_model": "all-minilm-l6-v2",
-                        "hyperparameters": { "epochs": 1, "learning_rate": 1e-4, "warmup_steps": 0 } });
-    let job = svc.api.post(&mlops, "/v1/jobs/train", &train).body["id"].as_str().unwrap().to_owned();
-    let done = svc.wait_job(&mlops, &job, Duration::from_secs(600));
-    assert_eq!(done["state"], "succeeded", "{done}\n{}", svc.logs());
-    let version = done["model_version_id"].as_str().unwrap().to_owned();
-    let i = svc.processes.iter().position(|p| p.name == "trainer").unwrap();
-    assert!(svc.processes.remove(i).terminate(Duration::from_secs(60)).is_some_and(|s| s.success()));
+    let version = svc.train_small_model(&mlops);
 
     // 2. The scheduler killed as the scoring job fans out.
     let a = svc.api.upload(Some(&mlops), "/v1/corpora?name=score-me&format=jsonl", jsonl(&corpus_rows(8)).as_bytes());
