@@ -2,7 +2,12 @@
 
 /// Peak resident set size (VmHWM) in MiB, or 0 where /proc is unavailable.
 pub fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    peak_rss_mib_of("self")
+}
+
+/// [`peak_rss_mib`] of another process (`pid`, or `self`).
+pub fn peak_rss_mib_of(pid: impl std::fmt::Display) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -15,5 +20,6 @@ mod tests {
     #[test]
     fn peak_rss_is_positive_on_linux() {
         assert!(super::peak_rss_mib() > 1.0);
+        assert!(super::peak_rss_mib_of(std::process::id()) > 1.0);
     }
 }

@@ -58,13 +58,19 @@ impl Service {
             vars.push((k.to_string(), v.to_string()));
         }
         let mut service = Self { db_name, db_url, vars, dir, api: Api::new(format!("http://127.0.0.1:{port}")), processes: Vec::new() };
-        service.run("absa-api", &["serve"], "api");
+        service.start_api("api");
+        service
+    }
+
+    /// Starts `absa-api` (again, after a test killed it) and waits for its port.
+    pub fn start_api(&mut self, tag: &str) {
+        self.run("absa-api", &["serve"], tag);
+        let port = self.api.base.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).expect("the API's port");
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "absa-api did not start\n{}", service.processes[0].tail(30));
+            assert!(Instant::now() < deadline, "absa-api did not start\n{}", self.take(tag).tail(30));
             std::thread::sleep(Duration::from_millis(100));
         }
-        service
     }
 
     pub fn run(&mut self, binary_name: &str, args: &[&str], tag: &str) {
@@ -72,6 +78,12 @@ impl Service {
         vars.push(("ABSA_WORKER__WORK_DIR".into(), self.dir.join(tag).join("work").display().to_string()));
         vars.push(("ABSA_WORKER__CACHE_DIR".into(), self.dir.join(tag).join("cache").display().to_string()));
         self.processes.push(Process::start(binary_name, args, &vars, &self.dir.join("logs"), tag));
+    }
+
+    /// Takes the process started as `tag` out of the service (to kill or stop it).
+    pub fn take(&mut self, tag: &str) -> Process {
+        let i = self.processes.iter().position(|p| p.name == tag).unwrap_or_else(|| panic!("no process {tag}"));
+        self.processes.remove(i)
     }
 
     /// `absa-api create-key`: the bootstrap path for a team's first admin key.
@@ -120,8 +132,7 @@ impl Service {
         assert_eq!(a.status, 201, "{a:?}");
         let done = self.wait_job(mlops, a.body["id"].as_str().unwrap(), Duration::from_secs(1800));
         assert_eq!(done["state"], "succeeded", "{done}\n{}", self.logs());
-        let i = self.processes.iter().position(|p| p.name == "small-model-trainer").unwrap();
-        let status = self.processes.remove(i).terminate(Duration::from_secs(60));
+        let status = self.take("small-model-trainer").terminate(Duration::from_secs(60));
         assert!(status.is_some_and(|s| s.success()), "the trainer exits on SIGTERM: {status:?}");
         done["model_version_id"].as_str().unwrap().to_owned()
     }
@@ -130,12 +141,13 @@ impl Service {
         self.processes.clear();
         // A session of another role (a BI login a test closed) can outlive its pool's
         // close by a moment, and `WITH (FORCE)` may not terminate another role's
-        // backend: retry while that is the reason, for up to 10 s.
+        // backend (42501, or the database still "being accessed"): retry for up to 10 s.
         let mut tries = 0;
         loop {
             match absa_platform::db::drop_database(&admin_url(), &self.db_name).await {
                 Ok(()) => break,
-                Err(e) if tries < 50 && e.to_string().contains("must be a member of the role") => {
+                Err(e) if tries < 50 => {
+                    eprintln!("drop database {} (retrying): {e}", self.db_name);
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -150,6 +162,18 @@ pub fn laptops(split: &str) -> Vec<Value> {
     let shared = absa_domain::reference::shared_dir().expect("the shared reference folder (set ABSA_SHARED)");
     let path = shared.join("data/semeval14_laptops").join(format!("{split}.jsonl"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// `n` corpus documents (ids `doc-0`, `doc-1`, ...): laptops test texts with their
+/// given targets, repeated.
+pub fn corpus_documents(n: usize) -> Vec<Value> {
+    let test = laptops("test");
+    (0..n)
+        .map(|i| {
+            let r = &test[i % test.len()];
+            json!({ "id": format!("doc-{i}"), "text": r["text"], "aspect": r["aspect"], "start": r["start"], "end": r["end"] })
+        })
+        .collect()
 }
 
 pub fn jsonl(rows: &[Value]) -> String {

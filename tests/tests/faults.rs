@@ -16,27 +16,10 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use absa_e2e::service::{jsonl, laptops, Service};
-use serde_json::{json, Value};
+use absa_e2e::service::{corpus_documents, jsonl, laptops, Service};
+use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
-
-/// Laptops test rows as corpus documents with given targets, `copies` times over.
-fn corpus_rows(copies: usize) -> Vec<Value> {
-    let test = laptops("test");
-    (0..copies)
-        .flat_map(|c| test.iter().enumerate().map(move |(i, r)| (c, i, r)))
-        .map(|(c, i, r)| json!({ "id": format!("d{c}-{i}"), "text": r["text"], "aspect": r["aspect"], "start": r["start"], "end": r["end"] }))
-        .collect()
-}
-
-fn wait_port(port: u16, within: Duration) {
-    let deadline = Instant::now() + within;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on port {port}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// Sends the head of an upload and `body[..sent]`, leaving the request open.
 fn partial_upload(port: u16, key: &str, path: &str, body: &[u8], sent: usize) -> TcpStream {
@@ -51,11 +34,6 @@ fn partial_upload(port: u16, key: &str, path: &str, body: &[u8], sent: usize) ->
 fn spooling(pid: u32, dir: &std::path::Path) -> bool {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
     fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok()).any(|target| target.starts_with(dir))
-}
-
-fn kill(svc: &mut Service, tag: &str) {
-    let i = svc.processes.iter().position(|p| p.name == tag).unwrap_or_else(|| panic!("no process {tag}"));
-    svc.processes.remove(i).kill9();
 }
 
 async fn corpus_counts(pool: &PgPool, name: &str) -> (i64, i64) {
@@ -77,8 +55,9 @@ async fn the_service_survives_kills_and_a_postgres_restart() {
     let uploads_left = || std::fs::read_dir(&upload_dir).unwrap().count();
 
     // 1. The API killed mid-body, then just after a whole 100,000-document corpus.
-    let big = jsonl(&corpus_rows(157)).into_bytes(); // 100,166 documents
-    let documents = 157 * laptops("test").len() as i64;
+    let documents = 157 * laptops("test").len(); // 100,166
+    let big = jsonl(&corpus_documents(documents)).into_bytes();
+    let documents = documents as i64;
     let _open = partial_upload(port, &mlops, "/v1/corpora?name=half&format=jsonl", &big, big.len() / 2);
     // The spool file has no name: the API holds it open as "<upload dir>/#N (deleted)".
     let pid = svc.processes.iter().find(|p| p.name == "api").unwrap().pid();
@@ -88,20 +67,18 @@ async fn the_service_survives_kills_and_a_postgres_restart() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
-    kill(&mut svc, "api");
+    svc.take("api").kill9();
     assert_eq!(corpus_counts(&pool, "half").await, (0, 0), "a half-sent upload is invisible");
     assert_eq!(uploads_left(), 0, "the spooled half is gone with the process");
-    svc.run("absa-api", &["serve"], "api-2");
-    wait_port(port, Duration::from_secs(60));
+    svc.start_api("api-2");
     let _open = partial_upload(port, &mlops, "/v1/corpora?name=whole&format=jsonl", &big, big.len());
     std::thread::sleep(Duration::from_millis(700));
-    kill(&mut svc, "api-2");
+    svc.take("api-2").kill9();
     let caught = corpus_counts(&pool, "whole").await;
     eprintln!("api killed after a whole upload: (corpora, documents) = {caught:?}");
     assert!(caught == (0, 0) || caught == (1, documents), "all or nothing: {caught:?}");
     assert_eq!(uploads_left(), 0);
-    svc.run("absa-api", &["serve"], "api-3");
-    wait_port(port, Duration::from_secs(60));
+    svc.start_api("api-3");
     let a = svc.api.upload(Some(&mlops), "/v1/corpora?name=again&format=jsonl", &big);
     assert_eq!((a.status, a.body["documents_added"].as_i64()), (201, Some(documents)), "{:?}", a.body.get("error"));
     assert_eq!(uploads_left(), 0);
@@ -111,7 +88,7 @@ async fn the_service_survives_kills_and_a_postgres_restart() {
     let version = svc.train_small_model(&mlops);
 
     // 2. The scheduler killed as the scoring job fans out.
-    let a = svc.api.upload(Some(&mlops), "/v1/corpora?name=score-me&format=jsonl", jsonl(&corpus_rows(8)).as_bytes());
+    let a = svc.api.upload(Some(&mlops), "/v1/corpora?name=score-me&format=jsonl", jsonl(&corpus_documents(8 * laptops("test").len())).as_bytes());
     assert_eq!(a.status, 201, "{a:?}");
     let corpus_docs = a.body["documents_added"].as_i64().unwrap();
     svc.run("absa-scorer", &["work"], "scorer");
@@ -119,7 +96,7 @@ async fn the_service_survives_kills_and_a_postgres_restart() {
     assert_eq!(a.status, 201, "{a:?}");
     let job = a.body["id"].as_str().unwrap().to_owned();
     let job_id: Uuid = job.parse().unwrap();
-    kill(&mut svc, "scheduler");
+    svc.take("scheduler").kill9();
     let shards = (corpus_docs + 99) / 100;
     let (state, children): (String, i64) = sqlx::query_as("SELECT state, (SELECT count(*) FROM jobs c WHERE c.parent_id = j.id) FROM jobs j WHERE id = $1")
         .bind(job_id)

@@ -401,9 +401,10 @@ impl JobObserver {
         let is_best = best_epoch == record.epoch;
         jobs::event(&self.pool, self.job_id, "checkpoint_saved", json!({ "epoch": record.epoch, "artifact_id": artifact.id, "best": is_best })).await?;
         let best = match &self.stored {
-            _ if is_best => (artifact.id, record.epoch),
-            Some(stored) => stored.best,
-            None => unreachable!("the first epoch is always the best so far"),
+            Some(stored) if !is_best => stored.best,
+            // The first epoch is the best so far (unless its score is NaN: then this
+            // checkpoint is the only one there is).
+            _ => (artifact.id, record.epoch),
         };
         let now = StoredCheckpoints { last: artifact.id, best };
         if let Some(before) = self.stored.replace(now) {

@@ -148,7 +148,7 @@ async fn parquet_response(state: AppState, job: Uuid) -> ApiResult<Response> {
     );
     let props = Arc::new(WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build());
     let parquet_err = |e: parquet::errors::ParquetError| ApiError::Internal(format!("writing Parquet: {e}"));
-    let mut writer = SerializedFileWriter::new(BufWriter::new(std::fs::OpenOptions::new().write(true).open(file.path())?), schema, props).map_err(parquet_err)?;
+    let mut writer = SerializedFileWriter::new(BufWriter::new(file.handle()?), schema, props).map_err(parquet_err)?;
     let mut after = (-1i64, -1i32);
     loop {
         let rows = page(&state, job, after).await?;

@@ -12,8 +12,8 @@
 
 use std::time::{Duration, Instant};
 
-use absa_e2e::service::{jsonl, laptops, Service};
-use serde_json::{json, Value};
+use absa_e2e::service::{corpus_documents, jsonl, Service};
+use serde_json::json;
 
 struct Options {
     documents: usize,
@@ -43,25 +43,6 @@ fn options() -> Options {
         o.single = (o.documents / 5).max(1);
     }
     o
-}
-
-/// `n` corpus documents: laptops test rows with their targets, ids unique.
-fn documents(n: usize) -> Vec<u8> {
-    let test = laptops("test");
-    let rows: Vec<Value> = (0..n)
-        .map(|i| {
-            let r = &test[i % test.len()];
-            json!({ "id": format!("doc-{i}"), "text": r["text"], "aspect": r["aspect"], "start": r["start"], "end": r["end"] })
-        })
-        .collect();
-    jsonl(&rows).into_bytes()
-}
-
-/// Peak resident set (VmHWM) of process `pid`, MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0.0);
-    kb / 1024.0
 }
 
 struct Run {
@@ -100,16 +81,15 @@ async fn score(svc: &mut Service, key: &str, version: &str, corpus: &str, docume
     assert_eq!((count, distinct), (documents as i64, documents as i64), "one prediction per document");
     let mut peak = Vec::new();
     for tag in &tags {
-        let i = svc.processes.iter().position(|p| &p.name == tag).unwrap();
-        let mut p = svc.processes.remove(i);
-        peak.push(peak_rss_mib(p.pid()));
+        let mut p = svc.take(tag);
+        peak.push(absa_platform::process::peak_rss_mib_of(p.pid()));
         p.terminate(Duration::from_secs(60));
     }
     Run { workers, documents, seconds, peak_rss_mib: peak }
 }
 
 fn upload_corpus(svc: &Service, key: &str, name: &str, n: usize) -> String {
-    let body = documents(n);
+    let body = jsonl(&corpus_documents(n)).into_bytes();
     let started = Instant::now();
     let a = svc.api.upload(Some(key), &format!("/v1/corpora?name={name}&format=jsonl"), &body);
     assert_eq!(a.status, 201, "{:?}", a.body.get("error"));

@@ -226,28 +226,20 @@ impl Encoder {
     /// `input_ids`, `attention_mask`: (batch, seq) int64 -> last hidden state
     /// (batch, seq, hidden).
     pub fn forward_t(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Tensor {
-        let Some(placement) = &self.placement else {
-            let mut xs = self.embeddings.forward_t(input_ids, train);
-            let mask_bias = extended_attention_mask(attention_mask, xs.kind());
-            for layer in &self.layers {
-                xs = layer.forward_t(&xs, &mask_bias, train);
-            }
-            return match &self.final_layer_norm {
-                Some(ln) => ln.forward(&xs),
-                None => xs,
-            };
-        };
-        // Staged: the hidden states (and the mask) move to each layer's device;
-        // autograd carries the gradients back across the moves.
-        use crate::parallel::on;
-        let mut xs = self.embeddings.forward_t(&on(input_ids, placement.input), train);
-        let mut mask_bias = extended_attention_mask(&on(attention_mask, placement.input), xs.kind());
-        for (layer, &device) in self.layers.iter().zip(&placement.layers) {
-            xs = on(&xs, device);
-            mask_bias = on(&mask_bias, device);
+        // Staged (see `placement`), the hidden states and the mask move to each layer's
+        // device; autograd carries the gradients back across the moves. Unstaged, every
+        // `to` below leaves its tensor where it is.
+        let placement = self.placement.as_ref();
+        let to = |t: &Tensor, device: Option<tch::Device>| device.map_or_else(|| t.shallow_clone(), |d| crate::parallel::on(t, d));
+        let mut xs = self.embeddings.forward_t(&to(input_ids, placement.map(|p| p.input)), train);
+        let mut mask_bias = extended_attention_mask(&to(attention_mask, placement.map(|p| p.input)), xs.kind());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let device = placement.map(|p| p.layers[i]);
+            xs = to(&xs, device);
+            mask_bias = to(&mask_bias, device);
             xs = layer.forward_t(&xs, &mask_bias, train);
         }
-        let xs = on(&xs, placement.output);
+        let xs = to(&xs, placement.map(|p| p.output));
         match &self.final_layer_norm {
             Some(ln) => ln.forward(&xs),
             None => xs,
