@@ -36,6 +36,9 @@ if [ "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = '$DB_USER'")" != 1
   log "creating role $DB_USER"
   psql_admin -c "CREATE ROLE \"$DB_USER\" LOGIN CREATEDB CREATEROLE PASSWORD '$DB_PASSWORD'"
 fi
+# The tests' BI logins are other roles: dropping a test database WITH (FORCE) must be
+# able to end their sessions.
+psql_admin -c "GRANT pg_signal_backend TO \"$DB_USER\""
 if [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" != 1 ]; then
   log "creating database $DB_NAME"
   psql_admin -c "CREATE DATABASE \"$DB_NAME\" OWNER \"$DB_USER\""
