@@ -47,10 +47,19 @@ python3 - "$RUN/sweep.json" <<'PY' | tee -a "$RUN/result.txt"
 import json, statistics, sys
 j = json.load(open(sys.argv[1]))
 kids = [c for c in j["children"] if c["state"] == "succeeded"]
+# The figure each child was judged by: its selected epoch's validation macro-F1 (the
+# children table above shows the last epoch's).
+judged = {c["trial"]: c["validation_macro_f1"] for e in j["events"] if e["kind"] == "sweep_chosen" for c in e["detail"]["children"]}
+print("\ntrial  values                              val F1 (selected epoch)  test acc  test F1")
+for c in kids:
+    print(f"{c['trial']:5}  {json.dumps(c['values']):34}  {judged.get(c['trial'], float('nan')):23.4f}  {c['test_accuracy']:8.4f}  {c['test_macro_f1']:7.4f}")
+for lr in sorted({c["values"]["learning_rate"] for c in kids}):
+    accs = [c["test_accuracy"] for c in kids if c["values"]["learning_rate"] == lr]
+    print(f"lr {lr:g}: mean test accuracy {statistics.mean(accs):.4f} over {len(accs)} seeds")
 chosen = next(c for c in kids if c["model_version_id"] == j["chosen_model_version_id"])
 recipe = statistics.mean(c["test_accuracy"] for c in kids if c["values"]["learning_rate"] == 1e-5)
 print(f"chosen on validation macro-F1: trial {chosen['trial']} {chosen['values']}: "
-      f"val F1 {chosen['validation_macro_f1']:.4f}, test accuracy {chosen['test_accuracy']:.4f}")
+      f"val F1 {judged[chosen['trial']]:.4f}, test accuracy {chosen['test_accuracy']:.4f}")
 print(f"recipe (lr 1e-5), mean test accuracy over its seeds: {recipe:.4f}")
 print(f"difference: {100 * (chosen['test_accuracy'] - recipe):+.1f} points (target: at least +2)")
 PY
