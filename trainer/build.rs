@@ -1,10 +1,15 @@
 //! Lets the trainer's binaries and tests find libtorch at run time without
-//! LD_LIBRARY_PATH, and keeps CUDA libtorch linked when it is there.
+//! LD_LIBRARY_PATH, keeps CUDA libtorch linked when it is there, and compiles the
+//! autocast shim (csrc/autocast.cpp) against libtorch's headers.
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
-    let Ok(libtorch) = std::env::var("LIBTORCH") else { return };
-    let lib = std::path::Path::new(&libtorch).join("lib");
+    println!("cargo:rerun-if-changed=csrc/autocast.cpp");
+    let Ok(libtorch) = std::env::var("LIBTORCH") else {
+        panic!("LIBTORCH is not set: source scripts/env.sh (it installs libtorch and sets it)");
+    };
+    let root = std::path::Path::new(&libtorch);
+    let lib = root.join("lib");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     // tch's own `--no-as-needed -ltorch` does not reach the final binary, so with a CUDA
     // libtorch the linker would drop libtorch_cuda.so and CUDA would silently stay off.
@@ -12,4 +17,18 @@ fn main() {
         println!("cargo:rustc-link-search=native={}", lib.display());
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,-ltorch,--as-needed");
     }
+    // The same flags torch-sys builds its own C++ wrapper with.
+    cc::Build::new()
+        .cpp(true)
+        .file("csrc/autocast.cpp")
+        .include(root.join("include"))
+        .include(root.join("include/torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .warnings(false)
+        .compile("absa_autocast");
+    println!("cargo:rustc-link-search=native={}", lib.display());
+    println!("cargo:rustc-link-lib=dylib=c10");
+    println!("cargo:rustc-link-lib=dylib=torch_cpu");
 }

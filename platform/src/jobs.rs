@@ -295,26 +295,78 @@ pub async fn requeue_unclaimed(pool: &PgPool, after_secs: f64) -> Result<Vec<Uui
     Ok(ids)
 }
 
+/// A job taken for dispatch: where to send it follows from its kind and GPUs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dispatchable {
+    pub id: Uuid,
+    pub kind: String,
+    /// GPUs a training job asks for (0 for everything else).
+    pub gpus: u32,
+}
+
 /// Moves up to `limit` queued jobs of `kinds` whose backoff has passed to
 /// `dispatched`, highest priority first, inside `tx`; the caller publishes their
 /// messages and commits only once the broker confirmed them, so a job is never marked
-/// dispatched without a message on its way.
-pub async fn take_dispatchable(tx: &mut sqlx::PgConnection, kinds: &[&str], limit: i64) -> Result<Vec<(Uuid, String)>> {
+/// dispatched without a message on its way. A training
+/// job asking for GPUs is taken only while a live trainer advertises at least that many
+/// with at least `parameters.min_gpu_memory_mib` each ([`crate::workers`]); until then
+/// it stays queued.
+pub async fn take_dispatchable(tx: &mut sqlx::PgConnection, kinds: &[&str], limit: i64) -> Result<Vec<Dispatchable>> {
     let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
     // RETURNING does not keep the subquery's order: sort afterwards.
-    let mut rows: Vec<(Uuid, String, i32, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+    let mut rows: Vec<(Uuid, String, i32, chrono::DateTime<chrono::Utc>, i32)> = sqlx::query_as(
         "UPDATE jobs SET state = 'dispatched', updated_at = now()
-         WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND kind = ANY($1)
-                        AND (not_before IS NULL OR not_before <= now())
-                      ORDER BY priority DESC, created_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-         RETURNING id, kind, priority, created_at",
+         WHERE id IN (SELECT j.id FROM jobs j WHERE j.state = 'queued' AND j.kind = ANY($1)
+                        AND (j.not_before IS NULL OR j.not_before <= now())
+                        AND (job_gpus(j.parameters) = 0 OR EXISTS (
+                              SELECT 1 FROM workers w
+                              WHERE w.role = 'trainer' AND w.last_seen > now() - make_interval(secs => $3)
+                                AND w.gpus >= job_gpus(j.parameters)
+                                AND w.gpu_memory_mib >= coalesce((j.parameters ->> 'min_gpu_memory_mib')::bigint, 0)))
+                      ORDER BY j.priority DESC, j.created_at LIMIT $2 FOR UPDATE OF j SKIP LOCKED)
+         RETURNING id, kind, priority, created_at, job_gpus(parameters)",
     )
     .bind(&kinds)
     .bind(limit)
+    .bind(crate::workers::LIVE_SECS)
     .fetch_all(&mut *tx)
     .await?;
     rows.sort_by(|a, b| b.2.cmp(&a.2).then(a.3.cmp(&b.3)));
-    Ok(rows.into_iter().map(|(id, kind, _, _)| (id, kind)).collect())
+    Ok(rows.into_iter().map(|(id, kind, _, _, gpus)| Dispatchable { id, kind, gpus: gpus.max(0) as u32 }).collect())
+}
+
+/// Records that job `id` needs GPUs of at least `mib` MiB each (a trainer with
+/// smaller ones worked it out from the device plan); the scheduler then sends it only
+/// to trainers that have them.
+pub async fn require_gpu_memory(pool: &PgPool, id: Uuid, mib: u64) -> Result<()> {
+    sqlx::query("UPDATE jobs SET parameters = parameters || jsonb_build_object('min_gpu_memory_mib', $2::bigint), updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(mib as i64)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Records, once per job, why queued GPU training jobs are not dispatched: no live
+/// trainer has what they ask for. Returns how many jobs got the event.
+pub async fn note_waiting_for_gpus(pool: &PgPool) -> Result<u64> {
+    let done = sqlx::query(
+        "INSERT INTO job_events (job_id, kind, detail)
+         SELECT j.id, 'waiting_for_gpus',
+                jsonb_build_object('gpus', job_gpus(j.parameters), 'min_gpu_memory_mib', j.parameters -> 'min_gpu_memory_mib',
+                                   'message', format('no live trainer offers %s GPU(s) with enough memory; the job waits for one', job_gpus(j.parameters)))
+         FROM jobs j
+         WHERE j.state = 'queued' AND j.kind = 'train' AND job_gpus(j.parameters) > 0
+           AND NOT EXISTS (SELECT 1 FROM workers w
+                           WHERE w.role = 'trainer' AND w.last_seen > now() - make_interval(secs => $1)
+                             AND w.gpus >= job_gpus(j.parameters)
+                             AND w.gpu_memory_mib >= coalesce((j.parameters ->> 'min_gpu_memory_mib')::bigint, 0))
+           AND NOT EXISTS (SELECT 1 FROM job_events e WHERE e.job_id = j.id AND e.kind = 'waiting_for_gpus')",
+    )
+    .bind(crate::workers::LIVE_SECS)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// The job's current state.

@@ -15,6 +15,7 @@
 //! - [`predictions`]: bulk writes of predictions with binary `COPY`.
 //! - [`health`]: start-up checks that each service answers.
 //! - [`worker`]: what every worker does: consume, claim, ack, keep the lease, release.
+//! - [`workers`]: live workers and the GPUs they advertise, for routing GPU jobs.
 //! - [`process`]: peak memory of the running process.
 //! - [`telemetry`]: structured logs through `tracing`.
 //! - [`error`]: the crate's error type.
@@ -35,5 +36,6 @@ mod error;
 pub mod queue;
 pub mod telemetry;
 pub mod worker;
+pub mod workers;
 
 pub use error::{PlatformError, Result};

@@ -50,6 +50,9 @@ pub async fn publish_confirmed(channel: &Channel, queue: &str, payload: &[u8]) -
 pub struct Topology {
     /// Training work: one message per training job.
     pub train: String,
+    /// Training jobs asking for `n` GPUs go to `train_gpus[n - 1]`; a trainer with G
+    /// GPUs consumes the first G of these (and `train`).
+    pub train_gpus: Vec<String>,
     /// Scoring work: one message per shard.
     pub score: String,
     /// Where messages go after `delivery_limit` failed deliveries.
@@ -65,11 +68,31 @@ impl Topology {
     pub fn new(prefix: &str, delivery_limit: i64) -> Self {
         Self {
             train: format!("{prefix}.train"),
+            train_gpus: (1..=crate::workers::MAX_GPUS_PER_JOB).map(|n| format!("{prefix}.train.gpus-{n}")).collect(),
             score: format!("{prefix}.score"),
             dead_letter_exchange: format!("{prefix}.dead"),
             train_dead: format!("{prefix}.train.dead"),
             score_dead: format!("{prefix}.score.dead"),
             delivery_limit,
+        }
+    }
+
+    /// Every queue of the deployment (work and dead-letter), for tools that remove them.
+    pub fn all_queues(&self) -> Vec<String> {
+        [&self.train, &self.score, &self.train_dead, &self.score_dead].into_iter().chain(&self.train_gpus).cloned().collect()
+    }
+
+    /// The training queues a trainer with `gpus` GPUs consumes: `train`, and those of
+    /// jobs asking for 1 to `gpus` GPUs.
+    pub fn train_queues_for(&self, gpus: u32) -> Vec<String> {
+        std::iter::once(self.train.clone()).chain(self.train_gpus.iter().take(gpus as usize).cloned()).collect()
+    }
+
+    /// Where a training job asking for `gpus` GPUs is sent.
+    pub fn train_queue_of(&self, gpus: u32) -> &str {
+        match gpus {
+            0 => &self.train,
+            n => &self.train_gpus[(n.min(crate::workers::MAX_GPUS_PER_JOB) - 1) as usize],
         }
     }
 
@@ -79,7 +102,9 @@ impl Topology {
         channel
             .exchange_declare(self.dead_letter_exchange.as_str().into(), ExchangeKind::Direct, ExchangeDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
             .await?;
-        for (work, dead) in [(&self.train, &self.train_dead), (&self.score, &self.score_dead)] {
+        // A GPU job's message dead-letters into `train.dead` like any training job's.
+        let gpu_queues = self.train_gpus.iter().map(|q| (q, &self.train_dead));
+        for (work, dead) in [(&self.train, &self.train_dead), (&self.score, &self.score_dead)].into_iter().chain(gpu_queues) {
             let mut dead_args = FieldTable::default();
             dead_args.insert(ShortString::from("x-queue-type"), AMQPValue::LongString(LongString::from("quorum")));
             channel.queue_declare(dead.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, dead_args).await?;

@@ -93,13 +93,14 @@ struct Notification {
     job_id: Uuid,
 }
 
-/// Consumes `queue` one message at a time until `shutdown` turns true, reconnecting
-/// with backoff whenever the broker goes away. The scheduler declares the queues (it
-/// owns their arguments); until it has, consuming fails and is retried the same way.
-pub async fn consume<H: JobHandler>(amqp: &AmqpSettings, queue: &str, handler: &mut H, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+/// Consumes `queues` (one, or a trainer's several) one message at a time until
+/// `shutdown` turns true, reconnecting with backoff whenever the broker goes away. The
+/// scheduler declares the queues (it owns their arguments); until it has, consuming
+/// fails and is retried the same way.
+pub async fn consume<H: JobHandler>(amqp: &AmqpSettings, queues: &[String], handler: &mut H, mut shutdown: watch::Receiver<bool>) -> Result<()> {
     let mut wait = RECONNECT_MIN;
     while !*shutdown.borrow() {
-        match consume_connection(amqp, queue, handler, &mut shutdown, &mut wait).await {
+        match consume_connection(amqp, queues, handler, &mut shutdown, &mut wait).await {
             Ok(()) => return Ok(()),
             Err(e) => tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "RabbitMQ connection lost; reconnecting"),
         }
@@ -116,18 +117,23 @@ pub async fn consume<H: JobHandler>(amqp: &AmqpSettings, queue: &str, handler: &
 /// failed (the caller reconnects).
 async fn consume_connection<H: JobHandler>(
     amqp: &AmqpSettings,
-    queue: &str,
+    queues: &[String],
     handler: &mut H,
     shutdown: &mut watch::Receiver<bool>,
     wait: &mut Duration,
 ) -> Result<()> {
     let connection = queue::connect(amqp).await?;
     let channel = connection.create_channel().await?;
-    // One message at a time: a worker runs one job, and a message waiting in a busy
-    // worker's buffer is a job another worker could be running.
+    // One message at a time per queue: a worker runs one job, and a message waiting in
+    // a busy worker's buffer is a job another worker could be running (the scheduler
+    // sends a job again when nobody claims it for a while).
     channel.basic_qos(1, BasicQosOptions::default()).await?;
-    let mut consumer = channel.basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
-    tracing::info!(queue, "consuming");
+    let mut consumers = Vec::with_capacity(queues.len());
+    for queue in queues {
+        consumers.push(channel.basic_consume(queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await?);
+    }
+    let mut consumer = futures_util::stream::select_all(consumers);
+    tracing::info!(?queues, "consuming");
     *wait = RECONNECT_MIN;
     loop {
         let delivery = tokio::select! {
@@ -139,7 +145,7 @@ async fn consume_connection<H: JobHandler>(
         };
         let delivery = match delivery {
             Some(d) => d?,
-            None => return Err(crate::PlatformError::ConsumerClosed(queue.to_owned())),
+            None => return Err(crate::PlatformError::ConsumerClosed(queues.join(", "))),
         };
         let Ok(Notification { job_id }) = serde_json::from_slice(&delivery.data) else {
             tracing::error!(payload = %String::from_utf8_lossy(&delivery.data), "unreadable message: dead-lettered");

@@ -92,9 +92,9 @@ impl Dispatcher {
                 break;
             }
             let channel = self.amqp.lock().await.try_channel().await?;
-            for (id, kind) in &batch {
-                let queue = if kind == "train" { &self.topology.train } else { &self.topology.score };
-                let message = serde_json::json!({ "job_id": id, "kind": kind });
+            for job in &batch {
+                let queue = if job.kind == "train" { self.topology.train_queue_of(job.gpus) } else { &self.topology.score };
+                let message = serde_json::json!({ "job_id": job.id, "kind": job.kind });
                 publish_confirmed(&channel, queue, message.to_string().as_bytes()).await?;
             }
             // Committed only after every message was confirmed: on any failure the jobs
@@ -103,6 +103,7 @@ impl Dispatcher {
             tx.commit().await?;
             dispatched += batch.len();
         }
+        jobs::note_waiting_for_gpus(&self.pool).await?;
         Ok(PassReport { retrains_fired: retrains.len(), requeued, fanned_out, settled, dispatched })
     }
 }

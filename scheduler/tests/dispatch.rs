@@ -63,6 +63,70 @@ async fn queued_jobs_are_published_by_priority_and_expired_ones_come_back() -> a
     Ok(())
 }
 
+/// The next message on `queue`'s consumer, or `None` within `wait`.
+async fn next_job(consumer: &mut lapin::Consumer, wait: Duration) -> Option<Uuid> {
+    let d = tokio::time::timeout(wait, consumer.next()).await.ok()??.ok()?;
+    d.ack(BasicAckOptions::default()).await.ok()?;
+    serde_json::from_slice::<serde_json::Value>(&d.data).ok()?["job_id"].as_str()?.parse().ok()
+}
+
+#[tokio::test]
+async fn gpu_jobs_wait_for_a_live_trainer_with_enough_gpus_and_go_to_their_queue() -> anyhow::Result<()> {
+    use absa_platform::workers::{self, Offer};
+    let db = TestDb::new("absa_test_gpu_routing").await;
+    let pool = db.pool.clone();
+    let two = db.submit("train", 0, serde_json::json!({ "gpus": 2 })).await;
+    let cpu = db.submit("train", 0, serde_json::json!({})).await;
+    let amqp = common::broker().await;
+    let topology = amqp.topology().clone();
+    let connection = absa_platform::queue::connect(&common::amqp()).await?;
+    let dispatcher = Dispatcher::new(pool.clone(), amqp);
+    let channel = connection.create_channel().await?;
+    let consume = |queue: &str| channel.basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default());
+    let mut train = consume(&topology.train).await?;
+    let mut gpus_2 = consume(&topology.train_gpus[1]).await?;
+
+    // No trainer with GPUs: the CPU job goes, the GPU job waits and says why, once.
+    assert_eq!(dispatcher.pass().await?.dispatched, 1);
+    assert_eq!(next_job(&mut train, Duration::from_secs(10)).await, Some(cpu));
+    assert_eq!(jobs::status(&pool, two).await?, Some(JobStatus::Queued));
+    dispatcher.pass().await?;
+    assert_eq!(db.events(two).await.iter().filter(|e| *e == "waiting_for_gpus").count(), 1);
+
+    // A trainer with one GPU is not enough; one gone stale (not seen for a minute) neither.
+    workers::advertise(&pool, "trainer-one-gpu", "trainer", Offer { gpus: 1, gpu_memory_mib: 81_920 }).await?;
+    workers::advertise(&pool, "trainer-stale", "trainer", Offer { gpus: 8, gpu_memory_mib: 81_920 }).await?;
+    sqlx::query("UPDATE workers SET last_seen = now() - interval '1 minute' WHERE name = 'trainer-stale'").execute(&pool).await?;
+    assert_eq!(dispatcher.pass().await?.dispatched, 0);
+
+    // A live trainer with 4 GPUs of 40 GiB: sent to the 2-GPU queue (which it consumes), not to `train`.
+    workers::advertise(&pool, "trainer-four-gpus", "trainer", Offer { gpus: 4, gpu_memory_mib: 40_960 }).await?;
+    assert_eq!(topology.train_queues_for(4)[2], topology.train_gpus[1]);
+    assert_eq!(dispatcher.pass().await?.dispatched, 1);
+    assert_eq!(next_job(&mut gpus_2, Duration::from_secs(10)).await, Some(two));
+    assert_eq!(next_job(&mut train, Duration::from_millis(500)).await, None);
+
+    // A job a trainer found needs bigger GPUs than 40 GiB waits for one that has them.
+    let big = db.submit("train", 0, serde_json::json!({ "gpus": 2 })).await;
+    jobs::require_gpu_memory(&pool, big, 60_000).await?;
+    assert_eq!(dispatcher.pass().await?.dispatched, 0);
+    workers::advertise(&pool, "trainer-two-big-gpus", "trainer", Offer { gpus: 2, gpu_memory_mib: 81_920 }).await?;
+    assert_eq!(dispatcher.pass().await?.dispatched, 1);
+    assert_eq!(next_job(&mut gpus_2, Duration::from_secs(10)).await, Some(big));
+
+    // Withdrawn (a clean shutdown): no longer counted.
+    for name in ["trainer-four-gpus", "trainer-two-big-gpus"] {
+        workers::withdraw(&pool, name).await?;
+    }
+    let live: Vec<String> = workers::live(&pool).await?.into_iter().map(|w| w.name).collect();
+    assert_eq!(live, vec!["trainer-one-gpu".to_string()]);
+
+    connection.close(200, "done".into()).await?;
+    common::delete_topology(&topology).await;
+    db.drop().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn only_one_scheduler_leads_at_a_time() -> anyhow::Result<()> {
     let first = Leadership::try_acquire(&common::admin_url()).await?;

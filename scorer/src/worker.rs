@@ -296,6 +296,6 @@ async fn read_errors(path: &std::path::Path) -> Vec<RowError> {
 pub async fn run(amqp: &absa_platform::config::AmqpSettings, queue: &str, mut worker: ScoreWorker) -> anyhow::Result<()> {
     let shutdown = worker.shutdown.clone();
     tracing::info!(worker = worker.name(), queue, "scoring worker started");
-    platform_worker::consume(amqp, queue, &mut worker, shutdown).await?;
+    platform_worker::consume(amqp, &[queue.to_owned()], &mut worker, shutdown).await?;
     Ok(())
 }

@@ -6,14 +6,18 @@
 //! - [`export`]: the model as ONNX graphs (fp32 and int8) in a directory the scorer runs.
 //! - [`training`]: the fine-tuning engine (local mode and worker alike).
 //! - [`plan`]: the memory estimate and device plan for a job's GPUs.
-//! - [`parallel`]: data-parallel replicas and layer stages across devices.
+//! - [`parallel`]: data-parallel replicas, layer stages and the run's device layout.
+//! - [`autocast`]: bf16 autocast (fp32 master weights) through a small C++ shim.
+//! - [`gpus`]: the GPUs a trainer offers (count, memory) and their names.
 //! - [`worker`]: `absa-trainer work`, the engine behind the job queue.
 //! - [`settings`]: the trainer's typed configuration.
 //! - [`torch_check`]: a libtorch self-test for `absa-trainer check`.
 
+pub mod autocast;
 pub mod checkpoint;
 mod error;
 pub mod export;
+pub mod gpus;
 pub mod model;
 pub mod parallel;
 pub mod plan;

@@ -132,6 +132,7 @@ impl From<TrainArgs> for TrainConfig {
             resume: a.resume,
             stop_after_epoch: a.stop_after_epoch,
             threads: a.threads,
+            layout: None,
         }
     }
 }
@@ -167,8 +168,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let pool = absa_platform::db::connect(&settings.database).await?;
                 let shutdown = absa_platform::worker::shutdown_flag();
                 let topology = absa_platform::queue::Topology::new(&settings.amqp.prefix, 0);
-                let worker = absa_trainer::worker::TrainWorker::new(pool, settings.worker.clone(), settings.models_dir.clone(), settings.torch.threads, shutdown);
-                absa_trainer::worker::run(&settings.amqp, &topology.train, worker).await
+                let offer = absa_trainer::gpus::offer(settings.torch.gpus, settings.torch.gpu_memory_gib).map_err(anyhow::Error::msg)?;
+                let worker = absa_trainer::worker::TrainWorker::new(pool, settings.worker.clone(), settings.models_dir.clone(), settings.torch.threads, offer, shutdown);
+                absa_trainer::worker::run(&settings.amqp, &topology, worker).await
             })
         }
         Command::Train(args) => {

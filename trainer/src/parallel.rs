@@ -3,10 +3,13 @@
 //! layer stages that put consecutive encoder layers on the devices of a [`crate::plan`].
 
 use std::ops::Range;
+use std::path::Path;
 
-use tch::{nn, Device, Kind, Tensor};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Tensor};
 
-use crate::checkpoint::LoadedModel;
+use crate::checkpoint::{self, LoadOptions, LoadedModel};
+use crate::ModelError;
 use crate::training::data::{collate, Example};
 use crate::training::optimizer::AdamW;
 
@@ -54,44 +57,134 @@ pub fn all_reduce_gradients(replicas: &[&nn::VarStore]) {
 
 /// N copies of a model, each with its own optimizer, kept identical: every step each
 /// replica runs its share of the batch, gradients are all-reduced, clipped and every
-/// replica takes the same AdamW step.
+/// replica takes the same AdamW step. One replica is plain training.
 pub struct DataParallel {
     pub replicas: Vec<LoadedModel>,
     optimizers: Vec<AdamW>,
 }
 
 impl DataParallel {
-    /// `replicas` must hold the same weights (loaded from one checkpoint, one per device).
-    pub fn new(replicas: Vec<LoadedModel>, weight_decay: f64) -> Self {
-        let optimizers = replicas.iter().map(|r| AdamW::new(&r.vs, weight_decay)).collect();
+    /// `replicas` must hold the same weights (see [`Layout::load`]); `offload_optimizer`
+    /// keeps AdamW's moments, and runs its update, in CPU memory.
+    pub fn new(replicas: Vec<LoadedModel>, weight_decay: f64, offload_optimizer: bool) -> Self {
+        let optimizers = replicas.iter().map(|r| AdamW::new(&r.vs, weight_decay).offloaded(offload_optimizer)).collect();
         Self { replicas, optimizers }
     }
 
-    /// One optimizer step over `rows`; returns the batch's mean loss. `train` switches
-    /// dropout (each replica draws its own masks, as DDP does).
-    pub fn step(&mut self, rows: &[&Example], pad_id: i64, lr: f64, max_grad_norm: f64, train: bool) -> f64 {
+    /// The first replica: the one evaluated and saved.
+    pub fn model(&self) -> &LoadedModel {
+        &self.replicas[0]
+    }
+
+    /// The first replica's optimizer (all hold the same state).
+    pub fn optimizer(&self) -> &AdamW {
+        &self.optimizers[0]
+    }
+
+    /// Restores every replica's optimizer from a checkpoint's moments.
+    pub fn load_optimizer_state(&mut self, tensors: &std::collections::BTreeMap<String, Tensor>, step: i64) -> Result<(), String> {
+        self.optimizers.iter_mut().try_for_each(|o| o.load_state(tensors, step))
+    }
+
+    /// Forward and backward of one micro-batch, each replica its share of `rows`;
+    /// gradients accumulate until [`DataParallel::step`]. Each replica's loss is its
+    /// share of the rows' mean, divided by `accumulation` (the micro-batches per step).
+    /// `train` switches dropout (each replica draws its own masks, as DDP does).
+    /// Returns the rows' mean loss.
+    pub fn backward(&mut self, rows: &[&Example], pad_to: Option<usize>, pad_id: i64, accumulation: usize, train: bool) -> f64 {
         let total = rows.len().max(1) as f64;
         let mut loss_sum = 0.0;
+        let single = self.replicas.len() == 1;
         for (replica, range) in self.replicas.iter().zip(split_rows(rows.len(), self.replicas.len())) {
             if range.is_empty() {
                 continue;
             }
             let share = &rows[range];
-            let batch = collate(share, None, pad_id, replica.vs.device());
-            let logits = replica.model.forward_t(&batch.input_ids, &batch.attention_mask, &batch.aspect_mask, train).logits;
-            let loss = logits.to_kind(Kind::Float).cross_entropy_for_logits(&batch.labels);
-            // This replica's rows' share of the whole batch's mean.
-            (&loss * (share.len() as f64 / total)).backward();
+            let batch = collate(share, pad_to, pad_id, replica.vs.device());
+            let loss = crate::training::logits(replica, &batch, train).cross_entropy_for_logits(&batch.labels);
+            if single {
+                // Exactly plain training: no factor of 1.0 to round through.
+                (&loss / accumulation as f64).backward();
+                return loss.double_value(&[]);
+            }
+            (&loss * (share.len() as f64 / total) / accumulation as f64).backward();
             loss_sum += loss.double_value(&[]) * share.len() as f64;
         }
-        let stores: Vec<&nn::VarStore> = self.replicas.iter().map(|r| &r.vs).collect();
-        all_reduce_gradients(&stores);
+        loss_sum / total
+    }
+
+    /// The optimizer step after the micro-batches: all-reduce, clip at `max_grad_norm`,
+    /// AdamW at `lr`, zero the gradients.
+    pub fn step(&mut self, lr: f64, max_grad_norm: f64) {
+        if self.replicas.len() > 1 {
+            let stores: Vec<&nn::VarStore> = self.replicas.iter().map(|r| &r.vs).collect();
+            all_reduce_gradients(&stores);
+        }
         for opt in &mut self.optimizers {
             opt.clip_grad_norm(max_grad_norm);
             opt.step(lr);
             opt.zero_grad();
         }
-        loss_sum / total
+    }
+}
+
+/// How a training run spreads over devices: `replicas` data-parallel copies, each
+/// sharded over `layers_per_stage.len()` devices (none or one entry: unsharded), and
+/// where AdamW's moments live. On GPUs, copy `r` takes GPUs `r·stages .. (r+1)·stages`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Layout {
+    pub replicas: usize,
+    /// Encoder layers on each of a copy's devices; empty: all on one.
+    #[serde(default)]
+    pub layers_per_stage: Vec<usize>,
+    #[serde(default)]
+    pub offload_optimizer: bool,
+    /// Every device is the CPU: the same arithmetic where there is no GPU (tests).
+    #[serde(default)]
+    pub on_cpu: bool,
+}
+
+impl Layout {
+    /// A device plan's layout on GPUs 0.. .
+    pub fn from_plan(plan: &crate::plan::Plan) -> Self {
+        Self {
+            replicas: plan.replicas as usize,
+            layers_per_stage: if plan.stages > 1 { plan.layers_per_stage.iter().map(|&l| l as usize).collect() } else { Vec::new() },
+            offload_optimizer: plan.offload_optimizer,
+            on_cpu: false,
+        }
+    }
+
+    /// The devices of each copy's stages.
+    pub fn devices(&self) -> Vec<Vec<Device>> {
+        let stages = self.layers_per_stage.len().max(1);
+        (0..self.replicas.max(1))
+            .map(|r| (0..stages).map(|s| if self.on_cpu { Device::Cpu } else { Device::Cuda(r * stages + s) }).collect())
+            .collect()
+    }
+
+    /// Loads one copy of the checkpoint in `dir` onto `devices` (its stages).
+    pub fn load_copy(&self, dir: &Path, options: &LoadOptions, devices: &[Device]) -> Result<LoadedModel, ModelError> {
+        let mut model = checkpoint::load(dir, options, devices[0])?;
+        if self.layers_per_stage.len() > 1 {
+            let stages = Stages { devices: devices.to_vec(), layers_per_stage: self.layers_per_stage.clone() };
+            place_stages(&mut model, &stages).map_err(ModelError::Config)?;
+        }
+        Ok(model)
+    }
+
+    /// Every copy of the checkpoint in `dir`, with the first copy's weights (a fresh
+    /// head is drawn once and copied to the others).
+    pub fn load(&self, dir: &Path, options: &LoadOptions) -> Result<Vec<LoadedModel>, ModelError> {
+        let mut copies: Vec<LoadedModel> = Vec::new();
+        for devices in self.devices() {
+            let mut copy = self.load_copy(dir, options, &devices)?;
+            if let Some(first) = copies.first() {
+                copy.vs.copy(&first.vs).map_err(|e| ModelError::Config(format!("copying weights to a replica: {e}")))?;
+            }
+            copies.push(copy);
+        }
+        Ok(copies)
     }
 }
 

@@ -155,21 +155,26 @@ pub struct Plan {
 /// fits on one, else the fewest layer stages, and CPU offload of the optimizer states
 /// only when nothing fits without it.
 pub fn plan(shape: &ModelShape, batch: u64, seq_len: u64, precision: Precision, gpus: u64, gpu_bytes: u64) -> Option<Plan> {
-    if gpus == 0 {
-        return None;
-    }
-    for offload_optimizer in [false, true] {
-        for stages in (1..=gpus).filter(|s| gpus % s == 0 && *s <= shape.num_hidden_layers.max(1)) {
+    arrangements(shape, batch, seq_len, precision, gpus).find(|p| p.per_gpu_bytes <= gpu_bytes)
+}
+
+/// The least memory per GPU any arrangement on `gpus` GPUs needs: GPUs with less
+/// cannot take the job.
+pub fn min_gpu_bytes(shape: &ModelShape, batch: u64, seq_len: u64, precision: Precision, gpus: u64) -> Option<u64> {
+    arrangements(shape, batch, seq_len, precision, gpus).map(|p| p.per_gpu_bytes).min()
+}
+
+/// Every arrangement on `gpus` GPUs, in order of preference.
+fn arrangements(shape: &ModelShape, batch: u64, seq_len: u64, precision: Precision, gpus: u64) -> impl Iterator<Item = Plan> + '_ {
+    [false, true].into_iter().flat_map(move |offload_optimizer| {
+        (1..=gpus).filter(move |s| gpus % s == 0 && *s <= shape.num_hidden_layers.max(1)).map(move |stages| {
             let replicas = gpus / stages;
             let rows = batch.div_ceil(replicas);
             let layers_per_stage = split_layers(shape.num_hidden_layers, stages);
             let per_gpu_bytes = busiest_stage_bytes(shape, rows, seq_len, precision, &layers_per_stage, offload_optimizer);
-            if per_gpu_bytes <= gpu_bytes {
-                return Some(Plan { replicas, stages, layers_per_stage, offload_optimizer, per_gpu_bytes });
-            }
-        }
-    }
-    None
+            Plan { replicas, stages, layers_per_stage, offload_optimizer, per_gpu_bytes }
+        })
+    })
 }
 
 /// The fewest GPUs of `gpu_bytes` that [`plan`] finds a fit on (up to 1,024).

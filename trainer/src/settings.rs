@@ -22,6 +22,11 @@ pub struct Settings {
 pub struct TorchSettings {
     /// Intra-op threads for libtorch on CPU; 0 keeps libtorch's default (all cores).
     pub threads: i32,
+    /// GPUs this trainer offers for jobs that ask for GPUs; default: every GPU libtorch
+    /// sees (none with a CPU build).
+    pub gpus: Option<u32>,
+    /// Memory of each of those GPUs; default: the smallest one's, from nvidia-smi.
+    pub gpu_memory_gib: Option<f64>,
 }
 
 impl Default for Settings {

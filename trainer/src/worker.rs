@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use absa_platform::artifacts::ArtifactStore;
 use absa_platform::jobs::{self, ClaimedJob};
 use absa_platform::registry::{self, PromotionPolicy};
+use absa_platform::queue::Topology;
 use absa_platform::worker::{self as platform_worker, JobHandler, Lease, LeaseHandle, Permanent, WorkerSettings};
+use absa_platform::workers::{self, Offer};
 use anyhow::Context;
 use serde::Deserialize;
 use serde_json::json;
@@ -23,6 +25,7 @@ use uuid::Uuid;
 use crate::checkpoint::{self, LoadOptions};
 use crate::export::{self, ExportOptions};
 use crate::model::Pooling;
+use crate::parallel::Layout;
 use crate::training::{self, EpochRecord, Observer, Padding, SelectMetric, StepProgress, TrainConfig, TrainError, TrainSummary};
 
 /// A training job's parameters (the `parameters` column of a `train` job).
@@ -40,7 +43,8 @@ pub struct TrainJobParameters {
     /// version that alias points at (retrains set this).
     #[serde(default)]
     pub promote: Option<PromotionPolicy>,
-    /// GPUs the job asks for; this worker trains on CPU, so anything above 0 is refused.
+    /// GPUs the job asks for (0: the trainer's default device). The scheduler sends
+    /// the job only to a trainer that offers this many.
     #[serde(default)]
     pub gpus: u32,
 }
@@ -83,6 +87,9 @@ enum Outcome {
     Completed { model_version_id: Uuid },
     /// Shutting down: given back, to resume elsewhere from the last checkpoint.
     Released,
+    /// The job fits its GPUs only if each has at least this much memory, more than
+    /// this trainer's: given back with that requirement, for a trainer that has it.
+    NeedsBiggerGpus { min_gpu_memory_mib: u64, why: String },
     /// Cancelled, or expired and taken over: nothing more to write.
     LeaseLost,
 }
@@ -95,12 +102,14 @@ pub struct TrainWorker {
     name: String,
     shutdown: watch::Receiver<bool>,
     threads: i32,
+    /// The GPUs this trainer advertises.
+    offer: Offer,
 }
 
 impl TrainWorker {
-    pub fn new(pool: PgPool, settings: WorkerSettings, models_dir: PathBuf, threads: i32, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(pool: PgPool, settings: WorkerSettings, models_dir: PathBuf, threads: i32, offer: Offer, shutdown: watch::Receiver<bool>) -> Self {
         let store = ArtifactStore::new(pool.clone(), settings.backend());
-        Self { pool, store, settings, models_dir, name: platform_worker::worker_name("trainer"), shutdown, threads }
+        Self { pool, store, settings, models_dir, name: platform_worker::worker_name("trainer"), shutdown, threads, offer }
     }
 
     pub fn name(&self) -> &str {
@@ -111,12 +120,10 @@ impl TrainWorker {
         let params: TrainJobParameters =
             serde_json::from_value(job.parameters.clone()).map_err(|e| Permanent(format!("job parameters: {e}")))?;
         let base = self.resolve_base(&params.base_model)?;
-        if params.gpus > 0 {
-            let mut config = TrainConfig::default();
-            params.hyperparameters.apply(&mut config);
-            let estimate = gpu_estimate(&base, &params, &config).unwrap_or_else(|e| format!("no estimate: {e}"));
-            return Err(Permanent(format!("the job asks for {} GPU(s); this trainer has none (multi-GPU training is not available yet). {estimate}", params.gpus)).into());
-        }
+        let layout = match self.device_layout(job, &base, &params).await? {
+            Ok(layout) => layout,
+            Err(needs) => return Ok(needs),
+        };
         let dir = self.settings.work_dir.join(job.id.to_string());
         // Postgres is the truth: start from a clean folder and the stored checkpoint.
         let _ = tokio::fs::remove_dir_all(&dir).await;
@@ -131,6 +138,7 @@ impl TrainWorker {
             out: dir.join("run"),
             labels: params.labels.clone(),
             threads: self.threads,
+            layout,
             ..TrainConfig::default()
         };
         params.hyperparameters.apply(&mut config);
@@ -293,17 +301,56 @@ impl TrainWorker {
     }
 }
 
-/// The base model's bf16 memory estimate at the job's batch size and max length, and
-/// the fewest 80 GiB GPUs a plan fits on.
-fn gpu_estimate(base: &Path, params: &TrainJobParameters, config: &TrainConfig) -> Result<String, crate::ModelError> {
-    use crate::plan::{self, Precision};
-    let encoder = crate::model::EncoderConfig::from_file(&base.join("config.json"))?;
-    let labels = params.labels.as_ref().map_or(3, |l| l.len() as u64);
-    let shape = plan::ModelShape::from_config(&encoder, labels)?;
-    let (batch, length) = (config.batch_size as u64, config.max_length as u64);
-    let estimate = plan::estimate(&shape, batch, length, Precision::Bf16Mixed);
-    let gpus = plan::min_gpus(&shape, batch, length, Precision::Bf16Mixed, 80 << 30).map_or("more than 1,024".into(), |g| g.to_string());
-    Ok(format!("Estimate at batch {batch}, length {length}, bf16: {}; fits on {gpus} GPU(s) of 80 GiB", plan::describe(&estimate)))
+/// GPUs a job may not outgrow: one that does not fit on its GPUs at this size fails
+/// with the estimate instead of waiting for GPUs nobody sells.
+const LARGEST_GPU_BYTES: u64 = 80 << 30;
+
+impl TrainWorker {
+    /// Where a job asking for GPUs trains: the device plan on this trainer's GPUs.
+    /// `Ok(None)`: no GPUs asked for (the default device). `Err(NeedsBiggerGpus)`
+    /// (inside `Ok`): it fits on that many GPUs, but larger ones than this trainer's.
+    /// Too few GPUs at any size fails the job with the estimate.
+    async fn device_layout(&self, job: &ClaimedJob, base: &Path, params: &TrainJobParameters) -> anyhow::Result<Result<Option<Layout>, Outcome>> {
+        use crate::plan::{self, Precision};
+        if params.gpus == 0 {
+            return Ok(Ok(None));
+        }
+        let mut config = TrainConfig::default();
+        params.hyperparameters.apply(&mut config);
+        let encoder = crate::model::EncoderConfig::from_file(&base.join("config.json")).map_err(|e| Permanent(e.to_string()))?;
+        let labels = params.labels.as_ref().map_or(3, |l| l.len() as u64);
+        let shape = plan::ModelShape::from_config(&encoder, labels).map_err(|e| Permanent(e.to_string()))?;
+        let (batch, length, gpus) = (config.batch_size as u64, config.max_length as u64, params.gpus as u64);
+        let estimate = || {
+            let fewest = plan::min_gpus(&shape, batch, length, Precision::Bf16Mixed, LARGEST_GPU_BYTES).map_or("more than 1,024".into(), |g| g.to_string());
+            format!(
+                "Estimate at batch {batch}, length {length}, bf16: {}; fits on {fewest} GPU(s) of 80 GiB",
+                plan::describe(&plan::estimate(&shape, batch, length, Precision::Bf16Mixed))
+            )
+        };
+        if params.gpus > self.offer.gpus {
+            // The scheduler routes by GPU count: only a trainer consuming queues beyond
+            // its GPUs gets here.
+            return Err(Permanent(format!("the job asks for {} GPU(s); this trainer offers {}. {}", params.gpus, self.offer.gpus, estimate())).into());
+        }
+        let needed = plan::min_gpu_bytes(&shape, batch, length, Precision::Bf16Mixed, gpus).unwrap_or(u64::MAX);
+        if needed > LARGEST_GPU_BYTES {
+            return Err(Permanent(format!("too few GPUs: the model does not fit on {} GPU(s) of 80 GiB. {}", params.gpus, estimate())).into());
+        }
+        let Some(device_plan) = plan::plan(&shape, batch, length, Precision::Bf16Mixed, gpus, self.offer.gpu_memory_mib << 20) else {
+            let min_gpu_memory_mib = needed.div_ceil(1 << 20);
+            let why = format!("needs {} GPU(s) of at least {:.1} GiB; this trainer's have {:.1} GiB", params.gpus, needed as f64 / plan::GIB, self.offer.gpu_memory_mib as f64 / 1024.0);
+            return Ok(Err(Outcome::NeedsBiggerGpus { min_gpu_memory_mib, why }));
+        };
+        let layout = Layout::from_plan(&device_plan);
+        jobs::event(&self.pool, job.id, "device_plan", json!({
+            "gpus": params.gpus, "replicas": device_plan.replicas, "stages": device_plan.stages, "layers_per_stage": device_plan.layers_per_stage,
+            "offload_optimizer": device_plan.offload_optimizer, "busiest_gpu_gib": device_plan.per_gpu_bytes as f64 / plan::GIB,
+            "gpu_memory_gib": self.offer.gpu_memory_mib as f64 / 1024.0,
+        }))
+        .await?;
+        Ok(Ok(Some(layout)))
+    }
 }
 
 fn config_record(c: &TrainConfig) -> serde_json::Value {
@@ -337,6 +384,13 @@ impl JobHandler for TrainWorker {
                 Ok(())
             }
             Ok(Outcome::Released) => platform_worker::release(&self.pool, job.id, &self.name, "worker shutting down").await.map(drop),
+            Ok(Outcome::NeedsBiggerGpus { min_gpu_memory_mib, why }) => {
+                tracing::info!(job_id = %job.id, min_gpu_memory_mib, "given back: {why}");
+                match jobs::require_gpu_memory(&self.pool, job.id, min_gpu_memory_mib).await {
+                    Ok(()) => platform_worker::release(&self.pool, job.id, &self.name, &why).await.map(drop),
+                    Err(e) => Err(e),
+                }
+            }
             Ok(Outcome::LeaseLost) => {
                 tracing::warn!(job_id = %job.id, "lease lost: the job was cancelled or taken over");
                 Ok(())
@@ -518,10 +572,18 @@ fn copy_dir(from: &Path, to: &Path, keep: &dyn Fn(&str) -> bool) -> std::io::Res
     Ok(())
 }
 
-/// Runs the worker until SIGTERM.
-pub async fn run(amqp: &absa_platform::config::AmqpSettings, queue: &str, mut worker: TrainWorker) -> anyhow::Result<()> {
+/// Runs the worker until SIGTERM: advertises its GPUs and consumes the training
+/// queues they allow (`train`, and those of jobs asking for up to that many GPUs).
+pub async fn run(amqp: &absa_platform::config::AmqpSettings, topology: &Topology, mut worker: TrainWorker) -> anyhow::Result<()> {
     let shutdown = worker.shutdown.clone();
-    tracing::info!(worker = worker.name(), queue, "training worker started");
-    platform_worker::consume(amqp, queue, &mut worker, shutdown).await?;
+    let queues = topology.train_queues_for(worker.offer.gpus);
+    tracing::info!(worker = worker.name(), ?queues, gpus = worker.offer.gpus, gpu_memory_mib = worker.offer.gpu_memory_mib, "training worker started");
+    let advertising = workers::Advertisement::start(worker.pool.clone(), worker.name.clone(), "trainer", worker.offer);
+    let consumed = platform_worker::consume(amqp, &queues, &mut worker, shutdown).await;
+    drop(advertising);
+    if let Err(e) = workers::withdraw(&worker.pool, &worker.name).await {
+        tracing::warn!(error = %e, "could not remove this worker's advertisement (it goes stale by itself)");
+    }
+    consumed?;
     Ok(())
 }

@@ -53,13 +53,15 @@ fn replicas_reach_the_parameters_of_one_model_on_the_whole_batch() {
         let initial = fixture(name);
         let vocab = initial.model.config.vocab_size;
         let batches: Vec<Vec<Example>> = (0..3).map(|_| examples(4 * n, vocab)).collect();
-        let mut single = DataParallel::new(vec![fixture(name)], 0.01);
-        let mut replicated = DataParallel::new((0..n).map(|_| fixture(name)).collect(), 0.01);
+        let mut single = DataParallel::new(vec![fixture(name)], 0.01, false);
+        let mut replicated = DataParallel::new((0..n).map(|_| fixture(name)).collect(), 0.01, false);
         for batch in &batches {
             let rows: Vec<&Example> = batch.iter().collect();
             // Dropout off: the replicas' masks could not match the single model's.
-            let whole = single.step(&rows, 1, 1e-3, 1.0, false);
-            let split = replicated.step(&rows, 1, 1e-3, 1.0, false);
+            let whole = single.backward(&rows, None, 1, 1, false);
+            single.step(1e-3, 1.0);
+            let split = replicated.backward(&rows, None, 1, 1, false);
+            replicated.step(1e-3, 1.0);
             assert!((whole - split).abs() < 1e-5, "{name}: loss {whole} vs {split}");
         }
         let moved = max_difference(&single.replicas[0], &initial);

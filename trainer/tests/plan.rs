@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 
 use absa_trainer::checkpoint::{self, LoadOptions};
-use absa_trainer::model::Family;
 use absa_trainer::plan::{self, ModelShape, Precision, GIB};
 
 fn numel(dir: &std::path::Path) -> (u64, ModelShape) {
@@ -32,18 +31,8 @@ fn the_parameter_count_is_what_libtorch_builds() {
 }
 
 /// xlm-roberta-* shapes from their Hugging Face configs, three labels.
-fn xlmr(hidden: u64, layers: u64, heads: u64, intermediate: u64, vocab: u64, family: Family) -> ModelShape {
-    ModelShape {
-        vocab_size: vocab,
-        hidden_size: hidden,
-        num_hidden_layers: layers,
-        num_attention_heads: heads,
-        intermediate_size: intermediate,
-        max_position_embeddings: 514,
-        type_vocab_size: 1,
-        num_labels: 3,
-        family,
-    }
+fn xlmr(size: &str) -> ModelShape {
+    ModelShape::from_config(&absa_trainer::model::EncoderConfig::xlm_roberta(size).unwrap(), 3).unwrap()
 }
 
 #[test]
@@ -51,10 +40,10 @@ fn xlm_roberta_sizes_on_the_reference_gpus() {
     let gib = |g: f64| (g * GIB) as u64;
     // (name, shape, published parameters, reference GPUs, GiB each)
     let cases = [
-        ("base", xlmr(768, 12, 12, 3072, 250_002, Family::Roberta), 278e6, 1, 8.0),
-        ("large", xlmr(1024, 24, 16, 4096, 250_002, Family::Roberta), 560e6, 1, 16.0),
-        ("xl", xlmr(2560, 36, 32, 10240, 250_880, Family::RobertaXl), 3.48e9, 2, 32.0),
-        ("xxl", xlmr(4096, 48, 32, 16384, 250_880, Family::RobertaXl), 10.7e9, 4, 40.0),
+        ("base", xlmr("base"), 278e6, 1, 8.0),
+        ("large", xlmr("large"), 560e6, 1, 16.0),
+        ("xl", xlmr("xl"), 3.48e9, 2, 32.0),
+        ("xxl", xlmr("xxl"), 10.7e9, 4, 40.0),
     ];
     println!("| model | parameters | weights + grads + AdamW | activations (bf16) | total | reference GPUs | our plan there | busiest GPU | fewest 80 GiB GPUs |");
     println!("|---|---|---|---|---|---|---|---|---|");
@@ -92,7 +81,7 @@ fn xlm_roberta_sizes_on_the_reference_gpus() {
     assert!(xxl.2.total() + 4 * plan::PER_GPU_OVERHEAD_BYTES > gib(160.0));
     assert!(xxl.1.offload_optimizer, "{:?}", xxl.1);
     // Too few GPUs: no plan, and the estimate says how many it would take.
-    let shape = xlmr(4096, 48, 32, 16384, 250_880, Family::RobertaXl);
+    let shape = xlmr("xxl");
     assert_eq!(plan::plan(&shape, 16, 100, Precision::Bf16Mixed, 1, gib(40.0)), None);
     assert!(plan::min_gpus(&shape, 16, 100, Precision::Bf16Mixed, gib(40.0)).unwrap() > 1);
 }

@@ -141,3 +141,66 @@ fn bad_rows_are_reported_by_line_and_training_goes_on_via_the_cli() {
     kept.sort();
     assert_eq!(kept, vec!["checkpoint-best", "checkpoint-last"]);
 }
+
+/// all-MiniLM-L6-v2 with dropout off (the files linked, `config.json` edited): runs
+/// that split the batch across replicas can then match one model's run.
+fn minilm_without_dropout(dir: &Path) -> PathBuf {
+    let source = shared().join("models/all-minilm-l6-v2");
+    let base = dir.join("minilm-no-dropout");
+    std::fs::create_dir_all(&base).unwrap();
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "config.json" {
+            std::os::unix::fs::symlink(entry.path(), base.join(entry.file_name())).unwrap();
+        }
+    }
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(source.join("config.json")).unwrap()).unwrap();
+    config["hidden_dropout_prob"] = 0.0.into();
+    config["attention_probs_dropout_prob"] = 0.0.into();
+    std::fs::write(base.join("config.json"), config.to_string()).unwrap();
+    base
+}
+
+#[test]
+fn replicas_stages_and_optimizer_offload_train_like_one_model() {
+    use absa_trainer::parallel::Layout;
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = temp_dir("layouts");
+    let base = minilm_without_dropout(&dir);
+    let run = |name: &str, layout: Option<Layout>| {
+        let mut config = small_config(&dir.join(name));
+        config.base = base.clone();
+        config.layout = layout;
+        let summary = training::train(&config, &mut Quiet).unwrap();
+        (summary, tensors(&config.out.join("checkpoint-last/model.safetensors")))
+    };
+    let on_cpu = |replicas: usize, layers_per_stage: Vec<usize>, offload_optimizer: bool| Some(Layout { replicas, layers_per_stage, offload_optimizer, on_cpu: true });
+    for name in ["plain", "replicas", "stages", "offload"] {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+    }
+    let (plain, plain_weights) = run("plain", None);
+    let max_difference = |other: &BTreeMap<String, Vec<f32>>| {
+        assert_eq!(other.len(), plain_weights.len());
+        plain_weights.iter().map(|(k, a)| a.iter().zip(&other[k]).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max)).fold(0.0f32, f32::max)
+    };
+    // 2 data-parallel replicas, 4 rows each per batch of 8: the same steps within float rounding.
+    let (replicas, replica_weights) = run("replicas", on_cpu(2, Vec::new(), false));
+    let d_replicas = max_difference(&replica_weights);
+    // 6 layers as 2 + 4 on two stages, and AdamW's moments staged through CPU copies: the same arithmetic.
+    let (stages, stage_weights) = run("stages", on_cpu(1, vec![2, 4], false));
+    let (offload, offload_weights) = run("offload", on_cpu(1, Vec::new(), true));
+    eprintln!(
+        "after 2 epochs (6 steps): 2 replicas differ from one model by {d_replicas:.2e}, 2 stages by {:.2e}, offloaded AdamW by {:.2e}; validation loss {:.6} / {:.6} / {:.6} / {:.6}",
+        max_difference(&stage_weights),
+        max_difference(&offload_weights),
+        plain.validation_loss,
+        replicas.validation_loss,
+        stages.validation_loss,
+        offload.validation_loss
+    );
+    assert!(d_replicas < 1e-5, "replicas differ by {d_replicas}");
+    assert_eq!(max_difference(&stage_weights), 0.0, "staged on one device: the same operations");
+    assert_eq!(max_difference(&offload_weights), 0.0, "offloaded moments: the same update");
+    assert!((plain.validation_loss - replicas.validation_loss).abs() < 1e-5);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -88,6 +88,9 @@ pub async fn submit_train(State(state): State<AppState>, caller: Caller, headers
             return Err(ApiError::Unprocessable(format!("promote.alias {:?}: lower-case letters, digits, '-' and '_'", policy.alias)));
         }
     }
+    if req.gpus > absa_platform::workers::MAX_GPUS_PER_JOB {
+        return Err(ApiError::Unprocessable(format!("gpus {}: a job runs on one machine, at most {} GPUs", req.gpus, absa_platform::workers::MAX_GPUS_PER_JOB)));
+    }
     let rows: Option<i64> = sqlx::query_scalar("SELECT (SELECT count(*) FROM dataset_rows r WHERE r.dataset_id = d.id) FROM datasets d WHERE d.id = $1 AND d.team_id = $2")
         .bind(req.dataset_id)
         .bind(caller.team_id)

@@ -232,7 +232,7 @@ async fn start_latency(args: &Args, url: &str, pool: &PgPool, team: Uuid, topolo
 async fn delete_topology(amqp_url: &str, topology: &Topology) -> anyhow::Result<()> {
     let connection = absa_platform::queue::connect(&AmqpSettings { url: Secret::new(amqp_url), prefix: String::new() }).await?;
     let channel = connection.create_channel().await?;
-    for q in [&topology.train, &topology.score, &topology.train_dead, &topology.score_dead] {
+    for q in &topology.all_queues() {
         channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await?;
     }
     channel.exchange_delete(topology.dead_letter_exchange.as_str().into(), Default::default()).await?;

@@ -84,7 +84,7 @@ pub async fn broker() -> Reconnecting {
 pub async fn delete_topology(topology: &Topology) {
     let connection = absa_platform::queue::connect(&amqp()).await.unwrap();
     let channel = connection.create_channel().await.unwrap();
-    for q in [&topology.train, &topology.score, &topology.train_dead, &topology.score_dead] {
+    for q in &topology.all_queues() {
         channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await.unwrap();
     }
     channel.exchange_delete(topology.dead_letter_exchange.as_str().into(), Default::default()).await.unwrap();

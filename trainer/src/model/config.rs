@@ -105,6 +105,39 @@ impl EncoderConfig {
         Ok(config)
     }
 
+    /// The shapes of Hugging Face's `xlm-roberta-{base,large}` and
+    /// `facebook/xlm-roberta-{xl,xxl}` configs (random-weight benchmarks, the device
+    /// plan's reference figures), and `tiny` (2 layers of 64) for quick checks.
+    pub fn xlm_roberta(size: &str) -> Option<Self> {
+        let (model_type, hidden, layers, heads, intermediate, vocab) = match size {
+            "tiny" => ("xlm-roberta", 64, 2, 4, 128, 250_002),
+            "base" => ("xlm-roberta", 768, 12, 12, 3072, 250_002),
+            "large" => ("xlm-roberta", 1024, 24, 16, 4096, 250_002),
+            "xl" => ("xlm-roberta-xl", 2560, 36, 32, 10240, 250_880),
+            "xxl" => ("xlm-roberta-xl", 4096, 48, 32, 16384, 250_880),
+            _ => return None,
+        };
+        Some(Self {
+            model_type: model_type.into(),
+            architectures: Vec::new(),
+            vocab_size: vocab,
+            hidden_size: hidden,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            intermediate_size: intermediate,
+            hidden_act: default_act(),
+            hidden_dropout_prob: default_dropout(),
+            attention_probs_dropout_prob: default_dropout(),
+            max_position_embeddings: 514,
+            type_vocab_size: 1,
+            layer_norm_eps: 1e-5,
+            pad_token_id: 1,
+            initializer_range: default_init_range(),
+            classifier_dropout: None,
+            id2label: BTreeMap::new(),
+        })
+    }
+
     pub fn family(&self) -> Result<Family, ModelError> {
         match self.model_type.as_str() {
             "bert" => Ok(Family::Bert),

@@ -23,9 +23,10 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 use thiserror::Error;
 
-use self::data::{collate, encode_rows, epoch_batches, eval_batches, Example, Order};
-use self::optimizer::{linear_schedule, AdamW};
-use crate::checkpoint::{self, LoadOptions, LoadedModel};
+use self::data::{collate, encode_rows, epoch_batches, eval_batches, Batch, Example, Order};
+use self::optimizer::linear_schedule;
+use crate::checkpoint::{LoadOptions, LoadedModel};
+use crate::parallel::{DataParallel, Layout};
 use crate::model::Pooling;
 use crate::ModelError;
 
@@ -110,6 +111,9 @@ pub struct TrainConfig {
     /// libtorch intra-op threads; 0 means one per available CPU (libtorch's own
     /// default counts physical cores, which is 1 on a 2-vCPU machine).
     pub threads: i32,
+    /// Data-parallel replicas, layer stages and optimizer offload (a device plan's);
+    /// none: one copy on the first GPU, or the CPU without one.
+    pub layout: Option<Layout>,
 }
 
 impl Default for TrainConfig {
@@ -140,6 +144,7 @@ impl Default for TrainConfig {
             resume: false,
             stop_after_epoch: None,
             threads: 0,
+            layout: None,
         }
     }
 }
@@ -318,6 +323,20 @@ fn prepare(config: &TrainConfig, encoder: &AspectEncoder) -> Result<Prepared, Tr
     Ok(Prepared { train, validation, test, rejected, labels, rejected_rows })
 }
 
+/// The batch's logits in fp32. On CUDA the forward pass runs under bf16 autocast
+/// (matrix products in bf16, weights, gradients and optimizer states fp32: HF's
+/// `bf16=True`); on CPU it stays fp32.
+pub fn logits(model: &LoadedModel, batch: &Batch, train: bool) -> Tensor {
+    let forward = || model.model.forward_t(&batch.input_ids, &batch.attention_mask, &batch.aspect_mask, train).logits;
+    let device = batch.input_ids.device();
+    let logits = if device.is_cuda() {
+        crate::autocast::with_autocast(device, Kind::BFloat16, forward).expect("libtorch takes bf16 autocast on CUDA")
+    } else {
+        forward()
+    };
+    logits.to_kind(Kind::Float)
+}
+
 /// Loss, predictions and metrics over `examples` in eval mode.
 pub fn evaluate(model: &LoadedModel, examples: &[Example], batch_size: usize, pad_id: i64, device: Device) -> Evaluation {
     let lengths: Vec<usize> = examples.iter().map(|e| e.input_ids.len()).collect();
@@ -327,7 +346,7 @@ pub fn evaluate(model: &LoadedModel, examples: &[Example], batch_size: usize, pa
         for batch_idx in eval_batches(&lengths, batch_size) {
             let rows: Vec<&Example> = batch_idx.iter().map(|&i| &examples[i]).collect();
             let batch = collate(&rows, None, pad_id, device);
-            let logits = model.model.forward_t(&batch.input_ids, &batch.attention_mask, &batch.aspect_mask, false).logits;
+            let logits = logits(model, &batch, false);
             let loss = logits.cross_entropy_loss::<Tensor>(&batch.labels, None, tch::Reduction::Sum, -100, 0.0);
             loss_sum += loss.double_value(&[]);
             let argmax: Vec<i64> = Vec::try_from(logits.argmax(-1, false).to_device(Device::Cpu)).expect("argmax is int64");
@@ -382,7 +401,9 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
     }
     let threads = if config.threads > 0 { config.threads } else { std::thread::available_parallelism().map_or(1, |n| n.get() as i32) };
     tch::set_num_threads(threads);
-    let device = Device::cuda_if_available();
+    let layout = config.layout.clone().unwrap_or(Layout { replicas: 1, layers_per_stage: Vec::new(), offload_optimizer: false, on_cpu: !tch::Cuda::is_available() });
+    // Batches for evaluation go to the first copy's first stage.
+    let device = layout.devices()[0][0];
     let tokenizer_path = config.base.join("tokenizer.json");
     let encoder = AspectEncoder::from_file(&tokenizer_path, config.max_length).map_err(|e| TrainError::Config(e.to_string()))?;
     let data = prepare(config, &encoder)?;
@@ -403,8 +424,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
 
     tch::manual_seed(config.seed as i64); // the fresh head's initialisation
     let options = LoadOptions { labels: Some(data.labels.clone()), pooling: Some(config.pooling) };
-    let model = checkpoint::load(start_dir, &options, device)?;
-    let mut opt = AdamW::new(&model.vs, config.weight_decay);
+    let mut model = DataParallel::new(layout.load(start_dir, &options)?, config.weight_decay, layout.offload_optimizer);
 
     let pad_id = encoder.pad_id();
     let fixed = config.padding == Padding::Fixed;
@@ -417,7 +437,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
     let mut state = match resume_state {
         Some(state) => {
             let tensors: BTreeMap<String, Tensor> = Tensor::read_safetensors(last_dir.join("optimizer.safetensors"))?.into_iter().collect();
-            opt.load_state(&tensors, state.global_step).map_err(|reason| TrainError::Resume { dir: last_dir.display().to_string(), reason })?;
+            model.load_optimizer_state(&tensors, state.global_step).map_err(|reason| TrainError::Resume { dir: last_dir.display().to_string(), reason })?;
             tracing::info!(epochs_done = state.epochs_done, step = state.global_step, "resuming");
             state
         }
@@ -456,19 +476,13 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
         let mut step_in_epoch = 0;
         for (i, batch_idx) in batches.iter().enumerate() {
             let rows: Vec<&Example> = batch_idx.iter().map(|&j| &data.train[j]).collect();
-            let batch = collate(&rows, fixed.then_some(config.max_length), pad_id, device);
-            let out = model.model.forward_t(&batch.input_ids, &batch.attention_mask, &batch.aspect_mask, true);
-            let loss = out.logits.to_kind(Kind::Float).cross_entropy_for_logits(&batch.labels);
-            (&loss / config.gradient_accumulation_steps as f64).backward();
-            let batch_loss = loss.double_value(&[]);
+            let batch_loss = model.backward(&rows, fixed.then_some(config.max_length), pad_id, config.gradient_accumulation_steps, true);
             loss_sum += batch_loss * rows.len() as f64;
             loss_rows += rows.len();
             let boundary = (i + 1) % config.gradient_accumulation_steps == 0 || i + 1 == batches.len();
             if boundary {
-                opt.clip_grad_norm(config.max_grad_norm);
                 lr = config.learning_rate * linear_schedule(state.global_step, config.warmup_steps, total_steps);
-                opt.step(lr);
-                opt.zero_grad();
+                model.step(lr, config.max_grad_norm);
                 state.global_step += 1;
                 step_in_epoch += 1;
                 observer.on_step(&StepProgress {
@@ -488,7 +502,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
         let train_seconds = epoch_start.elapsed().as_secs_f64();
         train_seconds_total += train_seconds;
         train_samples_total += loss_rows;
-        let validation = evaluate(&model, &data.validation, config.batch_size, pad_id, device);
+        let validation = evaluate(model.model(), &data.validation, config.batch_size, pad_id, device);
         let record = EpochRecord {
             epoch,
             train_loss: loss_sum / loss_rows.max(1) as f64,
@@ -504,15 +518,15 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
             state.best_score = s;
             state.best_epoch = epoch;
             state.epochs_without_improvement = 0;
-            replace_dir(&best_dir, |dir| Ok(model.save(dir, Some(&config.base))?))?;
+            replace_dir(&best_dir, |dir| Ok(model.model().save(dir, Some(&config.base))?))?;
         } else {
             state.epochs_without_improvement += 1;
         }
         state.epochs_done = epoch;
         state.history.push(record.clone());
         replace_dir(&last_dir, |dir| {
-            model.save(dir, Some(&config.base))?;
-            crate::checkpoint::write_safetensors(&opt.state_tensors(), &dir.join("optimizer.safetensors"))?;
+            model.model().save(dir, Some(&config.base))?;
+            crate::checkpoint::write_safetensors(&model.optimizer().state_tensors(), &dir.join("optimizer.safetensors"))?;
             let text = serde_json::to_string_pretty(&state).expect("state serialises");
             std::fs::write(dir.join("trainer_state.json"), text).map_err(io_err(dir))
         })?;
@@ -523,7 +537,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
     let best = state.history.iter().find(|r| r.epoch == state.best_epoch).cloned().expect("at least one epoch ran");
     let (mut test_accuracy, mut test_macro_f1) = (None, None);
     if !interrupted && !data.test.is_empty() {
-        let selected = checkpoint::load(&best_dir, &LoadOptions::default(), device)?;
+        let selected = layout.load_copy(&best_dir, &LoadOptions::default(), &layout.devices()[0])?;
         let test = evaluate(&selected, &data.test, config.batch_size, pad_id, device);
         tracing::info!(accuracy = test.accuracy, macro_f1 = test.macro_f1, "test set, selected model");
         let path = config.out.join("test_metrics.json");

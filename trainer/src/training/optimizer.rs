@@ -25,6 +25,10 @@ pub struct AdamW {
     beta2: f64,
     eps: f64,
     weight_decay: f64,
+    /// Moments in CPU memory; each step copies the gradient there, updates a CPU copy
+    /// of the weight and writes it back (ZeRO-Offload's split: the GPU keeps weights,
+    /// gradients and activations).
+    offload: bool,
 }
 
 /// HF `get_decay_parameter_names`: every parameter decays except biases and LayerNorm
@@ -48,7 +52,19 @@ impl AdamW {
                 tensor,
             })
             .collect();
-        Self { params, step: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay }
+        Self { params, step: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, offload: false }
+    }
+
+    /// With `offload`, the moments move to CPU memory and the update runs there.
+    pub fn offloaded(mut self, offload: bool) -> Self {
+        if offload {
+            for p in &mut self.params {
+                p.exp_avg = p.exp_avg.to_device(tch::Device::Cpu);
+                p.exp_avg_sq = p.exp_avg_sq.to_device(tch::Device::Cpu);
+            }
+        }
+        self.offload = offload;
+        self
     }
 
     pub fn steps_taken(&self) -> i64 {
@@ -103,8 +119,19 @@ impl AdamW {
                     continue;
                 }
                 let decay = if p.decay { 1.0 - lr * self.weight_decay } else { 1.0 };
-                if !fused_cpu_step(p, &grad, decay, &h) {
-                    tensor_step(p, &grad, decay, &h);
+                let (mut weight, grad) = if self.offload {
+                    // A CPU copy even when the weight is on the CPU, so the staging is
+                    // the same wherever the model runs.
+                    let cpu = |t: &Tensor| if t.device() == tch::Device::Cpu { t.copy() } else { t.to_device(tch::Device::Cpu) };
+                    (cpu(&p.tensor), cpu(&grad))
+                } else {
+                    (p.tensor.shallow_clone(), grad)
+                };
+                if !fused_cpu_step(&mut weight, &grad, &mut p.exp_avg, &mut p.exp_avg_sq, decay, &h) {
+                    tensor_step(&mut weight, &grad, &mut p.exp_avg, &mut p.exp_avg_sq, decay, &h);
+                }
+                if self.offload {
+                    p.tensor.copy_(&weight);
                 }
             }
         })
@@ -151,16 +178,16 @@ struct Hyper {
 }
 
 /// The update written with tensor operations (any device).
-fn tensor_step(p: &mut Param, grad: &Tensor, decay: f64, h: &Hyper) {
+fn tensor_step(weight: &mut Tensor, grad: &Tensor, exp_avg: &mut Tensor, exp_avg_sq: &mut Tensor, decay: f64, h: &Hyper) {
     if decay != 1.0 {
-        let _ = p.tensor.g_mul_scalar_(decay);
+        let _ = weight.g_mul_scalar_(decay);
     }
-    let _ = p.exp_avg.lerp_(grad, 1.0 - h.beta1);
-    let _ = p.exp_avg_sq.g_mul_scalar_(h.beta2);
-    let _ = p.exp_avg_sq.addcmul_(grad, &(grad * (1.0 - h.beta2)));
-    let denom = p.exp_avg_sq.sqrt() / h.bias_correction2_sqrt + h.eps;
-    let update = (&p.exp_avg / denom) * h.step_size;
-    let _ = p.tensor.f_sub_(&update).expect("parameter update");
+    let _ = exp_avg.lerp_(grad, 1.0 - h.beta1);
+    let _ = exp_avg_sq.g_mul_scalar_(h.beta2);
+    let _ = exp_avg_sq.addcmul_(grad, &(grad * (1.0 - h.beta2)));
+    let denom = exp_avg_sq.sqrt() / h.bias_correction2_sqrt + h.eps;
+    let update = (&*exp_avg / denom) * h.step_size;
+    let _ = weight.f_sub_(&update).expect("parameter update");
 }
 
 /// Elements per parallel chunk of the fused update.
@@ -168,21 +195,21 @@ const FUSED_CHUNK: usize = 1 << 16;
 
 /// The same update in one pass over contiguous f32 CPU tensors, split over the CPUs
 /// libtorch uses. Returns false (nothing done) for any other layout or device.
-fn fused_cpu_step(p: &mut Param, grad: &Tensor, decay: f64, h: &Hyper) -> bool {
+fn fused_cpu_step(weight: &mut Tensor, grad: &Tensor, exp_avg: &mut Tensor, exp_avg_sq: &mut Tensor, decay: f64, h: &Hyper) -> bool {
     let usable = |t: &Tensor| t.device() == tch::Device::Cpu && t.kind() == Kind::Float && t.is_contiguous();
-    if ![&p.tensor, grad, &p.exp_avg, &p.exp_avg_sq].iter().all(|t| usable(t)) {
+    if ![&*weight, grad, &*exp_avg, &*exp_avg_sq].iter().all(|t| usable(t)) {
         return false;
     }
-    let n = p.tensor.numel();
+    let n = weight.numel();
     // SAFETY: four distinct contiguous f32 CPU buffers of `n` elements (checked above;
     // the moments were created with `zeros_like` and the gradient is its own buffer),
     // not touched by anything else while this runs (no_grad, one thread drives training).
     let (weight, grad, m, v) = unsafe {
         (
-            std::slice::from_raw_parts_mut(p.tensor.data_ptr() as *mut f32, n),
+            std::slice::from_raw_parts_mut(weight.data_ptr() as *mut f32, n),
             std::slice::from_raw_parts(grad.data_ptr() as *const f32, n),
-            std::slice::from_raw_parts_mut(p.exp_avg.data_ptr() as *mut f32, n),
-            std::slice::from_raw_parts_mut(p.exp_avg_sq.data_ptr() as *mut f32, n),
+            std::slice::from_raw_parts_mut(exp_avg.data_ptr() as *mut f32, n),
+            std::slice::from_raw_parts_mut(exp_avg_sq.data_ptr() as *mut f32, n),
         )
     };
     // 1 - beta in f64 then rounded, as torch's scalars are: 1 - 0.999f32 is 1.3e-5 off.
@@ -283,7 +310,7 @@ mod tests {
                     tch::no_grad(|| {
                         for p in &mut opt.params {
                             let g = p.tensor.grad();
-                            tensor_step(p, &g, 1.0 - 1e-3 * 0.01, &h);
+                            tensor_step(&mut p.tensor, &g, &mut p.exp_avg, &mut p.exp_avg_sq, 1.0 - 1e-3 * 0.01, &h);
                         }
                     });
                 }
@@ -297,6 +324,29 @@ mod tests {
         let dv = (&fused_v - &plain_v).abs().max().double_value(&[]) / plain_v.abs().max().double_value(&[]);
         assert!(dw < 1e-6, "weights differ by {dw}");
         assert!(dv < 1e-6, "second moments differ by {dv} of the largest");
+    }
+
+    #[test]
+    fn offloaded_moments_give_the_same_steps() {
+        let run = |offload: bool| {
+            tch::manual_seed(3);
+            let vs = nn::VarStore::new(tch::Device::Cpu);
+            let w = (vs.root() / "layer").var("weight", &[1000], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
+            let mut opt = AdamW::new(&vs, 0.01).offloaded(offload);
+            for step in 0..4 {
+                let loss = (&w - Tensor::arange(1000, (Kind::Float, tch::Device::Cpu)).cos() * step as f64).square().sum(Kind::Float);
+                loss.backward();
+                opt.step(1e-3);
+                opt.zero_grad();
+            }
+            (w.detach().copy(), opt.params[0].exp_avg.copy())
+        };
+        let (w, m) = run(false);
+        let (w_off, m_off) = run(true);
+        // The same arithmetic on a staged copy: bitwise equal.
+        assert!(w.equal(&w_off), "weights differ by {}", (&w - &w_off).abs().max().double_value(&[]));
+        assert!(m.equal(&m_off));
+        assert!(m.abs().sum(Kind::Float).double_value(&[]) > 0.0, "the steps moved the moments");
     }
 
     #[test]

@@ -1,0 +1,2 @@
+DROP FUNCTION job_gpus(jsonb);
+DROP TABLE workers;
