@@ -1,10 +1,11 @@
 //! Lets the trainer's binaries and tests find libtorch at run time without
 //! LD_LIBRARY_PATH, keeps CUDA libtorch linked when it is there, and compiles the
-//! autocast shim (csrc/autocast.cpp) against libtorch's headers.
+//! C++ shims (csrc/: autocast dtype, per-thread generators, malloc settings) against
+//! libtorch's headers.
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
-    println!("cargo:rerun-if-changed=csrc/autocast.cpp");
+    println!("cargo:rerun-if-changed=csrc");
     let Ok(libtorch) = std::env::var("LIBTORCH") else {
         panic!("LIBTORCH is not set: source scripts/env.sh (it installs libtorch and sets it)");
     };
@@ -21,13 +22,15 @@ fn main() {
     cc::Build::new()
         .cpp(true)
         .file("csrc/autocast.cpp")
+        .file("csrc/rng.cpp")
+        .file("csrc/memory.cpp")
         .include(root.join("include"))
         .include(root.join("include/torch/csrc/api/include"))
         .flag("-std=c++17")
         .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .warnings(false)
-        .compile("absa_autocast");
+        .compile("absa_csrc");
     println!("cargo:rustc-link-search=native={}", lib.display());
     println!("cargo:rustc-link-lib=dylib=c10");
     println!("cargo:rustc-link-lib=dylib=torch_cpu");

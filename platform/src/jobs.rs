@@ -318,11 +318,7 @@ pub async fn take_dispatchable(tx: &mut sqlx::PgConnection, kinds: &[&str], limi
         "UPDATE jobs SET state = 'dispatched', updated_at = now()
          WHERE id IN (SELECT j.id FROM jobs j WHERE j.state = 'queued' AND j.kind = ANY($1)
                         AND (j.not_before IS NULL OR j.not_before <= now())
-                        AND (job_gpus(j.parameters) = 0 OR EXISTS (
-                              SELECT 1 FROM workers w
-                              WHERE w.role = 'trainer' AND w.last_seen > now() - make_interval(secs => $3)
-                                AND w.gpus >= job_gpus(j.parameters)
-                                AND w.gpu_memory_mib >= coalesce((j.parameters ->> 'min_gpu_memory_mib')::bigint, 0)))
+                        AND (job_gpus(j.parameters) = 0 OR trainer_offers(j.parameters, $3))
                       ORDER BY j.priority DESC, j.created_at LIMIT $2 FOR UPDATE OF j SKIP LOCKED)
          RETURNING id, kind, priority, created_at, job_gpus(parameters)",
     )
@@ -357,10 +353,7 @@ pub async fn note_waiting_for_gpus(pool: &PgPool) -> Result<u64> {
                                    'message', format('no live trainer offers %s GPU(s) with enough memory; the job waits for one', job_gpus(j.parameters)))
          FROM jobs j
          WHERE j.state = 'queued' AND j.kind = 'train' AND job_gpus(j.parameters) > 0
-           AND NOT EXISTS (SELECT 1 FROM workers w
-                           WHERE w.role = 'trainer' AND w.last_seen > now() - make_interval(secs => $1)
-                             AND w.gpus >= job_gpus(j.parameters)
-                             AND w.gpu_memory_mib >= coalesce((j.parameters ->> 'min_gpu_memory_mib')::bigint, 0))
+           AND NOT trainer_offers(j.parameters, $1)
            AND NOT EXISTS (SELECT 1 FROM job_events e WHERE e.job_id = j.id AND e.kind = 'waiting_for_gpus')",
     )
     .bind(crate::workers::LIVE_SECS)

@@ -8,6 +8,7 @@
 //! - [`plan`]: the memory estimate and device plan for a job's GPUs.
 //! - [`parallel`]: data-parallel replicas, layer stages and the run's device layout.
 //! - [`autocast`]: bf16 autocast (fp32 master weights) through a small C++ shim.
+//! - [`rng`]: dropout from per-thread generators, for threads training one batch.
 //! - [`gpus`]: the GPUs a trainer offers (count, memory) and their names.
 //! - [`worker`]: `absa-trainer work`, the engine behind the job queue.
 //! - [`settings`]: the trainer's typed configuration.
@@ -24,6 +25,7 @@ pub mod plan;
 pub mod settings;
 pub mod torch_check;
 pub mod progress;
+pub mod rng;
 pub mod training;
 pub mod worker;
 

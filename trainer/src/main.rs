@@ -102,6 +102,10 @@ struct TrainArgs {
     /// libtorch threads (0: one per available CPU).
     #[arg(long, default_value_t = 0)]
     threads: i32,
+    /// On the CPU, threads that each train a part of every batch on one core (0: as
+    /// many as --threads; 1: libtorch's own threads over whole batches).
+    #[arg(long, default_value_t = 0)]
+    batch_threads: usize,
 }
 
 impl From<TrainArgs> for TrainConfig {
@@ -132,6 +136,7 @@ impl From<TrainArgs> for TrainConfig {
             resume: a.resume,
             stop_after_epoch: a.stop_after_epoch,
             threads: a.threads,
+            batch_threads: a.batch_threads,
             layout: None,
         }
     }

@@ -3,6 +3,7 @@
 //! layer stages that put consecutive encoder layers on the devices of a [`crate::plan`].
 
 use std::ops::Range;
+use std::sync::{Barrier, Mutex};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -11,6 +12,7 @@ use tch::{nn, Device, Tensor};
 use crate::checkpoint::{self, LoadOptions, LoadedModel};
 use crate::ModelError;
 use crate::training::data::{collate, Example};
+use crate::rng;
 use crate::training::optimizer::AdamW;
 
 /// `rows` split into `n` consecutive ranges whose sizes differ by at most one.
@@ -58,9 +60,20 @@ pub fn all_reduce_gradients(replicas: &[&nn::VarStore]) {
 /// N copies of a model, each with its own optimizer, kept identical: every step each
 /// replica runs its share of the batch, gradients are all-reduced, clipped and every
 /// replica takes the same AdamW step. One replica is plain training.
+///
+/// One replica on the CPU can also split each micro-batch over `batch_threads` OS
+/// threads that share its weights, each running libtorch on one core: on a few cores
+/// that beats libtorch's own intra-op threads, which synchronise after every small
+/// kernel. Each part's gradients come back from autograd separately and are summed in
+/// part order, and each part's dropout draws from its own seeded generator, so a run
+/// stays reproducible bit for bit.
 pub struct DataParallel {
     pub replicas: Vec<LoadedModel>,
     optimizers: Vec<AdamW>,
+    batch_threads: usize,
+    /// The gradients hold the last step's values, not zeros: batch threads overwrite
+    /// them with the next micro-batch's sums instead of zeroing and then adding.
+    grads_stale: bool,
 }
 
 impl DataParallel {
@@ -68,7 +81,15 @@ impl DataParallel {
     /// keeps AdamW's moments, and runs its update, in CPU memory.
     pub fn new(replicas: Vec<LoadedModel>, weight_decay: f64, offload_optimizer: bool) -> Self {
         let optimizers = replicas.iter().map(|r| AdamW::new(&r.vs, weight_decay).offloaded(offload_optimizer)).collect();
-        Self { replicas, optimizers }
+        Self { replicas, optimizers, batch_threads: 1, grads_stale: false }
+    }
+
+    /// Splits each micro-batch over `threads` threads (one replica on the CPU only;
+    /// otherwise ignored).
+    pub fn with_batch_threads(mut self, threads: usize) -> Self {
+        let cpu_only = self.replicas.len() == 1 && self.replicas[0].vs.device() == Device::Cpu;
+        self.batch_threads = if cpu_only { threads.max(1) } else { 1 };
+        self
     }
 
     /// The first replica: the one evaluated and saved.
@@ -86,29 +107,101 @@ impl DataParallel {
         self.optimizers.iter_mut().try_for_each(|o| o.load_state(tensors, step))
     }
 
-    /// Forward and backward of one micro-batch, each replica its share of `rows`;
-    /// gradients accumulate until [`DataParallel::step`]. Each replica's loss is its
-    /// share of the rows' mean, divided by `accumulation` (the micro-batches per step).
-    /// `train` switches dropout (each replica draws its own masks, as DDP does).
-    /// Returns the rows' mean loss.
-    pub fn backward(&mut self, rows: &[&Example], pad_to: Option<usize>, pad_id: i64, accumulation: usize, train: bool) -> f64 {
+    /// Forward and backward of one micro-batch, each replica (or batch thread) its
+    /// share of `rows`; gradients accumulate until [`DataParallel::step`]. Each share's
+    /// loss is its part of the rows' mean, divided by `accumulation` (the micro-batches
+    /// per step). `train` switches dropout; on the CPU share `i` draws its masks from a
+    /// generator seeded with `derive_seed(seed, i)` (each replica its own masks, as DDP
+    /// does). Returns the rows' mean loss.
+    pub fn backward(&mut self, rows: &[&Example], pad_to: Option<usize>, pad_id: i64, accumulation: usize, train: bool, seed: u64) -> f64 {
+        let fresh = std::mem::take(&mut self.grads_stale);
+        if self.batch_threads > 1 && rows.len() > 1 {
+            return self.backward_in_threads(rows, pad_to, pad_id, accumulation, train, seed, fresh);
+        }
+        if fresh {
+            self.optimizers.iter_mut().for_each(AdamW::zero_grad);
+        }
         let total = rows.len().max(1) as f64;
         let mut loss_sum = 0.0;
         let single = self.replicas.len() == 1;
-        for (replica, range) in self.replicas.iter().zip(split_rows(rows.len(), self.replicas.len())) {
+        for (i, (replica, range)) in self.replicas.iter().zip(split_rows(rows.len(), self.replicas.len())).enumerate() {
             if range.is_empty() {
                 continue;
             }
             let share = &rows[range];
-            let batch = collate(share, pad_to, pad_id, replica.vs.device());
-            let loss = crate::training::logits(replica, &batch, train).cross_entropy_for_logits(&batch.labels);
+            let loss = rng::with_thread_seed(rng::derive_seed(seed, i as u64), || {
+                let batch = collate(share, pad_to, pad_id, replica.vs.device());
+                let loss = crate::training::logits(replica, &batch, train).cross_entropy_for_logits(&batch.labels);
+                if single {
+                    // Exactly plain training: no factor of 1.0 to round through.
+                    (&loss / accumulation as f64).backward();
+                } else {
+                    (&loss * (share.len() as f64 / total) / accumulation as f64).backward();
+                }
+                loss.double_value(&[])
+            });
             if single {
-                // Exactly plain training: no factor of 1.0 to round through.
-                (&loss / accumulation as f64).backward();
-                return loss.double_value(&[]);
+                return loss;
             }
-            (&loss * (share.len() as f64 / total) / accumulation as f64).backward();
-            loss_sum += loss.double_value(&[]) * share.len() as f64;
+            loss_sum += loss * share.len() as f64;
+        }
+        loss_sum / total
+    }
+
+    /// [`DataParallel::backward`] with the first replica's rows split over
+    /// `batch_threads` threads. Each thread computes its part's gradients; then, once
+    /// all are done, each sums every part's gradient, in part order, into the
+    /// gradients of its own share of the variables (over them when `fresh`).
+    #[allow(clippy::too_many_arguments)]
+    fn backward_in_threads(&mut self, rows: &[&Example], pad_to: Option<usize>, pad_id: i64, accumulation: usize, train: bool, seed: u64, fresh: bool) -> f64 {
+        let model = Shared(&self.replicas[0]);
+        let variables = Shared(self.optimizers[0].parameters());
+        let total = rows.len() as f64;
+        let ranges: Vec<Range<usize>> = split_rows(rows.len(), self.batch_threads).into_iter().filter(|r| !r.is_empty()).collect();
+        let owner = owners(&variables.0, ranges.len());
+        let grads: Vec<Mutex<Vec<Tensor>>> = ranges.iter().map(|_| Mutex::new(Vec::new())).collect();
+        let all_done = Barrier::new(ranges.len());
+        let losses: Vec<std::thread::Result<f64>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ranges
+                .into_iter()
+                .enumerate()
+                .map(|(i, range)| {
+                    let (model, variables, grads, owner, all_done) = (&model, &variables, &grads, &owner, &all_done);
+                    scope.spawn(move || {
+                        tch::set_num_threads(1);
+                        let part = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            rng::with_thread_seed(rng::derive_seed(seed, i as u64), || {
+                                let share = &rows[range];
+                                let batch = collate(share, pad_to, pad_id, Device::Cpu);
+                                let loss = crate::training::logits(model.0, &batch, train).cross_entropy_for_logits(&batch.labels);
+                                let scaled = &loss * (share.len() as f64 / total) / accumulation as f64;
+                                // Returned, not accumulated: the sums below fix the order.
+                                *grads[i].lock().expect("no part panicked holding it") = Tensor::run_backward(&[scaled], &variables.0, false, false);
+                                loss.double_value(&[]) * share.len() as f64
+                            })
+                        }));
+                        // Every thread reaches the barrier, also after a panic, so none waits forever.
+                        all_done.wait();
+                        let part = part?;
+                        let parts: Vec<Vec<Tensor>> = grads.iter().map(|g| g.lock().map(|g| g.iter().map(Tensor::shallow_clone).collect()).unwrap_or_default()).collect();
+                        if parts.iter().any(|p| p.len() != variables.0.len()) {
+                            return Ok(part); // another part panicked: its panic is reported below
+                        }
+                        tch::no_grad(|| {
+                            for (j, variable) in variables.0.iter().enumerate().filter(|&(j, _)| owner[j] == i) {
+                                let defined: Vec<&Tensor> = parts.iter().map(|grads| &grads[j]).filter(|g| g.defined()).collect();
+                                sum_into_grad(variable, &defined, fresh);
+                            }
+                        });
+                        Ok(part)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(Err)).collect()
+        });
+        let mut loss_sum = 0.0;
+        for loss in losses {
+            loss_sum += loss.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         }
         loss_sum / total
     }
@@ -123,10 +216,72 @@ impl DataParallel {
         for opt in &mut self.optimizers {
             opt.clip_grad_norm(max_grad_norm);
             opt.step(lr);
-            opt.zero_grad();
+            if self.batch_threads == 1 {
+                opt.zero_grad();
+            }
         }
+        // Batch threads write the next sums over these gradients: zeroing them first
+        // would be one more pass over every parameter's worth of memory.
+        self.grads_stale = self.batch_threads > 1;
     }
 }
+
+/// Which of `parts` threads sums each variable's gradient: the largest variables first,
+/// each to the thread with the fewest elements so far.
+fn owners(variables: &[Tensor], parts: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..variables.len()).collect();
+    order.sort_by_key(|&j| std::cmp::Reverse(variables[j].numel()));
+    let mut load = vec![0usize; parts.max(1)];
+    let mut owner = vec![0; variables.len()];
+    for j in order {
+        let least = (0..load.len()).min_by_key(|&t| load[t]).unwrap_or(0);
+        owner[j] = least;
+        load[least] += variables[j].numel();
+    }
+    owner
+}
+
+/// Adds the parts' gradients `parts`, in order, to `variable`'s gradient, or writes
+/// their sum over it when `fresh` (its values are stale). The same bits either way:
+/// 0 + a + b is a + b.
+fn sum_into_grad(variable: &Tensor, parts: &[&Tensor], fresh: bool) {
+    let mut grad = variable.grad();
+    let rest = if !grad.defined() {
+        let Some(first) = parts.first() else { return };
+        // tch cannot assign a gradient; this backward leaves exactly `first` (· 1) in it.
+        tch::with_grad(|| (variable * first.detach()).sum(tch::Kind::Float).backward());
+        grad = variable.grad();
+        &parts[1..]
+    } else if fresh {
+        match parts {
+            [] => {
+                let _ = grad.zero_();
+                &[][..]
+            }
+            [only] => {
+                grad.copy_(only);
+                &[][..]
+            }
+            [a, b, rest @ ..] => {
+                let _ = a.add_out(&grad, b);
+                rest
+            }
+        }
+    } else {
+        parts
+    };
+    for g in rest {
+        grad += *g;
+    }
+}
+
+/// A model, or handles on its variables, used by several batch threads at once: the
+/// forward passes only read the weights, libtorch's ops and autograd run concurrently
+/// on shared read-only tensors, and each gradient is written by one thread only.
+struct Shared<T>(T);
+// SAFETY: see above; the threads end (scope) before the weights are written.
+unsafe impl<T> Sync for Shared<T> {}
+unsafe impl<T> Send for Shared<T> {}
 
 /// How a training run spreads over devices: `replicas` data-parallel copies, each
 /// sharded over `layers_per_stage.len()` devices (none or one entry: unsharded), and
@@ -145,6 +300,16 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// One copy on the first GPU, or on the CPU without one.
+    pub fn single_device() -> Self {
+        Self { replicas: 1, layers_per_stage: Vec::new(), offload_optimizer: false, on_cpu: !tch::Cuda::is_available() }
+    }
+
+    /// The devices of the first copy's stages: the copy evaluated and saved.
+    pub fn first_copy_devices(&self) -> Vec<Device> {
+        self.devices().swap_remove(0)
+    }
+
     /// A device plan's layout on GPUs 0.. .
     pub fn from_plan(plan: &crate::plan::Plan) -> Self {
         Self {

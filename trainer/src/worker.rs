@@ -121,8 +121,9 @@ impl TrainWorker {
             serde_json::from_value(job.parameters.clone()).map_err(|e| Permanent(format!("job parameters: {e}")))?;
         let base = self.resolve_base(&params.base_model)?;
         let layout = match self.device_layout(job, &base, &params).await? {
-            Ok(layout) => layout,
-            Err(needs) => return Ok(needs),
+            Placement::DefaultDevice => None,
+            Placement::Plan(layout) => Some(layout),
+            Placement::GiveBack(needs) => return Ok(needs),
         };
         let dir = self.settings.work_dir.join(job.id.to_string());
         // Postgres is the truth: start from a clean folder and the stored checkpoint.
@@ -305,15 +306,23 @@ impl TrainWorker {
 /// with the estimate instead of waiting for GPUs nobody sells.
 const LARGEST_GPU_BYTES: u64 = 80 << 30;
 
+/// Where a claimed training job runs.
+enum Placement {
+    /// No GPUs asked for: the engine's default device.
+    DefaultDevice,
+    /// The device plan on this trainer's GPUs.
+    Plan(Layout),
+    /// It fits on that many GPUs, but larger ones than this trainer's: hand it back.
+    GiveBack(Outcome),
+}
+
 impl TrainWorker {
-    /// Where a job asking for GPUs trains: the device plan on this trainer's GPUs.
-    /// `Ok(None)`: no GPUs asked for (the default device). `Err(NeedsBiggerGpus)`
-    /// (inside `Ok`): it fits on that many GPUs, but larger ones than this trainer's.
-    /// Too few GPUs at any size fails the job with the estimate.
-    async fn device_layout(&self, job: &ClaimedJob, base: &Path, params: &TrainJobParameters) -> anyhow::Result<Result<Option<Layout>, Outcome>> {
+    /// Where a job trains (see [`Placement`]). Too few GPUs at any size fails the job
+    /// with the estimate.
+    async fn device_layout(&self, job: &ClaimedJob, base: &Path, params: &TrainJobParameters) -> anyhow::Result<Placement> {
         use crate::plan::{self, Precision};
         if params.gpus == 0 {
-            return Ok(Ok(None));
+            return Ok(Placement::DefaultDevice);
         }
         let mut config = TrainConfig::default();
         params.hyperparameters.apply(&mut config);
@@ -340,7 +349,7 @@ impl TrainWorker {
         let Some(device_plan) = plan::plan(&shape, batch, length, Precision::Bf16Mixed, gpus, self.offer.gpu_memory_mib << 20) else {
             let min_gpu_memory_mib = needed.div_ceil(1 << 20);
             let why = format!("needs {} GPU(s) of at least {:.1} GiB; this trainer's have {:.1} GiB", params.gpus, needed as f64 / plan::GIB, self.offer.gpu_memory_mib as f64 / 1024.0);
-            return Ok(Err(Outcome::NeedsBiggerGpus { min_gpu_memory_mib, why }));
+            return Ok(Placement::GiveBack(Outcome::NeedsBiggerGpus { min_gpu_memory_mib, why }));
         };
         let layout = Layout::from_plan(&device_plan);
         jobs::event(&self.pool, job.id, "device_plan", json!({
@@ -349,7 +358,7 @@ impl TrainWorker {
             "gpu_memory_gib": self.offer.gpu_memory_mib as f64 / 1024.0,
         }))
         .await?;
-        Ok(Ok(Some(layout)))
+        Ok(Placement::Plan(layout))
     }
 }
 

@@ -1,7 +1,9 @@
 //! Training across devices, on CPU: N data-parallel replicas reach the parameters of
 //! one replica given the whole batch after k AdamW steps (within 1e-5), and a model
 //! split into layer stages (all stages on the CPU here) gives the unsharded model's
-//! loss and gradients. Tiny random-weight BERT and XLM-R XL fixtures.
+//! loss and gradients; a batch split over threads sharing one model gives the
+//! whole batch's parameters, and with dropout on, the same ones twice. Tiny
+//! random-weight BERT and XLM-R XL fixtures.
 
 use std::path::PathBuf;
 
@@ -46,6 +48,54 @@ fn rows_split_into_near_equal_ranges() {
     assert_eq!(parallel::split_rows(2, 3), vec![0..1, 1..2, 2..2]);
 }
 
+/// Trains `model` three AdamW steps on `batches` with dropout on or off; returns the
+/// losses.
+fn three_steps(model: &mut DataParallel, batches: &[Vec<Example>], train: bool) -> Vec<f64> {
+    batches
+        .iter()
+        .enumerate()
+        .map(|(i, batch)| {
+            let rows: Vec<&Example> = batch.iter().collect();
+            let loss = model.backward(&rows, None, 1, 1, train, 100 + i as u64);
+            model.step(1e-3, 1.0);
+            loss
+        })
+        .collect()
+}
+
+#[test]
+fn batch_threads_reach_the_parameters_of_one_thread_and_repeat_bit_for_bit() {
+    let initial = fixture("bert_tiny");
+    let vocab = initial.model.config.vocab_size;
+    let batches: Vec<Vec<Example>> = (0..3).map(|_| examples(9, vocab)).collect();
+    let mut single = DataParallel::new(vec![fixture("bert_tiny")], 0.01, false);
+    let whole = three_steps(&mut single, &batches, false);
+    assert!(max_difference(&single.replicas[0], &initial) > 1e-3);
+    for threads in [2, 3] {
+        // Dropout off: the parts' gradients sum to the whole batch's.
+        let mut threaded = DataParallel::new(vec![fixture("bert_tiny")], 0.01, false).with_batch_threads(threads);
+        let split = three_steps(&mut threaded, &batches, false);
+        for (a, b) in whole.iter().zip(&split) {
+            assert!((a - b).abs() < 1e-5, "{threads} threads: loss {a} vs {b}");
+        }
+        let d = max_difference(&threaded.replicas[0], &single.replicas[0]);
+        eprintln!("{threads} batch threads vs one, dropout off: parameters differ by {d:e}");
+        assert!(d < 1e-5, "{threads} threads: parameters differ by {d}");
+    }
+    // Dropout on: each part draws from its own seeded generator, whatever order the
+    // threads run in, so two runs agree exactly.
+    let runs: Vec<(Vec<f64>, DataParallel)> = (0..2)
+        .map(|_| {
+            let mut threaded = DataParallel::new(vec![fixture("bert_tiny")], 0.01, false).with_batch_threads(2);
+            (three_steps(&mut threaded, &batches, true), threaded)
+        })
+        .collect();
+    assert_eq!(runs[0].0, runs[1].0, "losses with dropout");
+    assert_eq!(max_difference(&runs[0].1.replicas[0], &runs[1].1.replicas[0]), 0.0, "weights with dropout");
+    let d = max_difference(&runs[0].1.replicas[0], &single.replicas[0]);
+    assert!(d > 1e-6, "dropout changed nothing ({d})");
+}
+
 #[test]
 fn replicas_reach_the_parameters_of_one_model_on_the_whole_batch() {
     tch::manual_seed(0);
@@ -58,9 +108,9 @@ fn replicas_reach_the_parameters_of_one_model_on_the_whole_batch() {
         for batch in &batches {
             let rows: Vec<&Example> = batch.iter().collect();
             // Dropout off: the replicas' masks could not match the single model's.
-            let whole = single.backward(&rows, None, 1, 1, false);
+            let whole = single.backward(&rows, None, 1, 1, false, 0);
             single.step(1e-3, 1.0);
-            let split = replicated.backward(&rows, None, 1, 1, false);
+            let split = replicated.backward(&rows, None, 1, 1, false, 0);
             replicated.step(1e-3, 1.0);
             assert!((whole - split).abs() < 1e-5, "{name}: loss {whole} vs {split}");
         }

@@ -1,6 +1,7 @@
 //! Our TD-BERT forward pass equals Hugging Face transformers' in eval mode (fp32, CPU)
 //! for BERT, XLM-R and XLM-R XL (small random-weight models) and the real
-//! all-MiniLM-L6-v2. Fixtures: scripts/fixtures/make_models.py and
+//! all-MiniLM-L6-v2, also when the last layer runs at the aspect tokens only (the
+//! training path). Fixtures: scripts/fixtures/make_models.py and
 //! make_minilm_expected.py.
 
 use std::collections::HashMap;
@@ -54,6 +55,8 @@ fn check_tiny(model: &str) {
         assert_close_attended(&format!("{model} last_hidden_state"), &out.last_hidden_state, &expected["last_hidden_state"], att);
         assert_close(&format!("{model} pooled_{suffix}"), &out.pooled, &expected[&format!("pooled_{suffix}")]);
         assert_close(&format!("{model} logits_{suffix}"), &out.logits, &expected[&format!("logits_{suffix}")]);
+        let aspect_only = tch::no_grad(|| loaded.model.logits_t(ids, att, asp, false));
+        assert_close(&format!("{model} logits_{suffix}, last layer at aspect tokens only"), &aspect_only, &expected[&format!("logits_{suffix}")]);
     }
 }
 
@@ -114,5 +117,7 @@ fn all_minilm_l6_v2_matches_transformers_with_our_tokenization() {
         assert_close_attended("minilm last_hidden_state", &out.last_hidden_state, &expected["last_hidden_state"], att);
         assert_close(&format!("minilm pooled_{suffix}"), &out.pooled, &expected[&format!("pooled_{suffix}")]);
         assert_close(&format!("minilm logits_{suffix}"), &out.logits, &expected[&format!("logits_{suffix}")]);
+        let aspect_only = tch::no_grad(|| loaded.model.logits_t(ids, att, asp, false));
+        assert_close(&format!("minilm logits_{suffix}, last layer at aspect tokens only"), &aspect_only, &expected[&format!("logits_{suffix}")]);
     }
 }

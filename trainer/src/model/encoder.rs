@@ -9,6 +9,7 @@ use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
 use super::config::{EncoderConfig, Family};
+use crate::rng::dropout;
 
 fn layer_norm(p: nn::Path, config: &EncoderConfig) -> nn::LayerNorm {
     nn::layer_norm(p, vec![config.hidden_size], nn::LayerNormConfig { eps: config.layer_norm_eps, ..Default::default() })
@@ -81,7 +82,7 @@ impl Embeddings {
             Some(ln) => ln.forward(&xs),
             None => xs,
         };
-        xs.dropout(self.dropout, train)
+        dropout(&xs, self.dropout, train)
     }
 }
 
@@ -109,16 +110,27 @@ impl SelfAttention {
         }
     }
 
-    /// `xs` (batch, seq, hidden), `mask_bias` (batch, 1, 1, seq) additive.
-    fn forward_t(&self, xs: &Tensor, mask_bias: &Tensor, train: bool) -> Tensor {
+    /// `queries_from` (batch, q, hidden) attends over `xs` (batch, seq, hidden);
+    /// `mask_bias` (batch, 1, 1, seq) additive. `q` is `seq` except in the last layer
+    /// of [`Encoder::forward_at`], which computes only the positions it returns.
+    fn forward_t(&self, queries_from: &Tensor, xs: &Tensor, mask_bias: &Tensor, train: bool) -> Tensor {
         let (b, t, h) = xs.size3().expect("hidden states are 3-D");
-        let heads = |x: Tensor| x.view([b, t, self.num_heads, self.head_dim]).transpose(1, 2);
-        let q = heads(self.query.forward(xs));
-        let k = heads(self.key.forward(xs));
-        let v = heads(self.value.forward(xs));
+        let q_len = queries_from.size()[1];
+        let heads = |x: Tensor, len: i64| x.view([b, len, self.num_heads, self.head_dim]).transpose(1, 2);
+        let q = heads(self.query.forward(queries_from), q_len);
+        let k = heads(self.key.forward(xs), t);
+        let v = heads(self.value.forward(xs), t);
         let p = if train { self.dropout } else { 0.0 };
-        let context = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask_bias), p, false, None, false);
-        context.transpose(1, 2).contiguous().view([b, t, h])
+        let context = if p > 0.0 && xs.device() == tch::Device::Cpu {
+            // On CPU libtorch's fused attention takes no dropout and falls back to this
+            // same arithmetic; written out, the dropout draws from the thread's generator
+            // (see `crate::rng`), so threads training together stay deterministic.
+            let scores = q.matmul(&k.transpose(-1, -2)) / (self.head_dim as f64).sqrt() + mask_bias;
+            dropout(&scores.softmax(-1, scores.kind()), p, train).matmul(&v)
+        } else {
+            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask_bias), p, false, None, false)
+        };
+        context.transpose(1, 2).contiguous().view([b, q_len, h])
     }
 }
 
@@ -165,23 +177,41 @@ impl Layer {
 
     fn feed_forward(&self, xs: &Tensor, train: bool) -> Tensor {
         let inner = activation(&self.hidden_act, &self.intermediate_dense.forward(xs));
-        self.output_dense.forward(&inner).dropout(self.dropout, train)
+        dropout(&self.output_dense.forward(&inner), self.dropout, train)
     }
 
+    /// The layer's output at every position.
     fn forward_t(&self, xs: &Tensor, mask_bias: &Tensor, train: bool) -> Tensor {
+        self.forward_at(xs, None, mask_bias, train)
+    }
+
+    /// The layer's output at `positions` (batch, k) only, or at every position. Keys
+    /// and values still come from every position; the queries, the attention output,
+    /// the FFN and the LayerNorms run on the k rows alone.
+    fn forward_at(&self, xs: &Tensor, positions: Option<&Tensor>, mask_bias: &Tensor, train: bool) -> Tensor {
+        let select = |t: &Tensor| positions.map_or_else(|| t.shallow_clone(), |p| gather_rows(t, p));
         if self.pre_norm {
-            let attn = self.attention_self.forward_t(&self.attention_layer_norm.forward(xs), mask_bias, train);
-            let xs = xs + self.attention_output_dense.forward(&attn).dropout(self.dropout, train);
+            let normed = self.attention_layer_norm.forward(xs);
+            let attn = self.attention_self.forward_t(&select(&normed), &normed, mask_bias, train);
+            let xs = select(xs) + dropout(&self.attention_output_dense.forward(&attn), self.dropout, train);
             let ffn = self.feed_forward(&self.ffn_layer_norm.forward(&xs), train);
             xs + ffn
         } else {
-            let attn = self.attention_self.forward_t(xs, mask_bias, train);
-            let attn = self.attention_output_dense.forward(&attn).dropout(self.dropout, train);
-            let xs = self.attention_layer_norm.forward(&(attn + xs));
+            let residual = select(xs);
+            let attn = self.attention_self.forward_t(&residual, xs, mask_bias, train);
+            let attn = dropout(&self.attention_output_dense.forward(&attn), self.dropout, train);
+            let xs = self.attention_layer_norm.forward(&(attn + residual));
             let ffn = self.feed_forward(&xs, train);
             self.ffn_layer_norm.forward(&(ffn + xs))
         }
     }
+}
+
+/// `xs` (batch, seq, hidden) at `positions` (batch, k) -> (batch, k, hidden).
+fn gather_rows(xs: &Tensor, positions: &Tensor) -> Tensor {
+    let (b, k) = positions.size2().expect("positions are 2-D");
+    let h = xs.size()[2];
+    xs.gather(1, &positions.unsqueeze(-1).expand([b, k, h], false), false)
 }
 
 /// Embeddings plus the stack of layers (`BertModel` without its pooler).
@@ -226,6 +256,13 @@ impl Encoder {
     /// `input_ids`, `attention_mask`: (batch, seq) int64 -> last hidden state
     /// (batch, seq, hidden).
     pub fn forward_t(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Tensor {
+        self.forward_at(input_ids, attention_mask, None, train)
+    }
+
+    /// The last hidden state at `positions` (batch, k) only -> (batch, k, hidden), or
+    /// at every position. Nothing after the last layer mixes positions, so its output
+    /// elsewhere is never needed where only some positions are read (the pooling).
+    pub fn forward_at(&self, input_ids: &Tensor, attention_mask: &Tensor, positions: Option<&Tensor>, train: bool) -> Tensor {
         // Staged (see `placement`), the hidden states and the mask move to each layer's
         // device; autograd carries the gradients back across the moves. Unstaged, every
         // `to` below leaves its tensor where it is.
@@ -233,11 +270,15 @@ impl Encoder {
         let to = |t: &Tensor, device: Option<tch::Device>| device.map_or_else(|| t.shallow_clone(), |d| crate::parallel::on(t, d));
         let mut xs = self.embeddings.forward_t(&to(input_ids, placement.map(|p| p.input)), train);
         let mut mask_bias = extended_attention_mask(&to(attention_mask, placement.map(|p| p.input)), xs.kind());
+        let last = self.layers.len().saturating_sub(1);
         for (i, layer) in self.layers.iter().enumerate() {
             let device = placement.map(|p| p.layers[i]);
             xs = to(&xs, device);
             mask_bias = to(&mask_bias, device);
-            xs = layer.forward_t(&xs, &mask_bias, train);
+            xs = match positions {
+                Some(positions) if i == last => layer.forward_at(&xs, Some(&crate::parallel::on(positions, xs.device())), &mask_bias, train),
+                _ => layer.forward_t(&xs, &mask_bias, train),
+            };
         }
         let xs = to(&xs, placement.map(|p| p.output));
         match &self.final_layer_norm {

@@ -59,10 +59,10 @@ impl ClassificationHead {
     /// (batch, hidden) -> logits (batch, num_labels).
     pub fn forward_t(&self, pooled: &Tensor, train: bool) -> Tensor {
         match self {
-            Self::Bert { classifier, dropout } => classifier.forward(&pooled.dropout(*dropout, train)),
+            Self::Bert { classifier, dropout } => classifier.forward(&crate::rng::dropout(pooled, *dropout, train)),
             Self::Roberta { dense, out_proj, dropout } => {
-                let xs = dense.forward(&pooled.dropout(*dropout, train)).tanh();
-                out_proj.forward(&xs.dropout(*dropout, train))
+                let xs = dense.forward(&crate::rng::dropout(pooled, *dropout, train)).tanh();
+                out_proj.forward(&crate::rng::dropout(&xs, *dropout, train))
             }
         }
     }

@@ -60,4 +60,25 @@ impl TdBertModel {
         let logits = self.head.forward_t(&pooled, train);
         TdBertOutput { last_hidden_state, pooled, logits }
     }
+
+    /// The logits of [`TdBertModel::forward_t`], computing the last layer at the aspect
+    /// tokens only: the pooling reads nothing else, so the rest of that layer (most of
+    /// a layer's work for short aspects) is skipped. Same arithmetic at those rows.
+    pub fn logits_t(&self, input_ids: &Tensor, attention_mask: &Tensor, aspect_mask: &Tensor, train: bool) -> Tensor {
+        let (positions, valid) = aspect_positions(aspect_mask);
+        let hidden = self.encoder.forward_at(input_ids, attention_mask, Some(&positions), train);
+        let pooled = self.pooling.pool(&hidden, &crate::parallel::on(&valid, hidden.device()));
+        self.head.forward_t(&pooled, train)
+    }
+}
+
+/// `aspect_mask` (batch, seq) 0/1 -> the aspect tokens' positions (batch, k), k the
+/// most aspect tokens in a row (at least 1), and which of them are real (batch, k) 0/1:
+/// a row with fewer aspect tokens repeats a position that its mask then ignores.
+pub fn aspect_positions(aspect_mask: &Tensor) -> (Tensor, Tensor) {
+    let k = aspect_mask.sum_dim_intlist(1, false, tch::Kind::Int64).max().int64_value(&[]).max(1);
+    // A stable descending sort puts each row's aspect positions first, in order.
+    let positions = aspect_mask.argsort_stable(true, 1, true).narrow(1, 0, k);
+    let valid = aspect_mask.gather(1, &positions, false);
+    (positions, valid)
 }

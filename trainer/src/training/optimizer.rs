@@ -29,6 +29,8 @@ pub struct AdamW {
     /// of the weight and writes it back (ZeRO-Offload's split: the GPU keeps weights,
     /// gradients and activations).
     offload: bool,
+    /// Threads of the fused CPU update: libtorch's thread count when created.
+    threads: usize,
 }
 
 /// HF `get_decay_parameter_names`: every parameter decays except biases and LayerNorm
@@ -52,7 +54,7 @@ impl AdamW {
                 tensor,
             })
             .collect();
-        Self { params, step: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, offload: false }
+        Self { params, step: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, offload: false, threads: tch::get_num_threads().max(1) as usize }
     }
 
     /// With `offload`, the moments move to CPU memory and the update runs there.
@@ -69,6 +71,11 @@ impl AdamW {
 
     pub fn steps_taken(&self) -> i64 {
         self.step
+    }
+
+    /// The trained variables (handles on the model's own tensors), in name order.
+    pub fn parameters(&self) -> Vec<Tensor> {
+        self.params.iter().map(|p| p.tensor.shallow_clone()).collect()
     }
 
     pub fn zero_grad(&mut self) {
@@ -127,7 +134,7 @@ impl AdamW {
                 } else {
                     (p.tensor.shallow_clone(), grad)
                 };
-                if !fused_cpu_step(&mut weight, &grad, &mut p.exp_avg, &mut p.exp_avg_sq, decay, &h) {
+                if !fused_cpu_step(&mut weight, &grad, &mut p.exp_avg, &mut p.exp_avg_sq, decay, &h, self.threads) {
                     tensor_step(&mut weight, &grad, &mut p.exp_avg, &mut p.exp_avg_sq, decay, &h);
                 }
                 if self.offload {
@@ -193,9 +200,9 @@ fn tensor_step(weight: &mut Tensor, grad: &Tensor, exp_avg: &mut Tensor, exp_avg
 /// Elements per parallel chunk of the fused update.
 const FUSED_CHUNK: usize = 1 << 16;
 
-/// The same update in one pass over contiguous f32 CPU tensors, split over the CPUs
-/// libtorch uses. Returns false (nothing done) for any other layout or device.
-fn fused_cpu_step(weight: &mut Tensor, grad: &Tensor, exp_avg: &mut Tensor, exp_avg_sq: &mut Tensor, decay: f64, h: &Hyper) -> bool {
+/// The same update in one pass over contiguous f32 CPU tensors, split over `threads`
+/// OS threads. Returns false (nothing done) for any other layout or device.
+fn fused_cpu_step(weight: &mut Tensor, grad: &Tensor, exp_avg: &mut Tensor, exp_avg_sq: &mut Tensor, decay: f64, h: &Hyper, threads: usize) -> bool {
     let usable = |t: &Tensor| t.device() == tch::Device::Cpu && t.kind() == Kind::Float && t.is_contiguous();
     if ![&*weight, grad, &*exp_avg, &*exp_avg_sq].iter().all(|t| usable(t)) {
         return false;
@@ -225,7 +232,7 @@ fn fused_cpu_step(weight: &mut Tensor, grad: &Tensor, exp_avg: &mut Tensor, exp_
             w[i] = w[i] * decay - step_size * mi / (vi.sqrt() / bc2 + eps);
         }
     };
-    let threads = (tch::get_num_threads().max(1) as usize).min(n.div_ceil(FUSED_CHUNK)).max(1);
+    let threads = threads.min(n.div_ceil(FUSED_CHUNK)).max(1);
     if threads == 1 {
         update(weight, grad, m, v);
         return true;

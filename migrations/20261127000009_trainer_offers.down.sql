@@ -1,0 +1,1 @@
+DROP FUNCTION trainer_offers(jsonb, double precision);
