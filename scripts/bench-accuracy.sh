@@ -6,30 +6,25 @@
 # accuracy and macro-F1 per seed and their means. A peer seed whose result line is
 # already in ../shared/peers/results (finetune_lr5e-5_seed{S}.json, the recipe's
 # fixed padding) is read from there; a missing one is run here (about 20 minutes on
-# 2 cores) and kept under $ABSA_HOME/bench-accuracy.
-#   scripts/bench-accuracy.sh [SEEDS]     SEEDS default "42 43 44"
+# 2 cores) and kept under $ABSA_HOME/bench-accuracy, unless PEER_MISSING=skip: then the
+# peer's mean is over the seeds it has.
+# ACCURACY_PADDING=fixed trains ours the recipe's way (every row padded to 100,
+# shuffled) instead of the default dynamic padding with length-grouped batches.
+#   [PEER_MISSING=skip] [ACCURACY_PADDING=fixed] scripts/bench-accuracy.sh [SEEDS]     SEEDS default "42 43 44"
 set -euo pipefail
-source "$(dirname "$0")/env.sh"
 SEEDS="${1:-42 43 44}"
-PY="$(bash "$ROOT/scripts/python-env.sh")"
-DATA="$ABSA_SHARED/data/semeval14_laptops"
-MODEL="$ABSA_SHARED/models/all-minilm-l6-v2"
-PEERS="$ABSA_SHARED/peers"
-[ -d "$DATA" ] && [ -d "$MODEL" ] && [ -d "$PEERS" ] || { echo "reference data not found under $ABSA_SHARED (set ABSA_SHARED)" >&2; exit 1; }
-RUNS="${ABSA_BENCH_DIR:-$ABSA_HOME/bench-accuracy}"
-mkdir -p "$RUNS"
-cd "$ROOT"
-cargo build --release --locked -p absa-trainer --bin absa-trainer >&2
-TRAINER="$CARGO_TARGET_DIR/release/absa-trainer"
+source "$(dirname "$0")/bench-setup.sh" "bench-accuracy-${ACCURACY_PADDING:-dynamic}"
 
 for seed in $SEEDS; do
   echo "[accuracy] ours, seed $seed" >&2
   rm -rf "$RUNS/ours-$seed"
   "$TRAINER" train --base "$MODEL" --train "$DATA/train.jsonl" --test "$DATA/test.jsonl" --out "$RUNS/ours-$seed" \
-    --lr 5e-5 --seed "$seed" --threads 2 > "$RUNS/ours-$seed.json"
+    --lr 5e-5 --seed "$seed" --threads 2 --padding "${ACCURACY_PADDING:-dynamic}" > "$RUNS/ours-$seed.json"
   stored="$PEERS/results/finetune_lr5e-5_seed$seed.json"
   if [ -f "$stored" ]; then
     cp "$stored" "$RUNS/peer-$seed.json"
+  elif [ "${PEER_MISSING:-run}" = skip ]; then
+    rm -f "$RUNS/peer-$seed.json"
   elif [ ! -s "$RUNS/peer-$seed.json" ]; then
     echo "[accuracy] peer hf_finetune.py, seed $seed (no stored result)" >&2
     (cd "$PEERS" && "$PY" hf_finetune.py --model "$MODEL" --lr 5e-5 --seed "$seed" --threads 2 \
@@ -39,17 +34,25 @@ for seed in $SEEDS; do
 done
 
 "$PY" - "$RUNS" $SEEDS <<'PYEOF'
-import json, statistics, sys
+import json, os, statistics, sys
 runs, seeds = sys.argv[1], sys.argv[2:]
 print(f"{'seed':<6}{'ours test acc':>14}{'ours F1':>9}{'ours epochs':>12}{'peer test acc':>15}{'peer F1':>9}{'peer epochs':>12}")
-rows = []
+ours_rows, peer_rows = [], []
 for s in seeds:
     o = json.load(open(f"{runs}/ours-{s}.json"))
-    p = json.load(open(f"{runs}/peer-{s}.json"))
-    rows.append((o["test_accuracy"], o["test_macro_f1"], p["test_accuracy"], p["test_macro_f1"]))
-    print(f"{s:<6}{o['test_accuracy']:>14.4f}{o['test_macro_f1']:>9.4f}{o['best_epoch']:>7}/{o['epochs_run']:<4}"
-          f"{p['test_accuracy']:>15.4f}{p['test_macro_f1']:>9.4f}{int(p['best_epoch']):>7}/{int(p['epochs_run']):<4}")
-mean = [statistics.mean(r[i] for r in rows) for i in range(4)]
-print(f"{'mean':<6}{mean[0]:>14.4f}{mean[1]:>9.4f}{'':>12}{mean[2]:>15.4f}{mean[3]:>9.4f}")
-print(f"ours - peer: accuracy {100 * (mean[0] - mean[2]):+.2f} points, macro-F1 {100 * (mean[1] - mean[3]):+.2f} points")
+    ours_rows.append((o["test_accuracy"], o["test_macro_f1"]))
+    line = f"{s:<6}{o['test_accuracy']:>14.4f}{o['test_macro_f1']:>9.4f}{o['best_epoch']:>7}/{o['epochs_run']:<4}"
+    path = f"{runs}/peer-{s}.json"
+    if os.path.exists(path):
+        p = json.load(open(path))
+        peer_rows.append((p["test_accuracy"], p["test_macro_f1"]))
+        line += f"{p['test_accuracy']:>15.4f}{p['test_macro_f1']:>9.4f}{int(p['best_epoch']):>7}/{int(p['epochs_run']):<4}"
+    else:
+        line += f"{'not run':>15}"
+    print(line)
+mean = lambda rows, i: statistics.mean(r[i] for r in rows)
+print(f"{'mean':<6}{mean(ours_rows, 0):>14.4f}{mean(ours_rows, 1):>9.4f}{'':>12}{mean(peer_rows, 0):>15.4f}{mean(peer_rows, 1):>9.4f}"
+      f"   (ours over {len(ours_rows)} seeds, peer over {len(peer_rows)})")
+print(f"ours - peer: accuracy {100 * (mean(ours_rows, 0) - mean(peer_rows, 0)):+.2f} points, "
+      f"macro-F1 {100 * (mean(ours_rows, 1) - mean(peer_rows, 1)):+.2f} points")
 PYEOF

@@ -6,18 +6,8 @@
 # length grouping. Runs wait for a quiet machine (1-min load < 1.5), as the peer does.
 #   [BENCH_ROUNDS=N] [BENCH_MODES="fixed dynamic"] scripts/bench-train.sh [EPOCHS]
 set -euo pipefail
-source "$(dirname "$0")/env.sh"
 EPOCHS="${1:-1}"
-PY="$(bash "$ROOT/scripts/python-env.sh")"
-DATA="$ABSA_SHARED/data/semeval14_laptops"
-MODEL="$ABSA_SHARED/models/all-minilm-l6-v2"
-PEERS="$ABSA_SHARED/peers"
-[ -d "$DATA" ] && [ -d "$MODEL" ] && [ -d "$PEERS" ] || { echo "reference data not found under $ABSA_SHARED (set ABSA_SHARED)" >&2; exit 1; }
-RUNS="${ABSA_BENCH_DIR:-$ABSA_HOME/bench-train}"
-mkdir -p "$RUNS"
-cd "$ROOT"
-cargo build --release --locked -p absa-trainer --bin absa-trainer >&2
-TRAINER="$CARGO_TARGET_DIR/release/absa-trainer"
+source "$(dirname "$0")/bench-setup.sh" bench-train
 
 wait_quiet() {
   for _ in $(seq 60); do

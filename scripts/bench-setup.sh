@@ -1,0 +1,15 @@
+# Sourced by the benchmarks that run our trainer beside ../shared/peers on laptops:
+# the environment, the peer's Python, the reference data, a release build of the
+# trainer, and a runs folder ($ABSA_BENCH_DIR, else $ABSA_HOME/$1).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+PY="$(bash "$ROOT/scripts/python-env.sh")"
+DATA="$ABSA_SHARED/data/semeval14_laptops"
+MODEL="$ABSA_SHARED/models/all-minilm-l6-v2"
+PEERS="$ABSA_SHARED/peers"
+[ -d "$DATA" ] && [ -d "$MODEL" ] && [ -d "$PEERS" ] || { echo "reference data not found under $ABSA_SHARED (set ABSA_SHARED)" >&2; exit 1; }
+RUNS="${ABSA_BENCH_DIR:-$ABSA_HOME/$1}"
+mkdir -p "$RUNS"
+cd "$ROOT"
+cargo build --release --locked -p absa-trainer --bin absa-trainer >&2
+TRAINER="$CARGO_TARGET_DIR/release/absa-trainer"
