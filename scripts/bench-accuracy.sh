@@ -3,31 +3,38 @@
 # (../shared/peers/hf_finetune.py) fine-tune all-MiniLM-L6-v2 on laptops with the
 # peer's hyperparameters (lr 5e-5, batch 16, warmup 100, up to 8 epochs, patience 3 on
 # validation loss, the same 10% validation split) for each seed, and print test
-# accuracy and macro-F1 per seed and their means. A peer seed whose result line is
-# already in ../shared/peers/results (finetune_lr5e-5_seed{S}.json, the recipe's
-# fixed padding) is read from there; a missing one is run here (about 20 minutes on
-# 2 cores) and kept under $ABSA_HOME/bench-accuracy, unless PEER_MISSING=skip: then the
-# peer's mean is over the seeds it has.
-# ACCURACY_PADDING=fixed trains ours the recipe's way (every row padded to 100,
-# shuffled) instead of the default dynamic padding with length-grouped batches.
+# accuracy and macro-F1 per seed and their means.
+# Both sides batch the same way: by default dynamic padding with length-grouped
+# batches (the peer's --dynamic-padding, HF's group_by_length: engine against engine,
+# about 6 minutes a peer seed on 2 cores); ACCURACY_PADDING=fixed pads every row to
+# 100 in shuffled batches (the recipe's way, about 20 minutes a peer seed). A peer
+# result already under $ABSA_HOME/bench-accuracy-<padding>, or for fixed padding in
+# ../shared/peers/results (finetune_lr5e-5_seed{S}.json), is reused; a missing one is
+# run, unless PEER_MISSING=skip: then the peer's mean is over the seeds it has.
 #   [PEER_MISSING=skip] [ACCURACY_PADDING=fixed] scripts/bench-accuracy.sh [SEEDS]     SEEDS default "42 43 44"
 set -euo pipefail
 SEEDS="${1:-42 43 44}"
-source "$(dirname "$0")/bench-setup.sh" "bench-accuracy-${ACCURACY_PADDING:-dynamic}"
+PADDING="${ACCURACY_PADDING:-dynamic}"
+case "$PADDING" in
+  dynamic) PEER_PADDING_FLAG=--dynamic-padding ;;
+  fixed) PEER_PADDING_FLAG= ;;
+  *) echo "ACCURACY_PADDING must be dynamic or fixed, not $PADDING" >&2; exit 2 ;;
+esac
+source "$(dirname "$0")/bench-setup.sh" "bench-accuracy-$PADDING"
 
 for seed in $SEEDS; do
   echo "[accuracy] ours, seed $seed" >&2
   rm -rf "$RUNS/ours-$seed"
   "$TRAINER" train --base "$MODEL" --train "$DATA/train.jsonl" --test "$DATA/test.jsonl" --out "$RUNS/ours-$seed" \
-    --lr 5e-5 --seed "$seed" --threads 2 --padding "${ACCURACY_PADDING:-dynamic}" > "$RUNS/ours-$seed.json"
+    --lr 5e-5 --seed "$seed" --threads 2 --padding "$PADDING" > "$RUNS/ours-$seed.json"
   stored="$PEERS/results/finetune_lr5e-5_seed$seed.json"
-  if [ -f "$stored" ]; then
+  if [ "$PADDING" = fixed ] && [ -f "$stored" ]; then
     cp "$stored" "$RUNS/peer-$seed.json"
   elif [ "${PEER_MISSING:-run}" = skip ]; then
     rm -f "$RUNS/peer-$seed.json"
   elif [ ! -s "$RUNS/peer-$seed.json" ]; then
     echo "[accuracy] peer hf_finetune.py, seed $seed (no stored result)" >&2
-    (cd "$PEERS" && "$PY" hf_finetune.py --model "$MODEL" --lr 5e-5 --seed "$seed" --threads 2 \
+    (cd "$PEERS" && "$PY" hf_finetune.py --model "$MODEL" --lr 5e-5 --seed "$seed" --threads 2 --wait-load 0 $PEER_PADDING_FLAG \
        --output-dir "$RUNS/peer-$seed") 2>"$RUNS/peer-$seed.log" | tail -n 1 > "$RUNS/peer-$seed.json.tmp"
     mv "$RUNS/peer-$seed.json.tmp" "$RUNS/peer-$seed.json"
   fi

@@ -92,6 +92,12 @@ impl DataParallel {
         self
     }
 
+    /// Splits each optimizer's fused CPU update over `threads` OS threads.
+    pub fn with_optimizer_threads(mut self, threads: usize) -> Self {
+        self.optimizers = self.optimizers.into_iter().map(|o| o.with_update_threads(threads)).collect();
+        self
+    }
+
     /// The first replica: the one evaluated and saved.
     pub fn model(&self) -> &LoadedModel {
         &self.replicas[0]
@@ -130,8 +136,7 @@ impl DataParallel {
             }
             let share = &rows[range];
             let loss = rng::with_thread_seed(rng::derive_seed(seed, i as u64), || {
-                let batch = collate(share, pad_to, pad_id, replica.vs.device());
-                let loss = crate::training::logits(replica, &batch, train).cross_entropy_for_logits(&batch.labels);
+                let loss = part_loss(replica, share, pad_to, pad_id, train);
                 if single {
                     // Exactly plain training: no factor of 1.0 to round through.
                     (&loss / accumulation as f64).backward();
@@ -172,8 +177,7 @@ impl DataParallel {
                         let part = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                             rng::with_thread_seed(rng::derive_seed(seed, i as u64), || {
                                 let share = &rows[range];
-                                let batch = collate(share, pad_to, pad_id, Device::Cpu);
-                                let loss = crate::training::logits(model.0, &batch, train).cross_entropy_for_logits(&batch.labels);
+                                let loss = part_loss(model.0, share, pad_to, pad_id, train);
                                 let scaled = &loss * (share.len() as f64 / total) / accumulation as f64;
                                 // Returned, not accumulated: the sums below fix the order.
                                 *grads[i].lock().expect("no part panicked holding it") = Tensor::run_backward(&[scaled], &variables.0, false, false);
@@ -207,14 +211,16 @@ impl DataParallel {
     }
 
     /// The optimizer step after the micro-batches: all-reduce, clip at `max_grad_norm`,
-    /// AdamW at `lr`, zero the gradients.
-    pub fn step(&mut self, lr: f64, max_grad_norm: f64) {
+    /// AdamW at `lr`, zero the gradients. Returns the gradients' L2 norm before
+    /// clipping (HF Trainer's logged `grad_norm`).
+    pub fn step(&mut self, lr: f64, max_grad_norm: f64) -> f64 {
         if self.replicas.len() > 1 {
             let stores: Vec<&nn::VarStore> = self.replicas.iter().map(|r| &r.vs).collect();
             all_reduce_gradients(&stores);
         }
+        let mut norm = 0.0;
         for opt in &mut self.optimizers {
-            opt.clip_grad_norm(max_grad_norm);
+            norm = opt.clip_grad_norm(max_grad_norm);
             opt.step(lr);
             if self.batch_threads == 1 {
                 opt.zero_grad();
@@ -223,7 +229,14 @@ impl DataParallel {
         // Batch threads write the next sums over these gradients: zeroing them first
         // would be one more pass over every parameter's worth of memory.
         self.grads_stale = self.batch_threads > 1;
+        norm
     }
+}
+
+/// The mean cross-entropy of `rows` under `model` (padded on its first device).
+fn part_loss(model: &LoadedModel, rows: &[&Example], pad_to: Option<usize>, pad_id: i64, train: bool) -> Tensor {
+    let batch = collate(rows, pad_to, pad_id, model.vs.device());
+    crate::training::logits(model, &batch, train).cross_entropy_for_logits(&batch.labels)
 }
 
 /// Which of `parts` threads sums each variable's gradient: the largest variables first,

@@ -167,7 +167,7 @@ pub fn min_gpu_bytes(shape: &ModelShape, batch: u64, seq_len: u64, precision: Pr
 /// Every arrangement on `gpus` GPUs, in order of preference.
 fn arrangements(shape: &ModelShape, batch: u64, seq_len: u64, precision: Precision, gpus: u64) -> impl Iterator<Item = Plan> + '_ {
     [false, true].into_iter().flat_map(move |offload_optimizer| {
-        (1..=gpus).filter(move |s| gpus % s == 0 && *s <= shape.num_hidden_layers.max(1)).map(move |stages| {
+        (1..=gpus).filter(move |s| gpus.is_multiple_of(*s) && *s <= shape.num_hidden_layers.max(1)).map(move |stages| {
             let replicas = gpus / stages;
             let rows = batch.div_ceil(replicas);
             let layers_per_stage = split_layers(shape.num_hidden_layers, stages);

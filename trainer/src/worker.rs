@@ -274,7 +274,7 @@ impl TrainWorker {
         .bind(serde_json::to_value(summary)?)
         .bind(checkpoint.id)
         .bind(onnx.id)
-        .bind(json!({ "training_job_id": job.id, "attempt": job.attempt, "hyperparameters": config_record(config) }))
+        .bind(json!({ "training_job_id": job.id, "attempt": job.attempt, "hyperparameters": config_record(config, summary.batch_threads) }))
         .execute(&mut *tx)
         .await?;
         for (line, reason) in &rejected {
@@ -362,12 +362,14 @@ impl TrainWorker {
     }
 }
 
-fn config_record(c: &TrainConfig) -> serde_json::Value {
+/// The hyperparameters in a model version's lineage; `batch_threads` as the run used it.
+fn config_record(c: &TrainConfig, batch_threads: usize) -> serde_json::Value {
     json!({
         "learning_rate": c.learning_rate, "weight_decay": c.weight_decay, "warmup_steps": c.warmup_steps,
         "batch_size": c.batch_size, "gradient_accumulation_steps": c.gradient_accumulation_steps, "epochs": c.epochs,
         "seed": c.seed, "split_seed": c.split_seed, "max_length": c.max_length, "pooling": c.pooling, "padding": c.padding,
         "early_stopping_patience": c.early_stopping_patience, "select_metric": c.select_metric,
+        "batch_threads": batch_threads,
     })
 }
 

@@ -12,7 +12,7 @@ fn bf16_autocast_keeps_fp32_master_weights() {
     let linear = nn::linear(vs.root(), 8, 4, Default::default());
     let x = Tensor::randn([2, 8], (Kind::Float, Device::Cpu));
     assert_eq!(linear.forward(&x).kind(), Kind::Float);
-    assert_eq!(state(Device::Cpu).0, false);
+    assert!(!state(Device::Cpu).0);
 
     let y = with_autocast(Device::Cpu, Kind::BFloat16, || {
         assert_eq!(state(Device::Cpu), (true, Some(Kind::BFloat16)));
@@ -26,7 +26,7 @@ fn bf16_autocast_keeps_fp32_master_weights() {
     assert!(linear.ws.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);
 
     // Restored: off again, and fp32 outside.
-    assert_eq!(state(Device::Cpu).0, false);
+    assert!(!state(Device::Cpu).0);
     assert_eq!(linear.forward(&x).kind(), Kind::Float);
 }
 
@@ -43,7 +43,7 @@ fn the_cuda_dtype_is_set_for_the_scope_and_restored() {
 fn a_panic_inside_restores_the_state() {
     let caught = std::panic::catch_unwind(|| with_autocast(Device::Cpu, Kind::BFloat16, || panic!("inside")));
     assert!(caught.is_err());
-    assert_eq!(state(Device::Cpu).0, false);
+    assert!(!state(Device::Cpu).0);
 }
 
 /// The GPU benchmark's binary on CPU with the tiny shape: it runs bf16 autocast

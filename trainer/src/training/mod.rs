@@ -196,6 +196,9 @@ pub struct TrainSummary {
     pub test_accuracy: Option<f64>,
     pub test_macro_f1: Option<f64>,
     pub train_samples_per_second: f64,
+    /// Threads each CPU batch was split over (1: whole batches); it shapes the run's
+    /// trajectory, so lineage records it.
+    pub batch_threads: usize,
     pub wall_seconds: f64,
     pub peak_rss_mib: f64,
     pub rows_rejected: Rejected,
@@ -440,7 +443,9 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
 
     tch::manual_seed(config.seed as i64); // the fresh head's initialisation
     let options = LoadOptions { labels: Some(data.labels.clone()), pooling: Some(config.pooling) };
-    let mut model = DataParallel::new(layout.load(start_dir, &options)?, config.weight_decay, layout.offload_optimizer).with_batch_threads(config.batch_threads);
+    let mut model = DataParallel::new(layout.load(start_dir, &options)?, config.weight_decay, layout.offload_optimizer)
+        .with_batch_threads(config.batch_threads)
+        .with_optimizer_threads(threads as usize);
 
     let pad_id = encoder.pad_id();
     let fixed = config.padding == Padding::Fixed;
@@ -577,6 +582,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
         test_accuracy,
         test_macro_f1,
         train_samples_per_second: if train_seconds_total > 0.0 { train_samples_total as f64 / train_seconds_total } else { 0.0 },
+        batch_threads: config.batch_threads,
         wall_seconds: started.elapsed().as_secs_f64(),
         peak_rss_mib: absa_platform::process::peak_rss_mib(),
         rows_rejected: data.rejected,

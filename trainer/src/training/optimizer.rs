@@ -29,7 +29,7 @@ pub struct AdamW {
     /// of the weight and writes it back (ZeRO-Offload's split: the GPU keeps weights,
     /// gradients and activations).
     offload: bool,
-    /// Threads of the fused CPU update: libtorch's thread count when created.
+    /// OS threads of the fused CPU update (1 unless [`AdamW::with_update_threads`]).
     threads: usize,
 }
 
@@ -54,7 +54,14 @@ impl AdamW {
                 tensor,
             })
             .collect();
-        Self { params, step: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, offload: false, threads: tch::get_num_threads().max(1) as usize }
+        Self { params, step: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, offload: false, threads: 1 }
+    }
+
+    /// Splits the fused CPU update over `threads` OS threads (the engine passes its
+    /// CPU threads).
+    pub fn with_update_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
     }
 
     /// With `offload`, the moments move to CPU memory and the update runs there.
@@ -302,7 +309,7 @@ mod tests {
             let vs = nn::VarStore::new(tch::Device::Cpu);
             let w = (vs.root() / "layer").var("weight", &[300_000], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
             w.detach().copy_(&Tensor::arange(300_000, (Kind::Float, tch::Device::Cpu)).sin());
-            let mut opt = AdamW::new(&vs, 0.01);
+            let mut opt = AdamW::new(&vs, 0.01).with_update_threads(3);
             for step in 0..3 {
                 let target = Tensor::arange(300_000, (Kind::Float, tch::Device::Cpu)).cos() * (step + 1) as f64;
                 let loss = (&w - target).square().sum(Kind::Float);
