@@ -371,11 +371,27 @@ pub fn evaluate(model: &LoadedModel, examples: &[Example], batch_size: usize, pa
 
 fn score(config: &TrainConfig, e: &Evaluation) -> f64 {
     // Higher is better for every metric: loss is negated.
-    match config.select_metric {
+    ranked(match config.select_metric {
         SelectMetric::Loss => -e.loss,
         SelectMetric::Accuracy => e.accuracy,
         SelectMetric::MacroF1 => e.macro_f1,
+    })
+}
+
+/// A diverged epoch's score (NaN) ranks below every real one; finite, so the saved
+/// state stays valid JSON.
+fn ranked(s: f64) -> f64 {
+    if s.is_nan() {
+        f64::MIN
+    } else {
+        s
     }
+}
+
+/// Whether an epoch scoring `s` becomes the selected one: the first epoch always does
+/// (there must be a selected model), a later one only by beating the best so far.
+fn improves(s: f64, best_score: f64, best_epoch: usize) -> bool {
+    best_epoch == 0 || s > best_score
 }
 
 /// Writes `dir` by building it beside and renaming over, so a crash never leaves a
@@ -539,7 +555,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
         };
         tracing::info!(epoch, train_loss = record.train_loss, val_loss = record.validation.loss, val_acc = record.validation.accuracy, val_f1 = record.validation.macro_f1, samples_per_s = record.train_samples_per_second, "epoch done");
         let s = score(config, &record.validation);
-        let improved = s > state.best_score;
+        let improved = improves(s, state.best_score, state.best_epoch);
         if improved {
             state.best_score = s;
             state.best_epoch = epoch;
@@ -652,4 +668,20 @@ fn read_state(dir: &Path, config: &TrainConfig, train_sha256: &str) -> Result<Tr
         tracing::warn!(saved = a.batch_threads, now = b.batch_threads, "resuming with other batch threads: the run continues, but not bit for bit as it would have");
     }
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_diverged_first_epoch_is_selected_until_a_real_one_beats_it() {
+        let diverged = ranked(-f64::NAN);
+        assert_eq!(diverged, f64::MIN);
+        assert!(serde_json::to_string(&diverged).unwrap().parse::<f64>().is_ok(), "the score saves as a JSON number");
+        assert!(improves(diverged, f64::NEG_INFINITY, 0), "the first epoch is selected even when it diverged");
+        assert!(improves(ranked(-1e6), diverged, 1), "any finite loss beats a NaN one");
+        assert!(!improves(diverged, ranked(-1e6), 1), "a NaN epoch never beats a real one");
+        assert!(!improves(ranked(-0.5), ranked(-0.5), 1), "a tie is no improvement (as HF's early stopping)");
+    }
 }
