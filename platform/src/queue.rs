@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
@@ -94,6 +94,16 @@ impl Topology {
             0 => &self.train,
             n => &self.train_gpus[(n.min(crate::workers::MAX_GPUS_PER_JOB) - 1) as usize],
         }
+    }
+
+    /// Deletes every queue and the dead-letter exchange: how tests and benchmarks
+    /// remove their throwaway deployments from a shared broker.
+    pub async fn delete(&self, channel: &Channel) -> Result<()> {
+        for q in self.all_queues() {
+            channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await?;
+        }
+        channel.exchange_delete(self.dead_letter_exchange.as_str().into(), ExchangeDeleteOptions::default()).await?;
+        Ok(())
     }
 
     /// Declares (idempotently) the durable quorum work queues with their delivery

@@ -89,10 +89,7 @@ async fn a_message_nacked_past_the_delivery_limit_is_dead_lettered() -> anyhow::
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(dead.is_some(), "the message never reached the dead-letter queue");
-    for q in &topology.all_queues() {
-        channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await?;
-    }
-    channel.exchange_delete(topology.dead_letter_exchange.as_str().into(), Default::default()).await?;
+    topology.delete(&channel).await?;
     Ok(())
 }
 
@@ -126,10 +123,7 @@ async fn the_reconnecting_holder_comes_back_after_its_connection_closes() -> any
     amqp.channel().await;
     assert_eq!(amqp.connections(), 3);
 
-    for q in &topology.all_queues() {
-        admin.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await?;
-    }
-    admin.exchange_delete(topology.dead_letter_exchange.as_str().into(), Default::default()).await?;
+    topology.delete(&admin).await?;
     other.close(200, "done".into()).await?;
     Ok(())
 }

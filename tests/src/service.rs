@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use absa_platform::config::{AmqpSettings, Secret};
+use absa_platform::queue::Topology;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -155,6 +157,23 @@ impl Service {
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        let var = |name: &str| self.vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+        delete_queues(&var("ABSA_AMQP__URL"), &var("ABSA_AMQP__PREFIX")).await;
+    }
+}
+
+/// Deletes the queues and exchange declared under `prefix`, so test runs leave nothing
+/// on the broker (best effort: a test that left the broker down has already said so).
+pub async fn delete_queues(amqp_url: &str, prefix: &str) {
+    let settings = AmqpSettings { url: Secret::new(amqp_url), prefix: prefix.into() };
+    let deleted = async {
+        let connection = absa_platform::queue::connect(&settings).await?;
+        Topology::new(prefix, 0).delete(&connection.create_channel().await?).await?;
+        connection.close(200, "test done".into()).await?;
+        Ok::<(), absa_platform::PlatformError>(())
+    };
+    if let Err(e) = deleted.await {
+        eprintln!("could not delete the queues of {prefix}: {e}");
     }
 }
 

@@ -363,4 +363,5 @@ async fn jobs_survive_crashes_and_a_broker_restart_and_write_results_exactly_onc
     env.pool.close().await;
     absa_platform::db::drop_database(&admin_url(), &env.db_name).await.expect("drop database");
     let _ = std::fs::remove_dir_all(&env.dir);
+    absa_e2e::service::delete_queues(&amqp_url(), &env.db_name).await;
 }

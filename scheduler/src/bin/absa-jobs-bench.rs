@@ -20,7 +20,7 @@ use absa_platform::{db, telemetry};
 use absa_scheduler::dispatch::{run_until_stopped, Dispatcher};
 use clap::Parser;
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeleteOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -232,10 +232,7 @@ async fn start_latency(args: &Args, url: &str, pool: &PgPool, team: Uuid, topolo
 async fn delete_topology(amqp_url: &str, topology: &Topology) -> anyhow::Result<()> {
     let connection = absa_platform::queue::connect(&AmqpSettings { url: Secret::new(amqp_url), prefix: String::new() }).await?;
     let channel = connection.create_channel().await?;
-    for q in &topology.all_queues() {
-        channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await?;
-    }
-    channel.exchange_delete(topology.dead_letter_exchange.as_str().into(), Default::default()).await?;
+    topology.delete(&channel).await?;
     connection.close(200, "bench done".into()).await?;
     Ok(())
 }

@@ -6,7 +6,6 @@ use absa_platform::config::{AmqpSettings, DatabaseSettings, Secret};
 use absa_platform::db;
 use absa_platform::jobs::{self, NewJob};
 use absa_platform::queue::{Reconnecting, Topology};
-use lapin::options::QueueDeleteOptions;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -84,9 +83,6 @@ pub async fn broker() -> Reconnecting {
 pub async fn delete_topology(topology: &Topology) {
     let connection = absa_platform::queue::connect(&amqp()).await.unwrap();
     let channel = connection.create_channel().await.unwrap();
-    for q in &topology.all_queues() {
-        channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await.unwrap();
-    }
-    channel.exchange_delete(topology.dead_letter_exchange.as_str().into(), Default::default()).await.unwrap();
+    topology.delete(&channel).await.unwrap();
     connection.close(200, "done".into()).await.unwrap();
 }
