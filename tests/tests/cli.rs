@@ -27,7 +27,8 @@ fn amqp_url() -> String {
 }
 
 /// A throwaway database and queue prefix with `absa-api serve` on a free port; the
-/// process is killed and the database dropped when this is dropped (a failing test too).
+/// process is killed, the database dropped and the queues deleted when this is dropped
+/// (a failing test too).
 struct Service {
     db_name: String,
     vars: Vec<(String, String)>,
@@ -109,6 +110,7 @@ impl Drop for Service {
             if let Err(e) = rt.block_on(absa_platform::db::drop_database(&admin_url(), &self.db_name)) {
                 eprintln!("dropping {}: {e}", self.db_name);
             }
+            rt.block_on(absa_e2e::service::delete_queues(&amqp_url(), &self.db_name));
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
