@@ -2,8 +2,12 @@
 # Accuracy, side by side: our engine and the reference HF Trainer script
 # (../shared/peers/hf_finetune.py) fine-tune all-MiniLM-L6-v2 on laptops with the
 # peer's hyperparameters (lr 5e-5, batch 16, warmup 100, up to 8 epochs, patience 3 on
-# validation loss, the same 10% validation split) for each seed, and print test
-# accuracy and macro-F1 per seed and their means.
+# validation loss) for each seed, and print test accuracy and macro-F1 per seed and
+# their means.
+# Both sides train and select on the same rows: the peer's 10% validation split (its
+# own stratified_split, numpy-seeded with 42) is written out and given to ours as
+# --train/--validation files; ACCURACY_SPLIT=own lets ours split by itself (a split of
+# the same size, other rows: one split is shared by every seed, so its luck is too).
 # Both sides batch the same way: by default dynamic padding with length-grouped
 # batches (the peer's --dynamic-padding, HF's group_by_length: engine against engine,
 # about 6 minutes a peer seed on 2 cores); ACCURACY_PADDING=fixed pads every row to
@@ -11,10 +15,13 @@
 # result already under $ABSA_HOME/bench-accuracy-<padding>, or for fixed padding in
 # ../shared/peers/results (finetune_lr5e-5_seed{S}.json), is reused; a missing one is
 # run, unless PEER_MISSING=skip: then the peer's mean is over the seeds it has.
-#   [PEER_MISSING=skip] [ACCURACY_PADDING=fixed] scripts/bench-accuracy.sh [SEEDS]     SEEDS default "42 43 44"
+# REUSE=1 also keeps our result for a seed that is already there (an interrupted run).
+#   [ACCURACY_SPLIT=own] [ACCURACY_PADDING=fixed] [PEER_MISSING=skip] [REUSE=1] scripts/bench-accuracy.sh [SEEDS]
+#   SEEDS default "42 43 44"
 set -euo pipefail
 SEEDS="${1:-42 43 44}"
 PADDING="${ACCURACY_PADDING:-dynamic}"
+SPLIT="${ACCURACY_SPLIT:-peer}"
 case "$PADDING" in
   dynamic) PEER_PADDING_FLAG=--dynamic-padding ;;
   fixed) PEER_PADDING_FLAG= ;;
@@ -22,11 +29,37 @@ case "$PADDING" in
 esac
 source "$(dirname "$0")/bench-setup.sh" "bench-accuracy-$PADDING"
 
+case "$SPLIT" in
+  peer)
+    mkdir -p "$RUNS/peer-split"
+    (cd "$PEERS" && "$PY" - "$DATA/train.jsonl" "$RUNS/peer-split" <<'PYEOF'
+import json, sys
+import numpy as np
+import absa_common as ac
+from hf_finetune import stratified_split
+rows = ac.read_jsonl(sys.argv[1])
+train, validation = stratified_split(np.array([ac.LABEL2ID[r["label"]] for r in rows]), 0.1, 42)
+for name, idx in (("train", train), ("validation", validation)):
+    with open(f"{sys.argv[2]}/{name}.jsonl", "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(rows[i], ensure_ascii=False) + "\n" for i in idx)
+PYEOF
+    )
+    ours_data=(--train "$RUNS/peer-split/train.jsonl" --validation "$RUNS/peer-split/validation.jsonl") ;;
+  own) ours_data=(--train "$DATA/train.jsonl") ;;
+  *) echo "ACCURACY_SPLIT must be peer or own, not $SPLIT" >&2; exit 2 ;;
+esac
+
 for seed in $SEEDS; do
-  echo "[accuracy] ours, seed $seed" >&2
-  rm -rf "$RUNS/ours-$seed"
-  "$TRAINER" train --base "$MODEL" --train "$DATA/train.jsonl" --test "$DATA/test.jsonl" --out "$RUNS/ours-$seed" \
-    --lr 5e-5 --seed "$seed" --threads 2 --padding "$PADDING" > "$RUNS/ours-$seed.json"
+  ours="$RUNS/ours-$SPLIT-$seed"
+  if [ "${REUSE:-0}" = 1 ] && [ -s "$ours.json" ]; then
+    echo "[accuracy] ours, seed $seed: kept from an earlier run" >&2
+  else
+    echo "[accuracy] ours, seed $seed ($SPLIT split)" >&2
+    rm -rf "$ours"
+    "$TRAINER" train --base "$MODEL" "${ours_data[@]}" --test "$DATA/test.jsonl" --out "$ours" \
+      --lr 5e-5 --seed "$seed" --threads 2 --padding "$PADDING" > "$ours.json.tmp"
+    mv "$ours.json.tmp" "$ours.json"
+  fi
   stored="$PEERS/results/finetune_lr5e-5_seed$seed.json"
   if [ "$PADDING" = fixed ] && [ -f "$stored" ]; then
     cp "$stored" "$RUNS/peer-$seed.json"
@@ -40,13 +73,13 @@ for seed in $SEEDS; do
   fi
 done
 
-"$PY" - "$RUNS" $SEEDS <<'PYEOF'
+"$PY" - "$RUNS" "$SPLIT" $SEEDS <<'PYEOF'
 import json, os, statistics, sys
-runs, seeds = sys.argv[1], sys.argv[2:]
+runs, split, seeds = sys.argv[1], sys.argv[2], sys.argv[3:]
 print(f"{'seed':<6}{'ours test acc':>14}{'ours F1':>9}{'ours epochs':>12}{'peer test acc':>15}{'peer F1':>9}{'peer epochs':>12}")
 ours_rows, peer_rows = [], []
 for s in seeds:
-    o = json.load(open(f"{runs}/ours-{s}.json"))
+    o = json.load(open(f"{runs}/ours-{split}-{s}.json"))
     ours_rows.append((o["test_accuracy"], o["test_macro_f1"]))
     line = f"{s:<6}{o['test_accuracy']:>14.4f}{o['test_macro_f1']:>9.4f}{o['best_epoch']:>7}/{o['epochs_run']:<4}"
     path = f"{runs}/peer-{s}.json"
