@@ -41,13 +41,17 @@ fn values(t: &Tensor) -> Vec<f64> {
     Vec::<f64>::try_from(t.flatten(0, -1).to_kind(tch::Kind::Double)).unwrap()
 }
 
+/// The fixture's label ids: negative 0, neutral 1, positive 2.
+fn labels() -> LabelSet {
+    LabelSet::new(vec!["negative".into(), "neutral".into(), "positive".into()]).unwrap()
+}
+
 /// The first `ROWS` lines of laptops train, encoded with our tokenizer pipeline.
 fn examples(base: &std::path::Path) -> (Vec<Example>, i64) {
     let (rows, errors) = read_labelled_file(&shared().join("data/semeval14_laptops/train.jsonl"), &Columns::default()).unwrap();
     assert!(errors.is_empty(), "{errors:?}");
     let encoder = AspectEncoder::from_file(&base.join("tokenizer.json"), 100).unwrap();
-    let labels = LabelSet::new(vec!["negative".into(), "neutral".into(), "positive".into()]).unwrap();
-    let (examples, errors) = encode_rows(&rows[..ROWS], &encoder, &labels);
+    let (examples, errors) = encode_rows(&rows[..ROWS], &encoder, &labels());
     assert!(errors.is_empty(), "{errors:?}");
     (examples, encoder.pad_id())
 }
@@ -64,8 +68,7 @@ fn six_steps_follow_hugging_face_trainers_arithmetic() {
     let (expected, names) = fixture();
     let base = shared().join("models/all-minilm-l6-v2");
     let (examples, pad_id) = examples(&base);
-    let labels = LabelSet::new(vec!["negative".into(), "neutral".into(), "positive".into()]).unwrap();
-    let options = LoadOptions { labels: Some(labels), pooling: Some(Pooling::Max) };
+    let options = LoadOptions { labels: Some(labels()), pooling: Some(Pooling::Max) };
 
     for threads in [1, 2] {
         let model = checkpoint::load(&base, &options, Device::Cpu).unwrap();

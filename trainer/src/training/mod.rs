@@ -506,8 +506,9 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
             break;
         }
         let epoch = state.epochs_done + 1;
-        tch::manual_seed(epoch_seed(config.seed, epoch) as i64); // dropout masks on CUDA
-        let batches = epoch_batches(&lengths, config.batch_size, order, epoch_seed(config.seed, epoch));
+        let seed = epoch_seed(config.seed, epoch);
+        tch::manual_seed(seed as i64); // dropout masks on CUDA
+        let batches = epoch_batches(&lengths, config.batch_size, order, seed);
         // With batch threads each part runs on one core, and so does the optimizer step
         // between them (it is memory-bound): idle intra-op threads would only spin.
         tch::set_num_threads(if config.batch_threads > 1 { 1 } else { threads });
@@ -516,7 +517,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
         let mut step_in_epoch = 0;
         for (i, batch_idx) in batches.iter().enumerate() {
             let rows: Vec<&Example> = batch_idx.iter().map(|&j| &data.train[j]).collect();
-            let dropout_seed = crate::rng::derive_seed(epoch_seed(config.seed, epoch), i as u64);
+            let dropout_seed = crate::rng::derive_seed(seed, i as u64);
             let batch_loss = model.backward(&rows, fixed.then_some(config.max_length), pad_id, config.gradient_accumulation_steps, true, dropout_seed);
             loss_sum += batch_loss * rows.len() as f64;
             loss_rows += rows.len();
