@@ -8,8 +8,10 @@
 # Hours on a 2-core machine (12 trainings of ~5 epochs); minutes per child on a GPU box.
 #   scripts/sweep-laptops.sh        (SWEEP_PORT=18090 SWEEP_TRAINERS=1 SWEEP_CONCURRENCY=1)
 # SWEEP_HP="select_metric=macro_f1 validation_fraction=0.2" adds hyperparameters shared by
-# every child; SWEEP_LRS="3e-5,1e-4" another learning-rate grid; SWEEP_NAME names the
-# run's folder under $ABSA_HOME (default sweep-laptops).
+# every child; SWEEP_LRS="3e-5,1e-4" another learning-rate grid; SWEEP_CHOOSE=trial picks
+# the best single child instead of the best setting (learning rate) by its seeds' mean
+# (each seed then holding out its own validation rows); SWEEP_NAME names the run's
+# folder under $ABSA_HOME (default sweep-laptops).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 bash "$ROOT/scripts/services.sh"
@@ -43,7 +45,7 @@ absa upload dataset "$DATA/train.jsonl" --name laptops
 absa upload dataset "$DATA/test.jsonl" --name laptops --split test
 DATASET=$(absa --json datasets | python3 -c 'import json, sys; print(json.load(sys.stdin)["datasets"][0]["id"])')
 SWEEP=$(absa --json sweep --dataset "$DATASET" --base-model all-minilm-l6-v2 \
-  --grid learning_rate="${SWEEP_LRS:-1e-5,3e-5,5e-5,1e-4}" --grid seed=1,2,3 "${shared_hp[@]}" --max-concurrency "${SWEEP_CONCURRENCY:-1}" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+  --grid learning_rate="${SWEEP_LRS:-1e-5,3e-5,5e-5,1e-4}" --grid seed=1,2,3 "${shared_hp[@]}" --choose-by "${SWEEP_CHOOSE:-setting}" --max-concurrency "${SWEEP_CONCURRENCY:-1}" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
 echo "sweep $SWEEP submitted; following it (children: absa job $SWEEP)"
 absa watch "$SWEEP"
 absa job "$SWEEP" | tee "$RUN/result.txt"
@@ -61,9 +63,14 @@ for c in kids:
 for lr in sorted({c["values"]["learning_rate"] for c in kids}):
     accs = [c["test_accuracy"] for c in kids if c["values"]["learning_rate"] == lr]
     print(f"lr {lr:g}: mean test accuracy {statistics.mean(accs):.4f} over {len(accs)} seeds")
+for s in j.get("settings") or []:
+    print(f"setting {json.dumps(s['values'])}: mean validation macro-F1 {s['mean']:.4f} over {s['children']} children")
 chosen = next(c for c in kids if c["model_version_id"] == j["chosen_model_version_id"])
-print(f"chosen on validation macro-F1: trial {chosen['trial']} {chosen['values']}: "
+print(f"chosen on validation macro-F1 ({j['parameters'].get('choose_by', 'setting')}): trial {chosen['trial']} {chosen['values']}: "
       f"val F1 {judged[chosen['trial']]:.4f}, test accuracy {chosen['test_accuracy']:.4f}")
+best_child = max(kids, key=lambda c: (judged[c["trial"]], -c["trial"]))
+print(f"the best single child on validation: trial {best_child['trial']} {best_child['values']}: "
+      f"val F1 {judged[best_child['trial']]:.4f}, test accuracy {best_child['test_accuracy']:.4f}")
 recipe = [c["test_accuracy"] for c in kids if c["values"]["learning_rate"] == 1e-5]
 if recipe:
     print(f"recipe (lr 1e-5), mean test accuracy over its seeds: {statistics.mean(recipe):.4f}")

@@ -232,6 +232,10 @@ struct Sweep {
     /// Validation metric that picks the winner
     #[arg(long, value_enum, default_value_t = Metric::MacroF1)]
     metric: Metric,
+    /// setting: the best mean over a setting's seeds (each seed holds out its own
+    /// validation rows), then its best child; trial: the best single child
+    #[arg(long, value_enum, default_value_t = ChooseBy::Setting)]
+    choose_by: ChooseBy,
     /// Children training at once
     #[arg(long)]
     max_concurrency: Option<u32>,
@@ -348,6 +352,12 @@ enum Metric {
     #[value(name = "macro_f1")]
     MacroF1,
     Accuracy,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ChooseBy {
+    Setting,
+    Trial,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -702,7 +712,7 @@ fn sweep_body(w: &Sweep) -> Result<Value> {
         grid.insert(key.trim().to_owned(), json!(values));
     }
     let hp = parse_hyperparameters(&w.hyperparameters, Map::new())?;
-    let mut body = json!({ "dataset_id": w.dataset, "base_model": w.base_model, "grid": grid, "metric": name_of(w.metric) });
+    let mut body = json!({ "dataset_id": w.dataset, "base_model": w.base_model, "grid": grid, "metric": name_of(w.metric), "choose_by": name_of(w.choose_by) });
     if !hp.is_empty() {
         body["hyperparameters"] = Value::Object(hp);
     }
@@ -838,6 +848,13 @@ fn job_details(j: &Value, last_events: usize) -> String {
             .collect();
         s.push_str("\nchildren (validation figures at their last epoch; test shown, never used to choose):\n");
         s.push_str(&table(&["TRIAL", "VALUES", "STATE", "EPOCH", "VAL_LOSS", "VAL_ACC", "VAL_F1", "TEST_ACC"], &rows));
+    }
+    let settings = list(j, "settings");
+    if !settings.is_empty() {
+        let rows: Vec<Vec<String>> =
+            settings.iter().map(|t| vec![output::cell(t.get("values").unwrap_or(&Value::Null)), get(t, "children"), metric(t, "mean")]).collect();
+        s.push_str("\nsettings (mean validation figure of each setting's succeeded children, at their selected epochs):\n");
+        s.push_str(&table(&["VALUES", "CHILDREN", "MEAN"], &rows));
     }
     let events = list(j, "events");
     if !events.is_empty() {
@@ -1132,7 +1149,7 @@ mod tests {
     fn sweep_bodies_turn_grid_flags_into_lists() {
         let cli = Cli::try_parse_from([
             "absa", "sweep", "--dataset", "d", "--base-model", "m", "--grid", "learning_rate=1e-5,5e-5", "--grid", "seed=1,2,3",
-            "--hp", "epochs=3", "--max-concurrency", "2", "--median-stop-after", "2", "--promote", "production",
+            "--hp", "epochs=3", "--max-concurrency", "2", "--median-stop-after", "2", "--promote", "production", "--choose-by", "trial",
         ])
         .unwrap();
         let Command::Sweep(w) = cli.command else { panic!() };
@@ -1140,6 +1157,7 @@ mod tests {
         assert_eq!(body["grid"], json!({ "learning_rate": [1e-5, 5e-5], "seed": [1, 2, 3] }));
         assert_eq!(body["hyperparameters"], json!({ "epochs": 3 }));
         assert_eq!(body["early_stopping"], json!({ "after_epoch": 2 }));
+        assert_eq!(body["choose_by"], "trial");
         assert_eq!(body["promote"], json!({ "alias": "production", "metric": "macro_f1" }));
     }
 

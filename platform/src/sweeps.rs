@@ -1,9 +1,10 @@
 //! Hyperparameter sweeps: a `sweep` job fans out child training jobs (a grid or a list
 //! of trials) a few at a time, stops clearly losing children early (median stopping
-//! on the validation curve), and when all are done picks the best child by its
-//! validation metric, recording the sweep in the chosen version's lineage. Test figures
-//! are stored with every child's version but never read here. The scheduler calls
-//! [`advance`] every pass; the API checks submissions with [`SweepSpec::trials`].
+//! on the validation curve), and when all are done picks the best setting by its
+//! children's mean validation metric (or the best single child), recording the sweep
+//! in the chosen version's lineage. Test figures are stored with every child's
+//! version but never read here. The scheduler calls
+//! [`advance`] every pass; the API checks submissions with [`SweepSpec::expand`].
 
 use std::collections::BTreeMap;
 
@@ -17,7 +18,9 @@ use crate::registry::{self, PromotionMetric, PromotionPolicy};
 use crate::{PlatformError, Result};
 
 /// Hyperparameters a sweep may vary.
-pub const SWEEPABLE: [&str; 7] = ["learning_rate", "epochs", "batch_size", "pooling", "warmup_steps", "seed", "weight_decay"];
+pub const SWEEPABLE: [&str; 8] = ["learning_rate", "epochs", "batch_size", "pooling", "warmup_steps", "seed", "split_seed", "weight_decay"];
+/// Trials that differ only in these are repeats of one setting.
+const REPEAT_KEYS: [&str; 2] = ["seed", "split_seed"];
 /// At most this many trials per sweep.
 pub const MAX_TRIALS: usize = 200;
 
@@ -43,6 +46,22 @@ fn default_concurrency() -> usize {
     2
 }
 
+/// How a sweep picks its winner.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChooseBy {
+    /// Trials that differ only in `seed` are repeats of one setting, and each child
+    /// holds out its own validation rows (`split_seed` = `seed` unless given), so a
+    /// setting is judged by its children's mean validation figure over several
+    /// validation sets; the best setting's best child is registered. One small
+    /// validation set ranks single runs mostly by luck: this averages that luck out.
+    /// Early-terminated (cancelled) children have no version and are not in the mean.
+    #[default]
+    Setting,
+    /// The single child with the best validation figure.
+    Trial,
+}
+
 /// A sweep job's parameters.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,6 +82,8 @@ pub struct SweepSpec {
     /// The validation figure that picks the winner (and that median stopping reads).
     #[serde(default)]
     pub metric: PromotionMetric,
+    #[serde(default)]
+    pub choose_by: ChooseBy,
     /// Children training at once.
     #[serde(default = "default_concurrency")]
     pub max_concurrency: usize,
@@ -117,6 +138,72 @@ impl SweepSpec {
         }
         Ok(trials)
     }
+
+    /// A child's hyperparameters: the shared ones, overridden by the trial's; choosing
+    /// by setting, a child holds out validation rows drawn with its own seed.
+    pub fn child_hyperparameters(&self, trial: &Map<String, Value>) -> Map<String, Value> {
+        let mut hyperparameters = self.hyperparameters.clone();
+        hyperparameters.extend(trial.clone());
+        if self.choose_by == ChooseBy::Setting && !hyperparameters.contains_key("split_seed") {
+            if let Some(seed) = hyperparameters.get("seed").cloned() {
+                hyperparameters.insert("split_seed".into(), seed);
+            }
+        }
+        hyperparameters
+    }
+}
+
+/// A trial's setting: its values less the repeat keys, in key order.
+pub fn setting_of(trial: &Map<String, Value>) -> String {
+    let setting: BTreeMap<&String, &Value> = trial.iter().filter(|(k, _)| !REPEAT_KEYS.contains(&k.as_str())).collect();
+    serde_json::to_string(&setting).expect("JSON values serialise")
+}
+
+/// Every setting among `(setting, validation figure)` candidates, in trial order, with
+/// its mean figure and its number of children.
+fn settings(candidates: &[(String, f64)]) -> Vec<(&str, f64, usize)> {
+    let mut settings: Vec<(&str, f64, usize)> = Vec::new();
+    for (setting, _) in candidates {
+        if settings.iter().all(|(s, ..)| s != setting) {
+            let values: Vec<f64> = candidates.iter().filter(|(s, _)| s == setting).map(|c| c.1).collect();
+            settings.push((setting, values.iter().sum::<f64>() / values.len() as f64, values.len()));
+        }
+    }
+    settings
+}
+
+/// The first of the best: the index with the highest figure, ties to the earlier one.
+fn first_best(figures: impl Iterator<Item = (usize, f64)>) -> Option<usize> {
+    figures.fold(None::<(usize, f64)>, |best, c| match best {
+        Some(b) if b.1 >= c.1 => Some(b),
+        _ => Some(c),
+    })
+    .map(|b| b.0)
+}
+
+/// The winner among `(setting, validation figure)` candidates in trial order: by
+/// setting, the setting with the best mean figure and then its best child; by trial,
+/// the best child. Ties go to the earlier trial. `None` when there are no candidates.
+pub fn choose(candidates: &[(String, f64)], by: ChooseBy) -> Option<usize> {
+    match by {
+        ChooseBy::Trial => first_best(candidates.iter().map(|c| c.1).enumerate()),
+        ChooseBy::Setting => {
+            let settings = settings(candidates);
+            let winner = settings[first_best(settings.iter().map(|s| s.1).enumerate())?].0;
+            first_best(candidates.iter().enumerate().filter(|(_, c)| c.0 == winner).map(|(i, c)| (i, c.1)))
+        }
+    }
+}
+
+/// Every setting's values, mean validation figure and number of children, for the record.
+fn setting_means(candidates: &[(String, f64)]) -> Vec<Value> {
+    settings(candidates)
+        .into_iter()
+        .map(|(setting, mean, children)| {
+            let values: Value = serde_json::from_str(setting).expect("settings are JSON");
+            json!({ "values": values, "mean": mean, "children": children })
+        })
+        .collect()
 }
 
 /// The median-stopping decision for one child.
@@ -180,8 +267,7 @@ pub async fn advance(pool: &PgPool) -> Result<Advanced> {
         let mut created = children.len();
         let finished = children.len() - active;
         while created < trials.len() && created - finished < spec.max_concurrency {
-            let mut hyperparameters = spec.hyperparameters.clone();
-            hyperparameters.extend(trials[created].clone());
+            let hyperparameters = spec.child_hyperparameters(&trials[created]);
             let mut child = json!({ "dataset_id": spec.dataset_id, "base_model": spec.base_model, "hyperparameters": hyperparameters,
                                     "sweep": { "sweep_id": id, "trial": created, "values": trials[created] } });
             if let Some(labels) = &spec.labels {
@@ -237,16 +323,16 @@ async fn stop_losers(tx: &mut PgConnection, sweep: Uuid, metric: PromotionMetric
     Ok(stopped)
 }
 
-/// A child as [`finish`] reads it: job, state, trial, model version, validation figure, test accuracy.
-type Child = (Uuid, String, i32, Option<Uuid>, Option<f64>, Option<f64>);
+/// A child as [`finish`] reads it: job, state, trial, model version, validation figure, trial values.
+type Child = (Uuid, String, i32, Option<Uuid>, Option<f64>, Value);
 
-/// Picks the succeeded child with the best validation figure (its model version's
-/// `validation_*` metric; ties go to the earlier trial), records the sweep in that
-/// version's lineage, promotes it if asked, and completes the sweep.
+/// Picks the winner among the succeeded children by their model versions'
+/// `validation_*` metric ([`choose`]), records the sweep in that version's lineage,
+/// promotes it if asked, and completes the sweep.
 async fn finish(tx: &mut PgConnection, sweep: Uuid, team: Uuid, spec: &SweepSpec) -> Result<()> {
     let key = spec.metric.metrics_key();
     let children: Vec<Child> = sqlx::query_as(
-        "SELECT c.id, c.state, (c.parameters->'sweep'->>'trial')::int, v.id, (v.metrics->>$2)::double precision, (v.metrics->>'test_accuracy')::double precision
+        "SELECT c.id, c.state, (c.parameters->'sweep'->>'trial')::int, v.id, (v.metrics->>$2)::double precision, c.parameters->'sweep'->'values'
          FROM jobs c LEFT JOIN model_versions v ON v.training_job_id = c.id
          WHERE c.parent_id = $1 ORDER BY 3",
     )
@@ -254,15 +340,11 @@ async fn finish(tx: &mut PgConnection, sweep: Uuid, team: Uuid, spec: &SweepSpec
     .bind(key)
     .fetch_all(&mut *tx)
     .await?;
-    let best = children
-        .iter()
-        .filter(|c| c.1 == "succeeded")
-        .filter_map(|c| Some((c, c.3?, c.4?)))
-        .fold(None::<(&Child, Uuid, f64)>, |best, cand| match best {
-            Some(b) if b.2 >= cand.2 => Some(b),
-            _ => Some(cand),
-        });
+    let judged: Vec<(&Child, Uuid, f64)> = children.iter().filter(|c| c.1 == "succeeded").filter_map(|c| Some((c, c.3?, c.4?))).collect();
+    let candidates: Vec<(String, f64)> = judged.iter().map(|(c, _, value)| (setting_of(c.5.as_object().unwrap_or(&Map::new())), *value)).collect();
+    let best = choose(&candidates, spec.choose_by).map(|i| judged[i]);
     let table: Vec<Value> = children.iter().map(|c| json!({ "job_id": c.0, "state": c.1, "trial": c.2, "model_version_id": c.3, key: c.4 })).collect();
+    let settings = setting_means(&candidates);
     let Some((child, version, value)) = best else {
         sqlx::query("UPDATE jobs SET state = 'failed', last_error = 'no child training job succeeded', progress = 1, updated_at = now() WHERE id = $1")
             .bind(sweep)
@@ -272,9 +354,9 @@ async fn finish(tx: &mut PgConnection, sweep: Uuid, team: Uuid, spec: &SweepSpec
         return Ok(());
     };
     let record = json!({ "sweep_id": sweep, "trial": child.2, "metric": key, "value": value, "trials": children.len(),
-                         "chosen_on": "validation", "children": table });
+                         "chosen_on": "validation", "choose_by": spec.choose_by, "settings": settings, "children": table });
     sqlx::query("UPDATE model_versions SET lineage = lineage || jsonb_build_object('sweep', $2::jsonb) WHERE id = $1").bind(version).bind(&record).execute(&mut *tx).await?;
-    jobs::event(&mut *tx, sweep, "sweep_chosen", json!({ "model_version_id": version, "job_id": child.0, "trial": child.2, "metric": key, "value": value, "children": table })).await?;
+    jobs::event(&mut *tx, sweep, "sweep_chosen", json!({ "model_version_id": version, "job_id": child.0, "trial": child.2, "metric": key, "value": value, "choose_by": spec.choose_by, "settings": settings, "children": table })).await?;
     if let Some(policy) = &spec.promote {
         registry::set_alias(&mut *tx, team, registry::CANDIDATE, version, json!({ "sweep_id": sweep })).await?;
         let decision = registry::promote_if_better(&mut *tx, team, version, policy).await?;
@@ -317,6 +399,37 @@ mod tests {
         ] {
             assert!(spec(bad.clone()).expand().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn choosing_by_setting_children_hold_out_rows_drawn_with_their_own_seed() {
+        let by_setting = spec(json!({ "hyperparameters": { "epochs": 2 }, "grid": { "learning_rate": [1e-5], "seed": [1, 2] } }));
+        let trials = by_setting.expand().unwrap();
+        assert_eq!(Value::Object(by_setting.child_hyperparameters(&trials[1])), json!({ "epochs": 2, "learning_rate": 1e-5, "seed": 2, "split_seed": 2 }));
+        let given = spec(json!({ "hyperparameters": { "split_seed": 9 }, "grid": { "seed": [1, 2] } }));
+        assert_eq!(given.child_hyperparameters(&given.expand().unwrap()[0])["split_seed"], 9, "a given split_seed stays");
+        let by_trial = spec(json!({ "grid": { "seed": [1, 2] }, "choose_by": "trial" }));
+        assert!(!by_trial.child_hyperparameters(&by_trial.expand().unwrap()[0]).contains_key("split_seed"));
+        assert_eq!(setting_of(&trials[0]), setting_of(&trials[1]), "seeds are repeats of one setting");
+        assert_eq!(setting_of(&trials[0]), r#"{"learning_rate":0.00001}"#);
+    }
+
+    #[test]
+    fn a_setting_is_judged_by_its_childrens_mean() {
+        let c = |s: &str, v: f64| (s.to_owned(), v);
+        // One lucky child (0.90) in a setting whose mean is lower: by trial it wins, by setting the steadier setting does.
+        let candidates = [c("a", 0.90), c("a", 0.70), c("a", 0.71), c("b", 0.80), c("b", 0.82), c("b", 0.79)];
+        assert_eq!(choose(&candidates, ChooseBy::Trial), Some(0));
+        assert_eq!(choose(&candidates, ChooseBy::Setting), Some(4), "setting b (mean 0.803 > 0.770), its best child");
+        // Ties: the earlier setting, then the earlier child.
+        assert_eq!(choose(&[c("a", 0.8), c("b", 0.7), c("b", 0.9)], ChooseBy::Setting), Some(0));
+        assert_eq!(choose(&[c("a", 0.8), c("a", 0.8)], ChooseBy::Setting), Some(0));
+        assert_eq!(choose(&[], ChooseBy::Setting), None);
+        let means = setting_means(&[(r#"{"learning_rate":1e-5}"#.into(), 0.6), (r#"{"learning_rate":1e-5}"#.into(), 0.8)]);
+        assert_eq!(means.len(), 1);
+        assert_eq!(means[0]["values"], json!({ "learning_rate": 1e-5 }));
+        assert_eq!(means[0]["children"], 2);
+        assert!((means[0]["mean"].as_f64().unwrap() - 0.7).abs() < 1e-12);
     }
 
     #[test]

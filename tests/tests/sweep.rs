@@ -48,6 +48,18 @@ async fn a_sweep_picks_the_best_child_on_validation_and_cancels_with_its_childre
     let version = api.get(Some(&analyst), &format!("/v1/models/{chosen}")).body;
     assert_eq!(version["lineage"]["sweep"]["sweep_id"], sweep.as_str(), "{version}");
     assert_eq!(version["lineage"]["sweep"]["chosen_on"], "validation");
+    // Choosing by setting (the default): each learning rate is a setting of one child
+    // here, and a child holds out validation rows drawn with its own seed.
+    assert_eq!(version["lineage"]["sweep"]["choose_by"], "setting", "{version}");
+    let settings = done["settings"].as_array().expect("the settings' means");
+    assert_eq!(settings.len(), 2, "{done}");
+    for setting in settings {
+        let child = children.iter().find(|c| c["values"] == setting["values"]).expect("a child per setting");
+        assert_eq!(setting["children"], 1, "{setting}");
+        assert!((setting["mean"].as_f64().unwrap() - child["validation_macro_f1"].as_f64().unwrap()).abs() < 1e-9, "{setting} {child}");
+    }
+    let child_job = api.get(Some(&mlops), &format!("/v1/jobs/{}", best["job_id"].as_str().unwrap())).body;
+    assert_eq!(child_job["parameters"]["hyperparameters"]["split_seed"], 7, "{child_job}");
     assert_eq!(version["aliases"], json!(["candidate", "production"]), "{version}");
     assert!(done["events"].as_array().unwrap().iter().any(|e| e["kind"] == "sweep_chosen"));
     // The dashboard draws the children's validation curves together and marks the chosen one.

@@ -202,7 +202,9 @@ pub async fn job_json(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<
     if kind == "sweep" {
         job["children"] = json!(sweep_children(state, id).await?);
         let chosen: Option<Value> = sqlx::query_scalar("SELECT detail FROM job_events WHERE job_id = $1 AND kind = 'sweep_chosen' ORDER BY id DESC LIMIT 1").bind(id).fetch_optional(&state.pool).await?;
-        job["chosen_model_version_id"] = chosen.map(|d| d["model_version_id"].clone()).unwrap_or(Value::Null);
+        job["chosen_model_version_id"] = chosen.as_ref().map(|d| d["model_version_id"].clone()).unwrap_or(Value::Null);
+        // Each setting's mean validation figure over its succeeded children, once chosen.
+        job["settings"] = chosen.map(|d| d["settings"].clone()).unwrap_or(Value::Null);
     }
     if kind == "score" {
         let counts: Vec<(String, i64)> = sqlx::query_as("SELECT state, count(*) FROM jobs WHERE parent_id = $1 GROUP BY state").bind(id).fetch_all(&state.pool).await?;
