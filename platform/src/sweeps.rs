@@ -153,18 +153,17 @@ impl SweepSpec {
     }
 }
 
-/// A trial's setting: its values less the repeat keys, in key order.
-pub fn setting_of(trial: &Map<String, Value>) -> String {
-    let setting: BTreeMap<&String, &Value> = trial.iter().filter(|(k, _)| !REPEAT_KEYS.contains(&k.as_str())).collect();
-    serde_json::to_string(&setting).expect("JSON values serialise")
+/// A trial's setting: its values less the repeat keys.
+pub fn setting_of(trial: &Map<String, Value>) -> Map<String, Value> {
+    trial.iter().filter(|(k, _)| !REPEAT_KEYS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// Every setting among `(setting, validation figure)` candidates, in trial order, with
 /// its mean figure and its number of children.
-fn settings(candidates: &[(String, f64)]) -> Vec<(&str, f64, usize)> {
-    let mut settings: Vec<(&str, f64, usize)> = Vec::new();
+fn settings(candidates: &[(Map<String, Value>, f64)]) -> Vec<(&Map<String, Value>, f64, usize)> {
+    let mut settings: Vec<(&Map<String, Value>, f64, usize)> = Vec::new();
     for (setting, _) in candidates {
-        if settings.iter().all(|(s, ..)| s != setting) {
+        if settings.iter().all(|(s, ..)| *s != setting) {
             let values: Vec<f64> = candidates.iter().filter(|(s, _)| s == setting).map(|c| c.1).collect();
             settings.push((setting, values.iter().sum::<f64>() / values.len() as f64, values.len()));
         }
@@ -184,26 +183,20 @@ fn first_best(figures: impl Iterator<Item = (usize, f64)>) -> Option<usize> {
 /// The winner among `(setting, validation figure)` candidates in trial order: by
 /// setting, the setting with the best mean figure and then its best child; by trial,
 /// the best child. Ties go to the earlier trial. `None` when there are no candidates.
-pub fn choose(candidates: &[(String, f64)], by: ChooseBy) -> Option<usize> {
+pub fn choose(candidates: &[(Map<String, Value>, f64)], by: ChooseBy) -> Option<usize> {
     match by {
         ChooseBy::Trial => first_best(candidates.iter().map(|c| c.1).enumerate()),
         ChooseBy::Setting => {
             let settings = settings(candidates);
             let winner = settings[first_best(settings.iter().map(|s| s.1).enumerate())?].0;
-            first_best(candidates.iter().enumerate().filter(|(_, c)| c.0 == winner).map(|(i, c)| (i, c.1)))
+            first_best(candidates.iter().enumerate().filter(|(_, c)| &c.0 == winner).map(|(i, c)| (i, c.1)))
         }
     }
 }
 
 /// Every setting's values, mean validation figure and number of children, for the record.
-fn setting_means(candidates: &[(String, f64)]) -> Vec<Value> {
-    settings(candidates)
-        .into_iter()
-        .map(|(setting, mean, children)| {
-            let values: Value = serde_json::from_str(setting).expect("settings are JSON");
-            json!({ "values": values, "mean": mean, "children": children })
-        })
-        .collect()
+fn setting_means(candidates: &[(Map<String, Value>, f64)]) -> Vec<Value> {
+    settings(candidates).into_iter().map(|(values, mean, children)| json!({ "values": values, "mean": mean, "children": children })).collect()
 }
 
 /// The median-stopping decision for one child.
@@ -341,7 +334,7 @@ async fn finish(tx: &mut PgConnection, sweep: Uuid, team: Uuid, spec: &SweepSpec
     .fetch_all(&mut *tx)
     .await?;
     let judged: Vec<(&Child, Uuid, f64)> = children.iter().filter(|c| c.1 == "succeeded").filter_map(|c| Some((c, c.3?, c.4?))).collect();
-    let candidates: Vec<(String, f64)> = judged.iter().map(|(c, _, value)| (setting_of(c.5.as_object().unwrap_or(&Map::new())), *value)).collect();
+    let candidates: Vec<(Map<String, Value>, f64)> = judged.iter().map(|(c, _, value)| (setting_of(c.5.as_object().unwrap_or(&Map::new())), *value)).collect();
     let best = choose(&candidates, spec.choose_by).map(|i| judged[i]);
     let table: Vec<Value> = children.iter().map(|c| json!({ "job_id": c.0, "state": c.1, "trial": c.2, "model_version_id": c.3, key: c.4 })).collect();
     let settings = setting_means(&candidates);
@@ -411,12 +404,12 @@ mod tests {
         let by_trial = spec(json!({ "grid": { "seed": [1, 2] }, "choose_by": "trial" }));
         assert!(!by_trial.child_hyperparameters(&by_trial.expand().unwrap()[0]).contains_key("split_seed"));
         assert_eq!(setting_of(&trials[0]), setting_of(&trials[1]), "seeds are repeats of one setting");
-        assert_eq!(setting_of(&trials[0]), r#"{"learning_rate":0.00001}"#);
+        assert_eq!(Value::Object(setting_of(&trials[0])), json!({ "learning_rate": 1e-5 }));
     }
 
     #[test]
     fn a_setting_is_judged_by_its_childrens_mean() {
-        let c = |s: &str, v: f64| (s.to_owned(), v);
+        let c = |s: &str, v: f64| (json!({ "pooling": s }).as_object().unwrap().clone(), v);
         // One lucky child (0.90) in a setting whose mean is lower: by trial it wins, by setting the steadier setting does.
         let candidates = [c("a", 0.90), c("a", 0.70), c("a", 0.71), c("b", 0.80), c("b", 0.82), c("b", 0.79)];
         assert_eq!(choose(&candidates, ChooseBy::Trial), Some(0));
@@ -425,7 +418,8 @@ mod tests {
         assert_eq!(choose(&[c("a", 0.8), c("b", 0.7), c("b", 0.9)], ChooseBy::Setting), Some(0));
         assert_eq!(choose(&[c("a", 0.8), c("a", 0.8)], ChooseBy::Setting), Some(0));
         assert_eq!(choose(&[], ChooseBy::Setting), None);
-        let means = setting_means(&[(r#"{"learning_rate":1e-5}"#.into(), 0.6), (r#"{"learning_rate":1e-5}"#.into(), 0.8)]);
+        let lr = json!({ "learning_rate": 1e-5 }).as_object().unwrap().clone();
+        let means = setting_means(&[(lr.clone(), 0.6), (lr, 0.8)]);
         assert_eq!(means.len(), 1);
         assert_eq!(means[0]["values"], json!({ "learning_rate": 1e-5 }));
         assert_eq!(means[0]["children"], 2);
