@@ -26,6 +26,14 @@ fetch() { # fetch WHEEL_SPEC DEST: download one wheel with no dependencies and u
 
 mkdir -p "$ABSA_HOME"
 
+# c10d's Gloo backend is inside libtorch_cpu.so, but the wheel lacks Gloo's headers,
+# which ProcessGroupGloo.hpp includes (the trainer's csrc/distributed.cpp needs them).
+if [ ! -f /usr/include/gloo/config.h ]; then
+  log "installing Gloo's headers (Debian's libgloo-dev)"
+  [ "$(id -u)" = 0 ] || { log "libgloo-dev is missing: run 'apt-get install libgloo-dev' as root"; exit 1; }
+  apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgloo-dev >/dev/null
+fi
+
 if [ ! -f "$LIBTORCH/lib/libtorch_cpu.so" ]; then
   log "assembling libtorch $TORCH_VERSION (CPU) in $LIBTORCH (~540 MB download)"
   stage="$ABSA_HOME/stage-torch"; rm -rf "$stage" "$LIBTORCH"

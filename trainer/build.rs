@@ -1,7 +1,7 @@
 //! Lets the trainer's binaries and tests find libtorch at run time without
 //! LD_LIBRARY_PATH, keeps CUDA libtorch linked when it is there, and compiles the
-//! C++ shims (csrc/: autocast dtype, per-thread generators, malloc settings) against
-//! libtorch's headers.
+//! C++ shims (csrc/: autocast dtype, per-thread generators, malloc settings, c10d)
+//! against libtorch's headers.
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
@@ -31,6 +31,30 @@ fn main() {
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .warnings(false)
         .compile("absa_csrc");
+    // c10d (csrc/distributed.cpp): libtorch 2.13's distributed headers need C++20, and
+    // ProcessGroupGloo.hpp includes Gloo's own headers, which the wheel lacks (Debian's
+    // libgloo-dev has them; scripts/native.sh installs it). NCCL when libtorch has CUDA.
+    let mut dist = cc::Build::new();
+    dist.cpp(true)
+        .file("csrc/distributed.cpp")
+        .include(root.join("include"))
+        .include(root.join("include/torch/csrc/api/include"))
+        .flag("-std=c++20")
+        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .flag("-DUSE_C10D_GLOO")
+        .warnings(false);
+    if let Ok(gloo) = std::env::var("ABSA_GLOO_INCLUDE") {
+        dist.include(gloo);
+    }
+    if lib.join("libtorch_cuda.so").exists() {
+        if let Ok(nccl) = std::env::var("ABSA_NCCL_INCLUDE") {
+            dist.include(nccl).flag("-DUSE_C10D_NCCL").flag("-DABSA_WITH_NCCL");
+        }
+    }
+    dist.compile("absa_distributed");
+    println!("cargo:rerun-if-env-changed=ABSA_GLOO_INCLUDE");
+    println!("cargo:rerun-if-env-changed=ABSA_NCCL_INCLUDE");
     println!("cargo:rustc-link-search=native={}", lib.display());
     println!("cargo:rustc-link-lib=dylib=c10");
     println!("cargo:rustc-link-lib=dylib=torch_cpu");

@@ -202,9 +202,12 @@ struct Train {
     /// Any other hyperparameter, e.g. --hp warmup_steps=100 (value parsed as JSON, else a string)
     #[arg(long = "hp", value_name = "KEY=VALUE")]
     hyperparameters: Vec<String>,
-    /// Number of GPUs
+    /// Number of GPUs (one rank per GPU)
     #[arg(long)]
     gpus: Option<u32>,
+    /// Without GPUs: CPU processes that train together (sharding: --hp sharding=full_shard)
+    #[arg(long, conflicts_with = "gpus")]
+    ranks: Option<u32>,
     /// Promote the new version to this alias if it beats the alias's current version
     #[arg(long, value_name = "ALIAS")]
     promote: Option<String>,
@@ -484,8 +487,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Keys(KeysCmd::List) => show(&c.get("/v1/keys", &[])?, &|v| {
             let keys = list(v, "keys");
-            let rows: Vec<Vec<String>> =
-                keys.iter().map(|k| vec![get(k, "id"), get(k, "name"), get(k, "role"), time(k, "created_at")]).collect();
+            let rows: Vec<Vec<String>> = keys.iter().map(|k| vec![get(k, "id"), get(k, "name"), get(k, "role"), time(k, "created_at")]).collect();
             table(&["ID", "NAME", "ROLE", "CREATED"], &rows)
         }),
         Command::Keys(KeysCmd::Rm { id }) => {
@@ -590,11 +592,8 @@ fn upload(c: &Client, u: Upload, json: bool) -> Result<ExitCode> {
         Format::Parquet => "application/vnd.apache.parquet",
     };
 
-    let bar = ProgressBar::new(len).with_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    let bar = ProgressBar::new(len)
+        .with_style(ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}").expect("valid template").progress_chars("=> "));
     bar.set_message(format!("uploading {}", path.display()));
     let reader = EndNotice { inner: bar.wrap_read(file), bar: bar.clone() };
     let endpoint = if what == "dataset" { "/v1/datasets" } else { "/v1/corpora" };
@@ -605,18 +604,9 @@ fn upload(c: &Client, u: Upload, json: bool) -> Result<ExitCode> {
         print_json(&v);
         return Ok(ExitCode::SUCCESS);
     }
-    let (id, added, total, unit) = if what == "dataset" {
-        ("dataset_id", "rows_added", "rows_total", "rows")
-    } else {
-        ("corpus_id", "documents_added", "documents_total", "documents")
-    };
-    let mut s = format!(
-        "{what} {} ({}): {} {unit} added, {} in total\n",
-        get(&v, "name"),
-        get(&v, id),
-        count_of(&v, added),
-        count_of(&v, total)
-    );
+    let (id, added, total, unit) =
+        if what == "dataset" { ("dataset_id", "rows_added", "rows_total", "rows") } else { ("corpus_id", "documents_added", "documents_total", "documents") };
+    let mut s = format!("{what} {} ({}): {} {unit} added, {} in total\n", get(&v, "name"), get(&v, id), count_of(&v, added), count_of(&v, total));
     let errors = list(&v, "errors");
     let error_count = v.get("error_count").and_then(Value::as_i64).unwrap_or(errors.len() as i64);
     s.push_str(&output::row_errors(errors, error_count, show_errors));
@@ -657,10 +647,8 @@ fn datasets_table(v: &Value) -> String {
 }
 
 fn corpora_table(v: &Value) -> String {
-    let rows: Vec<Vec<String>> = list(v, "corpora")
-        .iter()
-        .map(|d| vec![get(d, "id"), get(d, "name"), count_of(d, "documents"), time(d, "created_at")])
-        .collect();
+    let rows: Vec<Vec<String>> =
+        list(v, "corpora").iter().map(|d| vec![get(d, "id"), get(d, "name"), count_of(d, "documents"), time(d, "created_at")]).collect();
     table(&["ID", "NAME", "DOCUMENTS", "CREATED"], &rows)
 }
 
@@ -697,6 +685,9 @@ fn train_body(t: &Train) -> Result<Value> {
     }
     if let Some(g) = t.gpus {
         body["gpus"] = json!(g);
+    }
+    if let Some(r) = t.ranks {
+        body["ranks"] = json!(r);
     }
     if let Some(a) = &t.promote {
         body["promote"] = json!({ "alias": a, "metric": name_of(t.metric) });
@@ -797,10 +788,13 @@ fn job_details(j: &Value, last_events: usize) -> String {
         ("kind", get(j, "kind")),
         ("state", get(j, "state")),
         ("progress", percent(j.get("progress").and_then(Value::as_f64))),
-        ("attempts", match j.get("max_attempts").and_then(Value::as_i64) {
-            Some(max) => format!("{} of {max}", get(j, "attempts")),
-            None => get(j, "attempts"),
-        }),
+        (
+            "attempts",
+            match j.get("max_attempts").and_then(Value::as_i64) {
+                Some(max) => format!("{} of {max}", get(j, "attempts")),
+                None => get(j, "attempts"),
+            },
+        ),
         ("created", time(j, "created_at")),
         ("updated", time(j, "updated_at")),
     ];
@@ -860,10 +854,8 @@ fn job_details(j: &Value, last_events: usize) -> String {
     if !events.is_empty() {
         let from = events.len().saturating_sub(last_events);
         s.push_str(&format!("\nevents (last {} of {}):\n", events.len() - from, events.len()));
-        let rows: Vec<Vec<String>> = events[from..]
-            .iter()
-            .map(|e| vec![time(e, "at"), get(e, "kind"), truncate(&output::cell(e.get("detail").unwrap_or(&Value::Null)), 100)])
-            .collect();
+        let rows: Vec<Vec<String>> =
+            events[from..].iter().map(|e| vec![time(e, "at"), get(e, "kind"), truncate(&output::cell(e.get("detail").unwrap_or(&Value::Null)), 100)]).collect();
         s.push_str(&table(&["AT", "KIND", "DETAIL"], &rows));
     }
     s
@@ -871,9 +863,8 @@ fn job_details(j: &Value, last_events: usize) -> String {
 
 /// Polls the job every second with a progress bar until it is final.
 fn watch(c: &Client, id: &str, json: bool) -> Result<ExitCode> {
-    let bar = ProgressBar::new(1000).with_style(
-        ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {msg} ({elapsed})").expect("valid template").progress_chars("=> "),
-    );
+    let bar = ProgressBar::new(1000)
+        .with_style(ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {msg} ({elapsed})").expect("valid template").progress_chars("=> "));
     bar.enable_steady_tick(Duration::from_millis(120));
     let path = job_path(id, "");
     let mut failures = 0;
@@ -937,15 +928,7 @@ fn watch(c: &Client, id: &str, json: bool) -> Result<ExitCode> {
 fn metrics_table(v: &Value) -> String {
     let rows: Vec<Vec<String>> = list(v, "epochs")
         .iter()
-        .map(|e| {
-            vec![
-                get(e, "epoch"),
-                metric(e, "train_loss"),
-                metric(e, "validation_loss"),
-                metric(e, "accuracy"),
-                metric(e, "macro_f1"),
-            ]
-        })
+        .map(|e| vec![get(e, "epoch"), metric(e, "train_loss"), metric(e, "validation_loss"), metric(e, "accuracy"), metric(e, "macro_f1")])
         .collect();
     table(&["EPOCH", "TRAIN_LOSS", "VALIDATION_LOSS", "ACCURACY", "MACRO_F1"], &rows)
 }
@@ -993,8 +976,7 @@ fn model_details(m: &Value) -> String {
 
 fn compare_view(v: &Value, ids: &[String]) -> String {
     let models = list(v, "models");
-    let rows: Vec<Vec<String>> =
-        models.iter().map(|m| vec![get(m, "id"), get(m, "base_model"), get(m, "aliases"), time(m, "created_at")]).collect();
+    let rows: Vec<Vec<String>> = models.iter().map(|m| vec![get(m, "id"), get(m, "base_model"), get(m, "aliases"), time(m, "created_at")]).collect();
     let mut s = table(&["ID", "BASE_MODEL", "ALIASES", "CREATED"], &rows);
     s.push('\n');
     let empty = Map::new();
@@ -1003,8 +985,7 @@ fn compare_view(v: &Value, ids: &[String]) -> String {
 }
 
 fn aliases_table(v: &Value) -> String {
-    let rows: Vec<Vec<String>> =
-        list(v, "aliases").iter().map(|a| vec![get(a, "name"), get(a, "model_version_id"), time(a, "updated_at")]).collect();
+    let rows: Vec<Vec<String>> = list(v, "aliases").iter().map(|a| vec![get(a, "name"), get(a, "model_version_id"), time(a, "updated_at")]).collect();
     table(&["NAME", "MODEL_VERSION", "UPDATED"], &rows)
 }
 
@@ -1022,7 +1003,9 @@ fn promote(c: &Client, version_id: &str, alias: &str, metric: Metric, json: bool
         print_json(&v);
     } else {
         let scores = match (v.get("candidate").and_then(Value::as_f64), v.get("current").and_then(Value::as_f64)) {
-            (Some(a), Some(b)) => format!(" ({}: candidate {a:.4}, current {b:.4})", name_of(metric)),
+            (Some(a), Some(b)) => {
+                format!(" ({}: candidate {a:.4}, current {b:.4})", name_of(metric))
+            }
             (Some(a), None) => format!(" ({}: candidate {a:.4}, alias was unset)", name_of(metric)),
             _ => String::new(),
         };
@@ -1062,8 +1045,7 @@ fn export(c: &Client, job_id: &str, format: Option<ExportFormat>, output: &Path)
         Some(n) => ProgressBar::new(n).with_style(
             ProgressStyle::with_template("downloading [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}").expect("valid template").progress_chars("=> "),
         ),
-        None => ProgressBar::new_spinner()
-            .with_style(ProgressStyle::with_template("{spinner} downloading {bytes} {bytes_per_sec}").expect("valid template")),
+        None => ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} downloading {bytes} {bytes_per_sec}").expect("valid template")),
     };
     let result = (|| -> Result<u64> {
         let mut file = std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
@@ -1090,17 +1072,7 @@ fn export(c: &Client, job_id: &str, format: Option<ExportFormat>, output: &Path)
 fn schedules_table(v: &Value) -> String {
     let rows: Vec<Vec<String>> = list(v, "schedules")
         .iter()
-        .map(|s| {
-            vec![
-                get(s, "id"),
-                get(s, "name"),
-                get(s, "cron"),
-                get(s, "on_new_rows"),
-                get(s, "enabled"),
-                time(s, "next_run_at"),
-                time(s, "last_fired_at"),
-            ]
-        })
+        .map(|s| vec![get(s, "id"), get(s, "name"), get(s, "cron"), get(s, "on_new_rows"), get(s, "enabled"), time(s, "next_run_at"), time(s, "last_fired_at")])
         .collect();
     table(&["ID", "NAME", "CRON", "ON_NEW_ROWS", "ENABLED", "NEXT_RUN", "LAST_FIRED"], &rows)
 }
@@ -1136,10 +1108,7 @@ mod tests {
         let cli = Cli::try_parse_from(["absa", "--json", "score", "--corpus", "c", "--alias", "production", "--lexicon", "battery,screen"]).unwrap();
         assert!(cli.json);
         let Command::Score(s) = cli.command else { panic!() };
-        assert_eq!(
-            score_body(&s),
-            json!({"corpus_id": "c", "alias": "production", "target_mode": "lexicon", "lexicon": ["battery", "screen"]})
-        );
+        assert_eq!(score_body(&s), json!({"corpus_id": "c", "alias": "production", "target_mode": "lexicon", "lexicon": ["battery", "screen"]}));
         assert!(Cli::try_parse_from(["absa", "score", "--corpus", "c"]).is_err(), "a model or an alias is required");
         assert!(Cli::try_parse_from(["absa", "score", "--corpus", "c", "--model", "m", "--alias", "a"]).is_err());
         assert!(Cli::try_parse_from(["absa", "compare", "one"]).is_err(), "compare needs two ids");
@@ -1148,8 +1117,26 @@ mod tests {
     #[test]
     fn sweep_bodies_turn_grid_flags_into_lists() {
         let cli = Cli::try_parse_from([
-            "absa", "sweep", "--dataset", "d", "--base-model", "m", "--grid", "learning_rate=1e-5,5e-5", "--grid", "seed=1,2,3",
-            "--hp", "epochs=3", "--max-concurrency", "2", "--median-stop-after", "2", "--promote", "production", "--choose-by", "trial",
+            "absa",
+            "sweep",
+            "--dataset",
+            "d",
+            "--base-model",
+            "m",
+            "--grid",
+            "learning_rate=1e-5,5e-5",
+            "--grid",
+            "seed=1,2,3",
+            "--hp",
+            "epochs=3",
+            "--max-concurrency",
+            "2",
+            "--median-stop-after",
+            "2",
+            "--promote",
+            "production",
+            "--choose-by",
+            "trial",
         ])
         .unwrap();
         let Command::Sweep(w) = cli.command else { panic!() };
@@ -1164,8 +1151,24 @@ mod tests {
     #[test]
     fn train_bodies_carry_only_what_was_given() {
         let cli = Cli::try_parse_from([
-            "absa", "train", "--dataset", "d", "--base-model", "all-minilm-l6-v2", "--lr", "0.0001", "--epochs", "3", "--hp",
-            "warmup_steps=100", "--hp", "pooling=mean", "--promote", "production", "--metric", "accuracy",
+            "absa",
+            "train",
+            "--dataset",
+            "d",
+            "--base-model",
+            "all-minilm-l6-v2",
+            "--lr",
+            "0.0001",
+            "--epochs",
+            "3",
+            "--hp",
+            "warmup_steps=100",
+            "--hp",
+            "pooling=mean",
+            "--promote",
+            "production",
+            "--metric",
+            "accuracy",
         ])
         .unwrap();
         let Command::Train(t) = cli.command else { panic!() };

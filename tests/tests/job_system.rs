@@ -10,7 +10,10 @@
 //!    job completes, every document has exactly one prediction (no duplicates, no gaps,
 //!    by count and by key), and the predictions agree with the held-back labels;
 //! 4. RabbitMQ restarted during a scoring job: the job completes, exactly once again;
-//! 5. SIGTERM: a trainer gives its job back and exits; a scorer exits cleanly.
+//! 5. SIGTERM: a trainer gives its job back and exits; a scorer exits cleanly;
+//! 6. a job trained as 2 CPU ranks (fully sharded on c10d) with one rank SIGKILLed in
+//!    its second epoch: the attempt fails at once, the retry resumes from the sharded
+//!    checkpoint and ends with the same metrics as an uninterrupted run.
 //!
 //! One test function, because the phases share the trained model and because a broker
 //! restart would disturb any test running beside it. It needs the shared reference
@@ -26,6 +29,25 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 const LEASE_SECS: &str = "6";
+/// The trainers' collective timeout: a rank that dies fails its job's attempt well within it.
+const COLLECTIVE_TIMEOUT_SECS: u64 = 60;
+
+/// The process id of rank `rank` of a launched training job (its run file names the job).
+fn rank_process(job: Uuid, rank: usize) -> Option<i32> {
+    let job = job.to_string();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let has = |hay: &[u8], needle: &str| hay.split(|&b| b == 0).any(|part| String::from_utf8_lossy(part).contains(needle));
+        if has(&cmdline, "train-from") && has(&cmdline, &job) && environ.split(|&b| b == 0).any(|v| v == format!("RANK={rank}").as_bytes()) {
+            return Some(pid);
+        }
+    }
+    None
+}
 
 fn admin_url() -> String {
     std::env::var("ABSA_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://absa:absa@127.0.0.1:5432/absa".into())
@@ -101,7 +123,9 @@ impl Env {
             let (state, error, _) = self.state(job).await;
             match state.as_str() {
                 "succeeded" => return,
-                "failed" | "cancelled" => panic!("job {job} {state}: {error:?}\n{}", logs(processes)),
+                "failed" | "cancelled" => {
+                    panic!("job {job} {state}: {error:?}\n{}", logs(processes))
+                }
                 _ if Instant::now() > deadline => panic!("job {job} still {state} after {within:?}\n{}", logs(processes)),
                 _ => tokio::time::sleep(Duration::from_millis(300)).await,
             }
@@ -152,6 +176,7 @@ async fn setup() -> Env {
         ("ABSA_DISPATCH__INTERVAL_SECS".to_string(), "0.5".to_string()),
         ("ABSA_DISPATCH__SHARD_SIZE".to_string(), "5000".to_string()),
         ("ABSA_LOG__FILTER".to_string(), "info".to_string()),
+        ("ABSA_TORCH__COLLECTIVE_TIMEOUT_SECS".to_string(), COLLECTIVE_TIMEOUT_SECS.to_string()),
     ];
     Env { pool, db_name, vars, dir, team }
 }
@@ -203,13 +228,12 @@ async fn add_corpus(env: &Env, name: &str, rows: &[Labelled], copies: usize) -> 
 
 /// Exactly one prediction per document: by count, and by key (seqs 0..n, target 0).
 async fn assert_exactly_once(env: &Env, job: Uuid, documents: i64) {
-    let (count, distinct, min, max, max_target): (i64, i64, Option<i64>, Option<i64>, Option<i32>) = sqlx::query_as(
-        "SELECT count(*), count(DISTINCT seq), min(seq), max(seq), max(target_index) FROM predictions WHERE job_id = $1",
-    )
-    .bind(job)
-    .fetch_one(&env.pool)
-    .await
-    .unwrap();
+    let (count, distinct, min, max, max_target): (i64, i64, Option<i64>, Option<i64>, Option<i32>) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT seq), min(seq), max(seq), max(target_index) FROM predictions WHERE job_id = $1")
+            .bind(job)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
     assert_eq!(count, documents, "one prediction per document");
     assert_eq!(distinct, documents, "no document twice");
     assert_eq!((min, max, max_target), (Some(0), Some(documents - 1), Some(0)), "no gaps");
@@ -231,8 +255,11 @@ async fn jobs_survive_crashes_and_a_broker_restart_and_write_results_exactly_onc
     let full = add_dataset(&env, "laptops", &train).await;
     let started = Instant::now();
     let job = env
-        .submit("train", json!({ "dataset_id": full, "base_model": "all-minilm-l6-v2",
-                                 "hyperparameters": { "epochs": 1, "learning_rate": 5e-5 } }))
+        .submit(
+            "train",
+            json!({ "dataset_id": full, "base_model": "all-minilm-l6-v2",
+                                 "hyperparameters": { "epochs": 1, "learning_rate": 5e-5 } }),
+        )
         .await;
     env.wait_done(job, Duration::from_secs(900), &[&scheduler, &trainer]).await;
     eprintln!("training job (1 epoch, {} rows): {:.0} s", train.len(), started.elapsed().as_secs_f64());
@@ -255,8 +282,11 @@ async fn jobs_survive_crashes_and_a_broker_restart_and_write_results_exactly_onc
     // 2. Two epochs on a slice; the trainer dies in the middle of the second.
     let slice = add_dataset(&env, "laptops-slice", &train[..320]).await;
     let job = env
-        .submit("train", json!({ "dataset_id": slice, "base_model": "all-minilm-l6-v2",
-                                 "hyperparameters": { "epochs": 2, "learning_rate": 5e-5, "warmup_steps": 10 } }))
+        .submit(
+            "train",
+            json!({ "dataset_id": slice, "base_model": "all-minilm-l6-v2",
+                                 "hyperparameters": { "epochs": 2, "learning_rate": 5e-5, "warmup_steps": 10 } }),
+        )
         .await;
     env.wait_for("the epoch-1 checkpoint", Duration::from_secs(300), &[&scheduler, &trainer], || async {
         env.events(job).await.iter().any(|(kind, _)| kind == "checkpoint_saved")
@@ -284,14 +314,17 @@ async fn jobs_survive_crashes_and_a_broker_restart_and_write_results_exactly_onc
     assert_eq!(resumed.len(), 2, "{kinds:?}");
     assert_eq!((resumed[0]["from_epoch"].clone(), resumed[0]["attempt"].clone()), (json!(1), json!(2)), "{resumed:?}");
     assert_eq!((resumed[1]["from_epoch"].clone(), resumed[1]["attempt"].clone()), (json!(2), json!(3)), "{resumed:?}");
-    let epochs: Vec<i32> = sqlx::query_scalar("SELECT epoch FROM training_metrics WHERE job_id = $1 ORDER BY epoch").bind(job).fetch_all(&env.pool).await.unwrap();
+    let epochs: Vec<i32> =
+        sqlx::query_scalar("SELECT epoch FROM training_metrics WHERE job_id = $1 ORDER BY epoch").bind(job).fetch_all(&env.pool).await.unwrap();
     assert_eq!(epochs, vec![1, 2]);
     // The version's selected model is the best epoch's; the resumable checkpoints are
     // deleted just after the job completes.
-    let best_epoch: Value = sqlx::query_scalar("SELECT metrics->'best_epoch' FROM model_versions WHERE training_job_id = $1").bind(job).fetch_one(&env.pool).await.unwrap();
+    let best_epoch: Value =
+        sqlx::query_scalar("SELECT metrics->'best_epoch' FROM model_versions WHERE training_job_id = $1").bind(job).fetch_one(&env.pool).await.unwrap();
     assert_eq!(best_epoch, resumed[1]["best_epoch"], "{resumed:?}");
     env.wait_for("the spent checkpoints' deletion", Duration::from_secs(30), &[&trainer3], || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM artifacts WHERE job_id = $1 AND kind = 'checkpoint'").bind(job).fetch_one(&env.pool).await.unwrap();
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM artifacts WHERE job_id = $1 AND kind = 'checkpoint'").bind(job).fetch_one(&env.pool).await.unwrap();
         n == 1
     })
     .await;
@@ -323,11 +356,16 @@ async fn jobs_survive_crashes_and_a_broker_restart_and_write_results_exactly_onc
     assert_exactly_once(&env, score, documents).await;
     let shard_events: Vec<String> = sqlx::query_scalar("SELECT kind FROM job_events WHERE job_id = $1").bind(killed_shard).fetch_all(&env.pool).await.unwrap();
     assert!(shard_events.iter().any(|k| k == "lease_expired"), "{shard_events:?}");
-    let shards: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE parent_id = $1 AND state = 'succeeded'").bind(score).fetch_one(&env.pool).await.unwrap();
+    let shards: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE parent_id = $1 AND state = 'succeeded'").bind(score).fetch_one(&env.pool).await.unwrap();
     assert_eq!(shards, 4);
     // Agreement with the held-back labels of the first copy.
-    let labels: Vec<(i64, String)> =
-        sqlx::query_as("SELECT seq, label FROM predictions WHERE job_id = $1 AND seq < $2 ORDER BY seq").bind(score).bind(test.len() as i64).fetch_all(&env.pool).await.unwrap();
+    let labels: Vec<(i64, String)> = sqlx::query_as("SELECT seq, label FROM predictions WHERE job_id = $1 AND seq < $2 ORDER BY seq")
+        .bind(score)
+        .bind(test.len() as i64)
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
     let correct = labels.iter().filter(|(seq, label)| test[*seq as usize].label == *label).count();
     let accuracy = correct as f64 / test.len() as f64;
     eprintln!("scored test accuracy (model of phase 1): {accuracy:.4}");
@@ -336,7 +374,8 @@ async fn jobs_survive_crashes_and_a_broker_restart_and_write_results_exactly_onc
     // 4. RabbitMQ restarts while a scoring job runs.
     let score = env.submit("score", json!({ "corpus_id": corpus, "model_version_id": version, "shard_size": 400 })).await;
     env.wait_for("a first shard done", Duration::from_secs(300), &[&scheduler, &scorer2], || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM jobs WHERE parent_id = $1 AND state = 'succeeded'").bind(score).fetch_one(&env.pool).await.unwrap() > 0
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM jobs WHERE parent_id = $1 AND state = 'succeeded'").bind(score).fetch_one(&env.pool).await.unwrap()
+            > 0
     })
     .await;
     let restarted = std::process::Command::new("bash").arg(&restart_script).status().expect("restart script");
@@ -345,9 +384,7 @@ async fn jobs_survive_crashes_and_a_broker_restart_and_write_results_exactly_onc
     assert_exactly_once(&env, score, documents).await;
 
     // 5. SIGTERM: a trainer holding a job gives it back and exits; the scorer exits.
-    let job = env
-        .submit("train", json!({ "dataset_id": slice, "base_model": "all-minilm-l6-v2", "hyperparameters": { "epochs": 1 } }))
-        .await;
+    let job = env.submit("train", json!({ "dataset_id": slice, "base_model": "all-minilm-l6-v2", "hyperparameters": { "epochs": 1 } })).await;
     env.wait_for("the trainer to start", Duration::from_secs(120), &[&scheduler, &trainer2], || async { env.state(job).await.2 > 0.0 }).await;
     let status = trainer2.terminate(Duration::from_secs(60)).unwrap_or_else(|| panic!("trainer ignored SIGTERM\n{}", trainer2.tail(20)));
     assert!(status.success(), "{status:?}\n{}", trainer2.tail(20));
@@ -358,6 +395,62 @@ async fn jobs_survive_crashes_and_a_broker_restart_and_write_results_exactly_onc
     let status = scorer2.terminate(Duration::from_secs(30)).expect("scorer exits on SIGTERM");
     assert!(status.success());
     jobs::cancel(&env.pool, job).await.unwrap();
+
+    // 6. A job trained as 2 CPU ranks, fully sharded: one rank killed (SIGKILL) in its
+    // second epoch fails the attempt at once; the retry resumes from the first epoch's
+    // sharded checkpoint and ends with the metrics of an uninterrupted run.
+    let trainer = env.start("absa-trainer", &["work"], "trainer-ranks");
+    let ranked = json!({ "dataset_id": slice, "base_model": "all-minilm-l6-v2", "ranks": 2,
+                         "hyperparameters": { "epochs": 2, "learning_rate": 5e-5, "warmup_steps": 10, "sharding": "full_shard" } });
+    let straight = env.submit("train", ranked.clone()).await;
+    env.wait_done(straight, Duration::from_secs(900), &[&scheduler, &trainer]).await;
+    let killed = env.submit("train", ranked).await;
+    env.wait_for("the epoch-1 checkpoint", Duration::from_secs(600), &[&scheduler, &trainer], || async {
+        env.events(killed).await.iter().any(|(kind, _)| kind == "checkpoint_saved")
+    })
+    .await;
+    env.wait_for("progress into epoch 2", Duration::from_secs(300), &[&trainer], || async { env.state(killed).await.2 > 0.55 }).await;
+    let rank = rank_process(killed, 1).unwrap_or_else(|| panic!("no rank 1 of job {killed}\n{}", trainer.tail(30)));
+    let kill_time = Instant::now();
+    // SAFETY: a process of this test's own trainer.
+    unsafe { libc::kill(rank, libc::SIGKILL) };
+    env.wait_for("the attempt's failure", Duration::from_secs(COLLECTIVE_TIMEOUT_SECS), &[&trainer], || async {
+        env.events(killed).await.iter().any(|(kind, _)| kind == "attempt_failed")
+    })
+    .await;
+    let failed_after = kill_time.elapsed();
+    env.wait_done(killed, Duration::from_secs(900), &[&scheduler, &trainer]).await;
+    let resumed: Vec<Value> = env.events(killed).await.into_iter().filter(|(k, _)| k == "resumed").map(|(_, d)| d).collect();
+    assert_eq!(resumed.len(), 1, "{resumed:?}");
+    assert_eq!((resumed[0]["from_epoch"].clone(), resumed[0]["attempt"].clone()), (json!(1), json!(2)), "{resumed:?}");
+    let pool = env.pool.clone();
+    let curve = |job: Uuid| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (i32, f64, f64, f64, f64)>(
+                "SELECT epoch, train_loss, validation_loss, accuracy, macro_f1 FROM training_metrics WHERE job_id = $1 ORDER BY epoch",
+            )
+            .bind(job)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let (a, b) = (curve(straight).await, curve(killed).await);
+    eprintln!(
+        "2 ranks, full shard: rank 1 killed in epoch 2, the attempt failed {:.1} s later; uninterrupted {a:?}, resumed {b:?}",
+        failed_after.as_secs_f64()
+    );
+    assert_eq!(a, b, "the resumed run's metrics are the uninterrupted run's");
+    let summaries: Vec<Value> = sqlx::query_scalar("SELECT metrics FROM model_versions WHERE training_job_id = ANY($1) ORDER BY created_at")
+        .bind(vec![straight, killed])
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(summaries.len(), 2);
+    assert_eq!((summaries[0]["world_size"].clone(), summaries[0]["sharding"].clone()), (json!(2), json!("full_shard")));
+    assert_eq!(summaries[0]["test_accuracy"], summaries[1]["test_accuracy"]);
+    drop(trainer);
 
     drop(scheduler);
     env.pool.close().await;

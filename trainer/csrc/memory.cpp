@@ -13,4 +13,8 @@ int absa_keep_freed_memory(int mmap_threshold, int trim_threshold) {
   return ok ? 0 : -1;
 }
 
+// Gives the kernel back every whole free page of the heap (the thresholds above keep
+// them otherwise): after loading a model, whose staging buffers are not needed again.
+void absa_release_free_memory() { malloc_trim(0); }
+
 }  // extern "C"

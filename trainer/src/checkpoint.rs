@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use absa_domain::LabelSet;
 use serde_json::{json, Value};
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Device, Tensor};
 
 use crate::model::{EncoderConfig, Pooling, TdBertModel};
 use crate::ModelError;
@@ -55,7 +55,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
 }
 
 /// The safetensors files of a checkpoint directory, shards in index order.
-fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
+pub(crate) fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
         let text = std::fs::read_to_string(&index).map_err(io(&index))?;
@@ -75,8 +75,8 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
 pub fn load(dir: &Path, options: &LoadOptions, device: Device) -> Result<LoadedModel, ModelError> {
     let config_path = dir.join("config.json");
     let config = EncoderConfig::from_file(&config_path)?;
-    let raw_config: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).map_err(io(&config_path))?)
-        .map_err(|e| ModelError::Config(e.to_string()))?;
+    let raw_config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).map_err(io(&config_path))?).map_err(|e| ModelError::Config(e.to_string()))?;
     let family = config.family()?;
     let prefix = format!("{}.", family.prefix());
 
@@ -89,15 +89,8 @@ pub fn load(dir: &Path, options: &LoadOptions, device: Device) -> Result<LoadedM
         }
     }
 
-    let checkpoint_labels = labels_of(&raw_config);
     let has_head = tensors.keys().any(|k| k.starts_with("classifier."));
-    let labels = match (&options.labels, &checkpoint_labels) {
-        (Some(wanted), _) => wanted.clone(),
-        (None, Some(found)) if has_head => found.clone(),
-        (None, _) => return Err(ModelError::Labels(format!("{} has no trained head: give the labels to train for", dir.display()))),
-    };
-    let load_head = has_head && checkpoint_labels.as_ref() == Some(&labels);
-    let pooling = options.pooling.or_else(|| raw_config["absa"]["pooling"].as_str().and_then(|p| serde_json::from_value(json!(p)).ok())).unwrap_or_default();
+    let Resolved { labels, load_head, pooling } = resolve(dir, &raw_config, has_head, options)?;
 
     let vs = nn::VarStore::new(device);
     let mut model = TdBertModel::new(&vs.root(), config.clone(), labels.len() as i64, pooling)?;
@@ -145,6 +138,26 @@ pub fn load(dir: &Path, options: &LoadOptions, device: Device) -> Result<LoadedM
     Ok(LoadedModel { vs, model, labels, report, passthrough, raw_config })
 }
 
+/// How a checkpoint is loaded: the labels trained for, whether its head is kept (it
+/// exists and was trained for those labels), and the pooling.
+pub(crate) struct Resolved {
+    pub labels: LabelSet,
+    pub load_head: bool,
+    pub pooling: Pooling,
+}
+
+pub(crate) fn resolve(dir: &Path, raw_config: &Value, has_head: bool, options: &LoadOptions) -> Result<Resolved, ModelError> {
+    let checkpoint_labels = labels_of(raw_config);
+    let labels = match (&options.labels, &checkpoint_labels) {
+        (Some(wanted), _) => wanted.clone(),
+        (None, Some(found)) if has_head => found.clone(),
+        (None, _) => return Err(ModelError::Labels(format!("{} has no trained head: give the labels to train for", dir.display()))),
+    };
+    let load_head = has_head && checkpoint_labels.as_ref() == Some(&labels);
+    let pooling = options.pooling.or_else(|| raw_config["absa"]["pooling"].as_str().and_then(|p| serde_json::from_value(json!(p)).ok())).unwrap_or_default();
+    Ok(Resolved { labels, load_head, pooling })
+}
+
 fn labels_of(config: &Value) -> Option<LabelSet> {
     let map = config["id2label"].as_object()?;
     let mut pairs: Vec<(usize, String)> = map.iter().filter_map(|(k, v)| Some((k.parse().ok()?, v.as_str()?.to_owned()))).collect();
@@ -162,17 +175,7 @@ impl LoadedModel {
     /// (`tokenizer.json` plus what transformers' `AutoTokenizer` reads).
     pub fn save(&self, dir: &Path, tokenizer_dir: Option<&Path>) -> Result<(), ModelError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let mut config = self.raw_config.clone();
-        let names = self.labels.names();
-        config["architectures"] = json!([self.model.family.sequence_classification_architecture(&self.model.config.model_type)]);
-        config["id2label"] = Value::Object(names.iter().enumerate().map(|(i, n)| (i.to_string(), json!(n))).collect());
-        config["label2id"] = Value::Object(names.iter().enumerate().map(|(i, n)| (n.clone(), json!(i))).collect());
-        config["num_labels"] = json!(names.len());
-        config["absa"] = json!({ "method": "td-bert", "pooling": self.model.pooling });
-        let text = serde_json::to_string_pretty(&config).expect("JSON values serialise");
-        let config_path = dir.join("config.json");
-        std::fs::write(&config_path, text).map_err(io(&config_path))?;
-
+        write_config(&self.raw_config, &self.model, &self.labels, dir)?;
         let mut tensors: BTreeMap<String, Tensor> = self.vs.variables().into_iter().collect();
         for (name, t) in &self.passthrough {
             tensors.insert(name.clone(), t.shallow_clone());
@@ -183,6 +186,22 @@ impl LoadedModel {
         }
         Ok(())
     }
+}
+
+/// `config.json` for `model` trained for `labels`: the checkpoint's own configuration
+/// with the architecture set to the family's `*ForSequenceClassification`, the labels,
+/// and the pooling under `absa`.
+pub(crate) fn write_config(raw_config: &Value, model: &TdBertModel, labels: &LabelSet, dir: &Path) -> Result<(), ModelError> {
+    let mut config = raw_config.clone();
+    let names = labels.names();
+    config["architectures"] = json!([model.family.sequence_classification_architecture(&model.config.model_type)]);
+    config["id2label"] = Value::Object(names.iter().enumerate().map(|(i, n)| (i.to_string(), json!(n))).collect());
+    config["label2id"] = Value::Object(names.iter().enumerate().map(|(i, n)| (n.clone(), json!(i))).collect());
+    config["num_labels"] = json!(names.len());
+    config["absa"] = json!({ "method": "td-bert", "pooling": model.pooling });
+    let text = serde_json::to_string_pretty(&config).expect("JSON values serialise");
+    let config_path = dir.join("config.json");
+    std::fs::write(&config_path, text).map_err(io(&config_path))
 }
 
 /// The files a tokenizer consists of, in HF layout.
@@ -208,24 +227,16 @@ pub fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<(), ModelError> {
     Ok(())
 }
 
-/// fp32 safetensors with the `format: pt` metadata transformers checks for.
+/// fp32 safetensors with the `format: pt` metadata transformers checks for, written
+/// one tensor at a time (no second copy of the model in memory).
 pub fn write_safetensors(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<(), ModelError> {
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(name, t)| {
-            let t = t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
-            let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-            let numel = t.numel();
-            let mut bytes = vec![0u8; numel * 4];
-            t.f_copy_data_u8(&mut bytes, numel)?; // native order: little-endian on every supported CPU
-            Ok((name.clone(), shape, bytes))
-        })
-        .collect::<Result<_, tch::TchError>>()?;
-    let views = data
-        .iter()
-        .map(|(n, shape, bytes)| Ok((n.as_str(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)?)))
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
-        .map_err(|e| ModelError::Safetensors(e.to_string()))?;
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| ModelError::Safetensors(format!("{}: {e}", path.display())))
+    use crate::distributed::tensor_files::SafetensorsWriter;
+    let order = tensors.iter().map(|(name, t)| (name.clone(), t.size().iter().map(|&d| d as usize).collect())).collect();
+    let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    let io = |e: std::io::Error| ModelError::Io(path.display().to_string(), e);
+    let mut out = SafetensorsWriter::create(path, order, &metadata).map_err(io)?;
+    for (name, t) in tensors {
+        out.write(name, t).map_err(io)?;
+    }
+    out.finish().map_err(io)
 }

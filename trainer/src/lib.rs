@@ -5,8 +5,8 @@
 //! - [`checkpoint`]: Hugging Face checkpoint directories, loaded and written.
 //! - [`export`]: the model as ONNX graphs (fp32 and int8) in a directory the scorer runs.
 //! - [`training`]: the fine-tuning engine (local mode and worker alike).
-//! - [`plan`]: the memory estimate and device plan for a job's GPUs.
-//! - [`parallel`]: data-parallel replicas, layer stages and the run's device layout.
+//! - [`plan`]: the memory estimate per rank, and the sharding a run needs.
+//! - [`distributed`]: ranks on c10d (Gloo, NCCL), sharded training, the launcher.
 //! - [`autocast`]: bf16 autocast (fp32 master weights) through a small C++ shim.
 //! - [`rng`]: dropout from per-thread generators, for threads training one batch.
 //! - [`gpus`]: the GPUs a trainer offers (count, memory) and their names.
@@ -16,16 +16,16 @@
 
 pub mod autocast;
 pub mod checkpoint;
+pub mod distributed;
 mod error;
 pub mod export;
 pub mod gpus;
 pub mod model;
-pub mod parallel;
 pub mod plan;
-pub mod settings;
-pub mod torch_check;
 pub mod progress;
 pub mod rng;
+pub mod settings;
+pub mod torch_check;
 pub mod training;
 pub mod worker;
 

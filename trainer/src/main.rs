@@ -1,11 +1,14 @@
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use absa_domain::records::Columns;
 use absa_platform::{cli, config, telemetry};
+use absa_trainer::distributed::{launch, RankEnv, Sharding};
 use absa_trainer::model::Pooling;
-use absa_trainer::progress::TerminalProgress;
-use absa_trainer::training::{self, Padding, SelectMetric, TrainConfig};
+use absa_trainer::progress::{EventPipe, TerminalProgress};
+use absa_trainer::training::{self, DeviceChoice, Observer, Padding, SelectMetric, TrainConfig, TrainError};
 use absa_trainer::{settings::Settings, torch_check};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -30,6 +33,42 @@ enum Command {
     Train(Box<TrainArgs>),
     /// Run training jobs from the queue until SIGTERM (the service's trainer worker).
     Work,
+    /// Start this node's ranks of a run, as torchrun does: `absa-trainer launch
+    /// --nproc-per-node 2 -- train --base ...`. Each rank is one process (one device);
+    /// when one fails the others are stopped and its exit code is this command's.
+    Launch(LaunchArgs),
+    /// `train` with the run's whole configuration in a JSON file (what the worker
+    /// launches); `--events` writes progress as JSON lines on stdout (rank 0).
+    #[command(hide = true)]
+    TrainFrom {
+        run: PathBuf,
+        #[arg(long)]
+        events: bool,
+    },
+}
+
+#[derive(Args)]
+struct LaunchArgs {
+    /// Ranks on this node (one per device).
+    #[arg(long, default_value_t = 1)]
+    nproc_per_node: usize,
+    /// Nodes in the run, each running one launcher.
+    #[arg(long, default_value_t = 1)]
+    nnodes: usize,
+    /// This node's place (0 hosts the rendezvous store, as global rank 0).
+    #[arg(long, default_value_t = 0)]
+    node_rank: usize,
+    /// Address of node 0, where the ranks meet.
+    #[arg(long, env = "MASTER_ADDR", default_value = "127.0.0.1")]
+    master_addr: String,
+    #[arg(long, env = "MASTER_PORT", default_value_t = 29500)]
+    master_port: u16,
+    /// Seconds the other ranks get to stop after one failed, before SIGKILL.
+    #[arg(long, default_value_t = 30)]
+    grace_secs: u64,
+    /// The trainer command each rank runs (`train ...`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    command: Vec<OsString>,
 }
 
 /// Defaults are the reference recipe's.
@@ -106,6 +145,18 @@ struct TrainArgs {
     /// many as --threads; 1: libtorch's own threads over whole batches).
     #[arg(long, default_value_t = 0)]
     batch_threads: usize,
+    /// Where to train (auto: the GPU when libtorch sees one).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// Under `launch`: how the ranks divide the model (auto: the device plan's choice).
+    #[arg(long, value_enum, default_value_t = Sharding::Auto)]
+    sharding: Sharding,
+    /// Keep AdamW's moments (and sharded, the master shards) in CPU memory.
+    #[arg(long)]
+    offload_optimizer: bool,
+    /// Under `launch`: seconds a rank waits for the others before the run fails.
+    #[arg(long, default_value_t = 600)]
+    collective_timeout_secs: u64,
 }
 
 impl From<TrainArgs> for TrainConfig {
@@ -137,13 +188,37 @@ impl From<TrainArgs> for TrainConfig {
             stop_after_epoch: a.stop_after_epoch,
             threads: a.threads,
             batch_threads: a.batch_threads,
-            layout: None,
+            device: a.device,
+            sharding: a.sharding,
+            offload_optimizer: a.offload_optimizer,
+            collective_timeout_secs: a.collective_timeout_secs,
         }
     }
 }
 
 fn main() -> ExitCode {
-    cli::report(run(Cli::parse()))
+    let result = run(Cli::parse());
+    if let Err(e) = &result {
+        // A stop asked for (SIGTERM): the checkpoint holds the last finished epoch.
+        if let Some(TrainError::Stopped { .. }) = e.downcast_ref::<TrainError>() {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(launch::STOPPED_EXIT_CODE as u8);
+        }
+    }
+    cli::report(result)
+}
+
+/// Runs the engine as this process is: one process, or one rank of a launched group
+/// (stopping on SIGTERM at the next step, with the other ranks).
+fn train(config: &TrainConfig, observer: &mut dyn Observer) -> anyhow::Result<()> {
+    if RankEnv::from_env().map_err(anyhow::Error::msg)?.is_some() {
+        launch::install_stop_handler();
+    }
+    let summary = training::train(config, observer)?;
+    if RankEnv::from_env().ok().flatten().is_none_or(|r| r.rank == 0) {
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -174,15 +249,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let shutdown = absa_platform::worker::shutdown_flag();
                 let topology = absa_platform::queue::Topology::new(&settings.amqp.prefix, 0);
                 let offer = absa_trainer::gpus::offer(settings.torch.gpus, settings.torch.gpu_memory_gib).map_err(anyhow::Error::msg)?;
-                let worker = absa_trainer::worker::TrainWorker::new(pool, settings.worker.clone(), settings.models_dir.clone(), settings.torch.threads, offer, shutdown);
+                let worker =
+                    absa_trainer::worker::TrainWorker::new(pool, settings.worker.clone(), settings.models_dir.clone(), settings.torch.threads, offer, shutdown)
+                        .with_collective_timeout(settings.torch.collective_timeout_secs);
                 absa_trainer::worker::run(&settings.amqp, &topology, worker).await
             })
         }
-        Command::Train(args) => {
-            let config = TrainConfig::from(*args);
-            let summary = training::train(&config, &mut TerminalProgress::new())?;
-            println!("{}", serde_json::to_string(&summary)?);
-            Ok(())
+        Command::Train(args) => train(&TrainConfig::from(*args), &mut TerminalProgress::new()),
+        Command::TrainFrom { run, events } => {
+            let text = std::fs::read_to_string(&run).with_context(|| run.display().to_string())?;
+            let config: TrainConfig = serde_json::from_str(&text).with_context(|| run.display().to_string())?;
+            if events {
+                train(&config, &mut EventPipe::stdio())
+            } else {
+                train(&config, &mut TerminalProgress::new())
+            }
+        }
+        Command::Launch(args) => {
+            let launch = launch::Launch {
+                nproc_per_node: args.nproc_per_node.max(1),
+                nnodes: args.nnodes.max(1),
+                node_rank: args.node_rank,
+                master_addr: args.master_addr,
+                master_port: args.master_port,
+                grace: Duration::from_secs(args.grace_secs),
+            };
+            if launch.node_rank >= launch.nnodes {
+                anyhow::bail!("--node-rank {} is not below --nnodes {}", launch.node_rank, launch.nnodes);
+            }
+            let program = std::env::current_exe().context("finding the trainer binary")?;
+            let code = launch::run(&launch, &program, &args.command)?;
+            std::process::exit(code)
         }
     }
 }

@@ -62,3 +62,15 @@ pub fn derive_seed(seed: u64, n: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
+
+/// Runs `f` with its dropout drawn from `seed` on `device`: on the CPU from this
+/// thread's own generator, on CUDA from the default generators reseeded (libtorch's
+/// CUDA dropout and attention draw from those).
+pub fn with_seed<T>(device: Device, seed: u64, f: impl FnOnce() -> T) -> T {
+    if device.is_cuda() {
+        tch::Cuda::manual_seed_all(seed);
+        f()
+    } else {
+        with_thread_seed(seed, f)
+    }
+}

@@ -27,6 +27,9 @@ pub struct TorchSettings {
     pub gpus: Option<u32>,
     /// Memory of each of those GPUs; default: the smallest one's, from nvidia-smi.
     pub gpu_memory_gib: Option<f64>,
+    /// How long a job's rank waits for the others in a collective before the attempt
+    /// fails (a rank that died fails it at once; this bounds a hung one); 0: 600 s.
+    pub collective_timeout_secs: u64,
 }
 
 impl Default for Settings {

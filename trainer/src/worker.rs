@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use absa_platform::artifacts::ArtifactStore;
 use absa_platform::jobs::{self, ClaimedJob};
-use absa_platform::registry::{self, PromotionPolicy};
 use absa_platform::queue::Topology;
+use absa_platform::registry::{self, PromotionPolicy};
 use absa_platform::worker::{self as platform_worker, JobHandler, Lease, LeaseHandle, Permanent, WorkerSettings};
 use absa_platform::workers::{self, Offer};
 use anyhow::Context;
@@ -23,10 +23,11 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::checkpoint::{self, LoadOptions};
+use crate::distributed::launch;
 use crate::export::{self, ExportOptions};
 use crate::model::Pooling;
-use crate::parallel::Layout;
-use crate::training::{self, EpochRecord, Observer, Padding, SelectMetric, StepProgress, TrainConfig, TrainError, TrainSummary};
+use crate::progress::RunEvent;
+use crate::training::{self, DeviceChoice, EpochRecord, Observer, Padding, SelectMetric, StepProgress, TrainConfig, TrainError, TrainSummary};
 
 /// A training job's parameters (the `parameters` column of a `train` job).
 #[derive(Clone, Debug, Deserialize)]
@@ -44,9 +45,25 @@ pub struct TrainJobParameters {
     #[serde(default)]
     pub promote: Option<PromotionPolicy>,
     /// GPUs the job asks for (0: the trainer's default device). The scheduler sends
-    /// the job only to a trainer that offers this many.
+    /// the job only to a trainer that offers this many. Two or more train as one rank
+    /// per GPU.
     #[serde(default)]
     pub gpus: u32,
+    /// Without GPUs: CPU processes (ranks) that train the model together on the
+    /// trainer's host, as GPU ranks do (0 or 1: one process).
+    #[serde(default)]
+    pub ranks: u32,
+}
+
+impl TrainJobParameters {
+    /// Processes the job trains in: one per GPU, or its CPU ranks.
+    pub fn ranks(&self) -> u32 {
+        if self.gpus > 0 {
+            self.gpus
+        } else {
+            self.ranks.max(1)
+        }
+    }
 }
 
 /// The engine's settings a job may override; anything unset keeps the recipe's default.
@@ -68,6 +85,9 @@ pub struct Hyperparameters {
     pub padding: Option<Padding>,
     pub early_stopping_patience: Option<usize>,
     pub select_metric: Option<SelectMetric>,
+    /// How several ranks divide the model (default: the device plan's choice).
+    pub sharding: Option<crate::distributed::Sharding>,
+    pub offload_optimizer: Option<bool>,
 }
 
 impl Hyperparameters {
@@ -78,18 +98,24 @@ impl Hyperparameters {
         set!(learning_rate => learning_rate, weight_decay => weight_decay, warmup_steps => warmup_steps, batch_size => batch_size,
              gradient_accumulation_steps => gradient_accumulation_steps, epochs => epochs, max_grad_norm => max_grad_norm,
              seed => seed, split_seed => split_seed, validation_fraction => validation_fraction, max_length => max_length,
-             pooling => pooling, padding => padding, early_stopping_patience => early_stopping_patience, select_metric => select_metric);
+             pooling => pooling, padding => padding, early_stopping_patience => early_stopping_patience, select_metric => select_metric,
+             sharding => sharding, offload_optimizer => offload_optimizer);
     }
 }
 
 /// How a claimed job ended on this worker.
 enum Outcome {
-    Completed { model_version_id: Uuid },
+    Completed {
+        model_version_id: Uuid,
+    },
     /// Shutting down: given back, to resume elsewhere from the last checkpoint.
     Released,
     /// The job fits its GPUs only if each has at least this much memory, more than
     /// this trainer's: given back with that requirement, for a trainer that has it.
-    NeedsBiggerGpus { min_gpu_memory_mib: u64, why: String },
+    NeedsBiggerGpus {
+        min_gpu_memory_mib: u64,
+        why: String,
+    },
     /// Cancelled, or expired and taken over: nothing more to write.
     LeaseLost,
 }
@@ -104,12 +130,22 @@ pub struct TrainWorker {
     threads: i32,
     /// The GPUs this trainer advertises.
     offer: Offer,
+    /// The collectives' timeout of launched ranks.
+    collective_timeout_secs: u64,
 }
 
 impl TrainWorker {
     pub fn new(pool: PgPool, settings: WorkerSettings, models_dir: PathBuf, threads: i32, offer: Offer, shutdown: watch::Receiver<bool>) -> Self {
         let store = ArtifactStore::new(pool.clone(), settings.backend());
-        Self { pool, store, settings, models_dir, name: platform_worker::worker_name("trainer"), shutdown, threads, offer }
+        Self { pool, store, settings, models_dir, name: platform_worker::worker_name("trainer"), shutdown, threads, offer, collective_timeout_secs: 600 }
+    }
+
+    /// How long a launched rank waits for the others (0 keeps 600 s).
+    pub fn with_collective_timeout(mut self, secs: u64) -> Self {
+        if secs > 0 {
+            self.collective_timeout_secs = secs;
+        }
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -117,15 +153,15 @@ impl TrainWorker {
     }
 
     async fn train_job(&self, job: &ClaimedJob, lease: &Lease) -> anyhow::Result<Outcome> {
-        let params: TrainJobParameters =
-            serde_json::from_value(job.parameters.clone()).map_err(|e| Permanent(format!("job parameters: {e}")))?;
+        let params: TrainJobParameters = serde_json::from_value(job.parameters.clone()).map_err(|e| Permanent(format!("job parameters: {e}")))?;
         let base = self.resolve_base(&params.base_model)?;
-        let layout = match self.device_layout(job, &base, &params).await? {
+        let device_plan = match self.device_layout(job, &base, &params).await? {
             Placement::DefaultDevice => None,
-            Placement::Plan(layout) => Some(layout),
+            Placement::Plan(plan) => Some(plan),
             Placement::GiveBack(needs) => return Ok(needs),
         };
         let dir = self.settings.work_dir.join(job.id.to_string());
+        let run_dir = dir.clone();
         // Postgres is the truth: start from a clean folder and the stored checkpoint.
         let _ = tokio::fs::remove_dir_all(&dir).await;
         tokio::fs::create_dir_all(&dir).await.with_context(|| format!("creating {}", dir.display()))?;
@@ -139,9 +175,18 @@ impl TrainWorker {
             out: dir.join("run"),
             labels: params.labels.clone(),
             threads: self.threads,
-            layout,
             ..TrainConfig::default()
         };
+        if let Some(plan) = &device_plan {
+            config.sharding = plan.sharding;
+            config.offload_optimizer = plan.offload_optimizer;
+        }
+        let ranks = params.ranks();
+        if params.gpus == 0 && ranks > 1 {
+            config.device = DeviceChoice::Cpu;
+        }
+        config.collective_timeout_secs = self.collective_timeout_secs;
+        // The job's own choices win over the plan's.
         params.hyperparameters.apply(&mut config);
         let resumed_from = self.restore_checkpoint(job, &config.out).await?;
         config.resume = resumed_from.is_some();
@@ -159,7 +204,8 @@ impl TrainWorker {
         };
         let (summary, observer) = tokio::task::spawn_blocking(move || {
             let mut observer = observer;
-            let result = training::train(&config, &mut observer);
+            // Several ranks run as processes under the launcher; one trains right here.
+            let result = if ranks > 1 { run_ranks(&config, ranks, &run_dir, &mut observer) } else { training::train(&config, &mut observer) };
             (result.map(|s| (s, config)), observer)
         })
         .await
@@ -202,7 +248,9 @@ impl TrainWorker {
     /// and the checkpoint of its best epoch into `out/checkpoint-best` (the same one
     /// when the last epoch was the best). Without both the job starts over.
     async fn restore_checkpoint(&self, job: &ClaimedJob, out: &Path) -> anyhow::Result<Option<StoredCheckpoints>> {
-        let Some((last_id, epoch)) = self.stored_checkpoint(job.id, None).await? else { return Ok(None) };
+        let Some((last_id, epoch)) = self.stored_checkpoint(job.id, None).await? else {
+            return Ok(None);
+        };
         let last = out.join("checkpoint-last");
         let cached = self.store.cached_dir(last_id, &self.settings.cache_dir).await?;
         copy_dir(&cached, &last, &|_| true).with_context(|| format!("restoring {}", last.display()))?;
@@ -214,7 +262,13 @@ impl TrainWorker {
         let Some((best_id, _)) = best else {
             tracing::warn!(job_id = %job.id, best_epoch, "the best epoch's checkpoint is not stored: starting over");
             std::fs::remove_dir_all(&last).with_context(|| last.display().to_string())?;
-            jobs::event(&self.pool, job.id, "restarted", json!({ "reason": format!("no stored checkpoint of the best epoch {best_epoch}"), "attempt": job.attempt })).await?;
+            jobs::event(
+                &self.pool,
+                job.id,
+                "restarted",
+                json!({ "reason": format!("no stored checkpoint of the best epoch {best_epoch}"), "attempt": job.attempt }),
+            )
+            .await?;
             return Ok(None);
         };
         let best_dir = out.join("checkpoint-best");
@@ -222,7 +276,8 @@ impl TrainWorker {
         // The selected model only: the optimizer and trainer state belong to the last.
         copy_dir(&cached, &best_dir, &|name| name != "optimizer.safetensors" && name != "trainer_state.json")
             .with_context(|| format!("restoring {}", best_dir.display()))?;
-        jobs::event(&self.pool, job.id, "resumed", json!({ "from_epoch": epoch, "best_epoch": best_epoch, "artifact_id": last_id, "attempt": job.attempt })).await?;
+        jobs::event(&self.pool, job.id, "resumed", json!({ "from_epoch": epoch, "best_epoch": best_epoch, "artifact_id": last_id, "attempt": job.attempt }))
+            .await?;
         tracing::info!(job_id = %job.id, epoch, best_epoch, "resuming from the stored checkpoint");
         Ok(Some(StoredCheckpoints { last: last_id, best: (best_id, best_epoch as usize) }))
     }
@@ -242,7 +297,14 @@ impl TrainWorker {
     }
 
     /// Export, store the selected model, register the version and complete the job.
-    async fn finish(&self, job: &ClaimedJob, params: &TrainJobParameters, config: &TrainConfig, summary: &TrainSummary, data: &DatasetFiles) -> anyhow::Result<Outcome> {
+    async fn finish(
+        &self,
+        job: &ClaimedJob,
+        params: &TrainJobParameters,
+        config: &TrainConfig,
+        summary: &TrainSummary,
+        data: &DatasetFiles,
+    ) -> anyhow::Result<Outcome> {
         let best = summary.best_checkpoint.clone();
         let onnx_dir = config.out.join("onnx");
         let (b, o, max_length) = (best.clone(), onnx_dir.clone(), config.max_length);
@@ -274,7 +336,7 @@ impl TrainWorker {
         .bind(serde_json::to_value(summary)?)
         .bind(checkpoint.id)
         .bind(onnx.id)
-        .bind(json!({ "training_job_id": job.id, "attempt": job.attempt, "hyperparameters": config_record(config, summary.batch_threads) }))
+        .bind(json!({ "training_job_id": job.id, "attempt": job.attempt, "hyperparameters": config_record(config, summary) }))
         .execute(&mut *tx)
         .await?;
         for (line, reason) in &rejected {
@@ -311,7 +373,7 @@ enum Placement {
     /// No GPUs asked for: the engine's default device.
     DefaultDevice,
     /// The device plan on this trainer's GPUs.
-    Plan(Layout),
+    Plan(crate::plan::Plan),
     /// It fits on that many GPUs, but larger ones than this trainer's: hand it back.
     GiveBack(Outcome),
 }
@@ -348,28 +410,38 @@ impl TrainWorker {
         }
         let Some(device_plan) = plan::plan(&shape, batch, length, Precision::Bf16Mixed, gpus, self.offer.gpu_memory_mib << 20) else {
             let min_gpu_memory_mib = needed.div_ceil(1 << 20);
-            let why = format!("needs {} GPU(s) of at least {:.1} GiB; this trainer's have {:.1} GiB", params.gpus, needed as f64 / plan::GIB, self.offer.gpu_memory_mib as f64 / 1024.0);
+            let why = format!(
+                "needs {} GPU(s) of at least {:.1} GiB; this trainer's have {:.1} GiB",
+                params.gpus,
+                needed as f64 / plan::GIB,
+                self.offer.gpu_memory_mib as f64 / 1024.0
+            );
             return Ok(Placement::GiveBack(Outcome::NeedsBiggerGpus { min_gpu_memory_mib, why }));
         };
-        let layout = Layout::from_plan(&device_plan);
-        jobs::event(&self.pool, job.id, "device_plan", json!({
-            "gpus": params.gpus, "replicas": device_plan.replicas, "stages": device_plan.stages, "layers_per_stage": device_plan.layers_per_stage,
-            "offload_optimizer": device_plan.offload_optimizer, "busiest_gpu_gib": device_plan.per_gpu_bytes as f64 / plan::GIB,
-            "gpu_memory_gib": self.offer.gpu_memory_mib as f64 / 1024.0,
-        }))
+        jobs::event(
+            &self.pool,
+            job.id,
+            "device_plan",
+            json!({
+                "gpus": params.gpus, "ranks": device_plan.ranks, "sharding": device_plan.sharding,
+                "offload_optimizer": device_plan.offload_optimizer, "per_rank_gib": device_plan.per_rank_bytes as f64 / plan::GIB,
+                "gpu_memory_gib": self.offer.gpu_memory_mib as f64 / 1024.0,
+            }),
+        )
         .await?;
-        Ok(Placement::Plan(layout))
+        Ok(Placement::Plan(device_plan))
     }
 }
 
-/// The hyperparameters in a model version's lineage; `batch_threads` as the run used it.
-fn config_record(c: &TrainConfig, batch_threads: usize) -> serde_json::Value {
+/// The hyperparameters in a model version's lineage; `batch_threads`, the ranks and
+/// their sharding as the run used them.
+fn config_record(c: &TrainConfig, summary: &TrainSummary) -> serde_json::Value {
     json!({
         "learning_rate": c.learning_rate, "weight_decay": c.weight_decay, "warmup_steps": c.warmup_steps,
         "batch_size": c.batch_size, "gradient_accumulation_steps": c.gradient_accumulation_steps, "epochs": c.epochs,
         "seed": c.seed, "split_seed": c.split_seed, "max_length": c.max_length, "pooling": c.pooling, "padding": c.padding,
         "early_stopping_patience": c.early_stopping_patience, "select_metric": c.select_metric,
-        "batch_threads": batch_threads,
+        "batch_threads": summary.batch_threads, "ranks": summary.world_size, "sharding": summary.sharding,
     })
 }
 
@@ -383,11 +455,8 @@ impl JobHandler for TrainWorker {
     async fn run(&mut self, job: ClaimedJob) {
         tracing::info!(job_id = %job.id, attempt = job.attempt, "training job claimed");
         let lease = Lease::keep(self.pool.clone(), job.id, self.name.clone(), self.settings.lease_secs);
-        let outcome = if job.kind == "train" {
-            self.train_job(&job, &lease).await
-        } else {
-            Err(Permanent(format!("a {} job on the training queue", job.kind)).into())
-        };
+        let outcome =
+            if job.kind == "train" { self.train_job(&job, &lease).await } else { Err(Permanent(format!("a {} job on the training queue", job.kind)).into()) };
         drop(lease);
         let settled = match outcome {
             Ok(Outcome::Completed { model_version_id }) => {
@@ -413,6 +482,71 @@ impl JobHandler for TrainWorker {
             tracing::error!(job_id = %job.id, error = %e, "could not record the job's outcome");
         }
         let _ = tokio::fs::remove_dir_all(self.settings.work_dir.join(job.id.to_string())).await;
+    }
+}
+
+/// Trains `config` as `ranks` processes under `absa-trainer launch` (this binary),
+/// rank 0 reporting its progress as [`RunEvent`] lines that drive `observer` exactly
+/// as the engine in this process would: heartbeats, each epoch's metrics and
+/// checkpoint stored before the ranks go on. A stop the observer asks for becomes
+/// SIGTERM to the launcher (the ranks stop together at the next step); a rank that
+/// fails fails the attempt, and a retry resumes from the last stored checkpoint.
+fn run_ranks(config: &TrainConfig, ranks: u32, dir: &Path, observer: &mut JobObserver) -> Result<TrainSummary, TrainError> {
+    use std::io::{BufRead, Write};
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |e: std::io::Error| TrainError::Io(what.clone(), e)
+    };
+    let run_file = dir.join("run.json");
+    std::fs::write(&run_file, serde_json::to_vec_pretty(config).expect("configs serialise")).map_err(io("run.json"))?;
+    let program = std::env::current_exe().map_err(io("the trainer binary"))?;
+    let port = launch::free_port().map_err(io("a port for the ranks' store"))?;
+    let mut child = std::process::Command::new(&program)
+        .args(["launch", "--nproc-per-node", &ranks.to_string(), "--master-port", &port.to_string(), "--"])
+        .arg("train-from")
+        .arg(&run_file)
+        .arg("--events")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(io(&program.display().to_string()))?;
+    tracing::info!(ranks, port, pid = child.id(), "ranks launched");
+    let mut answers = child.stdin.take().expect("piped");
+    let events = std::io::BufReader::new(child.stdout.take().expect("piped"));
+    let mut stopping = false;
+    for line in events.lines() {
+        let Ok(line) = line else { break };
+        match serde_json::from_str::<RunEvent>(&line) {
+            Ok(RunEvent::Start { total_steps, start_step }) => observer.on_start(total_steps, start_step),
+            Ok(RunEvent::Step { epoch, global_step, total_steps, loss, samples_per_second }) => {
+                observer.on_step(&StepProgress { epoch, step_in_epoch: 0, steps_in_epoch: 0, global_step, total_steps, loss, samples_per_second })
+            }
+            Ok(RunEvent::Epoch { record, checkpoint, best_epoch }) => {
+                observer.on_epoch(&record, &checkpoint, best_epoch);
+                // The ranks wait for this before the next epoch replaces the checkpoint.
+                let _ = writeln!(answers, "ok").and_then(|()| answers.flush());
+            }
+            Err(_) => {} // the summary line, or rank 0's other output
+        }
+        if !stopping && observer.should_stop() {
+            stopping = true;
+            // SAFETY: signals the launcher we started and have not reaped.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+    }
+    drop(answers);
+    let status = child.wait().map_err(io("the launcher"))?;
+    match status.code() {
+        Some(0) => {
+            let path = config.out.join("summary.json");
+            let text = std::fs::read_to_string(&path).map_err(io(&path.display().to_string()))?;
+            serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
+        }
+        Some(launch::STOPPED_EXIT_CODE) => Err(TrainError::Stopped { epoch: 0 }),
+        code => Err(TrainError::Collective(format!(
+            "the job's {ranks} ranks failed (launcher exit code {}): a rank died or lost the others; its log is the trainer's",
+            code.map_or_else(|| format!("{status}"), |c| c.to_string())
+        ))),
     }
 }
 

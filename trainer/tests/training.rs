@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use absa_trainer::training::{self, Quiet, TrainConfig};
+use absa_trainer::training::{self, DeviceChoice, Quiet, TrainConfig};
 use tch::Tensor;
 
 fn shared() -> PathBuf {
@@ -39,6 +39,8 @@ fn small_config(dir: &Path) -> TrainConfig {
         batch_size: 8,
         epochs: 2,
         early_stopping_patience: 10,
+        // Bit-for-bit comparisons: the same device for every run, whatever the machine has.
+        device: DeviceChoice::Cpu,
         ..TrainConfig::default()
     }
 }
@@ -102,10 +104,14 @@ fn bad_rows_are_reported_by_line_and_training_goes_on_via_the_cli() {
     let train = slice("train", 0, 30, &dir.join("train.jsonl"));
     let mut text = std::fs::read_to_string(&train).unwrap();
     text.push_str(concat!(
-        r#"{"text":"the screen is great","aspect":"screen","start":4,"end":10}"#, "\n", // line 31: no label
-        r#"{"text":"the screen is great","aspect":"screen","start":0,"end":3,"label":"positive"}"#, "\n", // 32: span/aspect mismatch
-        r#"{"text":"","aspect":"x","start":0,"end":1,"label":"neutral"}"#, "\n", // 33: empty text
-        r#"{"text":"fan ok","aspect":"fan","start":0,"end":30,"label":"neutral"}"#, "\n", // 34: span outside the text
+        r#"{"text":"the screen is great","aspect":"screen","start":4,"end":10}"#,
+        "\n", // line 31: no label
+        r#"{"text":"the screen is great","aspect":"screen","start":0,"end":3,"label":"positive"}"#,
+        "\n", // 32: span/aspect mismatch
+        r#"{"text":"","aspect":"x","start":0,"end":1,"label":"neutral"}"#,
+        "\n", // 33: empty text
+        r#"{"text":"fan ok","aspect":"fan","start":0,"end":30,"label":"neutral"}"#,
+        "\n", // 34: span outside the text
     ));
     std::fs::write(&train, text).unwrap();
     let mut test = std::fs::read_to_string(slice("test", 0, 10, &dir.join("test.jsonl"))).unwrap();
@@ -115,10 +121,14 @@ fn bad_rows_are_reported_by_line_and_training_goes_on_via_the_cli() {
     let base = shared().join("models/all-minilm-l6-v2");
     let output = Command::new(env!("CARGO_BIN_EXE_absa-trainer"))
         .args(["train", "--epochs", "1", "--batch-size", "8", "--validation-fraction", "0.2", "--lr", "5e-5"])
-        .arg("--base").arg(&base)
-        .arg("--train").arg(&train)
-        .arg("--test").arg(dir.join("test.jsonl"))
-        .arg("--out").arg(dir.join("out"))
+        .arg("--base")
+        .arg(&base)
+        .arg("--train")
+        .arg(&train)
+        .arg("--test")
+        .arg(dir.join("test.jsonl"))
+        .arg("--out")
+        .arg(dir.join("out"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -129,15 +139,27 @@ fn bad_rows_are_reported_by_line_and_training_goes_on_via_the_cli() {
     assert_eq!(summary["train_rows"].as_u64().unwrap() + summary["validation_rows"].as_u64().unwrap(), 30);
     assert_eq!(summary["test_rows"], 10);
     assert!(summary["test_accuracy"].as_f64().unwrap() >= 0.0);
-    for key in ["epochs_run", "best_epoch", "validation_accuracy", "validation_macro_f1", "test_macro_f1", "train_samples_per_second", "wall_seconds", "peak_rss_mib"] {
+    for key in
+        ["epochs_run", "best_epoch", "validation_accuracy", "validation_macro_f1", "test_macro_f1", "train_samples_per_second", "wall_seconds", "peak_rss_mib"]
+    {
         assert!(!summary[key].is_null(), "summary lacks {key}: {summary}");
     }
     let rejected = std::fs::read_to_string(dir.join("out/rejected_rows.txt")).unwrap();
-    for needle in ["train.jsonl:line 31: missing field \"label\"", "train.jsonl:line 32:", "line 33: empty text", "line 34: span 0..30 lies outside", "test.jsonl:line 11: unknown label \"furious\""] {
+    for needle in [
+        "train.jsonl:line 31: missing field \"label\"",
+        "train.jsonl:line 32:",
+        "line 33: empty text",
+        "line 34: span 0..30 lies outside",
+        "test.jsonl:line 11: unknown label \"furious\"",
+    ] {
         assert!(rejected.contains(needle), "{needle} not in:\n{rejected}");
     }
     // Only the best and the last checkpoint are kept.
-    let mut kept: Vec<String> = std::fs::read_dir(dir.join("out")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("checkpoint")).collect();
+    let mut kept: Vec<String> = std::fs::read_dir(dir.join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("checkpoint"))
+        .collect();
     kept.sort();
     assert_eq!(kept, vec!["checkpoint-best", "checkpoint-last"]);
 }
@@ -162,45 +184,27 @@ fn minilm_without_dropout(dir: &Path) -> PathBuf {
 }
 
 #[test]
-fn replicas_stages_and_optimizer_offload_train_like_one_model() {
-    use absa_trainer::parallel::Layout;
+fn optimizer_offload_trains_like_the_plain_optimizer() {
     let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = temp_dir("layouts");
+    let dir = temp_dir("offload");
     let base = minilm_without_dropout(&dir);
-    let run = |name: &str, layout: Option<Layout>| {
+    let run = |name: &str, offload_optimizer: bool| {
         let mut config = small_config(&dir.join(name));
         config.base = base.clone();
-        config.layout = layout;
+        config.offload_optimizer = offload_optimizer;
         let summary = training::train(&config, &mut Quiet).unwrap();
         (summary, tensors(&config.out.join("checkpoint-last/model.safetensors")))
     };
-    let on_cpu = |replicas: usize, layers_per_stage: Vec<usize>, offload_optimizer: bool| Some(Layout { replicas, layers_per_stage, offload_optimizer, on_cpu: true });
-    for name in ["plain", "replicas", "stages", "offload"] {
+    for name in ["plain", "offload"] {
         std::fs::create_dir_all(dir.join(name)).unwrap();
     }
-    let (plain, plain_weights) = run("plain", None);
-    let max_difference = |other: &BTreeMap<String, Vec<f32>>| {
-        assert_eq!(other.len(), plain_weights.len());
-        plain_weights.iter().map(|(k, a)| a.iter().zip(&other[k]).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max)).fold(0.0f32, f32::max)
-    };
-    // 2 data-parallel replicas, 4 rows each per batch of 8: the same steps within float rounding.
-    let (replicas, replica_weights) = run("replicas", on_cpu(2, Vec::new(), false));
-    let d_replicas = max_difference(&replica_weights);
-    // 6 layers as 2 + 4 on two stages, and AdamW's moments staged through CPU copies: the same arithmetic.
-    let (stages, stage_weights) = run("stages", on_cpu(1, vec![2, 4], false));
-    let (offload, offload_weights) = run("offload", on_cpu(1, Vec::new(), true));
-    eprintln!(
-        "after 2 epochs (6 steps): 2 replicas differ from one model by {d_replicas:.2e}, 2 stages by {:.2e}, offloaded AdamW by {:.2e}; validation loss {:.6} / {:.6} / {:.6} / {:.6}",
-        max_difference(&stage_weights),
-        max_difference(&offload_weights),
-        plain.validation_loss,
-        replicas.validation_loss,
-        stages.validation_loss,
-        offload.validation_loss
-    );
-    assert!(d_replicas < 1e-5, "replicas differ by {d_replicas}");
-    assert_eq!(max_difference(&stage_weights), 0.0, "staged on one device: the same operations");
-    assert_eq!(max_difference(&offload_weights), 0.0, "offloaded moments: the same update");
-    assert!((plain.validation_loss - replicas.validation_loss).abs() < 1e-5);
+    let (plain, plain_weights) = run("plain", false);
+    let (offload, offload_weights) = run("offload", true);
+    assert_eq!(offload_weights.len(), plain_weights.len());
+    let d = plain_weights.iter().map(|(k, a)| a.iter().zip(&offload_weights[k]).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max)).fold(0.0f32, f32::max);
+    eprintln!("after 2 epochs (6 steps): offloaded AdamW differs by {d:e}; validation loss {:.6} / {:.6}", plain.validation_loss, offload.validation_loss);
+    // AdamW's moments staged through CPU copies: the same arithmetic.
+    assert_eq!(d, 0.0, "offloaded moments: the same update");
+    assert_eq!(plain.validation_loss, offload.validation_loss);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -12,8 +12,8 @@ use absa_domain::records::{read_labelled_file, Columns};
 use absa_domain::{AspectEncoder, LabelSet};
 use absa_trainer::checkpoint::{self, LoadOptions};
 use absa_trainer::model::Pooling;
-use absa_trainer::parallel::DataParallel;
 use absa_trainer::training::data::{encode_rows, Example};
+use absa_trainer::training::local::LocalEngine;
 use absa_trainer::training::optimizer::linear_schedule;
 use tch::{Device, Tensor};
 
@@ -81,7 +81,7 @@ fn six_steps_follow_hugging_face_trainers_arithmetic() {
         let initial: BTreeMap<String, Tensor> = variables.iter().map(|(n, t)| (n.clone(), t.detach().copy())).collect();
         assert_eq!(initial.keys().collect::<Vec<_>>(), names.iter().collect::<Vec<_>>(), "parameter names");
 
-        let mut engine = DataParallel::new(vec![model], 0.01, false).with_batch_threads(threads);
+        let mut engine = LocalEngine::new(model, 0.01, false).with_batch_threads(threads);
         let (mut losses, mut norms, mut lrs) = (vec![], vec![], vec![]);
         for step in 0..STEPS {
             let rows: Vec<&Example> = examples.chunks(BATCH).nth(step % (ROWS / BATCH)).unwrap().iter().collect();

@@ -16,10 +16,28 @@ use crate::auth::{Caller, Role};
 use crate::error::{parse_json, ApiError, ApiResult};
 
 /// Hyperparameters a training job accepts (the trainer's names).
-const HYPERPARAMETERS: [&str; 15] = [
-    "learning_rate", "weight_decay", "warmup_steps", "batch_size", "gradient_accumulation_steps", "epochs", "max_grad_norm", "seed",
-    "split_seed", "validation_fraction", "max_length", "pooling", "padding", "early_stopping_patience", "select_metric",
+const HYPERPARAMETERS: [&str; 17] = [
+    "learning_rate",
+    "weight_decay",
+    "warmup_steps",
+    "batch_size",
+    "gradient_accumulation_steps",
+    "epochs",
+    "max_grad_norm",
+    "seed",
+    "split_seed",
+    "validation_fraction",
+    "max_length",
+    "pooling",
+    "padding",
+    "early_stopping_patience",
+    "select_metric",
+    "sharding",
+    "offload_optimizer",
 ];
+
+/// CPU ranks a job may ask for (processes on one trainer's host).
+const MAX_RANKS_PER_JOB: u32 = 64;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +49,9 @@ pub struct TrainRequest {
     labels: Option<Vec<String>>,
     #[serde(default)]
     gpus: u32,
+    /// Without GPUs: CPU processes that train together (one rank each).
+    #[serde(default)]
+    ranks: u32,
     promote: Option<PromotionPolicy>,
     priority: Option<i32>,
 }
@@ -62,8 +83,23 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     }
 }
 
-async fn submit(state: &AppState, caller: &Caller, kind: &str, parameters: Value, priority: Option<i32>, key: Option<String>) -> ApiResult<(StatusCode, Json<Value>)> {
-    let job = NewJob { team_id: caller.team_id, kind: kind.into(), priority: priority.unwrap_or(0), parameters, max_attempts: 3, idempotency_key: key, parent_id: None };
+async fn submit(
+    state: &AppState,
+    caller: &Caller,
+    kind: &str,
+    parameters: Value,
+    priority: Option<i32>,
+    key: Option<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let job = NewJob {
+        team_id: caller.team_id,
+        kind: kind.into(),
+        priority: priority.unwrap_or(0),
+        parameters,
+        max_attempts: 3,
+        idempotency_key: key,
+        parent_id: None,
+    };
     let submitted = jobs::submit(&state.pool, &job).await?;
     let status = match submitted {
         Submitted::Created(_) => StatusCode::CREATED,
@@ -89,19 +125,33 @@ pub async fn submit_train(State(state): State<AppState>, caller: Caller, headers
         }
     }
     if req.gpus > absa_platform::workers::MAX_GPUS_PER_JOB {
-        return Err(ApiError::Unprocessable(format!("gpus {}: a job runs on one machine, at most {} GPUs", req.gpus, absa_platform::workers::MAX_GPUS_PER_JOB)));
+        return Err(ApiError::Unprocessable(format!(
+            "gpus {}: a job runs on one machine, at most {} GPUs",
+            req.gpus,
+            absa_platform::workers::MAX_GPUS_PER_JOB
+        )));
     }
-    let rows: Option<i64> = sqlx::query_scalar("SELECT (SELECT count(*) FROM dataset_rows r WHERE r.dataset_id = d.id) FROM datasets d WHERE d.id = $1 AND d.team_id = $2")
-        .bind(req.dataset_id)
-        .bind(caller.team_id)
-        .fetch_optional(&state.pool)
-        .await?;
+    let rows: Option<i64> =
+        sqlx::query_scalar("SELECT (SELECT count(*) FROM dataset_rows r WHERE r.dataset_id = d.id) FROM datasets d WHERE d.id = $1 AND d.team_id = $2")
+            .bind(req.dataset_id)
+            .bind(caller.team_id)
+            .fetch_optional(&state.pool)
+            .await?;
     match rows {
         None => return Err(ApiError::NotFound(format!("dataset {}", req.dataset_id))),
         Some(0) => return Err(ApiError::Unprocessable(format!("dataset {} has no rows", req.dataset_id))),
         Some(_) => {}
     }
+    if req.ranks > MAX_RANKS_PER_JOB {
+        return Err(ApiError::Unprocessable(format!("ranks {}: at most {MAX_RANKS_PER_JOB} processes on one trainer", req.ranks)));
+    }
+    if req.ranks > 1 && req.gpus > 0 {
+        return Err(ApiError::Unprocessable(format!("ranks {} with gpus {}: a GPU job trains one rank per GPU; give one of the two", req.ranks, req.gpus)));
+    }
     let mut parameters = json!({ "dataset_id": req.dataset_id, "base_model": req.base_model, "hyperparameters": req.hyperparameters, "gpus": req.gpus });
+    if req.ranks > 1 {
+        parameters["ranks"] = json!(req.ranks);
+    }
     if let Some(labels) = req.labels {
         parameters["labels"] = json!(labels);
     }
@@ -115,13 +165,18 @@ pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers
     caller.require(Role::Analyst)?;
     let key = idempotency_key(&headers)?;
     let req: ScoreRequest = parse_json(&body)?;
-    let corpus: Option<i32> = sqlx::query_scalar("SELECT 1 FROM corpora WHERE id = $1 AND team_id = $2").bind(req.corpus_id).bind(caller.team_id).fetch_optional(&state.pool).await?;
+    let corpus: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM corpora WHERE id = $1 AND team_id = $2").bind(req.corpus_id).bind(caller.team_id).fetch_optional(&state.pool).await?;
     if corpus.is_none() {
         return Err(ApiError::NotFound(format!("corpus {}", req.corpus_id)));
     }
     let model = match (req.model_version_id, &req.alias) {
         (Some(id), None) => {
-            let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM model_versions WHERE id = $1 AND team_id = $2").bind(id).bind(caller.team_id).fetch_optional(&state.pool).await?;
+            let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM model_versions WHERE id = $1 AND team_id = $2")
+                .bind(id)
+                .bind(caller.team_id)
+                .fetch_optional(&state.pool)
+                .await?;
             found.map(|_| id).ok_or_else(|| ApiError::NotFound(format!("model version {id}")))?
         }
         (None, Some(alias)) => {
@@ -168,7 +223,11 @@ pub async fn submit_sweep(State(state): State<AppState>, caller: Caller, headers
     if spec.base_model.is_empty() || spec.base_model.contains("..") || spec.base_model.starts_with('/') {
         return Err(ApiError::Unprocessable(format!("base_model {:?}: the name of a model folder", spec.base_model)));
     }
-    let owned: Option<i32> = sqlx::query_scalar("SELECT 1 FROM datasets WHERE id = $1 AND team_id = $2").bind(spec.dataset_id).bind(caller.team_id).fetch_optional(&state.pool).await?;
+    let owned: Option<i32> = sqlx::query_scalar("SELECT 1 FROM datasets WHERE id = $1 AND team_id = $2")
+        .bind(spec.dataset_id)
+        .bind(caller.team_id)
+        .fetch_optional(&state.pool)
+        .await?;
     if owned.is_none() {
         return Err(ApiError::NotFound(format!("dataset {}", spec.dataset_id)));
     }
@@ -189,7 +248,8 @@ pub async fn job_json(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<
     .bind(caller.team_id)
     .fetch_optional(&state.pool)
     .await?;
-    let (kind, job_state, progress, attempts, max_attempts, parameters, last_error, created_at, updated_at, parent) = row.ok_or_else(|| ApiError::NotFound(format!("job {id}")))?;
+    let (kind, job_state, progress, attempts, max_attempts, parameters, last_error, created_at, updated_at, parent) =
+        row.ok_or_else(|| ApiError::NotFound(format!("job {id}")))?;
     let events = events_of(state, id, 50).await?;
     let mut job = json!({
         "id": id, "kind": kind, "state": job_state, "progress": progress, "attempts": attempts, "max_attempts": max_attempts,
@@ -201,13 +261,17 @@ pub async fn job_json(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<
     }
     if kind == "sweep" {
         job["children"] = json!(sweep_children(state, id).await?);
-        let chosen: Option<Value> = sqlx::query_scalar("SELECT detail FROM job_events WHERE job_id = $1 AND kind = 'sweep_chosen' ORDER BY id DESC LIMIT 1").bind(id).fetch_optional(&state.pool).await?;
+        let chosen: Option<Value> = sqlx::query_scalar("SELECT detail FROM job_events WHERE job_id = $1 AND kind = 'sweep_chosen' ORDER BY id DESC LIMIT 1")
+            .bind(id)
+            .fetch_optional(&state.pool)
+            .await?;
         job["chosen_model_version_id"] = chosen.as_ref().map(|d| d["model_version_id"].clone()).unwrap_or(Value::Null);
         // Each setting's mean validation figure over its succeeded children, once chosen.
         job["settings"] = chosen.map(|d| d["settings"].clone()).unwrap_or(Value::Null);
     }
     if kind == "score" {
-        let counts: Vec<(String, i64)> = sqlx::query_as("SELECT state, count(*) FROM jobs WHERE parent_id = $1 GROUP BY state").bind(id).fetch_all(&state.pool).await?;
+        let counts: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, count(*) FROM jobs WHERE parent_id = $1 GROUP BY state").bind(id).fetch_all(&state.pool).await?;
         let mut shards = json!({ "total": 0, "queued": 0, "dispatched": 0, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0 });
         let mut total = 0;
         for (s, n) in counts {
@@ -291,7 +355,8 @@ pub async fn list_jobs(State(state): State<AppState>, caller: Caller, Query(f): 
 }
 
 async fn owned_job(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<String> {
-    let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM jobs WHERE id = $1 AND team_id = $2").bind(id).bind(caller.team_id).fetch_optional(&state.pool).await?;
+    let kind: Option<String> =
+        sqlx::query_scalar("SELECT kind FROM jobs WHERE id = $1 AND team_id = $2").bind(id).bind(caller.team_id).fetch_optional(&state.pool).await?;
     kind.ok_or_else(|| ApiError::NotFound(format!("job {id}")))
 }
 

@@ -74,7 +74,13 @@ impl Embeddings {
     /// `input_ids` (batch, seq) -> (batch, seq, hidden). Token types are all 0, as the
     /// recipe passes none.
     fn forward_t(&self, input_ids: &Tensor, train: bool) -> Tensor {
-        let words = self.word_embeddings.forward(input_ids);
+        self.forward_words(&self.word_embeddings.forward(input_ids), input_ids, train)
+    }
+
+    /// [`Embeddings::forward_t`] with the word embeddings of `input_ids` already
+    /// looked up (`words`, (batch, seq, hidden)): a word table sharded by rows is
+    /// looked up across ranks.
+    fn forward_words(&self, words: &Tensor, input_ids: &Tensor, train: bool) -> Tensor {
         let positions = self.position_embeddings.forward(&self.position_ids(input_ids));
         let token_type = self.token_type_embeddings.ws.get(0);
         let xs = words + positions + token_type;
@@ -221,36 +227,37 @@ pub struct Encoder {
     layers: Vec<Layer>,
     /// XLM-R XL's `encoder.LayerNorm` after the last layer.
     final_layer_norm: Option<nn::LayerNorm>,
-    /// Layer stages across devices (see [`crate::parallel`]); `None`: all on one.
-    placement: Option<Placement>,
-}
-
-/// The devices of a staged encoder: its input (embeddings), each layer, its output.
-#[derive(Debug, Clone)]
-pub struct Placement {
-    pub input: tch::Device,
-    pub layers: Vec<tch::Device>,
-    pub output: tch::Device,
 }
 
 impl Encoder {
     /// `p` is the model root (`bert`, `roberta`): weights are `p.embeddings.*`,
     /// `p.encoder.layer.{i}.*`.
     pub fn new<'a>(p: impl Borrow<nn::Path<'a>>, config: &EncoderConfig, family: Family) -> Self {
-        let p = p.borrow();
-        let layer_root = p / "encoder" / "layer";
-        Self {
-            embeddings: Embeddings::new(p / "embeddings", config, family),
-            layers: (0..config.num_hidden_layers).map(|i| Layer::new(&layer_root / i, config, family)).collect(),
-            final_layer_norm: (family == Family::RobertaXl).then(|| layer_norm(p / "encoder" / "LayerNorm", config)),
-            placement: None,
-        }
+        let p = p.borrow().clone();
+        Self::new_by_unit(config, family, &mut |_| p.clone(), &mut |_| {})
     }
 
-    /// Runs the embeddings, each layer and the output on these devices (the variables
-    /// must already be there: [`crate::parallel::place_stages`]).
-    pub fn set_placement(&mut self, placement: Placement) {
-        self.placement = Some(placement);
+    /// Builds the encoder one [`Unit`] at a time, in the order of [`Encoder::new`]:
+    /// each unit's weights under `root_of(unit)` (the model root in its own store, say),
+    /// and `built(unit)` called once a unit's weights exist, before the next unit is
+    /// made. The head is not built here.
+    pub fn new_by_unit<'a>(config: &EncoderConfig, family: Family, root_of: &mut dyn FnMut(Unit) -> nn::Path<'a>, built: &mut dyn FnMut(Unit)) -> Self {
+        let embeddings = Embeddings::new(root_of(Unit::Embeddings) / "embeddings", config, family);
+        built(Unit::Embeddings);
+        let layers = (0..config.num_hidden_layers as usize)
+            .map(|i| {
+                let layer = Layer::new(root_of(Unit::Layer(i)) / "encoder" / "layer" / i, config, family);
+                built(Unit::Layer(i));
+                layer
+            })
+            .collect();
+        // The final LayerNorm belongs to the head's unit: both run once, after the last layer.
+        let final_layer_norm = (family == Family::RobertaXl).then(|| layer_norm(root_of(Unit::Head) / "encoder" / "LayerNorm", config));
+        Self { embeddings, layers, final_layer_norm }
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
     }
 
     /// `input_ids`, `attention_mask`: (batch, seq) int64 -> last hidden state
@@ -263,34 +270,69 @@ impl Encoder {
     /// at every position. Nothing after the last layer mixes positions, so its output
     /// elsewhere is never needed where only some positions are read (the pooling).
     pub fn forward_at(&self, input_ids: &Tensor, attention_mask: &Tensor, positions: Option<&Tensor>, train: bool) -> Tensor {
-        // Staged (see `placement`), the hidden states and the mask move to each layer's
-        // device; autograd carries the gradients back across the moves. Unstaged, every
-        // `to` below leaves its tensor where it is.
-        let placement = self.placement.as_ref();
-        let to = |t: &Tensor, device: Option<tch::Device>| device.map_or_else(|| t.shallow_clone(), |d| crate::parallel::on(t, d));
-        let mut xs = self.embeddings.forward_t(&to(input_ids, placement.map(|p| p.input)), train);
-        let mut mask_bias = extended_attention_mask(&to(attention_mask, placement.map(|p| p.input)), xs.kind());
-        let last = self.layers.len().saturating_sub(1);
-        for (i, layer) in self.layers.iter().enumerate() {
-            let device = placement.map(|p| p.layers[i]);
-            xs = to(&xs, device);
-            mask_bias = to(&mask_bias, device);
-            xs = match positions {
-                Some(positions) if i == last => layer.forward_at(&xs, Some(&crate::parallel::on(positions, xs.device())), &mask_bias, train),
-                _ => layer.forward_t(&xs, &mask_bias, train),
-            };
+        let mut xs = self.embed(input_ids, train);
+        let mask_bias = extended_attention_mask(attention_mask, xs.kind());
+        for i in 0..self.layers.len() {
+            xs = self.layer(i, &xs, &mask_bias, positions, train);
         }
-        let xs = to(&xs, placement.map(|p| p.output));
+        self.finish(&xs)
+    }
+
+    /// The embeddings' output (batch, seq, hidden) for `input_ids` (batch, seq).
+    pub fn embed(&self, input_ids: &Tensor, train: bool) -> Tensor {
+        self.embeddings.forward_t(input_ids, train)
+    }
+
+    /// [`Encoder::embed`] from the word embeddings of `input_ids`, looked up elsewhere.
+    pub fn embed_from_words(&self, words: &Tensor, input_ids: &Tensor, train: bool) -> Tensor {
+        self.embeddings.forward_words(words, input_ids, train)
+    }
+
+    /// Layer `i` on `xs` (batch, seq, hidden) with the additive `mask_bias` of
+    /// [`extended_attention_mask`]; the last layer computes only `positions` when given.
+    pub fn layer(&self, i: usize, xs: &Tensor, mask_bias: &Tensor, positions: Option<&Tensor>, train: bool) -> Tensor {
+        match positions {
+            Some(positions) if i + 1 == self.layers.len() => self.layers[i].forward_at(xs, Some(positions), mask_bias, train),
+            _ => self.layers[i].forward_t(xs, mask_bias, train),
+        }
+    }
+
+    /// What follows the last layer: XLM-R XL's final LayerNorm, or nothing.
+    pub fn finish(&self, xs: &Tensor) -> Tensor {
         match &self.final_layer_norm {
-            Some(ln) => ln.forward(&xs),
-            None => xs,
+            Some(ln) => ln.forward(xs),
+            None => xs.shallow_clone(),
         }
+    }
+}
+
+/// The parts the model is built, sharded and run in (FSDP's wrapping units): the
+/// embeddings, each encoder layer, and the head (with XL's final LayerNorm).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Unit {
+    Embeddings,
+    Layer(usize),
+    Head,
+}
+
+impl Unit {
+    /// The unit a variable belongs to, by its HF name.
+    pub fn of(name: &str) -> Unit {
+        if name.contains("embeddings.") {
+            return Unit::Embeddings;
+        }
+        if let Some(rest) = name.split("encoder.layer.").nth(1) {
+            if let Some(i) = rest.split('.').next().and_then(|i| i.parse().ok()) {
+                return Unit::Layer(i);
+            }
+        }
+        Unit::Head
     }
 }
 
 /// (batch, seq) 0/1 -> (batch, 1, 1, seq): 0 where attended, the dtype's lowest value
 /// where padded (HF `get_extended_attention_mask`, `torch.finfo(dtype).min`).
-fn extended_attention_mask(attention_mask: &Tensor, kind: Kind) -> Tensor {
+pub fn extended_attention_mask(attention_mask: &Tensor, kind: Kind) -> Tensor {
     let lowest = match kind {
         Kind::BFloat16 => -3.389_531_4e38,
         Kind::Half => -65504.0,

@@ -10,7 +10,7 @@ mod encoder;
 mod head;
 
 pub use config::{EncoderConfig, Family, SUPPORTED_MODEL_TYPES};
-pub use encoder::{Encoder, Placement};
+pub use encoder::{extended_attention_mask, Encoder, Unit};
 pub use head::{ClassificationHead, Pooling};
 
 use tch::{nn, Tensor};
@@ -40,23 +40,44 @@ impl TdBertModel {
     /// Builds the variables under `root` (a fresh VarStore's root): the encoder under
     /// `bert`/`roberta`, the head under `classifier`.
     pub fn new(root: &nn::Path, config: EncoderConfig, num_labels: i64, pooling: Pooling) -> Result<Self, crate::ModelError> {
+        Self::new_by_unit(config, num_labels, pooling, &mut |_| root.clone(), &mut |_| {})
+    }
+
+    /// Builds the model one [`Unit`] at a time, each under `root_of(unit)` (a store's
+    /// root; HF names below it), calling `built(unit)` once its variables exist. The
+    /// units are made in the order [`TdBertModel::new`] makes them, so a seeded
+    /// generator draws the same initial values either way.
+    pub fn new_by_unit<'a>(
+        config: EncoderConfig,
+        num_labels: i64,
+        pooling: Pooling,
+        root_of: &mut dyn FnMut(Unit) -> nn::Path<'a>,
+        built: &mut dyn FnMut(Unit),
+    ) -> Result<Self, crate::ModelError> {
         let family = config.family()?;
-        let encoder = Encoder::new(root / family.prefix(), &config, family);
-        let head = ClassificationHead::new(root / "classifier", &config, family, num_labels);
+        let prefix = family.prefix();
+        // The head's unit also holds XL's final LayerNorm, made by the encoder: report
+        // the head built only once both exist.
+        let encoder = Encoder::new_by_unit(&config, family, &mut |unit| root_of(unit) / prefix, &mut |unit| {
+            if unit != Unit::Head {
+                built(unit)
+            }
+        });
+        let head = ClassificationHead::new(root_of(Unit::Head) / "classifier", &config, family, num_labels);
+        built(Unit::Head);
         Ok(Self { config, family, encoder, head, pooling, num_labels })
     }
 
-    /// Layer stages: see [`crate::parallel::place_stages`].
-    pub fn set_stage_devices(&mut self, input: tch::Device, layers: Vec<tch::Device>, output: tch::Device) {
-        self.encoder.set_placement(Placement { input, layers, output });
+    /// The units in forward order: embeddings, each layer, head.
+    pub fn units(&self) -> Vec<Unit> {
+        let layers = (0..self.encoder.num_layers()).map(Unit::Layer);
+        std::iter::once(Unit::Embeddings).chain(layers).chain(std::iter::once(Unit::Head)).collect()
     }
 
     /// `input_ids`, `attention_mask`, `aspect_mask`: (batch, seq) int64.
     pub fn forward_t(&self, input_ids: &Tensor, attention_mask: &Tensor, aspect_mask: &Tensor, train: bool) -> TdBertOutput {
         let last_hidden_state = self.encoder.forward_t(input_ids, attention_mask, train);
-        // A staged encoder ends on its last device: the pooling and head run there.
-        let aspect_mask = crate::parallel::on(aspect_mask, last_hidden_state.device());
-        let pooled = self.pooling.pool(&last_hidden_state, &aspect_mask);
+        let pooled = self.pooling.pool(&last_hidden_state, aspect_mask);
         let logits = self.head.forward_t(&pooled, train);
         TdBertOutput { last_hidden_state, pooled, logits }
     }
@@ -65,10 +86,53 @@ impl TdBertModel {
     /// tokens only: the pooling reads nothing else, so the rest of that layer (most of
     /// a layer's work for short aspects) is skipped. Same arithmetic at those rows.
     pub fn logits_t(&self, input_ids: &Tensor, attention_mask: &Tensor, aspect_mask: &Tensor, train: bool) -> Tensor {
+        let inputs = UnitInputs::new(input_ids, attention_mask, aspect_mask);
+        let mut xs = input_ids.shallow_clone();
+        for unit in self.units() {
+            xs = self.unit_forward(unit, &xs, &inputs, train);
+        }
+        xs
+    }
+
+    /// One unit of [`TdBertModel::logits_t`]: the embeddings take the input ids, a
+    /// layer the previous unit's hidden states, the head the last layer's (at the
+    /// aspect positions) and returns the logits.
+    pub fn unit_forward(&self, unit: Unit, xs: &Tensor, inputs: &UnitInputs, train: bool) -> Tensor {
+        match unit {
+            Unit::Embeddings => self.encoder.embed(xs, train),
+            Unit::Layer(i) => {
+                let mask_bias = inputs.mask_bias(xs.kind());
+                self.encoder.layer(i, xs, &mask_bias, Some(&inputs.positions), train)
+            }
+            Unit::Head => {
+                let hidden = self.encoder.finish(xs);
+                let pooled = self.pooling.pool(&hidden, &inputs.valid);
+                self.head.forward_t(&pooled, train)
+            }
+        }
+    }
+}
+
+/// What every unit of a batch's forward pass reads besides the previous unit's output.
+pub struct UnitInputs {
+    /// (batch, seq) int64.
+    pub input_ids: Tensor,
+    /// (batch, seq) 0/1.
+    pub attention_mask: Tensor,
+    /// The aspect tokens' positions and which are real: see [`aspect_positions`].
+    pub positions: Tensor,
+    pub valid: Tensor,
+}
+
+impl UnitInputs {
+    pub fn new(input_ids: &Tensor, attention_mask: &Tensor, aspect_mask: &Tensor) -> Self {
         let (positions, valid) = aspect_positions(aspect_mask);
-        let hidden = self.encoder.forward_at(input_ids, attention_mask, Some(&positions), train);
-        let pooled = self.pooling.pool(&hidden, &crate::parallel::on(&valid, hidden.device()));
-        self.head.forward_t(&pooled, train)
+        Self { input_ids: input_ids.shallow_clone(), attention_mask: attention_mask.shallow_clone(), positions, valid }
+    }
+
+    /// The additive attention mask for hidden states of `kind`.
+    fn mask_bias(&self, kind: tch::Kind) -> Tensor {
+        extended_attention_mask(&self.attention_mask, kind)
     }
 }
 

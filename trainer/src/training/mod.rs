@@ -6,9 +6,14 @@
 //! # Layout
 //! - [`data`]: encoding rows, length-grouped batches, padding.
 //! - [`optimizer`]: AdamW, the schedule, gradient clipping, with saveable state.
-//! - this module: configuration, the loop, evaluation, checkpoints, the summary.
+//! - [`local`]: training in this process (batch threads on the CPU).
+//! - this module: configuration, the loop, evaluation, checkpoints, the summary. A
+//!   run started as one rank of several (torchrun's environment, see
+//!   [`crate::distributed`]) trains through [`crate::distributed::ShardedEngine`]
+//!   instead; the loop, its checkpoints and its figures are the same.
 
 pub mod data;
+pub mod local;
 pub mod optimizer;
 
 use std::collections::BTreeMap;
@@ -24,9 +29,10 @@ use tch::{Device, Kind, Tensor};
 use thiserror::Error;
 
 use self::data::{collate, encode_rows, epoch_batches, eval_batches, Batch, Example, Order};
+use self::local::LocalEngine;
 use self::optimizer::linear_schedule;
 use crate::checkpoint::{LoadOptions, LoadedModel};
-use crate::parallel::{DataParallel, Layout};
+use crate::distributed::{self, RankEnv, ShardedEngine, Sharding};
 use crate::model::Pooling;
 use crate::ModelError;
 
@@ -48,6 +54,9 @@ pub enum TrainError {
     /// the last finished epoch.
     #[error("stopped on request during epoch {epoch}")]
     Stopped { epoch: usize },
+    /// A collective between the ranks failed: another rank died or hung.
+    #[error("{0}")]
+    Collective(String),
 }
 
 /// Which validation figure picks the best epoch and drives early stopping.
@@ -116,9 +125,41 @@ pub struct TrainConfig {
     /// depends on it (each part draws its own dropout masks): a resume with another
     /// count continues, but not bit for bit.
     pub batch_threads: usize,
-    /// Data-parallel replicas, layer stages and optimizer offload (a device plan's);
-    /// none: one copy on the first GPU, or the CPU without one.
-    pub layout: Option<Layout>,
+    /// Where to train: the first GPU when libtorch sees one (a rank: its local GPU),
+    /// else the CPU.
+    pub device: DeviceChoice,
+    /// How ranks divide the model's state when the run is one rank of several.
+    pub sharding: Sharding,
+    /// AdamW's moments (and, sharded, the fp32 master shard) in CPU memory, the update
+    /// run there (ZeRO-Offload; nothing changes on the CPU).
+    pub offload_optimizer: bool,
+    /// How long a rank waits for the others in a collective before the run fails.
+    pub collective_timeout_secs: u64,
+}
+
+/// Which device a run trains on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// CUDA when libtorch sees a GPU, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl DeviceChoice {
+    /// The device of local rank `local_rank` (0 for one process).
+    pub fn device(self, local_rank: usize) -> Result<Device, TrainError> {
+        let cuda = tch::Cuda::device_count().max(0) as usize;
+        match self {
+            DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Auto if cuda == 0 => Ok(Device::Cpu),
+            _ if cuda == 0 => Err(TrainError::Config("device cuda: libtorch sees no CUDA device (a CPU build sees none)".into())),
+            // More local ranks than GPUs share them round robin (a check on one GPU).
+            _ => Ok(Device::Cuda(local_rank % cuda)),
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -150,7 +191,10 @@ impl Default for TrainConfig {
             stop_after_epoch: None,
             threads: 0,
             batch_threads: 0,
-            layout: None,
+            device: DeviceChoice::Auto,
+            sharding: Sharding::Auto,
+            offload_optimizer: false,
+            collective_timeout_secs: 600,
         }
     }
 }
@@ -199,6 +243,19 @@ pub struct TrainSummary {
     /// Threads each CPU batch was split over (1: whole batches); it shapes the run's
     /// trajectory, so lineage records it.
     pub batch_threads: usize,
+    /// Ranks that trained the model together (1: one process).
+    #[serde(default = "one")]
+    pub world_size: usize,
+    /// How the ranks divided the model's state; none for one process.
+    #[serde(default)]
+    pub sharding: Option<Sharding>,
+    /// Each rank's resident memory (MiB, rank order) before its model was loaded, and
+    /// its peak while the first epoch trained (after loading: the model's state and a
+    /// step's transients, not the loading itself or checkpoint writing).
+    #[serde(default)]
+    pub rank_rss_before_model_mib: Vec<f64>,
+    #[serde(default)]
+    pub rank_training_peak_rss_mib: Vec<f64>,
     pub wall_seconds: f64,
     pub peak_rss_mib: f64,
     pub rows_rejected: Rejected,
@@ -206,6 +263,10 @@ pub struct TrainSummary {
     pub validation_rows: usize,
     pub test_rows: usize,
     pub best_checkpoint: PathBuf,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Progress of one optimizer step, for progress bars and heartbeats.
@@ -395,45 +456,195 @@ fn improves(s: f64, best_score: f64, best_epoch: usize) -> bool {
 }
 
 /// Writes `dir` by building it beside and renaming over, so a crash never leaves a
-/// half-written checkpoint under the final name.
-fn replace_dir(dir: &Path, write: impl FnOnce(&Path) -> Result<(), TrainError>) -> Result<(), TrainError> {
+/// half-written checkpoint under the final name. With several ranks each writes its
+/// own files into the folder rank 0 made, and rank 0 renames it once all are done.
+fn replace_dir(trainee: &mut Trainee, dir: &Path, write: impl FnOnce(&mut Trainee, &Path) -> Result<(), TrainError>) -> Result<(), TrainError> {
     let tmp = dir.with_extension("tmp");
     let old = dir.with_extension("old");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-    write(&tmp)?;
-    let _ = std::fs::remove_dir_all(&old);
-    if dir.exists() {
-        std::fs::rename(dir, &old).map_err(io_err(dir))?;
+    if trainee.writes() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
     }
-    std::fs::rename(&tmp, dir).map_err(io_err(dir))?;
-    let _ = std::fs::remove_dir_all(&old);
-    Ok(())
+    trainee.barrier()?;
+    write(trainee, &tmp)?;
+    trainee.barrier()?;
+    if trainee.writes() {
+        let _ = std::fs::remove_dir_all(&old);
+        if dir.exists() {
+            std::fs::rename(dir, &old).map_err(io_err(dir))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(io_err(dir))?;
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    trainee.barrier()
 }
 
 fn epoch_seed(seed: u64, epoch: usize) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(epoch as u64 + 1)
 }
 
+/// The model being trained: in this process, or as one rank of several.
+enum Trainee {
+    Local { engine: Box<LocalEngine>, device: Device },
+    Rank(Box<ShardedEngine>),
+}
+
+impl Trainee {
+    fn backward(&mut self, rows: &[&Example], pad_to: Option<usize>, pad_id: i64, accumulation: usize, train: bool, seed: u64) -> Result<f64, TrainError> {
+        match self {
+            Trainee::Local { engine, .. } => Ok(engine.backward(rows, pad_to, pad_id, accumulation, train, seed)),
+            Trainee::Rank(engine) => engine.backward(rows, pad_to, pad_id, accumulation, train, seed),
+        }
+    }
+
+    fn step(&mut self, lr: f64, max_grad_norm: f64) -> Result<f64, TrainError> {
+        match self {
+            Trainee::Local { engine, .. } => Ok(engine.step(lr, max_grad_norm)),
+            Trainee::Rank(engine) => engine.step(lr, max_grad_norm),
+        }
+    }
+
+    fn evaluate(&mut self, examples: &[Example], batch_size: usize, pad_id: i64) -> Result<Evaluation, TrainError> {
+        match self {
+            Trainee::Local { engine, device } => Ok(evaluate(engine.model(), examples, batch_size, pad_id, *device)),
+            Trainee::Rank(engine) => engine.evaluate(examples, batch_size, pad_id),
+        }
+    }
+
+    /// Whether any rank asks to stop (this one when `local`).
+    fn any_stop(&mut self, local: bool) -> Result<bool, TrainError> {
+        match self {
+            Trainee::Local { .. } => Ok(local),
+            Trainee::Rank(engine) => engine.any_stop(local),
+        }
+    }
+
+    /// This process writes the run's own files (metrics, state, summary): rank 0.
+    fn writes(&self) -> bool {
+        match self {
+            Trainee::Local { .. } => true,
+            Trainee::Rank(engine) => engine.rank() == 0,
+        }
+    }
+
+    fn barrier(&mut self) -> Result<(), TrainError> {
+        match self {
+            Trainee::Local { .. } => Ok(()),
+            Trainee::Rank(engine) => engine.barrier(),
+        }
+    }
+
+    /// The model as an HF checkpoint in `dir`.
+    fn save_model(&mut self, dir: &Path, base: &Path) -> Result<(), TrainError> {
+        match self {
+            Trainee::Local { engine, .. } => Ok(engine.model().save(dir, Some(base))?),
+            Trainee::Rank(engine) => engine.save_model(dir, base),
+        }
+    }
+
+    /// What a resumed run continues from (model and optimizer state) in `dir`.
+    fn save_state(&mut self, dir: &Path, base: &Path) -> Result<(), TrainError> {
+        match self {
+            Trainee::Local { engine, .. } => {
+                engine.model().save(dir, Some(base))?;
+                Ok(crate::checkpoint::write_safetensors(&engine.optimizer().state_tensors(), &dir.join("optimizer.safetensors"))?)
+            }
+            Trainee::Rank(engine) => engine.save_state(dir),
+        }
+    }
+
+    /// The model in the HF checkpoint `dir` (the selected one) evaluated on `examples`.
+    fn evaluate_checkpoint(&mut self, dir: &Path, examples: &[Example], batch_size: usize, pad_id: i64) -> Result<Evaluation, TrainError> {
+        match self {
+            Trainee::Local { device, .. } => {
+                let selected = crate::checkpoint::load(dir, &LoadOptions::default(), *device)?;
+                Ok(evaluate(&selected, examples, batch_size, pad_id, *device))
+            }
+            Trainee::Rank(engine) => {
+                engine.load_parameters(dir)?;
+                engine.evaluate(examples, batch_size, pad_id)
+            }
+        }
+    }
+}
+
+/// Starts the run's model from `start_dir`: in this process, or as this rank of a
+/// group (joining it), sharded as the config says or the plan decides.
+fn start(
+    config: &TrainConfig,
+    ranks: Option<&RankEnv>,
+    start_dir: &Path,
+    options: &LoadOptions,
+    threads: i32,
+    resume_step: Option<(&Path, i64)>,
+) -> Result<Trainee, TrainError> {
+    let Some(env) = ranks else {
+        let device = config.device.device(0)?;
+        let model = crate::checkpoint::load(start_dir, options, device)?;
+        let mut engine = LocalEngine::new(model, config.weight_decay, config.offload_optimizer)
+            .with_batch_threads(config.batch_threads)
+            .with_optimizer_threads(threads as usize);
+        if let Some((dir, step)) = resume_step {
+            let tensors: BTreeMap<String, Tensor> = Tensor::read_safetensors(dir.join("optimizer.safetensors"))?.into_iter().collect();
+            engine.load_optimizer_state(&tensors, step).map_err(|reason| TrainError::Resume { dir: dir.display().to_string(), reason })?;
+        }
+        return Ok(Trainee::Local { engine: Box::new(engine), device });
+    };
+    let device = config.device.device(env.local_rank)?;
+    let sharding = match config.sharding {
+        Sharding::Auto => crate::plan::choose_sharding(&config.base, options, config.batch_size, config.max_length, env, device)?,
+        chosen => chosen,
+    };
+    let backend = distributed::Backend::for_device(device);
+    tracing::info!(rank = env.rank, world = env.world, local_rank = env.local_rank, ?device, ?backend, ?sharding, master = %format!("{}:{}", env.master_addr, env.master_port), "joining the group");
+    let timeout = std::time::Duration::from_secs(config.collective_timeout_secs.max(1));
+    let group = distributed::ProcessGroup::join(backend, &env.master_addr, env.master_port, env.rank, env.world, timeout, device)
+        .map_err(|e| TrainError::Collective(e.to_string()))?;
+    let setup = distributed::RankSetup {
+        group,
+        sharding,
+        device,
+        offload: config.offload_optimizer,
+        weight_decay: config.weight_decay,
+        update_threads: threads as usize,
+    };
+    let engine = ShardedEngine::load(start_dir, &config.base, options, setup)?;
+    if let Some((dir, step)) = resume_step {
+        if engine.steps_taken() != step {
+            return Err(TrainError::Resume {
+                dir: dir.display().to_string(),
+                reason: format!("the shards were saved at step {}, the trainer state at step {step}", engine.steps_taken()),
+            });
+        }
+    }
+    Ok(Trainee::Rank(Box::new(engine)))
+}
+
 /// Runs (or resumes) a fine-tuning run and returns its summary. Writes
 /// `out/checkpoint-best` (the selected model, an HF directory), `out/checkpoint-last`
 /// (weights plus optimizer and trainer state), `out/metrics.jsonl` (one line per
 /// epoch), `out/rejected_rows.txt` and `out/summary.json`.
+///
+/// Started with torchrun's environment (see [`crate::distributed::launch`]), the
+/// process is one rank of a group: every rank runs this same loop on its part of
+/// each batch, rank 0 alone writes the run's files and calls `observer`'s progress
+/// callbacks, and a stop asked of any rank stops all of them at the same step.
 pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainSummary, TrainError> {
     let started = Instant::now();
     if config.batch_size == 0 || config.gradient_accumulation_steps == 0 || config.epochs == 0 {
         return Err(TrainError::Config("batch size, gradient accumulation steps and epochs must be positive".into()));
     }
-    let threads = if config.threads > 0 { config.threads } else { std::thread::available_parallelism().map_or(1, |n| n.get() as i32) };
+    let ranks = RankEnv::from_env().map_err(TrainError::Config)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Ranks on one host share its cores, as torchrun's OMP_NUM_THREADS does.
+    let threads = if config.threads > 0 { config.threads } else { (cores / ranks.as_ref().map_or(1, |r| r.local_world)).max(1) as i32 };
     tch::set_num_threads(threads);
     keep_freed_memory();
-    let layout = config.layout.clone().unwrap_or_else(Layout::single_device);
-    let first_copy = layout.first_copy_devices();
-    // Batches for evaluation go to the first copy's first stage.
-    let device = first_copy[0];
-    // Batch threads as this run uses them (saved in its state; a resume compares).
+    // Batch threads as this run uses them (saved in its state; a resume compares). A
+    // rank trains its own part of each batch on its own.
     let mut resolved = config.clone();
-    resolved.batch_threads = match (layout.replicas <= 1 && device == Device::Cpu, config.batch_threads) {
+    let on_cpu = config.device.device(ranks.as_ref().map_or(0, |r| r.local_rank))? == Device::Cpu;
+    resolved.batch_threads = match (ranks.is_none() && on_cpu, config.batch_threads) {
         (false, _) => 1,
         (true, 0) => threads as usize,
         (true, n) => n,
@@ -442,15 +653,17 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
     let tokenizer_path = config.base.join("tokenizer.json");
     let encoder = AspectEncoder::from_file(&tokenizer_path, config.max_length).map_err(|e| TrainError::Config(e.to_string()))?;
     let data = prepare(config, &encoder)?;
-    std::fs::create_dir_all(&config.out).map_err(io_err(&config.out))?;
-    let rejected_path = config.out.join("rejected_rows.txt");
-    std::fs::write(&rejected_path, data.rejected_rows.join("\n")).map_err(io_err(&rejected_path))?;
+    let writer = ranks.as_ref().is_none_or(|r| r.rank == 0);
+    if writer {
+        std::fs::create_dir_all(&config.out).map_err(io_err(&config.out))?;
+        let rejected_path = config.out.join("rejected_rows.txt");
+        std::fs::write(&rejected_path, data.rejected_rows.join("\n")).map_err(io_err(&rejected_path))?;
+    }
 
     let last_dir = config.out.join(LAST);
     let best_dir = config.out.join(BEST);
     let train_sha256 = file_sha256(&config.train)?;
-    let resume_state =
-        if config.resume && last_dir.join("trainer_state.json").is_file() { Some(read_state(&last_dir, config, &train_sha256)?) } else { None };
+    let resume_state = if config.resume && last_dir.join("trainer_state.json").is_file() { Some(read_state(&last_dir, config, &train_sha256)?) } else { None };
     if resume_state.is_some() && !best_dir.join("config.json").is_file() {
         // Without the selected model a resumed run could not end as an uninterrupted one.
         return Err(TrainError::Resume { dir: best_dir.display().to_string(), reason: "checkpoint-best is missing".into() });
@@ -459,9 +672,11 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
 
     tch::manual_seed(config.seed as i64); // the fresh head's initialisation
     let options = LoadOptions { labels: Some(data.labels.clone()), pooling: Some(config.pooling) };
-    let mut model = DataParallel::new(layout.load(start_dir, &options)?, config.weight_decay, layout.offload_optimizer)
-        .with_batch_threads(config.batch_threads)
-        .with_optimizer_threads(threads as usize);
+    let resume_step = resume_state.as_ref().map(|s| (last_dir.as_path(), s.global_step));
+    let rss_before_model = absa_platform::process::rss_mib();
+    let mut trainee = start(config, ranks.as_ref(), start_dir, &options, threads, resume_step)?;
+    release_free_memory();
+    let mut training_peak_rss: Option<f64> = None;
 
     let pad_id = encoder.pad_id();
     let fixed = config.padding == Padding::Fixed;
@@ -473,8 +688,6 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
 
     let mut state = match resume_state {
         Some(state) => {
-            let tensors: BTreeMap<String, Tensor> = Tensor::read_safetensors(last_dir.join("optimizer.safetensors"))?.into_iter().collect();
-            model.load_optimizer_state(&tensors, state.global_step).map_err(|reason| TrainError::Resume { dir: last_dir.display().to_string(), reason })?;
             tracing::info!(epochs_done = state.epochs_done, step = state.global_step, "resuming");
             state
         }
@@ -490,7 +703,9 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
             train_sha256: train_sha256.clone(),
         },
     };
-    observer.on_start(total_steps, state.global_step);
+    if writer {
+        observer.on_start(total_steps, state.global_step);
+    }
 
     let mut stopped_early = false;
     let mut interrupted = false;
@@ -512,40 +727,47 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
         // With batch threads each part runs on one core, and so does the optimizer step
         // between them (it is memory-bound): idle intra-op threads would only spin.
         tch::set_num_threads(if config.batch_threads > 1 { 1 } else { threads });
+        if training_peak_rss.is_none() {
+            absa_platform::process::reset_peak_rss();
+        }
         let epoch_start = Instant::now();
         let (mut loss_sum, mut loss_rows, mut lr) = (0.0, 0usize, 0.0);
         let mut step_in_epoch = 0;
         for (i, batch_idx) in batches.iter().enumerate() {
             let rows: Vec<&Example> = batch_idx.iter().map(|&j| &data.train[j]).collect();
             let dropout_seed = crate::rng::derive_seed(seed, i as u64);
-            let batch_loss = model.backward(&rows, fixed.then_some(config.max_length), pad_id, config.gradient_accumulation_steps, true, dropout_seed);
+            let batch_loss = trainee.backward(&rows, fixed.then_some(config.max_length), pad_id, config.gradient_accumulation_steps, true, dropout_seed)?;
             loss_sum += batch_loss * rows.len() as f64;
             loss_rows += rows.len();
             let boundary = (i + 1) % config.gradient_accumulation_steps == 0 || i + 1 == batches.len();
             if boundary {
                 lr = config.learning_rate * linear_schedule(state.global_step, config.warmup_steps, total_steps);
-                model.step(lr, config.max_grad_norm);
+                trainee.step(lr, config.max_grad_norm)?;
                 state.global_step += 1;
                 step_in_epoch += 1;
-                observer.on_step(&StepProgress {
-                    epoch,
-                    step_in_epoch,
-                    steps_in_epoch: steps_per_epoch as usize,
-                    global_step: state.global_step,
-                    total_steps,
-                    loss: batch_loss,
-                    samples_per_second: loss_rows as f64 / epoch_start.elapsed().as_secs_f64(),
-                });
-                if observer.should_stop() {
+                if writer {
+                    observer.on_step(&StepProgress {
+                        epoch,
+                        step_in_epoch,
+                        steps_in_epoch: steps_per_epoch as usize,
+                        global_step: state.global_step,
+                        total_steps,
+                        loss: batch_loss,
+                        samples_per_second: loss_rows as f64 / epoch_start.elapsed().as_secs_f64(),
+                    });
+                }
+                let stop = observer.should_stop();
+                if trainee.any_stop(stop)? {
                     return Err(TrainError::Stopped { epoch });
                 }
             }
         }
         let train_seconds = epoch_start.elapsed().as_secs_f64();
+        training_peak_rss.get_or_insert_with(absa_platform::process::peak_rss_mib);
         train_seconds_total += train_seconds;
         train_samples_total += loss_rows;
         tch::set_num_threads(threads);
-        let validation = evaluate(model.model(), &data.validation, config.batch_size, pad_id, device);
+        let validation = trainee.evaluate(&data.validation, config.batch_size, pad_id)?;
         let record = EpochRecord {
             epoch,
             train_loss: loss_sum / loss_rows.max(1) as f64,
@@ -554,40 +776,66 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
             train_seconds,
             validation,
         };
-        tracing::info!(epoch, train_loss = record.train_loss, val_loss = record.validation.loss, val_acc = record.validation.accuracy, val_f1 = record.validation.macro_f1, samples_per_s = record.train_samples_per_second, "epoch done");
+        tracing::info!(
+            epoch,
+            train_loss = record.train_loss,
+            val_loss = record.validation.loss,
+            val_acc = record.validation.accuracy,
+            val_f1 = record.validation.macro_f1,
+            samples_per_s = record.train_samples_per_second,
+            "epoch done"
+        );
         let s = score(config, &record.validation);
         let improved = improves(s, state.best_score, state.best_epoch);
         if improved {
             state.best_score = s;
             state.best_epoch = epoch;
             state.epochs_without_improvement = 0;
-            replace_dir(&best_dir, |dir| Ok(model.model().save(dir, Some(&config.base))?))?;
+            replace_dir(&mut trainee, &best_dir, |t, dir| t.save_model(dir, &config.base))?;
         } else {
             state.epochs_without_improvement += 1;
         }
         state.epochs_done = epoch;
         state.history.push(record.clone());
-        replace_dir(&last_dir, |dir| {
-            model.model().save(dir, Some(&config.base))?;
-            crate::checkpoint::write_safetensors(&model.optimizer().state_tensors(), &dir.join("optimizer.safetensors"))?;
+        replace_dir(&mut trainee, &last_dir, |t, dir| {
+            t.save_state(dir, &config.base)?;
+            if !t.writes() {
+                return Ok(());
+            }
             let text = serde_json::to_string_pretty(&state).expect("state serialises");
             std::fs::write(dir.join("trainer_state.json"), text).map_err(io_err(dir))
         })?;
-        append_metrics(&config.out, &record)?;
-        observer.on_epoch(&record, &last_dir, state.best_epoch);
+        if writer {
+            append_metrics(&config.out, &record)?;
+            observer.on_epoch(&record, &last_dir, state.best_epoch);
+        }
     }
 
+    if let Trainee::Rank(engine) = &mut trainee {
+        if distributed::engine::is_resumable(&best_dir) {
+            // A retried job's best epoch came back as that epoch's resumable checkpoint:
+            // the registry and the export want the model as an HF checkpoint.
+            engine.load_parameters(&best_dir)?;
+            replace_dir(&mut trainee, &best_dir, |t, dir| t.save_model(dir, &config.base))?;
+        }
+    }
     let best = state.history.iter().find(|r| r.epoch == state.best_epoch).cloned().expect("at least one epoch ran");
     let (mut test_accuracy, mut test_macro_f1) = (None, None);
     if !interrupted && !data.test.is_empty() {
-        let selected = layout.load_copy(&best_dir, &LoadOptions::default(), &first_copy)?;
-        let test = evaluate(&selected, &data.test, config.batch_size, pad_id, device);
+        let test = trainee.evaluate_checkpoint(&best_dir, &data.test, config.batch_size, pad_id)?;
         tracing::info!(accuracy = test.accuracy, macro_f1 = test.macro_f1, "test set, selected model");
-        let path = config.out.join("test_metrics.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&test).expect("serialises")).map_err(io_err(&path))?;
+        if writer {
+            let path = config.out.join("test_metrics.json");
+            std::fs::write(&path, serde_json::to_string_pretty(&test).expect("serialises")).map_err(io_err(&path))?;
+        }
         test_accuracy = Some(test.accuracy);
         test_macro_f1 = Some(test.macro_f1);
     }
+    let memory = [rss_before_model, training_peak_rss.unwrap_or(0.0)];
+    let (world_size, sharding, memory) = match &mut trainee {
+        Trainee::Local { .. } => (1, None, vec![memory.to_vec()]),
+        Trainee::Rank(engine) => (engine.world(), Some(engine.sharding()), engine.gather(&memory)?),
+    };
     let summary = TrainSummary {
         epochs_run: state.epochs_done,
         best_epoch: state.best_epoch,
@@ -600,6 +848,10 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
         test_macro_f1,
         train_samples_per_second: if train_seconds_total > 0.0 { train_samples_total as f64 / train_seconds_total } else { 0.0 },
         batch_threads: config.batch_threads,
+        world_size,
+        sharding,
+        rank_rss_before_model_mib: memory.iter().map(|m| m[0]).collect(),
+        rank_training_peak_rss_mib: memory.iter().map(|m| m[1]).collect(),
         wall_seconds: started.elapsed().as_secs_f64(),
         peak_rss_mib: absa_platform::process::peak_rss_mib(),
         rows_rejected: data.rejected,
@@ -608,9 +860,22 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
         test_rows: data.test.len(),
         best_checkpoint: best_dir,
     };
-    let path = config.out.join("summary.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&summary).expect("serialises")).map_err(io_err(&path))?;
+    if writer {
+        let path = config.out.join("summary.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&summary).expect("serialises")).map_err(io_err(&path))?;
+    }
     Ok(summary)
+}
+
+/// Returns the memory freed while loading (a whole checkpoint read, or each unit's
+/// initial weights before its shard was taken) to the kernel: the heap keeps freed
+/// blocks otherwise (see [`keep_freed_memory`]), and that would count against the run.
+fn release_free_memory() {
+    extern "C" {
+        fn absa_release_free_memory();
+    }
+    // SAFETY: malloc_trim, callable at any time.
+    unsafe { absa_release_free_memory() }
 }
 
 /// Lets glibc keep freed blocks up to 1 GiB for reuse (see `csrc/memory.cpp`): the
@@ -666,7 +931,11 @@ fn read_state(dir: &Path, config: &TrainConfig, train_sha256: &str) -> Result<Tr
     if a.batch_threads != b.batch_threads {
         // Allowed (a retried job may land on a trainer with other cores), but the rest
         // of the run draws other dropout masks than an uninterrupted one would.
-        tracing::warn!(saved = a.batch_threads, now = b.batch_threads, "resuming with other batch threads: the run continues, but not bit for bit as it would have");
+        tracing::warn!(
+            saved = a.batch_threads,
+            now = b.batch_threads,
+            "resuming with other batch threads: the run continues, but not bit for bit as it would have"
+        );
     }
     Ok(state)
 }

@@ -35,7 +35,7 @@ pub struct AdamW {
 
 /// HF `get_decay_parameter_names`: every parameter decays except biases and LayerNorm
 /// weights.
-fn decays(name: &str) -> bool {
+pub(crate) fn decays(name: &str) -> bool {
     !(name.contains("bias") || name.contains("LayerNorm") || name.contains("layer_norm"))
 }
 
@@ -46,13 +46,7 @@ impl AdamW {
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let params = vars
             .into_iter()
-            .map(|(name, tensor)| Param {
-                decay: decays(&name),
-                exp_avg: tensor.zeros_like(),
-                exp_avg_sq: tensor.zeros_like(),
-                name,
-                tensor,
-            })
+            .map(|(name, tensor)| Param { decay: decays(&name), exp_avg: tensor.zeros_like(), exp_avg_sq: tensor.zeros_like(), name, tensor })
             .collect();
         Self { params, step: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, offload: false, threads: 1 }
     }
@@ -118,14 +112,7 @@ impl AdamW {
     /// training step on MiniLM.
     pub fn step(&mut self, lr: f64) {
         self.step += 1;
-        let t = self.step as i32;
-        let h = Hyper {
-            beta1: self.beta1,
-            beta2: self.beta2,
-            eps: self.eps,
-            step_size: lr / (1.0 - self.beta1.powi(t)),
-            bias_correction2_sqrt: (1.0 - self.beta2.powi(t)).sqrt(),
-        };
+        let h = Hyper::at(lr, self.step, self.beta1, self.beta2, self.eps);
         tch::no_grad(|| {
             for p in &mut self.params {
                 let grad = p.tensor.grad();
@@ -136,14 +123,18 @@ impl AdamW {
                 let (mut weight, grad) = if self.offload {
                     // A CPU copy even when the weight is on the CPU, so the staging is
                     // the same wherever the model runs.
-                    let cpu = |t: &Tensor| if t.device() == tch::Device::Cpu { t.copy() } else { t.to_device(tch::Device::Cpu) };
+                    let cpu = |t: &Tensor| {
+                        if t.device() == tch::Device::Cpu {
+                            t.copy()
+                        } else {
+                            t.to_device(tch::Device::Cpu)
+                        }
+                    };
                     (cpu(&p.tensor), cpu(&grad))
                 } else {
                     (p.tensor.shallow_clone(), grad)
                 };
-                if !fused_cpu_step(&mut weight, &grad, &mut p.exp_avg, &mut p.exp_avg_sq, decay, &h, self.threads) {
-                    tensor_step(&mut weight, &grad, &mut p.exp_avg, &mut p.exp_avg_sq, decay, &h);
-                }
+                update(&mut weight, &grad, &mut p.exp_avg, &mut p.exp_avg_sq, decay, &h, self.threads);
                 if self.offload {
                     p.tensor.copy_(&weight);
                 }
@@ -182,13 +173,30 @@ impl AdamW {
 }
 
 /// The step's constants.
-struct Hyper {
+pub(crate) struct Hyper {
     beta1: f64,
     beta2: f64,
     eps: f64,
     /// lr / (1 - beta1^t)
     step_size: f64,
     bias_correction2_sqrt: f64,
+}
+
+impl Hyper {
+    /// The constants of update number `step` (from 1) at learning rate `lr`.
+    pub(crate) fn at(lr: f64, step: i64, beta1: f64, beta2: f64, eps: f64) -> Self {
+        let t = step as i32;
+        Self { beta1, beta2, eps, step_size: lr / (1.0 - beta1.powi(t)), bias_correction2_sqrt: (1.0 - beta2.powi(t)).sqrt() }
+    }
+}
+
+/// One AdamW update of `weight` and its moments in place, `decay` the weight's factor
+/// (1 - lr·weight_decay, or 1): one fused pass over contiguous f32 CPU tensors split
+/// over `threads`, else tensor operations (any device).
+pub(crate) fn update(weight: &mut Tensor, grad: &Tensor, exp_avg: &mut Tensor, exp_avg_sq: &mut Tensor, decay: f64, h: &Hyper, threads: usize) {
+    if !fused_cpu_step(weight, grad, exp_avg, exp_avg_sq, decay, h, threads) {
+        tensor_step(weight, grad, exp_avg, exp_avg_sq, decay, h);
+    }
 }
 
 /// The update written with tensor operations (any device).
@@ -320,7 +328,13 @@ mod tests {
                 } else {
                     opt.step += 1;
                     let t = opt.step as i32;
-                    let h = Hyper { beta1: 0.9, beta2: 0.999, eps: 1e-8, step_size: 1e-3 / (1.0 - 0.9f64.powi(t)), bias_correction2_sqrt: (1.0 - 0.999f64.powi(t)).sqrt() };
+                    let h = Hyper {
+                        beta1: 0.9,
+                        beta2: 0.999,
+                        eps: 1e-8,
+                        step_size: 1e-3 / (1.0 - 0.9f64.powi(t)),
+                        bias_correction2_sqrt: (1.0 - 0.999f64.powi(t)).sqrt(),
+                    };
                     tch::no_grad(|| {
                         for p in &mut opt.params {
                             let g = p.tensor.grad();

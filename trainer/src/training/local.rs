@@ -1,0 +1,229 @@
+//! Training in one process on one device. On the CPU each batch can be split over
+//! threads that share the model's weights, each running libtorch on one core: on a few
+//! cores that beats libtorch's own intra-op threads, which synchronise after every
+//! small kernel. Each part's gradients come back from autograd separately and are
+//! summed in part order, and each part's dropout draws from its own seeded generator,
+//! so a run stays reproducible bit for bit.
+
+use std::ops::Range;
+use std::sync::{Barrier, Mutex};
+
+use tch::{Device, Tensor};
+
+use crate::checkpoint::LoadedModel;
+use crate::rng;
+use crate::training::data::{collate, Example};
+use crate::training::optimizer::AdamW;
+
+/// `rows` split into `n` consecutive ranges whose sizes differ by at most one.
+pub fn split_rows(rows: usize, n: usize) -> Vec<Range<usize>> {
+    let n = n.max(1);
+    let mut start = 0;
+    (0..n)
+        .map(|i| {
+            let len = rows / n + usize::from(i < rows % n);
+            let range = start..start + len;
+            start += len;
+            range
+        })
+        .collect()
+}
+
+/// A model and its optimizer in this process.
+pub struct LocalEngine {
+    pub model: LoadedModel,
+    optimizer: AdamW,
+    batch_threads: usize,
+    /// The gradients hold the last step's values, not zeros: batch threads overwrite
+    /// them with the next micro-batch's sums instead of zeroing and then adding.
+    grads_stale: bool,
+}
+
+impl LocalEngine {
+    /// `offload_optimizer` keeps AdamW's moments, and runs its update, in CPU memory.
+    pub fn new(model: LoadedModel, weight_decay: f64, offload_optimizer: bool) -> Self {
+        let optimizer = AdamW::new(&model.vs, weight_decay).offloaded(offload_optimizer);
+        Self { model, optimizer, batch_threads: 1, grads_stale: false }
+    }
+
+    /// Splits each micro-batch over `threads` threads (on the CPU only; otherwise ignored).
+    pub fn with_batch_threads(mut self, threads: usize) -> Self {
+        self.batch_threads = if self.model.vs.device() == Device::Cpu { threads.max(1) } else { 1 };
+        self
+    }
+
+    /// Splits the optimizer's fused CPU update over `threads` OS threads.
+    pub fn with_optimizer_threads(mut self, threads: usize) -> Self {
+        self.optimizer = self.optimizer.with_update_threads(threads);
+        self
+    }
+
+    pub fn model(&self) -> &LoadedModel {
+        &self.model
+    }
+
+    pub fn optimizer(&self) -> &AdamW {
+        &self.optimizer
+    }
+
+    /// Restores the optimizer from a checkpoint's moments.
+    pub fn load_optimizer_state(&mut self, tensors: &std::collections::BTreeMap<String, Tensor>, step: i64) -> Result<(), String> {
+        self.optimizer.load_state(tensors, step)
+    }
+
+    /// Forward and backward of one micro-batch; gradients accumulate until
+    /// [`LocalEngine::step`]. The loss is the rows' mean divided by `accumulation` (the
+    /// micro-batches per step). `train` switches dropout; on the CPU part `i` draws its
+    /// masks from a generator seeded with `derive_seed(seed, i)`. Returns the rows'
+    /// mean loss.
+    pub fn backward(&mut self, rows: &[&Example], pad_to: Option<usize>, pad_id: i64, accumulation: usize, train: bool, seed: u64) -> f64 {
+        let fresh = std::mem::take(&mut self.grads_stale);
+        if self.batch_threads > 1 && rows.len() > 1 {
+            return self.backward_in_threads(rows, pad_to, pad_id, accumulation, train, seed, fresh);
+        }
+        if fresh {
+            self.optimizer.zero_grad();
+        }
+        rng::with_thread_seed(rng::derive_seed(seed, 0), || {
+            let loss = part_loss(&self.model, rows, pad_to, pad_id, train);
+            (&loss / accumulation as f64).backward();
+            loss.double_value(&[])
+        })
+    }
+
+    /// [`LocalEngine::backward`] with the rows split over
+    /// `batch_threads` threads. Each thread computes its part's gradients; then, once
+    /// all are done, each sums every part's gradient, in part order, into the
+    /// gradients of its own share of the variables (over them when `fresh`).
+    #[allow(clippy::too_many_arguments)]
+    fn backward_in_threads(&mut self, rows: &[&Example], pad_to: Option<usize>, pad_id: i64, accumulation: usize, train: bool, seed: u64, fresh: bool) -> f64 {
+        let model = Shared(&self.model);
+        let variables = Shared(self.optimizer.parameters());
+        let total = rows.len() as f64;
+        let ranges: Vec<Range<usize>> = split_rows(rows.len(), self.batch_threads).into_iter().filter(|r| !r.is_empty()).collect();
+        let owner = owners(&variables.0, ranges.len());
+        let grads: Vec<Mutex<Vec<Tensor>>> = ranges.iter().map(|_| Mutex::new(Vec::new())).collect();
+        let all_done = Barrier::new(ranges.len());
+        let losses: Vec<std::thread::Result<f64>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ranges
+                .into_iter()
+                .enumerate()
+                .map(|(i, range)| {
+                    let (model, variables, grads, owner, all_done) = (&model, &variables, &grads, &owner, &all_done);
+                    scope.spawn(move || {
+                        tch::set_num_threads(1);
+                        let part = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            rng::with_thread_seed(rng::derive_seed(seed, i as u64), || {
+                                let share = &rows[range];
+                                let loss = part_loss(model.0, share, pad_to, pad_id, train);
+                                let scaled = &loss * (share.len() as f64 / total) / accumulation as f64;
+                                // Returned, not accumulated: the sums below fix the order.
+                                *grads[i].lock().expect("no part panicked holding it") = Tensor::run_backward(&[scaled], &variables.0, false, false);
+                                loss.double_value(&[]) * share.len() as f64
+                            })
+                        }));
+                        // Every thread reaches the barrier, also after a panic, so none waits forever.
+                        all_done.wait();
+                        let part = part?;
+                        let parts: Vec<Vec<Tensor>> =
+                            grads.iter().map(|g| g.lock().map(|g| g.iter().map(Tensor::shallow_clone).collect()).unwrap_or_default()).collect();
+                        if parts.iter().any(|p| p.len() != variables.0.len()) {
+                            return Ok(part); // another part panicked: its panic is reported below
+                        }
+                        tch::no_grad(|| {
+                            for (j, variable) in variables.0.iter().enumerate().filter(|&(j, _)| owner[j] == i) {
+                                let defined: Vec<&Tensor> = parts.iter().map(|grads| &grads[j]).filter(|g| g.defined()).collect();
+                                sum_into_grad(variable, &defined, fresh);
+                            }
+                        });
+                        Ok(part)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(Err)).collect()
+        });
+        let mut loss_sum = 0.0;
+        for loss in losses {
+            loss_sum += loss.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        }
+        loss_sum / total
+    }
+
+    /// The optimizer step after the micro-batches: clip at `max_grad_norm`, AdamW at
+    /// `lr`, zero the gradients. Returns the gradients' L2 norm before clipping (HF
+    /// Trainer's logged `grad_norm`).
+    pub fn step(&mut self, lr: f64, max_grad_norm: f64) -> f64 {
+        let norm = self.optimizer.clip_grad_norm(max_grad_norm);
+        self.optimizer.step(lr);
+        if self.batch_threads == 1 {
+            self.optimizer.zero_grad();
+        }
+        // Batch threads write the next sums over these gradients: zeroing them first
+        // would be one more pass over every parameter's worth of memory.
+        self.grads_stale = self.batch_threads > 1;
+        norm
+    }
+}
+
+/// The mean cross-entropy of `rows` under `model`.
+fn part_loss(model: &LoadedModel, rows: &[&Example], pad_to: Option<usize>, pad_id: i64, train: bool) -> Tensor {
+    let batch = collate(rows, pad_to, pad_id, model.vs.device());
+    crate::training::logits(model, &batch, train).cross_entropy_for_logits(&batch.labels)
+}
+
+/// Which of `parts` threads sums each variable's gradient: the largest variables first,
+/// each to the thread with the fewest elements so far.
+fn owners(variables: &[Tensor], parts: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..variables.len()).collect();
+    order.sort_by_key(|&j| std::cmp::Reverse(variables[j].numel()));
+    let mut load = vec![0usize; parts.max(1)];
+    let mut owner = vec![0; variables.len()];
+    for j in order {
+        let least = (0..load.len()).min_by_key(|&t| load[t]).unwrap_or(0);
+        owner[j] = least;
+        load[least] += variables[j].numel();
+    }
+    owner
+}
+
+/// Adds the parts' gradients `parts`, in order, to `variable`'s gradient, or writes
+/// their sum over it when `fresh` (its values are stale). The same bits either way:
+/// 0 + a + b is a + b.
+fn sum_into_grad(variable: &Tensor, parts: &[&Tensor], fresh: bool) {
+    let mut grad = variable.grad();
+    let rest = if !grad.defined() {
+        let Some(first) = parts.first() else { return };
+        // tch cannot assign a gradient; this backward leaves exactly `first` (· 1) in it.
+        tch::with_grad(|| (variable * first.detach()).sum(tch::Kind::Float).backward());
+        grad = variable.grad();
+        &parts[1..]
+    } else if fresh {
+        match parts {
+            [] => {
+                let _ = grad.zero_();
+                &[][..]
+            }
+            [only] => {
+                grad.copy_(only);
+                &[][..]
+            }
+            [a, b, rest @ ..] => {
+                let _ = a.add_out(&grad, b);
+                rest
+            }
+        }
+    } else {
+        parts
+    };
+    for g in rest {
+        grad += *g;
+    }
+}
+
+/// A model, or handles on its variables, used by several batch threads at once: the
+/// forward passes only read the weights, libtorch's ops and autograd run concurrently
+/// on shared read-only tensors, and each gradient is written by one thread only.
+struct Shared<T>(T);
+// SAFETY: see above; the threads end (scope) before the weights are written.
+unsafe impl<T> Sync for Shared<T> {}
+unsafe impl<T> Send for Shared<T> {}
