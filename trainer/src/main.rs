@@ -199,10 +199,13 @@ impl From<TrainArgs> for TrainConfig {
 fn main() -> ExitCode {
     let result = run(Cli::parse());
     if let Err(e) = &result {
-        // A stop asked for (SIGTERM): the checkpoint holds the last finished epoch.
-        if let Some(TrainError::Stopped { .. }) = e.downcast_ref::<TrainError>() {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(launch::STOPPED_EXIT_CODE as u8);
+        if let Some(e) = e.downcast_ref::<TrainError>() {
+            // A stop asked for (SIGTERM: the checkpoint holds the last finished epoch), or
+            // a run that no retry can mend: codes a launcher and a worker tell apart.
+            if let Some(code) = launch::exit_code_of(e) {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(code as u8);
+            }
         }
     }
     cli::report(result)
@@ -211,11 +214,21 @@ fn main() -> ExitCode {
 /// Runs the engine as this process is: one process, or one rank of a launched group
 /// (stopping on SIGTERM at the next step, with the other ranks).
 fn train(config: &TrainConfig, observer: &mut dyn Observer) -> anyhow::Result<()> {
-    if RankEnv::from_env().map_err(anyhow::Error::msg)?.is_some() {
+    let rank = RankEnv::from_env().map_err(anyhow::Error::msg)?;
+    if rank.is_some() {
         launch::install_stop_handler();
     }
-    let summary = training::train(config, observer)?;
-    if RankEnv::from_env().ok().flatten().is_none_or(|r| r.rank == 0) {
+    let summary = match training::train(config, observer) {
+        Ok(summary) => summary,
+        Err(e) => {
+            if let Some(rank) = &rank {
+                // For whoever launched the group: why this rank stopped.
+                launch::record_rank_error(&config.out, rank.rank, &e);
+            }
+            return Err(e.into());
+        }
+    };
+    if rank.is_none_or(|r| r.rank == 0) {
         println!("{}", serde_json::to_string(&summary)?);
     }
     Ok(())

@@ -543,10 +543,13 @@ fn run_ranks(config: &TrainConfig, ranks: u32, dir: &Path, observer: &mut JobObs
             serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
         }
         Some(launch::STOPPED_EXIT_CODE) => Err(TrainError::Stopped { epoch: 0 }),
-        code => Err(TrainError::Collective(format!(
-            "the job's {ranks} ranks failed (launcher exit code {}): a rank died or lost the others; its log is the trainer's",
-            code.map_or_else(|| format!("{status}"), |c| c.to_string())
-        ))),
+        code => {
+            let reasons = launch::rank_errors(&config.out, ranks as usize);
+            let why = if reasons.is_empty() { "a rank died or lost the others (its log is the trainer's)".to_string() } else { reasons.join("; ") };
+            let message = format!("the job's {ranks} ranks failed (launcher exit code {}): {why}", code.map_or_else(|| format!("{status}"), |c| c.to_string()));
+            // Bad data, model or settings: every rank would fail the same way again.
+            Err(if code == Some(launch::PERMANENT_EXIT_CODE) { TrainError::Config(message) } else { TrainError::Collective(message) })
+        }
     }
 }
 

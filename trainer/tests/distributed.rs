@@ -5,7 +5,9 @@
 //!   parameters of one process trained on the whole batches;
 //! - two launchers on this host as two nodes (node ranks 0 and 1) do too;
 //! - a fully sharded run with dropout stopped after its first epoch and resumed from
-//!   its shard files ends bit for bit where an uninterrupted one does.
+//!   its shard files ends bit for bit where an uninterrupted one does;
+//! - ranks that cannot train (a missing file) end the launcher with the permanent
+//!   failure's exit code and each rank's reason beside the output.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -220,5 +222,20 @@ fn a_sharded_run_resumed_from_its_shards_ends_bitwise_where_an_uninterrupted_one
             assert!(t.equal(&b[name]), "{file}: {name} differs after the resume");
         }
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn ranks_that_cannot_train_end_the_launcher_with_their_reason() {
+    let dir = temp_dir("bad");
+    let base = base(&dir, 0.0);
+    let mut args = train_args(&dir, &base, "bad", 1, &["--sharding", "full-shard"]);
+    let at = args.iter().position(|a| a == "--train").unwrap() + 1;
+    args[at] = dir.join("no-such-file.jsonl").display().to_string();
+    let port = free_port().to_string();
+    let output = Command::new(BIN).args(["launch", "--nproc-per-node", "2", "--master-port", &port, "--"]).args(&args).output().unwrap();
+    assert_eq!(output.status.code(), Some(absa_trainer::distributed::launch::PERMANENT_EXIT_CODE), "{}", String::from_utf8_lossy(&output.stderr));
+    let reasons = absa_trainer::distributed::launch::rank_errors(&dir.join("bad"), 2);
+    assert!(!reasons.is_empty() && reasons.iter().all(|r| r.contains("no-such-file.jsonl")), "{reasons:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

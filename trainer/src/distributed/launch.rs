@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::RankEnv;
+use crate::training::TrainError;
 
 /// Where this node's ranks stand in the job's group.
 #[derive(Clone, Debug)]
@@ -43,6 +44,34 @@ impl Launch {
 /// checkpoint intact: the launcher passes it on, so a worker can tell a stop from a
 /// failure.
 pub const STOPPED_EXIT_CODE: i32 = 3;
+
+/// Exit code of a rank whose run cannot succeed as configured (bad data, model or
+/// settings): a retry would fail the same way.
+pub const PERMANENT_EXIT_CODE: i32 = 4;
+
+/// The exit code a failed run ends the process with, when it is not the plain 1.
+pub fn exit_code_of(e: &TrainError) -> Option<i32> {
+    match e {
+        TrainError::Stopped { .. } => Some(STOPPED_EXIT_CODE),
+        TrainError::Config(_) | TrainError::Data { .. } | TrainError::Model(_) => Some(PERMANENT_EXIT_CODE),
+        _ => None,
+    }
+}
+
+fn rank_error_file(out: &Path, rank: usize) -> std::path::PathBuf {
+    out.join(format!("rank-{rank}.error"))
+}
+
+/// Writes why rank `rank` failed beside the run's output, for [`rank_errors`].
+pub fn record_rank_error(out: &Path, rank: usize, e: &TrainError) {
+    let _ = std::fs::create_dir_all(out);
+    let _ = std::fs::write(rank_error_file(out, rank), e.to_string());
+}
+
+/// What the ranks of a failed run under `out` recorded, one `rank N: reason` each.
+pub fn rank_errors(out: &Path, ranks: usize) -> Vec<String> {
+    (0..ranks).filter_map(|r| std::fs::read_to_string(rank_error_file(out, r)).ok().map(|text| format!("rank {r}: {}", text.trim()))).collect()
+}
 
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 

@@ -17,13 +17,16 @@ fn invalid(path: &Path, why: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {why}", path.display()))
 }
 
-/// Element types read here (converted to f32).
+/// Element types: the float ones are read (converted to f32); others (buffers such as
+/// `position_ids`) are listed but not read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Dtype {
     F32,
     F16,
     BF16,
     F64,
+    /// Any other type, with its element size.
+    Other(usize),
 }
 
 impl Dtype {
@@ -33,6 +36,10 @@ impl Dtype {
             "F16" => Dtype::F16,
             "BF16" => Dtype::BF16,
             "F64" => Dtype::F64,
+            "I64" | "U64" => Dtype::Other(8),
+            "I32" | "U32" => Dtype::Other(4),
+            "I16" | "U16" => Dtype::Other(2),
+            "I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2" => Dtype::Other(1),
             _ => return None,
         })
     }
@@ -42,6 +49,7 @@ impl Dtype {
             Dtype::F16 | Dtype::BF16 => 2,
             Dtype::F32 => 4,
             Dtype::F64 => 8,
+            Dtype::Other(size) => size,
         }
     }
 }
@@ -81,7 +89,7 @@ impl TensorFiles {
                     continue;
                 }
                 let dtype = info["dtype"].as_str().ok_or_else(|| invalid(path, format!("{name}: no dtype")))?;
-                let dtype = Dtype::parse(dtype).ok_or_else(|| invalid(path, format!("{name}: dtype {dtype} is not a float type")))?;
+                let dtype = Dtype::parse(dtype).ok_or_else(|| invalid(path, format!("{name}: unknown dtype {dtype}")))?;
                 let shape: Vec<usize> = serde_json::from_value(info["shape"].clone()).map_err(|e| invalid(path, format!("{name}: {e}")))?;
                 let offsets: [u64; 2] = serde_json::from_value(info["data_offsets"].clone()).map_err(|e| invalid(path, format!("{name}: {e}")))?;
                 let numel: usize = shape.iter().product();
@@ -109,6 +117,9 @@ impl TensorFiles {
         if from + out.len() > numel {
             return Err(invalid(&e.path, format!("{name}: elements {from}..{} of {numel}", from + out.len())));
         }
+        if let Dtype::Other(_) = e.dtype {
+            return Err(invalid(&e.path, format!("{name} is not a float tensor")));
+        }
         let size = e.dtype.size();
         // In pieces of at most 16 MiB, so reading a large tensor's range needs no copy of it.
         const CHUNK: usize = 4 << 20;
@@ -128,6 +139,7 @@ fn decode(dtype: Dtype, bytes: &[u8], out: &mut [f32]) {
         Dtype::F64 => out.iter_mut().zip(bytes.chunks_exact(8)).for_each(|(o, b)| *o = f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32),
         Dtype::BF16 => out.iter_mut().zip(bytes.chunks_exact(2)).for_each(|(o, b)| *o = f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)),
         Dtype::F16 => out.iter_mut().zip(bytes.chunks_exact(2)).for_each(|(o, b)| *o = f16_to_f32(u16::from_le_bytes([b[0], b[1]]))),
+        Dtype::Other(_) => unreachable!("only float tensors are read"),
     }
 }
 
