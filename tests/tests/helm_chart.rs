@@ -1553,7 +1553,9 @@ fn check_pods(r: &Rendered) {
             let image = c["image"].as_str().unwrap_or_else(|| panic!("{cname}: no image"));
             let (_, tag) = image.rsplit_once(':').unwrap_or_else(|| panic!("{cname}: image {image} has no tag"));
             assert!(!tag.is_empty() && !tag.contains('/'), "{cname}: image {image} has no tag");
-            assert!(c["args"].as_array().is_some_and(|a| a.len() == 1), "{cname}: one subcommand as args");
+            // The distributed run's ranks take the launcher's flags and their train command.
+            let launcher = c["args"][0] == "launch";
+            assert!(c["args"].as_array().is_some_and(|a| a.len() == 1 || launcher), "{cname}: one subcommand as args");
             assert!(c["resources"]["requests"]["memory"].is_string(), "{cname}: memory request");
             assert!(c["resources"]["limits"]["memory"].is_string(), "{cname}: memory limit");
             assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true, "{cname}: read-only root filesystem");
@@ -2292,6 +2294,55 @@ fn everything_enabled_renders_keda_servicemonitor_existing_secrets_and_volumes()
     assert!(r.find("Job", "prod-absa-migrations").is_none() && r.find("ConfigMap", "prod-absa-dashboard").is_none());
     assert!(r.all("HorizontalPodAutoscaler").is_empty());
     assert_eq!(r.get("Deployment", "prod-absa-scorer")["spec"]["replicas"], 3);
+}
+
+#[test]
+fn a_distributed_run_is_an_indexed_job_whose_pods_meet_at_pod_zero() {
+    for (values, message) in [
+        ("distributedRun: {enabled: true, sharedClaim: runs}", "distributedRun.args"),
+        ("distributedRun: {enabled: true, args: [train]}", "distributedRun.sharedClaim"),
+    ] {
+        match render(values) {
+            Ok(_) => panic!("{values} rendered"),
+            Err(e) => assert!(e.contains(message), "{values}: {e}"),
+        }
+    }
+    let r = render_ok(
+        "distributedRun: {enabled: true, nodes: 3, ranksPerNode: 2, sharedClaim: runs, args: [train, --base, /shared/models/xlm-roberta-xl, --sharding, full-shard]}",
+    );
+    write_render(&r, "distributed-run");
+    check_common(&r);
+    check_pods(&r);
+    let job = r.get("Job", "prod-absa-run");
+    let svc = r.get("Service", "prod-absa-run");
+    assert_eq!((job["spec"]["completionMode"].as_str(), job["spec"]["completions"].as_i64(), job["spec"]["parallelism"].as_i64()), (Some("Indexed"), Some(3), Some(3)));
+    assert_eq!(job["spec"]["backoffLimit"], 0, "a failed rank fails the run");
+    // Pod k of an Indexed Job is <job>-k; with the Service as its subdomain it resolves
+    // as <job>-k.<service>: node 0 is the rendezvous address every rank is given.
+    let spec = pod_spec(job);
+    assert_eq!(spec["subdomain"], svc["metadata"]["name"]);
+    assert_eq!(svc["spec"]["clusterIP"], "None");
+    assert_eq!(svc["spec"]["publishNotReadyAddresses"], true, "ranks meet before any pod is ready");
+    let pod_labels = string_map(&job["spec"]["template"]["metadata"]["labels"], "run pod labels");
+    assert!(subset(&string_map(&svc["spec"]["selector"], "run service selector"), &pod_labels));
+    let c = container(job, "ranks");
+    let args: Vec<&str> = c["args"].as_array().expect("args").iter().map(|a| a.as_str().expect("string args")).collect();
+    assert_eq!(
+        args,
+        [
+            "launch", "--nnodes", "3", "--nproc-per-node", "2", "--node-rank", "$(JOB_COMPLETION_INDEX)", "--master-addr", "prod-absa-run-0.prod-absa-run",
+            "--master-port", "29500", "--", "train", "--base", "/shared/models/xlm-roberta-xl", "--sharding", "full-shard",
+        ]
+    );
+    assert_eq!(c["ports"][0]["containerPort"], 29500);
+    assert_eq!(svc["spec"]["ports"][0]["port"], 29500);
+    assert_eq!(c["image"], "registry.example.com/absa/absa-trainer:0.1.0");
+    let shared = spec["volumes"].as_array().expect("volumes").iter().find(|v| v["name"] == "shared").expect("shared volume");
+    assert_eq!(shared["persistentVolumeClaim"]["claimName"], "runs");
+    assert!(c["volumeMounts"].as_array().expect("mounts").iter().any(|m| m["name"] == "shared" && m["mountPath"] == "/shared"));
+    assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"], 1);
+    // Off by default.
+    assert!(render_ok("").find("Job", "prod-absa-run").is_none());
 }
 
 #[test]
