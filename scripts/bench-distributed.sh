@@ -41,9 +41,11 @@ for round in $(seq "$ROUNDS"); do
   (cd "$PEERS" && "$PY" "${PEER[@]}" --threads 2 --output-dir "$RUNS/peer-1x2") 2>"$RUNS/peer-1x2.log" | tail -n 1 > "$RUNS/peer-1x2-$round.json"
   wait_quiet
   echo "[bench] round $round: peer, 2 processes x 1 thread (accelerate launch, DDP over Gloo)" >&2
-  (cd "$PEERS" && "$(dirname "$PY")/accelerate" launch --cpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \
-     --main_process_port 29518 "${PEER[@]}" --threads 1 --batch-size 8 --output-dir "$RUNS/peer-2x1") \
-     2>"$RUNS/peer-2x1.log" | grep '^{' | tail -n 2 > "$RUNS/peer-2x1-$round.json"
+  # accelerate's multi-process launcher (torch.distributed.run); the Trainer, on the CPU
+  # (use_cpu), joins a Gloo group: DistributedDataParallel. (--cpu alone starts one process.)
+  (cd "$PEERS" && CUDA_VISIBLE_DEVICES="" "$(dirname "$PY")/accelerate" launch --multi_gpu --num_processes 2 --num_machines 1 \
+     --mixed_precision no --dynamo_backend no --main_process_port 29518 "${PEER[@]}" --threads 1 --batch-size 8 --output-dir "$RUNS/peer-2x1") \
+     2>"$RUNS/peer-2x1.log" | grep '^{"script"' > "$RUNS/peer-2x1-$round.json"
 done
 
 "$PY" - "$RUNS" "$ROUNDS" <<'PYEOF'
@@ -61,7 +63,7 @@ for r in range(1, rounds + 1):
     for name, label in [("peer-1x2", "peer HF Trainer, 1 process x 2 threads"), ("peer-2x1", "peer HF Trainer + accelerate, 2 processes x 1 thread")]:
         results = lines(f"{runs}/{name}-{r}.json")
         s = results[-1]
-        peaks = [x.get("peak_rss_mb") or x.get("peak_rss_mib") or 0.0 for x in results]
+        peaks = [x["peak_rss_mib"] for x in results]
         rows.setdefault(label, []).append((s["own_train_samples_per_second_median"], s["test_accuracy"], peaks))
 print(f"{'run':<56}{'samples/s':>10}{'test acc':>10}  peak RSS per process (MiB)")
 for label, values in rows.items():

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 ABSA_HOME="${ABSA_HOME:-$HOME/.cache/absa}"
-TORCH_VERSION=2.13.0          # tch 0.26 expects exactly this libtorch
+TORCH_VERSION=2.11.0          # tch 0.24 expects exactly this libtorch (the GPU machines' torch)
 CUDART_VERSION=13.0.96        # libtorch_cpu.so NEEDs libcudart.so.13 ...
 CUPTI_VERSION=13.0.85         # ... and libcupti.so.13, even on CPU
 ORT_VERSION=1.31.1            # ort 2.0.0-rc.15 targets ONNX Runtime 1.31
@@ -15,13 +15,22 @@ PY="${PYTHON:-python3}"
 
 log() { echo "[native] $*" >&2; }
 
-fetch() { # fetch WHEEL_SPEC DEST: download one wheel with no dependencies and unzip it
-  local spec="$1" dest="$2" tmp
-  tmp="$(mktemp -d "$ABSA_HOME/dl.XXXXXX")"
-  "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "$spec" >&2
-  mkdir -p "$dest"
-  (cd "$dest" && "$PY" -m zipfile -e "$tmp"/*.whl .)
-  rm -rf "$tmp"
+WHEELS="$ABSA_HOME/wheels"     # kept: the GPU run kit takes libtorch_cuda from the same wheel
+wheel() { # wheel WHEEL_SPEC: the path of that wheel, downloaded (no dependencies) once
+  local spec="$1" name="${1%%==*}" version="${1##*==}" found
+  found="$(ls "$WHEELS/${name//-/_}-$version-"*.whl 2>/dev/null | head -n1 || true)"
+  if [ -z "$found" ]; then
+    mkdir -p "$WHEELS"
+    "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$WHEELS" "$spec" >&2
+    found="$(ls "$WHEELS/${name//-/_}-$version-"*.whl | head -n1)"
+  fi
+  echo "$found"
+}
+fetch() { # fetch WHEEL_SPEC DEST: unzip one wheel (cached in $WHEELS) into DEST
+  local whl
+  whl="$(wheel "$1")"
+  mkdir -p "$2"
+  (cd "$2" && "$PY" -m zipfile -e "$whl" .)
 }
 
 mkdir -p "$ABSA_HOME"

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use absa_domain::records::Columns;
 use absa_platform::{cli, config, telemetry};
-use absa_trainer::distributed::{launch, RankEnv, Sharding};
+use absa_trainer::distributed::{launch, Backend, RankEnv, Sharding};
 use absa_trainer::model::Pooling;
 use absa_trainer::progress::{EventPipe, TerminalProgress};
-use absa_trainer::training::{self, DeviceChoice, Observer, Padding, SelectMetric, TrainConfig, TrainError};
+use absa_trainer::training::{self, DeviceChoice, Observer, Padding, PrecisionChoice, SelectMetric, TrainConfig, TrainError};
 use absa_trainer::{settings::Settings, torch_check};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -157,6 +157,14 @@ struct TrainArgs {
     /// Under `launch`: seconds a rank waits for the others before the run fails.
     #[arg(long, default_value_t = 600)]
     collective_timeout_secs: u64,
+    /// Under `launch`: the ranks' backend (default NCCL between GPUs, else Gloo; Gloo
+    /// also joins ranks sharing one GPU).
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
+    /// The forward pass: bf16 autocast (fp32 master weights) or fp32; auto: bf16 on
+    /// CUDA, fp32 on the CPU.
+    #[arg(long, value_enum, default_value_t = PrecisionChoice::Auto)]
+    precision: PrecisionChoice,
 }
 
 impl From<TrainArgs> for TrainConfig {
@@ -192,6 +200,8 @@ impl From<TrainArgs> for TrainConfig {
             sharding: a.sharding,
             offload_optimizer: a.offload_optimizer,
             collective_timeout_secs: a.collective_timeout_secs,
+            backend: a.backend,
+            precision: a.precision,
         }
     }
 }

@@ -78,6 +78,8 @@ pub struct RankSetup {
     pub weight_decay: f64,
     /// OS threads of the fused CPU AdamW update.
     pub update_threads: usize,
+    /// Units run under bf16 autocast.
+    pub bf16: bool,
 }
 
 /// A unit's flat state on this rank.
@@ -149,6 +151,7 @@ pub struct ShardedEngine {
     passthrough: Vec<(String, Tensor)>,
     weight_decay: f64,
     update_threads: usize,
+    bf16: bool,
     steps_taken: i64,
     reducing: Option<Reducing>,
     empty: Tensor,
@@ -215,7 +218,7 @@ impl ShardedEngine {
     /// Tensors the model does not train but transformers expects (BERT's pooler) are
     /// taken from `base`, the run's base checkpoint.
     pub fn load(dir: &Path, base: &Path, options: &LoadOptions, setup: RankSetup) -> Result<Self, TrainError> {
-        let RankSetup { group, sharding, device, offload, weight_decay, update_threads } = setup;
+        let RankSetup { group, sharding, device, offload, weight_decay, update_threads, bf16 } = setup;
         assert!(sharding != Sharding::Auto, "the plan decides the sharding first");
         let config_path = dir.join("config.json");
         let config = EncoderConfig::from_file(&config_path)?;
@@ -316,6 +319,7 @@ impl ShardedEngine {
             passthrough,
             weight_decay,
             update_threads,
+            bf16,
             steps_taken,
             reducing: None,
             empty,
@@ -541,8 +545,8 @@ impl ShardedEngine {
                 Unit::Embeddings if self.words.is_some() => self.model.encoder.embed_from_words(xs, &inputs.input_ids, train),
                 _ => self.model.unit_forward(unit, xs, inputs, train),
             };
-            if self.device.is_cuda() {
-                crate::autocast::with_autocast(self.device, Kind::BFloat16, run).expect("libtorch takes bf16 autocast on CUDA")
+            if self.bf16 {
+                crate::autocast::with_autocast(self.device, Kind::BFloat16, run).expect("libtorch takes bf16 autocast")
             } else {
                 run()
             }

@@ -89,10 +89,17 @@ pub struct Work {
 }
 
 impl Work {
+    /// A collective already done (staged through host memory, see [`ProcessGroup`]).
+    fn done(what: &'static str) -> Self {
+        Work { ptr: None, what }
+    }
+}
+
+impl Work {
     /// Blocks until the collective is done (for NCCL: until the current CUDA stream
     /// is ordered after it).
     pub fn wait(mut self) -> Result<(), DistError> {
-        let ptr = self.ptr.take().expect("a work is waited once");
+        let Some(ptr) = self.ptr.take() else { return Ok(()) };
         // SAFETY: a live work from the shim, freed by this call.
         match unsafe { absa_work_wait(ptr.as_ptr()) } {
             0 => Ok(()),
@@ -110,7 +117,9 @@ impl Drop for Work {
     }
 }
 
-/// One rank's membership of a c10d group.
+/// One rank's membership of a c10d group. Gloo moves host memory: CUDA tensors given to
+/// a Gloo group (ranks sharing one GPU) are staged through CPU copies, and such a
+/// collective is done when it returns.
 pub struct ProcessGroup {
     ptr: NonNull<AbsaGroup>,
     rank: usize,
@@ -158,14 +167,31 @@ impl ProcessGroup {
         Ok(Work { ptr: Some(ptr), what })
     }
 
+    /// Whether `t` must go through host memory for this backend.
+    fn staged(&self, t: &Tensor) -> bool {
+        self.backend == Backend::Gloo && t.device().is_cuda()
+    }
+
     /// Sums `t` over the ranks, in place.
     pub fn all_reduce(&self, t: &mut Tensor) -> Result<Work, DistError> {
+        if self.staged(t) {
+            let mut host = t.to_device(Device::Cpu);
+            self.all_reduce(&mut host)?.wait()?;
+            t.copy_(&host);
+            return Ok(Work::done("all_reduce"));
+        }
         // SAFETY: live group and tensor handles (tch's handle is an at::Tensor*).
         self.work("all_reduce", unsafe { absa_dist_all_reduce(self.ptr.as_ptr(), t.as_mut_ptr() as *mut c_void) })
     }
 
     /// Every rank's `input` concatenated in rank order into `output` (world times its size).
     pub fn all_gather(&self, output: &mut Tensor, input: &Tensor) -> Result<Work, DistError> {
+        if self.staged(output) {
+            let mut host = output.to_device(Device::Cpu);
+            self.all_gather(&mut host, &input.to_device(Device::Cpu))?.wait()?;
+            output.copy_(&host);
+            return Ok(Work::done("all_gather"));
+        }
         // SAFETY: as above; the shim does not change the input handle.
         self.work("all_gather", unsafe { absa_dist_all_gather(self.ptr.as_ptr(), output.as_mut_ptr() as *mut c_void, input.as_ptr() as *mut c_void) })
     }
@@ -173,12 +199,24 @@ impl ProcessGroup {
     /// `input` (world times `output`'s size) summed over the ranks; this rank gets its
     /// part in `output`.
     pub fn reduce_scatter(&self, output: &mut Tensor, input: &Tensor) -> Result<Work, DistError> {
+        if self.staged(output) {
+            let mut host = output.to_device(Device::Cpu);
+            self.reduce_scatter(&mut host, &input.to_device(Device::Cpu))?.wait()?;
+            output.copy_(&host);
+            return Ok(Work::done("reduce_scatter"));
+        }
         // SAFETY: as above.
         self.work("reduce_scatter", unsafe { absa_dist_reduce_scatter(self.ptr.as_ptr(), output.as_mut_ptr() as *mut c_void, input.as_ptr() as *mut c_void) })
     }
 
     /// `t` of rank `root` copied to every rank.
     pub fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<Work, DistError> {
+        if self.staged(t) {
+            let mut host = t.to_device(Device::Cpu);
+            self.broadcast(&mut host, root)?.wait()?;
+            t.copy_(&host);
+            return Ok(Work::done("broadcast"));
+        }
         // SAFETY: as above.
         self.work("broadcast", unsafe { absa_dist_broadcast(self.ptr.as_ptr(), t.as_mut_ptr() as *mut c_void, root as c_int) })
     }

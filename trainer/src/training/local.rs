@@ -34,6 +34,8 @@ pub struct LocalEngine {
     pub model: LoadedModel,
     optimizer: AdamW,
     batch_threads: usize,
+    /// The forward pass runs under bf16 autocast.
+    bf16: bool,
     /// The gradients hold the last step's values, not zeros: batch threads overwrite
     /// them with the next micro-batch's sums instead of zeroing and then adding.
     grads_stale: bool,
@@ -43,7 +45,17 @@ impl LocalEngine {
     /// `offload_optimizer` keeps AdamW's moments, and runs its update, in CPU memory.
     pub fn new(model: LoadedModel, weight_decay: f64, offload_optimizer: bool) -> Self {
         let optimizer = AdamW::new(&model.vs, weight_decay).offloaded(offload_optimizer);
-        Self { model, optimizer, batch_threads: 1, grads_stale: false }
+        Self { model, optimizer, batch_threads: 1, bf16: false, grads_stale: false }
+    }
+
+    /// Runs the forward pass under bf16 autocast (fp32 master weights).
+    pub fn with_bf16(mut self, bf16: bool) -> Self {
+        self.bf16 = bf16;
+        self
+    }
+
+    pub fn bf16(&self) -> bool {
+        self.bf16
     }
 
     /// Splits each micro-batch over `threads` threads (on the CPU only; otherwise ignored).
@@ -85,7 +97,7 @@ impl LocalEngine {
             self.optimizer.zero_grad();
         }
         rng::with_thread_seed(rng::derive_seed(seed, 0), || {
-            let loss = part_loss(&self.model, rows, pad_to, pad_id, train);
+            let loss = part_loss(&self.model, rows, pad_to, pad_id, train, self.bf16);
             (&loss / accumulation as f64).backward();
             loss.double_value(&[])
         })
@@ -98,6 +110,7 @@ impl LocalEngine {
     #[allow(clippy::too_many_arguments)]
     fn backward_in_threads(&mut self, rows: &[&Example], pad_to: Option<usize>, pad_id: i64, accumulation: usize, train: bool, seed: u64, fresh: bool) -> f64 {
         let model = Shared(&self.model);
+        let bf16 = self.bf16;
         let variables = Shared(self.optimizer.parameters());
         let total = rows.len() as f64;
         let ranges: Vec<Range<usize>> = split_rows(rows.len(), self.batch_threads).into_iter().filter(|r| !r.is_empty()).collect();
@@ -115,7 +128,7 @@ impl LocalEngine {
                         let part = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                             rng::with_thread_seed(rng::derive_seed(seed, i as u64), || {
                                 let share = &rows[range];
-                                let loss = part_loss(model.0, share, pad_to, pad_id, train);
+                                let loss = part_loss(model.0, share, pad_to, pad_id, train, bf16);
                                 let scaled = &loss * (share.len() as f64 / total) / accumulation as f64;
                                 // Returned, not accumulated: the sums below fix the order.
                                 *grads[i].lock().expect("no part panicked holding it") = Tensor::run_backward(&[scaled], &variables.0, false, false);
@@ -166,9 +179,9 @@ impl LocalEngine {
 }
 
 /// The mean cross-entropy of `rows` under `model`.
-fn part_loss(model: &LoadedModel, rows: &[&Example], pad_to: Option<usize>, pad_id: i64, train: bool) -> Tensor {
+fn part_loss(model: &LoadedModel, rows: &[&Example], pad_to: Option<usize>, pad_id: i64, train: bool, bf16: bool) -> Tensor {
     let batch = collate(rows, pad_to, pad_id, model.vs.device());
-    crate::training::logits(model, &batch, train).cross_entropy_for_logits(&batch.labels)
+    crate::training::logits(model, &batch, train, bf16).cross_entropy_for_logits(&batch.labels)
 }
 
 /// Which of `parts` threads sums each variable's gradient: the largest variables first,

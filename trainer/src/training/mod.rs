@@ -135,6 +135,34 @@ pub struct TrainConfig {
     pub offload_optimizer: bool,
     /// How long a rank waits for the others in a collective before the run fails.
     pub collective_timeout_secs: u64,
+    /// The ranks' communication backend; default: NCCL between GPUs, else Gloo (Gloo
+    /// can also join ranks that share a GPU).
+    pub backend: Option<distributed::Backend>,
+    /// The forward pass's arithmetic: bf16 autocast (fp32 master weights, gradients
+    /// and moments) or fp32.
+    pub precision: PrecisionChoice,
+}
+
+/// The forward pass's arithmetic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PrecisionChoice {
+    /// bf16 autocast on CUDA, fp32 on the CPU.
+    #[default]
+    Auto,
+    Fp32,
+    Bf16,
+}
+
+impl PrecisionChoice {
+    /// Whether the forward pass on `device` runs under bf16 autocast.
+    pub fn bf16_on(self, device: Device) -> bool {
+        match self {
+            PrecisionChoice::Auto => device.is_cuda(),
+            PrecisionChoice::Fp32 => false,
+            PrecisionChoice::Bf16 => true,
+        }
+    }
 }
 
 /// Which device a run trains on.
@@ -195,6 +223,8 @@ impl Default for TrainConfig {
             sharding: Sharding::Auto,
             offload_optimizer: false,
             collective_timeout_secs: 600,
+            backend: None,
+            precision: PrecisionChoice::Auto,
         }
     }
 }
@@ -393,13 +423,13 @@ fn prepare(config: &TrainConfig, encoder: &AspectEncoder) -> Result<Prepared, Tr
     Ok(Prepared { train, validation, test, rejected, labels, rejected_rows })
 }
 
-/// The batch's logits in fp32. On CUDA the forward pass runs under bf16 autocast
+/// The batch's logits in fp32. With `bf16` the forward pass runs under bf16 autocast
 /// (matrix products in bf16, weights, gradients and optimizer states fp32: HF's
-/// `bf16=True`); on CPU it stays fp32.
-pub fn logits(model: &LoadedModel, batch: &Batch, train: bool) -> Tensor {
+/// `bf16=True`; by default on CUDA, see [`PrecisionChoice`]).
+pub fn logits(model: &LoadedModel, batch: &Batch, train: bool, bf16: bool) -> Tensor {
     let forward = || model.model.logits_t(&batch.input_ids, &batch.attention_mask, &batch.aspect_mask, train);
     let device = batch.input_ids.device();
-    let logits = if device.is_cuda() {
+    let logits = if bf16 {
         crate::autocast::with_autocast(device, Kind::BFloat16, forward).expect("libtorch takes bf16 autocast on CUDA")
     } else {
         forward()
@@ -407,8 +437,8 @@ pub fn logits(model: &LoadedModel, batch: &Batch, train: bool) -> Tensor {
     logits.to_kind(Kind::Float)
 }
 
-/// Loss, predictions and metrics over `examples` in eval mode.
-pub fn evaluate(model: &LoadedModel, examples: &[Example], batch_size: usize, pad_id: i64, device: Device) -> Evaluation {
+/// Loss, predictions and metrics over `examples` in eval mode (`bf16`: under bf16 autocast).
+pub fn evaluate(model: &LoadedModel, examples: &[Example], batch_size: usize, pad_id: i64, device: Device, bf16: bool) -> Evaluation {
     let lengths: Vec<usize> = examples.iter().map(|e| e.input_ids.len()).collect();
     let mut predicted = vec![0usize; examples.len()];
     let mut loss_sum = 0.0;
@@ -416,7 +446,7 @@ pub fn evaluate(model: &LoadedModel, examples: &[Example], batch_size: usize, pa
         for batch_idx in eval_batches(&lengths, batch_size) {
             let rows: Vec<&Example> = batch_idx.iter().map(|&i| &examples[i]).collect();
             let batch = collate(&rows, None, pad_id, device);
-            let logits = logits(model, &batch, false);
+            let logits = logits(model, &batch, false, bf16);
             let loss = logits.cross_entropy_loss::<Tensor>(&batch.labels, None, tch::Reduction::Sum, -100, 0.0);
             loss_sum += loss.double_value(&[]);
             let argmax: Vec<i64> = Vec::try_from(logits.argmax(-1, false).to_device(Device::Cpu)).expect("argmax is int64");
@@ -506,7 +536,7 @@ impl Trainee {
 
     fn evaluate(&mut self, examples: &[Example], batch_size: usize, pad_id: i64) -> Result<Evaluation, TrainError> {
         match self {
-            Trainee::Local { engine, device } => Ok(evaluate(engine.model(), examples, batch_size, pad_id, *device)),
+            Trainee::Local { engine, device } => Ok(evaluate(engine.model(), examples, batch_size, pad_id, *device, engine.bf16())),
             Trainee::Rank(engine) => engine.evaluate(examples, batch_size, pad_id),
         }
     }
@@ -556,9 +586,9 @@ impl Trainee {
     /// The model in the HF checkpoint `dir` (the selected one) evaluated on `examples`.
     fn evaluate_checkpoint(&mut self, dir: &Path, examples: &[Example], batch_size: usize, pad_id: i64) -> Result<Evaluation, TrainError> {
         match self {
-            Trainee::Local { device, .. } => {
+            Trainee::Local { engine, device } => {
                 let selected = crate::checkpoint::load(dir, &LoadOptions::default(), *device)?;
-                Ok(evaluate(&selected, examples, batch_size, pad_id, *device))
+                Ok(evaluate(&selected, examples, batch_size, pad_id, *device, engine.bf16()))
             }
             Trainee::Rank(engine) => {
                 engine.load_parameters(dir)?;
@@ -582,6 +612,7 @@ fn start(
         let device = config.device.device(0)?;
         let model = crate::checkpoint::load(start_dir, options, device)?;
         let mut engine = LocalEngine::new(model, config.weight_decay, config.offload_optimizer)
+            .with_bf16(config.precision.bf16_on(device))
             .with_batch_threads(config.batch_threads)
             .with_optimizer_threads(threads as usize);
         if let Some((dir, step)) = resume_step {
@@ -595,12 +626,13 @@ fn start(
         Sharding::Auto => crate::plan::choose_sharding(&config.base, options, config.batch_size, config.max_length, env, device)?,
         chosen => chosen,
     };
-    let backend = distributed::Backend::for_device(device);
+    let backend = config.backend.unwrap_or_else(|| distributed::Backend::for_device(device));
     tracing::info!(rank = env.rank, world = env.world, local_rank = env.local_rank, ?device, ?backend, ?sharding, master = %format!("{}:{}", env.master_addr, env.master_port), "joining the group");
     let timeout = std::time::Duration::from_secs(config.collective_timeout_secs.max(1));
     let group = distributed::ProcessGroup::join(backend, &env.master_addr, env.master_port, env.rank, env.world, timeout, device)
         .map_err(|e| TrainError::Collective(e.to_string()))?;
     let setup = distributed::RankSetup {
+        bf16: config.precision.bf16_on(device),
         group,
         sharding,
         device,
