@@ -11,8 +11,8 @@ ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 # A CUDA 13 runtime for the driver-facing setup (NVIDIA_* variables, compat libraries).
 # libtorch brings its own CUDA libraries from the wheels, so a -base- image works too.
 ARG CUDA_IMAGE=nvidia/cuda:13.0.0-runtime-ubuntu24.04
-# tch 0.26 expects exactly this libtorch (same pin as scripts/native.sh).
-ARG TORCH_VERSION=2.13.0
+# tch 0.24 expects exactly this libtorch (same pin as scripts/native.sh).
+ARG TORCH_VERSION=2.11.0
 
 # 1. libtorch out of the torch wheel: /opt/libtorch/{include,lib} and the NVIDIA wheels'
 #    libraries in /opt/nvidia, where torch's RUNPATH ($ORIGIN/../../nvidia/...) finds them.
@@ -35,6 +35,8 @@ COPY --from=torch /opt/libtorch /opt/libtorch
 COPY --from=torch /opt/nvidia /opt/nvidia
 RUN cp /opt/libtorch/ld.so.conf /etc/ld.so.conf.d/libtorch.conf && ldconfig
 ENV LIBTORCH=/opt/libtorch
+# c10d's Gloo backend is in libtorch; its headers come from Debian (csrc/distributed.cpp).
+RUN apt-get update && apt-get install -y --no-install-recommends libgloo-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY domain domain
@@ -49,6 +51,7 @@ COPY cli cli
 COPY migrations migrations
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
+    ABSA_CUDA_INCLUDE="$(find /opt/nvidia -type d -name include | paste -sd:)" \
     cargo build --release --locked -p absa-trainer --bin absa-trainer \
  && install -D -m 0755 target/release/absa-trainer /out/absa-trainer
 

@@ -3,7 +3,7 @@
 # one GPU in bf16 (autocast, fp32 master weights, AdamW), batch 16, length 100: prints
 # samples/s, peak GPU memory (nvidia-smi) and MFU, next to the device plan's estimate.
 #
-# Needs a CUDA build of libtorch 2.13 (the PyPI torch==2.13.0 wheel's, laid out as in
+# Needs a CUDA build of libtorch 2.11 (the PyPI torch==2.11.0 wheel's, laid out as in
 # docker/trainer.Dockerfile) at ABSA_LIBTORCH_CUDA, and nvidia-smi. It builds into its
 # own target folder so the CPU build's cache is left alone.
 #   ABSA_LIBTORCH_CUDA=/opt/libtorch scripts/bench-gpu.sh
@@ -14,7 +14,7 @@ cd "$ROOT"
 if [ -n "${ABSA_LIBTORCH_CUDA:-}" ]; then
   export LIBTORCH="$ABSA_LIBTORCH_CUDA" LD_LIBRARY_PATH="$ABSA_LIBTORCH_CUDA/lib:${LD_LIBRARY_PATH:-}" CARGO_TARGET_DIR="$ABSA_HOME/target-cuda"
 elif [ "${BENCH_DEVICE:-cuda}" = cuda ]; then
-  echo "set ABSA_LIBTORCH_CUDA to a CUDA libtorch 2.13 (the default one, $LIBTORCH, is a CPU build)" >&2
+  echo "set ABSA_LIBTORCH_CUDA to a CUDA libtorch 2.11 (the default one, $LIBTORCH, is a CPU build)" >&2
   exit 1
 fi
 cargo build --release --locked -p absa-trainer --bin absa-gpu-bench

@@ -9,3 +9,9 @@ export ABSA_PYTHON="${ABSA_PYTHON:-$(bash "$ROOT/scripts/python-env.sh")}"
 cd "$ROOT"
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked --no-fail-fast "$@"
+# The GPU run kit, dry (a whole run only, not one filtered by arguments): built against
+# the GPU machines' CUDA libtorch, then its sequence run on the CPU (docs/gpu-kit.md).
+if [ "$#" = 0 ]; then
+  bash "$ROOT/scripts/gpu-kit.sh" build
+  OUT="$ABSA_HOME/gpu-kit-cpu" bash "$ROOT/scripts/gpu-kit.sh" run --cpu
+fi

@@ -48,13 +48,20 @@ fn main() {
         dist.include(gloo);
     }
     if lib.join("libtorch_cuda.so").exists() {
-        if let Ok(nccl) = std::env::var("ABSA_NCCL_INCLUDE") {
-            dist.include(nccl).flag("-DUSE_C10D_NCCL").flag("-DABSA_WITH_NCCL");
+        // ProcessGroupNCCL.hpp reaches ATen's CUDA headers, which include the CUDA
+        // toolkit's (runtime, cuBLAS, cuSPARSE, cuSOLVER) and nccl.h: the include
+        // folders of the NVIDIA wheels torch depends on, colon-separated.
+        let Ok(dirs) = std::env::var("ABSA_CUDA_INCLUDE") else {
+            panic!("a CUDA libtorch needs ABSA_CUDA_INCLUDE: the NVIDIA wheels' include folders (scripts/gpu-kit.sh build sets it)");
+        };
+        for dir in dirs.split(':').filter(|d| !d.is_empty()) {
+            dist.include(dir);
         }
+        dist.flag("-DUSE_C10D_NCCL").flag("-DABSA_WITH_NCCL");
     }
     dist.compile("absa_distributed");
     println!("cargo:rerun-if-env-changed=ABSA_GLOO_INCLUDE");
-    println!("cargo:rerun-if-env-changed=ABSA_NCCL_INCLUDE");
+    println!("cargo:rerun-if-env-changed=ABSA_CUDA_INCLUDE");
     println!("cargo:rustc-link-search=native={}", lib.display());
     println!("cargo:rustc-link-lib=dylib=c10");
     println!("cargo:rustc-link-lib=dylib=torch_cpu");

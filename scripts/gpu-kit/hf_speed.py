@@ -100,11 +100,15 @@ def main():
     data = Rows(lengths, config.vocab_size, 0)
     timer = Timer(args.warmup_steps, cuda)
     with tempfile.TemporaryDirectory() as out:
-        targs = TrainingArguments(
+        common = dict(
             output_dir=out, per_device_train_batch_size=args.batch, max_steps=args.steps + args.warmup_steps, learning_rate=1e-5,
             weight_decay=0.01, bf16=cuda, use_cpu=not cuda, logging_strategy="no", save_strategy="no", report_to="none",
-            disable_tqdm=True, dataloader_num_workers=0, group_by_length=bool(args.lengths),
+            disable_tqdm=True, dataloader_num_workers=0,
         )
+        try:  # transformers' newer name for length-grouped batches, then the older one
+            targs = TrainingArguments(**common, train_sampling_strategy="group_by_length" if args.lengths else "random")
+        except TypeError:
+            targs = TrainingArguments(**common, group_by_length=bool(args.lengths))
         trainer = Trainer(model=model, args=targs, train_dataset=data, data_collator=collate, callbacks=[timer])
         if cuda:
             torch.cuda.reset_peak_memory_stats()

@@ -23,7 +23,13 @@ fn every_binary_checks_its_services() {
         assert!(stdout.contains("rabbitmq: reached"), "{name}: {stdout}");
     }
     let (_, stdout, _) = run("absa-trainer", &["check"], &[]);
-    assert!(stdout.contains("libtorch: Cpu"), "{stdout}");
+    // "libtorch: Cpu, 2 threads, loss 1.1 -> 0.2 after 20 AdamW steps" (Cuda(0) on a GPU machine).
+    let line = stdout.lines().find(|l| l.starts_with("libtorch: ")).unwrap_or_else(|| panic!("{stdout}"));
+    let device = line["libtorch: ".len()..].split(',').next().unwrap_or_default();
+    assert!(device == "Cpu" || (device.starts_with("Cuda(") && device.ends_with(')')), "{line}");
+    let losses: Vec<f64> =
+        line.split("loss ").nth(1).and_then(|l| l.split(" after").next()).unwrap_or_default().split(" -> ").filter_map(|x| x.parse().ok()).collect();
+    assert!(losses.len() == 2 && losses[1] < losses[0], "the self-test's loss falls: {line}");
     let (_, stdout, _) = run("absa-scorer", &["check"], &[]);
     assert!(stdout.contains("onnxruntime: "), "{stdout}");
 }
@@ -39,7 +45,8 @@ fn every_binary_has_help() {
 #[test]
 fn an_unreachable_postgres_is_a_clear_error_and_a_failure_exit() {
     for name in ["absa-api", "absa-scheduler", "absa-trainer", "absa-scorer"] {
-        let (ok, _, stderr) = run(name, &["check"], &[("ABSA_DATABASE__URL", "postgres://absa:absa@127.0.0.1:1/absa"), ("ABSA_DATABASE__CONNECT_TIMEOUT_SECS", "1")]);
+        let (ok, _, stderr) =
+            run(name, &["check"], &[("ABSA_DATABASE__URL", "postgres://absa:absa@127.0.0.1:1/absa"), ("ABSA_DATABASE__CONNECT_TIMEOUT_SECS", "1")]);
         assert!(!ok, "{name} succeeded without Postgres");
         assert!(stderr.contains("cannot reach Postgres at postgres://absa:***@127.0.0.1:1/absa"), "{name}: {stderr}");
     }

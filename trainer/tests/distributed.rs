@@ -115,11 +115,11 @@ fn weights(path: &Path) -> BTreeMap<String, Tensor> {
     Tensor::read_safetensors(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into_iter().collect()
 }
 
-/// Measured after 6 steps: each parameter's change within 1.04e-4 of one process's
-/// (relative L2), elements within 1.6e-6 (weights move up to 5e-5 a step), over every
-/// rank count and sharding here. That is the engine's own noise floor: one process
-/// with 2 batch threads instead of 1 lands 7.3e-5 / 1.8e-6 from it, with 2 intra-op
-/// threads 8.4e-5 / 2.3e-6. Summing the same gradients in another order changes their
+/// Measured after 6 steps (libtorch 2.11): each parameter's change within 8.5e-5 of one
+/// process's (relative L2), elements within 9.6e-7 (weights move up to 5e-5 a step),
+/// over every rank count and sharding here. That is the engine's own noise floor: one
+/// process with 2 batch threads instead of 1 lands 8.8e-5 / 9.6e-7 from it, with 2
+/// intra-op threads 1.2e-4 / 1.6e-6. Summing the same gradients in another order changes their
 /// last bits, and AdamW, dividing each gradient by its own running size, turns that
 /// into small steps where a gradient is near zero.
 const RELATIVE_TOLERANCE: f64 = 2e-4;

@@ -5,17 +5,18 @@
 //!
 //! `absa-gpu-bench --shape base --batch 16 --seq-len 100 --steps 30`
 //!
-//! Every row is `seq-len` tokens long (the recipe's fixed padding), so the FLOPs of a
-//! step are known: 6 per parameter of the encoder's matrices per token, plus the
-//! attention's `12·layers·seq·hidden` per token (forward and backward), the
-//! embeddings' lookups not counted.
+//! Every row is `seq-len` tokens long (the recipe's fixed padding), or with `--lengths
+//! FILE` each batch takes rows of those token lengths (length-grouped, padded to its
+//! longest row: dynamic padding). The FLOPs of a step are known: 6 per parameter of the
+//! encoder's matrices per token, plus the attention's `12·layers·seq·hidden` per token
+//! (forward and backward), the embeddings' lookups not counted.
 
 use std::time::Instant;
 
-use absa_trainer::{autocast, gpus};
 use absa_trainer::model::{EncoderConfig, Pooling, TdBertModel};
 use absa_trainer::plan::{self, ModelShape, Precision, GIB};
 use absa_trainer::training::optimizer::AdamW;
+use absa_trainer::{autocast, gpus};
 use clap::Parser;
 use serde_json::json;
 use tch::{nn, Device, Kind, Tensor};
@@ -39,6 +40,10 @@ struct Args {
     /// Timed steps (after the warm-up ones).
     #[arg(long, default_value_t = 30)]
     steps: usize,
+    /// Token lengths, one per line: batches of rows of these lengths, grouped by
+    /// length and padded to their longest row, instead of every row `seq-len` long.
+    #[arg(long)]
+    lengths: Option<std::path::PathBuf>,
     #[arg(long, default_value_t = 3)]
     warmup_steps: usize,
     /// The device's dense peak in TFLOP/s at this precision; by default looked up from
@@ -69,16 +74,42 @@ fn main() -> anyhow::Result<()> {
     let vs = nn::VarStore::new(device);
     let model = TdBertModel::new(&vs.root(), config.clone(), num_labels, Pooling::Max)?;
     let mut optimizer = AdamW::new(&vs, 0.01);
-    let (b, s) = (args.batch, args.seq_len);
-    // Ids above the special tokens; the aspect is tokens 5..8 of every row.
-    let input_ids = Tensor::randint_low(5, config.vocab_size, [b, s], (Kind::Int64, device));
-    let attention_mask = Tensor::ones([b, s], (Kind::Int64, device));
-    let aspect_mask = Tensor::zeros([b, s], (Kind::Int64, device));
-    let _ = aspect_mask.narrow(1, 5, 3.min(s - 5).max(1)).fill_(1);
+    let b = args.batch;
+    // Each step's rows' lengths: all `seq-len`, or batches of the file's lengths.
+    let batches: Vec<Vec<i64>> = match &args.lengths {
+        None => vec![vec![args.seq_len; b as usize]],
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let lengths: Vec<usize> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            anyhow::ensure!(!lengths.is_empty(), "{}: no lengths", path.display());
+            let order = absa_trainer::training::data::epoch_batches(&lengths, b as usize, absa_trainer::training::data::Order::LengthGrouped, 42);
+            order.into_iter().filter(|batch| batch.len() == b as usize).map(|batch| batch.iter().map(|&i| lengths[i].max(8) as i64).collect()).collect()
+        }
+    };
+    // Ids above the special tokens, padding after each row's length; the aspect is
+    // tokens 5..8 of every row.
+    let inputs: Vec<(Tensor, Tensor, Tensor)> = batches
+        .iter()
+        .map(|rows| {
+            let s = *rows.iter().max().expect("a full batch");
+            let input_ids = Tensor::randint_low(5, config.vocab_size, [b, s], (Kind::Int64, device));
+            let positions = Tensor::arange(s, (Kind::Int64, device)).unsqueeze(0);
+            let attention_mask = positions.lt_tensor(&Tensor::from_slice(rows).to_device(device).unsqueeze(1)).to_kind(Kind::Int64);
+            let input_ids = &input_ids * &attention_mask + (1 - &attention_mask) * config.pad_token_id;
+            let aspect_mask = Tensor::zeros([b, s], (Kind::Int64, device));
+            let _ = aspect_mask.narrow(1, 5, 3.min(s - 5).max(1)).fill_(1);
+            (input_ids, attention_mask, aspect_mask)
+        })
+        .collect();
+    // Model FLOPs count the rows' own tokens, not their padding (the same as the HF peer).
+    let tokens_per_step: Vec<f64> = batches.iter().map(|rows| rows.iter().sum::<i64>() as f64).collect();
     let labels = Tensor::randint(num_labels, [b], (Kind::Int64, device));
+    let mut index = 0usize;
 
     let mut step = || -> anyhow::Result<f64> {
-        let forward = || model.forward_t(&input_ids, &attention_mask, &aspect_mask, true).logits;
+        let (input_ids, attention_mask, aspect_mask) = &inputs[index % inputs.len()];
+        index += 1;
+        let forward = || model.forward_t(input_ids, attention_mask, aspect_mask, true).logits;
         let logits = match reduced {
             Some(dtype) => autocast::with_autocast(device, dtype, forward).map_err(anyhow::Error::msg)?,
             None => forward(),
@@ -112,7 +143,10 @@ fn main() -> anyhow::Result<()> {
 
     let step_seconds = seconds / args.steps.max(1) as f64;
     let samples_per_second = (args.batch as f64) / step_seconds;
-    let flops_per_step = training_flops_per_step(&shape, args.batch as f64, args.seq_len as f64);
+    // The timed steps' mean row length (`seq-len` with fixed padding).
+    let timed: Vec<f64> = (args.warmup_steps..args.warmup_steps + args.steps).map(|i| tokens_per_step[i % tokens_per_step.len()]).collect();
+    let mean_width = timed.iter().sum::<f64>() / timed.len().max(1) as f64 / args.batch as f64;
+    let flops_per_step = training_flops_per_step(&shape, args.batch as f64, mean_width);
     let achieved_tflops = flops_per_step / step_seconds / 1e12;
     let gpu_name = match device {
         Device::Cuda(i) => gpus::name(i),
@@ -124,7 +158,12 @@ fn main() -> anyhow::Result<()> {
 
     println!("model          xlm-roberta-{} shape, {:.3} B parameters, random weights, {} labels", args.shape, shape.parameters() as f64 / 1e9, num_labels);
     println!("device         {:?} {}", device, gpu_name.as_deref().unwrap_or(""));
-    println!("precision      {} (batch {}, length {}, AdamW, clip 1.0)", args.precision, args.batch, args.seq_len);
+    let padding = if args.lengths.is_some() {
+        format!("laptops lengths, {mean_width:.1} tokens a row on average, padded per batch")
+    } else {
+        format!("length {}", args.seq_len)
+    };
+    println!("precision      {} (batch {}, {padding}, AdamW, clip 1.0)", args.precision, args.batch);
     println!("steps          {} timed after {} warm-up, {:.1} ms each, last loss {:.4}", args.steps, args.warmup_steps, step_seconds * 1e3, loss);
     println!("samples/s      {samples_per_second:.1}");
     println!(
@@ -140,7 +179,8 @@ fn main() -> anyhow::Result<()> {
     }
     let summary = json!({
         "shape": args.shape, "device": format!("{device:?}"), "gpu": gpu_name, "precision": args.precision,
-        "batch": args.batch, "seq_len": args.seq_len, "steps": args.steps, "parameters": shape.parameters(),
+        "batch": args.batch, "seq_len": args.seq_len, "padding": if args.lengths.is_some() { "dynamic" } else { "fixed" }, "mean_width": mean_width,
+        "steps": args.steps, "parameters": shape.parameters(),
         "step_ms": step_seconds * 1e3, "samples_per_second": samples_per_second, "peak_memory_mib": peak_memory_mib,
         "estimate_gib": estimate.total() as f64 / GIB, "achieved_tflops": achieved_tflops, "peak_tflops": peak, "mfu": mfu, "last_loss": loss,
     });
@@ -160,7 +200,11 @@ fn training_flops_per_step(shape: &ModelShape, batch: f64, seq_len: f64) -> f64 
 }
 
 fn gpu_memory_mib(device: Device) -> u64 {
-    if device == Device::Cpu { 0 } else { gpus::process_memory_mib() }
+    if device == Device::Cpu {
+        0
+    } else {
+        gpus::process_memory_mib()
+    }
 }
 
 /// Dense bf16 peaks (TFLOP/s) from the vendors' data sheets.

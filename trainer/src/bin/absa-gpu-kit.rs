@@ -172,11 +172,14 @@ fn main() -> anyhow::Result<()> {
             let bf16 = precision == "bf16";
             // Warm-up (kernels, allocator), untimed.
             let (warm, pad_id) = examples(&dir, &data, &model)?;
-            logits(&model, &warm[..warm.len().min(batch)], batch, pad_id, device, bf16);
+            let _ = logits(&model, &warm[..warm.len().min(batch)], batch, pad_id, device, bf16);
             let started = Instant::now();
             let corpus: Vec<_> = (0..n).map(|i| &rows[i % rows.len()]).collect();
-            let encoded: Vec<Example> =
-                corpus.iter().filter_map(|r| encoder.encode(&r.text, r.span).ok()).map(|e| Example { input_ids: e.input_ids, aspect_mask: e.aspect_mask, label: 0 }).collect();
+            let encoded: Vec<Example> = corpus
+                .iter()
+                .filter_map(|r| encoder.encode(&r.text, r.span).ok())
+                .map(|e| Example { input_ids: e.input_ids, aspect_mask: e.aspect_mask, label: 0 })
+                .collect();
             let predicted = logits(&model, &encoded, batch, pad_id, device, bf16).argmax(-1, false);
             let _ = predicted.sum(Kind::Int64).int64_value(&[]);
             if let Device::Cuda(i) = device {
@@ -190,21 +193,31 @@ fn main() -> anyhow::Result<()> {
             );
         }
         Command::Compare { a, b, start } => {
+            // By name without the family prefix: a base checkpoint may lack it.
+            let bare = |n: String| n.strip_prefix("bert.").or_else(|| n.strip_prefix("roberta.")).map_or(n.clone(), str::to_owned);
             let read = |p: &Path| -> anyhow::Result<BTreeMap<String, Tensor>> {
-                Ok(Tensor::read_safetensors(p.join("model.safetensors"))?.into_iter().map(|(n, t)| (n, t.to_kind(Kind::Float))).collect())
+                Ok(Tensor::read_safetensors(p.join("model.safetensors"))?.into_iter().map(|(n, t)| (bare(n), t.to_kind(Kind::Float))).collect())
             };
             let (a, b, start) = (read(&a)?, read(&b)?, read(&start)?);
-            let (mut relative, mut absolute, mut worst) = (0.0f64, 0.0f64, String::new());
+            let (mut relative, mut absolute, mut worst, mut fresh) = (0.0f64, 0.0f64, String::new(), Vec::new());
             for (name, x) in a.iter().filter(|(n, _)| !n.ends_with("attention.self.key.bias")) {
-                let (Some(y), Some(s)) = (b.get(name), start.get(name)) else { anyhow::bail!("{name} is not in all three checkpoints") };
+                let Some(y) = b.get(name) else { anyhow::bail!("{name} is in one checkpoint only") };
+                absolute = absolute.max((x - y).abs().max().double_value(&[]));
+                // A head drawn by the runs themselves has no start to measure a change from.
+                let Some(s) = start.get(name) else {
+                    fresh.push(name.clone());
+                    continue;
+                };
                 let change = (x - s).norm().double_value(&[]);
                 let d = (x - y).norm().double_value(&[]) / change.max(1e-30);
-                absolute = absolute.max((x - y).abs().max().double_value(&[]));
                 if d > relative {
                     (relative, worst) = (d, name.clone());
                 }
             }
-            println!("{}", json!({ "check": "compare", "relative_l2_of_change": relative, "largest": worst, "max_element_difference": absolute }));
+            println!(
+                "{}",
+                json!({ "check": "compare", "relative_l2_of_change": relative, "largest": worst, "max_element_difference": absolute, "not_in_start": fresh })
+            );
         }
     }
     Ok(())

@@ -922,7 +922,6 @@ fn token_counts(rows: &[&Example], world: usize, pad_to: Option<usize>) -> Vec<u
         .collect()
 }
 
-
 /// Shard `index` of live variables (a freshly drawn head), on the CPU.
 fn shard_of_vars(vars: &[Tensor], layout: &FlatLayout, index: usize) -> Tensor {
     let shard = Tensor::zeros([layout.shard_len() as i64], (Kind::Float, Device::Cpu));

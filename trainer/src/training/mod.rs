@@ -429,11 +429,7 @@ fn prepare(config: &TrainConfig, encoder: &AspectEncoder) -> Result<Prepared, Tr
 pub fn logits(model: &LoadedModel, batch: &Batch, train: bool, bf16: bool) -> Tensor {
     let forward = || model.model.logits_t(&batch.input_ids, &batch.attention_mask, &batch.aspect_mask, train);
     let device = batch.input_ids.device();
-    let logits = if bf16 {
-        crate::autocast::with_autocast(device, Kind::BFloat16, forward).expect("libtorch takes bf16 autocast on CUDA")
-    } else {
-        forward()
-    };
+    let logits = if bf16 { crate::autocast::with_autocast(device, Kind::BFloat16, forward).expect("libtorch takes bf16 autocast on CUDA") } else { forward() };
     logits.to_kind(Kind::Float)
 }
 
