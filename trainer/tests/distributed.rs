@@ -3,7 +3,9 @@
 //! head, on 48 laptops rows in batches of 8 (6 AdamW steps).
 //! - 2 and 4 ranks, unsharded (DDP), ShardGradOp and fully sharded, end with the
 //!   parameters of one process trained on the whole batches;
-//! - two launchers on this host as two nodes (node ranks 0 and 1) do too;
+//! - two launchers on this host as two nodes (node ranks 0 and 1) do too, and so do 2
+//!   fully sharded ranks loading a sharded Hugging Face checkpoint (two safetensors files
+//!   and their index) of XLM-R XL's layout with the XLM-R tokenizer's vocabulary;
 //! - a fully sharded run with dropout stopped after its first epoch and resumed from
 //!   its shard files ends bit for bit where an uninterrupted one does;
 //! - ranks that cannot train (a missing file) end the launcher with the permanent
@@ -45,6 +47,46 @@ fn base(dir: &Path, dropout: f64) -> PathBuf {
     config["hidden_dropout_prob"] = dropout.into();
     config["attention_probs_dropout_prob"] = dropout.into();
     std::fs::write(&path, config.to_string()).unwrap();
+    out
+}
+
+/// A random-weight model of XLM-R XL's layout (pre-LayerNorm layers, the final
+/// LayerNorm, 2 layers of 32, the XLM-R tokenizer's 250,002 pieces, a head) saved as a
+/// sharded Hugging Face checkpoint: two safetensors files and their index.
+fn sharded_xl_base(dir: &Path) -> PathBuf {
+    let out = dir.join("xl-sharded");
+    std::fs::create_dir_all(&out).unwrap();
+    let config = serde_json::json!({
+        "model_type": "xlm-roberta-xl", "architectures": ["XLMRobertaXLForSequenceClassification"], "vocab_size": 250002,
+        "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64, "hidden_act": "gelu",
+        "max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-5, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2,
+        "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+        "id2label": {"0": "negative", "1": "neutral", "2": "positive"}, "label2id": {"negative": 0, "neutral": 1, "positive": 2},
+    });
+    std::fs::write(out.join("config.json"), config.to_string()).unwrap();
+    tch::manual_seed(11);
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let model_config = absa_trainer::model::EncoderConfig::from_file(&out.join("config.json")).unwrap();
+    absa_trainer::model::TdBertModel::new(&vs.root(), model_config, 3, Pooling::Max).unwrap();
+    let (mut first, mut second, mut weight_map) = (BTreeMap::new(), BTreeMap::new(), serde_json::Map::new());
+    for (name, t) in vs.variables() {
+        let file = if name.contains("encoder.layer.1.") || name.starts_with("classifier.") {
+            "model-00002-of-00002.safetensors"
+        } else {
+            "model-00001-of-00002.safetensors"
+        };
+        weight_map.insert(name.clone(), file.into());
+        if file.starts_with("model-00001") {
+            first.insert(name, t)
+        } else {
+            second.insert(name, t)
+        };
+    }
+    checkpoint::write_safetensors(&first, &out.join("model-00001-of-00002.safetensors")).unwrap();
+    checkpoint::write_safetensors(&second, &out.join("model-00002-of-00002.safetensors")).unwrap();
+    let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
+    std::fs::write(out.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    checkpoint::copy_tokenizer_files(&shared().join("models/xlmr-tokenizer"), &out).unwrap();
     out
 }
 
@@ -204,6 +246,30 @@ fn two_launchers_as_two_nodes_train_like_one_process() {
     );
     eprintln!("two nodes: each parameter's change within {relative:.2e} (relative L2, largest: {worst}) of one process's, elements within {absolute:.2e}");
     assert!(absolute < ELEMENT_TOLERANCE && relative < RELATIVE_TOLERANCE, "two nodes differ by {absolute:.2e}, {relative:.2e} relative ({worst})");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn fully_sharded_ranks_load_a_sharded_xlm_roberta_xl_checkpoint_and_train_like_one_process() {
+    let dir = temp_dir("xl");
+    let base = sharded_xl_base(&dir);
+    check(Command::new(BIN).args(train_args(&dir, &base, "single", 1, &["--batch-threads", "1"])).output().unwrap(), "one process");
+    launch(2, &train_args(&dir, &base, "ranks", 1, &["--sharding", "full-shard"]));
+    // The consolidated checkpoint is one file; the start is the sharded one's tensors.
+    let start = dir.join("start");
+    std::fs::create_dir_all(&start).unwrap();
+    let mut all: BTreeMap<String, Tensor> = BTreeMap::new();
+    for file in ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"] {
+        all.extend(weights(&base.join(file)));
+    }
+    checkpoint::write_safetensors(&all, &start.join("model.safetensors")).unwrap();
+    let (relative, absolute, worst) = difference(
+        &dir.join("ranks/checkpoint-best/model.safetensors"),
+        &dir.join("single/checkpoint-best/model.safetensors"),
+        &start.join("model.safetensors"),
+    );
+    eprintln!("xlm-roberta-xl layout, sharded checkpoint, 2 ranks full shard: each parameter's change within {relative:.2e} (relative L2, largest: {worst}) of one process's, elements within {absolute:.2e}");
+    assert!(absolute < ELEMENT_TOLERANCE && relative < RELATIVE_TOLERANCE, "2 ranks differ by {absolute:.2e}, {relative:.2e} relative ({worst})");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
