@@ -3,8 +3,10 @@
 //!    after a whole corpus was sent (while it is read and inserted): no part of either
 //!    upload is visible (the corpus is absent or complete), nothing is left in the
 //!    upload folder, and the API serves again after a restart;
-//! 2. `absa-scheduler` killed as a scoring job fans out into shards: the job has all
-//!    its shards or none, and it completes once a scheduler is back;
+//! 2. `absa-scheduler` killed while its fan-out of a scoring job into shards is inside
+//!    its transaction (held there by a lock the test takes on `job_events`, seen in
+//!    `pg_stat_activity`): the job has no shard, and it completes once a scheduler is
+//!    back;
 //! 3. PostgreSQL restarted while that scoring job runs: every process keeps running,
 //!    the job completes, one prediction per document (by count and by key).
 //!
@@ -24,7 +26,12 @@ use uuid::Uuid;
 /// Sends the head of an upload and `body[..sent]`, leaving the request open.
 fn partial_upload(port: u16, key: &str, path: &str, body: &[u8], sent: usize) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
     s.write_all(&body[..sent]).unwrap();
     s.flush().unwrap();
     s
@@ -87,25 +94,61 @@ async fn the_service_survives_kills_and_a_postgres_restart() {
     svc.run("absa-scheduler", &["run"], "scheduler");
     let version = svc.train_small_model(&mlops);
 
-    // 2. The scheduler killed as the scoring job fans out.
+    // 2. The scheduler killed inside the fan-out's transaction: the test holds a lock on
+    //    job_events (submit before taking it: a submission writes an event too), so the
+    //    fan-out statement waits there, visible in pg_stat_activity; then SIGKILL.
     let a = svc.api.upload(Some(&mlops), "/v1/corpora?name=score-me&format=jsonl", jsonl(&corpus_documents(8 * laptops("test").len())).as_bytes());
     assert_eq!(a.status, 201, "{a:?}");
     let corpus_docs = a.body["documents_added"].as_i64().unwrap();
     svc.run("absa-scorer", &["work"], "scorer");
+    svc.take("scheduler").kill9();
     let a = svc.api.post(&mlops, "/v1/jobs/score", &json!({ "corpus_id": a.body["corpus_id"], "model_version_id": version, "shard_size": 100 }));
     assert_eq!(a.status, 201, "{a:?}");
     let job = a.body["id"].as_str().unwrap().to_owned();
     let job_id: Uuid = job.parse().unwrap();
-    svc.take("scheduler").kill9();
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE job_events IN SHARE ROW EXCLUSIVE MODE").execute(&mut *blocker).await.unwrap();
+    svc.run("absa-scheduler", &["run"], "scheduler-2");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let waiting: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO jobs%score_shard%'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the fan-out never reached its insert\n{}", svc.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    svc.take("scheduler-2").kill9();
+    blocker.commit().await.unwrap();
+    // The killed scheduler's backend finishes the statement, finds its client gone and
+    // rolls the transaction back.
+    let deadline = Instant::now() + Duration::from_secs(30);
     let shards = (corpus_docs + 99) / 100;
+    loop {
+        let busy: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%INSERT INTO jobs%score_shard%' AND state <> 'idle' AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if busy == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the killed scheduler's fan-out is still running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (state, children): (String, i64) = sqlx::query_as("SELECT state, (SELECT count(*) FROM jobs c WHERE c.parent_id = j.id) FROM jobs j WHERE id = $1")
         .bind(job_id)
         .fetch_one(&pool)
         .await
         .unwrap();
-    eprintln!("scheduler killed at fan-out: parent {state}, {children} of {shards} shards");
-    assert!((state == "queued" && children == 0) || (state == "running" && children == shards), "all shards or none: {state} {children}");
-    svc.run("absa-scheduler", &["run"], "scheduler-2");
+    eprintln!("scheduler killed inside the fan-out: parent {state}, {children} of {shards} shards");
+    assert_eq!((state.as_str(), children), ("queued", 0), "a fan-out killed before its commit leaves no shard");
+    svc.run("absa-scheduler", &["run"], "scheduler-3");
 
     // 3. Postgres restarted while the shards are scored.
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -130,7 +173,8 @@ async fn the_service_survives_kills_and_a_postgres_restart() {
             .await
             .unwrap();
     assert_eq!((count, distinct), (corpus_docs, corpus_docs), "one prediction per document");
-    let first_seq: i64 = sqlx::query_scalar("SELECT min(d.seq) FROM documents d JOIN corpora c ON c.id = d.corpus_id WHERE c.name = 'score-me'").fetch_one(&pool).await.unwrap();
+    let first_seq: i64 =
+        sqlx::query_scalar("SELECT min(d.seq) FROM documents d JOIN corpora c ON c.id = d.corpus_id WHERE c.name = 'score-me'").fetch_one(&pool).await.unwrap();
     assert_eq!((min, max), (Some(first_seq), Some(first_seq + corpus_docs - 1)), "no gaps");
     // The API answers after the restart, with its pool reconnected.
     assert_eq!(svc.api.get(None, "/readyz").status, 200);

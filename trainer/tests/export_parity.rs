@@ -17,6 +17,9 @@ use ort::value::TensorRef;
 use tch::{Device, Kind, Tensor};
 
 const TOLERANCE: f32 = 1e-4;
+/// int8 against fp32 on the tiny random models: measured at most 5.9e-5 (their logits
+/// are small); the bound leaves room for other CPUs' int8 kernels.
+const TINY_INT8_TOLERANCE: f32 = 1e-3;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -91,7 +94,12 @@ fn check_tiny(model: &str) {
     let expected: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("expected.safetensors")).unwrap().into_iter().collect();
     let (ids, att, asp) = (&expected["input_ids"], &expected["attention_mask"], &expected["aspect_mask"]);
     let mut loaded = checkpoint::load(&dir, &LoadOptions::default(), Device::Cpu).unwrap();
-    let cases = [(Pooling::Max, GraphStyle::OrtFused), (Pooling::Mean, GraphStyle::OrtFused), (Pooling::Max, GraphStyle::Portable), (Pooling::Mean, GraphStyle::Portable)];
+    let cases = [
+        (Pooling::Max, GraphStyle::OrtFused),
+        (Pooling::Mean, GraphStyle::OrtFused),
+        (Pooling::Max, GraphStyle::Portable),
+        (Pooling::Mean, GraphStyle::Portable),
+    ];
     for (pooling, style) in cases {
         loaded.model.pooling = pooling;
         let out = tempfile::tempdir().unwrap();
@@ -140,7 +148,9 @@ fn check_tiny(model: &str) {
         let mut int8 = Runner::open(out.path(), Precision::Int8);
         let (q_logits, q_probs) = int8.run(&to_array(ids), &to_array(att), &to_array(asp));
         assert_probabilities(&q_logits, &q_probs);
-        println!("{model} {pooling:?} {style:?}: int8 vs fp32 max |Δlogit| = {:.2e}", max_diff(&q_logits, &logits));
+        let int8_diff = max_diff(&q_logits, &logits);
+        println!("{model} {pooling:?} {style:?}: int8 vs fp32 max |Δlogit| = {int8_diff:.2e}");
+        assert!(int8_diff <= TINY_INT8_TOLERANCE, "{model} {pooling:?} {style:?}: int8 vs fp32 {int8_diff:e}");
     }
 }
 
@@ -179,7 +189,9 @@ fn laptops_test_batches(encoder: &AspectEncoder, pad: i64) -> Vec<Batch> {
     for row in readers::open(&path, &ReaderOptions::default()).unwrap() {
         let r = row.unwrap().unwrap();
         let text = r.fields["text"].as_str().unwrap();
-        let span = AspectSpan::parse(text, r.fields["aspect"].as_str(), r.fields["start"].as_u64().unwrap() as usize, r.fields["end"].as_u64().unwrap() as usize).unwrap();
+        let span =
+            AspectSpan::parse(text, r.fields["aspect"].as_str(), r.fields["start"].as_u64().unwrap() as usize, r.fields["end"].as_u64().unwrap() as usize)
+                .unwrap();
         let label = LabelSet::sentiment().index(r.fields["label"].as_str().unwrap()).unwrap();
         encoded.push((encoder.encode(text, span).unwrap(), label));
     }
@@ -220,33 +232,40 @@ fn minilm_exports_with_libtorch_logits_over_the_laptops_test_set() {
     let loaded = checkpoint::load(&dir, &LoadOptions { labels, pooling: None }, Device::Cpu).unwrap();
     assert_eq!(loaded.labels, LabelSet::sentiment());
     for style in [GraphStyle::OrtFused, GraphStyle::Portable] {
-    let out = tempfile::tempdir().unwrap();
-    export::export_model_dir(&loaded, &dir, out.path(), &ExportOptions { style, ..Default::default() }).unwrap();
-    let manifest = ModelManifest::read(out.path()).unwrap();
-    let encoder = AspectEncoder::from_file(&out.path().join(&manifest.tokenizer), manifest.max_length).unwrap();
-    let mut fp32 = Runner::open(out.path(), Precision::Fp32);
-    let mut int8 = Runner::open(out.path(), Precision::Int8);
-    let (mut worst, mut worst_int8, mut agree, mut n) = (0f32, 0f32, 0usize, 0usize);
-    let (mut correct_fp32, mut correct_int8) = (0usize, 0usize);
-    for (ids, att, asp, gold) in laptops_test_batches(&encoder, manifest.pad_token_id) {
-        let t = |a: &Array2<i64>| Tensor::from_slice(a.as_slice().unwrap()).reshape([a.nrows() as i64, a.ncols() as i64]);
-        let torch = libtorch_logits(&loaded, &t(&ids), &t(&att), &t(&asp));
-        let (logits, _) = fp32.run(&ids, &att, &asp);
-        let (q, _) = int8.run(&ids, &att, &asp);
-        worst = worst.max(max_diff(&logits, &torch));
-        worst_int8 = worst_int8.max(max_diff(&q, &logits));
-        agree += logits.outer_iter().zip(q.outer_iter()).filter(|(a, b)| argmax(*a) == argmax(*b)).count();
-        correct_fp32 += logits.outer_iter().zip(&gold).filter(|(l, g)| argmax(*l) == **g).count();
-        correct_int8 += q.outer_iter().zip(&gold).filter(|(l, g)| argmax(*l) == **g).count();
-        n += ids.nrows();
-    }
-    println!(
-        "minilm ({}, {style:?}) laptops test ({n}): fp32 ONNX vs libtorch max |Δlogit| = {worst:.2e}; int8 vs fp32 max |Δlogit| = {worst_int8:.2e}, \
+        let out = tempfile::tempdir().unwrap();
+        export::export_model_dir(&loaded, &dir, out.path(), &ExportOptions { style, ..Default::default() }).unwrap();
+        let manifest = ModelManifest::read(out.path()).unwrap();
+        let encoder = AspectEncoder::from_file(&out.path().join(&manifest.tokenizer), manifest.max_length).unwrap();
+        let mut fp32 = Runner::open(out.path(), Precision::Fp32);
+        let mut int8 = Runner::open(out.path(), Precision::Int8);
+        let (mut worst, mut worst_int8, mut agree, mut n) = (0f32, 0f32, 0usize, 0usize);
+        let (mut correct_fp32, mut correct_int8) = (0usize, 0usize);
+        for (ids, att, asp, gold) in laptops_test_batches(&encoder, manifest.pad_token_id) {
+            let t = |a: &Array2<i64>| Tensor::from_slice(a.as_slice().unwrap()).reshape([a.nrows() as i64, a.ncols() as i64]);
+            let torch = libtorch_logits(&loaded, &t(&ids), &t(&att), &t(&asp));
+            let (logits, _) = fp32.run(&ids, &att, &asp);
+            let (q, _) = int8.run(&ids, &att, &asp);
+            worst = worst.max(max_diff(&logits, &torch));
+            worst_int8 = worst_int8.max(max_diff(&q, &logits));
+            agree += logits.outer_iter().zip(q.outer_iter()).filter(|(a, b)| argmax(*a) == argmax(*b)).count();
+            correct_fp32 += logits.outer_iter().zip(&gold).filter(|(l, g)| argmax(*l) == **g).count();
+            correct_int8 += q.outer_iter().zip(&gold).filter(|(l, g)| argmax(*l) == **g).count();
+            n += ids.nrows();
+        }
+        println!(
+            "minilm ({}, {style:?}) laptops test ({n}): fp32 ONNX vs libtorch max |Δlogit| = {worst:.2e}; int8 vs fp32 max |Δlogit| = {worst_int8:.2e}, \
          argmax agreement {agree}/{n}; accuracy fp32 {:.4} int8 {:.4}",
-        dir.display(),
-        correct_fp32 as f64 / n as f64,
-        correct_int8 as f64 / n as f64
-    );
-    assert!(worst <= TOLERANCE, "MiniLM {style:?} ONNX vs libtorch: {worst:e}");
+            dir.display(),
+            correct_fp32 as f64 / n as f64,
+            correct_int8 as f64 / n as f64
+        );
+        assert!(worst <= TOLERANCE, "MiniLM {style:?} ONNX vs libtorch: {worst:e}");
+        // int8 (dynamic quantization of the MatMuls) stays close to fp32: measured max
+        // |Δlogit| 0.10-0.11, argmax agreement 607-610 of 638, accuracy within 0.5 points.
+        let (agreement, accuracy_gap) = (agree as f64 / n as f64, (correct_fp32 as f64 - correct_int8 as f64).abs() / n as f64);
+        assert!(
+            worst_int8 <= 0.25 && agreement >= 0.9 && accuracy_gap <= 0.02,
+            "MiniLM {style:?} int8 vs fp32: {worst_int8:e}, agreement {agreement:.3}, accuracy gap {accuracy_gap:.3}"
+        );
     }
 }

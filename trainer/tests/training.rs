@@ -138,7 +138,9 @@ fn bad_rows_are_reported_by_line_and_training_goes_on_via_the_cli() {
     assert_eq!(summary["rows_rejected"]["test"], 1);
     assert_eq!(summary["train_rows"].as_u64().unwrap() + summary["validation_rows"].as_u64().unwrap(), 30);
     assert_eq!(summary["test_rows"], 10);
-    assert!(summary["test_accuracy"].as_f64().unwrap() >= 0.0);
+    // A share of the 10 test rows: a multiple of 0.1 in [0, 1].
+    let test_accuracy = summary["test_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&test_accuracy) && (test_accuracy * 10.0 - (test_accuracy * 10.0).round()).abs() < 1e-9, "test accuracy {test_accuracy}");
     for key in
         ["epochs_run", "best_epoch", "validation_accuracy", "validation_macro_f1", "test_macro_f1", "train_samples_per_second", "wall_seconds", "peak_rss_mib"]
     {
