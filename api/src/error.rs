@@ -1,7 +1,9 @@
 //! Errors as HTTP answers: a status and `{"error": message}`. Another team's ids are
 //! answered exactly like unknown ones (404), so nothing leaks across teams.
 
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::http::header::CONTENT_LENGTH;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -21,11 +23,15 @@ pub enum ApiError {
     /// A conflict that carries figures (a refused promotion).
     #[error("{message}")]
     ConflictWith { message: String, body: Value },
-    #[error("upload larger than the limit of {limit} bytes")]
+    #[error("request body larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
     #[error("{0}")]
     Unprocessable(String),
-    #[error("internal error: {0}")]
+    /// A team quota is full.
+    #[error("{0}")]
+    TooMany(String),
+    /// The detail goes to the log under a request id; the caller sees only the id.
+    #[error("internal error")]
     Internal(String),
 }
 
@@ -41,6 +47,7 @@ impl ApiError {
             Self::Conflict(_) | Self::ConflictWith { .. } => StatusCode::CONFLICT,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -48,11 +55,15 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Self::Internal(detail) = &self {
-            tracing::error!(error = %detail, "request failed");
-        }
         let status = self.status();
         let body = match self {
+            Self::Internal(detail) => {
+                // Database and I/O texts can name tables, paths and other teams' values:
+                // they stay in the log, found again by the id the caller reports.
+                let request_id = uuid::Uuid::new_v4();
+                tracing::error!(%request_id, error = %detail, "request failed");
+                json!({ "error": format!("internal error (request id {request_id}); the service's log has the details"), "request_id": request_id })
+            }
             Self::ConflictWith { message, mut body } => {
                 body["error"] = json!(message);
                 body
@@ -84,8 +95,48 @@ impl From<std::io::Error> for ApiError {
     }
 }
 
-/// A JSON request body, parsed after the handler has checked the caller's role (so a
-/// wrong role is a 403 whatever the body), with errors in the API's own shape.
+/// A request body, read only after the handler has checked the caller's role (so a
+/// wrong role is a 403 before any of the body is read) and only up to `limit` bytes
+/// (413 past it, at once when `Content-Length` says so).
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> ApiResult<Vec<u8>> {
+    let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    let mut bytes = Vec::new();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading the request body: {e}")))?;
+        if (bytes.len() + chunk.len()) as u64 > limit {
+            return Err(ApiError::TooLarge { limit });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// A JSON body in the API's error shape (a long parser message is cut).
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("request body: {e}")))
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("request body: {}", absa_platform::job_spec::truncate(&e.to_string(), 300))))
+}
+
+/// [`read_body`] then [`parse_json`].
+pub async fn read_json<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Body, limit: u64) -> ApiResult<T> {
+    parse_json(&read_body(headers, body, limit).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn internal_errors_show_a_request_id_not_the_detail() {
+        let response = ApiError::Internal("database: duplicate key value violates unique constraint \"teams_name_key\"".into()).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body: Value = serde_json::from_slice(&axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap()).unwrap();
+        let message = body["error"].as_str().unwrap();
+        assert!(!message.contains("teams_name_key") && !message.contains("database"), "{message}");
+        let id = body["request_id"].as_str().unwrap();
+        assert!(message.contains(id) && uuid::Uuid::parse_str(id).is_ok(), "{body}");
+    }
 }

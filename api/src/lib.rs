@@ -7,6 +7,7 @@
 //! - [`auth`]: API keys (hashed), roles, and the [`auth::Caller`] every `/v1` handler takes.
 //! - [`error`]: errors as HTTP statuses with `{"error": ...}` bodies.
 //! - [`uploads`]: streamed uploads checked row by row.
+//! - [`idempotency`]: client `Idempotency-Key`s of submissions and uploads.
 //! - [`routes`]: the `/v1` handlers (data, jobs, models, schedules, access, export).
 //! - [`metrics`]: the Prometheus exposition.
 //! - [`dashboard`]: the web dashboard at `/dashboard` (static, embedded; data from `/v1`).
@@ -15,6 +16,7 @@ pub mod app;
 pub mod auth;
 pub mod dashboard;
 pub mod error;
+pub mod idempotency;
 pub mod metrics;
 pub mod routes;
 pub mod settings;

@@ -27,17 +27,50 @@ impl Default for HttpSettings {
     }
 }
 
+/// The API's limits (README, "Limits and quotas"); each is an `ABSA_API__*` variable.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
 pub struct ApiSettings {
     /// Uploads larger than this are refused with 413 (`ABSA_API__MAX_UPLOAD_BYTES`).
     pub max_upload_bytes: u64,
+    /// JSON bodies of every other route (`ABSA_API__MAX_JSON_BYTES`).
+    pub max_json_bytes: u64,
+    /// A retrain schedule may not fire more often than this (`ABSA_API__MIN_SCHEDULE_INTERVAL_SECS`).
+    pub min_schedule_interval_secs: i64,
+    /// Jobs a team may have queued (not yet dispatched) at once; more is a 429
+    /// (`ABSA_API__MAX_QUEUED_PER_TEAM`).
+    pub max_queued_per_team: i64,
+    /// Row errors stored per upload; the rest are counted (`ABSA_API__MAX_STORED_ERRORS`).
+    pub max_stored_errors: usize,
+    /// A Parquet upload whose footer declares more bytes uncompressed is refused before
+    /// any page is read (`ABSA_API__MAX_PARQUET_UNCOMPRESSED_BYTES`).
+    pub max_parquet_uncompressed_bytes: u64,
+    /// The team whose admins may create teams through the API; without one, teams are
+    /// created by the operator only (`absa-api create-key --team`).
+    pub platform_team: Option<String>,
+    /// `/metrics` answers only with `Authorization: Bearer <this>` when set
+    /// (`ABSA_API__METRICS_KEY`).
+    pub metrics_key: Option<absa_platform::config::Secret>,
+    /// Seconds the gauges read from Postgres are reused between scrapes
+    /// (`ABSA_API__METRICS_CACHE_SECS`).
+    pub metrics_cache_secs: f64,
     /// Where uploads are spooled while read; default the system's temporary folder.
     pub upload_dir: Option<PathBuf>,
 }
 
 impl Default for ApiSettings {
     fn default() -> Self {
-        Self { max_upload_bytes: 512 << 20, upload_dir: None }
+        Self {
+            max_upload_bytes: 512 << 20,
+            max_json_bytes: 1 << 20,
+            min_schedule_interval_secs: 3_600,
+            max_queued_per_team: 10_000,
+            max_stored_errors: 10_000,
+            max_parquet_uncompressed_bytes: 2 << 30,
+            platform_team: None,
+            metrics_key: None,
+            metrics_cache_secs: 5.0,
+            upload_dir: None,
+        }
     }
 }

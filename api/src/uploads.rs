@@ -28,6 +28,10 @@ const BATCH_ROWS: usize = 2_000;
 /// Row errors listed in an upload's answer (all are stored).
 pub const LISTED_ERRORS: usize = 1_000;
 
+/// Characters of a row error's reason: reasons quote the bad value, which can be a
+/// megabyte line; the quote is cut, the line number says where the rest is.
+pub const MAX_REASON_CHARS: usize = 300;
+
 /// A row error as the API reports it.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct ReportedError {
@@ -35,9 +39,35 @@ pub struct ReportedError {
     pub reason: String,
 }
 
+impl ReportedError {
+    pub fn new(line: i64, reason: &str) -> Self {
+        Self { line, reason: absa_platform::job_spec::truncate(reason, MAX_REASON_CHARS) }
+    }
+}
+
 impl From<RowError> for ReportedError {
     fn from(e: RowError) -> Self {
-        Self { line: e.line as i64, reason: e.reason }
+        Self::new(e.line as i64, &e.reason)
+    }
+}
+
+/// An upload's row errors: all counted, the first `cap` kept (to store and list).
+pub struct RowErrors {
+    pub kept: Vec<ReportedError>,
+    pub count: usize,
+    cap: usize,
+}
+
+impl RowErrors {
+    pub fn new(cap: usize) -> Self {
+        Self { kept: Vec::new(), count: 0, cap }
+    }
+
+    pub fn push(&mut self, error: ReportedError) {
+        self.count += 1;
+        if self.kept.len() < self.cap {
+            self.kept.push(error);
+        }
     }
 }
 
@@ -83,29 +113,38 @@ fn fd_path(file: &std::fs::File) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
 
+/// A spooled upload: its size and the SHA-256 of its bytes.
+pub struct Spooled {
+    pub bytes: u64,
+    pub sha256: [u8; 32],
+}
+
 /// Streams the request body into `file`, failing with 413 past `limit` bytes, or at
 /// once when the declared `Content-Length` is already over it (so the client gets the
 /// answer instead of a connection closed mid-upload).
-pub async fn spool(headers: &HeaderMap, body: Body, file: &mut std::fs::File, limit: u64) -> ApiResult<u64> {
+pub async fn spool(headers: &HeaderMap, body: Body, file: &mut std::fs::File, limit: u64) -> ApiResult<Spooled> {
+    use sha2::Digest;
     let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::TooLarge { limit });
     }
     let mut stream = body.into_data_stream();
     let mut total = 0u64;
+    let mut hasher = sha2::Sha256::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading the upload: {e}")))?;
         total += chunk.len() as u64;
         if total > limit {
             return Err(ApiError::TooLarge { limit });
         }
+        hasher.update(&chunk);
         file.write_all(&chunk)?;
     }
     file.flush()?;
     if total == 0 {
         return Err(ApiError::BadRequest("the upload is empty".into()));
     }
-    Ok(total)
+    Ok(Spooled { bytes: total, sha256: hasher.finalize().into() })
 }
 
 /// What the reading thread sends: good rows in batches, and row errors.
@@ -121,6 +160,7 @@ pub enum Parsed<T> {
 pub fn read_rows<T: Send + 'static>(
     spooled: &SpoolFile,
     format: Format,
+    options: ReaderOptions,
     check: impl Fn(usize, &Map<String, Value>) -> Result<T, RowError> + Send + 'static,
 ) -> std::io::Result<mpsc::Receiver<Parsed<T>>> {
     let (tx, rx) = mpsc::channel(4);
@@ -129,7 +169,7 @@ pub fn read_rows<T: Send + 'static>(
     let handle = spooled.handle()?;
     tokio::task::spawn_blocking(move || {
         let path = fd_path(&handle);
-        let records = match readers::open_as(&path, format, &ReaderOptions::default()) {
+        let records = match readers::open_as(&path, format, &options) {
             Ok(r) => r,
             Err(e) => {
                 let _ = tx.blocking_send(Parsed::Failed(e.to_string().replace(&path.display().to_string(), "upload")));
@@ -172,7 +212,12 @@ fn no_nul(line: usize, value: &str, field: &str) -> Result<(), RowError> {
 }
 
 /// A labelled row checked for the database, and against the allowed labels if given.
-pub fn check_labelled(line: usize, fields: &Map<String, Value>, columns: &Columns, allowed: Option<&HashSet<String>>) -> Result<absa_domain::records::LabelledRow, RowError> {
+pub fn check_labelled(
+    line: usize,
+    fields: &Map<String, Value>,
+    columns: &Columns,
+    allowed: Option<&HashSet<String>>,
+) -> Result<absa_domain::records::LabelledRow, RowError> {
     let row = labelled_row(line, fields, columns)?;
     no_nul(line, &row.text, &columns.text)?;
     no_nul(line, &row.aspect, &columns.aspect)?;
@@ -260,9 +305,9 @@ pub fn check_document(line: usize, fields: &Map<String, Value>) -> Result<Docume
     let published_at = match fields.get("published_at") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.trim().is_empty() => None,
-        Some(Value::String(s)) => Some(
-            DateTime::parse_from_rfc3339(s.trim()).map_err(|e| fail(format!("published_at {s:?} is not an RFC 3339 time: {e}")))?.with_timezone(&Utc),
-        ),
+        Some(Value::String(s)) => {
+            Some(DateTime::parse_from_rfc3339(s.trim()).map_err(|e| fail(format!("published_at {s:?} is not an RFC 3339 time: {e}")))?.with_timezone(&Utc))
+        }
         Some(_) => return Err(fail("field \"published_at\" is not a string".into())),
     };
     let metadata: Map<String, Value> = fields.iter().filter(|(k, _)| !DOCUMENT_FIELDS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();

@@ -91,13 +91,18 @@ pub type RowResult = Result<RawRecord, RowError>;
 /// Reading options.
 #[derive(Clone, Debug)]
 pub struct ReaderOptions {
-    /// A JSONL or CSV line (record) longer than this many bytes is a row error.
+    /// A JSONL or CSV line (record), or a Parquet row's text, longer than this many
+    /// bytes is a row error.
     pub max_line_bytes: usize,
+    /// A Parquet file whose row groups hold more than this many bytes uncompressed (as
+    /// its footer says) is refused before any page is read: a few KB of zstd can hold
+    /// gigabytes. Unlimited by default (local mode reads the user's own files).
+    pub max_uncompressed_bytes: u64,
 }
 
 impl Default for ReaderOptions {
     fn default() -> Self {
-        Self { max_line_bytes: DEFAULT_MAX_LINE_BYTES }
+        Self { max_line_bytes: DEFAULT_MAX_LINE_BYTES, max_uncompressed_bytes: u64::MAX }
     }
 }
 
@@ -133,7 +138,7 @@ pub fn open_as(path: &Path, format: Format, options: &ReaderOptions) -> Result<R
     let inner: Box<dyn Iterator<Item = Result<RowResult, ReadError>> + Send> = match format {
         Format::Jsonl => Box::new(JsonlRecords::new(BufReader::with_capacity(1 << 16, file), path, options.max_line_bytes)),
         Format::Csv => Box::new(CsvRecords::new(file, path, options.max_line_bytes)?),
-        Format::Parquet => Box::new(ParquetRecords::new(file, path)?),
+        Format::Parquet => Box::new(ParquetRecords::new(file, path, options)?),
     };
     Ok(Records { inner, failed: false })
 }
@@ -222,9 +227,7 @@ impl<R: BufRead> Iterator for JsonlRecords<R> {
             let row_error = |reason: String| Some(Ok(Err(RowError { line: line_no, reason })));
             match line {
                 Line::Eof => self.done = true,
-                Line::Oversize(len) => {
-                    return row_error(format!("line of {len} bytes exceeds the limit of {} bytes", self.max_line_bytes))
-                }
+                Line::Oversize(len) => return row_error(format!("line of {len} bytes exceeds the limit of {} bytes", self.max_line_bytes)),
                 Line::Read => {
                     let Ok(text) = std::str::from_utf8(&self.buf) else {
                         return row_error("invalid UTF-8".into());
@@ -352,10 +355,9 @@ impl Iterator for CsvRecords {
                 None
             }
             Err(e) => match e.kind() {
-                csv::ErrorKind::UnequalLengths { pos, expected_len, len } => Some(Ok(Err(RowError {
-                    line: line(pos.as_ref()),
-                    reason: format!("{len} fields where the header has {expected_len}"),
-                }))),
+                csv::ErrorKind::UnequalLengths { pos, expected_len, len } => {
+                    Some(Ok(Err(RowError { line: line(pos.as_ref()), reason: format!("{len} fields where the header has {expected_len}") })))
+                }
                 csv::ErrorKind::Utf8 { pos, .. } => Some(Ok(Err(RowError { line: line(pos.as_ref()), reason: "invalid UTF-8".into() }))),
                 _ => {
                     self.done = true;
@@ -401,11 +403,19 @@ enum Cells {
     Bool(Vec<Option<bool>>),
     Int(Vec<Option<i64>>),
     Float(Vec<Option<f64>>),
-    Text(Vec<Option<Result<String, ()>>>),
+    Text(Vec<Option<Result<String, CellError>>>),
+}
+
+/// Why a text cell was not converted.
+#[derive(Clone, Copy, Debug)]
+enum CellError {
+    InvalidUtf8,
+    /// More bytes than a row may hold: left unconverted (no copy of a huge cell).
+    TooLong(usize),
 }
 
 impl Cells {
-    fn take(&mut self, row: usize) -> Result<Value, ()> {
+    fn take(&mut self, row: usize) -> Result<Value, CellError> {
         Ok(match self {
             Cells::Bool(v) => v[row].map_or(Value::Null, Value::Bool),
             Cells::Int(v) => v[row].map_or(Value::Null, Value::from),
@@ -413,7 +423,7 @@ impl Cells {
             Cells::Text(v) => match v[row].take() {
                 None => Value::Null,
                 Some(Ok(s)) => Value::String(s),
-                Some(Err(())) => return Err(()),
+                Some(Err(e)) => return Err(e),
             },
         })
     }
@@ -422,6 +432,9 @@ impl Cells {
 struct ParquetRecords {
     reader: SerializedFileReader<File>,
     path: PathBuf,
+    /// A row whose text cells hold more bytes than this is a row error (a Parquet cell
+    /// can hold 100 MB that compress to a few KB).
+    max_row_bytes: usize,
     columns: Vec<ParquetColumn>,
     row_group: usize,
     readers: Vec<ColumnReader>,
@@ -432,9 +445,15 @@ struct ParquetRecords {
 }
 
 impl ParquetRecords {
-    fn new(file: File, path: &Path) -> Result<Self, ReadError> {
+    fn new(file: File, path: &Path, options: &ReaderOptions) -> Result<Self, ReadError> {
         let err = |source| ReadError::Parquet { path: path.to_path_buf(), source };
         let reader = SerializedFileReader::new(file).map_err(err)?;
+        let uncompressed: u64 = reader.metadata().row_groups().iter().map(|g| g.total_byte_size().max(0) as u64).sum();
+        if uncompressed > options.max_uncompressed_bytes {
+            let why = format!("{uncompressed} bytes uncompressed, over the limit of {} bytes", options.max_uncompressed_bytes);
+            return Err(err(parquet::errors::ParquetError::General(why)));
+        }
+        let max_row_bytes = options.max_line_bytes;
         let schema = reader.metadata().file_metadata().schema_descr_ptr();
         let mut columns = Vec::new();
         for (leaf, descr) in schema.columns().iter().enumerate() {
@@ -461,6 +480,7 @@ impl ParquetRecords {
         Ok(Self {
             reader,
             path: path.to_path_buf(),
+            max_row_bytes,
             columns,
             row_group: 0,
             readers: Vec::new(),
@@ -485,7 +505,7 @@ impl ParquetRecords {
         let n = self.rows_left_in_group.min(PARQUET_BATCH_ROWS);
         let mut cells = Vec::with_capacity(self.columns.len());
         for (column, reader) in self.columns.iter().zip(self.readers.iter_mut()) {
-            cells.push(read_cells(reader, column, n)?);
+            cells.push(read_cells(reader, column, n, self.max_row_bytes)?);
         }
         for row in 0..n {
             let line = self.next_row + row;
@@ -496,12 +516,18 @@ impl ParquetRecords {
                     Ok(v) => {
                         fields.insert(column.name.clone(), v);
                     }
-                    Err(()) => bad = bad.or(Some(column.name.as_str())),
+                    Err(e) => bad = bad.or(Some((column.name.as_str(), e))),
                 }
             }
+            let bytes: usize = fields.values().map(|v| v.as_str().map_or(8, str::len)).sum();
+            let max = self.max_row_bytes;
             self.pending.push_back(match bad {
+                Some((name, CellError::InvalidUtf8)) => Err(RowError { line, reason: format!("invalid UTF-8 in column {name:?}") }),
+                Some((name, CellError::TooLong(n))) => {
+                    Err(RowError { line, reason: format!("column {name:?} holds {n} bytes, over the limit of {max} bytes a row") })
+                }
+                None if bytes > max => Err(RowError { line, reason: format!("row of {bytes} bytes exceeds the limit of {max} bytes") }),
                 None => Ok(RawRecord { line, fields }),
-                Some(name) => Err(RowError { line, reason: format!("invalid UTF-8 in column {name:?}") }),
             });
         }
         self.next_row += n;
@@ -511,7 +537,7 @@ impl ParquetRecords {
 }
 
 /// Reads `n` rows of one column, placing nulls by the definition levels.
-fn read_cells(reader: &mut ColumnReader, column: &ParquetColumn, n: usize) -> Result<Cells, parquet::errors::ParquetError> {
+fn read_cells(reader: &mut ColumnReader, column: &ParquetColumn, n: usize, max_cell_bytes: usize) -> Result<Cells, parquet::errors::ParquetError> {
     let max_def = column.descr.max_def_level();
     let mut defs: Vec<i16> = Vec::with_capacity(n);
     macro_rules! read {
@@ -519,10 +545,7 @@ fn read_cells(reader: &mut ColumnReader, column: &ParquetColumn, n: usize) -> Re
             let mut values = $values;
             let (records, _, _) = $r.read_records(n, if max_def > 0 { Some(&mut defs) } else { None }, None, &mut values)?;
             if records != n {
-                return Err(parquet::errors::ParquetError::General(format!(
-                    "column {:?}: expected {n} rows, found {records}",
-                    column.name
-                )));
+                return Err(parquet::errors::ParquetError::General(format!("column {:?}: expected {n} rows, found {records}", column.name)));
             }
             values
         }};
@@ -544,7 +567,10 @@ fn read_cells(reader: &mut ColumnReader, column: &ParquetColumn, n: usize) -> Re
         ColumnReader::ByteArrayColumnReader(r) => {
             debug_assert!(column.text);
             let values = read!(r, Vec::<parquet::data_type::ByteArray>::new());
-            Cells::Text(spread(values, &defs, max_def, n, |b| String::from_utf8(b.data().to_vec()).map_err(|_| ())))
+            Cells::Text(spread(values, &defs, max_def, n, |b| match b.len() {
+                len if len > max_cell_bytes => Err(CellError::TooLong(len)),
+                _ => String::from_utf8(b.data().to_vec()).map_err(|_| CellError::InvalidUtf8),
+            }))
         }
         _ => unreachable!("columns of other types are not selected"),
     })
@@ -579,7 +605,7 @@ mod tests {
     use super::*;
 
     fn rows(data: &[u8], max_line_bytes: usize) -> Vec<RowResult> {
-        jsonl(std::io::Cursor::new(data.to_vec()), &ReaderOptions { max_line_bytes }).map(|r| r.unwrap()).collect()
+        jsonl(std::io::Cursor::new(data.to_vec()), &ReaderOptions { max_line_bytes, ..ReaderOptions::default() }).map(|r| r.unwrap()).collect()
     }
 
     #[test]
@@ -663,5 +689,4 @@ mod tests {
         CrlfToLf::new(OneByte(b"a\r\nb\rc\r\r\nd\r")).read_to_string(&mut text).unwrap();
         assert_eq!(text, "a\nb\rc\r\nd\r");
     }
-
 }

@@ -33,7 +33,7 @@ proptest! {
             data.extend(l.iter().copied().filter(|&b| b != b'\n'));
             data.extend_from_slice(sep);
         }
-        let options = ReaderOptions { max_line_bytes: 1000 };
+        let options = ReaderOptions { max_line_bytes: 1000, ..ReaderOptions::default() };
         let mut records = Vec::new();
         let mut numbers = Vec::new();
         for item in readers::jsonl(Cursor::new(data), &options) {

@@ -78,6 +78,9 @@ pub struct NewJob {
     pub max_attempts: i32,
     pub idempotency_key: Option<String>,
     pub parent_id: Option<Uuid>,
+    /// A digest of the request behind an idempotency key: the same key with another
+    /// request is [`Submitted::KeyReused`], not the old job.
+    pub request_hash: Option<String>,
 }
 
 /// What a submission did.
@@ -86,12 +89,14 @@ pub enum Submitted {
     Created(Uuid),
     /// The team already submitted this idempotency key: the existing job.
     Existing(Uuid),
+    /// The key was used before for another request (the job it names): nothing submitted.
+    KeyReused(Uuid),
 }
 
 impl Submitted {
     pub fn id(self) -> Uuid {
         match self {
-            Self::Created(id) | Self::Existing(id) => id,
+            Self::Created(id) | Self::Existing(id) | Self::KeyReused(id) => id,
         }
     }
 }
@@ -129,8 +134,8 @@ pub async fn submit_in(conn: &mut sqlx::PgConnection, job: &NewJob) -> Result<Su
     // scheduler's wake-up (delivered at commit) all happen, or none does.
     let inserted: Option<Uuid> = sqlx::query_scalar(
         "WITH job AS (
-             INSERT INTO jobs (id, team_id, kind, priority, parameters, max_attempts, idempotency_key, parent_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             INSERT INTO jobs (id, team_id, kind, priority, parameters, max_attempts, idempotency_key, parent_id, request_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10)
              ON CONFLICT (team_id, idempotency_key) DO NOTHING RETURNING id, kind),
          logged AS (INSERT INTO job_events (job_id, kind) SELECT id, 'submitted' FROM job)
          SELECT job.id FROM job, pg_notify($9, job.kind)",
@@ -144,16 +149,20 @@ pub async fn submit_in(conn: &mut sqlx::PgConnection, job: &NewJob) -> Result<Su
     .bind(&job.idempotency_key)
     .bind(job.parent_id)
     .bind(NOTIFY_CHANNEL)
+    .bind(&job.request_hash)
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = inserted {
         return Ok(Submitted::Created(id));
     }
-    let existing: Uuid = sqlx::query_scalar("SELECT id FROM jobs WHERE team_id = $1 AND idempotency_key = $2")
+    let (existing, hash): (Uuid, Option<String>) = sqlx::query_as("SELECT id, request_hash FROM jobs WHERE team_id = $1 AND idempotency_key = $2")
         .bind(job.team_id)
         .bind(&job.idempotency_key)
         .fetch_one(&mut *conn)
         .await?;
+    if job.request_hash.is_some() && hash != job.request_hash {
+        return Ok(Submitted::KeyReused(existing));
+    }
     Ok(Submitted::Existing(existing))
 }
 
@@ -304,31 +313,82 @@ pub struct Dispatchable {
     pub gpus: u32,
 }
 
+/// How much of the workers one team may hold at once, so that one team's backlog does
+/// not starve the others; 0 means no limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
+pub struct TeamQuotas {
+    /// A team's messages of one kind waiting in the broker: another team's job queues
+    /// behind at most this many of the first team's, whatever its backlog.
+    pub max_waiting: i64,
+    /// A team's jobs dispatched or running, all kinds together.
+    pub max_active: i64,
+    /// GPUs of a team's dispatched and running training jobs.
+    pub max_gpus: i64,
+}
+
+impl Default for TeamQuotas {
+    fn default() -> Self {
+        Self { max_waiting: 16, max_active: 64, max_gpus: 16 }
+    }
+}
+
 /// Moves up to `limit` queued jobs of `kinds` whose backoff has passed to
-/// `dispatched`, highest priority first, inside `tx`; the caller publishes their
-/// messages and commits only once the broker confirmed them, so a job is never marked
-/// dispatched without a message on its way. A training
-/// job asking for GPUs is taken only while a live trainer advertises at least that many
-/// with at least `parameters.min_gpu_memory_mib` each ([`crate::workers`]); until then
-/// it stays queued.
-pub async fn take_dispatchable(tx: &mut sqlx::PgConnection, kinds: &[&str], limit: i64) -> Result<Vec<Dispatchable>> {
+/// `dispatched`, inside `tx`; the caller publishes their messages and commits only once
+/// the broker confirmed them, so a job is never marked dispatched without a message on
+/// its way. Teams take turns: each team's queued jobs are ranked by its own priorities
+/// (then age), and the batch goes by rank across teams (then age), within each team's
+/// [`TeamQuotas`]; the returned order is the publishing order. A training job asking
+/// for GPUs is taken only while a live trainer advertises at least that many with at
+/// least `parameters.min_gpu_memory_mib` each ([`crate::workers`]); until then it
+/// stays queued.
+pub async fn take_dispatchable(tx: &mut sqlx::PgConnection, kinds: &[&str], limit: i64, quotas: &TeamQuotas) -> Result<Vec<Dispatchable>> {
     let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
-    // RETURNING does not keep the subquery's order: sort afterwards.
-    let mut rows: Vec<(Uuid, String, i32, chrono::DateTime<chrono::Utc>, i32)> = sqlx::query_as(
-        "UPDATE jobs SET state = 'dispatched', updated_at = now()
-         WHERE id IN (SELECT j.id FROM jobs j WHERE j.state = 'queued' AND j.kind = ANY($1)
-                        AND (j.not_before IS NULL OR j.not_before <= now())
-                        AND (job_gpus(j.parameters) = 0 OR trainer_offers(j.parameters, $3))
-                      ORDER BY j.priority DESC, j.created_at LIMIT $2 FOR UPDATE OF j SKIP LOCKED)
-         RETURNING id, kind, priority, created_at, job_gpus(parameters)",
+    type Taken = (Uuid, String, i32, chrono::DateTime<chrono::Utc>, i32, Uuid);
+    let mut rows: Vec<Taken> = sqlx::query_as(
+        "WITH held AS (
+             SELECT team_id, kind, count(*) FILTER (WHERE state = 'dispatched') AS waiting, count(*) AS active,
+                    coalesce(sum(job_gpus(parameters)), 0) AS gpus
+             FROM jobs WHERE state IN ('dispatched', 'running') AND kind = ANY($1) GROUP BY team_id, kind),
+         team AS (SELECT team_id, sum(active) AS active, sum(gpus) AS gpus FROM held GROUP BY team_id),
+         candidates AS (
+             SELECT j.id, j.team_id, j.kind, j.created_at,
+                    row_number() OVER (PARTITION BY j.team_id, j.kind ORDER BY j.priority DESC, j.created_at) AS turn,
+                    row_number() OVER (PARTITION BY j.team_id ORDER BY j.priority DESC, j.created_at) AS team_turn,
+                    sum(job_gpus(j.parameters)) OVER (PARTITION BY j.team_id ORDER BY j.priority DESC, j.created_at) AS gpus_so_far
+             FROM jobs j WHERE j.state = 'queued' AND j.kind = ANY($1)
+               AND (j.not_before IS NULL OR j.not_before <= now())
+               AND (job_gpus(j.parameters) = 0 OR trainer_offers(j.parameters, $3)))
+         UPDATE jobs SET state = 'dispatched', updated_at = now()
+         WHERE state = 'queued' AND id IN (
+             SELECT c.id FROM candidates c
+             LEFT JOIN held h ON h.team_id = c.team_id AND h.kind = c.kind
+             LEFT JOIN team t ON t.team_id = c.team_id
+             WHERE ($4 = 0 OR c.turn + coalesce(h.waiting, 0) <= $4)
+               AND ($5 = 0 OR c.team_turn + coalesce(t.active, 0) <= $5)
+               AND ($6 = 0 OR c.gpus_so_far + coalesce(t.gpus, 0) <= $6)
+             ORDER BY c.turn, c.created_at LIMIT $2)
+         RETURNING id, kind, priority, created_at, job_gpus(parameters), team_id",
     )
     .bind(&kinds)
     .bind(limit)
     .bind(crate::workers::LIVE_SECS)
+    .bind(quotas.max_waiting)
+    .bind(quotas.max_active)
+    .bind(quotas.max_gpus)
     .fetch_all(&mut *tx)
     .await?;
-    rows.sort_by(|a, b| b.2.cmp(&a.2).then(a.3.cmp(&b.3)));
-    Ok(rows.into_iter().map(|(id, kind, _, _, gpus)| Dispatchable { id, kind, gpus: gpus.max(0) as u32 }).collect())
+    // RETURNING keeps no order: rank each team's jobs again (its priority, then age),
+    // then publish by rank across teams, then age.
+    rows.sort_by(|a, b| (a.5, &a.1).cmp(&(b.5, &b.1)).then(b.2.cmp(&a.2)).then(a.3.cmp(&b.3)));
+    let mut turns = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let same_group = i > 0 && rows[i - 1].5 == row.5 && rows[i - 1].1 == row.1;
+        turns.push(if same_group { turns[i - 1] + 1 } else { 0usize });
+    }
+    let mut ranked: Vec<(usize, Taken)> = turns.into_iter().zip(rows).collect();
+    ranked.sort_by(|a, b| a.0.cmp(&b.0).then(a.1 .3.cmp(&b.1 .3)));
+    Ok(ranked.into_iter().map(|(_, (id, kind, _, _, gpus, _))| Dispatchable { id, kind, gpus: gpus.max(0) as u32 }).collect())
 }
 
 /// Records that job `id` needs GPUs of at least `mib` MiB each (a trainer with
@@ -370,12 +430,7 @@ pub async fn status(pool: &PgPool, id: Uuid) -> Result<Option<JobStatus>> {
 
 /// Appends to the job's event log.
 pub async fn event(executor: impl PgExecutor<'_>, id: Uuid, kind: &str, detail: Value) -> Result<()> {
-    sqlx::query("INSERT INTO job_events (job_id, kind, detail) VALUES ($1, $2, $3)")
-        .bind(id)
-        .bind(kind)
-        .bind(detail)
-        .execute(executor)
-        .await?;
+    sqlx::query("INSERT INTO job_events (job_id, kind, detail) VALUES ($1, $2, $3)").bind(id).bind(kind).bind(detail).execute(executor).await?;
     Ok(())
 }
 

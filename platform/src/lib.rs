@@ -8,6 +8,8 @@
 //!   environment overrides, and the settings shared by all of them.
 //! - [`db`]: the Postgres pool, migrations, and a clear error when the server is unreachable.
 //! - [`queue`]: the RabbitMQ connection, publisher confirms and manual acknowledgement.
+//! - [`job_spec`]: the one check and bound of every job's parameters (train, sweep,
+//!   schedule, worker).
 //! - [`jobs`]: the job lifecycle: submit, claim with a lease, heartbeat, complete, reap.
 //! - [`registry`]: model aliases and the promotion rule.
 //! - [`retrains`]: retrain schedules (cron, new labelled rows) the scheduler fires.
@@ -26,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod health;
+pub mod job_spec;
 pub mod jobs;
 pub mod predictions;
 pub mod process;

@@ -15,16 +15,25 @@ use crate::{PlatformError, Result};
 /// A cron expression: 5 fields (minute hour day-of-month month day-of-week), or 6 with
 /// seconds first.
 pub fn parse_cron(expression: &str) -> Result<Cron> {
-    CronParser::builder()
-        .seconds(Seconds::Optional)
-        .build()
-        .parse(expression)
-        .map_err(|e| PlatformError::InvalidData(format!("cron {expression:?}: {e}")))
+    CronParser::builder().seconds(Seconds::Optional).build().parse(expression).map_err(|e| PlatformError::InvalidData(format!("cron {expression:?}: {e}")))
 }
 
 /// The first firing of `cron` strictly after `after`.
 pub fn next_after(cron: &Cron, after: DateTime<Utc>) -> Result<DateTime<Utc>> {
     cron.find_next_occurrence(&after, false).map_err(|e| PlatformError::InvalidData(format!("cron {}: no next time: {e}", cron.pattern)))
+}
+
+/// The shortest gap, in seconds, between consecutive firings of `cron` among its next
+/// 100 after `from` (a cron's gaps vary: `* 3 * * *` fires every minute of one hour).
+pub fn shortest_gap_secs(cron: &Cron, from: DateTime<Utc>) -> Result<i64> {
+    let mut previous = next_after(cron, from)?;
+    let mut shortest = i64::MAX;
+    for _ in 0..100 {
+        let next = next_after(cron, previous)?;
+        shortest = shortest.min((next - previous).num_seconds());
+        previous = next;
+    }
+    Ok(shortest)
 }
 
 /// A schedule that fired, and the job it submitted.
@@ -72,6 +81,14 @@ pub async fn fire_due(pool: &PgPool) -> Result<Vec<Fired>> {
             obj.entry("promote").or_insert_with(|| json!({ "alias": "production", "metric": "macro_f1" }));
             obj.insert("retrain".into(), json!({ "schedule_id": id, "schedule": name, "reason": reason }));
         }
+        // Schedules stored before a bound existed, or with a model since renamed, are
+        // checked again: one that can no longer fire a valid job is switched off.
+        if let Err(why) = crate::job_spec::check_train(&parameters) {
+            tracing::warn!(schedule = %id, %why, "retrain schedule disabled: its training job would be refused");
+            sqlx::query("UPDATE retrain_schedules SET enabled = false WHERE id = $1").bind(id).execute(&mut *tx).await?;
+            tx.commit().await?;
+            continue;
+        }
         let job = NewJob {
             team_id: team,
             kind: "train".into(),
@@ -80,17 +97,16 @@ pub async fn fire_due(pool: &PgPool) -> Result<Vec<Fired>> {
             max_attempts: 3,
             idempotency_key: Some(key),
             parent_id: None,
+            request_hash: None,
         };
         let job_id = jobs::submit_in(&mut tx, &job).await?.id();
-        sqlx::query(
-            "UPDATE retrain_schedules SET next_run_at = $2, seen_rows = $3, last_fired_at = now(), last_job_id = $4 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(next)
-        .bind(rows)
-        .bind(job_id)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("UPDATE retrain_schedules SET next_run_at = $2, seen_rows = $3, last_fired_at = now(), last_job_id = $4 WHERE id = $1")
+            .bind(id)
+            .bind(next)
+            .bind(rows)
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
         jobs::event(&mut *tx, job_id, "retrain_fired", json!({ "schedule_id": id, "reason": reason, "dataset_rows": rows })).await?;
         tx.commit().await?;
         fired.push(Fired { schedule_id: id, job_id, reason });
@@ -111,5 +127,15 @@ mod tests {
         assert_eq!(next_after(&every_ten_seconds, at).unwrap().to_rfc3339(), "2026-11-27T10:15:40+00:00");
         assert!(parse_cron("61 * * * *").is_err());
         assert!(parse_cron("not cron").is_err());
+    }
+
+    #[test]
+    fn the_shortest_gap_is_found_where_firings_bunch_up() {
+        let at = DateTime::parse_from_rfc3339("2026-11-27T10:15:30Z").unwrap().with_timezone(&Utc);
+        let gap = |c: &str| shortest_gap_secs(&parse_cron(c).unwrap(), at).unwrap();
+        assert_eq!(gap("* * * * * *"), 1);
+        assert_eq!(gap("0 3 * * *"), 86_400);
+        assert_eq!(gap("* 3 * * *"), 60, "every minute of one hour a day");
+        assert_eq!(gap("0 0,1 * * *"), 3_600);
     }
 }

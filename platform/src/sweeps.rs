@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::job_spec;
 use crate::jobs::{self, NewJob};
 use crate::registry::{self, PromotionMetric, PromotionPolicy};
 use crate::{PlatformError, Result};
@@ -23,6 +24,8 @@ pub const SWEEPABLE: [&str; 8] = ["learning_rate", "epochs", "batch_size", "pool
 const REPEAT_KEYS: [&str; 2] = ["seed", "split_seed"];
 /// At most this many trials per sweep.
 pub const MAX_TRIALS: usize = 200;
+/// At most this many children training at once.
+pub const MAX_CONCURRENCY: usize = 32;
 
 /// Median stopping: after `after_epoch`, a running child whose validation figure at
 /// its latest epoch is below the median of the other children's at the same epoch is
@@ -101,13 +104,22 @@ impl SweepSpec {
         let trials = match (&self.grid, &self.trials) {
             (Some(_), Some(_)) => return Err(invalid("give a grid or a list of trials, not both".into())),
             (None, None) => return Err(invalid("a sweep needs a grid or a list of trials".into())),
+            (None, Some(list)) if list.len() > MAX_TRIALS => return Err(invalid(format!("a sweep has 1 to {MAX_TRIALS} trials, not {}", list.len()))),
             (None, Some(list)) => list.clone(),
             (Some(grid), None) => {
-                let mut trials = vec![Map::new()];
+                // Sized before it is built: a grid of 200 x 2,000 values is refused, not built.
+                let mut count = 1usize;
                 for (name, values) in grid {
                     if values.is_empty() {
-                        return Err(invalid(format!("grid {name:?} has no values")));
+                        return Err(invalid(format!("grid {:?} has no values", job_spec::truncate(name, 40))));
                     }
+                    count = count.saturating_mul(values.len());
+                }
+                if count > MAX_TRIALS {
+                    return Err(invalid(format!("a sweep has 1 to {MAX_TRIALS} trials; this grid has {count}")));
+                }
+                let mut trials = vec![Map::new()];
+                for (name, values) in grid {
                     trials = trials
                         .into_iter()
                         .flat_map(|t| {
@@ -118,23 +130,36 @@ impl SweepSpec {
                             })
                         })
                         .collect();
-                    if trials.len() > MAX_TRIALS {
-                        break;
-                    }
                 }
                 trials
             }
         };
-        if trials.is_empty() || trials.len() > MAX_TRIALS {
-            return Err(invalid(format!("a sweep has 1 to {MAX_TRIALS} trials, not {}", trials.len())));
+        if trials.is_empty() {
+            return Err(invalid(format!("a sweep has 1 to {MAX_TRIALS} trials, not 0")));
         }
         for trial in &trials {
             if let Some(bad) = trial.keys().find(|k| !SWEEPABLE.contains(&k.as_str())) {
-                return Err(invalid(format!("{bad:?} cannot be swept (sweepable: {})", SWEEPABLE.join(", "))));
+                return Err(invalid(format!("{:?} cannot be swept (sweepable: {})", job_spec::truncate(bad, 40), SWEEPABLE.join(", "))));
             }
         }
-        if self.max_concurrency == 0 {
-            return Err(invalid("max_concurrency must be at least 1".into()));
+        if self.max_concurrency == 0 || self.max_concurrency > MAX_CONCURRENCY {
+            return Err(invalid(format!("max_concurrency {}: 1 to {MAX_CONCURRENCY}", self.max_concurrency)));
+        }
+        if let Some(rule) = &self.early_stopping {
+            if !(1..=100).contains(&rule.after_epoch) || rule.min_others > MAX_TRIALS {
+                return Err(invalid(format!("early_stopping: after_epoch 1 to 100, min_others at most {MAX_TRIALS}")));
+            }
+        }
+        // Every child is checked as the training job it will be.
+        job_spec::check_base_model(&self.base_model).map_err(invalid)?;
+        if let Some(labels) = &self.labels {
+            job_spec::check_labels(labels).map_err(invalid)?;
+        }
+        if let Some(policy) = &self.promote {
+            job_spec::check_promote(policy).map_err(invalid)?;
+        }
+        for (i, trial) in trials.iter().enumerate() {
+            job_spec::check_hyperparameters(&self.child_hyperparameters(trial)).map_err(|e| invalid(format!("trial {i}: {e}")))?;
         }
         Ok(trials)
     }
@@ -173,11 +198,12 @@ fn settings(candidates: &[(Map<String, Value>, f64)]) -> Vec<(&Map<String, Value
 
 /// The first of the best: the index with the highest figure, ties to the earlier one.
 fn first_best(figures: impl Iterator<Item = (usize, f64)>) -> Option<usize> {
-    figures.fold(None::<(usize, f64)>, |best, c| match best {
-        Some(b) if b.1 >= c.1 => Some(b),
-        _ => Some(c),
-    })
-    .map(|b| b.0)
+    figures
+        .fold(None::<(usize, f64)>, |best, c| match best {
+            Some(b) if b.1 >= c.1 => Some(b),
+            _ => Some(c),
+        })
+        .map(|b| b.0)
 }
 
 /// The winner among `(setting, validation figure)` candidates in trial order: by
@@ -230,7 +256,8 @@ fn metric_column(metric: PromotionMetric) -> &'static str {
 /// finish. Each sweep is handled in its own transaction holding its row.
 pub async fn advance(pool: &PgPool) -> Result<Advanced> {
     let mut done = Advanced::default();
-    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM jobs WHERE kind = 'sweep' AND state IN ('queued', 'running') ORDER BY created_at").fetch_all(pool).await?;
+    let ids: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM jobs WHERE kind = 'sweep' AND state IN ('queued', 'running') ORDER BY created_at").fetch_all(pool).await?;
     for id in ids {
         let mut tx = pool.begin().await?;
         let row: Option<(Uuid, String, Value, i32)> =
@@ -239,10 +266,17 @@ pub async fn advance(pool: &PgPool) -> Result<Advanced> {
                 .fetch_optional(&mut *tx)
                 .await?;
         let Some((team, state, parameters, priority)) = row else { continue };
-        let spec: SweepSpec = match serde_json::from_value(parameters.clone()).map_err(|e| e.to_string()).and_then(|s: SweepSpec| s.expand().map(|t| (s, t)).map_err(|e| e.to_string())) {
+        let spec: SweepSpec = match serde_json::from_value(parameters.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|s: SweepSpec| s.expand().map(|t| (s, t)).map_err(|e| e.to_string()))
+        {
             Ok((spec, _)) => spec,
             Err(reason) => {
-                sqlx::query("UPDATE jobs SET state = 'failed', last_error = $2, updated_at = now() WHERE id = $1").bind(id).bind(format!("parameters: {reason}")).execute(&mut *tx).await?;
+                sqlx::query("UPDATE jobs SET state = 'failed', last_error = $2, updated_at = now() WHERE id = $1")
+                    .bind(id)
+                    .bind(format!("parameters: {reason}"))
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 continue;
             }
@@ -266,7 +300,16 @@ pub async fn advance(pool: &PgPool) -> Result<Advanced> {
             if let Some(labels) = &spec.labels {
                 child["labels"] = json!(labels);
             }
-            let job = NewJob { team_id: team, kind: "train".into(), priority, parameters: child, max_attempts: 3, idempotency_key: Some(format!("sweep:{id}:{created}")), parent_id: Some(id) };
+            let job = NewJob {
+                team_id: team,
+                kind: "train".into(),
+                priority,
+                parameters: child,
+                max_attempts: 3,
+                idempotency_key: Some(format!("sweep:{id}:{created}")),
+                parent_id: Some(id),
+                request_hash: None,
+            };
             jobs::submit_in(&mut tx, &job).await?;
             created += 1;
             done.children_started += 1;
@@ -308,7 +351,13 @@ async fn stop_losers(tx: &mut PgConnection, sweep: Uuid, metric: PromotionMetric
         let others: Vec<f64> = by_child.iter().filter(|(c, _)| *c != child).filter_map(|(_, (_, curve))| curve.get(&epoch).copied()).collect();
         if let Some(median) = below_median(value, &others, rule.min_others) {
             if jobs::cancel_in(&mut *tx, *child).await? {
-                jobs::event(&mut *tx, *child, "early_terminated", json!({ "rule": "median", "epoch": epoch, "metric": column, "value": value, "median": median, "others": others.len() })).await?;
+                jobs::event(
+                    &mut *tx,
+                    *child,
+                    "early_terminated",
+                    json!({ "rule": "median", "epoch": epoch, "metric": column, "value": value, "median": median, "others": others.len() }),
+                )
+                .await?;
                 stopped += 1;
             }
         }
@@ -348,7 +397,11 @@ async fn finish(tx: &mut PgConnection, sweep: Uuid, team: Uuid, spec: &SweepSpec
     };
     let record = json!({ "sweep_id": sweep, "trial": child.2, "metric": key, "value": value, "trials": children.len(),
                          "chosen_on": "validation", "choose_by": spec.choose_by, "settings": settings, "children": table });
-    sqlx::query("UPDATE model_versions SET lineage = lineage || jsonb_build_object('sweep', $2::jsonb) WHERE id = $1").bind(version).bind(&record).execute(&mut *tx).await?;
+    sqlx::query("UPDATE model_versions SET lineage = lineage || jsonb_build_object('sweep', $2::jsonb) WHERE id = $1")
+        .bind(version)
+        .bind(&record)
+        .execute(&mut *tx)
+        .await?;
     jobs::event(&mut *tx, sweep, "sweep_chosen", json!({ "model_version_id": version, "job_id": child.0, "trial": child.2, "metric": key, "value": value, "choose_by": spec.choose_by, "settings": settings, "children": table })).await?;
     if let Some(policy) = &spec.promote {
         registry::set_alias(&mut *tx, team, registry::CANDIDATE, version, json!({ "sweep_id": sweep })).await?;
@@ -391,6 +444,32 @@ mod tests {
             json!({ "grid": { "seed": [1] }, "max_concurrency": 0 }),
         ] {
             assert!(spec(bad.clone()).expand().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_huge_grid_is_refused_before_it_is_built() {
+        // 200 x 2,000 values: 400,000 trials would take ~270 MB to build; sized first, nothing is.
+        let grid = json!({ "grid": { "seed": (0..200).collect::<Vec<_>>(), "split_seed": (0..2000).collect::<Vec<_>>() } });
+        let e = spec(grid).expand().unwrap_err().to_string();
+        assert!(e.contains("this grid has 400000"), "{e}");
+        let product_overflows = json!({ "grid": { "seed": (0..100_000).collect::<Vec<_>>(), "split_seed": (0..100_000).collect::<Vec<_>>(), "epochs": (0..100_000).collect::<Vec<_>>(), "batch_size": (0..100_000).collect::<Vec<_>>() } });
+        assert!(spec(product_overflows).expand().is_err());
+    }
+
+    #[test]
+    fn every_child_is_checked_as_the_training_job_it_will_be() {
+        let cases = [
+            (json!({ "grid": { "epochs": [1, 1000] } }), "trial 1: epochs 1000: outside [1, 100]"),
+            (json!({ "hyperparameters": { "max_length": 1_000_000_000 }, "grid": { "seed": [1] } }), "trial 0: max_length"),
+            (json!({ "hyperparameters": { "lr": 1 }, "grid": { "seed": [1] } }), "unknown hyperparameter"),
+            (json!({ "base_model": "/etc", "grid": { "seed": [1] } }), "no paths"),
+            (json!({ "grid": { "seed": [1] }, "max_concurrency": 1000 }), "max_concurrency 1000"),
+            (json!({ "grid": { "seed": [1] }, "promote": { "alias": "../x" } }), "promote.alias"),
+        ];
+        for (bad, reason) in cases {
+            let e = spec(bad.clone()).expand().unwrap_err().to_string();
+            assert!(e.contains(reason), "{bad}: {e}");
         }
     }
 

@@ -38,7 +38,16 @@ impl TestDb {
 }
 
 fn new_job(team: Uuid, key: Option<&str>, max_attempts: i32) -> NewJob {
-    NewJob { team_id: team, kind: "train".into(), priority: 0, parameters: serde_json::json!({"lr": 5e-5}), max_attempts, idempotency_key: key.map(str::to_owned), parent_id: None }
+    NewJob {
+        team_id: team,
+        kind: "train".into(),
+        priority: 0,
+        parameters: serde_json::json!({"lr": 5e-5}),
+        max_attempts,
+        idempotency_key: key.map(str::to_owned),
+        parent_id: None,
+        request_hash: None,
+    }
 }
 
 async fn events(pool: &PgPool, id: Uuid) -> Vec<String> {
@@ -84,7 +93,8 @@ async fn an_expired_lease_is_reaped_and_the_dead_worker_cannot_write() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(jobs::reap_expired(&db.pool).await.unwrap(), vec![id]);
     assert!(jobs::heartbeat(&db.pool, id, "dead", 30.0, 0.9).await.unwrap().is_err());
-    let wait: f64 = sqlx::query_scalar("SELECT extract(epoch FROM not_before - now())::float8 FROM jobs WHERE id = $1").bind(id).fetch_one(&db.pool).await.unwrap();
+    let wait: f64 =
+        sqlx::query_scalar("SELECT extract(epoch FROM not_before - now())::float8 FROM jobs WHERE id = $1").bind(id).fetch_one(&db.pool).await.unwrap();
     assert!(wait > 0.0 && wait <= jobs::BACKOFF_BASE_SECS, "first retry backs off {wait} s");
     let second = jobs::claim(&db.pool, id, "alive", 0.2).await.unwrap().expect("re-queued");
     assert_eq!(second.attempt, 2);

@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use absa_platform::{jobs, retrains, sweeps};
 use absa_platform::queue::{publish_confirmed, Reconnecting, Topology};
+use absa_platform::{jobs, retrains, sweeps};
 use sqlx::postgres::{PgConnection, PgListener};
 use sqlx::{Connection, PgPool};
 use tokio::sync::{Mutex, MutexGuard, Notify};
@@ -43,17 +43,24 @@ pub struct Dispatcher {
     batch: i64,
     shard_size: i64,
     redispatch_after_secs: f64,
+    quotas: jobs::TeamQuotas,
 }
 
 impl Dispatcher {
     pub fn new(pool: PgPool, amqp: Reconnecting) -> Self {
         let topology = amqp.topology().clone();
-        Self { pool, amqp: Mutex::new(amqp), topology, batch: 100, shard_size: 5000, redispatch_after_secs: 30.0 }
+        Self { pool, amqp: Mutex::new(amqp), topology, batch: 100, shard_size: 5000, redispatch_after_secs: 30.0, quotas: jobs::TeamQuotas::default() }
     }
 
     /// Documents per shard for `score` jobs that do not say (`shard_size` parameter).
     pub fn with_shard_size(mut self, shard_size: i64) -> Self {
         self.shard_size = shard_size.max(1);
+        self
+    }
+
+    /// How much of the workers one team may hold at once.
+    pub fn with_quotas(mut self, quotas: jobs::TeamQuotas) -> Self {
+        self.quotas = quotas;
         self
     }
 
@@ -87,7 +94,7 @@ impl Dispatcher {
         let mut dispatched = 0;
         loop {
             let mut tx = self.pool.begin().await?;
-            let batch = jobs::take_dispatchable(&mut tx, &["train", "score_shard"], self.batch).await?;
+            let batch = jobs::take_dispatchable(&mut tx, &["train", "score_shard"], self.batch, &self.quotas).await?;
             if batch.is_empty() {
                 break;
             }

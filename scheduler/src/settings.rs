@@ -23,10 +23,13 @@ pub struct DispatchSettings {
     /// Seconds a dispatched job may wait unclaimed before it is published again (its
     /// message sits behind a busy worker, or was lost with the broker).
     pub redispatch_after_secs: f64,
+    /// What one team may hold at once (`ABSA_DISPATCH__QUOTAS__MAX_WAITING`,
+    /// `..__MAX_ACTIVE`, `..__MAX_GPUS`; 0: no limit).
+    pub quotas: absa_platform::jobs::TeamQuotas,
 }
 
 impl Default for DispatchSettings {
     fn default() -> Self {
-        Self { interval_secs: 1.0, delivery_limit: 5, shard_size: 5000, redispatch_after_secs: 30.0 }
+        Self { interval_secs: 1.0, delivery_limit: 5, shard_size: 5000, redispatch_after_secs: 30.0, quotas: Default::default() }
     }
 }

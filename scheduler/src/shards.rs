@@ -5,8 +5,10 @@
 //! `score_shards` view for dashboards). A shard's parameters are its parent's plus
 //! `shard` (numbered from 0), `seq_from` and `seq_to` (exclusive); ranges step by
 //! `shard_size` from the corpus's smallest seq to its largest, so gaps in the seqs
-//! only make some shards smaller.
+//! only make some shards smaller. A job has at most `MAX_SHARDS` shards; the lexicon
+//! stays in the parent.
 
+use absa_platform::job_spec::score::MAX_SHARDS;
 use absa_platform::jobs;
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool};
@@ -77,10 +79,14 @@ async fn plan(tx: &mut PgConnection, team: Uuid, parameters: &Value, default_sha
     if !model_ok {
         return Ok(Err(format!("model version {model} not found")));
     }
-    let (min, max): (Option<i64>, Option<i64>) = sqlx::query_as("SELECT min(seq), max(seq) FROM documents WHERE corpus_id = $1").bind(corpus).fetch_one(&mut *tx).await?;
+    let (min, max): (Option<i64>, Option<i64>) =
+        sqlx::query_as("SELECT min(seq), max(seq) FROM documents WHERE corpus_id = $1").bind(corpus).fetch_one(&mut *tx).await?;
     Ok(Ok(match (min, max) {
         (Some(min), Some(max)) => {
             let span = i128::from(max) - i128::from(min) + 1;
+            // At most MAX_SHARDS shards: a larger corpus gets larger shards.
+            let fewest_size = (span + i128::from(MAX_SHARDS) - 1) / i128::from(MAX_SHARDS);
+            let shard_size = i64::try_from(i128::from(shard_size).max(fewest_size)).unwrap_or(i64::MAX);
             let shards = (span + i128::from(shard_size) - 1) / i128::from(shard_size);
             Plan { seq_min: min, shard_size, shards: shards as i64, seq_end: max.saturating_add(1) }
         }
@@ -89,13 +95,14 @@ async fn plan(tx: &mut PgConnection, team: Uuid, parameters: &Value, default_sha
 }
 
 async fn fan_out(tx: &mut PgConnection, parent: Uuid, plan: Plan) -> anyhow::Result<()> {
-    // Children inherit team, priority, attempts and every parameter. The idempotency key
-    // makes a repeated fan-out insert nothing new.
+    // Children inherit team, priority, attempts and every parameter but the lexicon,
+    // which is stored once, in the parent (the scorer reads it there). The idempotency
+    // key makes a repeated fan-out insert nothing new.
     let created: i64 = sqlx::query_scalar(
         "WITH shard AS (
              INSERT INTO jobs (id, team_id, kind, priority, parameters, max_attempts, idempotency_key, parent_id)
              SELECT gen_random_uuid(), p.team_id, 'score_shard', p.priority,
-                    p.parameters || jsonb_build_object('shard', n, 'seq_from', $2 + n * $3,
+                    (p.parameters - 'lexicon') || jsonb_build_object('shard', n, 'seq_from', $2 + n * $3,
                                                        'seq_to', least($2 + (n + 1) * $3, $5)),
                     p.max_attempts, 'shard:' || p.id || ':' || n, p.id
              FROM jobs p, generate_series(0::bigint, $4 - 1) AS n

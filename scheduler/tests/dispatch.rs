@@ -63,6 +63,86 @@ async fn queued_jobs_are_published_by_priority_and_expired_ones_come_back() -> a
     Ok(())
 }
 
+/// Two teams: `a` queues 100 training jobs at priority 100, then `b` queues 5 at
+/// priority 0. One worker takes messages in order (claim, complete, next), the
+/// scheduler refilling between them. Teams take turns and priority orders a team's own
+/// jobs only, so all of b's jobs start among the first 21 (a's 16 waiting messages and
+/// b's 5), long before a's backlog ends; ordered by priority alone they would start
+/// 101st to 105th.
+#[tokio::test]
+async fn teams_take_turns_so_one_teams_backlog_does_not_starve_another() -> anyhow::Result<()> {
+    let db = TestDb::new("absa_test_dispatch").await;
+    let pool = db.pool.clone();
+    let b_team = Uuid::new_v4();
+    sqlx::query("INSERT INTO teams (id, name) VALUES ($1, 'b')").bind(b_team).execute(&pool).await?;
+    for _ in 0..100 {
+        db.submit("train", 100, serde_json::json!({})).await;
+    }
+    let mut b_jobs = Vec::new();
+    for _ in 0..5 {
+        b_jobs.push(jobs::submit(&pool, &jobs::NewJob { team_id: b_team, ..db.job("train", 0, serde_json::json!({})) }).await?.id());
+    }
+    let amqp = common::broker().await;
+    let topology = amqp.topology().clone();
+    let connection = absa_platform::queue::connect(&common::amqp()).await?;
+    let dispatcher = Dispatcher::new(pool.clone(), amqp);
+    assert_eq!(dispatcher.pass().await?.dispatched, 16 + 5, "each team's waiting messages are capped at 16");
+    let channel = connection.create_channel().await?;
+    let mut train = channel.basic_consume(topology.train.as_str().into(), "w".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    let mut started = Vec::new();
+    while started.len() < 105 {
+        let Some(id) = next_job(&mut train, Duration::from_millis(300)).await else {
+            dispatcher.pass().await?;
+            continue;
+        };
+        if jobs::claim(&pool, id, "worker", 30.0).await?.is_some() {
+            jobs::complete(&pool, id, "worker").await?.expect("the lease is held");
+            started.push(id);
+        }
+    }
+    let b_turns: Vec<usize> = b_jobs.iter().map(|b| started.iter().position(|s| s == b).unwrap()).collect();
+    assert!(b_turns.iter().all(|&t| t < 21), "b's jobs started at {b_turns:?} of 105");
+    common::delete_topology(&topology).await;
+    db.drop().await;
+    Ok(())
+}
+
+/// Quotas: with at most 3 active jobs and 4 GPUs per team, a pass dispatches 3 of a
+/// team's 10 CPU jobs, and of its GPU jobs only what fits in 4 GPUs.
+#[tokio::test]
+async fn a_team_holds_at_most_its_quota_of_jobs_and_gpus() -> anyhow::Result<()> {
+    let db = TestDb::new("absa_test_dispatch").await;
+    let pool = db.pool.clone();
+    for _ in 0..10 {
+        db.submit("score_shard", 0, serde_json::json!({})).await;
+    }
+    let amqp = common::broker().await;
+    let topology = amqp.topology().clone();
+    let quotas = jobs::TeamQuotas { max_waiting: 0, max_active: 3, max_gpus: 4 };
+    let dispatcher = Dispatcher::new(pool.clone(), amqp).with_quotas(quotas);
+    assert_eq!(dispatcher.pass().await?.dispatched, 3);
+    assert_eq!(dispatcher.pass().await?.dispatched, 0, "3 are active");
+    let active: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM jobs WHERE state = 'dispatched'").fetch_all(&pool).await?;
+    jobs::claim(&pool, active[0], "w", 30.0).await?.unwrap();
+    jobs::complete(&pool, active[0], "w").await?.unwrap();
+    assert_eq!(dispatcher.pass().await?.dispatched, 1, "one finished, one more goes");
+    sqlx::query("UPDATE jobs SET state = 'cancelled' WHERE state IN ('queued', 'dispatched')").execute(&pool).await?;
+    // GPU jobs: a live trainer offers 8 GPUs; jobs of 2, 2 and 2 GPUs: two fit in 4.
+    absa_platform::workers::advertise(&pool, "trainer-eight-gpus", "trainer", absa_platform::workers::Offer { gpus: 8, gpu_memory_mib: 81_920 }).await?;
+    let quotas = jobs::TeamQuotas { max_waiting: 0, max_active: 0, max_gpus: 4 };
+    let amqp = common::broker().await;
+    let gpu_topology = amqp.topology().clone();
+    let dispatcher = Dispatcher::new(pool.clone(), amqp).with_quotas(quotas);
+    for _ in 0..3 {
+        db.submit("train", 0, serde_json::json!({ "gpus": 2 })).await;
+    }
+    assert_eq!(dispatcher.pass().await?.dispatched, 2);
+    common::delete_topology(&topology).await;
+    common::delete_topology(&gpu_topology).await;
+    db.drop().await;
+    Ok(())
+}
+
 /// The next message on `queue`'s consumer, or `None` within `wait`.
 async fn next_job(consumer: &mut lapin::Consumer, wait: Duration) -> Option<Uuid> {
     let d = tokio::time::timeout(wait, consumer.next()).await.ok()??.ok()?;
@@ -166,11 +246,10 @@ async fn a_submission_wakes_the_loop_at_once_even_after_the_listener_lost_its_co
     println!("submit to dispatched: {waited:?}");
 
     // Kill the listener's session: the loop must reconnect it, not die.
-    let killed: i64 = sqlx::query_scalar(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
-    )
-    .fetch_one(&db.pool)
-    .await?;
+    let killed: i64 =
+        sqlx::query_scalar("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'")
+            .fetch_one(&db.pool)
+            .await?;
     assert_eq!(killed, 1, "one listener session");
     tokio::time::sleep(Duration::from_millis(1500)).await; // the listener's first backoff
     let second = db.submit("train", 0, serde_json::json!({})).await;

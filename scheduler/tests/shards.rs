@@ -12,11 +12,7 @@ use uuid::Uuid;
 
 /// (shard, seq_from, seq_to, state) from the view, in shard order.
 async fn view(db: &TestDb, parent: Uuid) -> Vec<(i32, i64, i64, String)> {
-    sqlx::query_as("SELECT shard, seq_from, seq_to, state FROM score_shards WHERE job_id = $1 ORDER BY shard")
-        .bind(parent)
-        .fetch_all(&db.pool)
-        .await
-        .unwrap()
+    sqlx::query_as("SELECT shard, seq_from, seq_to, state FROM score_shards WHERE job_id = $1 ORDER BY shard").bind(parent).fetch_all(&db.pool).await.unwrap()
 }
 
 async fn shard_ids(db: &TestDb, parent: Uuid) -> Vec<Uuid> {
@@ -55,10 +51,7 @@ async fn a_score_job_fans_out_into_seq_ranges_that_inherit_the_parent() {
 
     assert_eq!(fan_out_queued(&db.pool, 5000, 100).await.unwrap(), 1);
     assert_eq!(fan_out_queued(&db.pool, 5000, 100).await.unwrap(), 0, "a parent fans out once");
-    assert_eq!(
-        view(&db, parent).await,
-        vec![(0, 10, 20, "queued".into()), (1, 20, 30, "queued".into()), (2, 30, 35, "queued".into())]
-    );
+    assert_eq!(view(&db, parent).await, vec![(0, 10, 20, "queued".into()), (1, 20, 30, "queued".into()), (2, 30, 35, "queued".into())]);
     assert_eq!(parent_row(&db, parent).await.0, "running");
     assert_eq!(db.events(parent).await, vec!["submitted", "fanned_out"]);
     let lease: (Option<String>, i32) = sqlx::query_as("SELECT lease_owner, attempts FROM jobs WHERE id = $1").bind(parent).fetch_one(&db.pool).await.unwrap();
@@ -79,6 +72,30 @@ async fn a_score_job_fans_out_into_seq_ranges_that_inherit_the_parent() {
         assert_eq!(parameters, expected);
         assert_eq!(key, format!("shard:{parent}:{n}"));
     }
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn the_lexicon_stays_in_the_parent_and_a_huge_corpus_gets_at_most_max_shards() {
+    let db = TestDb::new("absa_test_shards").await;
+    // Seqs 0 and 1,000,000: with shard_size 1 that would be 1,000,001 shards.
+    let (corpus, model) = db.corpus([0, 1_000_000]).await;
+    let lexicon: Vec<String> = (0..1000).map(|i| format!("term {i} {}", "x".repeat(90))).collect();
+    let parent = db.submit("score", 0, json!({ "corpus_id": corpus, "model_version_id": model, "shard_size": 1, "lexicon": lexicon })).await;
+    assert_eq!(fan_out_queued(&db.pool, 5000, 100).await.unwrap(), 1);
+    let (shards, with_lexicon, size): (i64, i64, Option<i64>) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE parameters ? 'lexicon'), max((parameters->>'seq_to')::bigint - (parameters->>'seq_from')::bigint) FROM jobs WHERE parent_id = $1",
+    )
+    .bind(parent)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    // 1,000,001 seqs in at most 10,000 shards: shards of 101 seqs, 9,901 of them.
+    assert_eq!((shards, with_lexicon, size), (9901, 0, Some(101)), "shards, shards carrying the lexicon, shard size");
+    assert!(shards <= absa_platform::job_spec::score::MAX_SHARDS);
+    let kept: i32 =
+        sqlx::query_scalar("SELECT jsonb_array_length(parameters->'lexicon') FROM jobs WHERE id = $1").bind(parent).fetch_one(&db.pool).await.unwrap();
+    assert_eq!(kept, 1000, "the parent keeps it, once");
     db.drop().await;
 }
 

@@ -174,7 +174,7 @@ fn score(settings: &Settings, args: ScoreArgs) -> anyhow::Result<()> {
         Some(path) => Some(Arc::new(Lexicon::from_file(path)?)),
         None => None,
     };
-    let records = readers::open(&args.input, &ReaderOptions { max_line_bytes: args.max_line_bytes })?;
+    let records = readers::open(&args.input, &ReaderOptions { max_line_bytes: args.max_line_bytes, ..ReaderOptions::default() })?;
     let errors_path = args.errors.unwrap_or_else(|| {
         let mut p = args.output.clone().into_os_string();
         p.push(".errors.jsonl");

@@ -67,7 +67,14 @@ pub struct ScoreWorker {
 }
 
 impl ScoreWorker {
-    pub fn new(pool: PgPool, settings: WorkerSettings, default_precision: Precision, engine: EngineOptions, session: SessionOptions, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        pool: PgPool,
+        settings: WorkerSettings,
+        default_precision: Precision,
+        engine: EngineOptions,
+        session: SessionOptions,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         let store = ArtifactStore::new(pool.clone(), settings.backend());
         Self { pool, store, settings, default_precision, engine, session, name: platform_worker::worker_name("scorer"), shutdown, open: None }
     }
@@ -105,10 +112,17 @@ impl ScoreWorker {
         let run_id = parent.unwrap_or(job.id);
         let precision = params.precision.unwrap_or(self.default_precision);
         let model = self.model(job.team_id, params.model_version_id, precision).await?;
-        let lexicon = match &params.lexicon {
-            Some(terms) if !terms.is_empty() => {
-                Some(Arc::new(Lexicon::new(terms.iter().map(String::as_str)).map_err(|e| Permanent(format!("lexicon: {e}")))?))
+        // The lexicon is stored once, in the parent score job.
+        let parent_lexicon: Option<Vec<String>> = match (parent, &params.lexicon) {
+            (Some(parent), None) => {
+                let terms: Option<Value> =
+                    sqlx::query_scalar("SELECT parameters->'lexicon' FROM jobs WHERE id = $1").bind(parent).fetch_one(&self.pool).await?;
+                terms.filter(|t| !t.is_null()).map(serde_json::from_value).transpose().map_err(|e| Permanent(format!("the parent job's lexicon: {e}")))?
             }
+            _ => None,
+        };
+        let lexicon = match params.lexicon.as_ref().or(parent_lexicon.as_ref()) {
+            Some(terms) if !terms.is_empty() => Some(Arc::new(Lexicon::new(terms.iter().map(String::as_str)).map_err(|e| Permanent(format!("lexicon: {e}")))?)),
             _ => None,
         };
         let documents = read_documents(&self.pool, job.team_id, &params).await?;

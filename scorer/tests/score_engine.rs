@@ -103,10 +103,11 @@ fn small_batches() -> EngineOptions {
 
 fn run(model_dir: &Path, input: &Path, output: &Path, errors: &Path) -> ScoreStats {
     let mut model = ScoringModel::open(model_dir, Precision::Fp32, &SessionOptions::with_threads(1)).unwrap();
-    let records = readers::open(input, &ReaderOptions { max_line_bytes: 2000 }).unwrap();
+    let records = readers::open(input, &ReaderOptions { max_line_bytes: 2000, ..ReaderOptions::default() }).unwrap();
     let sink = output::create(output, &model.labels).unwrap();
     let mut updates = 0;
-    let stats = engine::run(&mut model, records, Some(lexicon()), &small_batches(), sink, ErrorLog::create(Some(errors)).unwrap(), &mut |_| updates += 1).unwrap();
+    let stats =
+        engine::run(&mut model, records, Some(lexicon()), &small_batches(), sink, ErrorLog::create(Some(errors)).unwrap(), &mut |_| updates += 1).unwrap();
     assert!(updates as u64 > stats.batches, "progress is reported after every batch");
     stats
 }
@@ -173,10 +174,7 @@ fn csv_in_parquet_out_keeps_ids_as_text_and_every_class_column() {
     let stats = run(dir.path(), &input, &out, &dir.path().join("errors.jsonl"));
     assert_eq!((stats.rows_read, stats.instances_scored, stats.rows_without_targets), (4, 3, 1));
     let records = read_records(&out);
-    let wants = [
-        want(json!("1"), "The screen, sadly, is dim", "screen", 4),
-        want(json!("4"), "multi\nline battery text", "battery", 11),
-    ];
+    let wants = [want(json!("1"), "The screen, sadly, is dim", "screen", 4), want(json!("4"), "multi\nline battery text", "battery", 11)];
     // Row 2 ("Fan noise; fan speed", aspect "fan" without offsets) has one exact match.
     assert_eq!(records.len(), 3);
     assert_eq!((&records[1]["aspect"], &records[1]["start"], &records[1]["line"]), (&json!("fan"), &json!(11), &json!(3)));
@@ -193,7 +191,8 @@ fn parquet_input_is_scored_like_jsonl() {
     let dir = tempfile::tempdir().unwrap();
     let toy = ToyModel::write(dir.path(), 64);
     let input = dir.path().join("corpus.parquet");
-    let schema = Arc::new(parse_message_type("message c { required int64 id; required binary text (UTF8); optional int64 start; optional int64 end; }").unwrap());
+    let schema =
+        Arc::new(parse_message_type("message c { required int64 id; required binary text (UTF8); optional int64 start; optional int64 end; }").unwrap());
     let mut writer = SerializedFileWriter::new(std::fs::File::create(&input).unwrap(), schema, Default::default()).unwrap();
     let mut rg = writer.next_row_group().unwrap();
     let mut col = rg.next_column().unwrap().unwrap();
@@ -287,7 +286,7 @@ fn a_failing_output_stops_the_run_with_the_writer_error() {
     let out = dir.path().join("out.jsonl");
     std::os::unix::fs::symlink("/dev/full", &out).unwrap();
     let mut model = ScoringModel::open(dir.path(), Precision::Fp32, &SessionOptions::with_threads(1)).unwrap();
-    let records = readers::open(&input, &ReaderOptions { max_line_bytes: 2000 }).unwrap();
+    let records = readers::open(&input, &ReaderOptions { max_line_bytes: 2000, ..ReaderOptions::default() }).unwrap();
     let sink = output::create(&out, &model.labels).unwrap();
     let err = engine::run(&mut model, records, Some(lexicon()), &small_batches(), sink, ErrorLog::create(None).unwrap(), &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("No space left on device"), "{err}");

@@ -152,28 +152,30 @@ async fn checks(pool: PgPool, db_url: String, login_a: String, login_b: String) 
         }
     };
     for bad in ["Bad", "pg_reader", "x"] {
-        assert!(bi::create_login(&pool, TEAM_A, bad, "pw").await.is_err(), "{bad} accepted");
+        assert!(bi::create_login(&pool, TEAM_A, bad, "long-enough-pw", None).await.is_err(), "{bad} accepted");
     }
-    let err = bi::create_login(&pool, Uuid::from_u128(0xdead), &login_a, "pw").await.unwrap_err();
+    let err = bi::create_login(&pool, Uuid::from_u128(0xdead), &login_a, "long-enough-pw", None).await.unwrap_err();
     assert!(err.to_string().contains("not found"), "{err}");
     assert_eq!(roles_named(login_a.clone()).await, 0, "a failed create_login left its role behind");
 
-    bi::create_login(&pool, TEAM_A, &login_a, "secret-a").await?;
-    bi::create_login(&pool, TEAM_B, &login_b, "secret-b").await?;
-    let err = bi::create_login(&pool, TEAM_B, &login_a, "other").await.unwrap_err();
+    bi::create_login(&pool, TEAM_A, &login_a, "secret-a-12345", None).await?;
+    bi::create_login(&pool, TEAM_B, &login_b, "secret-b-12345", Some(chrono::Utc::now() + chrono::Duration::days(30))).await?;
+    let err = bi::create_login(&pool, TEAM_B, &login_a, "other-password", None).await.unwrap_err();
     assert!(err.to_string().contains("already exists"), "{err}");
-    let logins: Vec<(String, Uuid)> =
-        sqlx::query_as("SELECT role_name, team_id FROM bi_logins ORDER BY team_id").fetch_all(&pool).await?;
+    // The expiry asked for (the logins below connect with their passwords, so the SCRAM
+    // verifier the service computed is the one Postgres checks).
+    let until: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1").bind(&login_b).fetch_one(&pool).await?;
+    assert!(until.is_some_and(|t| (t - chrono::Utc::now()).num_days() == 29), "{until:?}");
+    assert_eq!(bi::list_logins(&pool, TEAM_B).await?, vec![(login_b.clone(), until)]);
+    let logins: Vec<(String, Uuid)> = sqlx::query_as("SELECT role_name, team_id FROM bi_logins ORDER BY team_id").fetch_all(&pool).await?;
     assert_eq!(logins, vec![(login_a.clone(), TEAM_A), (login_b.clone(), TEAM_B)]);
     let (can_login, in_group): (bool, bool) =
-        sqlx::query_as("SELECT rolcanlogin, pg_has_role(oid, 'absa_bi', 'MEMBER') FROM pg_roles WHERE rolname = $1")
-            .bind(&login_a)
-            .fetch_one(&pool)
-            .await?;
+        sqlx::query_as("SELECT rolcanlogin, pg_has_role(oid, 'absa_bi', 'MEMBER') FROM pg_roles WHERE rolname = $1").bind(&login_a).fetch_one(&pool).await?;
     assert!(can_login && in_group);
 
     // --- Team A's login.
-    let a = login_pool(&db_url, &login_a, "secret-a").await?;
+    let a = login_pool(&db_url, &login_a, "secret-a-12345").await?;
     let (who, team): (String, Option<Uuid>) = sqlx::query_as("SELECT current_user::text, bi_team()").fetch_one(&a).await?;
     assert_eq!((who.as_str(), team), (login_a.as_str(), Some(TEAM_A)));
     let other: Option<Uuid> = sqlx::query_scalar("SELECT bi_team($1)").bind(&login_b).fetch_one(&a).await?;
@@ -199,14 +201,7 @@ async fn checks(pool: PgPool, db_url: String, login_a: String, login_b: String) 
             assert_eq!((r.get::<i32, _>("span_start"), r.get::<i32, _>("span_end")), (0, 3));
             let _: Uuid = r.get("job_id");
             let _: String = r.get("scored_at");
-            (
-                r.get("external_id"),
-                r.get("seq"),
-                r.get("aspect"),
-                r.get("label"),
-                r.get::<String, _>("text").chars().take(7).collect(),
-                r.get("confidence"),
-            )
+            (r.get("external_id"), r.get("seq"), r.get("aspect"), r.get("label"), r.get::<String, _>("text").chars().take(7).collect(), r.get("confidence"))
         })
         .collect();
     let expected: Vec<(String, i64, String, String, String, f32)> = [
@@ -226,11 +221,8 @@ async fn checks(pool: PgPool, db_url: String, login_a: String, login_b: String) 
         sqlx::query_scalar("SELECT (published_at AT TIME ZONE 'UTC')::text FROM bi_sentiment WHERE aspect = 'screen' ORDER BY seq").fetch_all(&a).await?;
     assert!(published[0].as_deref().is_some_and(|p| p.starts_with("2026-01-05")) && published[1].is_none(), "{published:?}");
 
-    let stance: Vec<(String, String, String, f32, Uuid, String)> = sqlx::query_as(
-        "SELECT external_id, target, stance, confidence, team_id, base_model FROM bi_stance ORDER BY seq",
-    )
-    .fetch_all(&a)
-    .await?;
+    let stance: Vec<(String, String, String, f32, Uuid, String)> =
+        sqlx::query_as("SELECT external_id, target, stance, confidence, team_id, base_model FROM bi_stance ORDER BY seq").fetch_all(&a).await?;
     assert_eq!(
         stance,
         vec![
@@ -245,8 +237,7 @@ async fn checks(pool: PgPool, db_url: String, login_a: String, login_b: String) 
     )
     .fetch_all(&a)
     .await?;
-    let summary: Vec<(&str, &str, i64, i64, i64, i64)> =
-        daily.iter().map(|d| (d.3.as_str(), d.4.as_str(), d.5, d.6, d.7, d.8)).collect();
+    let summary: Vec<(&str, &str, i64, i64, i64, i64)> = daily.iter().map(|d| (d.3.as_str(), d.4.as_str(), d.5, d.6, d.7, d.8)).collect();
     assert_eq!(
         summary,
         vec![
@@ -262,11 +253,8 @@ async fn checks(pool: PgPool, db_url: String, login_a: String, login_b: String) 
 
     // Nothing of team B, by any route; not even a filter on B's ids finds anything.
     for view in ["bi_sentiment", "bi_stance", "bi_daily_aspect_sentiment"] {
-        let other: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {view} WHERE team_id = $1 OR corpus_id = $2"))
-            .bind(TEAM_B)
-            .bind(CORPUS_B)
-            .fetch_one(&a)
-            .await?;
+        let other: i64 =
+            sqlx::query_scalar(&format!("SELECT count(*) FROM {view} WHERE team_id = $1 OR corpus_id = $2")).bind(TEAM_B).bind(CORPUS_B).fetch_one(&a).await?;
         assert_eq!(other, 0, "{view} shows team B's rows to team A");
     }
     let leaked: i64 = sqlx::query_scalar("SELECT count(*) FROM bi_sentiment WHERE text LIKE '%secret%'").fetch_one(&a).await?;
@@ -281,7 +269,7 @@ async fn checks(pool: PgPool, db_url: String, login_a: String, login_b: String) 
     assert!(sqlx::query("SET ROLE absa_bi_owner").execute(&a).await.is_err());
 
     // --- Team B's login sees B's rows only.
-    let b = login_pool(&db_url, &login_b, "secret-b").await?;
+    let b = login_pool(&db_url, &login_b, "secret-b-12345").await?;
     let b_rows: Vec<(Uuid, String)> = sqlx::query_as("SELECT team_id, external_id FROM bi_sentiment ORDER BY seq").fetch_all(&b).await?;
     assert_eq!(b_rows, vec![(TEAM_B, "b-0".into()), (TEAM_B, "b-1".into())]);
     let b_stance: Vec<(Uuid, String)> = sqlx::query_as("SELECT team_id, stance FROM bi_stance").fetch_all(&b).await?;

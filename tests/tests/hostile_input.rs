@@ -34,7 +34,12 @@ fn wrong_schema_parquet() -> Vec<u8> {
 }
 
 fn lines_and_reasons(a: &Answer) -> Vec<(i64, String)> {
-    a.body["errors"].as_array().unwrap_or_else(|| panic!("{a:?}")).iter().map(|e| (e["line"].as_i64().unwrap(), e["reason"].as_str().unwrap().to_owned())).collect()
+    a.body["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{a:?}"))
+        .iter()
+        .map(|e| (e["line"].as_i64().unwrap(), e["reason"].as_str().unwrap().to_owned()))
+        .collect()
 }
 
 const GOOD: &str = r#"{"text": "Great battery life", "aspect": "battery life", "start": 6, "end": 18, "label": "positive"}"#;
@@ -53,7 +58,9 @@ async fn bad_rows_are_reported_by_line_and_good_rows_kept() {
     body.extend_from_slice(b"\r\n");
     body.extend_from_slice(b"{\"text\": \"caf\xc3\x28\", \"aspect\": \"x\", \"start\": 0, \"end\": 1, \"label\": \"positive\"}\n"); // 2: invalid UTF-8
     body.extend_from_slice(b"{\"text\": \"nul \\u0000 here\", \"aspect\": \"nul\", \"start\": 0, \"end\": 3, \"label\": \"negative\"}\n"); // 3: NUL
-    body.extend_from_slice(format!("{{\"text\": \"{}\", \"aspect\": \"x\", \"start\": 0, \"end\": 1, \"label\": \"positive\"}}\n", "x".repeat(10 << 20)).as_bytes()); // 4: 10 MB line
+    body.extend_from_slice(
+        format!("{{\"text\": \"{}\", \"aspect\": \"x\", \"start\": 0, \"end\": 1, \"label\": \"positive\"}}\n", "x".repeat(10 << 20)).as_bytes(),
+    ); // 4: 10 MB line
     body.extend_from_slice(format!("{}\n", "[".repeat(100_000)).as_bytes()); // 5: deeply nested
     body.extend_from_slice(b"{\"text\": {\"a\": 1}, \"aspect\": \"x\", \"start\": 0, \"end\": 1, \"label\": \"positive\"}\n"); // 6: wrong type
     body.extend_from_slice(b"{\"text\": \"abc\", \"aspect\": \"ab\", \"start\": \"zero\", \"end\": 2, \"label\": \"positive\"}\n"); // 7: wrong type
@@ -71,7 +78,17 @@ async fn bad_rows_are_reported_by_line_and_good_rows_kept() {
     let lines: Vec<i64> = errors.iter().map(|e| e.0).collect();
     assert_eq!(lines, vec![2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 16], "{errors:#?}");
     let reason = |line: i64| errors.iter().find(|e| e.0 == line).unwrap().1.clone();
-    for (line, needle) in [(2, "UTF-8"), (3, "NUL"), (4, "exceeds the limit"), (5, "not JSON"), (6, "\"text\""), (7, "\"start\""), (8, "negative"), (12, "unknown label"), (16, "not a JSON object")] {
+    for (line, needle) in [
+        (2, "UTF-8"),
+        (3, "NUL"),
+        (4, "exceeds the limit"),
+        (5, "not JSON"),
+        (6, "\"text\""),
+        (7, "\"start\""),
+        (8, "negative"),
+        (12, "unknown label"),
+        (16, "not a JSON object"),
+    ] {
         assert!(reason(line).contains(needle), "line {line}: {}", reason(line));
     }
     assert_eq!(a.body["rows_added"], 3, "lines 1, 10 and 15: {a:?}");
@@ -81,7 +98,8 @@ async fn bad_rows_are_reported_by_line_and_good_rows_kept() {
     assert_eq!(api.get(Some(&mlops), "/v1/jobs").status, 200, "the jobs table is still there");
 
     // Corpora: duplicate ids, a CSV with a BOM and CRLF, an empty file, junk Parquet.
-    let csv = "\u{feff}id,text,aspect,start,end\r\nd1,\"Fast, quiet\",quiet,6,11\r\nd1,again,,,\r\nd2,\"'; DELETE FROM documents; --\",,,\r\nd3,short,short,0,99\r\n";
+    let csv =
+        "\u{feff}id,text,aspect,start,end\r\nd1,\"Fast, quiet\",quiet,6,11\r\nd1,again,,,\r\nd2,\"'; DELETE FROM documents; --\",,,\r\nd3,short,short,0,99\r\n";
     let a = api.upload(Some(&mlops), "/v1/corpora?name=c&format=csv", csv.as_bytes());
     assert_eq!(a.status, 201, "{a:?}");
     assert_eq!(a.body["documents_added"], 2, "{a:?}");
@@ -93,7 +111,8 @@ async fn bad_rows_are_reported_by_line_and_good_rows_kept() {
         assert_eq!(a.status, 400, "{format}: {a:?}");
     }
     // Parquet with the wrong schema: `text` is a number and there is no `label` column.
-    // Each row is reported with its reason; a good Parquet row in the same upload lands.
+    // Each row is reported with its reason (good Parquet rows landing next to bad ones:
+    // hostile_limits.rs).
     let parquet = wrong_schema_parquet();
     let a = api.upload(Some(&mlops), "/v1/datasets?name=pq&format=parquet", &parquet);
     assert_eq!(a.status, 201, "{a:?}");
@@ -108,7 +127,8 @@ async fn bad_rows_are_reported_by_line_and_good_rows_kept() {
     assert!(errors.iter().all(|e| e.1 == "field \"text\" is not a string"), "{errors:?}");
 
     // A JSON body that is not what the route takes is a 400 or 422 with a message.
-    for body in [json!([1, 2]), json!({ "dataset_id": "not-a-uuid", "base_model": "m" }), json!({ "dataset_id": uuid::Uuid::nil(), "base_model": "../../etc" })] {
+    for body in [json!([1, 2]), json!({ "dataset_id": "not-a-uuid", "base_model": "m" }), json!({ "dataset_id": uuid::Uuid::nil(), "base_model": "../../etc" })]
+    {
         let a = api.post(&mlops, "/v1/jobs/train", &body);
         assert!(matches!(a.status, 400 | 404 | 422) && a.body["error"].is_string(), "{body}: {a:?}");
     }

@@ -103,6 +103,20 @@ impl Hyperparameters {
     }
 }
 
+/// A `max_length` the model's position embeddings cannot hold is refused before any
+/// work (RoBERTa-family models reserve two positions for the padding offset).
+fn check_max_length(base: &Path, max_length: Option<usize>) -> anyhow::Result<()> {
+    let Some(max_length) = max_length else { return Ok(()) };
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(base.join("config.json"))?).context("the base model's config.json")?;
+    let Some(positions) = config["max_position_embeddings"].as_u64() else { return Ok(()) };
+    let offset = if matches!(config["model_type"].as_str(), Some("xlm-roberta" | "roberta" | "xlm-roberta-xl")) { 2 } else { 0 };
+    let usable = positions.saturating_sub(offset);
+    if max_length as u64 > usable {
+        return Err(Permanent(format!("max_length {max_length}: the base model has {usable} positions")).into());
+    }
+    Ok(())
+}
+
 /// How a claimed job ended on this worker.
 enum Outcome {
     Completed {
@@ -153,8 +167,11 @@ impl TrainWorker {
     }
 
     async fn train_job(&self, job: &ClaimedJob, lease: &Lease) -> anyhow::Result<Outcome> {
+        // The check the API and the scheduler made, again: a job may come from elsewhere.
+        absa_platform::job_spec::check_train(&job.parameters).map_err(|e| Permanent(format!("job parameters: {e}")))?;
         let params: TrainJobParameters = serde_json::from_value(job.parameters.clone()).map_err(|e| Permanent(format!("job parameters: {e}")))?;
         let base = self.resolve_base(&params.base_model)?;
+        check_max_length(&base, params.hyperparameters.max_length)?;
         let device_plan = match self.device_layout(job, &base, &params).await? {
             Placement::DefaultDevice => None,
             Placement::Plan(plan) => Some(plan),
@@ -235,11 +252,12 @@ impl TrainWorker {
         Ok(outcome)
     }
 
+    /// A base model is a folder of `models_dir`, by name only (no paths: checked by
+    /// `job_spec::check_base_model` before this).
     fn resolve_base(&self, name: &str) -> anyhow::Result<PathBuf> {
-        let path = Path::new(name);
-        let dir = if path.is_absolute() { path.to_path_buf() } else { self.models_dir.join(path) };
-        if name.split('/').any(|part| part == "..") || !dir.join("config.json").is_file() {
-            return Err(Permanent(format!("base model {name:?}: no config.json under {}", dir.display())).into());
+        let dir = self.models_dir.join(name);
+        if !dir.join("config.json").is_file() {
+            return Err(Permanent(format!("base model {name:?}: no config.json in the trainer's models folder")).into());
         }
         Ok(dir)
     }

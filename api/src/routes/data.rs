@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use absa_domain::records::Columns;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiResult};
+use crate::idempotency;
 use crate::uploads::{self, DocumentRow, Parsed, ReportedError, LISTED_ERRORS};
 
 #[derive(Deserialize)]
@@ -74,8 +75,53 @@ async fn store_errors(conn: &mut PgConnection, column: &str, owner: Uuid, errors
     Ok(())
 }
 
-pub async fn upload_dataset(State(state): State<AppState>, caller: Caller, Query(q): Query<DatasetUpload>, headers: axum::http::HeaderMap, body: Body) -> ApiResult<(StatusCode, Json<Value>)> {
+/// What an upload's `Idempotency-Key` stands for: the route, its query and the bytes.
+fn upload_hash(route: &str, uri: &Uri, spooled: &uploads::Spooled) -> String {
+    idempotency::digest(&[route.as_bytes(), uri.query().unwrap_or("").as_bytes(), &spooled.sha256])
+}
+
+/// The first answer when this key and request were uploaded before (200); 422 when the
+/// key was used for another upload. Checked under the dataset's or corpus's row lock,
+/// so a retry racing its original waits for it instead of adding the rows again.
+async fn already_uploaded(tx: &mut PgConnection, team: Uuid, key: Option<&(String, String)>) -> ApiResult<Option<(StatusCode, Json<Value>)>> {
+    let Some((key, hash)) = key else { return Ok(None) };
+    Ok(idempotency::prior_upload(tx, team, key, hash).await?.map(|answer| (StatusCode::OK, Json(answer))))
+}
+
+/// Commits an upload with its key (if any) and answers 201; when a concurrent upload
+/// with the same key committed first, this one is rolled back and that one's answer given.
+async fn finish_upload(
+    state: &AppState,
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    team: Uuid,
+    key: Option<&(String, String)>,
+    answer: Value,
+    bytes: u64,
+    added: u64,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    if let Some((key, hash)) = key {
+        if !idempotency::record_upload(&mut tx, team, key, hash, &answer).await? {
+            drop(tx);
+            let mut conn = state.pool.acquire().await?;
+            let first = idempotency::prior_upload(&mut conn, team, key, hash).await?;
+            return Ok((StatusCode::OK, Json(first.ok_or_else(|| ApiError::Internal(format!("upload key {key} vanished")))?)));
+        }
+    }
+    tx.commit().await?;
+    state.metrics.upload(bytes, added);
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+pub async fn upload_dataset(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<DatasetUpload>,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Role::Mlops)?;
+    let key = idempotency::client_key(&headers)?;
     check_name(&q.name)?;
     let format = uploads::parse_format(q.format.as_deref())?;
     let split = q.split.unwrap_or_else(|| "train".into());
@@ -92,18 +138,23 @@ pub async fn upload_dataset(State(state): State<AppState>, caller: Caller, Query
     };
     let allowed: Option<HashSet<String>> = q.labels.map(|l| l.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect());
     let mut file = uploads::SpoolFile::new_in(&state.upload_dir)?;
-    let bytes = uploads::spool(&headers, body, file.file_mut(), state.max_upload_bytes).await?;
+    let spooled = uploads::spool(&headers, body, file.file_mut(), state.max_upload_bytes).await?;
+    let key = key.map(|k| (k, upload_hash("datasets", &uri, &spooled)));
 
     let mut tx = state.pool.begin().await?;
     let dataset_id = upsert_locked(&mut tx, "datasets", caller.team_id, &q.name).await?;
+    if let Some(answer) = already_uploaded(&mut tx, caller.team_id, key.as_ref()).await? {
+        return Ok(answer);
+    }
     let offset: i64 = sqlx::query_scalar("SELECT coalesce(max(line), 0)::bigint FROM dataset_rows WHERE dataset_id = $1 AND split = $2")
         .bind(dataset_id)
         .bind(&split)
         .fetch_one(&mut *tx)
         .await?;
-    let mut rx = uploads::read_rows(&file, format, move |line, fields| uploads::check_labelled(line, fields, &columns, allowed.as_ref()))?;
+    let mut rx =
+        uploads::read_rows(&file, format, state.reader_options(), move |line, fields| uploads::check_labelled(line, fields, &columns, allowed.as_ref()))?;
     let mut added = 0u64;
-    let mut errors = Vec::new();
+    let mut errors = uploads::RowErrors::new(state.max_stored_errors);
     while let Some(item) = rx.recv().await {
         match item {
             Parsed::Failed(reason) => return Err(ApiError::BadRequest(format!("the file cannot be read: {reason}"))),
@@ -133,34 +184,44 @@ pub async fn upload_dataset(State(state): State<AppState>, caller: Caller, Query
             }
         }
     }
-    store_errors(&mut tx, "dataset_id", dataset_id, &errors).await?;
+    store_errors(&mut tx, "dataset_id", dataset_id, &errors.kept).await?;
     sqlx::query("UPDATE datasets SET label_names = coalesce((SELECT array_agg(DISTINCT label ORDER BY label) FROM dataset_rows WHERE dataset_id = $1), '{}') WHERE id = $1")
         .bind(dataset_id)
         .execute(&mut *tx)
         .await?;
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM dataset_rows WHERE dataset_id = $1").bind(dataset_id).fetch_one(&mut *tx).await?;
-    tx.commit().await?;
-    state.metrics.upload(bytes, added);
-    let listed: Vec<&ReportedError> = errors.iter().take(LISTED_ERRORS).collect();
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "dataset_id": dataset_id, "name": q.name, "split": split, "rows_added": added, "rows_total": total, "error_count": errors.len(), "errors": listed })),
-    ))
+    let listed: Vec<&ReportedError> = errors.kept.iter().take(LISTED_ERRORS).collect();
+    let answer = json!({ "dataset_id": dataset_id, "name": q.name, "split": split, "rows_added": added, "rows_total": total,
+                         "error_count": errors.count, "errors_stored": errors.kept.len(), "errors": listed });
+    finish_upload(&state, tx, caller.team_id, key.as_ref(), answer, spooled.bytes, added).await
 }
 
-pub async fn upload_corpus(State(state): State<AppState>, caller: Caller, Query(q): Query<CorpusUpload>, headers: axum::http::HeaderMap, body: Body) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn upload_corpus(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<CorpusUpload>,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Role::Analyst)?;
+    let key = idempotency::client_key(&headers)?;
     check_name(&q.name)?;
     let format = uploads::parse_format(q.format.as_deref())?;
     let mut file = uploads::SpoolFile::new_in(&state.upload_dir)?;
-    let bytes = uploads::spool(&headers, body, file.file_mut(), state.max_upload_bytes).await?;
+    let spooled = uploads::spool(&headers, body, file.file_mut(), state.max_upload_bytes).await?;
+    let key = key.map(|k| (k, upload_hash("corpora", &uri, &spooled)));
 
     let mut tx = state.pool.begin().await?;
     let corpus_id = upsert_locked(&mut tx, "corpora", caller.team_id, &q.name).await?;
-    let mut next_seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq) + 1, 0)::bigint FROM documents WHERE corpus_id = $1").bind(corpus_id).fetch_one(&mut *tx).await?;
-    let mut rx = uploads::read_rows(&file, format, uploads::check_document)?;
+    if let Some(answer) = already_uploaded(&mut tx, caller.team_id, key.as_ref()).await? {
+        return Ok(answer);
+    }
+    let mut next_seq: i64 =
+        sqlx::query_scalar("SELECT coalesce(max(seq) + 1, 0)::bigint FROM documents WHERE corpus_id = $1").bind(corpus_id).fetch_one(&mut *tx).await?;
+    let mut rx = uploads::read_rows(&file, format, state.reader_options(), uploads::check_document)?;
     let mut added = 0u64;
-    let mut errors = Vec::new();
+    let mut errors = uploads::RowErrors::new(state.max_stored_errors);
     let mut seen: HashMap<String, usize> = HashMap::new();
     while let Some(item) = rx.recv().await {
         match item {
@@ -170,7 +231,7 @@ pub async fn upload_corpus(State(state): State<AppState>, caller: Caller, Query(
                 let mut keep: Vec<DocumentRow> = Vec::with_capacity(rows.len());
                 for row in rows {
                     match seen.get(&row.external_id) {
-                        Some(first) => errors.push(ReportedError { line: row.line as i64, reason: format!("duplicate id {:?} (first on line {first})", row.external_id) }),
+                        Some(first) => errors.push(ReportedError::new(row.line as i64, &format!("duplicate id {:?} (first on line {first})", row.external_id))),
                         None => {
                             seen.insert(row.external_id.clone(), row.line);
                             keep.push(row);
@@ -204,23 +265,20 @@ pub async fn upload_corpus(State(state): State<AppState>, caller: Caller, Query(
                 .await?;
                 let landed: HashSet<String> = inserted.iter().map(|r| r.get::<String, _>(0)).collect();
                 for row in keep.iter().filter(|r| !landed.contains(&r.external_id)) {
-                    errors.push(ReportedError { line: row.line as i64, reason: format!("id {:?} is already in the corpus", row.external_id) });
+                    errors.push(ReportedError::new(row.line as i64, &format!("id {:?} is already in the corpus", row.external_id)));
                 }
                 next_seq += keep.len() as i64;
                 added += landed.len() as u64;
             }
         }
     }
-    errors.sort_by_key(|e| e.line);
-    store_errors(&mut tx, "corpus_id", corpus_id, &errors).await?;
+    errors.kept.sort_by_key(|e| e.line);
+    store_errors(&mut tx, "corpus_id", corpus_id, &errors.kept).await?;
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM documents WHERE corpus_id = $1").bind(corpus_id).fetch_one(&mut *tx).await?;
-    tx.commit().await?;
-    state.metrics.upload(bytes, added);
-    let listed: Vec<&ReportedError> = errors.iter().take(LISTED_ERRORS).collect();
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "corpus_id": corpus_id, "name": q.name, "documents_added": added, "documents_total": total, "error_count": errors.len(), "errors": listed })),
-    ))
+    let listed: Vec<&ReportedError> = errors.kept.iter().take(LISTED_ERRORS).collect();
+    let answer = json!({ "corpus_id": corpus_id, "name": q.name, "documents_added": added, "documents_total": total,
+                         "error_count": errors.count, "errors_stored": errors.kept.len(), "errors": listed });
+    finish_upload(&state, tx, caller.team_id, key.as_ref(), answer, spooled.bytes, added).await
 }
 
 pub async fn list_datasets(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
@@ -232,15 +290,21 @@ pub async fn list_datasets(State(state): State<AppState>, caller: Caller) -> Api
     .bind(caller.team_id)
     .fetch_all(&state.pool)
     .await?;
-    let datasets: Vec<Value> = rows.into_iter().map(|(id, name, labels, at, n)| json!({"id": id, "name": name, "label_names": labels, "rows": n, "created_at": at})).collect();
+    let datasets: Vec<Value> =
+        rows.into_iter().map(|(id, name, labels, at, n)| json!({"id": id, "name": name, "label_names": labels, "rows": n, "created_at": at})).collect();
     Ok(Json(json!({ "datasets": datasets })))
 }
 
 pub async fn get_dataset(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
     let row: Option<(String, Vec<String>, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as("SELECT name, label_names, created_at FROM datasets WHERE id = $1 AND team_id = $2").bind(id).bind(caller.team_id).fetch_optional(&state.pool).await?;
+        sqlx::query_as("SELECT name, label_names, created_at FROM datasets WHERE id = $1 AND team_id = $2")
+            .bind(id)
+            .bind(caller.team_id)
+            .fetch_optional(&state.pool)
+            .await?;
     let (name, labels, at) = row.ok_or_else(|| ApiError::NotFound(format!("dataset {id}")))?;
-    let splits: Vec<(String, i64)> = sqlx::query_as("SELECT split, count(*) FROM dataset_rows WHERE dataset_id = $1 GROUP BY split").bind(id).fetch_all(&state.pool).await?;
+    let splits: Vec<(String, i64)> =
+        sqlx::query_as("SELECT split, count(*) FROM dataset_rows WHERE dataset_id = $1 GROUP BY split").bind(id).fetch_all(&state.pool).await?;
     let rows: serde_json::Map<String, Value> = splits.into_iter().map(|(s, n)| (s, json!(n))).collect();
     Ok(Json(json!({ "id": id, "name": name, "label_names": labels, "rows": rows, "created_at": at })))
 }
@@ -276,13 +340,18 @@ pub async fn row_errors(state: &AppState, caller: &Caller, owner: &str, id: Uuid
         "corpus_id" => ("corpora", "corpus_id"),
         _ => ("jobs", "job_id"),
     };
-    let owned: Option<i32> = sqlx::query_scalar(&format!("SELECT 1 FROM {table} WHERE id = $1 AND team_id = $2")).bind(id).bind(caller.team_id).fetch_optional(&state.pool).await?;
+    let owned: Option<i32> =
+        sqlx::query_scalar(&format!("SELECT 1 FROM {table} WHERE id = $1 AND team_id = $2")).bind(id).bind(caller.team_id).fetch_optional(&state.pool).await?;
     if owned.is_none() {
         return Err(ApiError::NotFound(format!("{} {id}", &table[..table.len() - 1])));
     }
     // An upload's own errors (a training job's rejected rows are listed under the job).
     let only_upload = if column == "job_id" { "" } else { " AND job_id IS NULL" };
-    let rows: Vec<(i64, String)> = sqlx::query_as(&format!("SELECT line, reason FROM row_errors WHERE {column} = $1{only_upload} ORDER BY line, id LIMIT 100000")).bind(id).fetch_all(&state.pool).await?;
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as(&format!("SELECT line, reason FROM row_errors WHERE {column} = $1{only_upload} ORDER BY line, id LIMIT 100000"))
+            .bind(id)
+            .fetch_all(&state.pool)
+            .await?;
     let errors: Vec<Value> = rows.into_iter().map(|(line, reason)| json!({"line": line, "reason": reason})).collect();
     Ok(Json(json!({ "errors": errors })))
 }

@@ -1,6 +1,7 @@
 //! `/v1/jobs`: submit training and scoring jobs (idempotent with `Idempotency-Key`),
 //! their status with progress and events, per-epoch metrics, row errors, cancellation.
 
+use absa_platform::job_spec;
 use absa_platform::jobs::{self, NewJob, Submitted};
 use absa_platform::registry::{self, PromotionPolicy};
 use absa_platform::sweeps;
@@ -13,31 +14,8 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
-use crate::error::{parse_json, ApiError, ApiResult};
-
-/// Hyperparameters a training job accepts (the trainer's names).
-const HYPERPARAMETERS: [&str; 17] = [
-    "learning_rate",
-    "weight_decay",
-    "warmup_steps",
-    "batch_size",
-    "gradient_accumulation_steps",
-    "epochs",
-    "max_grad_norm",
-    "seed",
-    "split_seed",
-    "validation_fraction",
-    "max_length",
-    "pooling",
-    "padding",
-    "early_stopping_patience",
-    "select_metric",
-    "sharding",
-    "offload_optimizer",
-];
-
-/// CPU ranks a job may ask for (processes on one trainer's host).
-const MAX_RANKS_PER_JOB: u32 = 64;
+use crate::error::{parse_json, read_body, ApiError, ApiResult};
+use crate::idempotency;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,16 +48,32 @@ pub struct ScoreRequest {
     priority: Option<i32>,
 }
 
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
-    match headers.get("idempotency-key") {
-        None => Ok(None),
-        Some(v) => {
-            let key = v.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?;
-            if key.is_empty() || key.len() > 200 {
-                return Err(ApiError::BadRequest("Idempotency-Key: 1 to 200 characters".into()));
-            }
-            Ok(Some(key.to_owned()))
-        }
+fn check_priority(priority: Option<i32>) -> ApiResult<i32> {
+    let p = priority.unwrap_or(0);
+    if !job_spec::PRIORITY_RANGE.contains(&p) {
+        return Err(ApiError::Unprocessable(format!(
+            "priority {p}: {} to {} (it orders a team's own jobs)",
+            job_spec::PRIORITY_RANGE.start(),
+            job_spec::PRIORITY_RANGE.end()
+        )));
+    }
+    Ok(p)
+}
+
+/// A request's idempotency: its key (if any) and what the key stands for.
+struct Idempotency {
+    key: Option<String>,
+    hash: Option<String>,
+}
+
+impl Idempotency {
+    /// The key, and the request it stands for: the route and the JSON body (parsed, so
+    /// spacing does not count).
+    fn of(headers: &HeaderMap, kind: &str, body: &[u8]) -> ApiResult<Self> {
+        let key = idempotency::client_key(headers)?;
+        let canonical = serde_json::from_slice::<Value>(body).map(|v| v.to_string()).unwrap_or_default();
+        let hash = key.as_ref().map(|_| idempotency::digest(&[kind.as_bytes(), canonical.as_bytes()]));
+        Ok(Self { key, hash })
     }
 }
 
@@ -88,66 +82,53 @@ async fn submit(
     caller: &Caller,
     kind: &str,
     parameters: Value,
-    priority: Option<i32>,
-    key: Option<String>,
+    priority: i32,
+    idempotency: Idempotency,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE team_id = $1 AND state = 'queued' AND parent_id IS NULL")
+        .bind(caller.team_id)
+        .fetch_one(&state.pool)
+        .await?;
+    if queued >= state.max_queued_per_team {
+        return Err(ApiError::TooMany(format!("the team has {queued} jobs queued, its quota (api.max_queued_per_team); submit again when some have started")));
+    }
     let job = NewJob {
         team_id: caller.team_id,
         kind: kind.into(),
-        priority: priority.unwrap_or(0),
+        priority,
         parameters,
         max_attempts: 3,
-        idempotency_key: key,
+        idempotency_key: idempotency.key,
         parent_id: None,
+        request_hash: idempotency.hash,
     };
     let submitted = jobs::submit(&state.pool, &job).await?;
     let status = match submitted {
         Submitted::Created(_) => StatusCode::CREATED,
         Submitted::Existing(_) => StatusCode::OK,
+        Submitted::KeyReused(id) => return Err(idempotency::reused(&format!("job {id}"))),
     };
     state.metrics.submitted(kind);
     Ok((status, job_json(state, caller, submitted.id()).await?))
 }
 
-pub async fn submit_train(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require(Role::Mlops)?;
-    let key = idempotency_key(&headers)?;
-    let req: TrainRequest = parse_json(&body)?;
-    if let Some(unknown) = req.hyperparameters.keys().find(|k| !HYPERPARAMETERS.contains(&k.as_str())) {
-        return Err(ApiError::Unprocessable(format!("unknown hyperparameter {unknown:?} (known: {})", HYPERPARAMETERS.join(", "))));
-    }
-    if req.base_model.is_empty() || req.base_model.contains("..") || req.base_model.starts_with('/') {
-        return Err(ApiError::Unprocessable(format!("base_model {:?}: the name of a model folder", req.base_model)));
-    }
-    if let Some(policy) = &req.promote {
-        if !registry::valid_alias(&policy.alias) {
-            return Err(ApiError::Unprocessable(format!("promote.alias {:?}: lower-case letters, digits, '-' and '_'", policy.alias)));
-        }
-    }
-    if req.gpus > absa_platform::workers::MAX_GPUS_PER_JOB {
-        return Err(ApiError::Unprocessable(format!(
-            "gpus {}: a job runs on one machine, at most {} GPUs",
-            req.gpus,
-            absa_platform::workers::MAX_GPUS_PER_JOB
-        )));
-    }
+/// A dataset of the caller's team with its row count; 404 for others' and unknown ids.
+async fn dataset_rows(state: &AppState, caller: &Caller, dataset: Uuid) -> ApiResult<i64> {
     let rows: Option<i64> =
         sqlx::query_scalar("SELECT (SELECT count(*) FROM dataset_rows r WHERE r.dataset_id = d.id) FROM datasets d WHERE d.id = $1 AND d.team_id = $2")
-            .bind(req.dataset_id)
+            .bind(dataset)
             .bind(caller.team_id)
             .fetch_optional(&state.pool)
             .await?;
-    match rows {
-        None => return Err(ApiError::NotFound(format!("dataset {}", req.dataset_id))),
-        Some(0) => return Err(ApiError::Unprocessable(format!("dataset {} has no rows", req.dataset_id))),
-        Some(_) => {}
-    }
-    if req.ranks > MAX_RANKS_PER_JOB {
-        return Err(ApiError::Unprocessable(format!("ranks {}: at most {MAX_RANKS_PER_JOB} processes on one trainer", req.ranks)));
-    }
-    if req.ranks > 1 && req.gpus > 0 {
-        return Err(ApiError::Unprocessable(format!("ranks {} with gpus {}: a GPU job trains one rank per GPU; give one of the two", req.ranks, req.gpus)));
-    }
+    rows.ok_or_else(|| ApiError::NotFound(format!("dataset {dataset}")))
+}
+
+pub async fn submit_train(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: axum::body::Body) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require(Role::Mlops)?;
+    let body = read_body(&headers, body, state.max_json_bytes).await?;
+    let idempotency = Idempotency::of(&headers, "train", &body)?;
+    let req: TrainRequest = parse_json(&body)?;
+    let priority = check_priority(req.priority)?;
     let mut parameters = json!({ "dataset_id": req.dataset_id, "base_model": req.base_model, "hyperparameters": req.hyperparameters, "gpus": req.gpus });
     if req.ranks > 1 {
         parameters["ranks"] = json!(req.ranks);
@@ -158,13 +139,42 @@ pub async fn submit_train(State(state): State<AppState>, caller: Caller, headers
     if let Some(policy) = req.promote {
         parameters["promote"] = serde_json::to_value(policy).expect("a policy serialises");
     }
-    submit(&state, &caller, "train", parameters, req.priority, key).await
+    // The same check the scheduler and the trainer make.
+    job_spec::check_train(&parameters).map_err(ApiError::Unprocessable)?;
+    if dataset_rows(&state, &caller, req.dataset_id).await? == 0 {
+        return Err(ApiError::Unprocessable(format!("dataset {} has no rows", req.dataset_id)));
+    }
+    submit(&state, &caller, "train", parameters, priority, idempotency).await
 }
 
-pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: axum::body::Body) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Role::Analyst)?;
-    let key = idempotency_key(&headers)?;
+    let body = read_body(&headers, body, state.max_json_bytes).await?;
+    let idempotency = Idempotency::of(&headers, "score", &body)?;
     let req: ScoreRequest = parse_json(&body)?;
+    let priority = check_priority(req.priority)?;
+    // Bounds first, then the lookups.
+    let mut extra = Map::new();
+    match (req.target_mode.as_deref().unwrap_or("given"), req.lexicon) {
+        ("given", None) => {}
+        ("lexicon", Some(terms)) => {
+            job_spec::score::check_lexicon(&terms).map_err(ApiError::Unprocessable)?;
+            extra.insert("lexicon".into(), json!(terms));
+        }
+        ("lexicon", None) => return Err(ApiError::Unprocessable("target_mode lexicon needs a lexicon".into())),
+        ("given", Some(_)) => return Err(ApiError::Unprocessable("a lexicon needs target_mode \"lexicon\"".into())),
+        (other, _) => return Err(ApiError::Unprocessable(format!("target_mode {:?}: expected given or lexicon", job_spec::truncate(other, 40)))),
+    }
+    if let Some(size) = req.shard_size {
+        job_spec::score::check_shard_size(size).map_err(ApiError::Unprocessable)?;
+        extra.insert("shard_size".into(), json!(size));
+    }
+    if let Some(p) = req.precision {
+        if p != "fp32" && p != "int8" {
+            return Err(ApiError::Unprocessable(format!("precision {:?}: expected fp32 or int8", job_spec::truncate(&p, 40))));
+        }
+        extra.insert("precision".into(), json!(p));
+    }
     let corpus: Option<i32> =
         sqlx::query_scalar("SELECT 1 FROM corpora WHERE id = $1 AND team_id = $2").bind(req.corpus_id).bind(caller.team_id).fetch_optional(&state.pool).await?;
     if corpus.is_none() {
@@ -180,6 +190,9 @@ pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers
             found.map(|_| id).ok_or_else(|| ApiError::NotFound(format!("model version {id}")))?
         }
         (None, Some(alias)) => {
+            if !registry::valid_alias(alias) {
+                return Err(ApiError::Unprocessable(format!("alias {:?}: 1 to 63 lower-case letters, digits, '-' and '_'", job_spec::truncate(alias, 70))));
+            }
             let mut conn = state.pool.acquire().await?;
             registry::resolve_alias(&mut conn, caller.team_id, alias).await?.ok_or_else(|| ApiError::NotFound(format!("alias {alias:?}")))?
         }
@@ -189,50 +202,21 @@ pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers
     if let Some(alias) = &req.alias {
         parameters["alias"] = json!(alias);
     }
-    match (req.target_mode.as_deref().unwrap_or("given"), req.lexicon) {
-        ("given", None) => {}
-        ("lexicon", Some(terms)) if !terms.is_empty() && terms.iter().all(|t| !t.trim().is_empty()) => parameters["lexicon"] = json!(terms),
-        ("lexicon", _) => return Err(ApiError::Unprocessable("target_mode lexicon needs a non-empty lexicon of non-empty terms".into())),
-        ("given", Some(_)) => return Err(ApiError::Unprocessable("a lexicon needs target_mode \"lexicon\"".into())),
-        (other, _) => return Err(ApiError::Unprocessable(format!("target_mode {other:?}: expected given or lexicon"))),
-    }
-    if let Some(size) = req.shard_size {
-        if size < 1 {
-            return Err(ApiError::Unprocessable("shard_size must be a positive integer".into()));
-        }
-        parameters["shard_size"] = json!(size);
-    }
-    if let Some(p) = req.precision {
-        if p != "fp32" && p != "int8" {
-            return Err(ApiError::Unprocessable(format!("precision {p:?}: expected fp32 or int8")));
-        }
-        parameters["precision"] = json!(p);
-    }
-    submit(&state, &caller, "score", parameters, req.priority, key).await
+    parameters.as_object_mut().expect("an object").extend(extra);
+    submit(&state, &caller, "score", parameters, priority, idempotency).await
 }
 
-/// A sweep: the spec is checked (and its trials counted) here, the scheduler runs it.
-pub async fn submit_sweep(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+/// A sweep: the spec is checked (its grid sized before it is built, every child as the
+/// training job it will be) here, the scheduler runs it.
+pub async fn submit_sweep(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: axum::body::Body) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Role::Mlops)?;
-    let key = idempotency_key(&headers)?;
+    let body = read_body(&headers, body, state.max_json_bytes).await?;
+    let idempotency = Idempotency::of(&headers, "sweep", &body)?;
     let spec: sweeps::SweepSpec = parse_json(&body)?;
     let trials = spec.expand()?;
-    if let Some(unknown) = spec.hyperparameters.keys().find(|k| !HYPERPARAMETERS.contains(&k.as_str())) {
-        return Err(ApiError::Unprocessable(format!("unknown hyperparameter {unknown:?} (known: {})", HYPERPARAMETERS.join(", "))));
-    }
-    if spec.base_model.is_empty() || spec.base_model.contains("..") || spec.base_model.starts_with('/') {
-        return Err(ApiError::Unprocessable(format!("base_model {:?}: the name of a model folder", spec.base_model)));
-    }
-    let owned: Option<i32> = sqlx::query_scalar("SELECT 1 FROM datasets WHERE id = $1 AND team_id = $2")
-        .bind(spec.dataset_id)
-        .bind(caller.team_id)
-        .fetch_optional(&state.pool)
-        .await?;
-    if owned.is_none() {
-        return Err(ApiError::NotFound(format!("dataset {}", spec.dataset_id)));
-    }
+    dataset_rows(&state, &caller, spec.dataset_id).await?;
     let parameters = serde_json::to_value(&spec).expect("a spec serialises");
-    let (status, Json(mut job)) = submit(&state, &caller, "sweep", parameters, None, key).await?;
+    let (status, Json(mut job)) = submit(&state, &caller, "sweep", parameters, 0, idempotency).await?;
     job["trials"] = json!(trials.len());
     Ok((status, Json(job)))
 }

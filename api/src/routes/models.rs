@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
-use crate::error::{parse_json, ApiError, ApiResult};
+use crate::error::{parse_json, read_body, read_json, ApiError, ApiResult};
 
 type VersionRow = (Uuid, String, Option<Uuid>, Option<Uuid>, Vec<String>, Value, Value, chrono::DateTime<chrono::Utc>, Vec<String>);
 
@@ -31,12 +31,14 @@ fn version_json(r: VersionRow) -> Value {
 }
 
 pub async fn list_models(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    let rows: Vec<VersionRow> = sqlx::query_as(&format!("{VERSION_SELECT} WHERE v.team_id = $1 ORDER BY v.created_at DESC")).bind(caller.team_id).fetch_all(&state.pool).await?;
+    let rows: Vec<VersionRow> =
+        sqlx::query_as(&format!("{VERSION_SELECT} WHERE v.team_id = $1 ORDER BY v.created_at DESC")).bind(caller.team_id).fetch_all(&state.pool).await?;
     Ok(Json(json!({ "models": rows.into_iter().map(version_json).collect::<Vec<_>>() })))
 }
 
 async fn version(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Value> {
-    let row: Option<VersionRow> = sqlx::query_as(&format!("{VERSION_SELECT} WHERE v.id = $1 AND v.team_id = $2")).bind(id).bind(caller.team_id).fetch_optional(&state.pool).await?;
+    let row: Option<VersionRow> =
+        sqlx::query_as(&format!("{VERSION_SELECT} WHERE v.id = $1 AND v.team_id = $2")).bind(id).bind(caller.team_id).fetch_optional(&state.pool).await?;
     row.map(version_json).ok_or_else(|| ApiError::NotFound(format!("model version {id}")))
 }
 
@@ -51,7 +53,12 @@ pub struct CompareQuery {
 
 /// Versions side by side: each numeric metric with one value per version.
 pub async fn compare_models(State(state): State<AppState>, caller: Caller, Query(q): Query<CompareQuery>) -> ApiResult<Json<Value>> {
-    let ids: Vec<Uuid> = q.ids.split(',').filter(|s| !s.is_empty()).map(|s| s.trim().parse::<Uuid>().map_err(|_| ApiError::BadRequest(format!("{s:?} is not a version id")))).collect::<Result<_, _>>()?;
+    let ids: Vec<Uuid> = q
+        .ids
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim().parse::<Uuid>().map_err(|_| ApiError::BadRequest(format!("{s:?} is not a version id"))))
+        .collect::<Result<_, _>>()?;
     if ids.len() < 2 {
         return Err(ApiError::BadRequest("ids: at least two version ids, comma-separated".into()));
     }
@@ -71,7 +78,10 @@ pub async fn compare_models(State(state): State<AppState>, caller: Caller, Query
 
 pub async fn list_aliases(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     let rows: Vec<(String, Uuid, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as("SELECT name, model_version_id, updated_at FROM model_aliases WHERE team_id = $1 ORDER BY name").bind(caller.team_id).fetch_all(&state.pool).await?;
+        sqlx::query_as("SELECT name, model_version_id, updated_at FROM model_aliases WHERE team_id = $1 ORDER BY name")
+            .bind(caller.team_id)
+            .fetch_all(&state.pool)
+            .await?;
     let aliases: Vec<Value> = rows.into_iter().map(|(n, v, at)| json!({"name": n, "model_version_id": v, "updated_at": at})).collect();
     Ok(Json(json!({ "aliases": aliases })))
 }
@@ -82,9 +92,15 @@ pub struct SetAlias {
     model_version_id: Uuid,
 }
 
-pub async fn set_alias(State(state): State<AppState>, caller: Caller, Path(name): Path<String>, body: axum::body::Bytes) -> ApiResult<Json<Value>> {
+pub async fn set_alias(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> ApiResult<Json<Value>> {
     caller.require(Role::Mlops)?;
-    let body: SetAlias = parse_json(&body)?;
+    let body: SetAlias = read_json(&headers, body, state.max_json_bytes).await?;
     version(&state, &caller, body.model_version_id).await?;
     let mut tx = state.pool.begin().await?;
     registry::set_alias(&mut tx, caller.team_id, &name, body.model_version_id, json!({ "set_by_key": caller.key_id })).await?;
@@ -93,8 +109,15 @@ pub async fn set_alias(State(state): State<AppState>, caller: Caller, Path(name)
 }
 
 /// Moves the alias only if this version beats the one it points at (409 otherwise).
-pub async fn promote(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>, body: axum::body::Bytes) -> ApiResult<Json<Value>> {
+pub async fn promote(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> ApiResult<Json<Value>> {
     caller.require(Role::Mlops)?;
+    let body = read_body(&headers, body, state.max_json_bytes).await?;
     let policy: PromotionPolicy = if body.is_empty() { PromotionPolicy::default() } else { parse_json(&body)? };
     version(&state, &caller, id).await?;
     let mut tx = state.pool.begin().await?;

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
-use crate::error::{parse_json, ApiError, ApiResult};
+use crate::error::{read_json, ApiError, ApiResult};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,7 +30,20 @@ pub struct NewSchedule {
     promote: Option<PromotionPolicy>,
 }
 
-type ScheduleRow = (Uuid, String, Uuid, Value, Option<String>, bool, Option<chrono::DateTime<Utc>>, i64, Option<chrono::DateTime<Utc>>, Option<Uuid>, bool, chrono::DateTime<Utc>);
+type ScheduleRow = (
+    Uuid,
+    String,
+    Uuid,
+    Value,
+    Option<String>,
+    bool,
+    Option<chrono::DateTime<Utc>>,
+    i64,
+    Option<chrono::DateTime<Utc>>,
+    Option<Uuid>,
+    bool,
+    chrono::DateTime<Utc>,
+);
 const SELECT: &str = "SELECT id, name, dataset_id, job_parameters, cron, on_new_rows, next_run_at, seen_rows, last_fired_at, last_job_id, enabled, created_at FROM retrain_schedules";
 
 fn schedule_json(r: ScheduleRow) -> Value {
@@ -39,27 +52,49 @@ fn schedule_json(r: ScheduleRow) -> Value {
            "next_run_at": next, "seen_rows": seen, "last_fired_at": last, "last_job_id": last_job, "enabled": enabled, "created_at": created})
 }
 
-pub async fn create_schedule(State(state): State<AppState>, caller: Caller, body: axum::body::Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn create_schedule(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Role::Mlops)?;
-    let req: NewSchedule = parse_json(&body)?;
+    let req: NewSchedule = read_json(&headers, body, state.max_json_bytes).await?;
+    if req.name.trim().is_empty() || req.name.chars().count() > 100 || req.name.contains('\0') {
+        return Err(ApiError::Unprocessable("name: 1 to 100 characters".into()));
+    }
     if req.cron.is_none() && !req.on_new_rows {
         return Err(ApiError::Unprocessable("a schedule needs a cron expression, on_new_rows, or both".into()));
     }
     let next = match &req.cron {
-        Some(c) => Some(retrains::next_after(&retrains::parse_cron(c)?, Utc::now())?),
+        Some(c) => {
+            let cron = retrains::parse_cron(c)?;
+            let gap = retrains::shortest_gap_secs(&cron, Utc::now())?;
+            if gap < state.min_schedule_interval_secs {
+                return Err(ApiError::Unprocessable(format!(
+                    "cron {:?} fires {gap} s apart; a schedule fires at most every {} s",
+                    absa_platform::job_spec::truncate(c, 60),
+                    state.min_schedule_interval_secs
+                )));
+            }
+            Some(retrains::next_after(&cron, Utc::now())?)
+        }
         None => None,
     };
-    let rows: Option<i64> = sqlx::query_scalar("SELECT (SELECT count(*) FROM dataset_rows r WHERE r.dataset_id = d.id) FROM datasets d WHERE d.id = $1 AND d.team_id = $2")
-        .bind(req.dataset_id)
-        .bind(caller.team_id)
-        .fetch_optional(&state.pool)
-        .await?;
-    let rows = rows.ok_or_else(|| ApiError::NotFound(format!("dataset {}", req.dataset_id)))?;
     let mut params = json!({ "dataset_id": req.dataset_id, "base_model": req.base_model, "hyperparameters": req.hyperparameters,
                              "promote": req.promote.unwrap_or_default() });
     if let Some(labels) = req.labels {
         params["labels"] = json!(labels);
     }
+    // Every firing submits this training job: it is checked as the train route checks one.
+    absa_platform::job_spec::check_train(&params).map_err(ApiError::Unprocessable)?;
+    let rows: Option<i64> =
+        sqlx::query_scalar("SELECT (SELECT count(*) FROM dataset_rows r WHERE r.dataset_id = d.id) FROM datasets d WHERE d.id = $1 AND d.team_id = $2")
+            .bind(req.dataset_id)
+            .bind(caller.team_id)
+            .fetch_optional(&state.pool)
+            .await?;
+    let rows = rows.ok_or_else(|| ApiError::NotFound(format!("dataset {}", req.dataset_id)))?;
     let id = Uuid::new_v4();
     let inserted = sqlx::query(
         "INSERT INTO retrain_schedules (id, team_id, name, dataset_id, job_parameters, cron, on_new_rows, next_run_at, seen_rows)
@@ -83,7 +118,8 @@ pub async fn create_schedule(State(state): State<AppState>, caller: Caller, body
 }
 
 async fn get(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Value> {
-    let row: Option<ScheduleRow> = sqlx::query_as(&format!("{SELECT} WHERE id = $1 AND team_id = $2")).bind(id).bind(caller.team_id).fetch_optional(&state.pool).await?;
+    let row: Option<ScheduleRow> =
+        sqlx::query_as(&format!("{SELECT} WHERE id = $1 AND team_id = $2")).bind(id).bind(caller.team_id).fetch_optional(&state.pool).await?;
     row.map(schedule_json).ok_or_else(|| ApiError::NotFound(format!("schedule {id}")))
 }
 
@@ -92,7 +128,8 @@ pub async fn get_schedule(State(state): State<AppState>, caller: Caller, Path(id
 }
 
 pub async fn list_schedules(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    let rows: Vec<ScheduleRow> = sqlx::query_as(&format!("{SELECT} WHERE team_id = $1 ORDER BY created_at")).bind(caller.team_id).fetch_all(&state.pool).await?;
+    let rows: Vec<ScheduleRow> =
+        sqlx::query_as(&format!("{SELECT} WHERE team_id = $1 ORDER BY created_at")).bind(caller.team_id).fetch_all(&state.pool).await?;
     Ok(Json(json!({ "schedules": rows.into_iter().map(schedule_json).collect::<Vec<_>>() })))
 }
 

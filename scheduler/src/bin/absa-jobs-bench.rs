@@ -208,7 +208,7 @@ async fn start_latency(args: &Args, url: &str, pool: &PgPool, team: Uuid, topolo
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for _ in 0..args.jobs {
         ticker.tick().await;
-        let job = NewJob { team_id: team, kind: "train".into(), priority: 0, parameters: serde_json::json!({}), max_attempts: 3, idempotency_key: None, parent_id: None };
+        let job = NewJob { team_id: team, kind: "train".into(), priority: 0, parameters: serde_json::json!({}), max_attempts: 3, idempotency_key: None, parent_id: None, request_hash: None };
         jobs::submit(pool, &job).await?;
     }
     tokio::time::timeout(Duration::from_secs(120), worker).await.map_err(|_| anyhow::anyhow!("jobs still unclaimed after 120 s"))???;

@@ -14,7 +14,10 @@ pub fn admin_url() -> String {
 }
 
 pub fn amqp() -> AmqpSettings {
-    AmqpSettings { url: Secret::new(std::env::var("ABSA_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())), ..Default::default() }
+    AmqpSettings {
+        url: Secret::new(std::env::var("ABSA_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())),
+        ..Default::default()
+    }
 }
 
 pub struct TestDb {
@@ -36,7 +39,7 @@ impl TestDb {
     }
 
     pub fn job(&self, kind: &str, priority: i32, parameters: serde_json::Value) -> NewJob {
-        NewJob { team_id: self.team, kind: kind.into(), priority, parameters, max_attempts: 3, idempotency_key: None, parent_id: None }
+        NewJob { team_id: self.team, kind: kind.into(), priority, parameters, max_attempts: 3, idempotency_key: None, parent_id: None, request_hash: None }
     }
 
     pub async fn submit(&self, kind: &str, priority: i32, parameters: serde_json::Value) -> Uuid {
@@ -46,7 +49,13 @@ impl TestDb {
     /// A corpus with documents at `seqs`, and a model version; returns (corpus, model).
     pub async fn corpus(&self, seqs: impl IntoIterator<Item = i64>) -> (Uuid, Uuid) {
         let (corpus, model) = (Uuid::new_v4(), Uuid::new_v4());
-        sqlx::query("INSERT INTO corpora (id, team_id, name) VALUES ($1, $2, $3)").bind(corpus).bind(self.team).bind(corpus.to_string()).execute(&self.pool).await.unwrap();
+        sqlx::query("INSERT INTO corpora (id, team_id, name) VALUES ($1, $2, $3)")
+            .bind(corpus)
+            .bind(self.team)
+            .bind(corpus.to_string())
+            .execute(&self.pool)
+            .await
+            .unwrap();
         sqlx::query("INSERT INTO model_versions (id, team_id, base_model, label_names) VALUES ($1, $2, 'm', '{negative,neutral,positive}')")
             .bind(model)
             .bind(self.team)

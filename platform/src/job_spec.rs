@@ -1,0 +1,354 @@
+//! The one place that checks and bounds what a job asks for. The API's train, sweep
+//! and schedule routes, the scheduler (retrain firings, sweep children) and the trainer
+//! (before it touches anything) all call [`check_train`] or the checks it is made of,
+//! so a parameter refused at one door is refused at every door. Every number has a
+//! range that fits the models and the machines this service trains on.
+
+use serde_json::{Map, Value};
+
+use crate::registry::{self, PromotionPolicy};
+use crate::workers::MAX_GPUS_PER_JOB;
+
+/// Priorities a client may give: they order a team's own jobs.
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -100..=100;
+/// CPU ranks (processes on one trainer's host) a job may ask for.
+pub const MAX_RANKS_PER_JOB: u64 = 64;
+/// Labels a model may have, and characters per label.
+pub const MAX_LABELS: usize = 100;
+pub const MAX_LABEL_CHARS: usize = 100;
+/// Characters of a base model's folder name.
+pub const MAX_BASE_MODEL_CHARS: usize = 100;
+/// Padded tokens in one optimizer micro-batch (`batch_size` x `max_length`): 1,024
+/// rows of 256 tokens, far above the recipe's 16 x 100, well below what exhausts a
+/// trainer's memory with the largest model's activations.
+pub const MAX_TOKENS_PER_BATCH: u64 = 262_144;
+/// The recipe's `max_length`, for the tokens-per-batch bound when a job keeps it.
+const DEFAULT_MAX_LENGTH: u64 = 100;
+const DEFAULT_BATCH_SIZE: u64 = 16;
+
+/// What values a hyperparameter takes.
+#[derive(Clone, Copy, Debug)]
+pub enum Range {
+    /// A number in `min..=max`, or `min < x` when `min_exclusive`, `x < max` when `max_exclusive`.
+    Float {
+        min: f64,
+        max: f64,
+        min_exclusive: bool,
+        max_exclusive: bool,
+    },
+    /// An integer in `min..=max`.
+    Int {
+        min: i64,
+        max: i64,
+    },
+    /// One of these strings.
+    Choice(&'static [&'static str]),
+    Bool,
+}
+
+/// A hyperparameter a training job accepts: the trainer's name and its range.
+#[derive(Clone, Copy, Debug)]
+pub struct Hyperparameter {
+    pub name: &'static str,
+    pub range: Range,
+}
+
+const fn float(name: &'static str, min: f64, max: f64) -> Hyperparameter {
+    Hyperparameter { name, range: Range::Float { min, max, min_exclusive: false, max_exclusive: false } }
+}
+const fn int(name: &'static str, min: i64, max: i64) -> Hyperparameter {
+    Hyperparameter { name, range: Range::Int { min, max } }
+}
+
+/// Every hyperparameter a job may set (the trainer's `Hyperparameters` has exactly these).
+pub const HYPERPARAMETERS: [Hyperparameter; 17] = [
+    Hyperparameter { name: "learning_rate", range: Range::Float { min: 0.0, max: 1.0, min_exclusive: true, max_exclusive: false } },
+    float("weight_decay", 0.0, 1.0),
+    int("warmup_steps", 0, 1_000_000),
+    int("batch_size", 1, 1024),
+    int("gradient_accumulation_steps", 1, 1024),
+    int("epochs", 1, 100),
+    float("max_grad_norm", 0.0, 1.0e4),
+    int("seed", 0, 1 << 53),
+    int("split_seed", 0, 1 << 53),
+    Hyperparameter { name: "validation_fraction", range: Range::Float { min: 0.0, max: 1.0, min_exclusive: true, max_exclusive: true } },
+    // The model's own position limit is checked by the trainer, which reads its config.
+    int("max_length", 8, 8192),
+    Hyperparameter { name: "pooling", range: Range::Choice(&["max", "mean"]) },
+    Hyperparameter { name: "padding", range: Range::Choice(&["dynamic", "fixed"]) },
+    int("early_stopping_patience", 0, 100),
+    Hyperparameter { name: "select_metric", range: Range::Choice(&["loss", "accuracy", "macro_f1"]) },
+    Hyperparameter { name: "sharding", range: Range::Choice(&["auto", "no_shard", "shard_grad_op", "full_shard"]) },
+    Hyperparameter { name: "offload_optimizer", range: Range::Bool },
+];
+
+/// The names of [`HYPERPARAMETERS`], for messages.
+pub fn hyperparameter_names() -> String {
+    HYPERPARAMETERS.iter().map(|h| h.name).collect::<Vec<_>>().join(", ")
+}
+
+fn check_value(h: &Hyperparameter, value: &Value) -> Result<(), String> {
+    let name = h.name;
+    match h.range {
+        Range::Float { min, max, min_exclusive, max_exclusive } => {
+            let x = value.as_f64().ok_or_else(|| format!("{name}: a number, not {}", brief(value)))?;
+            let low_ok = if min_exclusive { x > min } else { x >= min };
+            let high_ok = if max_exclusive { x < max } else { x <= max };
+            if !(low_ok && high_ok) {
+                let (open, close) = (if min_exclusive { '(' } else { '[' }, if max_exclusive { ')' } else { ']' });
+                return Err(format!("{name} {x}: outside {open}{min}, {max}{close}"));
+            }
+        }
+        Range::Int { min, max } => {
+            let x = value.as_i64().ok_or_else(|| format!("{name}: an integer, not {}", brief(value)))?;
+            if x < min || x > max {
+                return Err(format!("{name} {x}: outside [{min}, {max}]"));
+            }
+        }
+        Range::Choice(choices) => match value.as_str() {
+            Some(s) if choices.contains(&s) => {}
+            _ => return Err(format!("{name} {}: expected one of {}", brief(value), choices.join(", "))),
+        },
+        Range::Bool => {
+            if !value.is_boolean() {
+                return Err(format!("{name}: true or false, not {}", brief(value)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A value as a short text for an error message (never the whole of a large value).
+pub fn brief(value: &Value) -> String {
+    truncate(&value.to_string(), 40)
+}
+
+/// `text` cut to `max` characters, saying how much was left out.
+pub fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}... ({} more bytes)", &text[..cut], text.len() - cut),
+    }
+}
+
+/// Unknown names and values out of range are refused; so is a batch of more than
+/// [`MAX_TOKENS_PER_BATCH`] padded tokens.
+pub fn check_hyperparameters(hyperparameters: &Map<String, Value>) -> Result<(), String> {
+    for (name, value) in hyperparameters {
+        let h = HYPERPARAMETERS
+            .iter()
+            .find(|h| h.name == name)
+            .ok_or_else(|| format!("unknown hyperparameter {:?} (known: {})", truncate(name, 40), hyperparameter_names()))?;
+        check_value(h, value)?;
+    }
+    let get = |name: &str, default: u64| hyperparameters.get(name).and_then(Value::as_u64).unwrap_or(default);
+    let (batch, length) = (get("batch_size", DEFAULT_BATCH_SIZE), get("max_length", DEFAULT_MAX_LENGTH));
+    if batch * length > MAX_TOKENS_PER_BATCH {
+        return Err(format!("batch_size {batch} x max_length {length} = {} padded tokens a batch, over {MAX_TOKENS_PER_BATCH}", batch * length));
+    }
+    Ok(())
+}
+
+/// A base model is the name of one folder in the trainers' models folder: no paths.
+pub fn check_base_model(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_BASE_MODEL_CHARS
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "base_model {:?}: the name of a folder in the trainers' models folder (1 to {MAX_BASE_MODEL_CHARS} letters, digits, '.', '-', '_'; no paths)",
+            truncate(name, 60)
+        ))
+    }
+}
+
+/// Label names: 2 to [`MAX_LABELS`] distinct, non-empty names.
+pub fn check_labels(labels: &[String]) -> Result<(), String> {
+    if labels.len() < 2 || labels.len() > MAX_LABELS {
+        return Err(format!("labels: 2 to {MAX_LABELS} names, not {}", labels.len()));
+    }
+    for (i, label) in labels.iter().enumerate() {
+        if label.trim().is_empty() || label.chars().count() > MAX_LABEL_CHARS || label.contains('\0') {
+            return Err(format!("labels[{i}] {:?}: 1 to {MAX_LABEL_CHARS} characters", truncate(label, 40)));
+        }
+        if labels[..i].contains(label) {
+            return Err(format!("labels[{i}] {label:?} is listed twice"));
+        }
+    }
+    Ok(())
+}
+
+pub fn check_promote(policy: &PromotionPolicy) -> Result<(), String> {
+    if registry::valid_alias(&policy.alias) {
+        Ok(())
+    } else {
+        Err(format!("promote.alias {:?}: 1 to 63 lower-case letters, digits, '-' and '_'", truncate(&policy.alias, 70)))
+    }
+}
+
+/// GPUs on one machine, or CPU ranks on one host, not both.
+pub fn check_devices(gpus: u64, ranks: u64) -> Result<(), String> {
+    if gpus > u64::from(MAX_GPUS_PER_JOB) {
+        return Err(format!("gpus {gpus}: a job runs on one machine, at most {MAX_GPUS_PER_JOB} GPUs"));
+    }
+    if ranks > MAX_RANKS_PER_JOB {
+        return Err(format!("ranks {ranks}: at most {MAX_RANKS_PER_JOB} processes on one trainer"));
+    }
+    if ranks > 1 && gpus > 0 {
+        return Err(format!("ranks {ranks} with gpus {gpus}: a GPU job trains one rank per GPU; give one of the two"));
+    }
+    Ok(())
+}
+
+/// Keys a stored training job's parameters may have besides the ones checked here:
+/// what the scheduler adds to say where a job came from.
+const PROVENANCE_KEYS: [&str; 2] = ["retrain", "sweep"];
+
+/// A training job's parameters as stored (the `parameters` of a `train` job): every
+/// field checked, unknown ones refused.
+pub fn check_train(parameters: &Value) -> Result<(), String> {
+    let p = parameters.as_object().ok_or("training parameters: a JSON object")?;
+    for key in p.keys() {
+        if !["dataset_id", "base_model", "hyperparameters", "labels", "gpus", "ranks", "promote"].contains(&key.as_str())
+            && !PROVENANCE_KEYS.contains(&key.as_str())
+        {
+            return Err(format!("unknown field {:?}", truncate(key, 40)));
+        }
+    }
+    match p.get("dataset_id").and_then(Value::as_str).map(uuid::Uuid::parse_str) {
+        Some(Ok(_)) => {}
+        _ => return Err("dataset_id: a dataset's id".into()),
+    }
+    check_base_model(p.get("base_model").and_then(Value::as_str).ok_or("base_model: the name of a model folder")?)?;
+    match p.get("hyperparameters") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(h)) => check_hyperparameters(h)?,
+        Some(_) => return Err("hyperparameters: a JSON object".into()),
+    }
+    match p.get("labels") {
+        None | Some(Value::Null) => {}
+        Some(v) => check_labels(&serde_json::from_value::<Vec<String>>(v.clone()).map_err(|_| "labels: a list of names".to_string())?)?,
+    }
+    let count = |name: &str| -> Result<u64, String> {
+        match p.get(name) {
+            None | Some(Value::Null) => Ok(0),
+            Some(v) => v.as_u64().ok_or_else(|| format!("{name}: a non-negative integer")),
+        }
+    };
+    check_devices(count("gpus")?, count("ranks")?)?;
+    match p.get("promote") {
+        None | Some(Value::Null) => {}
+        Some(v) => check_promote(&serde_json::from_value(v.clone()).map_err(|e| format!("promote: {e}"))?)?,
+    }
+    Ok(())
+}
+
+/// A score job's bounds: its shards, and the lexicon's size.
+pub mod score {
+    /// Documents per shard: a shard is a claim, a lease and a transaction, so tiny
+    /// shards only multiply overhead.
+    pub const MIN_SHARD_SIZE: i64 = 100;
+    pub const MAX_SHARD_SIZE: i64 = 1_000_000;
+    /// Shards one score job fans out to (the shard size grows to stay under it).
+    pub const MAX_SHARDS: i64 = 10_000;
+    /// Lexicon terms, and characters per term.
+    pub const MAX_LEXICON_TERMS: usize = 1_000;
+    pub const MAX_TERM_CHARS: usize = 100;
+
+    /// A lexicon: 1 to [`MAX_LEXICON_TERMS`] non-empty terms of at most [`MAX_TERM_CHARS`].
+    pub fn check_lexicon(terms: &[String]) -> Result<(), String> {
+        if terms.is_empty() || terms.len() > MAX_LEXICON_TERMS {
+            return Err(format!("lexicon: 1 to {MAX_LEXICON_TERMS} terms, not {}", terms.len()));
+        }
+        for (i, term) in terms.iter().enumerate() {
+            if term.trim().is_empty() || term.chars().count() > MAX_TERM_CHARS || term.contains('\0') {
+                return Err(format!("lexicon[{i}] {:?}: 1 to {MAX_TERM_CHARS} characters, not blank", super::truncate(term, 40)));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn check_shard_size(size: i64) -> Result<(), String> {
+        if (MIN_SHARD_SIZE..=MAX_SHARD_SIZE).contains(&size) {
+            Ok(())
+        } else {
+            Err(format!("shard_size {size}: outside [{MIN_SHARD_SIZE}, {MAX_SHARD_SIZE}]"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn train(extra: Value) -> Value {
+        let mut p = json!({ "dataset_id": uuid::Uuid::nil(), "base_model": "all-minilm-l6-v2" });
+        p.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        p
+    }
+
+    #[test]
+    fn every_hyperparameter_has_a_range_and_the_recipe_fits_it() {
+        let recipe = json!({ "learning_rate": 1e-5, "weight_decay": 0.01, "warmup_steps": 100, "batch_size": 16, "gradient_accumulation_steps": 1,
+                             "epochs": 8, "max_grad_norm": 1.0, "seed": 42, "split_seed": 42, "validation_fraction": 0.1, "max_length": 100,
+                             "pooling": "max", "padding": "fixed", "early_stopping_patience": 3, "select_metric": "loss", "sharding": "auto",
+                             "offload_optimizer": false });
+        assert_eq!(recipe.as_object().unwrap().len(), HYPERPARAMETERS.len());
+        check_train(&train(json!({ "hyperparameters": recipe, "labels": ["negative", "neutral", "positive"], "gpus": 2,
+                                   "promote": { "alias": "production" }, "retrain": { "reason": "cron" } })))
+        .unwrap();
+    }
+
+    #[test]
+    fn what_a_hostile_caller_sent_is_refused_with_the_reason() {
+        let cases = [
+            (json!({ "hyperparameters": { "epochs": 1e15 } }), "epochs: an integer"),
+            (json!({ "hyperparameters": { "epochs": 1_000_000 } }), "epochs 1000000: outside [1, 100]"),
+            (json!({ "hyperparameters": { "max_length": 1_000_000_000 } }), "max_length 1000000000: outside"),
+            (json!({ "hyperparameters": { "batch_size": 1_000_000_000_000u64 } }), "batch_size 1000000000000: outside"),
+            (json!({ "hyperparameters": { "validation_fraction": 7.5 } }), "validation_fraction 7.5: outside (0, 1)"),
+            (json!({ "hyperparameters": { "validation_fraction": 0.0 } }), "outside (0, 1)"),
+            (json!({ "hyperparameters": { "learning_rate": 0 } }), "learning_rate 0: outside (0, 1]"),
+            (json!({ "hyperparameters": { "lr": 1 } }), "unknown hyperparameter \"lr\""),
+            (json!({ "hyperparameters": { "pooling": "cls" } }), "pooling \"cls\": expected one of max, mean"),
+            (json!({ "hyperparameters": { "batch_size": 1024, "max_length": 512 } }), "padded tokens a batch"),
+            (json!({ "base_model": "/etc" }), "no paths"),
+            (json!({ "base_model": "../../../etc" }), "no paths"),
+            (json!({ "base_model": "a/b" }), "no paths"),
+            (json!({ "base_model": "" }), "no paths"),
+            (json!({ "promote": { "alias": "Prod!" } }), "promote.alias"),
+            (json!({ "labels": ["only"] }), "labels: 2 to 100"),
+            (json!({ "labels": ["a", "a"] }), "listed twice"),
+            (json!({ "gpus": 9 }), "at most 8 GPUs"),
+            (json!({ "ranks": 65 }), "at most 64 processes"),
+            (json!({ "ranks": 2, "gpus": 2 }), "give one of the two"),
+            (json!({ "priority": 1 }), "unknown field \"priority\""),
+        ];
+        for (extra, reason) in cases {
+            let e = check_train(&train(extra.clone())).unwrap_err();
+            assert!(e.contains(reason), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn long_values_are_cut_in_messages() {
+        let e = check_base_model(&"x/".repeat(10_000)).unwrap_err();
+        assert!(e.len() < 300 && e.contains("more bytes"), "{e}");
+        let e = check_hyperparameters(json!({ "pooling": "m".repeat(100_000) }).as_object().unwrap()).unwrap_err();
+        assert!(e.len() < 200, "{e}");
+    }
+
+    #[test]
+    fn lexicons_and_shards_are_bounded() {
+        assert!(score::check_lexicon(&["battery".into()]).is_ok());
+        assert!(score::check_lexicon(&vec!["t".to_string(); score::MAX_LEXICON_TERMS + 1]).unwrap_err().contains("1 to 1000 terms"));
+        assert!(score::check_lexicon(&["x".repeat(101)]).unwrap_err().contains("1 to 100 characters"));
+        assert!(score::check_lexicon(&[" ".into()]).is_err());
+        assert!(score::check_shard_size(1).unwrap_err().contains("outside [100, 1000000]"));
+        assert!(score::check_shard_size(500).is_ok());
+    }
+}
