@@ -32,7 +32,7 @@ export ABSA_WORKER__WORK_DIR="$DEMO/work" ABSA_WORKER__CACHE_DIR="$DEMO/cache"
 rm -rf "$DEMO/work" "$DEMO/cache"
 mkdir -p "$DEMO/logs"
 psql -X -q "postgres://absa:absa@127.0.0.1:5432/absa" -c "DROP DATABASE IF EXISTS absa_demo WITH (FORCE)" -c "CREATE DATABASE absa_demo"
-psql -X -q "postgres://absa:absa@127.0.0.1:5432/absa" -c "DROP ROLE IF EXISTS absa_demo_bi" 2>/dev/null || true
+psql -X -q "postgres://absa:absa@127.0.0.1:5432/absa" -c "SELECT absa_drop_bi_login('bi_absa_demo')" >/dev/null
 echo "== checks"
 "$bin/absa-api" migrate
 for b in absa-scheduler absa-trainer absa-scorer; do "$bin/$b" check | sed "s/^/$b: /"; done
@@ -97,12 +97,12 @@ PY
 
 echo "== a BI query, run as a read-only BI login of the team (it sees only the BI views)"
 curl -fs -X POST "$ABSA_API_URL/v1/bi-logins" -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \
-  -d '{"role_name": "absa_demo_bi", "password": "demo-bi-password"}' >/dev/null
-psql -X "postgres://absa_demo_bi:demo-bi-password@127.0.0.1:5432/absa_demo" -c "
+  -d '{"role_name": "bi_absa_demo", "password": "demo-bi-password"}' >/dev/null
+psql -X "postgres://bi_absa_demo:demo-bi-password@127.0.0.1:5432/absa_demo" -c "
   SELECT aspect, count(*) AS mentions,
          count(*) FILTER (WHERE label = 'positive') AS positive,
          count(*) FILTER (WHERE label = 'negative') AS negative,
          count(*) FILTER (WHERE label = 'neutral') AS neutral,
          round(avg(confidence)::numeric, 3) AS mean_confidence
   FROM bi_sentiment GROUP BY aspect ORDER BY mentions DESC LIMIT 8"
-psql -X -q "postgres://absa_demo_bi:demo-bi-password@127.0.0.1:5432/absa_demo" -c "SELECT count(*) FROM predictions" 2>&1 | sed 's/^/   base table as the BI login: /' || true
+psql -X -q "postgres://bi_absa_demo:demo-bi-password@127.0.0.1:5432/absa_demo" -c "SELECT count(*) FROM predictions" 2>&1 | sed 's/^/   base table as the BI login: /' || true

@@ -34,8 +34,11 @@ as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$
 psql_admin() { as_postgres psql -v ON_ERROR_STOP=1 -qtAX -d postgres "$@"; }
 if [ "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = '$DB_USER'")" != 1 ]; then
   log "creating role $DB_USER"
-  psql_admin -c "CREATE ROLE \"$DB_USER\" LOGIN CREATEDB CREATEROLE PASSWORD '$DB_PASSWORD'"
+  psql_admin -c "CREATE ROLE \"$DB_USER\" LOGIN CREATEDB PASSWORD '$DB_PASSWORD'"
 fi
+# Least privilege: the service role makes no roles itself (BI logins go through the
+# functions provision-postgres.sql installs), also where an older set-up gave it CREATEROLE.
+psql_admin -c "ALTER ROLE \"$DB_USER\" NOCREATEROLE"
 # The tests' BI logins are other roles: dropping a test database WITH (FORCE) must be
 # able to end their sessions.
 psql_admin -c "GRANT pg_signal_backend TO \"$DB_USER\""
@@ -43,6 +46,13 @@ if [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" !
   log "creating database $DB_NAME"
   psql_admin -c "CREATE DATABASE \"$DB_NAME\" OWNER \"$DB_USER\""
 fi
+# The superuser's part (scripts/provision-postgres.sql): in template1, so every database
+# created from now on has it, and in the service's existing databases.
+provision() { as_postgres psql -v ON_ERROR_STOP=1 -qtAX -v service_role="$DB_USER" -d "$1" -f - <"$(dirname "$0")/provision-postgres.sql" >/dev/null; }
+provision template1
+for db in $(psql_admin -c "SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn AND datdba = (SELECT oid FROM pg_roles WHERE rolname = '$DB_USER')"); do
+  provision "$db"
+done
 
 # --- RabbitMQ
 if ! command -v rabbitmq-server >/dev/null; then

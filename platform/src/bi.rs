@@ -3,13 +3,14 @@
 //! `bi_daily_aspect_sentiment`) and nothing else. See `docs/bi.md` and the migration
 //! `20261127000007_bi_views` for how the views, roles and row-level security fit.
 //!
-//! Role names cannot be bind parameters, so the DDL is built on the server with
-//! `format('%I', ...)`/`format('%L', ...)` (quote_ident/quote_literal). The password
+//! Least privilege: the service role has no CREATEROLE. Logins are made and dropped by
+//! `absa_create_bi_login` and `absa_drop_bi_login`, SECURITY DEFINER functions owned by
+//! `absa_bi_admin` that a superuser installs once (`scripts/provision-postgres.sql`);
+//! they make nothing but `bi_` logins in `absa_bi` and drop nothing else. The password
 //! never reaches the server: this process computes its SCRAM-SHA-256 verifier (what
-//! Postgres itself stores) and the role is created with that, so neither a statement
-//! log nor the error context of a failed `CREATE ROLE` can show the password. The
-//! verifier travels as a bind parameter into a transaction-local setting read back by
-//! a `DO` block. Logins expire (`VALID UNTIL`).
+//! Postgres itself stores) and passes that as a bind parameter, so neither a statement
+//! log nor the error context of a failed `CREATE ROLE` can show the password. Logins
+//! expire (`VALID UNTIL`).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -20,15 +21,17 @@ use crate::{PlatformError, Result};
 /// The group role every BI login belongs to; it may read the BI views only.
 pub const BI_GROUP: &str = "absa_bi";
 
-/// Checks a login role name: 3 to 63 characters (Postgres truncates longer names),
-/// lower-case ASCII letters, digits and `_`, not starting with `pg_` (reserved).
+/// Checks a login role name: `bi_` and 1 to 60 lower-case ASCII letters, digits and `_`
+/// (Postgres truncates names past 63 bytes; the prefix keeps BI logins apart from every
+/// other role, and the drop function drops nothing else).
 pub fn validate_role_name(role_name: &str) -> Result<()> {
-    let valid_chars = role_name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if !(3..=63).contains(&role_name.len()) || !valid_chars {
-        return Err(PlatformError::InvalidData(format!("BI login {role_name:?}: use 3 to 63 lower-case letters, digits and '_'")));
-    }
-    if role_name.starts_with("pg_") {
-        return Err(PlatformError::InvalidData(format!("BI login {role_name:?}: names starting with pg_ are reserved")));
+    let rest = role_name.strip_prefix("bi_").unwrap_or("");
+    let valid_chars = rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !(1..=60).contains(&rest.len()) || !valid_chars {
+        return Err(PlatformError::InvalidData(format!(
+            "BI login {:?}: use bi_ and 1 to 60 lower-case letters, digits and '_'",
+            crate::job_spec::truncate(role_name, 70)
+        )));
     }
     Ok(())
 }
@@ -70,45 +73,33 @@ pub fn validate_password(role_name: &str, password: &str) -> Result<()> {
 }
 
 /// Creates the login role `role_name` with `password` (as its SCRAM verifier), valid
-/// until `valid_until` (`None`: no expiry), makes it a member of [`BI_GROUP`] and
-/// records it as a login of `team_id` in `bi_logins`: one transaction, so a failure
-/// (invalid name, the role already exists, no such team) leaves nothing.
+/// until `valid_until` (`None`: no expiry), in [`BI_GROUP`], and records it as a login
+/// of `team_id` in `bi_logins`: one transaction, so a failure (invalid name, the role
+/// already exists, no such team) leaves nothing.
 ///
-/// The caller is the service role (it has CREATEROLE); checking that the requester is
-/// an admin of `team_id` is the caller's job.
+/// The role is made by `absa_create_bi_login`, a SECURITY DEFINER function that
+/// `scripts/provision-postgres.sql` installs (owned by `absa_bi_admin`): the service
+/// role needs no CREATEROLE. Checking that the requester is an admin of `team_id` is
+/// the caller's job.
 pub async fn create_login(pool: &PgPool, team_id: Uuid, role_name: &str, password: &str, valid_until: Option<DateTime<Utc>>) -> Result<()> {
     validate_role_name(role_name)?;
     validate_password(role_name, password)?;
     let mut salt = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut salt);
     let verifier = scram_verifier(password, &salt);
-    let until = valid_until.map_or_else(|| "infinity".to_owned(), |t| t.to_rfc3339());
     let mut tx = pool.begin().await?;
-    sqlx::query(
-        "SELECT set_config('absa.bi_login_role', $1, true), set_config('absa.bi_login_verifier', $2, true), set_config('absa.bi_login_until', $3, true)",
-    )
-    .bind(role_name)
-    .bind(&verifier)
-    .bind(&until)
-    .execute(&mut *tx)
-    .await?;
-    // `query`, not `raw_sql`: raw_sql's future is not `Send` for every lifetime, which
-    // a spawned task (an HTTP handler) needs. Not kept as a prepared statement: rarely run.
-    sqlx::query(
-        "DO $$ BEGIN
-             EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L VALID UNTIL %L IN ROLE absa_bi',
-                            current_setting('absa.bi_login_role'), current_setting('absa.bi_login_verifier'),
-                            current_setting('absa.bi_login_until'));
-         END $$",
-    )
-    .persistent(false)
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| match db_code(&e).as_deref() {
-        Some("42710") => PlatformError::InvalidData(format!("BI login {role_name:?}: a role of that name already exists")),
-        Some("42939") => PlatformError::InvalidData(format!("BI login {role_name:?}: the name is reserved")),
-        _ => e.into(),
-    })?;
+    sqlx::query("SELECT absa_create_bi_login($1, $2, coalesce($3, 'infinity'::timestamptz))")
+        .bind(role_name)
+        .bind(&verifier)
+        .bind(valid_until)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match db_code(&e).as_deref() {
+            Some("42710") => PlatformError::InvalidData(format!("BI login {role_name:?}: a role of that name already exists")),
+            Some("42939") => PlatformError::InvalidData(format!("BI login {role_name:?}: the name is reserved")),
+            Some("42883") => PlatformError::InvalidData(NOT_PROVISIONED.into()),
+            _ => e.into(),
+        })?;
     sqlx::query("INSERT INTO bi_logins (role_name, team_id) VALUES ($1, $2)").bind(role_name).bind(team_id).execute(&mut *tx).await.map_err(
         |e| match db_code(&e).as_deref() {
             Some("23503") => PlatformError::InvalidData(format!("team {team_id} not found")),
@@ -118,6 +109,9 @@ pub async fn create_login(pool: &PgPool, team_id: Uuid, role_name: &str, passwor
     tx.commit().await?;
     Ok(())
 }
+
+/// Why BI logins cannot be made in a database the superuser's part was not run in.
+const NOT_PROVISIONED: &str = "BI logins are not set up in this database: a superuser must run scripts/provision-postgres.sql in it (README, Deploying)";
 
 /// A team's BI logins and when each expires (`None`: never).
 pub async fn list_logins(pool: &PgPool, team_id: Uuid) -> Result<Vec<(String, Option<DateTime<Utc>>)>> {
@@ -142,8 +136,11 @@ pub async fn drop_login(pool: &PgPool, team_id: Uuid, role_name: &str) -> Result
     if deleted == 0 {
         return Ok(false);
     }
-    let ddl: String = sqlx::query_scalar("SELECT format('DROP ROLE IF EXISTS %I', $1::text)").bind(role_name).fetch_one(&mut *tx).await?;
-    sqlx::query(&ddl).persistent(false).execute(&mut *tx).await?;
+    // absa_drop_bi_login drops BI logins only (a bi_ member of absa_bi).
+    sqlx::query("SELECT absa_drop_bi_login($1)").bind(role_name).execute(&mut *tx).await.map_err(|e| match db_code(&e).as_deref() {
+        Some("42883") => PlatformError::InvalidData(NOT_PROVISIONED.into()),
+        _ => e.into(),
+    })?;
     tx.commit().await?;
     Ok(true)
 }
@@ -183,10 +180,10 @@ mod tests {
 
     #[test]
     fn role_names_are_checked() {
-        for ok in ["bi_alice", "abc", "team7_tableau", &"a".repeat(63)] {
+        for ok in ["bi_alice", "bi_7", "bi_team7_tableau", &format!("bi_{}", "a".repeat(60))] {
             assert!(validate_role_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["ab", "", "Bi_alice", "bi-alice", "bi alice", "bi\"x", "pg_reader", "bié", &"a".repeat(64)] {
+        for bad in ["bi_", "", "alice", "Bi_alice", "bi_Alice", "bi-alice", "bi_a lice", "bi_\"x", "pg_reader", "bi_é", &format!("bi_{}", "a".repeat(61))] {
             assert!(validate_role_name(bad).is_err(), "{bad}");
         }
     }

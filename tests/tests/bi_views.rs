@@ -143,6 +143,22 @@ fn assert_permission_denied(result: Result<sqlx::postgres::PgRow, sqlx::Error>, 
 async fn checks(pool: PgPool, db_url: String, login_a: String, login_b: String) -> anyhow::Result<()> {
     seed(&pool).await?;
 
+    // --- Least privilege: the service role cannot make roles itself; the provisioned
+    // functions make only bi_ logins from a SCRAM verifier and drop only BI logins.
+    let (creates_roles,): (bool,) = sqlx::query_as("SELECT rolcreaterole FROM pg_roles WHERE rolname = current_user").fetch_one(&pool).await?;
+    assert!(!creates_roles, "the service role has CREATEROLE");
+    let denied = sqlx::query("CREATE ROLE bi_sneaky LOGIN").execute(&pool).await.unwrap_err();
+    assert_eq!(denied.as_database_error().and_then(|d| d.code()).as_deref(), Some("42501"), "{denied}");
+    let verifier = bi::scram_verifier("a-long-password", &[7; 16]);
+    for (name, secret, why) in [("sneaky", verifier.as_str(), "names are bi_"), ("bi_sneaky", "plain-text-password", "SCRAM-SHA-256 verifier is required")] {
+        let refused = sqlx::query("SELECT absa_create_bi_login($1, $2, 'infinity')").bind(name).bind(secret).execute(&pool).await.unwrap_err();
+        assert!(refused.to_string().contains(why), "{name}: {refused}");
+    }
+    for not_a_login in ["absa", "absa_bi_owner", "absa_bi_admin", "postgres"] {
+        let dropped: bool = sqlx::query_scalar("SELECT absa_drop_bi_login($1)").bind(not_a_login).fetch_one(&pool).await?;
+        assert!(!dropped, "{not_a_login} was dropped");
+    }
+
     // --- create_login: failures leave nothing behind.
     let roles_named = |name: String| {
         let pool = pool.clone();
@@ -151,7 +167,7 @@ async fn checks(pool: PgPool, db_url: String, login_a: String, login_b: String) 
             n
         }
     };
-    for bad in ["Bad", "pg_reader", "x"] {
+    for bad in ["Bad", "pg_reader", "x", "absa_bi_owner"] {
         assert!(bi::create_login(&pool, TEAM_A, bad, "long-enough-pw", None).await.is_err(), "{bad} accepted");
     }
     let err = bi::create_login(&pool, Uuid::from_u128(0xdead), &login_a, "long-enough-pw", None).await.unwrap_err();
@@ -314,7 +330,8 @@ async fn bi_logins_see_their_own_team_through_the_views_and_nothing_else() {
     let mut admin = PgConnection::connect(&admin_url()).await.expect("admin connection");
     absa_platform::db::drop_database(&admin_url(), &db_name).await.expect("drop database");
     for role in [&login_a, &login_b] {
-        sqlx::query(&format!(r#"DROP ROLE IF EXISTS "{role}""#)).execute(&mut admin).await.expect("drop role");
+        // The service role has no CREATEROLE: the provisioned function drops BI logins.
+        sqlx::query("SELECT absa_drop_bi_login($1)").bind(role).execute(&mut admin).await.expect("drop role");
     }
     match outcome {
         Ok(result) => result.expect("checks"),
