@@ -338,3 +338,27 @@ async fn bi_logins_see_their_own_team_through_the_views_and_nothing_else() {
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
+
+/// A database the superuser's part was never run in (made from template0): the service
+/// still migrates and runs, and a BI login request is refused saying what to run.
+#[tokio::test]
+async fn without_the_provisioned_functions_a_bi_login_is_refused_with_what_to_run() {
+    let db_name = format!("absa_e2e_bi_bare_{}", Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&admin_url()).await.expect("admin connection");
+    sqlx::query(&format!(r#"CREATE DATABASE "{db_name}" TEMPLATE template0"#)).execute(&mut admin).await.expect("create database");
+    let db_url = admin_url().rsplit_once('/').map(|(server, _)| format!("{server}/{db_name}")).unwrap();
+    let pool = PgPool::connect(&db_url).await.expect("connect");
+    let outcome = async {
+        absa_platform::db::migrate(&pool).await?;
+        sqlx::query("INSERT INTO teams (id, name) VALUES ($1, 'a')").bind(TEAM_A).execute(&pool).await?;
+        let err = bi::create_login(&pool, TEAM_A, "bi_never_made", "long-enough-password", None).await.unwrap_err();
+        assert!(matches!(err, absa_platform::PlatformError::InvalidData(_)) && err.to_string().contains("scripts/provision-postgres.sql"), "{err}");
+        let logins: i64 = sqlx::query_scalar("SELECT count(*) FROM bi_logins").fetch_one(&pool).await?;
+        assert_eq!(logins, 0);
+        anyhow::Ok(())
+    }
+    .await;
+    pool.close().await;
+    absa_platform::db::drop_database(&admin_url(), &db_name).await.expect("drop database");
+    outcome.expect("checks");
+}
