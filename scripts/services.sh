@@ -46,6 +46,18 @@ if [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" !
   log "creating database $DB_NAME"
   psql_admin -c "CREATE DATABASE \"$DB_NAME\" OWNER \"$DB_USER\""
 fi
+# BI logins reach no database but the service's: pg_hba.conf is the only place Postgres
+# can refuse a role per database (every role may CONNECT where PUBLIC may). Locally the
+# other databases are postgres and template1; a production cluster allows +absa_bi on
+# the service's database and rejects it on all others (README, Deploying).
+hba="$(as_postgres psql -qtAX -d postgres -c "SHOW hba_file")"
+if ! grep -q "absa: BI logins" "$hba"; then
+  log "pg_hba.conf: BI logins reach only the service's databases"
+  { printf '# absa: BI logins reach only the service'"'"'s databases (scripts/services.sh)\n'
+    printf 'local postgres,template1 +absa_bi reject\nhost postgres,template1 +absa_bi all reject\n'
+    cat "$hba"; } > "$hba.absa" && cat "$hba.absa" > "$hba" && rm -f "$hba.absa"
+  psql_admin -c "SELECT pg_reload_conf()" >/dev/null
+fi
 # The superuser's part (scripts/provision-postgres.sql): in template1, so every database
 # created from now on has it, and in the service's existing databases.
 provision() { as_postgres psql -v ON_ERROR_STOP=1 -qtAX -v service_role="$DB_USER" -d "$1" -f - <"$(dirname "$0")/provision-postgres.sql" >/dev/null; }

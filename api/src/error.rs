@@ -65,8 +65,16 @@ impl IntoResponse for ApiError {
                 json!({ "error": format!("internal error (request id {request_id}); the service's log has the details"), "request_id": request_id })
             }
             Self::ConflictWith { message, mut body } => {
+                let request_id = uuid::Uuid::new_v4();
+                tracing::info!(%request_id, %message, "conflict");
                 body["error"] = json!(message);
+                body["request_id"] = json!(request_id);
                 body
+            }
+            Self::Conflict(message) => {
+                let request_id = uuid::Uuid::new_v4();
+                tracing::info!(%request_id, %message, "conflict");
+                json!({ "error": message, "request_id": request_id })
             }
             other => json!({ "error": other.to_string() }),
         };
@@ -138,5 +146,14 @@ mod tests {
         assert!(!message.contains("teams_name_key") && !message.contains("database"), "{message}");
         let id = body["request_id"].as_str().unwrap();
         assert!(message.contains(id) && uuid::Uuid::parse_str(id).is_ok(), "{body}");
+    }
+
+    #[tokio::test]
+    async fn conflicts_carry_a_request_id_for_the_log() {
+        let response = ApiError::Conflict("that team name is taken".into()).into_response();
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        let body: Value = serde_json::from_slice(&axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap()).unwrap();
+        assert_eq!(body["error"], "that team name is taken");
+        assert!(uuid::Uuid::parse_str(body["request_id"].as_str().unwrap()).is_ok(), "{body}");
     }
 }
