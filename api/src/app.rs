@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use crate::auth::HasPool;
 use crate::metrics::ApiMetrics;
 use crate::routes::{access, data, export, jobs, models, schedules};
-use crate::settings::Settings;
+use crate::settings::{ApiSettings, Settings};
 
 /// The OpenAPI document, served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -23,15 +23,8 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 pub struct AppState {
     pub pool: PgPool,
     pub metrics: Arc<ApiMetrics>,
-    pub max_upload_bytes: u64,
-    pub max_json_bytes: u64,
-    pub min_schedule_interval_secs: i64,
-    pub max_queued_per_team: i64,
-    pub max_stored_errors: usize,
-    pub max_parquet_uncompressed_bytes: u64,
-    pub platform_team: Option<String>,
-    pub metrics_key: Option<absa_platform::config::Secret>,
-    pub metrics_cache: std::time::Duration,
+    /// The limits and the rest of `[api]` (README, "Limits and quotas").
+    pub api: Arc<ApiSettings>,
     /// Where uploads are spooled while they are read.
     pub upload_dir: PathBuf,
 }
@@ -39,7 +32,7 @@ pub struct AppState {
 impl AppState {
     /// How uploads are read: the readers' row cap, and this API's Parquet cap.
     pub fn reader_options(&self) -> absa_domain::readers::ReaderOptions {
-        absa_domain::readers::ReaderOptions { max_uncompressed_bytes: self.max_parquet_uncompressed_bytes, ..Default::default() }
+        absa_domain::readers::ReaderOptions { max_uncompressed_bytes: self.api.max_parquet_uncompressed_bytes, ..Default::default() }
     }
 }
 
@@ -62,21 +55,7 @@ impl Application {
         absa_platform::db::migrate(&pool).await?;
         let upload_dir = settings.api.upload_dir.clone().unwrap_or_else(std::env::temp_dir);
         std::fs::create_dir_all(&upload_dir).map_err(|e| anyhow::anyhow!("upload folder {}: {e}", upload_dir.display()))?;
-        let api = &settings.api;
-        let state = AppState {
-            pool,
-            metrics: Arc::new(ApiMetrics::default()),
-            max_upload_bytes: api.max_upload_bytes,
-            max_json_bytes: api.max_json_bytes,
-            min_schedule_interval_secs: api.min_schedule_interval_secs,
-            max_queued_per_team: api.max_queued_per_team,
-            max_stored_errors: api.max_stored_errors,
-            max_parquet_uncompressed_bytes: api.max_parquet_uncompressed_bytes,
-            platform_team: api.platform_team.clone(),
-            metrics_key: api.metrics_key.clone(),
-            metrics_cache: std::time::Duration::from_secs_f64(api.metrics_cache_secs.max(0.0)),
-            upload_dir,
-        };
+        let state = AppState { pool, metrics: Arc::new(ApiMetrics::default()), api: Arc::new(settings.api.clone()), upload_dir };
         let router = router(state);
         let listener = tokio::net::TcpListener::bind(&settings.http.bind).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.http.bind))?;
         Ok(Self { listener, router })
@@ -161,14 +140,14 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::
 }
 
 async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
-    if let Some(key) = &state.metrics_key {
+    if let Some(key) = &state.api.metrics_key {
         let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         // Compared as hashes: no early exit that times how much of the key matched.
         if given.map(crate::auth::hash_key) != Some(crate::auth::hash_key(key.expose())) {
             return (StatusCode::UNAUTHORIZED, "metrics need `Authorization: Bearer <api.metrics_key>`").into_response();
         }
     }
-    match state.metrics.render(&state.pool, state.metrics_cache).await {
+    match state.metrics.render(&state.pool, std::time::Duration::from_secs_f64(state.api.metrics_cache_secs.max(0.0))).await {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("metrics unavailable: {e}")).into_response(),
     }

@@ -15,7 +15,7 @@ use crate::error::{read_json, ApiError, ApiResult};
 pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     let team: String = sqlx::query_scalar("SELECT name FROM teams WHERE id = $1").bind(caller.team_id).fetch_one(&state.pool).await?;
     Ok(Json(
-        json!({ "team_id": caller.team_id, "team": team, "role": caller.role.as_str(), "key_id": caller.key_id, "max_upload_bytes": state.max_upload_bytes }),
+        json!({ "team_id": caller.team_id, "team": team, "role": caller.role.as_str(), "key_id": caller.key_id, "max_upload_bytes": state.api.max_upload_bytes }),
     ))
 }
 
@@ -33,7 +33,7 @@ pub async fn create_key(
     body: axum::body::Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Role::Admin)?;
-    let req: NewKey = read_json(&headers, body, state.max_json_bytes).await?;
+    let req: NewKey = read_json(&headers, body, state.api.max_json_bytes).await?;
     let (id, key) = auth::create_key(&state.pool, caller.team_id, &req.name, req.role).await?;
     Ok((StatusCode::CREATED, Json(json!({ "id": id, "name": req.name, "role": req.role, "key": key }))))
 }
@@ -77,7 +77,7 @@ pub async fn create_team(
     body: axum::body::Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Role::Admin)?;
-    let platform_admin = match &state.platform_team {
+    let platform_admin = match &state.api.platform_team {
         Some(name) => {
             sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM teams WHERE id = $1 AND name = $2)")
                 .bind(caller.team_id)
@@ -90,7 +90,7 @@ pub async fn create_team(
     if !platform_admin {
         return Err(ApiError::Forbidden { needed: "platform admin (an admin of the team named by api.platform_team)", has: caller.role.as_str() });
     }
-    let req: NewTeam = read_json(&headers, body, state.max_json_bytes).await?;
+    let req: NewTeam = read_json(&headers, body, state.api.max_json_bytes).await?;
     if req.name.trim().is_empty() || req.name.len() > 100 {
         return Err(ApiError::BadRequest("name: 1 to 100 characters".into()));
     }
@@ -121,7 +121,7 @@ pub async fn create_bi_login(
     body: axum::body::Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Role::Admin)?;
-    let req: NewBiLogin = read_json(&headers, body, state.max_json_bytes).await?;
+    let req: NewBiLogin = read_json(&headers, body, state.api.max_json_bytes).await?;
     let days = req.valid_days.unwrap_or(90);
     if !(1..=365).contains(&days) {
         return Err(ApiError::Unprocessable(format!("valid_days {days}: 1 to 365")));

@@ -138,7 +138,7 @@ pub async fn upload_dataset(
     };
     let allowed: Option<HashSet<String>> = q.labels.map(|l| l.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect());
     let mut file = uploads::SpoolFile::new_in(&state.upload_dir)?;
-    let spooled = uploads::spool(&headers, body, file.file_mut(), state.max_upload_bytes).await?;
+    let spooled = uploads::spool(&headers, body, file.file_mut(), state.api.max_upload_bytes).await?;
     let key = key.map(|k| (k, upload_hash("datasets", &uri, &spooled)));
 
     let mut tx = state.pool.begin().await?;
@@ -154,7 +154,7 @@ pub async fn upload_dataset(
     let mut rx =
         uploads::read_rows(&file, format, state.reader_options(), move |line, fields| uploads::check_labelled(line, fields, &columns, allowed.as_ref()))?;
     let mut added = 0u64;
-    let mut errors = uploads::RowErrors::new(state.max_stored_errors);
+    let mut errors = uploads::RowErrors::new(state.api.max_stored_errors);
     while let Some(item) = rx.recv().await {
         match item {
             Parsed::Failed(reason) => return Err(ApiError::BadRequest(format!("the file cannot be read: {reason}"))),
@@ -209,7 +209,7 @@ pub async fn upload_corpus(
     check_name(&q.name)?;
     let format = uploads::parse_format(q.format.as_deref())?;
     let mut file = uploads::SpoolFile::new_in(&state.upload_dir)?;
-    let spooled = uploads::spool(&headers, body, file.file_mut(), state.max_upload_bytes).await?;
+    let spooled = uploads::spool(&headers, body, file.file_mut(), state.api.max_upload_bytes).await?;
     let key = key.map(|k| (k, upload_hash("corpora", &uri, &spooled)));
 
     let mut tx = state.pool.begin().await?;
@@ -221,7 +221,7 @@ pub async fn upload_corpus(
         sqlx::query_scalar("SELECT coalesce(max(seq) + 1, 0)::bigint FROM documents WHERE corpus_id = $1").bind(corpus_id).fetch_one(&mut *tx).await?;
     let mut rx = uploads::read_rows(&file, format, state.reader_options(), uploads::check_document)?;
     let mut added = 0u64;
-    let mut errors = uploads::RowErrors::new(state.max_stored_errors);
+    let mut errors = uploads::RowErrors::new(state.api.max_stored_errors);
     let mut seen: HashMap<String, usize> = HashMap::new();
     while let Some(item) = rx.recv().await {
         match item {

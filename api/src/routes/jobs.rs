@@ -89,7 +89,7 @@ async fn submit(
         .bind(caller.team_id)
         .fetch_one(&state.pool)
         .await?;
-    if queued >= state.max_queued_per_team {
+    if queued >= state.api.max_queued_per_team {
         return Err(ApiError::TooMany(format!("the team has {queued} jobs queued, its quota (api.max_queued_per_team); submit again when some have started")));
     }
     let job = NewJob {
@@ -125,7 +125,7 @@ async fn dataset_rows(state: &AppState, caller: &Caller, dataset: Uuid) -> ApiRe
 
 pub async fn submit_train(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: axum::body::Body) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Role::Mlops)?;
-    let body = read_body(&headers, body, state.max_json_bytes).await?;
+    let body = read_body(&headers, body, state.api.max_json_bytes).await?;
     let idempotency = Idempotency::of(&headers, "train", &body)?;
     let req: TrainRequest = parse_json(&body)?;
     let priority = check_priority(req.priority)?;
@@ -149,7 +149,7 @@ pub async fn submit_train(State(state): State<AppState>, caller: Caller, headers
 
 pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: axum::body::Body) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Role::Analyst)?;
-    let body = read_body(&headers, body, state.max_json_bytes).await?;
+    let body = read_body(&headers, body, state.api.max_json_bytes).await?;
     let idempotency = Idempotency::of(&headers, "score", &body)?;
     let req: ScoreRequest = parse_json(&body)?;
     let priority = check_priority(req.priority)?;
@@ -210,7 +210,7 @@ pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers
 /// training job it will be) here, the scheduler runs it.
 pub async fn submit_sweep(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: axum::body::Body) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Role::Mlops)?;
-    let body = read_body(&headers, body, state.max_json_bytes).await?;
+    let body = read_body(&headers, body, state.api.max_json_bytes).await?;
     let idempotency = Idempotency::of(&headers, "sweep", &body)?;
     let spec: sweeps::SweepSpec = parse_json(&body)?;
     let trials = spec.expand()?;

@@ -100,7 +100,7 @@ pub async fn set_alias(
     body: axum::body::Body,
 ) -> ApiResult<Json<Value>> {
     caller.require(Role::Mlops)?;
-    let body: SetAlias = read_json(&headers, body, state.max_json_bytes).await?;
+    let body: SetAlias = read_json(&headers, body, state.api.max_json_bytes).await?;
     version(&state, &caller, body.model_version_id).await?;
     let mut tx = state.pool.begin().await?;
     registry::set_alias(&mut tx, caller.team_id, &name, body.model_version_id, json!({ "set_by_key": caller.key_id })).await?;
@@ -117,7 +117,7 @@ pub async fn promote(
     body: axum::body::Body,
 ) -> ApiResult<Json<Value>> {
     caller.require(Role::Mlops)?;
-    let body = read_body(&headers, body, state.max_json_bytes).await?;
+    let body = read_body(&headers, body, state.api.max_json_bytes).await?;
     let policy: PromotionPolicy = if body.is_empty() { PromotionPolicy::default() } else { parse_json(&body)? };
     version(&state, &caller, id).await?;
     let mut tx = state.pool.begin().await?;

@@ -59,7 +59,7 @@ pub async fn create_schedule(
     body: axum::body::Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Role::Mlops)?;
-    let req: NewSchedule = read_json(&headers, body, state.max_json_bytes).await?;
+    let req: NewSchedule = read_json(&headers, body, state.api.max_json_bytes).await?;
     if req.name.trim().is_empty() || req.name.chars().count() > 100 || req.name.contains('\0') {
         return Err(ApiError::Unprocessable("name: 1 to 100 characters".into()));
     }
@@ -70,11 +70,11 @@ pub async fn create_schedule(
         Some(c) => {
             let cron = retrains::parse_cron(c)?;
             let gap = retrains::shortest_gap_secs(&cron, Utc::now())?;
-            if gap < state.min_schedule_interval_secs {
+            if gap < state.api.min_schedule_interval_secs {
                 return Err(ApiError::Unprocessable(format!(
                     "cron {:?} fires {gap} s apart; a schedule fires at most every {} s",
                     absa_platform::job_spec::truncate(c, 60),
-                    state.min_schedule_interval_secs
+                    state.api.min_schedule_interval_secs
                 )));
             }
             Some(retrains::next_after(&cron, Utc::now())?)
