@@ -11,7 +11,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use sqlx::PgPool;
 
-use crate::auth::HasPool;
+use crate::auth::{self, Caller, HasPool};
 use crate::metrics::ApiMetrics;
 use crate::routes::{access, data, export, jobs, models, schedules};
 use crate::settings::{ApiSettings, Settings};
@@ -139,12 +139,14 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::
     }
 }
 
+/// The Prometheus exposition, for an API key of any role or the scrape key
+/// (`api.metrics_key`); anonymous scrapes get 401.
 async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
-    if let Some(key) = &state.api.metrics_key {
-        let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        // Compared as hashes: no early exit that times how much of the key matched.
-        if given.map(crate::auth::hash_key) != Some(crate::auth::hash_key(key.expose())) {
-            return (StatusCode::UNAUTHORIZED, "metrics need `Authorization: Bearer <api.metrics_key>`").into_response();
+    // Compared as hashes: no early exit that times how much of the key matched.
+    let scrape_key = state.api.metrics_key.as_ref().is_some_and(|key| auth::bearer(&headers).map(auth::hash_key) == Some(auth::hash_key(key.expose())));
+    if !scrape_key {
+        if let Err(e) = Caller::of(&state.pool, &headers).await {
+            return e.into_response();
         }
     }
     match state.metrics.render(&state.pool, std::time::Duration::from_secs_f64(state.api.metrics_cache_secs.max(0.0))).await {

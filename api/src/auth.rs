@@ -95,13 +95,11 @@ pub async fn create_key(pool: &PgPool, team: Uuid, name: &str, role: Role) -> Ap
 
 /// The team named `name`, created if it does not exist.
 pub async fn ensure_team(pool: &PgPool, name: &str) -> ApiResult<Uuid> {
-    let id: Uuid = sqlx::query_scalar(
-        "INSERT INTO teams (id, name) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
-    )
-    .bind(Uuid::new_v4())
-    .bind(name)
-    .fetch_one(pool)
-    .await?;
+    let id: Uuid = sqlx::query_scalar("INSERT INTO teams (id, name) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id")
+        .bind(Uuid::new_v4())
+        .bind(name)
+        .fetch_one(pool)
+        .await?;
     Ok(id)
 }
 
@@ -110,20 +108,31 @@ pub trait HasPool {
     fn pool(&self) -> &PgPool;
 }
 
+/// The `Authorization: Bearer` token, if any.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok())?;
+    header.strip_prefix("Bearer ").map(str::trim).filter(|k| !k.is_empty())
+}
+
+impl Caller {
+    /// The caller whose key the request carries; 401 without a live key.
+    pub async fn of(pool: &PgPool, headers: &axum::http::HeaderMap) -> ApiResult<Self> {
+        let key = bearer(headers).ok_or(ApiError::Unauthorized)?;
+        let row: Option<(Uuid, Uuid, String)> = sqlx::query_as("SELECT id, team_id, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
+            .bind(hash_key(key))
+            .fetch_optional(pool)
+            .await?;
+        let (key_id, team_id, role) = row.ok_or(ApiError::Unauthorized)?;
+        let role = Role::parse(&role).ok_or_else(|| ApiError::Internal(format!("key {key_id} has unknown role {role}")))?;
+        Ok(Self { key_id, team_id, role })
+    }
+}
+
 impl<S: HasPool + Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or(ApiError::Unauthorized)?;
-        let key = header.strip_prefix("Bearer ").map(str::trim).filter(|k| !k.is_empty()).ok_or(ApiError::Unauthorized)?;
-        let row: Option<(Uuid, Uuid, String)> =
-            sqlx::query_as("SELECT id, team_id, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
-                .bind(hash_key(key))
-                .fetch_optional(state.pool())
-                .await?;
-        let (key_id, team_id, role) = row.ok_or(ApiError::Unauthorized)?;
-        let role = Role::parse(&role).ok_or_else(|| ApiError::Internal(format!("key {key_id} has unknown role {role}")))?;
-        Ok(Self { key_id, team_id, role })
+        Self::of(state.pool(), &parts.headers).await
     }
 }
 

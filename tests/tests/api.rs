@@ -231,10 +231,12 @@ async fn access_uploads_idempotency_cancellation_and_retrains() {
         api.send("POST", Some(&mlops), &format!("/v1/jobs/{}/cancel", j["id"].as_str().unwrap()), None, &[]);
     }
 
-    // Revoked keys stop working; metrics are exposed.
+    // Revoked keys stop working; metrics need a key.
     assert_eq!(api.send("DELETE", Some(&alpha), &format!("/v1/keys/{mlops_id}"), None, &[]).status, 204);
     assert_eq!(api.get(Some(&mlops), "/v1/me").status, 401);
-    let metrics = api.get(None, "/metrics").body;
+    assert_eq!(api.get(Some(&mlops), "/metrics").status, 401, "a revoked key");
+    assert_eq!(api.get(None, "/metrics").status, 401, "no key");
+    let metrics = api.get(Some(&analyst), "/metrics").body;
     let metrics = metrics.as_str().unwrap();
     for needle in [
         "absa_jobs{kind=\"train\",state=\"cancelled\"}",
@@ -351,7 +353,7 @@ async fn train_promote_score_and_export() {
     assert!(parquet.starts_with(b"PAR1") && parquet.ends_with(b"PAR1") && parquet.len() > 1000, "{} bytes", parquet.len());
 
     // /metrics during the run: the job system's figures.
-    let metrics = api.get(None, "/metrics").body;
+    let metrics = api.get(Some(&analyst), "/metrics").body;
     let metrics = metrics.as_str().unwrap();
     for needle in [
         "absa_jobs{kind=\"score_shard\",state=\"succeeded\"} 2",

@@ -194,7 +194,7 @@ async fn checks(pool: PgPool, db_url: String, login_a: String, login_b: String) 
     let a = login_pool(&db_url, &login_a, "secret-a-12345").await?;
     // ... and no other database of the cluster (pg_hba.conf, set by scripts/services.sh).
     let elsewhere = db_url.rsplit_once('/').map(|(server, _)| format!("{server}/postgres")).unwrap();
-    let refused = login_pool(&elsewhere, &login_a, "secret-a-12345").await.err().expect("a BI login connected to the postgres database");
+    let refused = login_pool(&elsewhere, &login_a, "secret-a-12345").await.expect_err("a BI login connected to the postgres database");
     assert!(refused.to_string().contains("pg_hba.conf rejects connection"), "{refused}");
     let (who, team): (String, Option<Uuid>) = sqlx::query_as("SELECT current_user::text, bi_team()").fetch_one(&a).await?;
     assert_eq!((who.as_str(), team), (login_a.as_str(), Some(TEAM_A)));

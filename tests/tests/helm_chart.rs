@@ -1282,7 +1282,17 @@ fn render(overrides: &str) -> Result<Rendered, String> {
         let data = V::map(vec![
             ("Values", values.clone()),
             ("Chart", chart.clone()),
-            ("Release", V::map(vec![("Name", V::str(RELEASE)), ("Namespace", V::str(NAMESPACE)), ("Service", V::str("Helm")), ("IsInstall", V::Bool(true)), ("IsUpgrade", V::Bool(false)), ("Revision", V::Int(1))])),
+            (
+                "Release",
+                V::map(vec![
+                    ("Name", V::str(RELEASE)),
+                    ("Namespace", V::str(NAMESPACE)),
+                    ("Service", V::str("Helm")),
+                    ("IsInstall", V::Bool(true)),
+                    ("IsUpgrade", V::Bool(false)),
+                    ("Revision", V::Int(1)),
+                ]),
+            ),
             ("Template", V::map(vec![("Name", V::Str(format!("absa/templates/{name}"))), ("BasePath", V::str("absa/templates"))])),
             ("Files", V::map(vec![])),
         ]);
@@ -1360,7 +1370,7 @@ scorer:
 trainer:
   image: {tag: "1.2.3-cuda"}
   models: {existingClaim: base-models}
-metrics: {serviceMonitor: {enabled: true, labels: {release: kube-prometheus-stack}}}
+metrics: {key: {existingSecret: scrape-key}, serviceMonitor: {enabled: true, labels: {release: kube-prometheus-stack}}}
 grafana: {dashboard: {labels: {team: nlp}, annotations: {grafana_folder: ABSA}}}
 "#;
 
@@ -1492,7 +1502,12 @@ fn pod_spec(o: &J) -> &J {
 }
 
 fn container<'a>(o: &'a J, name: &str) -> &'a J {
-    pod_spec(o)["containers"].as_array().expect("containers").iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no container {name} in {}", o["metadata"]["name"]))
+    pod_spec(o)["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name} in {}", o["metadata"]["name"]))
 }
 
 fn env_value<'a>(c: &'a J, name: &str) -> Option<&'a J> {
@@ -1502,7 +1517,8 @@ fn env_value<'a>(c: &'a J, name: &str) -> Option<&'a J> {
 /// Every referenced Secret, ConfigMap, volume, port and service account exists, env
 /// values are strings, the root filesystem is read-only and what is written is a volume.
 fn check_pods(r: &Rendered) {
-    let existing_secrets: BTreeSet<String> = ["database.existingSecret", "amqp.existingSecret"].iter().map(|p| r.value_str(p)).filter(|s| !s.is_empty()).collect();
+    let existing_secrets: BTreeSet<String> =
+        ["database.existingSecret", "amqp.existingSecret", "metrics.key.existingSecret"].iter().map(|p| r.value_str(p)).filter(|s| !s.is_empty()).collect();
     for m in &r.manifests {
         let o = &m.obj;
         let kind = o["kind"].as_str().expect("kind");
@@ -1642,7 +1658,14 @@ fn check_pods(r: &Rendered) {
 /// section struct, `key` for a plain field (`models_dir`). The README's Configuration
 /// table documents the same keys.
 fn binary_settings_keys() -> BTreeSet<String> {
-    let files = ["platform/src/config.rs", "platform/src/worker.rs", "api/src/settings.rs", "scheduler/src/settings.rs", "trainer/src/settings.rs", "scorer/src/settings.rs"];
+    let files = [
+        "platform/src/config.rs",
+        "platform/src/worker.rs",
+        "api/src/settings.rs",
+        "scheduler/src/settings.rs",
+        "trainer/src/settings.rs",
+        "scorer/src/settings.rs",
+    ];
     // struct name -> (field, type) of every `pub struct Name { pub field: Type, ... }`.
     let mut structs: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     let mut settings = 0;
@@ -1677,7 +1700,17 @@ fn binary_settings_keys() -> BTreeSet<String> {
             }
         }
     }
-    for expected in ["database.url", "amqp.prefix", "http.bind", "api.max_upload_bytes", "dispatch.shard_size", "worker.lease_secs", "torch.threads", "onnx.precision", "models_dir"] {
+    for expected in [
+        "database.url",
+        "amqp.prefix",
+        "http.bind",
+        "api.max_upload_bytes",
+        "dispatch.shard_size",
+        "worker.lease_secs",
+        "torch.threads",
+        "onnx.precision",
+        "models_dir",
+    ] {
         assert!(keys.contains(expected), "settings structs parsed wrongly: no {expected} in {keys:?}");
     }
     keys
@@ -1713,7 +1746,21 @@ fn workspace_version() -> String {
 mod schema {
     use serde_json::Value as J;
 
-    const KEYWORDS: &[&str] = &["$schema", "title", "description", "default", "type", "properties", "additionalProperties", "required", "items", "enum", "minimum", "maximum", "minLength"];
+    const KEYWORDS: &[&str] = &[
+        "$schema",
+        "title",
+        "description",
+        "default",
+        "type",
+        "properties",
+        "additionalProperties",
+        "required",
+        "items",
+        "enum",
+        "minimum",
+        "maximum",
+        "minLength",
+    ];
 
     fn type_ok(t: &str, v: &J) -> bool {
         match t {
@@ -2030,7 +2077,11 @@ fn the_default_render_has_every_role_with_its_required_fields() {
     let port = r.value_num("api.containerPort") as u64;
     let http = c["ports"].as_array().expect("ports").iter().find(|p| p["name"] == "http").expect("http port");
     assert_eq!(http["containerPort"], port);
-    assert_eq!(env_value(c, "ABSA_HTTP__BIND").expect("ABSA_HTTP__BIND")["value"], format!("0.0.0.0:{port}").as_str(), "the API listens where the probes and the Service look");
+    assert_eq!(
+        env_value(c, "ABSA_HTTP__BIND").expect("ABSA_HTTP__BIND")["value"],
+        format!("0.0.0.0:{port}").as_str(),
+        "the API listens where the probes and the Service look"
+    );
     let svc = r.get("Service", &format!("{full}-api"));
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], "http");
     assert_eq!(svc["spec"]["ports"][0]["port"], 80);
@@ -2067,12 +2118,19 @@ fn the_default_render_has_every_role_with_its_required_fields() {
     assert!(ts["nodeSelector"].as_object().is_some_and(|m| !m.is_empty()), "trainer nodeSelector");
     assert!(ts["tolerations"].as_array().expect("tolerations").iter().any(|t| t["key"] == "nvidia.com/gpu"), "trainer tolerates GPU taints");
     let grace = ts["terminationGracePeriodSeconds"].as_f64().expect("grace period");
-    assert!(grace >= 300.0 && grace > r.value_num("config.worker.lease_secs"), "trainer grace period {grace}s: long enough to stop at a step and release the job");
+    assert!(
+        grace >= 300.0 && grace > r.value_num("config.worker.lease_secs"),
+        "trainer grace period {grace}s: long enough to stop at a step and release the job"
+    );
     assert_eq!(trainer["spec"]["strategy"]["rollingUpdate"]["maxSurge"], 0, "no surge pods waiting for GPUs");
     assert_eq!(trainer["spec"]["replicas"], 1);
     let models = ts["volumes"].as_array().expect("volumes").iter().find(|v| v["name"] == "models").expect("models volume");
     assert!(models.get("emptyDir").is_some(), "no claim: an emptyDir");
-    assert!(tc["volumeMounts"].as_array().expect("mounts").iter().any(|m| m["name"] == "models" && m["mountPath"] == r.value_str("config.models_dir").as_str()));
+    assert!(tc["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .any(|m| m["name"] == "models" && m["mountPath"] == r.value_str("config.models_dir").as_str()));
 
     // Migrations: a pre-install,pre-upgrade hook running `absa-api migrate` with the API image,
     // after (lower weight) its own copies of the configuration and the database URL.
@@ -2249,6 +2307,11 @@ fn everything_enabled_renders_keda_servicemonitor_existing_secrets_and_volumes()
     assert_eq!(sm["spec"]["endpoints"][0]["port"], svc["spec"]["ports"][0]["name"]);
     assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
     assert_eq!(sm["metadata"]["labels"]["release"], "kube-prometheus-stack");
+    // The scrape key: the ServiceMonitor's bearer token and the API's ABSA_API__METRICS_KEY.
+    let scrape_key = serde_json::json!({"name": "scrape-key", "key": "metrics-key"});
+    assert_eq!(sm["spec"]["endpoints"][0]["authorization"], serde_json::json!({"type": "Bearer", "credentials": scrape_key}));
+    let api_container = &pod_spec(r.get("Deployment", "absa-api"))["containers"][0];
+    assert_eq!(env_value(api_container, "ABSA_API__METRICS_KEY").expect("metrics key")["valueFrom"]["secretKeyRef"], scrape_key);
 
     // Existing Secrets by name and key; the migrations hook reads the existing one directly.
     for d in r.all("Deployment").into_iter().chain(r.all("Job")) {
@@ -2266,7 +2329,12 @@ fn everything_enabled_renders_keda_servicemonitor_existing_secrets_and_volumes()
     // Volumes: the artifacts claim on both workers at artifacts_dir, the models claim read-only.
     for role in ["scorer", "trainer"] {
         let d = r.get("Deployment", &format!("absa-{role}"));
-        let vol = pod_spec(d)["volumes"].as_array().expect("volumes").iter().find(|v| v["name"] == "artifacts").unwrap_or_else(|| panic!("{role}: no artifacts volume"));
+        let vol = pod_spec(d)["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == "artifacts")
+            .unwrap_or_else(|| panic!("{role}: no artifacts volume"));
         assert_eq!(vol["persistentVolumeClaim"]["claimName"], "absa-artifacts");
         let c = container(d, role);
         assert!(c["volumeMounts"].as_array().expect("mounts").iter().any(|m| m["name"] == "artifacts" && m["mountPath"] == "/var/lib/absa/artifacts"));
@@ -2315,7 +2383,10 @@ fn a_distributed_run_is_an_indexed_job_whose_pods_meet_at_pod_zero() {
     check_pods(&r);
     let job = r.get("Job", "prod-absa-run");
     let svc = r.get("Service", "prod-absa-run");
-    assert_eq!((job["spec"]["completionMode"].as_str(), job["spec"]["completions"].as_i64(), job["spec"]["parallelism"].as_i64()), (Some("Indexed"), Some(3), Some(3)));
+    assert_eq!(
+        (job["spec"]["completionMode"].as_str(), job["spec"]["completions"].as_i64(), job["spec"]["parallelism"].as_i64()),
+        (Some("Indexed"), Some(3), Some(3))
+    );
     assert_eq!(job["spec"]["backoffLimit"], 0, "a failed rank fails the run");
     // Pod k of an Indexed Job is <job>-k; with the Service as its subdomain it resolves
     // as <job>-k.<service>: node 0 is the rendezvous address every rank is given.
@@ -2330,8 +2401,23 @@ fn a_distributed_run_is_an_indexed_job_whose_pods_meet_at_pod_zero() {
     assert_eq!(
         args,
         [
-            "launch", "--nnodes", "3", "--nproc-per-node", "2", "--node-rank", "$(JOB_COMPLETION_INDEX)", "--master-addr", "prod-absa-run-0.prod-absa-run",
-            "--master-port", "29500", "--", "train", "--base", "/shared/models/xlm-roberta-xl", "--sharding", "full-shard",
+            "launch",
+            "--nnodes",
+            "3",
+            "--nproc-per-node",
+            "2",
+            "--node-rank",
+            "$(JOB_COMPLETION_INDEX)",
+            "--master-addr",
+            "prod-absa-run-0.prod-absa-run",
+            "--master-port",
+            "29500",
+            "--",
+            "train",
+            "--base",
+            "/shared/models/xlm-roberta-xl",
+            "--sharding",
+            "full-shard",
         ]
     );
     assert_eq!(c["ports"][0]["containerPort"], 29500);
@@ -2470,7 +2556,10 @@ fn the_renderer_follows_go_template_and_helm_semantics() {
     // Numbers from values are float64: large ones print in exponent form, as in Helm.
     // (Checked against text/template with Sprig 3.2.3 and ghodss/yaml; keys such as `y`
     // or `n` are avoided: Helm's YAML 1.1 parser reads them as booleans.)
-    assert_eq!(ok("{{ .Values.big }} {{ .Values.m }} {{ .Values.f }} {{ .Values.small }}", "{big: 536870912, m: 8080, f: 1.5, small: 0.00001}"), "5.36870912e+08 8080 1.5 1e-05");
+    assert_eq!(
+        ok("{{ .Values.big }} {{ .Values.m }} {{ .Values.f }} {{ .Values.small }}", "{big: 536870912, m: 8080, f: 1.5, small: 0.00001}"),
+        "5.36870912e+08 8080 1.5 1e-05"
+    );
     assert_eq!(ok("{{ toJson .Values.big }}", "big: 536870912"), "536870912");
     assert_eq!(ok("{{ printf \"%d\" .Values.m }}", "m: 8080"), "%!d(float64=8080)");
     assert_eq!(ok("{{ .Values.x | quote }} {{ quote 5 }}", "x: 'a\"b'"), "\"a\\\"b\" \"5\"");

@@ -218,7 +218,8 @@ async fn hostile_requests_are_refused_before_work_and_memory_stays_bounded() {
     // The team's queue quota (2 here): a second job lands, a third is a 429. /metrics
     // reuses its Postgres gauges for 5 s: a scrape right after the second job still
     // shows one.
-    let jobs_gauge = || api.get(None, "/metrics").body.as_str().unwrap().lines().filter(|l| l.starts_with("absa_jobs{")).collect::<Vec<_>>().join("\n");
+    let jobs_gauge =
+        || api.get(Some(&analyst), "/metrics").body.as_str().unwrap().lines().filter(|l| l.starts_with("absa_jobs{")).collect::<Vec<_>>().join("\n");
     let scraped = jobs_gauge();
     assert_eq!(scraped, "absa_jobs{kind=\"train\",state=\"queued\"} 1");
     assert_eq!(train(json!({})).status, 201);
@@ -266,11 +267,12 @@ async fn hostile_requests_are_refused_before_work_and_memory_stays_bounded() {
     // Over the footer's declared size cap (set to 50 MB below), the same file is refused
     // whole before any page is read.
     let capped = Service::start_with(&[("ABSA_API__MAX_PARQUET_UNCOMPRESSED_BYTES", "50000000"), ("ABSA_API__METRICS_KEY", "scrape-key-0123")]).await;
+    let capped_admin = capped.bootstrap_key("capped");
     assert_eq!(capped.api.get(None, "/metrics").status, 401, "this API's metrics need its key");
     assert_eq!(capped.api.get(Some("wrong"), "/metrics").status, 401);
+    assert_eq!(capped.api.get(Some(&capped_admin), "/metrics").status, 200, "an API key works too");
     let scraped = capped.api.get(Some("scrape-key-0123"), "/metrics");
     assert!(scraped.status == 200 && scraped.body.as_str().unwrap().contains("absa_training_epochs_total 0"), "{scraped:?}");
-    let capped_admin = capped.bootstrap_key("capped");
     let a = capped.api.upload(Some(&capped_admin), "/v1/corpora?name=bomb&format=parquet", &bomb);
     refused(&a, 400, "bytes uncompressed, over the limit of 50000000 bytes");
     let capped_peak = peak_rss_mib(capped.processes.iter().find(|p| p.name == "api").unwrap().pid());
