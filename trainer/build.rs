@@ -19,31 +19,12 @@ fn main() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,-ltorch,--as-needed");
     }
     // The same flags torch-sys builds its own C++ wrapper with.
-    cc::Build::new()
-        .cpp(true)
-        .file("csrc/autocast.cpp")
-        .file("csrc/rng.cpp")
-        .file("csrc/memory.cpp")
-        .include(root.join("include"))
-        .include(root.join("include/torch/csrc/api/include"))
-        .flag("-std=c++17")
-        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
-        .flag("-DGLOG_USE_GLOG_EXPORT")
-        .warnings(false)
-        .compile("absa_csrc");
+    libtorch_cpp(root, "c++17").file("csrc/autocast.cpp").file("csrc/rng.cpp").file("csrc/memory.cpp").compile("absa_csrc");
     // c10d (csrc/distributed.cpp): libtorch 2.13's distributed headers need C++20, and
     // ProcessGroupGloo.hpp includes Gloo's own headers, which the wheel lacks (Debian's
     // libgloo-dev has them; scripts/native.sh installs it). NCCL when libtorch has CUDA.
-    let mut dist = cc::Build::new();
-    dist.cpp(true)
-        .file("csrc/distributed.cpp")
-        .include(root.join("include"))
-        .include(root.join("include/torch/csrc/api/include"))
-        .flag("-std=c++20")
-        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
-        .flag("-DGLOG_USE_GLOG_EXPORT")
-        .flag("-DUSE_C10D_GLOO")
-        .warnings(false);
+    let mut dist = libtorch_cpp(root, "c++20");
+    dist.file("csrc/distributed.cpp").flag("-DUSE_C10D_GLOO");
     if let Ok(gloo) = std::env::var("ABSA_GLOO_INCLUDE") {
         dist.include(gloo);
     }
@@ -65,4 +46,18 @@ fn main() {
     println!("cargo:rustc-link-search=native={}", lib.display());
     println!("cargo:rustc-link-lib=dylib=c10");
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
+}
+
+/// A C++ build against libtorch's headers with the flags its libraries were built with.
+fn libtorch_cpp(root: &std::path::Path, standard: &str) -> cc::Build {
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .include(root.join("include"))
+        .include(root.join("include/torch/csrc/api/include"))
+        .flag(format!("-std={standard}"))
+        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .warnings(false);
+    build
 }

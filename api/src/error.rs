@@ -103,14 +103,21 @@ impl From<std::io::Error> for ApiError {
     }
 }
 
-/// A request body, read only after the handler has checked the caller's role (so a
-/// wrong role is a 403 before any of the body is read) and only up to `limit` bytes
-/// (413 past it, at once when `Content-Length` says so).
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> ApiResult<Vec<u8>> {
+/// 413 at once when the request's `Content-Length` is over `limit`, so the client gets
+/// the answer instead of a connection closed mid-body.
+pub fn refuse_declared_over(headers: &HeaderMap, limit: u64) -> ApiResult<()> {
     let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::TooLarge { limit });
     }
+    Ok(())
+}
+
+/// A request body, read only after the handler has checked the caller's role (so a
+/// wrong role is a 403 before any of the body is read) and only up to `limit` bytes
+/// (413 past it, at once when `Content-Length` says so).
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> ApiResult<Vec<u8>> {
+    refuse_declared_over(headers, limit)?;
     let mut bytes = Vec::new();
     let mut stream = body.into_data_stream();
     while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {

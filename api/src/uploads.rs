@@ -13,7 +13,6 @@ use absa_domain::readers::{self, Format, ReaderOptions};
 use absa_domain::records::{labelled_row, Columns, RowError};
 use absa_domain::span::AspectSpan;
 use axum::body::Body;
-use axum::http::header::CONTENT_LENGTH;
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -124,10 +123,7 @@ pub struct Spooled {
 /// answer instead of a connection closed mid-upload).
 pub async fn spool(headers: &HeaderMap, body: Body, file: &mut std::fs::File, limit: u64) -> ApiResult<Spooled> {
     use sha2::Digest;
-    let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::TooLarge { limit });
-    }
+    crate::error::refuse_declared_over(headers, limit)?;
     let mut stream = body.into_data_stream();
     let mut total = 0u64;
     let mut hasher = sha2::Sha256::new();

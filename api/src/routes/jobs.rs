@@ -113,7 +113,7 @@ async fn submit(
 }
 
 /// A dataset of the caller's team with its row count; 404 for others' and unknown ids.
-async fn dataset_rows(state: &AppState, caller: &Caller, dataset: Uuid) -> ApiResult<i64> {
+pub(crate) async fn dataset_rows(state: &AppState, caller: &Caller, dataset: Uuid) -> ApiResult<i64> {
     let rows: Option<i64> =
         sqlx::query_scalar("SELECT (SELECT count(*) FROM dataset_rows r WHERE r.dataset_id = d.id) FROM datasets d WHERE d.id = $1 AND d.team_id = $2")
             .bind(dataset)

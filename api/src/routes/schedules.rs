@@ -88,13 +88,7 @@ pub async fn create_schedule(
     }
     // Every firing submits this training job: it is checked as the train route checks one.
     absa_platform::job_spec::check_train(&params).map_err(ApiError::Unprocessable)?;
-    let rows: Option<i64> =
-        sqlx::query_scalar("SELECT (SELECT count(*) FROM dataset_rows r WHERE r.dataset_id = d.id) FROM datasets d WHERE d.id = $1 AND d.team_id = $2")
-            .bind(req.dataset_id)
-            .bind(caller.team_id)
-            .fetch_optional(&state.pool)
-            .await?;
-    let rows = rows.ok_or_else(|| ApiError::NotFound(format!("dataset {}", req.dataset_id)))?;
+    let rows = super::jobs::dataset_rows(&state, &caller, req.dataset_id).await?;
     let id = Uuid::new_v4();
     let inserted = sqlx::query(
         "INSERT INTO retrain_schedules (id, team_id, name, dataset_id, job_parameters, cron, on_new_rows, next_run_at, seen_rows)

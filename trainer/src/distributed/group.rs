@@ -172,13 +172,24 @@ impl ProcessGroup {
         self.backend == Backend::Gloo && t.device().is_cuda()
     }
 
+    /// Runs `collective` on a host copy of `output`, waits for it and copies the result
+    /// back: a done [`Work`].
+    fn through_host(
+        &self,
+        what: &'static str,
+        output: &mut Tensor,
+        collective: impl FnOnce(&mut Tensor) -> Result<Work, DistError>,
+    ) -> Result<Work, DistError> {
+        let mut host = output.to_device(Device::Cpu);
+        collective(&mut host)?.wait()?;
+        output.copy_(&host);
+        Ok(Work::done(what))
+    }
+
     /// Sums `t` over the ranks, in place.
     pub fn all_reduce(&self, t: &mut Tensor) -> Result<Work, DistError> {
         if self.staged(t) {
-            let mut host = t.to_device(Device::Cpu);
-            self.all_reduce(&mut host)?.wait()?;
-            t.copy_(&host);
-            return Ok(Work::done("all_reduce"));
+            return self.through_host("all_reduce", t, |host| self.all_reduce(host));
         }
         // SAFETY: live group and tensor handles (tch's handle is an at::Tensor*).
         self.work("all_reduce", unsafe { absa_dist_all_reduce(self.ptr.as_ptr(), t.as_mut_ptr() as *mut c_void) })
@@ -187,10 +198,7 @@ impl ProcessGroup {
     /// Every rank's `input` concatenated in rank order into `output` (world times its size).
     pub fn all_gather(&self, output: &mut Tensor, input: &Tensor) -> Result<Work, DistError> {
         if self.staged(output) {
-            let mut host = output.to_device(Device::Cpu);
-            self.all_gather(&mut host, &input.to_device(Device::Cpu))?.wait()?;
-            output.copy_(&host);
-            return Ok(Work::done("all_gather"));
+            return self.through_host("all_gather", output, |host| self.all_gather(host, &input.to_device(Device::Cpu)));
         }
         // SAFETY: as above; the shim does not change the input handle.
         self.work("all_gather", unsafe { absa_dist_all_gather(self.ptr.as_ptr(), output.as_mut_ptr() as *mut c_void, input.as_ptr() as *mut c_void) })
@@ -200,10 +208,7 @@ impl ProcessGroup {
     /// part in `output`.
     pub fn reduce_scatter(&self, output: &mut Tensor, input: &Tensor) -> Result<Work, DistError> {
         if self.staged(output) {
-            let mut host = output.to_device(Device::Cpu);
-            self.reduce_scatter(&mut host, &input.to_device(Device::Cpu))?.wait()?;
-            output.copy_(&host);
-            return Ok(Work::done("reduce_scatter"));
+            return self.through_host("reduce_scatter", output, |host| self.reduce_scatter(host, &input.to_device(Device::Cpu)));
         }
         // SAFETY: as above.
         self.work("reduce_scatter", unsafe { absa_dist_reduce_scatter(self.ptr.as_ptr(), output.as_mut_ptr() as *mut c_void, input.as_ptr() as *mut c_void) })
@@ -212,10 +217,7 @@ impl ProcessGroup {
     /// `t` of rank `root` copied to every rank.
     pub fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<Work, DistError> {
         if self.staged(t) {
-            let mut host = t.to_device(Device::Cpu);
-            self.broadcast(&mut host, root)?.wait()?;
-            t.copy_(&host);
-            return Ok(Work::done("broadcast"));
+            return self.through_host("broadcast", t, |host| self.broadcast(host, root));
         }
         // SAFETY: as above.
         self.work("broadcast", unsafe { absa_dist_broadcast(self.ptr.as_ptr(), t.as_mut_ptr() as *mut c_void, root as c_int) })
