@@ -7,7 +7,7 @@ const KEY = "absa.key";
 const REFRESH_MS = 3000;
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 const SVG_NS = "http://www.w3.org/2000/svg";
-const COLORS = { train_loss: "#2563eb", validation_loss: "#dc2626", accuracy: "#16a34a", macro_f1: "#7c3aed" };
+const COLORS = { train_loss: "#2563eb", validation_loss: "#dc2626", accuracy: "#16a34a", macro_f1: "#7c3aed", f_avg: "#ea580c" };
 // Sweep children, one color each (trial order).
 const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#7c3aed", "#ea580c", "#0891b2", "#be185d", "#65a30d", "#4338ca", "#b45309", "#0f766e", "#6b7280"];
 const SHARD_STATES = { succeeded: "#16a34a", running: "#2563eb", dispatched: "#60a5fa", queued: "#fbbf24", failed: "#dc2626", cancelled: "#9aa5b1" };
@@ -31,6 +31,7 @@ function build(node, attrs, children) {
 }
 const short = (id) => String(id).slice(0, 8);
 const when = (ts) => (ts ? new Date(ts).toLocaleString() : "–");
+const hasNumber = (items, key) => items.some((i) => typeof i[key] === "number");
 const num = (v, digits = 4) => (typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toFixed(digits)) : v ?? "–");
 
 // ---- the API, with the session's key
@@ -183,7 +184,9 @@ function trainingParts(epochs) {
       { name: "train_loss", label: "train", points: points("train_loss") },
       { name: "validation_loss", label: "validation", points: points("validation_loss") }])),
     card(lineChart("curve-accuracy", "Validation accuracy", [{ name: "accuracy", label: "accuracy", points: points("accuracy") }])),
-    card(lineChart("curve-macro-f1", "Validation macro-F1", [{ name: "macro_f1", label: "macro-F1", points: points("macro_f1") }])));
+    card(lineChart("curve-macro-f1", "Validation macro-F1", [{ name: "macro_f1", label: "macro-F1", points: points("macro_f1") }])),
+    // Stance's F_avg (mean F1 of against and favor): only for label sets with both.
+    hasNumber(epochs, "f_avg") && card(lineChart("curve-f-avg", "Validation F_avg (stance)", [{ name: "f_avg", label: "F_avg", points: points("f_avg") }])));
   const last = epochs[epochs.length - 1];
   const report = last.detail && last.detail.report;
   return [charts, report && card(el("div", { class: "matrix" }, heatMap(report, last.epoch), classTable(report)))];
@@ -199,8 +202,12 @@ async function sweepParts(job) {
   const color = (i) => PALETTE[i % PALETTE.length];
   const series = (key) => children.map((c, i) => ({
     name: `trial-${c.trial}`, label: label(c), color: color(i), points: curves[i].epochs.map((e) => [e.epoch, e[key]]) }));
+  // Stance's F_avg: a chart where the curves have it, a column where the children do.
+  const fAvgCurves = curves.some((c) => hasNumber(c.epochs, "f_avg"));
+  const fAvg = hasNumber(children, "validation_f_avg");
   const charts = !anyPoint ? card(el("p", { class: "muted" }, "No child has finished an epoch yet.")) : el("div", { class: "charts" },
     card(lineChart("sweep-macro-f1", "Validation macro-F1", series("macro_f1"), { legend: false })),
+    fAvgCurves && card(lineChart("sweep-f-avg", "Validation F_avg (stance)", series("f_avg"), { legend: false })),
     card(lineChart("sweep-accuracy", "Validation accuracy", series("accuracy"), { legend: false })),
     card(lineChart("sweep-validation-loss", "Validation loss", series("validation_loss"), { legend: false })));
   const rows = children.map((c, i) => {
@@ -212,10 +219,11 @@ async function sweepParts(job) {
       el("td", {}, el("a", { href: `#job=${c.job_id}` }, label(c))),
       el("td", {}, stateBadge(c.state)),
       el("td", { class: "num" }, c.epoch ?? ""),
-      ...[c.validation_loss, c.validation_accuracy, c.validation_macro_f1, c.test_accuracy].map((v) => el("td", { class: "num" }, typeof v === "number" ? v.toFixed(4) : "")),
+      ...[c.validation_loss, c.validation_accuracy, c.validation_macro_f1, ...(fAvg ? [c.validation_f_avg] : []), c.test_accuracy]
+        .map((v) => el("td", { class: "num" }, typeof v === "number" ? v.toFixed(4) : "")),
       el("td", {}, chosen ? "chosen" : ""));
   });
-  const heads = ["trial", "values", "state", "epoch", "val loss", "val accuracy", "val macro-F1", "test accuracy", ""];
+  const heads = ["trial", "values", "state", "epoch", "val loss", "val accuracy", "val macro-F1", ...(fAvg ? ["val F_avg"] : []), "test accuracy", ""];
   return [charts, card(el("h2", {}, "Children (chosen on validation; test figures never used)"), table(heads, rows, { id: "sweep-children" }))];
 }
 

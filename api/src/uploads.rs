@@ -216,7 +216,9 @@ pub fn check_labelled(
 ) -> Result<absa_domain::records::LabelledRow, RowError> {
     let row = labelled_row(line, fields, columns)?;
     no_nul(line, &row.text, &columns.text)?;
-    no_nul(line, &row.aspect, &columns.aspect)?;
+    // The target is the target field or the aspect; an aspect is a span of the text,
+    // checked above, so a NUL there is the text's.
+    no_nul(line, &row.target, &columns.target)?;
     no_nul(line, &row.label, &columns.label)?;
     if let Some(allowed) = allowed {
         if !allowed.contains(&row.label) {
@@ -236,11 +238,13 @@ pub struct DocumentRow {
     pub text: String,
     pub aspect: Option<String>,
     pub span: Option<(i32, i32)>,
+    /// A target the uploader named, which need not occur in the text.
+    pub target: Option<String>,
     pub published_at: Option<DateTime<Utc>>,
     pub metadata: Value,
 }
 
-const DOCUMENT_FIELDS: [&str; 6] = ["id", "text", "aspect", "start", "end", "published_at"];
+const DOCUMENT_FIELDS: [&str; 7] = ["id", "text", "aspect", "start", "end", "target", "published_at"];
 
 fn optional_offset(fields: &Map<String, Value>, name: &str) -> Result<Option<usize>, String> {
     match fields.get(name) {
@@ -262,8 +266,9 @@ fn optional_offset(fields: &Map<String, Value>, name: &str) -> Result<Option<usi
 }
 
 /// Checks one corpus record: `text` required; `id` (default: the line), an optional
-/// target (`aspect`, with `start`/`end` checked against the text), `published_at`;
-/// everything else is kept as metadata.
+/// aspect (`aspect`, with `start`/`end` checked against the text), an optional named
+/// `target` (any words, not necessarily in the text), `published_at`; everything else
+/// is kept as metadata.
 pub fn check_document(line: usize, fields: &Map<String, Value>) -> Result<DocumentRow, RowError> {
     let fail = |reason: String| RowError { line, reason };
     let text = match fields.get("text") {
@@ -284,6 +289,12 @@ pub fn check_document(line: usize, fields: &Map<String, Value>) -> Result<Docume
         Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
         Some(Value::String(_)) => None,
         Some(_) => return Err(fail("field \"aspect\" is not a string".into())),
+    };
+    let target = match fields.get("target") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+        Some(Value::String(_)) => None,
+        Some(_) => return Err(fail("field \"target\" is not a string".into())),
     };
     let start = optional_offset(fields, "start").map_err(fail)?;
     let end = optional_offset(fields, "end").map_err(fail)?;
@@ -312,11 +323,14 @@ pub fn check_document(line: usize, fields: &Map<String, Value>) -> Result<Docume
     if let Some(a) = &aspect {
         no_nul(line, a, "aspect")?;
     }
+    if let Some(t) = &target {
+        no_nul(line, t, "target")?;
+    }
     let metadata = Value::Object(metadata);
     if metadata.to_string().contains("\\u0000") {
         return Err(fail("metadata contains a NUL character".into()));
     }
-    Ok(DocumentRow { line, external_id, text, aspect, span, published_at, metadata })
+    Ok(DocumentRow { line, external_id, text, aspect, span, target, published_at, metadata })
 }
 
 #[cfg(test)]
@@ -333,7 +347,13 @@ mod tests {
         let d = check_document(3, &fields(json!({"id": 7, "text": "Great battery", "aspect": "battery", "start": 6, "end": 13, "stars": 5}))).unwrap();
         assert_eq!((d.external_id.as_str(), d.span, d.metadata.clone()), ("7", Some((6, 13)), json!({"stars": 5})));
         let d = check_document(4, &fields(json!({"text": "no target"}))).unwrap();
-        assert_eq!((d.external_id.as_str(), d.aspect.clone(), d.span), ("4", None, None));
+        assert_eq!((d.external_id.as_str(), d.aspect.clone(), d.span, d.target.clone()), ("4", None, None, None));
+        // A named target need not occur in the text; it is not metadata.
+        let d = check_document(5, &fields(json!({"text": "we must protect the unborn", "target": "legalization of abortion", "src": "x"}))).unwrap();
+        assert_eq!((d.target.as_deref(), d.span, d.metadata.clone()), (Some("legalization of abortion"), None, json!({"src": "x"})));
+        let d = check_document(6, &fields(json!({"text": "Merz said no", "target": "CDU", "aspect": "Merz", "start": 0, "end": 4}))).unwrap();
+        assert_eq!((d.target.as_deref(), d.aspect.as_deref(), d.span), (Some("CDU"), Some("Merz"), Some((0, 4))));
+        assert_eq!(check_document(7, &fields(json!({"text": "x", "target": ""}))).unwrap().target, None, "CSV's empty cell");
         let cases = [
             (json!({"text": ""}), "empty"),
             (json!({"txt": "x"}), "missing field \"text\""),
@@ -344,6 +364,8 @@ mod tests {
             (json!({"text": "a\u{0}b"}), "NUL"),
             (json!({"text": "abc", "published_at": "yesterday"}), "RFC 3339"),
             (json!({"text": "abc", "aspect": "zz", "start": 1, "end": 3}), ""),
+            (json!({"text": "abc", "target": 7}), "field \"target\" is not a string"),
+            (json!({"text": "abc", "target": "a\u{0}b"}), "field \"target\" contains a NUL"),
         ];
         for (value, reason) in cases {
             let e = check_document(9, &fields(value.clone())).unwrap_err();
@@ -361,5 +383,17 @@ mod tests {
         bad["label"] = json!("conflict");
         let e = check_labelled(2, &fields(bad), &Columns::default(), Some(&allowed)).unwrap_err();
         assert!(e.reason.contains("unknown label \"conflict\""), "{}", e.reason);
+    }
+
+    #[test]
+    fn labelled_rows_name_a_target_with_or_without_a_span() {
+        let named = json!({"text": "we must protect the unborn", "target": "legalization of abortion", "label": "against"});
+        let row = check_labelled(1, &fields(named), &Columns::default(), None).unwrap();
+        assert_eq!((row.target.as_str(), row.span), ("legalization of abortion", None));
+        let nul = json!({"text": "x", "target": "a\u{0}b", "label": "favor"});
+        let e = check_labelled(2, &fields(nul), &Columns::default(), None).unwrap_err();
+        assert_eq!((e.line, e.reason.as_str()), (2, "field \"target\" contains a NUL character"));
+        let e = check_labelled(3, &fields(json!({"text": "x", "label": "favor"})), &Columns::default(), None).unwrap_err();
+        assert!(e.reason.starts_with("no target"), "{}", e.reason);
     }
 }

@@ -151,13 +151,16 @@ enum Upload {
         /// Column holding the span end
         #[arg(long, value_name = "COLUMN")]
         end_column: Option<String>,
+        /// Column naming a target without offsets (stance toward something the text may not mention)
+        #[arg(long, value_name = "COLUMN")]
+        target_column: Option<String>,
         /// Column holding the label
         #[arg(long, value_name = "COLUMN")]
         label_column: Option<String>,
         #[command(flatten)]
         show: ShowErrors,
     },
-    /// Append documents (text, optional id, aspect, start, end, published_at) to a corpus
+    /// Append documents (text, optional id, aspect, start, end, target, published_at) to a corpus
     Corpus {
         /// File to upload (jsonl, csv or parquet)
         file: PathBuf,
@@ -270,6 +273,10 @@ struct Score {
     /// Find targets with this lexicon instead of the corpus's given aspects (comma-separated)
     #[arg(long, value_delimiter = ',', value_name = "TERMS")]
     lexicon: Vec<String>,
+    /// Score every document's stance toward this target, mentioned or not; aliases are
+    /// other words for it (repeatable: --target CDU=Union|Christdemokraten --target SPD)
+    #[arg(long = "target", value_name = "NAME[=ALIAS|ALIAS]", value_parser = parse_target)]
+    targets: Vec<Value>,
     #[command(flatten)]
     submit: Submit,
 }
@@ -355,6 +362,9 @@ enum Metric {
     #[value(name = "macro_f1")]
     MacroF1,
     Accuracy,
+    /// Stance's mean F1 of against and favor (labels with both)
+    #[value(name = "f_avg")]
+    FAvg,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -550,7 +560,7 @@ fn format_of(path: &Path, given: Option<Format>) -> Result<Format> {
 
 fn upload(c: &Client, u: Upload, json: bool) -> Result<ExitCode> {
     let (what, path, name, format, mut query, show_errors) = match u {
-        Upload::Dataset { file, name, split, format, text_column, aspect_column, start_column, end_column, label_column, show } => {
+        Upload::Dataset { file, name, split, format, text_column, aspect_column, start_column, end_column, target_column, label_column, show } => {
             let mut q = Vec::new();
             if let Some(s) = split {
                 q.push(("split", s));
@@ -560,6 +570,7 @@ fn upload(c: &Client, u: Upload, json: bool) -> Result<ExitCode> {
                 ("aspect_column", aspect_column),
                 ("start_column", start_column),
                 ("end_column", end_column),
+                ("target_column", target_column),
                 ("label_column", label_column),
             ] {
                 if let Some(v) = v {
@@ -719,6 +730,18 @@ fn sweep_body(w: &Sweep) -> Result<Value> {
     Ok(body)
 }
 
+/// `NAME` or `NAME=ALIAS|ALIAS...` as the API's `{"name", "aliases"}` (the server checks
+/// the bounds).
+fn parse_target(arg: &str) -> Result<Value, String> {
+    let (name, aliases) = arg.split_once('=').unwrap_or((arg, ""));
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("a target needs a name: NAME or NAME=ALIAS|ALIAS".into());
+    }
+    let aliases: Vec<&str> = aliases.split('|').map(str::trim).filter(|a| !a.is_empty()).collect();
+    Ok(json!({ "name": name, "aliases": aliases }))
+}
+
 fn score_body(s: &Score) -> Value {
     let mut body = json!({ "corpus_id": s.corpus });
     if let Some(m) = &s.model {
@@ -733,6 +756,9 @@ fn score_body(s: &Score) -> Value {
     if !s.lexicon.is_empty() {
         body["target_mode"] = json!("lexicon");
         body["lexicon"] = json!(s.lexicon);
+    }
+    if !s.targets.is_empty() {
+        body["targets"] = json!(s.targets);
     }
     body
 }
@@ -825,10 +851,12 @@ fn job_details(j: &Value, last_events: usize) -> String {
     // A sweep's children with the last point of their validation curves.
     let children = list(j, "children");
     if !children.is_empty() {
+        // Stance's F_avg, where the children report it.
+        let f_avg = has_metric(children, "validation_f_avg");
         let rows: Vec<Vec<String>> = children
             .iter()
             .map(|c| {
-                vec![
+                let mut row = vec![
                     get(c, "trial"),
                     output::cell(c.get("values").unwrap_or(&Value::Null)),
                     get(c, "state"),
@@ -836,12 +864,21 @@ fn job_details(j: &Value, last_events: usize) -> String {
                     metric(c, "validation_loss"),
                     metric(c, "validation_accuracy"),
                     metric(c, "validation_macro_f1"),
-                    metric(c, "test_accuracy"),
-                ]
+                ];
+                if f_avg {
+                    row.push(metric(c, "validation_f_avg"));
+                }
+                row.push(metric(c, "test_accuracy"));
+                row
             })
             .collect();
+        let mut heads = vec!["TRIAL", "VALUES", "STATE", "EPOCH", "VAL_LOSS", "VAL_ACC", "VAL_F1"];
+        if f_avg {
+            heads.push("VAL_F_AVG");
+        }
+        heads.push("TEST_ACC");
         s.push_str("\nchildren (validation figures at their last epoch; test shown, never used to choose):\n");
-        s.push_str(&table(&["TRIAL", "VALUES", "STATE", "EPOCH", "VAL_LOSS", "VAL_ACC", "VAL_F1", "TEST_ACC"], &rows));
+        s.push_str(&table(&heads, &rows));
     }
     let settings = list(j, "settings");
     if !settings.is_empty() {
@@ -925,32 +962,57 @@ fn watch(c: &Client, id: &str, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::FAILURE)
 }
 
+/// Whether any of `items` has the number `key` (stance's F_avg is only there for labels
+/// with against and favor: its column is shown only then).
+fn has_metric(items: &[Value], key: &str) -> bool {
+    items.iter().any(|i| i.get(key).is_some_and(Value::is_number))
+}
+
 fn metrics_table(v: &Value) -> String {
-    let rows: Vec<Vec<String>> = list(v, "epochs")
+    let epochs = list(v, "epochs");
+    let f_avg = has_metric(epochs, "f_avg");
+    let rows: Vec<Vec<String>> = epochs
         .iter()
-        .map(|e| vec![get(e, "epoch"), metric(e, "train_loss"), metric(e, "validation_loss"), metric(e, "accuracy"), metric(e, "macro_f1")])
+        .map(|e| {
+            let mut row = vec![get(e, "epoch"), metric(e, "train_loss"), metric(e, "validation_loss"), metric(e, "accuracy"), metric(e, "macro_f1")];
+            if f_avg {
+                row.push(metric(e, "f_avg"));
+            }
+            row
+        })
         .collect();
-    table(&["EPOCH", "TRAIN_LOSS", "VALIDATION_LOSS", "ACCURACY", "MACRO_F1"], &rows)
+    let mut heads = vec!["EPOCH", "TRAIN_LOSS", "VALIDATION_LOSS", "ACCURACY", "MACRO_F1"];
+    if f_avg {
+        heads.push("F_AVG");
+    }
+    table(&heads, &rows)
 }
 
 // ---- models ----
 
 fn models_table(v: &Value) -> String {
-    let rows: Vec<Vec<String>> = list(v, "models")
+    let models = list(v, "models");
+    let metrics_of = |m: &Value| m.get("metrics").cloned().unwrap_or(Value::Null);
+    let f_avg = has_metric(&models.iter().map(metrics_of).collect::<Vec<_>>(), "validation_f_avg");
+    let rows: Vec<Vec<String>> = models
         .iter()
         .map(|m| {
-            let metrics = m.get("metrics").unwrap_or(&Value::Null);
-            vec![
-                get(m, "id"),
-                get(m, "base_model"),
-                get(m, "aliases"),
-                metric(metrics, "validation_macro_f1"),
-                metric(metrics, "validation_accuracy"),
-                time(m, "created_at"),
-            ]
+            let metrics = metrics_of(m);
+            let mut row =
+                vec![get(m, "id"), get(m, "base_model"), get(m, "aliases"), metric(&metrics, "validation_macro_f1"), metric(&metrics, "validation_accuracy")];
+            if f_avg {
+                row.push(metric(&metrics, "validation_f_avg"));
+            }
+            row.push(time(m, "created_at"));
+            row
         })
         .collect();
-    table(&["ID", "BASE_MODEL", "ALIASES", "VAL_MACRO_F1", "VAL_ACCURACY", "CREATED"], &rows)
+    let mut heads = vec!["ID", "BASE_MODEL", "ALIASES", "VAL_MACRO_F1", "VAL_ACCURACY"];
+    if f_avg {
+        heads.push("VAL_F_AVG");
+    }
+    heads.push("CREATED");
+    table(&heads, &rows)
 }
 
 fn model_details(m: &Value) -> String {
@@ -1112,6 +1174,34 @@ mod tests {
         assert!(Cli::try_parse_from(["absa", "score", "--corpus", "c"]).is_err(), "a model or an alias is required");
         assert!(Cli::try_parse_from(["absa", "score", "--corpus", "c", "--model", "m", "--alias", "a"]).is_err());
         assert!(Cli::try_parse_from(["absa", "compare", "one"]).is_err(), "compare needs two ids");
+    }
+
+    #[test]
+    fn stance_targets_are_repeatable_with_optional_aliases() {
+        let targets = ["--target", "CDU=Union| Christdemokraten", "--target", "legalization of abortion"];
+        let cli = Cli::try_parse_from(["absa", "score", "--corpus", "c", "--alias", "production"].into_iter().chain(targets)).unwrap();
+        let Command::Score(s) = cli.command else { panic!() };
+        assert_eq!(
+            score_body(&s),
+            json!({"corpus_id": "c", "alias": "production",
+                   "targets": [{"name": "CDU", "aliases": ["Union", "Christdemokraten"]}, {"name": "legalization of abortion", "aliases": []}]})
+        );
+        assert!(Cli::try_parse_from(["absa", "score", "--corpus", "c", "--alias", "a", "--target", "=Union"]).is_err(), "a target needs a name");
+    }
+
+    #[test]
+    fn f_avg_columns_appear_only_for_stance_figures() {
+        let sentiment = json!({"epochs": [{"epoch": 1, "train_loss": 0.9, "validation_loss": 0.6, "accuracy": 0.7, "macro_f1": 0.6}]});
+        assert!(!metrics_table(&sentiment).contains("F_AVG"));
+        let stance = json!({"epochs": [{"epoch": 1, "train_loss": 0.9, "validation_loss": 0.6, "accuracy": 0.7, "macro_f1": 0.6, "f_avg": 0.65}]});
+        let t = metrics_table(&stance);
+        assert!(t.contains("F_AVG") && t.contains("0.6500"), "{t}");
+        let models = json!({"models": [
+            {"id": "a", "base_model": "m", "aliases": [], "metrics": {"validation_macro_f1": 0.6, "validation_accuracy": 0.7, "validation_f_avg": 0.55}},
+            {"id": "b", "base_model": "m", "aliases": [], "metrics": {"validation_macro_f1": 0.8, "validation_accuracy": 0.9}}]});
+        let t = models_table(&models);
+        assert!(t.contains("VAL_F_AVG") && t.contains("0.5500"), "{t}");
+        assert!(!models_table(&json!({"models": [{"id": "b", "metrics": {"validation_macro_f1": 0.8}}]})).contains("VAL_F_AVG"), "no stance model");
     }
 
     #[test]

@@ -5,11 +5,17 @@
 //! not bytes). Special tokens never belong to the mask. Tokens that cover no character
 //! of the aspect (a lone `▁` before it, whitespace) stay out, which is what
 //! `Encoding.char_to_token` over the span gives with the same `tokenizer.json`.
+//!
+//! A target the text may not name (stance toward a party, a policy) goes in as the
+//! encoder's sentence pair, `[CLS] text [SEP] target [SEP]` (`<s> text </s></s> target
+//! </s>` for XLM-R) with the family's segment ids from the tokenizer's own template;
+//! the mask then covers the target segment, and the span too when the text has one.
 
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use tokenizers::Tokenizer;
+use tokenizers::{Encoding, PostProcessor, Tokenizer, TruncationDirection};
 
 use crate::span::AspectSpan;
 
@@ -28,6 +34,46 @@ pub enum EncodeError {
     AspectTooLong { tokens: usize, max_length: usize },
     #[error("max length {0} leaves no room for text between the special tokens")]
     MaxLengthTooSmall(usize),
+    #[error("the row gives no span of the text, and this model reads the target only as a span (train with pair input for targets the text does not name)")]
+    NoSpan,
+    #[error("the target is empty or covers no token")]
+    EmptyTarget,
+    #[error("the target has {tokens} tokens; with the special tokens and one token of text that exceeds the max length {max_length}")]
+    TargetTooLong { tokens: usize, max_length: usize },
+}
+
+/// How a model reads an instance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputForm {
+    /// The text alone; the target is a span of it (the TD-BERT recipe for aspects).
+    #[default]
+    Text,
+    /// Text and target as the encoder's sentence pair: the target need not occur.
+    TextTargetPair,
+}
+
+impl std::str::FromStr for InputForm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Self::Text),
+            "text_target_pair" | "text-target-pair" | "pair" => Ok(Self::TextTargetPair),
+            other => Err(format!("input form {other:?}: expected text or text_target_pair")),
+        }
+    }
+}
+
+impl InputForm {
+    /// Pair input when any target comes without a span, else text input.
+    pub fn for_spans(mut spans: impl Iterator<Item = bool>) -> Self {
+        if spans.all(|has_span| has_span) {
+            Self::Text
+        } else {
+            Self::TextTargetPair
+        }
+    }
 }
 
 /// One instance ready for the model: unpadded ids with special tokens, and which of
@@ -36,6 +82,9 @@ pub enum EncodeError {
 pub struct EncodedInstance {
     pub input_ids: Vec<i64>,
     pub aspect_mask: Vec<bool>,
+    /// Segment ids: 0 for the text, the family's id for the target segment (1 for
+    /// BERT; XLM-R's template gives 0 throughout).
+    pub token_type_ids: Vec<i64>,
     /// True when the text was longer than the max length and a window around the
     /// aspect was kept.
     pub windowed: bool,
@@ -57,6 +106,8 @@ pub struct AspectEncoder {
     tokenizer: Tokenizer,
     max_length: usize,
     pad_id: i64,
+    /// Pool the first token (`[CLS]`) instead of the target's tokens.
+    pool_cls: bool,
 }
 
 impl AspectEncoder {
@@ -75,7 +126,86 @@ impl AspectEncoder {
         if max_length < 3 {
             return Err(EncodeError::MaxLengthTooSmall(max_length));
         }
-        Ok(Self { tokenizer, max_length, pad_id })
+        Ok(Self { tokenizer, max_length, pad_id, pool_cls: false })
+    }
+
+    /// Marks the first token (`[CLS]`, `<s>`) alone in every mask: the model then pools
+    /// the sequence's summary token instead of the target's tokens.
+    pub fn pooling_cls(mut self, pool_cls: bool) -> Self {
+        self.pool_cls = pool_cls;
+        self
+    }
+
+    /// Encodes a row the way a model of `form` reads it.
+    pub fn encode_as(&self, form: InputForm, text: &str, target: &str, span: Option<AspectSpan>) -> Result<EncodedInstance, EncodeError> {
+        let mut encoded = match form {
+            InputForm::Text => self.encode(text, span.ok_or(EncodeError::NoSpan)?)?,
+            InputForm::TextTargetPair => self.encode_pair(text, target, span)?,
+        };
+        if self.pool_cls {
+            encoded.aspect_mask.iter_mut().enumerate().for_each(|(i, m)| *m = i == 0);
+        }
+        Ok(encoded)
+    }
+
+    /// `text` and `target` as a sentence pair with the tokenizer's template. The mask
+    /// covers the target segment and, when `span` is given, the span's tokens in the
+    /// text. A text too long for the max length is cut (never the target): at the end
+    /// when there is no span or the span lies in the kept head, else to a window
+    /// centred on the span.
+    pub fn encode_pair(&self, text: &str, target: &str, span: Option<AspectSpan>) -> Result<EncodedInstance, EncodeError> {
+        let tokenize = |s: &str| self.tokenizer.encode_char_offsets(s, false).map_err(|e| EncodeError::Tokenize(e.to_string()));
+        let mut first = tokenize(text)?;
+        let second = tokenize(target)?;
+        if second.is_empty() {
+            return Err(EncodeError::EmptyTarget);
+        }
+        let added = self.tokenizer.get_post_processor().map_or(0, |p| p.added_tokens(true));
+        let budget = self.max_length.checked_sub(added + second.len()).filter(|&b| b > 0);
+        let budget = budget.ok_or(EncodeError::TargetTooLong { tokens: second.len(), max_length: self.max_length })?;
+        let offsets = first.get_offsets().to_vec();
+        let in_span: Vec<bool> = offsets.iter().map(|&(s, e)| span.is_some_and(|span| span.overlaps(s, e))).collect();
+        let windowed = first.len() > budget;
+        if windowed {
+            let start = match (in_span.iter().position(|&m| m), in_span.iter().rposition(|&m| m)) {
+                (Some(f), Some(l)) if l >= budget => {
+                    if l + 1 - f > budget {
+                        return Err(EncodeError::AspectTooLong { tokens: l + 1 - f, max_length: self.max_length });
+                    }
+                    f.saturating_sub((budget - (l + 1 - f)) / 2).min(first.len() - budget)
+                }
+                _ => 0,
+            };
+            window(&mut first, start, budget);
+        }
+        let text_mask: Vec<bool> =
+            if windowed { first.get_offsets().iter().map(|&(s, e)| span.is_some_and(|span| span.overlaps(s, e))).collect() } else { in_span };
+        if span.is_some() && !text_mask.contains(&true) {
+            return Err(EncodeError::EmptyMask);
+        }
+        // Special tokens written in the text itself count as special below too.
+        let text_mask: Vec<bool> = text_mask.into_iter().zip(first.get_special_tokens_mask()).filter(|(_, &s)| s == 0).map(|(m, _)| m).collect();
+        let pair = self.tokenizer.post_process(first, Some(second), true).map_err(|e| EncodeError::Tokenize(e.to_string()))?;
+        // The template puts the text's tokens first, then the target's, among its own
+        // special tokens: the k-th ordinary token is text token k while k < text length.
+        let mut ordinary = 0;
+        let aspect_mask = pair
+            .get_special_tokens_mask()
+            .iter()
+            .map(|&special| {
+                if special == 1 {
+                    return false;
+                }
+                ordinary += 1;
+                text_mask.get(ordinary - 1).copied().unwrap_or(true)
+            })
+            .collect();
+        Ok(EncodedInstance {
+            input_ids: pair.get_ids().iter().map(|&i| i as i64).collect(),
+            aspect_mask,
+            token_type_ids: pair.get_type_ids().iter().map(|&t| t as i64).collect(),
+            windowed,
+        })
     }
 
     pub fn max_length(&self) -> usize {
@@ -99,13 +229,13 @@ impl AspectEncoder {
         let ids = encoding.get_ids();
         let offsets = encoding.get_offsets();
         let special = encoding.get_special_tokens_mask();
-        let mask: Vec<bool> =
-            (0..ids.len()).map(|i| special[i] == 0 && span.overlaps(offsets[i].0, offsets[i].1)).collect();
+        let mask: Vec<bool> = (0..ids.len()).map(|i| special[i] == 0 && span.overlaps(offsets[i].0, offsets[i].1)).collect();
         let first = mask.iter().position(|&m| m).ok_or(EncodeError::EmptyMask)?;
         let last = mask.iter().rposition(|&m| m).expect("a first implies a last");
         let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
         if ids.len() <= self.max_length {
-            return Ok(EncodedInstance { input_ids: ids, aspect_mask: mask, windowed: false });
+            let token_type_ids = vec![0; ids.len()];
+            return Ok(EncodedInstance { input_ids: ids, aspect_mask: mask, token_type_ids, windowed: false });
         }
 
         // Keep the special tokens at both ends and a window of the content between them.
@@ -129,9 +259,17 @@ impl AspectEncoder {
         Ok(EncodedInstance {
             input_ids: kept.iter().map(|&i| ids[i]).collect(),
             aspect_mask: kept.iter().map(|&i| mask[i]).collect(),
+            token_type_ids: vec![0; kept.len()],
             windowed: true,
         })
     }
+}
+
+/// Keeps tokens `start..start + len` of `encoding` (no special tokens in it yet).
+fn window(encoding: &mut Encoding, start: usize, len: usize) {
+    encoding.truncate(start + len, 0, TruncationDirection::Right);
+    encoding.truncate(len, 0, TruncationDirection::Left);
+    let _ = encoding.take_overflowing();
 }
 
 #[cfg(test)]
@@ -152,6 +290,8 @@ mod tests {
         tokenizer.with_pre_tokenizer(Some(WhitespaceSplit));
         let post = TemplateProcessing::builder()
             .try_single("[CLS] $A [SEP]")
+            .unwrap()
+            .try_pair("[CLS] $A [SEP] $B:1 [SEP]:1")
             .unwrap()
             .special_tokens(vec![("[CLS]", 2), ("[SEP]", 3)])
             .build()
@@ -219,5 +359,54 @@ mod tests {
         let end = text.chars().count();
         let span = AspectSpan::parse(&text, None, 0, end).unwrap();
         assert!(matches!(word_encoder(10).encode(&text, span), Err(EncodeError::AspectTooLong { tokens: 30, .. })));
+    }
+
+    fn ones(mask: &[bool]) -> Vec<usize> {
+        mask.iter().enumerate().filter(|(_, &m)| m).map(|(i, _)| i).collect()
+    }
+
+    #[test]
+    fn a_pair_puts_the_target_second_with_segment_one_and_masks_it() {
+        let enc = word_encoder(100).encode_pair(&text_of(3), "w150 w151", None).unwrap();
+        assert_eq!(enc.input_ids, vec![2, 10, 11, 12, 3, 160, 161, 3]);
+        assert_eq!(enc.token_type_ids, vec![0, 0, 0, 0, 0, 1, 1, 1]);
+        assert_eq!(ones(&enc.aspect_mask), vec![5, 6]);
+        assert!(!enc.windowed);
+    }
+
+    #[test]
+    fn a_pair_with_a_span_masks_the_mention_and_the_target() {
+        let enc = word_encoder(100).encode_pair(&text_of(5), "w150", Some(word_span(5, 3))).unwrap();
+        assert_eq!(ones(&enc.aspect_mask), vec![4, 7]);
+    }
+
+    #[test]
+    fn a_long_pair_cuts_the_text_never_the_target() {
+        let head = word_encoder(12).encode_pair(&text_of(50), "w150 w151", None).unwrap();
+        assert_eq!(head.input_ids, vec![2, 10, 11, 12, 13, 14, 15, 16, 3, 160, 161, 3]);
+        assert!(head.windowed);
+        let around = word_encoder(12).encode_pair(&text_of(50), "w150 w151", Some(word_span(50, 40))).unwrap();
+        assert_eq!(around.len(), 12);
+        assert_eq!(&around.input_ids[8..], &[3, 160, 161, 3]);
+        let mention = ones(&around.aspect_mask)[0];
+        assert_eq!(around.input_ids[mention], 50, "w40 is kept and masked");
+        assert_eq!(ones(&around.aspect_mask).len(), 3);
+    }
+
+    #[test]
+    fn a_target_that_leaves_no_room_for_text_is_an_error() {
+        let target = text_of(10);
+        assert!(matches!(word_encoder(12).encode_pair("w1 w2", &target, None), Err(EncodeError::TargetTooLong { tokens: 10, .. })));
+        assert!(matches!(word_encoder(12).encode_pair("w1 w2", " ", None), Err(EncodeError::EmptyTarget)));
+    }
+
+    #[test]
+    fn text_input_needs_a_span_and_cls_pooling_masks_the_first_token_only() {
+        let encoder = word_encoder(100);
+        assert!(matches!(encoder.encode_as(InputForm::Text, "w1 w2", "w2", None), Err(EncodeError::NoSpan)));
+        let cls = encoder.clone().pooling_cls(true).encode_as(InputForm::TextTargetPair, "w1 w2", "w3", None).unwrap();
+        assert_eq!(ones(&cls.aspect_mask), vec![0]);
+        assert_eq!(InputForm::for_spans([true, false].into_iter()), InputForm::TextTargetPair);
+        assert_eq!(InputForm::for_spans([true, true].into_iter()), InputForm::Text);
     }
 }

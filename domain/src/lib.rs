@@ -12,7 +12,8 @@
 //!   line, with bad rows as row errors and reading going on.
 //! - [`reference`]: where the shared reference data and models are.
 //! - [`encoding`]: tokenization with `tokenizer.json` and the aspect mask; windows long
-//!   texts around the aspect instead of failing.
+//!   texts around the aspect instead of failing; the text-target sentence pair for
+//!   targets the text need not name.
 
 pub mod encoding;
 pub mod labels;
@@ -23,7 +24,7 @@ pub mod reference;
 pub mod span;
 pub mod split;
 
-pub use encoding::{AspectEncoder, EncodeError, EncodedInstance};
+pub use encoding::{AspectEncoder, EncodeError, EncodedInstance, InputForm};
 pub use labels::LabelSet;
 pub use records::{LabelledRow, RowError};
 pub use span::{AspectSpan, SpanError};

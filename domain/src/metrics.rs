@@ -20,6 +20,10 @@ pub struct ClassificationReport {
     /// predictions counts as F1 0, as the reference scripts do).
     pub macro_f1: f64,
     pub per_class: Vec<ClassMetrics>,
+    /// Stance's F_avg: the mean F1 of `against` and `favor` (SemEval-2016 Task 6,
+    /// TweetEval), for label sets that have both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f_avg: Option<f64>,
     /// `confusion[gold][predicted]`.
     pub confusion: Vec<Vec<usize>>,
 }
@@ -49,7 +53,9 @@ impl ClassificationReport {
             .collect();
         let accuracy = if gold.is_empty() { f64::NAN } else { correct as f64 / gold.len() as f64 };
         let macro_f1 = per_class.iter().map(|c| c.f1).sum::<f64>() / n as f64;
-        Self { accuracy, macro_f1, per_class, confusion }
+        let f1_of = |name: &str| per_class.iter().find(|c| c.label == name).map(|c| c.f1);
+        let f_avg = f1_of("against").zip(f1_of("favor")).map(|(a, f)| (a + f) / 2.0);
+        Self { accuracy, macro_f1, per_class, f_avg, confusion }
     }
 }
 
@@ -87,5 +93,14 @@ mod tests {
         let r = ClassificationReport::new(&[0, 0], &[0, 0], &labels());
         assert_eq!(r.per_class[1].f1, 0.0);
         assert!((r.macro_f1 - 1.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn stance_reports_f_avg_over_against_and_favor_only() {
+        let stance: Vec<String> = vec!["against".into(), "neither".into(), "favor".into()];
+        // against: tp1 fp1 fn1 -> .5 ; favor: tp2 fp0 fn1 -> .8 ; neither does not count
+        let r = ClassificationReport::new(&[0, 1, 1, 2, 0, 2], &[0, 0, 1, 2, 2, 2], &stance);
+        assert!((r.f_avg.unwrap() - 0.65).abs() < 1e-12);
+        assert_eq!(ClassificationReport::new(&[0], &[0], &labels()).f_avg, None);
     }
 }

@@ -11,14 +11,19 @@ use thiserror::Error;
 
 use crate::span::{AspectSpan, SpanError};
 
-/// One aspect instance with its gold label, checked at the edge.
+/// One labelled instance, checked at the edge: a text, what the label is about and
+/// the label. The target is either mentioned in the text at a span (an aspect, or a
+/// stance target the text names) or only named (a stance target the text may never
+/// mention); one dataset may mix both.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LabelledRow {
     /// 1-based line in the source file, for error reports.
     pub line: usize,
     pub text: String,
-    pub aspect: String,
-    pub span: AspectSpan,
+    /// The target's words: the row's `target` field, else the aspect as written.
+    pub target: String,
+    /// Where the text mentions the target, when the row gives offsets.
+    pub span: Option<AspectSpan>,
     pub label: String,
 }
 
@@ -38,12 +43,14 @@ pub struct Columns {
     pub aspect: String,
     pub start: String,
     pub end: String,
+    /// A target that need not occur in the text (stance toward a party, a policy).
+    pub target: String,
     pub label: String,
 }
 
 impl Default for Columns {
     fn default() -> Self {
-        Self { text: "text".into(), aspect: "aspect".into(), start: "start".into(), end: "end".into(), label: "label".into() }
+        Self { text: "text".into(), aspect: "aspect".into(), start: "start".into(), end: "end".into(), target: "target".into(), label: "label".into() }
     }
 }
 
@@ -55,8 +62,17 @@ enum RowProblem {
     WrongType(String, &'static str),
     #[error("{0} is negative")]
     Negative(String),
+    #[error("no target: give {target:?}, or {aspect:?} with {start:?}/{end:?}")]
+    NoTarget { target: String, aspect: String, start: String, end: String },
+    #[error("field {0:?} without {1:?}")]
+    HalfSpan(String, String),
     #[error(transparent)]
     Span(#[from] SpanError),
+}
+
+/// A field that is absent, null or (as CSV writes a missing cell) an empty string.
+fn absent(fields: &Map<String, Value>, name: &str) -> bool {
+    matches!(fields.get(name), None | Some(Value::Null)) || fields.get(name).and_then(Value::as_str).is_some_and(|s| s.trim().is_empty())
 }
 
 fn string_field(fields: &Map<String, Value>, name: &str) -> Result<String, RowProblem> {
@@ -82,15 +98,31 @@ fn offset_field(fields: &Map<String, Value>, name: &str) -> Result<usize, RowPro
 pub fn labelled_row(line: usize, fields: &Map<String, Value>, columns: &Columns) -> Result<LabelledRow, RowError> {
     let build = || -> Result<LabelledRow, RowProblem> {
         let text = string_field(fields, &columns.text)?;
-        let aspect = string_field(fields, &columns.aspect)?;
-        let start = offset_field(fields, &columns.start)?;
-        let end = offset_field(fields, &columns.end)?;
         let label = string_field(fields, &columns.label)?;
         if label.trim().is_empty() {
             return Err(RowProblem::Missing(columns.label.clone()));
         }
-        let span = AspectSpan::parse(&text, Some(&aspect), start, end)?;
-        Ok(LabelledRow { line, text, aspect, span, label })
+        let target = (!absent(fields, &columns.target)).then(|| string_field(fields, &columns.target)).transpose()?;
+        let (span, mention) = match (absent(fields, &columns.start), absent(fields, &columns.end)) {
+            (false, false) => {
+                let aspect = string_field(fields, &columns.aspect)?;
+                let span = AspectSpan::parse(&text, Some(&aspect), offset_field(fields, &columns.start)?, offset_field(fields, &columns.end)?)?;
+                (Some(span), Some(aspect))
+            }
+            (false, true) => return Err(RowProblem::HalfSpan(columns.start.clone(), columns.end.clone())),
+            (true, false) => return Err(RowProblem::HalfSpan(columns.end.clone(), columns.start.clone())),
+            (true, true) if target.is_some() => (None, None),
+            (true, true) if !absent(fields, &columns.aspect) => return Err(RowProblem::Missing(columns.start.clone())),
+            (true, true) => {
+                let c = columns.clone();
+                return Err(RowProblem::NoTarget { target: c.target, aspect: c.aspect, start: c.start, end: c.end });
+            }
+        };
+        if text.trim().is_empty() {
+            return Err(RowProblem::Span(SpanError::EmptyText));
+        }
+        let target = target.or(mention).expect("a row without a span has a target");
+        Ok(LabelledRow { line, text, target, span, label })
     };
     build().map_err(|p| RowError { line, reason: p.to_string() })
 }
@@ -164,6 +196,55 @@ mod tests {
 }
 
 #[cfg(test)]
+mod target_tests {
+    use super::*;
+
+    fn read(data: &str) -> (Vec<LabelledRow>, Vec<RowError>) {
+        read_labelled_jsonl(std::io::Cursor::new(data.as_bytes().to_vec()), &Columns::default()).unwrap()
+    }
+
+    #[test]
+    fn named_and_spanned_targets_mix_in_one_file() {
+        let (rows, errors) = read(concat!(
+            r#"{"text":"we must protect the unborn","target":"legalization of abortion","label":"against"}"#,
+            "\n",
+            r#"{"text":"Merz said no","target":"CDU","aspect":"Merz","start":0,"end":4,"label":"neither"}"#,
+            "\n",
+            r#"{"text":"good fan","aspect":"fan","start":5,"end":8,"label":"positive"}"#,
+            "\n",
+        ));
+        assert!(errors.is_empty(), "{errors:?}");
+        let seen: Vec<(&str, Option<(usize, usize)>)> = rows.iter().map(|r| (r.target.as_str(), r.span.map(|s| (s.start(), s.end())))).collect();
+        assert_eq!(seen, vec![("legalization of abortion", None), ("CDU", Some((0, 4))), ("fan", Some((5, 8)))]);
+    }
+
+    #[test]
+    fn a_row_without_any_target_or_with_half_a_span_is_an_error_naming_the_fields() {
+        let (rows, errors) = read(concat!(
+            r#"{"text":"no target here","label":"favor"}"#,
+            "\n",
+            r#"{"text":"fan","target":"x","start":0,"label":"favor"}"#,
+            "\n",
+            r#"{"text":"fan","aspect":"fan","label":"favor"}"#,
+            "\n",
+            r#"{"text":"","target":"x","label":"favor"}"#,
+            "\n",
+        ));
+        assert!(rows.is_empty());
+        let reasons: Vec<&str> = errors.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                "no target: give \"target\", or \"aspect\" with \"start\"/\"end\"",
+                "field \"start\" without \"end\"",
+                "missing field \"start\"",
+                "empty text"
+            ]
+        );
+    }
+}
+
+#[cfg(test)]
 mod column_tests {
     use super::*;
 
@@ -173,7 +254,7 @@ mod column_tests {
         let data = r#"{"sentence":"nice fan","aspect":"fan","start":"5","end":"8","polarity":"positive"}"#;
         let (rows, errors) = read_labelled_jsonl(std::io::Cursor::new(data.as_bytes().to_vec()), &columns).unwrap();
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!((rows[0].span.start(), rows[0].label.as_str()), (5, "positive"));
+        assert_eq!((rows[0].span.unwrap().start(), rows[0].label.as_str()), (5, "positive"));
     }
 
     #[test]
@@ -195,7 +276,7 @@ mod file_tests {
         let columns = Columns { text: "sentence".into(), start: "from".into(), end: "to".into(), label: "polarity".into(), ..Default::default() };
         let (rows, errors) = read_labelled_file(&path, &columns).unwrap();
         assert_eq!(rows.len(), 1);
-        assert_eq!((rows[0].aspect.as_str(), rows[0].span.start(), rows[0].line), ("fan", 13, 2));
+        assert_eq!((rows[0].target.as_str(), rows[0].span.unwrap().start(), rows[0].line), ("fan", 13, 2));
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].line, 3);
         assert!(errors[0].reason.contains("outside the text"), "{}", errors[0]);

@@ -11,6 +11,10 @@ pub const MANIFEST_FILE: &str = "absa_model.json";
 /// Bumped when a reader of older directories would misread a newer one.
 pub const FORMAT: &str = "absa-td-bert-onnx/1";
 pub const INPUT_NAMES: [&str; 3] = ["input_ids", "attention_mask", "aspect_mask"];
+/// The fourth input of a sentence-pair graph: the segment ids.
+pub const TOKEN_TYPE_IDS: &str = "token_type_ids";
+/// [`ModelManifest::input`] of a model reading text and target as a sentence pair.
+pub const PAIR_INPUT: &str = "text_target_pair";
 pub const LOGITS: &str = "logits";
 pub const PROBABILITIES: &str = "probabilities";
 
@@ -53,14 +57,22 @@ pub struct ModelManifest {
     pub max_length: usize,
     /// HF `model_type` of the encoder (`bert`, `xlm-roberta`, ...).
     pub model_type: String,
-    /// `max` or `mean` over the aspect's tokens.
+    /// `max` or `mean` over the aspect's tokens, or `cls` (the first token alone).
     pub pooling: String,
+    /// `text` (the target is a span of the text) or [`PAIR_INPUT`] (text and target
+    /// as the encoder's sentence pair; the graph then also takes [`TOKEN_TYPE_IDS`]).
+    #[serde(default = "text_input")]
+    pub input: String,
     /// The id batches are padded with (RoBERTa positions depend on it).
     pub pad_token_id: i64,
     /// The tokenizer file inside the directory.
     pub tokenizer: String,
     pub opset: i64,
     pub graphs: Vec<GraphFile>,
+}
+
+fn text_input() -> String {
+    "text".into()
 }
 
 #[derive(Debug, Error)]
@@ -102,6 +114,12 @@ impl ModelManifest {
         let path = dir.join(MANIFEST_FILE);
         let text = serde_json::to_string_pretty(self).expect("a manifest serialises");
         std::fs::write(&path, text + "\n").map_err(|source| ManifestError::Io { path, source })
+    }
+
+    /// The graph inputs, in order: [`INPUT_NAMES`], then the segment ids for pair input.
+    pub fn input_names(&self) -> Vec<&'static str> {
+        let pair = (self.input == PAIR_INPUT).then_some(TOKEN_TYPE_IDS);
+        INPUT_NAMES.into_iter().chain(pair).collect()
     }
 
     /// The graph of the given precision.

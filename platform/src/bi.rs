@@ -1,7 +1,8 @@
 //! Logins for BI tools: one Postgres login role per team member or tool, which can read
 //! the team's rows of the BI views (`bi_sentiment`, `bi_stance`,
-//! `bi_daily_aspect_sentiment`) and nothing else. See `docs/bi.md` and the migration
-//! `20261127000007_bi_views` for how the views, roles and row-level security fit.
+//! `bi_daily_aspect_sentiment`, `bi_daily_stance`) and nothing else. See `docs/bi.md` and
+//! the migrations `20261127000007_bi_views` and `20261205000012_named_targets` for how
+//! the views, roles and row-level security fit.
 //!
 //! Least privilege: the service role has no CREATEROLE. Logins are made and dropped by
 //! `absa_create_bi_login` and `absa_drop_bi_login`, SECURITY DEFINER functions owned by

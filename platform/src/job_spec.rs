@@ -61,7 +61,7 @@ const fn int(name: &'static str, min: i64, max: i64) -> Hyperparameter {
 }
 
 /// Every hyperparameter a job may set (the trainer's `Hyperparameters` has exactly these).
-pub const HYPERPARAMETERS: [Hyperparameter; 17] = [
+pub const HYPERPARAMETERS: [Hyperparameter; 18] = [
     Hyperparameter { name: "learning_rate", range: Range::Float { min: 0.0, max: 1.0, min_exclusive: true, max_exclusive: false } },
     float("weight_decay", 0.0, 1.0),
     int("warmup_steps", 0, 1_000_000),
@@ -74,7 +74,8 @@ pub const HYPERPARAMETERS: [Hyperparameter; 17] = [
     Hyperparameter { name: "validation_fraction", range: Range::Float { min: 0.0, max: 1.0, min_exclusive: true, max_exclusive: true } },
     // The model's own position limit is checked by the trainer, which reads its config.
     int("max_length", 8, 8192),
-    Hyperparameter { name: "pooling", range: Range::Choice(&["max", "mean"]) },
+    Hyperparameter { name: "pooling", range: Range::Choice(&["max", "mean", "cls"]) },
+    Hyperparameter { name: "input", range: Range::Choice(&["text", "text_target_pair"]) },
     Hyperparameter { name: "padding", range: Range::Choice(&["dynamic", "fixed"]) },
     int("early_stopping_patience", 0, 100),
     Hyperparameter { name: "select_metric", range: Range::Choice(&["loss", "accuracy", "macro_f1"]) },
@@ -241,13 +242,23 @@ pub fn check_train(parameters: &Value) -> Result<(), String> {
     check_devices(count("gpus")?, count("ranks")?)?;
     match p.get("promote") {
         None | Some(Value::Null) => {}
-        Some(v) => check_promote(&serde_json::from_value(v.clone()).map_err(|e| format!("promote: {e}"))?)?,
+        Some(v) => {
+            let policy: PromotionPolicy = serde_json::from_value(v.clone()).map_err(|e| format!("promote: {e}"))?;
+            check_promote(&policy)?;
+            // F_avg needs against and favor among the labels (given here; else the API
+            // checks the dataset's).
+            if let Some(labels) = p.get("labels").and_then(|l| serde_json::from_value::<Vec<String>>(l.clone()).ok()) {
+                policy.metric.check_labels(&labels).map_err(|e| format!("promote: {e}"))?;
+            }
+        }
     }
     Ok(())
 }
 
-/// A score job's bounds: its shards, and the lexicon's size.
+/// A score job's bounds: its shards, the lexicon's size, the stance targets.
 pub mod score {
+    use serde::{Deserialize, Serialize};
+
     /// Documents per shard: a shard is a claim, a lease and a transaction, so tiny
     /// shards only multiply overhead.
     pub const MIN_SHARD_SIZE: i64 = 100;
@@ -266,6 +277,54 @@ pub mod score {
         for (i, term) in terms.iter().enumerate() {
             if term.trim().is_empty() || term.chars().count() > MAX_TERM_CHARS || term.contains('\0') {
                 return Err(format!("lexicon[{i}] {:?}: 1 to {MAX_TERM_CHARS} characters, not blank", super::truncate(term, 40)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stance targets a score job names, characters per name, aliases per target and
+    /// characters per alias.
+    pub const MAX_TARGETS: usize = 100;
+    pub const MAX_TARGET_NAME_CHARS: usize = 200;
+    pub const MAX_ALIASES: usize = 50;
+    pub const MAX_ALIAS_CHARS: usize = 100;
+
+    /// A target every document of a score job is scored toward (stance toward a party, a
+    /// policy), whether or not the text mentions it; `aliases` are other words for it
+    /// that the text may use. Stored once, in the parent score job (`parameters.targets`).
+    #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct StanceTarget {
+        pub name: String,
+        #[serde(default)]
+        pub aliases: Vec<String>,
+    }
+
+    /// Stance targets: 1 to [`MAX_TARGETS`], names of 1 to [`MAX_TARGET_NAME_CHARS`]
+    /// characters, not blank and distinct ignoring case; at most [`MAX_ALIASES`] aliases
+    /// each, of 1 to [`MAX_ALIAS_CHARS`] characters, not blank.
+    pub fn check_targets(targets: &[StanceTarget]) -> Result<(), String> {
+        if targets.is_empty() || targets.len() > MAX_TARGETS {
+            return Err(format!("targets: 1 to {MAX_TARGETS} targets, not {}", targets.len()));
+        }
+        let mut seen: Vec<String> = Vec::with_capacity(targets.len());
+        for (i, target) in targets.iter().enumerate() {
+            let name = &target.name;
+            if name.trim().is_empty() || name.chars().count() > MAX_TARGET_NAME_CHARS || name.contains('\0') {
+                return Err(format!("targets[{i}].name {:?}: 1 to {MAX_TARGET_NAME_CHARS} characters, not blank", super::truncate(name, 40)));
+            }
+            let folded = name.trim().to_lowercase();
+            if let Some(first) = seen.iter().position(|s| *s == folded) {
+                return Err(format!("targets[{i}].name {:?}: the same name as targets[{first}] (names are compared ignoring case)", super::truncate(name, 40)));
+            }
+            seen.push(folded);
+            if target.aliases.len() > MAX_ALIASES {
+                return Err(format!("targets[{i}].aliases: at most {MAX_ALIASES}, not {}", target.aliases.len()));
+            }
+            for (j, alias) in target.aliases.iter().enumerate() {
+                if alias.trim().is_empty() || alias.chars().count() > MAX_ALIAS_CHARS || alias.contains('\0') {
+                    return Err(format!("targets[{i}].aliases[{j}] {:?}: 1 to {MAX_ALIAS_CHARS} characters, not blank", super::truncate(alias, 40)));
+                }
             }
         }
         Ok(())
@@ -296,7 +355,7 @@ mod tests {
         let recipe = json!({ "learning_rate": 1e-5, "weight_decay": 0.01, "warmup_steps": 100, "batch_size": 16, "gradient_accumulation_steps": 1,
                              "epochs": 8, "max_grad_norm": 1.0, "seed": 42, "split_seed": 42, "validation_fraction": 0.1, "max_length": 100,
                              "pooling": "max", "padding": "fixed", "early_stopping_patience": 3, "select_metric": "loss", "sharding": "auto",
-                             "offload_optimizer": false });
+                             "offload_optimizer": false, "input": "text" });
         assert_eq!(recipe.as_object().unwrap().len(), HYPERPARAMETERS.len());
         check_train(&train(json!({ "hyperparameters": recipe, "labels": ["negative", "neutral", "positive"], "gpus": 2,
                                    "promote": { "alias": "production" }, "retrain": { "reason": "cron" } })))
@@ -314,13 +373,15 @@ mod tests {
             (json!({ "hyperparameters": { "validation_fraction": 0.0 } }), "outside (0, 1)"),
             (json!({ "hyperparameters": { "learning_rate": 0 } }), "learning_rate 0: outside (0, 1]"),
             (json!({ "hyperparameters": { "lr": 1 } }), "unknown hyperparameter \"lr\""),
-            (json!({ "hyperparameters": { "pooling": "cls" } }), "pooling \"cls\": expected one of max, mean"),
+            (json!({ "hyperparameters": { "pooling": "first" } }), "pooling \"first\": expected one of max, mean, cls"),
+            (json!({ "hyperparameters": { "input": "pair" } }), "input \"pair\": expected one of text, text_target_pair"),
             (json!({ "hyperparameters": { "batch_size": 1024, "max_length": 512 } }), "padded tokens a batch"),
             (json!({ "base_model": "/etc" }), "no paths"),
             (json!({ "base_model": "../../../etc" }), "no paths"),
             (json!({ "base_model": "a/b" }), "no paths"),
             (json!({ "base_model": "" }), "no paths"),
             (json!({ "promote": { "alias": "Prod!" } }), "promote.alias"),
+            (json!({ "promote": { "metric": "f_avg" }, "labels": ["negative", "positive"] }), "promote: metric f_avg is stance's mean F1"),
             (json!({ "labels": ["only"] }), "labels: 2 to 100"),
             (json!({ "labels": ["a", "a"] }), "listed twice"),
             (json!({ "gpus": 9 }), "at most 8 GPUs"),
@@ -350,5 +411,39 @@ mod tests {
         assert!(score::check_lexicon(&[" ".into()]).is_err());
         assert!(score::check_shard_size(1).unwrap_err().contains("outside [100, 1000000]"));
         assert!(score::check_shard_size(500).is_ok());
+    }
+
+    fn target(name: &str, aliases: &[&str]) -> score::StanceTarget {
+        score::StanceTarget { name: name.into(), aliases: aliases.iter().map(|a| a.to_string()).collect() }
+    }
+
+    #[test]
+    fn stance_targets_are_bounded_and_named_once() {
+        assert!(score::check_targets(&[target("legalization of abortion", &[]), target("CDU", &["Union", "Christdemokraten"])]).is_ok());
+        let many = |n: usize| (0..n).map(|i| target(&format!("t{i}"), &[])).collect::<Vec<_>>();
+        assert!(score::check_targets(&many(score::MAX_TARGETS)).is_ok());
+        let cases = [
+            (vec![], "targets: 1 to 100 targets, not 0"),
+            (many(score::MAX_TARGETS + 1), "targets: 1 to 100 targets, not 101"),
+            (vec![target("  ", &[])], "targets[0].name \"  \": 1 to 200 characters, not blank"),
+            (vec![target("ok", &[]), target(&"x".repeat(201), &[])], "targets[1].name"),
+            (vec![target("a\0b", &[])], "not blank"),
+            (vec![target("CDU", &[]), target("SPD", &[]), target("cdu", &[])], "targets[2].name \"cdu\": the same name as targets[0]"),
+            (vec![target("CDU", &["x"; 51])], "targets[0].aliases: at most 50, not 51"),
+            (vec![target("CDU", &["Union", ""])], "targets[0].aliases[1] \"\": 1 to 100 characters"),
+            (vec![target("CDU", &[&"u".repeat(101)])], "targets[0].aliases[0]"),
+        ];
+        for (targets, reason) in cases {
+            let e = score::check_targets(&targets).unwrap_err();
+            assert!(e.contains(reason), "{targets:?}: {e}");
+            assert!(e.len() < 200, "{e}");
+        }
+    }
+
+    #[test]
+    fn stance_targets_read_from_json_with_optional_aliases_and_nothing_else() {
+        let read: Vec<score::StanceTarget> = serde_json::from_value(json!([{"name": "CDU", "aliases": ["Union"]}, {"name": "abortion"}])).unwrap();
+        assert_eq!(read, vec![target("CDU", &["Union"]), target("abortion", &[])]);
+        assert!(serde_json::from_value::<score::StanceTarget>(json!({"name": "x", "alias": ["y"]})).is_err());
     }
 }

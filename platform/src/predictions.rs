@@ -24,9 +24,12 @@ pub struct PredictionRow {
     /// n-th target found in the document.
     pub target_index: i32,
     pub model_version_id: Uuid,
+    /// The target: the aspect as written, or a named target.
     pub aspect: String,
-    pub span_start: i32,
-    pub span_end: i32,
+    /// Where the document mentions the target; `None` (NULL) for a target it does not
+    /// mention. Both or neither.
+    pub span_start: Option<i32>,
+    pub span_end: Option<i32>,
     pub label: String,
     pub confidence: f32,
     pub probabilities: Vec<f32>,
@@ -42,7 +45,7 @@ const FLUSH_BYTES: usize = 1 << 20;
 
 /// Writes `rows` with one `COPY` on `conn` and returns how many were written. Fails
 /// before sending anything when a string holds a NUL character, which Postgres text
-/// cannot store. A duplicate `(job_id, seq, target_index)` fails the whole `COPY` (and
+/// cannot store, or a span has one offset without the other. A duplicate `(job_id, seq, target_index)` fails the whole `COPY` (and
 /// the caller's transaction).
 pub async fn copy_predictions(conn: &mut PgConnection, rows: &[PredictionRow]) -> Result<u64> {
     if rows.is_empty() {
@@ -57,6 +60,12 @@ pub async fn copy_predictions(conn: &mut PgConnection, rows: &[PredictionRow]) -
                     row.seq, row.target_index
                 )));
             }
+        }
+        if row.span_start.is_some() != row.span_end.is_some() {
+            return Err(PlatformError::InvalidData(format!(
+                "prediction (seq {}, target {}): span {:?}..{:?}: give both offsets or neither",
+                row.seq, row.target_index, row.span_start, row.span_end
+            )));
         }
     }
     let mut copy = conn.copy_in_raw(COPY_STATEMENT).await?;
@@ -87,8 +96,8 @@ fn encode_row(buf: &mut Vec<u8>, row: &PredictionRow) {
     field(buf, &row.target_index.to_be_bytes());
     field(buf, row.model_version_id.as_bytes());
     field(buf, row.aspect.as_bytes());
-    field(buf, &row.span_start.to_be_bytes());
-    field(buf, &row.span_end.to_be_bytes());
+    optional_i32(buf, row.span_start);
+    optional_i32(buf, row.span_end);
     field(buf, row.label.as_bytes());
     field(buf, &row.confidence.to_be_bytes());
     // real[]: dimensions, has-nulls flag, element oid, (size, lower bound) per dimension,
@@ -113,4 +122,12 @@ fn encode_row(buf: &mut Vec<u8>, row: &PredictionRow) {
 fn field(buf: &mut Vec<u8>, value: &[u8]) {
     buf.extend_from_slice(&(value.len() as i32).to_be_bytes());
     buf.extend_from_slice(value);
+}
+
+/// An integer field that may be NULL: binary COPY writes NULL as length -1, no bytes.
+fn optional_i32(buf: &mut Vec<u8>, value: Option<i32>) {
+    match value {
+        Some(v) => field(buf, &v.to_be_bytes()),
+        None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
+    }
 }

@@ -20,6 +20,9 @@ pub enum PromotionMetric {
     #[default]
     MacroF1,
     Accuracy,
+    /// Stance's F_avg, the mean F1 of `against` and `favor` (SemEval-2016 Task 6): only
+    /// versions whose labels have both report it.
+    FAvg,
 }
 
 impl PromotionMetric {
@@ -28,7 +31,22 @@ impl PromotionMetric {
         match self {
             Self::MacroF1 => "validation_macro_f1",
             Self::Accuracy => "validation_accuracy",
+            Self::FAvg => "validation_f_avg",
         }
+    }
+
+    /// Whether a model with these labels has this figure: F_avg needs `against` and
+    /// `favor`; the others every model has. Checked where a job asks for the metric, so a
+    /// job does not train only to find it cannot compare its version.
+    pub fn check_labels(self, labels: &[String]) -> std::result::Result<(), String> {
+        let has = |name: &str| labels.iter().any(|l| l == name);
+        if self == Self::FAvg && !(has("against") && has("favor")) {
+            return Err(format!(
+                "metric f_avg is stance's mean F1 of against and favor; the labels {:?} do not have both (use macro_f1 or accuracy)",
+                labels.iter().map(|l| crate::job_spec::truncate(l, 40)).take(10).collect::<Vec<_>>()
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -168,6 +186,19 @@ mod tests {
         assert_eq!(p, PromotionPolicy { alias: "production".into(), metric: PromotionMetric::MacroF1 });
         let p: PromotionPolicy = serde_json::from_value(json!({"alias": "prod", "metric": "accuracy"})).unwrap();
         assert_eq!(p.metric.metrics_key(), "validation_accuracy");
+        let p: PromotionPolicy = serde_json::from_value(json!({"metric": "f_avg"})).unwrap();
+        assert_eq!((p.metric, p.metric.metrics_key()), (PromotionMetric::FAvg, "validation_f_avg"));
+        assert_eq!(serde_json::to_value(PromotionMetric::FAvg).unwrap(), json!("f_avg"));
         assert!(serde_json::from_value::<PromotionPolicy>(json!({"metrc": "accuracy"})).is_err());
+    }
+
+    #[test]
+    fn f_avg_is_only_for_labels_with_against_and_favor() {
+        let names = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(PromotionMetric::FAvg.check_labels(&names(&["against", "neither", "favor"])).is_ok());
+        let e = PromotionMetric::FAvg.check_labels(&names(&["negative", "neutral", "positive"])).unwrap_err();
+        assert!(e.contains("do not have both"), "{e}");
+        assert!(PromotionMetric::FAvg.check_labels(&names(&["against", "none"])).is_err());
+        assert!(PromotionMetric::MacroF1.check_labels(&names(&["negative", "positive"])).is_ok());
     }
 }

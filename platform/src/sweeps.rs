@@ -154,6 +154,12 @@ impl SweepSpec {
         job_spec::check_base_model(&self.base_model).map_err(invalid)?;
         if let Some(labels) = &self.labels {
             job_spec::check_labels(labels).map_err(invalid)?;
+            // F_avg only where the labels have against and favor (without labels, the
+            // API checks the dataset's).
+            self.metric.check_labels(labels).map_err(invalid)?;
+            if let Some(policy) = &self.promote {
+                policy.metric.check_labels(labels).map_err(|e| invalid(format!("promote: {e}")))?;
+            }
         }
         if let Some(policy) = &self.promote {
             job_spec::check_promote(policy).map_err(invalid)?;
@@ -245,10 +251,13 @@ pub struct Advanced {
     pub sweeps_finished: usize,
 }
 
-fn metric_column(metric: PromotionMetric) -> &'static str {
+/// The metric's name in `training_metrics` and the SQL that reads it from a row `m`
+/// (F_avg is in the epoch's report, only for stance labels: NULL elsewhere).
+fn metric_column(metric: PromotionMetric) -> (&'static str, &'static str) {
     match metric {
-        PromotionMetric::MacroF1 => "macro_f1",
-        PromotionMetric::Accuracy => "accuracy",
+        PromotionMetric::MacroF1 => ("macro_f1", "m.macro_f1"),
+        PromotionMetric::Accuracy => ("accuracy", "m.accuracy"),
+        PromotionMetric::FAvg => ("f_avg", "(m.detail->'report'->>'f_avg')::double precision"),
     }
 }
 
@@ -327,10 +336,11 @@ pub async fn advance(pool: &PgPool) -> Result<Advanced> {
 
 /// Cancels running children below the median of their siblings at the same epoch.
 async fn stop_losers(tx: &mut PgConnection, sweep: Uuid, metric: PromotionMetric, rule: &MedianStopping) -> Result<usize> {
-    let column = metric_column(metric);
+    let (column, value) = metric_column(metric);
     // Every child's validation figure per epoch.
     let curves: Vec<(Uuid, String, i32, f64)> = sqlx::query_as(&format!(
-        "SELECT c.id, c.state, m.epoch, m.{column} FROM jobs c JOIN training_metrics m ON m.job_id = c.id WHERE c.parent_id = $1 ORDER BY c.id, m.epoch"
+        "SELECT c.id, c.state, m.epoch, {value} FROM jobs c JOIN training_metrics m ON m.job_id = c.id
+         WHERE c.parent_id = $1 AND {value} IS NOT NULL ORDER BY c.id, m.epoch"
     ))
     .bind(sweep)
     .fetch_all(&mut *tx)

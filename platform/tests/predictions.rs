@@ -1,6 +1,7 @@
-//! Predictions written with binary COPY against the real Postgres: awkward strings and
-//! floats round-trip exactly, NUL is refused before anything is sent, a duplicate key
-//! fails the COPY, and the caller's transaction decides what stays.
+//! Predictions written with binary COPY against the real Postgres: awkward strings,
+//! floats and NULL spans round-trip exactly, NUL and half a span are refused before
+//! anything is sent, a duplicate key fails the COPY, and the caller's transaction
+//! decides what stays.
 
 mod common;
 
@@ -46,8 +47,8 @@ impl Fixture {
             target_index,
             model_version_id: self.model,
             aspect: aspect.into(),
-            span_start: 3,
-            span_end: 3 + aspect.chars().count() as i32,
+            span_start: Some(3),
+            span_end: Some(3 + aspect.chars().count() as i32),
             label: label.into(),
             confidence,
             probabilities,
@@ -55,7 +56,7 @@ impl Fixture {
     }
 
     async fn read_back(&self) -> Vec<PredictionRow> {
-        type Row = (Uuid, Uuid, i64, i32, Uuid, String, i32, i32, String, f32, Vec<f32>);
+        type Row = (Uuid, Uuid, i64, i32, Uuid, String, Option<i32>, Option<i32>, String, f32, Vec<f32>);
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT job_id, corpus_id, seq, target_index, model_version_id, aspect, span_start, span_end, label, confidence, probabilities
              FROM predictions ORDER BY seq, target_index",
@@ -95,6 +96,8 @@ async fn awkward_strings_and_floats_round_trip_exactly() {
         f.row(1, 0, r#"back\slash \N "quoted" 'single'"#, "\\.", vec![1.0 / 3.0, f32::MIN_POSITIVE, f32::EPSILON]),
         f.row(2, 0, "écran 屏幕 🙂 Ωμέγα", "positive", vec![]),
         f.row(3, 0, "", "", vec![0.123_456_79, 0.0, -0.0]),
+        // A named target the document does not mention: no span, NULL in both columns.
+        PredictionRow { span_start: None, span_end: None, ..f.row(4, 0, "legalization of abortion", "against", vec![0.7, 0.2, 0.1]) },
         f.row(i64::MAX, i32::MAX, ",;|{}[]", "NULL", vec![f32::MAX, 1e-38, 0.5]),
     ];
     let mut tx = f.pool.begin().await.unwrap();
@@ -124,6 +127,20 @@ async fn a_nul_character_is_refused_with_a_clear_error_and_the_connection_stays_
     assert_eq!(copy_predictions(&mut tx, &rows[..1]).await.unwrap(), 1);
     tx.commit().await.unwrap();
     assert_eq!(f.read_back().await.len(), 1);
+    f.drop().await;
+}
+
+#[tokio::test]
+async fn half_a_span_is_refused_before_anything_is_sent() {
+    let f = Fixture::new().await;
+    let mut tx = f.pool.begin().await.unwrap();
+    let rows = vec![f.row(0, 0, "fine", "positive", vec![1.0]), PredictionRow { span_end: None, ..f.row(3, 1, "half", "positive", vec![1.0]) }];
+    let err = copy_predictions(&mut tx, &rows).await.unwrap_err().to_string();
+    assert!(err.contains("seq 3, target 1") && err.contains("both offsets or neither"), "{err}");
+    assert_eq!(copy_predictions(&mut tx, &rows[..1]).await.unwrap(), 1);
+    tx.commit().await.unwrap();
+    let nulls: i64 = sqlx::query_scalar("SELECT count(*) FROM predictions WHERE span_start IS NULL OR span_end IS NULL").fetch_one(&f.pool).await.unwrap();
+    assert_eq!(nulls, 0);
     f.drop().await;
 }
 

@@ -6,7 +6,7 @@
 //! `shard` (numbered from 0), `seq_from` and `seq_to` (exclusive); ranges step by
 //! `shard_size` from the corpus's smallest seq to its largest, so gaps in the seqs
 //! only make some shards smaller. A job has at most `MAX_SHARDS` shards; the lexicon
-//! stays in the parent.
+//! and the stance targets stay in the parent.
 
 use absa_platform::job_spec::score::MAX_SHARDS;
 use absa_platform::jobs;
@@ -95,14 +95,14 @@ async fn plan(tx: &mut PgConnection, team: Uuid, parameters: &Value, default_sha
 }
 
 async fn fan_out(tx: &mut PgConnection, parent: Uuid, plan: Plan) -> anyhow::Result<()> {
-    // Children inherit team, priority, attempts and every parameter but the lexicon,
-    // which is stored once, in the parent (the scorer reads it there). The idempotency
+    // Children inherit team, priority, attempts and every parameter but the lexicon and
+    // the stance targets, which are stored once, in the parent (the scorer reads them there). The idempotency
     // key makes a repeated fan-out insert nothing new.
     let created: i64 = sqlx::query_scalar(
         "WITH shard AS (
              INSERT INTO jobs (id, team_id, kind, priority, parameters, max_attempts, idempotency_key, parent_id)
              SELECT gen_random_uuid(), p.team_id, 'score_shard', p.priority,
-                    (p.parameters - 'lexicon') || jsonb_build_object('shard', n, 'seq_from', $2 + n * $3,
+                    (p.parameters - 'lexicon' - 'targets') || jsonb_build_object('shard', n, 'seq_from', $2 + n * $3,
                                                        'seq_to', least($2 + (n + 1) * $3, $5)),
                     p.max_attempts, 'shard:' || p.id || ':' || n, p.id
              FROM jobs p, generate_series(0::bigint, $4 - 1) AS n

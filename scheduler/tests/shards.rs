@@ -76,26 +76,32 @@ async fn a_score_job_fans_out_into_seq_ranges_that_inherit_the_parent() {
 }
 
 #[tokio::test]
-async fn the_lexicon_stays_in_the_parent_and_a_huge_corpus_gets_at_most_max_shards() {
+async fn the_lexicon_and_the_targets_stay_in_the_parent_and_a_huge_corpus_gets_at_most_max_shards() {
     let db = TestDb::new("absa_test_shards").await;
     // Seqs 0 and 1,000,000: with shard_size 1 that would be 1,000,001 shards.
     let (corpus, model) = db.corpus([0, 1_000_000]).await;
     let lexicon: Vec<String> = (0..1000).map(|i| format!("term {i} {}", "x".repeat(90))).collect();
-    let parent = db.submit("score", 0, json!({ "corpus_id": corpus, "model_version_id": model, "shard_size": 1, "lexicon": lexicon })).await;
+    let targets: Vec<serde_json::Value> = (0..100).map(|i| json!({ "name": format!("target {i}"), "aliases": vec!["a".repeat(100); 50] })).collect();
+    let parameters = json!({ "corpus_id": corpus, "model_version_id": model, "shard_size": 1, "lexicon": lexicon, "targets": targets });
+    let parent = db.submit("score", 0, parameters).await;
     assert_eq!(fan_out_queued(&db.pool, 5000, 100).await.unwrap(), 1);
     let (shards, with_lexicon, size): (i64, i64, Option<i64>) = sqlx::query_as(
-        "SELECT count(*), count(*) FILTER (WHERE parameters ? 'lexicon'), max((parameters->>'seq_to')::bigint - (parameters->>'seq_from')::bigint) FROM jobs WHERE parent_id = $1",
+        "SELECT count(*), count(*) FILTER (WHERE parameters ? 'lexicon' OR parameters ? 'targets'),
+                max((parameters->>'seq_to')::bigint - (parameters->>'seq_from')::bigint) FROM jobs WHERE parent_id = $1",
     )
     .bind(parent)
     .fetch_one(&db.pool)
     .await
     .unwrap();
     // 1,000,001 seqs in at most 10,000 shards: shards of 101 seqs, 9,901 of them.
-    assert_eq!((shards, with_lexicon, size), (9901, 0, Some(101)), "shards, shards carrying the lexicon, shard size");
+    assert_eq!((shards, with_lexicon, size), (9901, 0, Some(101)), "shards, shards carrying the lexicon or the targets, shard size");
     assert!(shards <= absa_platform::job_spec::score::MAX_SHARDS);
     let kept: i32 =
         sqlx::query_scalar("SELECT jsonb_array_length(parameters->'lexicon') FROM jobs WHERE id = $1").bind(parent).fetch_one(&db.pool).await.unwrap();
     assert_eq!(kept, 1000, "the parent keeps it, once");
+    let kept: i32 =
+        sqlx::query_scalar("SELECT jsonb_array_length(parameters->'targets') FROM jobs WHERE id = $1").bind(parent).fetch_one(&db.pool).await.unwrap();
+    assert_eq!(kept, 100, "the parent keeps the targets, once");
     db.drop().await;
 }
 

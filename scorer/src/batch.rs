@@ -16,10 +16,13 @@ pub struct Instance {
     /// The row's id, shared by all its targets.
     pub id: Arc<Value>,
     pub aspect: String,
-    pub start: usize,
-    pub end: usize,
+    /// The target's span; none for a target the text does not mention.
+    pub start: Option<usize>,
+    pub end: Option<usize>,
     pub input_ids: Vec<i64>,
     pub aspect_mask: Vec<bool>,
+    /// Segment ids (a sentence pair's second segment); empty for one segment.
+    pub token_type_ids: Vec<i64>,
     /// The text was longer than the max length and a window around the aspect was used.
     pub windowed: bool,
 }
@@ -29,6 +32,8 @@ pub struct PaddedBatch {
     pub input_ids: Array2<i64>,
     pub attention_mask: Array2<i64>,
     pub aspect_mask: Array2<i64>,
+    /// Zero for one segment.
+    pub token_type_ids: Array2<i64>,
 }
 
 impl PaddedBatch {
@@ -38,6 +43,7 @@ impl PaddedBatch {
         let mut input_ids = Array2::from_elem((rows, width), pad_id);
         let mut attention_mask = Array2::zeros((rows, width));
         let mut aspect_mask = Array2::zeros((rows, width));
+        let mut token_type_ids = Array2::zeros((rows, width));
         for (r, inst) in instances.enumerate() {
             let n = inst.input_ids.len();
             input_ids.row_mut(r).as_slice_mut().expect("standard layout")[..n].copy_from_slice(&inst.input_ids);
@@ -45,8 +51,11 @@ impl PaddedBatch {
             for (dst, &m) in aspect_mask.row_mut(r).iter_mut().zip(&inst.aspect_mask) {
                 *dst = m as i64;
             }
+            for (dst, &t) in token_type_ids.row_mut(r).iter_mut().zip(&inst.token_type_ids) {
+                *dst = t;
+            }
         }
-        Self { input_ids, attention_mask, aspect_mask }
+        Self { input_ids, attention_mask, aspect_mask, token_type_ids }
     }
 
     /// Tokens the model processes, padding included.
@@ -73,10 +82,11 @@ mod tests {
             line: seq as usize + 1,
             id: Arc::new(Value::from(seq)),
             aspect: "a".into(),
-            start: 0,
-            end: 1,
+            start: Some(0),
+            end: Some(1),
             input_ids: (1..=len as i64).collect(),
             aspect_mask: (0..len).map(|i| i == 1).collect(),
+            token_type_ids: Vec::new(),
             windowed: false,
         }
     }

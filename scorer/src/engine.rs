@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use absa_domain::readers::{ReadError, RowResult};
-use absa_domain::{EncodeError, RowError};
+use absa_domain::{EncodeError, InputForm, RowError};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -26,7 +26,7 @@ use crate::batch::{length_sorted_batches, Instance, PaddedBatch};
 use crate::model::ScoringModel;
 use crate::output::{ErrorLog, Prediction, PredictionSink};
 use crate::rows::{FieldNames, ScoreRow};
-use crate::targets::Lexicon;
+use crate::targets::{Lexicon, NamedTargets};
 use crate::ScoreError;
 
 /// How the engine batches and overlaps its work.
@@ -42,6 +42,9 @@ pub struct EngineOptions {
     /// Threads that tokenize.
     pub tokenize_threads: usize,
     pub fields: FieldNames,
+    /// The job's stance targets: one prediction per document and target for rows that
+    /// give no target of their own.
+    pub named_targets: Option<Arc<NamedTargets>>,
 }
 
 impl Default for EngineOptions {
@@ -52,6 +55,7 @@ impl Default for EngineOptions {
             chunk_rows: 512,
             tokenize_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             fields: FieldNames::default(),
+            named_targets: None,
         }
     }
 }
@@ -114,11 +118,12 @@ where
         .build()
         .map_err(|e| ScoreError::Model(format!("tokenizer threads: {e}")))?;
     let encoder = model.encoder.clone();
+    let form = model.input;
     let (chunk_tx, chunk_rx) = bounded::<Result<Chunk, ReadError>>(4);
     let (out_tx, out_rx) = bounded::<ToWriter>(4);
 
     std::thread::scope(|scope| {
-        let producer = scope.spawn(|| produce(records, &encoder, lexicon.as_deref(), options, &pool, chunk_tx));
+        let producer = scope.spawn(|| produce(records, (&encoder, form), lexicon.as_deref(), options, &pool, chunk_tx));
         let writer = scope.spawn(|| write(out_rx, sink, errors));
         let inferred = infer(model, options, chunk_rx, &out_tx, progress);
         // Closing our end stops the writer; a failed inference drops the chunk
@@ -133,8 +138,17 @@ where
     })
 }
 
-fn produce<I>(records: I, encoder: &absa_domain::AspectEncoder, lexicon: Option<&Lexicon>, options: &EngineOptions, pool: &rayon::ThreadPool, tx: Sender<Result<Chunk, ReadError>>)
-where
+/// A model's tokenizer rules and how it reads an instance.
+type Encoding<'a> = (&'a absa_domain::AspectEncoder, InputForm);
+
+fn produce<I>(
+    records: I,
+    encoder: Encoding<'_>,
+    lexicon: Option<&Lexicon>,
+    options: &EngineOptions,
+    pool: &rayon::ThreadPool,
+    tx: Sender<Result<Chunk, ReadError>>,
+) where
     I: Iterator<Item = Result<RowResult, ReadError>>,
 {
     let mut seq = 0u64;
@@ -156,7 +170,7 @@ where
             }
         }
         if !pending.is_empty() {
-            let chunk = pool.install(|| tokenize(pending, encoder, lexicon, &options.fields, &mut seq));
+            let chunk = pool.install(|| tokenize(pending, encoder, lexicon, options, &mut seq));
             if tx.send(Ok(chunk)).is_err() {
                 return; // inference stopped
             }
@@ -172,13 +186,14 @@ where
 }
 
 /// Parses and encodes a chunk of rows in parallel; instance numbers follow row order.
-fn tokenize(rows: Vec<RowResult>, encoder: &absa_domain::AspectEncoder, lexicon: Option<&Lexicon>, fields: &FieldNames, seq: &mut u64) -> Chunk {
-    type Encoded = Result<(ScoreRow, Vec<Result<(absa_domain::EncodedInstance, usize), EncodeError>>), RowError>;
+fn tokenize(rows: Vec<RowResult>, (encoder, form): Encoding<'_>, lexicon: Option<&Lexicon>, options: &EngineOptions, seq: &mut u64) -> Chunk {
+    type Encoded = Result<(ScoreRow, Vec<Result<absa_domain::EncodedInstance, EncodeError>>), RowError>;
+    let named = options.named_targets.as_deref();
     let encoded: Vec<Encoded> = rows
         .into_par_iter()
         .map(|row| {
-            let row = ScoreRow::parse(row?, fields, lexicon)?;
-            let encodings = row.targets.iter().enumerate().map(|(i, t)| encoder.encode(&row.text, t.span).map(|e| (e, i))).collect();
+            let row = ScoreRow::parse(row?, &options.fields, lexicon, named)?;
+            let encodings = row.targets.iter().map(|t| encoder.encode_as(form, &row.text, &t.aspect, t.span)).collect();
             Ok((row, encodings))
         })
         .collect();
@@ -198,26 +213,26 @@ fn tokenize(rows: Vec<RowResult>, encoder: &absa_domain::AspectEncoder, lexicon:
         let id = Arc::new(row.id);
         for (target, encoding) in row.targets.iter().zip(encodings) {
             match encoding {
-                Ok((enc, _)) => {
+                Ok(enc) => {
+                    let paired = enc.token_type_ids.iter().any(|&t| t != 0);
                     chunk.instances.push(Instance {
                         seq: *seq,
                         line: row.line,
                         id: Arc::clone(&id),
                         aspect: target.aspect.clone(),
-                        start: target.span.start(),
-                        end: target.span.end(),
+                        start: target.span.map(|s| s.start()),
+                        end: target.span.map(|s| s.end()),
                         input_ids: enc.input_ids,
                         aspect_mask: enc.aspect_mask,
+                        token_type_ids: if paired { enc.token_type_ids } else { Vec::new() },
                         windowed: enc.windowed,
                     });
                     *seq += 1;
                 }
                 Err(e) => {
                     chunk.instances_rejected += 1;
-                    chunk.errors.push(RowError {
-                        line: row.line,
-                        reason: format!("target {:?} at {}..{}: {e}", target.aspect, target.span.start(), target.span.end()),
-                    });
+                    let at = target.span.map(|s| format!(" at {}..{}", s.start(), s.end())).unwrap_or_default();
+                    chunk.errors.push(RowError { line: row.line, reason: format!("target {:?}{at}: {e}", target.aspect) });
                 }
             }
         }

@@ -13,7 +13,7 @@ use absa_scorer::model::ScoringModel;
 use absa_scorer::output::{self, ErrorLog};
 use absa_scorer::rows::FieldNames;
 use absa_scorer::runtime::SessionOptions;
-use absa_scorer::targets::Lexicon;
+use absa_scorer::targets::{Lexicon, NamedTargets};
 use absa_scorer::{runtime, settings::Settings};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -74,6 +74,11 @@ struct ScoreArgs {
     /// Target lexicon, one term per line, for rows without start/end or aspect.
     #[arg(long)]
     targets: Option<PathBuf>,
+    /// A stance target to score in every row that names none of its own: one
+    /// prediction per row and target, mentioned or not. `NAME` or
+    /// `NAME=ALIAS|ALIAS` (words that also mention it). Repeatable.
+    #[arg(long = "target", value_name = "NAME[=ALIASES]")]
+    named_targets: Vec<String>,
     /// Run the int8 graph.
     #[arg(long)]
     int8: bool,
@@ -93,6 +98,8 @@ struct ScoreArgs {
     start_field: String,
     #[arg(long, default_value = "end")]
     end_field: String,
+    #[arg(long, default_value = "target")]
+    target_field: String,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -166,8 +173,21 @@ fn score(settings: &Settings, args: ScoreArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let (mut engine_options, session) = engine_options(settings, &args.engine);
     engine_options.sort_window = args.sort_window;
-    engine_options.fields =
-        FieldNames { id: args.id_field, text: args.text_field, aspect: args.aspect_field, start: args.start_field, end: args.end_field };
+    engine_options.fields = FieldNames {
+        id: args.id_field,
+        text: args.text_field,
+        aspect: args.aspect_field,
+        start: args.start_field,
+        end: args.end_field,
+        target: args.target_field,
+    };
+    if !args.named_targets.is_empty() {
+        let pairs = args.named_targets.iter().map(|spec| match spec.split_once('=') {
+            Some((name, aliases)) => (name.trim().to_owned(), aliases.split('|').map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()).collect()),
+            None => (spec.trim().to_owned(), Vec::new()),
+        });
+        engine_options.named_targets = Some(Arc::new(NamedTargets::new(pairs)?));
+    }
     let precision = if args.int8 { Precision::Int8 } else { Precision::Fp32 };
     let mut model = ScoringModel::open(&args.model, precision, &session).with_context(|| format!("opening model {}", args.model.display()))?;
     let lexicon = match &args.targets {

@@ -1,6 +1,6 @@
 //! Where predictions and rejected rows go. Predictions: JSON Lines or Parquet, chosen
-//! by extension, one record per instance with the row's id and line, the aspect and
-//! its span, the label, its probability (confidence) and every class probability.
+//! by extension, one record per instance with the row's id and line, the target
+//! (`aspect`) and its span (null for a target the text does not mention), the label, its probability (confidence) and every class probability.
 //! Rejected rows: JSON Lines with the line and the reason.
 
 use std::fs::File;
@@ -25,9 +25,11 @@ use crate::ScoreError;
 pub struct Prediction {
     pub line: usize,
     pub id: Arc<Value>,
+    /// The target: the aspect as written, or a named target.
     pub aspect: String,
-    pub start: usize,
-    pub end: usize,
+    /// The target's span in the text; none for a target the text does not mention.
+    pub start: Option<usize>,
+    pub end: Option<usize>,
     /// In label order.
     pub probabilities: Vec<f32>,
 }
@@ -105,8 +107,8 @@ struct JsonRecord<'a> {
     id: &'a Value,
     line: usize,
     aspect: &'a str,
-    start: usize,
-    end: usize,
+    start: Option<usize>,
+    end: Option<usize>,
     label: &'a str,
     confidence: f32,
     probabilities: Probabilities<'a>,
@@ -153,8 +155,10 @@ struct Columns {
     id: Vec<ByteArray>,
     line: Vec<i64>,
     aspect: Vec<ByteArray>,
+    /// Present spans only; `span_defined` says which rows have one.
     start: Vec<i64>,
     end: Vec<i64>,
+    span_defined: Vec<i16>,
     label: Vec<ByteArray>,
     confidence: Vec<f32>,
     /// One column per label.
@@ -162,7 +166,8 @@ struct Columns {
 }
 
 /// Columns `id` (string: numbers are written as their decimal text), `line`,
-/// `aspect`, `start`, `end`, `label`, `confidence`, then `prob_<label>` per class.
+/// `aspect`, `start`, `end` (optional: null for a target the text does not mention),
+/// `label`, `confidence`, then `prob_<label>` per class.
 pub struct ParquetSink {
     writer: SerializedFileWriter<BufWriter<File>>,
     path: PathBuf,
@@ -171,13 +176,11 @@ pub struct ParquetSink {
 }
 
 fn required(name: &str, physical: PhysicalType, converted: ConvertedType) -> Arc<Type> {
-    Arc::new(
-        Type::primitive_type_builder(name, physical)
-            .with_repetition(Repetition::REQUIRED)
-            .with_converted_type(converted)
-            .build()
-            .expect("a valid primitive column"),
-    )
+    column(name, physical, converted, Repetition::REQUIRED)
+}
+
+fn column(name: &str, physical: PhysicalType, converted: ConvertedType, repetition: Repetition) -> Arc<Type> {
+    Arc::new(Type::primitive_type_builder(name, physical).with_repetition(repetition).with_converted_type(converted).build().expect("a valid primitive column"))
 }
 
 impl ParquetSink {
@@ -186,8 +189,8 @@ impl ParquetSink {
             required("id", PhysicalType::BYTE_ARRAY, ConvertedType::UTF8),
             required("line", PhysicalType::INT64, ConvertedType::NONE),
             required("aspect", PhysicalType::BYTE_ARRAY, ConvertedType::UTF8),
-            required("start", PhysicalType::INT64, ConvertedType::NONE),
-            required("end", PhysicalType::INT64, ConvertedType::NONE),
+            column("start", PhysicalType::INT64, ConvertedType::NONE, Repetition::OPTIONAL),
+            column("end", PhysicalType::INT64, ConvertedType::NONE, Repetition::OPTIONAL),
             required("label", PhysicalType::BYTE_ARRAY, ConvertedType::UTF8),
             required("confidence", PhysicalType::FLOAT, ConvertedType::NONE),
         ];
@@ -195,7 +198,8 @@ impl ParquetSink {
         let schema = Arc::new(Type::group_type_builder("prediction").with_fields(fields).build().expect("a valid schema"));
         let props = Arc::new(WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build());
         let file = File::create(path).map_err(io_error(path))?;
-        let writer = SerializedFileWriter::new(BufWriter::with_capacity(1 << 20, file), schema, props).map_err(|e| ScoreError::Output(format!("{}: {e}", path.display())))?;
+        let writer = SerializedFileWriter::new(BufWriter::with_capacity(1 << 20, file), schema, props)
+            .map_err(|e| ScoreError::Output(format!("{}: {e}", path.display())))?;
         let columns = Columns { probabilities: vec![Vec::new(); labels.len()], ..Default::default() };
         Ok(Self { writer, path: path.to_path_buf(), labels: labels.names().to_vec(), columns })
     }
@@ -208,17 +212,20 @@ impl ParquetSink {
         let c = std::mem::replace(&mut self.columns, Columns { probabilities: vec![Vec::new(); self.labels.len()], ..Default::default() });
         let mut group = self.writer.next_row_group().map_err(err)?;
         macro_rules! column {
-            ($kind:ty, $values:expr) => {{
+            ($kind:ty, $values:expr) => {
+                column!($kind, $values, None)
+            };
+            ($kind:ty, $values:expr, $defined:expr) => {{
                 let mut col = group.next_column().map_err(err)?.expect("the schema has this column");
-                col.typed::<$kind>().write_batch($values, None, None).map_err(err)?;
+                col.typed::<$kind>().write_batch($values, $defined, None).map_err(err)?;
                 col.close().map_err(err)?;
             }};
         }
         column!(ByteArrayType, &c.id);
         column!(Int64Type, &c.line);
         column!(ByteArrayType, &c.aspect);
-        column!(Int64Type, &c.start);
-        column!(Int64Type, &c.end);
+        column!(Int64Type, &c.start, Some(&c.span_defined));
+        column!(Int64Type, &c.end, Some(&c.span_defined));
         column!(ByteArrayType, &c.label);
         column!(FloatType, &c.confidence);
         for probs in &c.probabilities {
@@ -240,8 +247,11 @@ impl PredictionSink for ParquetSink {
         c.id.push(ByteArray::from(id.into_bytes()));
         c.line.push(p.line as i64);
         c.aspect.push(ByteArray::from(p.aspect.as_str()));
-        c.start.push(p.start as i64);
-        c.end.push(p.end as i64);
+        if let (Some(start), Some(end)) = (p.start, p.end) {
+            c.start.push(start as i64);
+            c.end.push(end as i64);
+        }
+        c.span_defined.push(i16::from(p.start.is_some() && p.end.is_some()));
         c.label.push(ByteArray::from(self.labels[label].as_str()));
         c.confidence.push(p.probabilities[label]);
         for (col, &v) in c.probabilities.iter_mut().zip(&p.probabilities) {

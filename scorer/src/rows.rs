@@ -1,14 +1,17 @@
-//! A corpus row as the scorer reads it: an id, a text, and its targets, found one of
-//! three ways. A row with `start`/`end` has one target, checked against the text (and
-//! against `aspect` when present). A row with an `aspect` but no offsets has a target
-//! at every occurrence of that string. A row with neither takes every match of the
-//! `--targets` lexicon (possibly none). Anything else is a row error.
+//! A corpus row as the scorer reads it: an id, a text, and its targets, found the
+//! first of these ways that applies. A row with `start`/`end` has one target, checked
+//! against the text (and against `aspect` when present; named by `target` when given).
+//! A row with a `target` and no offsets has that one target, which the text need not
+//! mention. A row with an `aspect` but no offsets has a target at every occurrence of
+//! that string. Otherwise the job's named targets give one target each (spanned at
+//! their first mention, if any), or the lexicon every match (possibly none). Anything
+//! else is a row error.
 
 use absa_domain::readers::RawRecord;
 use absa_domain::{AspectSpan, RowError};
 use serde_json::Value;
 
-use crate::targets::{self, Lexicon};
+use crate::targets::{self, Lexicon, NamedTargets};
 
 /// Which fields hold what (defaults: `id`, `text`, `aspect`, `start`, `end`).
 #[derive(Clone, Debug)]
@@ -18,19 +21,21 @@ pub struct FieldNames {
     pub aspect: String,
     pub start: String,
     pub end: String,
+    pub target: String,
 }
 
 impl Default for FieldNames {
     fn default() -> Self {
-        Self { id: "id".into(), text: "text".into(), aspect: "aspect".into(), start: "start".into(), end: "end".into() }
+        Self { id: "id".into(), text: "text".into(), aspect: "aspect".into(), start: "start".into(), end: "end".into(), target: "target".into() }
     }
 }
 
-/// One target of a row: the aspect as it appears in the text, and its span.
+/// One target of a row: its words (the aspect as it appears in the text, or a named
+/// target), and its span when the text mentions it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Target {
     pub aspect: String,
-    pub span: AspectSpan,
+    pub span: Option<AspectSpan>,
 }
 
 /// A row ready to encode.
@@ -59,7 +64,7 @@ fn offset(value: &Value, name: &str) -> Result<usize, String> {
 }
 
 impl ScoreRow {
-    pub fn parse(record: RawRecord, names: &FieldNames, lexicon: Option<&Lexicon>) -> Result<Self, RowError> {
+    pub fn parse(record: RawRecord, names: &FieldNames, lexicon: Option<&Lexicon>, named: Option<&NamedTargets>) -> Result<Self, RowError> {
         let line = record.line;
         let err = |reason: String| RowError { line, reason };
         let mut fields = record.fields;
@@ -74,18 +79,29 @@ impl ScoreRow {
             Some(Value::String(s)) => Some(s.as_str()),
             Some(other) => return Err(err(format!("field {:?} is not a string: {other}", names.aspect))),
         };
+        let target = match present(&fields, &names.target) {
+            None => None,
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+            Some(other) => return Err(err(format!("field {:?} is not a non-blank string: {other}", names.target))),
+        };
         let start = present(&fields, &names.start);
         let end = present(&fields, &names.end);
         let targets = match (start, end) {
             (Some(s), Some(e)) => {
                 let (s, e) = (offset(s, &names.start).map_err(&err)?, offset(e, &names.end).map_err(&err)?);
                 let span = AspectSpan::parse(&text, aspect, s, e).map_err(|e| err(e.to_string()))?;
-                let surface = aspect.map(str::to_owned).unwrap_or_else(|| text.chars().skip(s).take(e - s).collect());
-                vec![Target { aspect: surface, span }]
+                let surface = target.or_else(|| aspect.map(str::to_owned)).unwrap_or_else(|| text.chars().skip(s).take(e - s).collect());
+                vec![Target { aspect: surface, span: Some(span) }]
             }
             (Some(_), None) => return Err(err(format!("field {:?} without {:?}", names.start, names.end))),
             (None, Some(_)) => return Err(err(format!("field {:?} without {:?}", names.end, names.start))),
+            (None, None) if target.is_some() => vec![Target { aspect: target.expect("checked"), span: None }],
             (None, None) => match (aspect, lexicon) {
+                (None, _) if named.is_some() => named
+                    .into_iter()
+                    .flat_map(NamedTargets::iter)
+                    .map(|t| Target { aspect: t.name.clone(), span: t.first_mention(&text).map(|f| to_target(&text, f).span.expect("found spans exist")) })
+                    .collect(),
                 (Some(aspect), _) => {
                     let found = targets::occurrences(&text, aspect);
                     if found.is_empty() {
@@ -96,8 +112,8 @@ impl ScoreRow {
                 (None, Some(lexicon)) => lexicon.find(&text).into_iter().map(|f| to_target(&text, f)).collect(),
                 (None, None) => {
                     return Err(err(format!(
-                        "no target: neither {:?}/{:?} nor {:?}, and no target lexicon was given",
-                        names.start, names.end, names.aspect
+                        "no target: neither {:?}/{:?} nor {:?} nor {:?}, and the job names no targets and no lexicon",
+                        names.start, names.end, names.aspect, names.target
                     )))
                 }
             },
@@ -109,7 +125,7 @@ impl ScoreRow {
 fn to_target(text: &str, found: targets::Found) -> Target {
     let aspect: String = text.chars().skip(found.start).take(found.end - found.start).collect();
     let span = AspectSpan::parse(text, None, found.start, found.end).expect("found spans lie inside the text");
-    Target { aspect, span }
+    Target { aspect, span: Some(span) }
 }
 
 #[cfg(test)]
@@ -122,11 +138,24 @@ mod tests {
     }
 
     fn parse(value: Value, lexicon: Option<&Lexicon>) -> Result<ScoreRow, RowError> {
-        ScoreRow::parse(record(value), &FieldNames::default(), lexicon)
+        ScoreRow::parse(record(value), &FieldNames::default(), lexicon, None)
     }
 
     fn spans(row: &ScoreRow) -> Vec<(String, usize, usize)> {
-        row.targets.iter().map(|t| (t.aspect.clone(), t.span.start(), t.span.end())).collect()
+        row.targets.iter().map(|t| (t.aspect.clone(), t.span.unwrap().start(), t.span.unwrap().end())).collect()
+    }
+
+    #[test]
+    fn a_row_target_or_the_jobs_named_targets_give_targets_the_text_need_not_mention() {
+        let own = parse(json!({"text": "we must protect life", "target": "legalization of abortion"}), None).unwrap();
+        assert_eq!(own.targets, vec![Target { aspect: "legalization of abortion".into(), span: None }]);
+        let named = NamedTargets::new([("CDU".to_string(), vec!["Merz".to_string()]), ("climate".to_string(), vec![])]).unwrap();
+        let row = ScoreRow::parse(record(json!({"text": "Merz spoke"})), &FieldNames::default(), None, Some(&named)).unwrap();
+        let seen: Vec<(String, Option<(usize, usize)>)> = row.targets.iter().map(|t| (t.aspect.clone(), t.span.map(|s| (s.start(), s.end())))).collect();
+        assert_eq!(seen, vec![("CDU".into(), Some((0, 4))), ("climate".into(), None)]);
+        let spanned = parse(json!({"text": "Merz spoke", "target": "CDU", "start": 0, "end": 4}), None).unwrap();
+        assert_eq!(spans(&spanned), vec![("CDU".into(), 0, 4)]);
+        assert!(parse(json!({"text": "x", "target": 3}), None).unwrap_err().reason.contains("not a non-blank string"));
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! word boundaries: a term that starts (ends) with a letter, digit or `_` must not have
 //! one just before (after) it. Overlapping matches keep the leftmost, then the longest
 //! ("battery life" over "battery"), so each occurrence gives one prediction.
+//!
+//! [`NamedTargets`] are a score job's stance targets: each document gets one
+//! prediction per target whether or not it names it; where it does (the name or an
+//! alias, matched like lexicon terms), the first mention is the target's span.
 
 use std::path::{Path, PathBuf};
 
@@ -117,6 +121,54 @@ impl Lexicon {
     }
 }
 
+/// One stance target of a score job and the words that mention it.
+pub struct NamedTarget {
+    pub name: String,
+    mentions: Lexicon,
+}
+
+impl NamedTarget {
+    /// The first place `text` mentions the target (its name or an alias), if any.
+    pub fn first_mention(&self, text: &str) -> Option<Found> {
+        self.mentions.find(text).into_iter().next()
+    }
+}
+
+/// A score job's stance targets, in the job's order.
+pub struct NamedTargets(Vec<NamedTarget>);
+
+impl std::fmt::Debug for NamedTargets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|t| &t.name)).finish()
+    }
+}
+
+impl NamedTargets {
+    /// Targets from `(name, aliases)` pairs; a target is mentioned by its name or any alias.
+    pub fn new(targets: impl IntoIterator<Item = (String, Vec<String>)>) -> Result<Self, LexiconError> {
+        let targets = targets
+            .into_iter()
+            .map(|(name, aliases)| {
+                let mentions = Lexicon::new(std::iter::once(name.as_str()).chain(aliases.iter().map(String::as_str)))?;
+                Ok(NamedTarget { name, mentions })
+            })
+            .collect::<Result<Vec<_>, LexiconError>>()?;
+        Ok(Self(targets))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &NamedTarget> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 fn on_word_boundaries(chars: &[char], start: usize, end: usize) -> bool {
     let starts_word = is_word(chars[start]);
     let ends_word = is_word(chars[end - 1]);
@@ -184,6 +236,16 @@ mod tests {
         let lex = Lexicon::new(["  battery   life ", "Battery life", ""]).unwrap();
         assert_eq!(lex.len(), 1);
         assert_eq!(spans(&lex.find("battery life")), vec![(0, 12)]);
+    }
+
+    #[test]
+    fn a_named_target_is_mentioned_by_its_name_or_an_alias_first_place_first() {
+        let targets =
+            NamedTargets::new([("CDU".to_string(), vec!["Merz".to_string(), "Christdemokraten".to_string()]), ("climate".to_string(), vec![])]).unwrap();
+        let found: Vec<Option<(usize, usize)>> =
+            targets.iter().map(|t| t.first_mention("Heute sprach MERZ, dann die CDU.").map(|f| (f.start, f.end))).collect();
+        assert_eq!(found, vec![Some((13, 17)), None]);
+        assert_eq!(format!("{targets:?}"), r#"["CDU", "climate"]"#);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use absa_domain::readers::RawRecord;
 use absa_domain::RowError;
 use absa_onnx::Precision;
 use absa_platform::artifacts::ArtifactStore;
+use absa_platform::job_spec::score::StanceTarget;
 use absa_platform::jobs::{self, ClaimedJob};
 use absa_platform::predictions::{copy_predictions, PredictionRow};
 use absa_platform::worker::{self as platform_worker, JobHandler, Lease, LeaseHandle, Permanent, WorkerSettings};
@@ -26,7 +27,7 @@ use crate::engine::{self, EngineOptions, ScoreStats};
 use crate::model::ScoringModel;
 use crate::output::{ErrorLog, Prediction, PredictionSink};
 use crate::runtime::SessionOptions;
-use crate::targets::Lexicon;
+use crate::targets::{Lexicon, NamedTargets};
 use crate::ScoreError;
 
 /// A shard's parameters: its parent `score` job's, plus the seq range.
@@ -112,17 +113,33 @@ impl ScoreWorker {
         let run_id = parent.unwrap_or(job.id);
         let precision = params.precision.unwrap_or(self.default_precision);
         let model = self.model(job.team_id, params.model_version_id, precision).await?;
-        // The lexicon is stored once, in the parent score job.
-        let parent_lexicon: Option<Vec<String>> = match (parent, &params.lexicon) {
-            (Some(parent), None) => {
-                let terms: Option<Value> =
-                    sqlx::query_scalar("SELECT parameters->'lexicon' FROM jobs WHERE id = $1").bind(parent).fetch_one(&self.pool).await?;
-                terms.filter(|t| !t.is_null()).map(serde_json::from_value).transpose().map_err(|e| Permanent(format!("the parent job's lexicon: {e}")))?
+        // The lexicon and the stance targets are stored once, in the parent score job.
+        let (parent_lexicon, parent_targets): (Option<Value>, Option<Value>) = match parent {
+            Some(parent) => {
+                sqlx::query_as("SELECT parameters->'lexicon', parameters->'targets' FROM jobs WHERE id = $1").bind(parent).fetch_one(&self.pool).await?
             }
-            _ => None,
+            None => (None, None),
+        };
+        let parent_lexicon: Option<Vec<String>> = match &params.lexicon {
+            Some(_) => None,
+            None => parent_lexicon
+                .filter(|t| !t.is_null())
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| Permanent(format!("the parent job's lexicon: {e}")))?,
         };
         let lexicon = match params.lexicon.as_ref().or(parent_lexicon.as_ref()) {
             Some(terms) if !terms.is_empty() => Some(Arc::new(Lexicon::new(terms.iter().map(String::as_str)).map_err(|e| Permanent(format!("lexicon: {e}")))?)),
+            _ => None,
+        };
+        let targets: Option<Vec<StanceTarget>> =
+            parent_targets.filter(|t| !t.is_null()).map(serde_json::from_value).transpose().map_err(|e| Permanent(format!("the parent job's targets: {e}")))?;
+        let mut options = self.engine.clone();
+        options.named_targets = match targets {
+            Some(list) if !list.is_empty() => {
+                let pairs = list.into_iter().map(|t| (t.name, t.aliases));
+                Some(Arc::new(NamedTargets::new(pairs).map_err(|e| Permanent(format!("targets: {e}")))?))
+            }
             _ => None,
         };
         let documents = read_documents(&self.pool, job.team_id, &params).await?;
@@ -132,7 +149,7 @@ impl ScoreWorker {
         tokio::fs::create_dir_all(&self.settings.work_dir).await.with_context(|| self.settings.work_dir.display().to_string())?;
         let collected = Arc::new(Mutex::new(Vec::new()));
         let sink = Box::new(CollectSink(collected.clone()));
-        let (options, handle, errors_file) = (self.engine.clone(), lease.handle(), errors_path.clone());
+        let (handle, errors_file) = (lease.handle(), errors_path.clone());
         let (model, stats) = tokio::task::spawn_blocking(move || {
             let mut model = model;
             let stats = score_documents(&mut model, documents, lexicon, &options, sink, &errors_file, &handle, total);
@@ -206,12 +223,13 @@ impl JobHandler for ScoreWorker {
 }
 
 /// The shard's documents as the engine's records: `line` is the document's seq.
-/// A document row: seq, external id, text, and the target given by the uploader.
-type DocumentRow = (i64, String, String, Option<String>, Option<i32>, Option<i32>);
+/// A document row: seq, external id, text, and the target given by the uploader (an
+/// aspect with or without its span, or a named target).
+type DocumentRow = (i64, String, String, Option<String>, Option<i32>, Option<i32>, Option<String>);
 
 async fn read_documents(pool: &PgPool, team_id: Uuid, params: &ShardParameters) -> anyhow::Result<Vec<RawRecord>> {
     let rows: Vec<DocumentRow> = sqlx::query_as(
-        "SELECT d.seq, d.external_id, d.text, d.aspect, d.span_start, d.span_end FROM documents d
+        "SELECT d.seq, d.external_id, d.text, d.aspect, d.span_start, d.span_end, d.target FROM documents d
          JOIN corpora c ON c.id = d.corpus_id
          WHERE d.corpus_id = $1 AND c.team_id = $2 AND d.seq >= $3 AND d.seq < $4 ORDER BY d.seq",
     )
@@ -223,7 +241,7 @@ async fn read_documents(pool: &PgPool, team_id: Uuid, params: &ShardParameters) 
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(seq, external_id, text, aspect, start, end)| {
+        .map(|(seq, external_id, text, aspect, start, end, target)| {
             let mut fields = Map::new();
             fields.insert("id".into(), Value::from(external_id));
             fields.insert("text".into(), Value::from(text));
@@ -233,6 +251,9 @@ async fn read_documents(pool: &PgPool, team_id: Uuid, params: &ShardParameters) 
             if let (Some(s), Some(e)) = (start, end) {
                 fields.insert("start".into(), Value::from(s));
                 fields.insert("end".into(), Value::from(e));
+            }
+            if let Some(t) = target {
+                fields.insert("target".into(), Value::from(t));
             }
             RawRecord { line: seq as usize, fields }
         })
@@ -288,8 +309,8 @@ fn prediction_rows(predictions: Vec<Prediction>, labels: &[String], run_id: Uuid
             target_index: index,
             model_version_id: params.model_version_id,
             aspect: p.aspect.clone(),
-            span_start: p.start as i32,
-            span_end: p.end as i32,
+            span_start: p.start.map(|s| s as i32),
+            span_end: p.end.map(|e| e as i32),
             label,
             confidence: p.confidence(),
             probabilities: p.probabilities,

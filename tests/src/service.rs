@@ -183,6 +183,13 @@ pub fn laptops(split: &str) -> Vec<Value> {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
+/// The SemEval-2016 stance rows of a split (`text`, `target`, `label`).
+pub fn stance(split: &str) -> Vec<Value> {
+    let shared = absa_domain::reference::shared_dir().expect("the shared reference folder (set ABSA_SHARED)");
+    let path = shared.join("data/semeval16_stance").join(format!("{split}.jsonl"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 /// `n` corpus documents (ids `doc-0`, `doc-1`, ...): laptops test texts with their
 /// given targets, repeated.
 pub fn corpus_documents(n: usize) -> Vec<Value> {
@@ -198,4 +205,3 @@ pub fn corpus_documents(n: usize) -> Vec<Value> {
 pub fn jsonl(rows: &[Value]) -> String {
     rows.iter().map(|r| r.to_string() + "\n").collect()
 }
-

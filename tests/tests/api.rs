@@ -10,6 +10,8 @@
 //!    retrain stays `candidate` (and a manual promotion of it is refused); a scoring job
 //!    by alias; CSV and Parquet exports; a BI login created through the API reads its
 //!    team's predictions and no base table.
+//! 3. named targets: datasets mixing span rows and target-only rows, corpora naming a
+//!    target per document, score jobs with stance targets (kept in the parent job).
 
 use std::time::{Duration, Instant};
 
@@ -438,4 +440,112 @@ fn csv_rows(text: &str) -> Vec<Vec<String>> {
         rows.push(fields);
     }
     rows
+}
+
+/// Named targets: a dataset mixing span rows and target-only rows (stance toward
+/// something the text never mentions) keeps both, target-only rows with no span; bad
+/// rows of either kind are reported by line; a corpus row's `target` is stored; a score
+/// job's `targets` are checked and kept in the parent job's parameters only.
+#[tokio::test(flavor = "multi_thread")]
+async fn named_targets_in_datasets_corpora_and_score_jobs() {
+    let svc = Service::start().await;
+    let api = &svc.api;
+    let admin = svc.bootstrap_key("alpha");
+    let (analyst, _) = svc.key(&admin, "analyst");
+    let (mlops, _) = svc.key(&admin, "mlops");
+    let pool = sqlx::PgPool::connect(&svc.db_url).await.expect("connect");
+
+    let rows = [
+        json!({"text": "We must protect the unborn.", "target": "legalization of abortion", "label": "against"}), // 1
+        json!({"text": "Merz said no to the plan.", "target": "CDU", "aspect": "Merz", "start": 0, "end": 4, "label": "neither"}), // 2
+        json!({"text": "My body, my choice!", "target": "legalization of abortion", "label": "favor"}),           // 3
+        json!({"text": "The Greens want a speed limit.", "aspect": "Greens", "start": 4, "end": 10, "label": "favor"}), // 4
+        json!({"text": "No target at all.", "label": "favor"}),                                                   // 5: neither a target nor a span
+        json!({"text": "Half a span.", "target": "x", "start": 0, "label": "favor"}),                             // 6: start without end
+        json!({"text": "Tax cuts now.", "target": "  ", "label": "favor"}),                                       // 7: a blank target is none
+        json!({"text": "Bad\u{0}target", "target": "a\u{0}b", "label": "against"}),                               // 8: NUL
+    ];
+    let a = api.upload(Some(&mlops), "/v1/datasets?name=stance&labels=against,neither,favor", jsonl(&rows).as_bytes());
+    assert_eq!(a.status, 201, "{a:?}");
+    assert_eq!((a.body["rows_added"].as_i64(), a.body["error_count"].as_i64()), (Some(4), Some(4)), "{a:?}");
+    assert_eq!(error_lines(&a), vec![5, 6, 7, 8]);
+    let reasons: Vec<&str> = a.body["errors"].as_array().unwrap().iter().map(|e| e["reason"].as_str().unwrap()).collect();
+    assert!(reasons[0].starts_with("no target") && reasons[1].contains("\"start\" without \"end\""), "{reasons:?}");
+    type StoredRow = (i32, String, Option<i32>, Option<i32>, String);
+    let stored: Vec<StoredRow> =
+        sqlx::query_as("SELECT line, aspect, span_start, span_end, label FROM dataset_rows ORDER BY line").fetch_all(&pool).await.unwrap();
+    assert_eq!(
+        stored,
+        vec![
+            (1, "legalization of abortion".into(), None, None, "against".into()),
+            (2, "CDU".into(), Some(0), Some(4), "neither".into()),
+            (3, "legalization of abortion".into(), None, None, "favor".into()),
+            (4, "Greens".into(), Some(4), Some(10), "favor".into()),
+        ]
+    );
+    // F_avg (stance's mean F1 of against and favor) is a promotion and sweep metric
+    // only for datasets whose labels have both: refused before anything trains.
+    let stance_dataset = a.body["dataset_id"].as_str().unwrap().to_owned();
+    let a = api.upload(Some(&mlops), "/v1/datasets?name=reviews", jsonl(&laptops("train")[..5]).as_bytes());
+    let sentiment_dataset = a.body["dataset_id"].as_str().unwrap().to_owned();
+    let train = |dataset: &str| json!({ "dataset_id": dataset, "base_model": "all-minilm-l6-v2", "promote": { "metric": "f_avg" } });
+    assert_eq!(api.post(&mlops, "/v1/jobs/train", &train(&stance_dataset)).status, 201);
+    let a = api.post(&mlops, "/v1/jobs/train", &train(&sentiment_dataset));
+    assert!(a.status == 422 && a.body.to_string().contains("promote: metric f_avg"), "{a:?}");
+    let sweep = json!({ "dataset_id": sentiment_dataset, "base_model": "all-minilm-l6-v2", "grid": { "seed": [1, 2] }, "metric": "f_avg" });
+    let a = api.post(&mlops, "/v1/jobs/sweep", &sweep);
+    assert!(a.status == 422 && a.body.to_string().contains("metric: metric f_avg"), "{a:?}");
+
+    // CSV: empty cells are absent fields, so both kinds mix there too.
+    let csv = "text,aspect,start,end,target,label\nGood fan,fan,5,8,,positive\nWe should ban guns,,,,gun control,favor\n";
+    let a = api.upload(Some(&mlops), "/v1/datasets?name=stance&format=csv&split=test", csv.as_bytes());
+    assert_eq!((a.status, a.body["rows_added"].as_i64(), a.body["error_count"].as_i64()), (201, Some(2), Some(0)), "{a:?}");
+
+    let csv = "id,text,aspect,start,end,target\nd1,Merz said no,Merz,0,4,CDU\nd2,We must protect the unborn,,,,legalization of abortion\nd3,plain text,,,,\nd4,bad target,,,,\"a\u{0}b\"\n";
+    let a = api.upload(Some(&analyst), "/v1/corpora?name=news&format=csv", csv.as_bytes());
+    assert_eq!((a.status, a.body["documents_added"].as_i64()), (201, Some(3)), "{a:?}");
+    assert_eq!(error_lines(&a), vec![5]);
+    let corpus = a.body["corpus_id"].as_str().unwrap().to_owned();
+    type Document = (String, Option<String>, Option<String>, Option<i32>, serde_json::Value);
+    let documents: Vec<Document> =
+        sqlx::query_as("SELECT external_id, target, aspect, span_start, metadata FROM documents ORDER BY seq").fetch_all(&pool).await.unwrap();
+    assert_eq!(
+        documents,
+        vec![
+            ("d1".into(), Some("CDU".into()), Some("Merz".into()), Some(0), json!({})),
+            ("d2".into(), Some("legalization of abortion".into()), None, None, json!({})),
+            ("d3".into(), None, None, None, json!({})),
+        ]
+    );
+
+    // Score jobs with stance targets (a version of this team, made here: nothing trains).
+    let team: Uuid = sqlx::query_scalar("SELECT id FROM teams WHERE name = 'alpha'").fetch_one(&pool).await.unwrap();
+    let version = Uuid::new_v4();
+    sqlx::query("INSERT INTO model_versions (id, team_id, base_model, label_names) VALUES ($1, $2, 'stance', '{against,neither,favor}')")
+        .bind(version)
+        .bind(team)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let targets = json!([{"name": "CDU", "aliases": ["Union", "Christdemokraten"]}, {"name": "legalization of abortion"}]);
+    let a = api.post(&analyst, "/v1/jobs/score", &json!({ "corpus_id": corpus, "model_version_id": version, "targets": targets }));
+    assert_eq!(a.status, 201, "{a:?}");
+    assert_eq!(
+        a.body["parameters"]["targets"],
+        json!([{"name": "CDU", "aliases": ["Union", "Christdemokraten"]}, {"name": "legalization of abortion", "aliases": []}])
+    );
+    let score = |targets: Value| api.post(&analyst, "/v1/jobs/score", &json!({ "corpus_id": corpus, "model_version_id": version, "targets": targets }));
+    for (targets, status, reason) in [
+        (json!([]), 422, "targets: 1 to 100 targets, not 0"),
+        (json!([{"name": "CDU"}, {"name": "cdu"}]), 422, "the same name as targets[0]"),
+        (json!([{"name": " "}]), 422, "not blank"),
+        (json!([{"name": "CDU", "aliases": vec!["u"; 51]}]), 422, "at most 50"),
+        (json!([{"name": "CDU", "alias": ["Union"]}]), 400, "unknown field"),
+    ] {
+        let a = score(targets.clone());
+        assert_eq!(a.status, status, "{targets}: {a:?}");
+        assert!(a.body.to_string().contains(reason), "{targets}: {a:?}");
+    }
+    pool.close().await;
+    svc.stop().await;
 }

@@ -1,6 +1,7 @@
 //! The BI layer against the real Postgres: a BI login of team A reads exactly team A's
-//! rows of `bi_sentiment`, `bi_stance` and `bi_daily_aspect_sentiment` (aggregates
-//! included), never team B's, and is refused every base table; the service role still
+//! rows of `bi_sentiment`, `bi_stance`, `bi_daily_aspect_sentiment` and
+//! `bi_daily_stance` (aggregates included, predictions toward a named target without a
+//! span among them), never team B's, and is refused every base table; the service role still
 //! sees every row of the base tables; `create_login` leaves nothing behind when it
 //! fails, and `drop_login` removes the role.
 //!
@@ -75,17 +76,24 @@ async fn seed(pool: &PgPool) -> anyhow::Result<()> {
             .execute(&mut *tx)
             .await?;
     }
-    // (model version, corpus, seq, aspect, label, confidence)
-    let predictions: [(Uuid, Uuid, i64, &str, &str, f32); 9] = [
-        (SENTIMENT_A, CORPUS_A, 0, "Screen", "positive", 0.9),
-        (SENTIMENT_A, CORPUS_A, 0, "battery", "negative", 0.6),
-        (SENTIMENT_A, CORPUS_A, 1, "screen", "negative", 0.7),
-        (SENTIMENT_A, CORPUS_A, 2, "screen", "neutral", 0.5),
-        (STANCE_A, CORPUS_A, 0, "policy", "favor", 0.8),
-        (STANCE_A, CORPUS_A, 1, "policy", "against", 0.6),
-        (SENTIMENT_B, CORPUS_B, 0, "screen", "negative", 0.99),
-        (SENTIMENT_B, CORPUS_B, 1, "keyboard", "positive", 0.98),
-        (STANCE_B, CORPUS_B, 0, "policy", "against", 0.97),
+    // (model version, corpus, seq, aspect, label, confidence, span): a named target the
+    // documents do not mention has no span. Document a-1 mentions "policy" twice.
+    let at = Some((0, 3));
+    type Seeded<'a> = (Uuid, Uuid, i64, &'a str, &'a str, f32, Option<(i32, i32)>);
+    let predictions: [Seeded; 13] = [
+        (SENTIMENT_A, CORPUS_A, 0, "Screen", "positive", 0.9, at),
+        (SENTIMENT_A, CORPUS_A, 0, "battery", "negative", 0.6, at),
+        (SENTIMENT_A, CORPUS_A, 1, "screen", "negative", 0.7, at),
+        (SENTIMENT_A, CORPUS_A, 2, "screen", "neutral", 0.5, at),
+        (STANCE_A, CORPUS_A, 0, "policy", "favor", 0.8, at),
+        (STANCE_A, CORPUS_A, 1, "policy", "against", 0.6, at),
+        (STANCE_A, CORPUS_A, 1, "policy", "favor", 0.4, Some((24, 30))),
+        (STANCE_A, CORPUS_A, 0, ABORTION, "against", 0.9, None),
+        (STANCE_A, CORPUS_A, 1, ABORTION, "favor", 0.7, None),
+        (STANCE_A, CORPUS_A, 2, ABORTION, "neither", 0.5, None),
+        (SENTIMENT_B, CORPUS_B, 0, "screen", "negative", 0.99, at),
+        (SENTIMENT_B, CORPUS_B, 1, "keyboard", "positive", 0.98, at),
+        (STANCE_B, CORPUS_B, 0, "policy", "against", 0.97, at),
     ];
     for version in [SENTIMENT_A, STANCE_A, SENTIMENT_B, STANCE_B] {
         let (team, corpus) = if version == SENTIMENT_A || version == STANCE_A { (TEAM_A, CORPUS_A) } else { (TEAM_B, CORPUS_B) };
@@ -101,11 +109,11 @@ async fn seed(pool: &PgPool) -> anyhow::Result<()> {
         .execute(&mut *tx)
         .await?;
         let mine = predictions.iter().filter(|p| p.0 == version);
-        for (target_index, (_, corpus, seq, aspect, label, confidence)) in mine.enumerate() {
+        for (target_index, (_, corpus, seq, aspect, label, confidence, span)) in mine.enumerate() {
             sqlx::query(
                 "INSERT INTO predictions (job_id, corpus_id, seq, target_index, model_version_id, aspect,
                                           span_start, span_end, label, confidence, probabilities, scored_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, 0, 3, $7, $8, ARRAY[$8, 1 - $8]::real[], '2026-01-07 12:00:00+00')",
+                 VALUES ($1, $2, $3, $4, $5, $6, $9, $10, $7, $8, ARRAY[$8, 1 - $8]::real[], '2026-01-07 12:00:00+00')",
             )
             .bind(job)
             .bind(corpus)
@@ -115,6 +123,8 @@ async fn seed(pool: &PgPool) -> anyhow::Result<()> {
             .bind(aspect)
             .bind(label)
             .bind(confidence)
+            .bind(span.map(|s| s.0))
+            .bind(span.map(|s| s.1))
             .execute(&mut *tx)
             .await?;
         }
@@ -125,6 +135,33 @@ async fn seed(pool: &PgPool) -> anyhow::Result<()> {
 
 /// team, corpus, model version, day, aspect, mentions, positive, negative, neutral, mean confidence.
 type DailyRow = (Uuid, String, Uuid, String, String, i64, i64, i64, i64, f64);
+
+/// A stance target no document mentions: its predictions have no span.
+const ABORTION: &str = "legalization of abortion";
+
+/// One row of `bi_daily_stance`.
+#[derive(Debug, sqlx::FromRow)]
+struct DailyStance {
+    team_id: Uuid,
+    corpus: String,
+    corpus_id: Uuid,
+    model_version_id: Uuid,
+    day: String,
+    target: String,
+    documents: i64,
+    predictions: i64,
+    against: i64,
+    neither: i64,
+    favor: i64,
+    against_share: f64,
+    neither_share: f64,
+    favor_share: f64,
+    mean_confidence: f64,
+}
+
+const DAILY_STANCE: &str = "SELECT team_id, corpus, corpus_id, model_version_id, day::text AS day, target, documents, predictions, against, neither, favor,
+                                   against_share, neither_share, favor_share, mean_confidence
+                            FROM bi_daily_stance ORDER BY day, target";
 
 async fn login_pool(db_url: &str, role: &str, password: &str) -> anyhow::Result<PgPool> {
     let options: PgConnectOptions = db_url.parse::<PgConnectOptions>()?.username(role).password(password);
@@ -241,15 +278,47 @@ async fn checks(pool: PgPool, db_url: String, login_a: String, login_b: String) 
         sqlx::query_scalar("SELECT (published_at AT TIME ZONE 'UTC')::text FROM bi_sentiment WHERE aspect = 'screen' ORDER BY seq").fetch_all(&a).await?;
     assert!(published[0].as_deref().is_some_and(|p| p.starts_with("2026-01-05")) && published[1].is_none(), "{published:?}");
 
-    let stance: Vec<(String, String, String, f32, Uuid, String)> =
-        sqlx::query_as("SELECT external_id, target, stance, confidence, team_id, base_model FROM bi_stance ORDER BY seq").fetch_all(&a).await?;
+    type StanceRow = (String, String, String, f32, Option<i32>, Option<i32>, Uuid, String);
+    let stance: Vec<StanceRow> = sqlx::query_as(
+        "SELECT external_id, target, stance, confidence, span_start, span_end, team_id, base_model FROM bi_stance ORDER BY seq, target, confidence",
+    )
+    .fetch_all(&a)
+    .await?;
+    let row = |id: &str, target: &str, stance: &str, confidence: f32, span: Option<(i32, i32)>| -> StanceRow {
+        (id.into(), target.into(), stance.into(), confidence, span.map(|s| s.0), span.map(|s| s.1), TEAM_A, "stance-a".into())
+    };
     assert_eq!(
         stance,
         vec![
-            ("a-0".into(), "policy".into(), "favor".into(), 0.8, TEAM_A, "stance-a".into()),
-            ("a-1".into(), "policy".into(), "against".into(), 0.6, TEAM_A, "stance-a".into()),
+            row("a-0", ABORTION, "against", 0.9, None),
+            row("a-0", "policy", "favor", 0.8, Some((0, 3))),
+            row("a-1", ABORTION, "favor", 0.7, None),
+            row("a-1", "policy", "favor", 0.4, Some((24, 30))),
+            row("a-1", "policy", "against", 0.6, Some((0, 3))),
+            row("a-2", ABORTION, "neither", 0.5, None),
         ]
     );
+
+    // Daily stance per target: documents, counts of predictions, their shares.
+    let daily_stance: Vec<DailyStance> = sqlx::query_as(DAILY_STANCE).fetch_all(&a).await?;
+    let counts: Vec<(&str, &str, i64, i64, i64, i64, i64)> =
+        daily_stance.iter().map(|d| (d.day.as_str(), d.target.as_str(), d.documents, d.predictions, d.against, d.neither, d.favor)).collect();
+    assert_eq!(
+        counts,
+        vec![
+            ("2026-01-05", ABORTION, 2, 2, 1, 0, 1),
+            ("2026-01-05", "policy", 2, 3, 1, 0, 2), // a-1 mentions the policy twice: two predictions, one document
+            ("2026-01-07", ABORTION, 1, 1, 0, 1, 0), // no publication time: the scoring day
+        ]
+    );
+    let shares_and_means = [((0.5, 0.0, 0.5), 0.8), ((1.0 / 3.0, 0.0, 2.0 / 3.0), 0.6), ((0.0, 1.0, 0.0), 0.5)];
+    for (d, ((against, neither, favor), mean)) in daily_stance.iter().zip(shares_and_means) {
+        assert_eq!((d.team_id, d.corpus.as_str(), d.corpus_id, d.model_version_id), (TEAM_A, "reviews of team a", CORPUS_A, STANCE_A), "{d:?}");
+        let close = |x: f64, y: f64| (x - y).abs() < 1e-6;
+        assert!(close(d.against_share, against) && close(d.neither_share, neither) && close(d.favor_share, favor), "{d:?}");
+        assert!(close(d.against_share + d.neither_share + d.favor_share, 1.0), "{d:?}");
+        assert!(close(d.mean_confidence, mean), "{d:?}: mean confidence {mean} expected");
+    }
 
     let daily: Vec<DailyRow> = sqlx::query_as(
         "SELECT team_id, corpus, model_version_id, day::text, aspect, mentions, positive, negative, neutral, mean_confidence
@@ -272,7 +341,7 @@ async fn checks(pool: PgPool, db_url: String, login_a: String, login_b: String) 
     }
 
     // Nothing of team B, by any route; not even a filter on B's ids finds anything.
-    for view in ["bi_sentiment", "bi_stance", "bi_daily_aspect_sentiment"] {
+    for view in ["bi_sentiment", "bi_stance", "bi_daily_aspect_sentiment", "bi_daily_stance"] {
         let other: i64 =
             sqlx::query_scalar(&format!("SELECT count(*) FROM {view} WHERE team_id = $1 OR corpus_id = $2")).bind(TEAM_B).bind(CORPUS_B).fetch_one(&a).await?;
         assert_eq!(other, 0, "{view} shows team B's rows to team A");
@@ -294,18 +363,23 @@ async fn checks(pool: PgPool, db_url: String, login_a: String, login_b: String) 
     assert_eq!(b_rows, vec![(TEAM_B, "b-0".into()), (TEAM_B, "b-1".into())]);
     let b_stance: Vec<(Uuid, String)> = sqlx::query_as("SELECT team_id, stance FROM bi_stance").fetch_all(&b).await?;
     assert_eq!(b_stance, vec![(TEAM_B, "against".into())]);
+    let b_daily: Vec<DailyStance> = sqlx::query_as(DAILY_STANCE).fetch_all(&b).await?;
+    let b_daily: Vec<(Uuid, &str, i64, i64, f64)> = b_daily.iter().map(|d| (d.team_id, d.target.as_str(), d.documents, d.against, d.against_share)).collect();
+    assert_eq!(b_daily, vec![(TEAM_B, "policy", 1, 1, 1.0)]);
     a.close().await;
     b.close().await;
 
     // --- The service role owns the tables: row-level security does not apply to it.
-    for (table, expected) in [("predictions", 9i64), ("documents", 5), ("corpora", 2), ("model_versions", 4), ("jobs", 4)] {
+    for (table, expected) in [("predictions", 13i64), ("documents", 5), ("corpora", 2), ("model_versions", 4), ("jobs", 4)] {
         let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}")).fetch_one(&pool).await?;
         assert_eq!(n, expected, "the service role sees {n} rows of {table}");
     }
     // The views are for BI logins: any other role (the service role included) has no
     // team there, so they show it nothing.
-    let service_view: i64 = sqlx::query_scalar("SELECT count(*) FROM bi_sentiment").fetch_one(&pool).await?;
-    assert_eq!(service_view, 0);
+    for view in ["bi_sentiment", "bi_daily_stance"] {
+        let service_view: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {view}")).fetch_one(&pool).await?;
+        assert_eq!(service_view, 0, "{view}");
+    }
 
     // --- drop_login removes the role and its row; only the team's own logins.
     assert!(!bi::drop_login(&pool, TEAM_B, &login_a).await?, "team B dropped team A's login");

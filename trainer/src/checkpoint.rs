@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use absa_domain::LabelSet;
+use absa_domain::{InputForm, LabelSet};
 use serde_json::{json, Value};
 use tch::{nn, Device, Tensor};
 
@@ -48,6 +48,8 @@ pub struct LoadOptions {
     pub labels: Option<LabelSet>,
     /// `None` takes the checkpoint's recorded pooling, else max.
     pub pooling: Option<Pooling>,
+    /// `None` takes the checkpoint's recorded input form, else text.
+    pub input: Option<InputForm>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
@@ -90,10 +92,11 @@ pub fn load(dir: &Path, options: &LoadOptions, device: Device) -> Result<LoadedM
     }
 
     let has_head = tensors.keys().any(|k| k.starts_with("classifier."));
-    let Resolved { labels, load_head, pooling } = resolve(dir, &raw_config, has_head, options)?;
+    let Resolved { labels, load_head, pooling, input } = resolve(dir, &raw_config, has_head, options)?;
 
     let vs = nn::VarStore::new(device);
     let mut model = TdBertModel::new(&vs.root(), config.clone(), labels.len() as i64, pooling)?;
+    model.input = input;
     let mut report = LoadReport::default();
     let mut missing = Vec::new();
     let mut used = HashSet::new();
@@ -144,6 +147,7 @@ pub(crate) struct Resolved {
     pub labels: LabelSet,
     pub load_head: bool,
     pub pooling: Pooling,
+    pub input: InputForm,
 }
 
 pub(crate) fn resolve(dir: &Path, raw_config: &Value, has_head: bool, options: &LoadOptions) -> Result<Resolved, ModelError> {
@@ -154,8 +158,10 @@ pub(crate) fn resolve(dir: &Path, raw_config: &Value, has_head: bool, options: &
         (None, _) => return Err(ModelError::Labels(format!("{} has no trained head: give the labels to train for", dir.display()))),
     };
     let load_head = has_head && checkpoint_labels.as_ref() == Some(&labels);
-    let pooling = options.pooling.or_else(|| raw_config["absa"]["pooling"].as_str().and_then(|p| serde_json::from_value(json!(p)).ok())).unwrap_or_default();
-    Ok(Resolved { labels, load_head, pooling })
+    let recorded = |key: &str| raw_config["absa"][key].as_str().map(|v| json!(v));
+    let pooling = options.pooling.or_else(|| recorded("pooling").and_then(|p| serde_json::from_value(p).ok())).unwrap_or_default();
+    let input = options.input.or_else(|| recorded("input").and_then(|p| serde_json::from_value(p).ok())).unwrap_or_default();
+    Ok(Resolved { labels, load_head, pooling, input })
 }
 
 fn labels_of(config: &Value) -> Option<LabelSet> {
@@ -190,7 +196,7 @@ impl LoadedModel {
 
 /// `config.json` for `model` trained for `labels`: the checkpoint's own configuration
 /// with the architecture set to the family's `*ForSequenceClassification`, the labels,
-/// and the pooling under `absa`.
+/// and the pooling and input form under `absa`.
 pub(crate) fn write_config(raw_config: &Value, model: &TdBertModel, labels: &LabelSet, dir: &Path) -> Result<(), ModelError> {
     let mut config = raw_config.clone();
     let names = labels.names();
@@ -198,7 +204,7 @@ pub(crate) fn write_config(raw_config: &Value, model: &TdBertModel, labels: &Lab
     config["id2label"] = Value::Object(names.iter().enumerate().map(|(i, n)| (i.to_string(), json!(n))).collect());
     config["label2id"] = Value::Object(names.iter().enumerate().map(|(i, n)| (n.clone(), json!(i))).collect());
     config["num_labels"] = json!(names.len());
-    config["absa"] = json!({ "method": "td-bert", "pooling": model.pooling });
+    config["absa"] = json!({ "method": "td-bert", "pooling": model.pooling, "input": model.input });
     let text = serde_json::to_string_pretty(&config).expect("JSON values serialise");
     let config_path = dir.join("config.json");
     std::fs::write(&config_path, text).map_err(io(&config_path))

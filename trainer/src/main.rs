@@ -113,6 +113,11 @@ struct TrainArgs {
     max_length: usize,
     #[arg(long, value_enum, default_value_t = Pooling::Max)]
     pooling: Pooling,
+    /// `text` (the target is a span of the text) or `text_target_pair` (the encoder's
+    /// sentence pair: targets the text need not name); default: pair when a training
+    /// row has no span.
+    #[arg(long)]
+    input: Option<absa_domain::InputForm>,
     #[arg(long, value_enum, default_value_t = Padding::Dynamic)]
     padding: Padding,
     #[arg(long, default_value_t = 3)]
@@ -130,6 +135,8 @@ struct TrainArgs {
     start_column: String,
     #[arg(long, default_value = "end")]
     end_column: String,
+    #[arg(long, default_value = "target")]
+    target_column: String,
     #[arg(long, default_value = "label")]
     label_column: String,
     /// Continue from OUT/checkpoint-last if it exists.
@@ -175,7 +182,7 @@ impl From<TrainArgs> for TrainConfig {
             validation: a.validation,
             test: a.test,
             out: a.out,
-            columns: Columns { text: a.text_column, aspect: a.aspect_column, start: a.start_column, end: a.end_column, label: a.label_column },
+            columns: Columns { text: a.text_column, aspect: a.aspect_column, start: a.start_column, end: a.end_column, target: a.target_column, label: a.label_column },
             labels: a.labels,
             learning_rate: a.lr,
             weight_decay: a.weight_decay,
@@ -189,6 +196,7 @@ impl From<TrainArgs> for TrainConfig {
             validation_fraction: a.validation_fraction,
             max_length: a.max_length,
             pooling: a.pooling,
+            input: a.input,
             padding: a.padding,
             early_stopping_patience: a.patience,
             select_metric: a.select_metric,

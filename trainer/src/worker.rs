@@ -82,6 +82,8 @@ pub struct Hyperparameters {
     pub validation_fraction: Option<f64>,
     pub max_length: Option<usize>,
     pub pooling: Option<Pooling>,
+    /// `text` or `text_target_pair`; default: pair when a training row has no span.
+    pub input: Option<absa_domain::InputForm>,
     pub padding: Option<Padding>,
     pub early_stopping_patience: Option<usize>,
     pub select_metric: Option<SelectMetric>,
@@ -100,6 +102,9 @@ impl Hyperparameters {
              seed => seed, split_seed => split_seed, validation_fraction => validation_fraction, max_length => max_length,
              pooling => pooling, padding => padding, early_stopping_patience => early_stopping_patience, select_metric => select_metric,
              sharding => sharding, offload_optimizer => offload_optimizer);
+        if self.input.is_some() {
+            c.input = self.input;
+        }
     }
 }
 
@@ -457,7 +462,7 @@ fn config_record(c: &TrainConfig, summary: &TrainSummary) -> serde_json::Value {
     json!({
         "learning_rate": c.learning_rate, "weight_decay": c.weight_decay, "warmup_steps": c.warmup_steps,
         "batch_size": c.batch_size, "gradient_accumulation_steps": c.gradient_accumulation_steps, "epochs": c.epochs,
-        "seed": c.seed, "split_seed": c.split_seed, "max_length": c.max_length, "pooling": c.pooling, "padding": c.padding,
+        "seed": c.seed, "split_seed": c.split_seed, "max_length": c.max_length, "pooling": c.pooling, "input": c.input, "padding": c.padding,
         "early_stopping_patience": c.early_stopping_patience, "select_metric": c.select_metric,
         "batch_threads": summary.batch_threads, "ranks": summary.world_size, "sharding": summary.sharding,
     })
@@ -665,10 +670,30 @@ struct DatasetFiles {
     lines: HashMap<PathBuf, Vec<i64>>,
 }
 
+/// One stored labelled row as the line the trainer reads back with `labelled_row`:
+/// `aspect` (the words at the span) with `start`/`end` where the row has a span, and
+/// `target` where the row names its target without one or the target is not the words
+/// at its span (`target` "CDU" at the mention "Merz"). `dataset_rows.aspect` holds the
+/// target's words.
+fn dataset_line(text: &str, target: &str, span: Option<(i32, i32)>, label: &str) -> serde_json::Value {
+    match span {
+        Some((start, end)) => {
+            let mention: String = text.chars().skip(start.max(0) as usize).take((end - start).max(0) as usize).collect();
+            let mut line = json!({ "text": text, "aspect": mention, "start": start, "end": end, "label": label });
+            if mention != target {
+                line["target"] = json!(target);
+            }
+            line
+        }
+        None => json!({ "text": text, "target": target, "label": label }),
+    }
+}
+
 async fn write_dataset(pool: &PgPool, team_id: Uuid, dataset_id: Uuid, dir: &Path) -> anyhow::Result<DatasetFiles> {
     use std::io::Write;
     // Scoped by team: a job can only train on its own team's data.
-    let rows: Vec<(String, i32, String, String, i32, i32, String)> = sqlx::query_as(
+    type StoredRow = (String, i32, String, String, Option<i32>, Option<i32>, String);
+    let rows: Vec<StoredRow> = sqlx::query_as(
         "SELECT r.split, r.line, r.text, r.aspect, r.span_start, r.span_end, r.label FROM dataset_rows r
          JOIN datasets d ON d.id = r.dataset_id WHERE r.dataset_id = $1 AND d.team_id = $2 ORDER BY r.split, r.line",
     )
@@ -678,14 +703,14 @@ async fn write_dataset(pool: &PgPool, team_id: Uuid, dataset_id: Uuid, dir: &Pat
     .await?;
     let mut files: HashMap<String, (PathBuf, std::io::BufWriter<std::fs::File>)> = HashMap::new();
     let mut lines: HashMap<PathBuf, Vec<i64>> = HashMap::new();
-    for (split, line, text, aspect, start, end, label) in rows {
+    for (split, line, text, target, start, end, label) in rows {
         if !files.contains_key(&split) {
             let path = dir.join(format!("{split}.jsonl"));
             let f = std::fs::File::create(&path).with_context(|| path.display().to_string())?;
             files.insert(split.clone(), (path, std::io::BufWriter::new(f)));
         }
         let (path, out) = files.get_mut(&split).expect("inserted above");
-        writeln!(out, "{}", json!({ "text": text, "aspect": aspect, "start": start, "end": end, "label": label }))?;
+        writeln!(out, "{}", dataset_line(&text, &target, start.zip(end), &label))?;
         lines.entry(path.clone()).or_default().push(line as i64);
     }
     let mut path_of = |split: &str| -> anyhow::Result<Option<PathBuf>> {
@@ -752,4 +777,30 @@ pub async fn run(amqp: &absa_platform::config::AmqpSettings, topology: &Topology
     }
     consumed?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use absa_domain::records::{labelled_row, Columns};
+
+    /// What `write_dataset` writes reads back as the row that was uploaded.
+    fn round_trip(uploaded: serde_json::Value) {
+        let columns = Columns::default();
+        let row = labelled_row(1, uploaded.as_object().unwrap(), &columns).unwrap();
+        let span = row.span.map(|s| (s.start() as i32, s.end() as i32));
+        let line = dataset_line(&row.text, &row.target, span, &row.label);
+        let back = labelled_row(1, line.as_object().unwrap(), &columns).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert_eq!(back, row, "{line}");
+    }
+
+    #[test]
+    fn stored_rows_with_and_without_spans_read_back_as_uploaded() {
+        round_trip(json!({"text": "Der Lüfter ist laut", "aspect": "Lüfter", "start": 4, "end": 10, "label": "negative"}));
+        round_trip(json!({"text": "we must protect the unborn", "target": "legalization of abortion", "label": "against"}));
+        round_trip(json!({"text": "Merz said no", "target": "CDU", "aspect": "Merz", "start": 0, "end": 4, "label": "neither"}));
+        // A classic aspect row is written as before: no target field.
+        let line = dataset_line("good fan", "fan", Some((5, 8)), "positive");
+        assert_eq!(line, json!({"text": "good fan", "aspect": "fan", "start": 5, "end": 8, "label": "positive"}));
+    }
 }

@@ -28,7 +28,7 @@ fn examples(n: usize, vocab: i64) -> Vec<Example> {
             let input_ids: Vec<i64> = (0..len).map(|_| 5 + next(vocab as u64 - 5) as i64).collect();
             let at = 1 + next(len as u64 - 3) as usize;
             let aspect_mask = (0..len).map(|i| i == at || i == at + 1).collect();
-            Example { input_ids, aspect_mask, label: next(3) as i64 }
+            Example { input_ids, aspect_mask, token_type_ids: Vec::new(), label: next(3) as i64 }
         })
         .collect()
 }

@@ -67,7 +67,7 @@ fn missing_encoder_weights_are_named_and_unexpected_ones_reported() {
 #[test]
 fn other_labels_start_a_fresh_head_and_a_base_model_needs_labels() {
     let dir = fixtures().join("models/xlmr_tiny");
-    let loaded = checkpoint::load(&dir, &LoadOptions { labels: Some(LabelSet::stance()), pooling: None }, Device::Cpu).unwrap();
+    let loaded = checkpoint::load(&dir, &LoadOptions { labels: Some(LabelSet::stance()), pooling: None, input: None }, Device::Cpu).unwrap();
     assert_eq!(loaded.report.initialised.len(), 4, "{:?}", loaded.report);
     assert_eq!(loaded.labels, LabelSet::stance());
 }
@@ -80,7 +80,7 @@ fn logits_of(loaded: &checkpoint::LoadedModel, expected: &BTreeMap<String, Tenso
 fn round_trip(model: &str, labels: LabelSet) {
     let src = fixtures().join("models").join(model);
     let expected: BTreeMap<String, Tensor> = Tensor::read_safetensors(src.join("expected.safetensors")).unwrap().into_iter().collect();
-    let loaded = checkpoint::load(&src, &LoadOptions { labels: Some(labels.clone()), pooling: None }, Device::Cpu).unwrap();
+    let loaded = checkpoint::load(&src, &LoadOptions { labels: Some(labels.clone()), pooling: None, input: None }, Device::Cpu).unwrap();
     let ours = logits_of(&loaded, &expected);
     let out = temp_dir(&format!("saved-{model}"));
     loaded.save(&out, None).unwrap();

@@ -39,7 +39,7 @@ fn base(dir: &Path, dropout: f64) -> PathBuf {
     let labels = LabelSet::new(vec!["negative".into(), "neutral".into(), "positive".into()]).unwrap();
     tch::manual_seed(7);
     let minilm = shared().join("models/all-minilm-l6-v2");
-    let model = checkpoint::load(&minilm, &LoadOptions { labels: Some(labels), pooling: Some(Pooling::Max) }, Device::Cpu).unwrap();
+    let model = checkpoint::load(&minilm, &LoadOptions { labels: Some(labels), pooling: Some(Pooling::Max), input: None }, Device::Cpu).unwrap();
     let out = dir.join("base");
     model.save(&out, Some(&minilm)).unwrap();
     let path = out.join("config.json");

@@ -229,7 +229,7 @@ fn minilm_exports_with_libtorch_logits_over_the_laptops_test_set() {
         None => (shared().join("models/all-minilm-l6-v2"), Some(LabelSet::sentiment())),
     };
     tch::manual_seed(42);
-    let loaded = checkpoint::load(&dir, &LoadOptions { labels, pooling: None }, Device::Cpu).unwrap();
+    let loaded = checkpoint::load(&dir, &LoadOptions { labels, pooling: None, input: None }, Device::Cpu).unwrap();
     assert_eq!(loaded.labels, LabelSet::sentiment());
     for style in [GraphStyle::OrtFused, GraphStyle::Portable] {
         let out = tempfile::tempdir().unwrap();

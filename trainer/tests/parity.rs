@@ -101,7 +101,7 @@ fn all_minilm_l6_v2_matches_transformers_with_our_tokenization() {
     }
 
     // A base checkpoint has no head: it is initialised, then set to the fixture's.
-    let options = LoadOptions { labels: Some(LabelSet::sentiment()), pooling: None };
+    let options = LoadOptions { labels: Some(LabelSet::sentiment()), pooling: None, input: None };
     let mut loaded = checkpoint::load(&model_dir, &options, Device::Cpu).unwrap();
     assert_eq!(loaded.report.initialised, vec!["classifier.bias", "classifier.weight"]);
     assert!(loaded.report.unexpected.is_empty(), "{:?}", loaded.report.unexpected);

@@ -51,7 +51,7 @@ fn examples(base: &std::path::Path) -> (Vec<Example>, i64) {
     let (rows, errors) = read_labelled_file(&shared().join("data/semeval14_laptops/train.jsonl"), &Columns::default()).unwrap();
     assert!(errors.is_empty(), "{errors:?}");
     let encoder = AspectEncoder::from_file(&base.join("tokenizer.json"), 100).unwrap();
-    let (examples, errors) = encode_rows(&rows[..ROWS], &encoder, &labels());
+    let (examples, errors) = encode_rows(&rows[..ROWS], &encoder, absa_domain::InputForm::Text, &labels());
     assert!(errors.is_empty(), "{errors:?}");
     (examples, encoder.pad_id())
 }
@@ -68,7 +68,7 @@ fn six_steps_follow_hugging_face_trainers_arithmetic() {
     let (expected, names) = fixture();
     let base = shared().join("models/all-minilm-l6-v2");
     let (examples, pad_id) = examples(&base);
-    let options = LoadOptions { labels: Some(labels()), pooling: Some(Pooling::Max) };
+    let options = LoadOptions { labels: Some(labels()), pooling: Some(Pooling::Max), input: None };
 
     for threads in [1, 2] {
         let model = checkpoint::load(&base, &options, Device::Cpu).unwrap();

@@ -130,7 +130,9 @@ pub async fn create_bi_login(
     absa_platform::bi::create_login(&state.pool, caller.team_id, &req.role_name, &req.password, Some(valid_until)).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "role_name": req.role_name, "valid_until": valid_until, "views": ["bi_sentiment", "bi_stance", "bi_daily_aspect_sentiment"] })),
+        Json(
+            json!({ "role_name": req.role_name, "valid_until": valid_until, "views": ["bi_sentiment", "bi_stance", "bi_daily_aspect_sentiment", "bi_daily_stance"] }),
+        ),
     ))
 }
 

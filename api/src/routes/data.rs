@@ -29,6 +29,8 @@ pub struct DatasetUpload {
     aspect_column: Option<String>,
     start_column: Option<String>,
     end_column: Option<String>,
+    /// A target named without offsets (default `target`).
+    target_column: Option<String>,
     label_column: Option<String>,
 }
 
@@ -134,6 +136,7 @@ pub async fn upload_dataset(
         aspect: q.aspect_column.unwrap_or(defaults.aspect),
         start: q.start_column.unwrap_or(defaults.start),
         end: q.end_column.unwrap_or(defaults.end),
+        target: q.target_column.unwrap_or(defaults.target),
         label: q.label_column.unwrap_or(defaults.label),
     };
     let allowed: Option<HashSet<String>> = q.labels.map(|l| l.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect());
@@ -162,9 +165,11 @@ pub async fn upload_dataset(
             Parsed::Rows(rows) => {
                 let lines: Vec<i64> = rows.iter().map(|r| offset + r.line as i64).collect();
                 let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
-                let aspects: Vec<&str> = rows.iter().map(|r| r.aspect.as_str()).collect();
-                let starts: Vec<i64> = rows.iter().map(|r| r.span.start() as i64).collect();
-                let ends: Vec<i64> = rows.iter().map(|r| r.span.end() as i64).collect();
+                // `aspect` holds the target's words; a row that names a target without
+                // offsets has no span (NULL, NULL).
+                let targets: Vec<&str> = rows.iter().map(|r| r.target.as_str()).collect();
+                let starts: Vec<Option<i64>> = rows.iter().map(|r| r.span.map(|s| s.start() as i64)).collect();
+                let ends: Vec<Option<i64>> = rows.iter().map(|r| r.span.map(|s| s.end() as i64)).collect();
                 let labels: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
                 sqlx::query(
                     "INSERT INTO dataset_rows (dataset_id, split, line, text, aspect, span_start, span_end, label)
@@ -174,7 +179,7 @@ pub async fn upload_dataset(
                 .bind(&split)
                 .bind(&lines)
                 .bind(&texts)
-                .bind(&aspects)
+                .bind(&targets)
                 .bind(&starts)
                 .bind(&ends)
                 .bind(&labels)
@@ -244,12 +249,13 @@ pub async fn upload_corpus(
                 let aspects: Vec<Option<&str>> = keep.iter().map(|r| r.aspect.as_deref()).collect();
                 let starts: Vec<Option<i32>> = keep.iter().map(|r| r.span.map(|s| s.0)).collect();
                 let ends: Vec<Option<i32>> = keep.iter().map(|r| r.span.map(|s| s.1)).collect();
+                let targets: Vec<Option<&str>> = keep.iter().map(|r| r.target.as_deref()).collect();
                 let metadata: Vec<Value> = keep.iter().map(|r| r.metadata.clone()).collect();
                 let published: Vec<Option<chrono::DateTime<chrono::Utc>>> = keep.iter().map(|r| r.published_at).collect();
                 // An id already in the corpus from an earlier upload is a row error too.
                 let inserted = sqlx::query(
-                    "INSERT INTO documents (corpus_id, seq, external_id, text, aspect, span_start, span_end, metadata, published_at)
-                     SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::jsonb[], $9::timestamptz[])
+                    "INSERT INTO documents (corpus_id, seq, external_id, text, aspect, span_start, span_end, target, metadata, published_at)
+                     SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::text[], $9::jsonb[], $10::timestamptz[])
                      ON CONFLICT (corpus_id, external_id) DO NOTHING RETURNING external_id",
                 )
                 .bind(corpus_id)
@@ -259,6 +265,7 @@ pub async fn upload_corpus(
                 .bind(&aspects)
                 .bind(&starts)
                 .bind(&ends)
+                .bind(&targets)
                 .bind(&metadata)
                 .bind(&published)
                 .fetch_all(&mut *tx)

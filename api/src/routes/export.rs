@@ -1,6 +1,7 @@
 //! `GET /v1/jobs/{id}/predictions`: a scoring job's predictions, streamed as CSV (rows
 //! go out as they are read) or Parquet (written to a temporary file page by page, then
-//! streamed), so memory stays flat whatever the corpus size.
+//! streamed), so memory stays flat whatever the corpus size. `span_start`/`span_end`
+//! are empty (CSV) or null (Parquet) for a target the document does not mention.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -33,7 +34,7 @@ pub struct ExportQuery {
     format: Option<String>,
 }
 
-type PredictionRow = (String, i64, i32, String, i32, i32, String, f32, Uuid);
+type PredictionRow = (String, i64, i32, String, Option<i32>, Option<i32>, String, f32, Uuid);
 
 /// The score job's predictions in (seq, target_index) order, a page at a time after `after`.
 const PAGE_SQL: &str = "SELECT d.external_id, p.seq, p.target_index, p.aspect, p.span_start, p.span_end, p.label, p.confidence, p.model_version_id
@@ -44,7 +45,8 @@ const PAGE_SQL: &str = "SELECT d.external_id, p.seq, p.target_index, p.aspect, p
 const COLUMNS: [&str; 9] = ["external_id", "seq", "target_index", "aspect", "span_start", "span_end", "label", "confidence", "model_version_id"];
 
 pub async fn export_predictions(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>, Query(q): Query<ExportQuery>) -> ApiResult<Response> {
-    let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM jobs WHERE id = $1 AND team_id = $2").bind(id).bind(caller.team_id).fetch_optional(&state.pool).await?;
+    let kind: Option<String> =
+        sqlx::query_scalar("SELECT kind FROM jobs WHERE id = $1 AND team_id = $2").bind(id).bind(caller.team_id).fetch_optional(&state.pool).await?;
     match kind.as_deref() {
         None => return Err(ApiError::NotFound(format!("job {id}"))),
         Some("score") => {}
@@ -80,8 +82,19 @@ fn csv_response(state: AppState, job: Uuid) -> Response {
                 }
             };
             let mut out = csv::Writer::from_writer(Vec::with_capacity(rows.len() * 96));
+            let offset = |v: Option<i32>| v.map(|v| v.to_string()).unwrap_or_default();
             for r in &rows {
-                let _ = out.write_record([r.0.as_str(), &r.1.to_string(), &r.2.to_string(), &r.3, &r.4.to_string(), &r.5.to_string(), &r.6, &r.7.to_string(), &r.8.to_string()]);
+                let _ = out.write_record([
+                    r.0.as_str(),
+                    &r.1.to_string(),
+                    &r.2.to_string(),
+                    &r.3,
+                    &offset(r.4),
+                    &offset(r.5),
+                    &r.6,
+                    &r.7.to_string(),
+                    &r.8.to_string(),
+                ]);
             }
             let chunk = out.into_inner().unwrap_or_default();
             if tx.send(Ok(chunk)).await.is_err() {
@@ -102,7 +115,41 @@ fn csv_response(state: AppState, job: Uuid) -> Response {
 }
 
 fn column(name: &str, physical: PhysicalType, converted: ConvertedType) -> Arc<Type> {
-    Arc::new(Type::primitive_type_builder(name, physical).with_repetition(Repetition::REQUIRED).with_converted_type(converted).build().expect("a valid column"))
+    column_with(name, physical, converted, Repetition::REQUIRED)
+}
+
+fn column_with(name: &str, physical: PhysicalType, converted: ConvertedType, repetition: Repetition) -> Arc<Type> {
+    Arc::new(Type::primitive_type_builder(name, physical).with_repetition(repetition).with_converted_type(converted).build().expect("a valid column"))
+}
+
+/// An optional column's present values and its definition levels (1 present, 0 null).
+fn optional_values(values: impl Iterator<Item = Option<i32>>) -> (Vec<i32>, Vec<i16>) {
+    let (mut present, mut levels) = (Vec::new(), Vec::new());
+    for v in values {
+        levels.push(i16::from(v.is_some()));
+        present.extend(v);
+    }
+    (present, levels)
+}
+
+/// The export's Parquet schema: [`COLUMNS`], the span optional.
+fn schema() -> Arc<Type> {
+    Arc::new(
+        Type::group_type_builder("prediction")
+            .with_fields(vec![
+                column("external_id", PhysicalType::BYTE_ARRAY, ConvertedType::UTF8),
+                column("seq", PhysicalType::INT64, ConvertedType::NONE),
+                column("target_index", PhysicalType::INT32, ConvertedType::NONE),
+                column("aspect", PhysicalType::BYTE_ARRAY, ConvertedType::UTF8),
+                column_with("span_start", PhysicalType::INT32, ConvertedType::NONE, Repetition::OPTIONAL),
+                column_with("span_end", PhysicalType::INT32, ConvertedType::NONE, Repetition::OPTIONAL),
+                column("label", PhysicalType::BYTE_ARRAY, ConvertedType::UTF8),
+                column("confidence", PhysicalType::FLOAT, ConvertedType::NONE),
+                column("model_version_id", PhysicalType::BYTE_ARRAY, ConvertedType::UTF8),
+            ])
+            .build()
+            .expect("a valid schema"),
+    )
 }
 
 fn write_row_group(writer: &mut SerializedFileWriter<BufWriter<File>>, rows: &[PredictionRow]) -> parquet::errors::Result<()> {
@@ -110,8 +157,11 @@ fn write_row_group(writer: &mut SerializedFileWriter<BufWriter<File>>, rows: &[P
     let mut group = writer.next_row_group()?;
     macro_rules! put {
         ($kind:ty, $values:expr) => {{
+            put!($kind, $values, None)
+        }};
+        ($kind:ty, $values:expr, $levels:expr) => {{
             let mut col = group.next_column()?.expect("the schema has this column");
-            col.typed::<$kind>().write_batch(&$values, None, None)?;
+            col.typed::<$kind>().write_batch(&$values, $levels, None)?;
             col.close()?;
         }};
     }
@@ -119,8 +169,10 @@ fn write_row_group(writer: &mut SerializedFileWriter<BufWriter<File>>, rows: &[P
     put!(Int64Type, rows.iter().map(|r| r.1).collect::<Vec<_>>());
     put!(Int32Type, rows.iter().map(|r| r.2).collect::<Vec<_>>());
     put!(ByteArrayType, text(&|r| r.3.clone()));
-    put!(Int32Type, rows.iter().map(|r| r.4).collect::<Vec<_>>());
-    put!(Int32Type, rows.iter().map(|r| r.5).collect::<Vec<_>>());
+    let (starts, start_levels) = optional_values(rows.iter().map(|r| r.4));
+    put!(Int32Type, starts, Some(&start_levels));
+    let (ends, end_levels) = optional_values(rows.iter().map(|r| r.5));
+    put!(Int32Type, ends, Some(&end_levels));
     put!(ByteArrayType, text(&|r| r.6.clone()));
     put!(FloatType, rows.iter().map(|r| r.7).collect::<Vec<_>>());
     put!(ByteArrayType, text(&|r| r.8.to_string()));
@@ -130,25 +182,9 @@ fn write_row_group(writer: &mut SerializedFileWriter<BufWriter<File>>, rows: &[P
 
 async fn parquet_response(state: AppState, job: Uuid) -> ApiResult<Response> {
     let file = crate::uploads::SpoolFile::new_in(&state.upload_dir)?;
-    let schema = Arc::new(
-        Type::group_type_builder("prediction")
-            .with_fields(vec![
-                column("external_id", PhysicalType::BYTE_ARRAY, ConvertedType::UTF8),
-                column("seq", PhysicalType::INT64, ConvertedType::NONE),
-                column("target_index", PhysicalType::INT32, ConvertedType::NONE),
-                column("aspect", PhysicalType::BYTE_ARRAY, ConvertedType::UTF8),
-                column("span_start", PhysicalType::INT32, ConvertedType::NONE),
-                column("span_end", PhysicalType::INT32, ConvertedType::NONE),
-                column("label", PhysicalType::BYTE_ARRAY, ConvertedType::UTF8),
-                column("confidence", PhysicalType::FLOAT, ConvertedType::NONE),
-                column("model_version_id", PhysicalType::BYTE_ARRAY, ConvertedType::UTF8),
-            ])
-            .build()
-            .expect("a valid schema"),
-    );
     let props = Arc::new(WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build());
     let parquet_err = |e: parquet::errors::ParquetError| ApiError::Internal(format!("writing Parquet: {e}"));
-    let mut writer = SerializedFileWriter::new(BufWriter::new(file.handle()?), schema, props).map_err(parquet_err)?;
+    let mut writer = SerializedFileWriter::new(BufWriter::new(file.handle()?), schema(), props).map_err(parquet_err)?;
     let mut after = (-1i64, -1i32);
     loop {
         let rows = page(&state, job, after).await?;
@@ -188,4 +224,36 @@ async fn async_stream_file(file: &mut tokio::fs::File) -> ApiResult<impl futures
         }
     })
     .boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::RowAccessor;
+
+    #[test]
+    fn spans_of_targets_the_document_does_not_mention_are_null_in_parquet() {
+        let version = Uuid::nil();
+        let rows: Vec<PredictionRow> = vec![
+            ("d1".into(), 0, 0, "battery".into(), Some(6), Some(13), "positive".into(), 0.9, version),
+            ("d1".into(), 0, 1, "legalization of abortion".into(), None, None, "against".into(), 0.7, version),
+            ("d2".into(), 1, 0, "fan".into(), Some(0), Some(3), "neutral".into(), 0.5, version),
+        ];
+        let file = tempfile::tempfile().unwrap();
+        let mut writer = SerializedFileWriter::new(BufWriter::new(file.try_clone().unwrap()), schema(), Default::default()).unwrap();
+        write_row_group(&mut writer, &rows).unwrap();
+        writer.into_inner().unwrap().flush().unwrap();
+        let reader = SerializedFileReader::new(file).unwrap();
+        let spans: Vec<(String, Option<i32>, Option<i32>)> = reader
+            .get_row_iter(None)
+            .unwrap()
+            .map(|row| {
+                let row = row.unwrap();
+                let int = |i: usize| row.get_int(i).ok();
+                (row.get_string(3).unwrap().clone(), int(4), int(5))
+            })
+            .collect();
+        assert_eq!(spans, vec![("battery".into(), Some(6), Some(13)), ("legalization of abortion".into(), None, None), ("fan".into(), Some(0), Some(3))]);
+    }
 }

@@ -3,7 +3,7 @@
 
 use absa_platform::job_spec;
 use absa_platform::jobs::{self, NewJob, Submitted};
-use absa_platform::registry::{self, PromotionPolicy};
+use absa_platform::registry::{self, PromotionMetric, PromotionPolicy};
 use absa_platform::sweeps;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -43,6 +43,9 @@ pub struct ScoreRequest {
     /// `given`: the targets in the documents; `lexicon`: also every occurrence of these terms.
     target_mode: Option<String>,
     lexicon: Option<Vec<String>>,
+    /// Stance targets every document is scored toward, mentioned or not; kept in this
+    /// (the parent) job only, as the lexicon is.
+    targets: Option<Vec<job_spec::score::StanceTarget>>,
     shard_size: Option<i64>,
     precision: Option<String>,
     priority: Option<i32>,
@@ -123,6 +126,36 @@ pub(crate) async fn dataset_rows(state: &AppState, caller: &Caller, dataset: Uui
     rows.ok_or_else(|| ApiError::NotFound(format!("dataset {dataset}")))
 }
 
+/// Stance's F_avg needs `against` and `favor` among the labels a job trains with (the
+/// ones it names, else its dataset's): a job asking to compare versions on it is refused
+/// here rather than after training. `metrics`: what asks for which metric.
+pub(crate) async fn check_metrics_fit(
+    state: &AppState,
+    caller: &Caller,
+    dataset: Uuid,
+    labels: Option<&[String]>,
+    metrics: &[(&str, PromotionMetric)],
+) -> ApiResult<()> {
+    if metrics.iter().all(|(_, m)| *m != PromotionMetric::FAvg) {
+        return Ok(());
+    }
+    let labels = match labels {
+        Some(labels) => labels.to_vec(),
+        None => {
+            let found: Option<Vec<String>> = sqlx::query_scalar("SELECT label_names FROM datasets WHERE id = $1 AND team_id = $2")
+                .bind(dataset)
+                .bind(caller.team_id)
+                .fetch_optional(&state.pool)
+                .await?;
+            found.ok_or_else(|| ApiError::NotFound(format!("dataset {dataset}")))?
+        }
+    };
+    for (what, metric) in metrics {
+        metric.check_labels(&labels).map_err(|e| ApiError::Unprocessable(format!("{what}: {e}")))?;
+    }
+    Ok(())
+}
+
 pub async fn submit_train(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: axum::body::Body) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Role::Mlops)?;
     let body = read_body(&headers, body, state.api.max_json_bytes).await?;
@@ -133,14 +166,17 @@ pub async fn submit_train(State(state): State<AppState>, caller: Caller, headers
     if req.ranks > 1 {
         parameters["ranks"] = json!(req.ranks);
     }
-    if let Some(labels) = req.labels {
+    if let Some(labels) = &req.labels {
         parameters["labels"] = json!(labels);
     }
-    if let Some(policy) = req.promote {
+    if let Some(policy) = &req.promote {
         parameters["promote"] = serde_json::to_value(policy).expect("a policy serialises");
     }
     // The same check the scheduler and the trainer make.
     job_spec::check_train(&parameters).map_err(ApiError::Unprocessable)?;
+    if let Some(policy) = &req.promote {
+        check_metrics_fit(&state, &caller, req.dataset_id, req.labels.as_deref(), &[("promote", policy.metric)]).await?;
+    }
     if dataset_rows(&state, &caller, req.dataset_id).await? == 0 {
         return Err(ApiError::Unprocessable(format!("dataset {} has no rows", req.dataset_id)));
     }
@@ -164,6 +200,10 @@ pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers
         ("lexicon", None) => return Err(ApiError::Unprocessable("target_mode lexicon needs a lexicon".into())),
         ("given", Some(_)) => return Err(ApiError::Unprocessable("a lexicon needs target_mode \"lexicon\"".into())),
         (other, _) => return Err(ApiError::Unprocessable(format!("target_mode {:?}: expected given or lexicon", job_spec::truncate(other, 40)))),
+    }
+    if let Some(targets) = req.targets {
+        job_spec::score::check_targets(&targets).map_err(ApiError::Unprocessable)?;
+        extra.insert("targets".into(), json!(targets));
     }
     if let Some(size) = req.shard_size {
         job_spec::score::check_shard_size(size).map_err(ApiError::Unprocessable)?;
@@ -215,6 +255,9 @@ pub async fn submit_sweep(State(state): State<AppState>, caller: Caller, headers
     let spec: sweeps::SweepSpec = parse_json(&body)?;
     let trials = spec.expand()?;
     dataset_rows(&state, &caller, spec.dataset_id).await?;
+    let mut metrics = vec![("metric", spec.metric)];
+    metrics.extend(spec.promote.as_ref().map(|p| ("promote", p.metric)));
+    check_metrics_fit(&state, &caller, spec.dataset_id, spec.labels.as_deref(), &metrics).await?;
     let parameters = serde_json::to_value(&spec).expect("a spec serialises");
     let (status, Json(mut job)) = submit(&state, &caller, "sweep", parameters, 0, idempotency).await?;
     job["trials"] = json!(trials.len());
@@ -273,10 +316,25 @@ pub async fn job_json(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<
 /// A sweep's children: trial values, state, the last point of each validation curve,
 /// the version they registered (test figures are shown, never used for the choice).
 async fn sweep_children(state: &AppState, sweep: Uuid) -> ApiResult<Vec<Value>> {
-    type Row = (Uuid, String, Value, Option<i32>, Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<Uuid>, Option<f64>, Option<f64>);
+    type Row = (
+        Uuid,
+        String,
+        Value,
+        Option<i32>,
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+        Option<Uuid>,
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+    );
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT c.id, c.state, c.parameters->'sweep', m.epoch, m.train_loss, m.validation_loss, m.accuracy, m.macro_f1, v.id,
-                (v.metrics->>'test_accuracy')::double precision, (v.metrics->>'test_macro_f1')::double precision
+                (v.metrics->>'test_accuracy')::double precision, (v.metrics->>'test_macro_f1')::double precision,
+                (m.detail->'report'->>'f_avg')::double precision, (v.metrics->>'test_f_avg')::double precision
          FROM jobs c
          LEFT JOIN LATERAL (SELECT * FROM training_metrics t WHERE t.job_id = c.id ORDER BY t.epoch DESC LIMIT 1) m ON true
          LEFT JOIN model_versions v ON v.training_job_id = c.id
@@ -287,10 +345,18 @@ async fn sweep_children(state: &AppState, sweep: Uuid) -> ApiResult<Vec<Value>> 
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, st, sweep, epoch, tl, vl, acc, f1, version, test_acc, test_f1)| {
-            json!({ "job_id": id, "state": st, "trial": sweep["trial"], "values": sweep["values"], "epoch": epoch, "train_loss": tl,
+        .map(|(id, st, sweep, epoch, tl, vl, acc, f1, version, test_acc, test_f1, f_avg, test_f_avg)| {
+            let mut child = json!({ "job_id": id, "state": st, "trial": sweep["trial"], "values": sweep["values"], "epoch": epoch, "train_loss": tl,
                     "validation_loss": vl, "validation_accuracy": acc, "validation_macro_f1": f1, "model_version_id": version,
-                    "test_accuracy": test_acc, "test_macro_f1": test_f1 })
+                    "test_accuracy": test_acc, "test_macro_f1": test_f1 });
+            // Stance's F_avg, only where the labels have against and favor.
+            if let Some(v) = f_avg {
+                child["validation_f_avg"] = json!(v);
+            }
+            if let Some(v) = test_f_avg {
+                child["test_f_avg"] = json!(v);
+            }
+            child
         })
         .collect())
 }
@@ -358,7 +424,16 @@ pub async fn job_metrics(State(state): State<AppState>, caller: Caller, Path(id)
             .await?;
     let epochs: Vec<Value> = rows
         .into_iter()
-        .map(|(epoch, tl, vl, acc, f1, detail)| json!({"epoch": epoch, "train_loss": tl, "validation_loss": vl, "accuracy": acc, "macro_f1": f1, "detail": detail}))
+        .map(|(epoch, tl, vl, acc, f1, detail)| {
+            // Stance's F_avg (mean F1 of against and favor) is in the epoch's report when
+            // the labels have both; shown beside accuracy and macro-F1 then, else absent.
+            let f_avg = detail.pointer("/report/f_avg").and_then(Value::as_f64);
+            let mut epoch = json!({"epoch": epoch, "train_loss": tl, "validation_loss": vl, "accuracy": acc, "macro_f1": f1, "detail": detail});
+            if let Some(f_avg) = f_avg {
+                epoch["f_avg"] = json!(f_avg);
+            }
+            epoch
+        })
         .collect();
     Ok(Json(json!({ "epochs": epochs })))
 }

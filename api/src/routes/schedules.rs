@@ -81,14 +81,16 @@ pub async fn create_schedule(
         }
         None => None,
     };
+    let promote = req.promote.unwrap_or_default();
     let mut params = json!({ "dataset_id": req.dataset_id, "base_model": req.base_model, "hyperparameters": req.hyperparameters,
-                             "promote": req.promote.unwrap_or_default() });
-    if let Some(labels) = req.labels {
+                             "promote": promote });
+    if let Some(labels) = &req.labels {
         params["labels"] = json!(labels);
     }
     // Every firing submits this training job: it is checked as the train route checks one.
     absa_platform::job_spec::check_train(&params).map_err(ApiError::Unprocessable)?;
     let rows = super::jobs::dataset_rows(&state, &caller, req.dataset_id).await?;
+    super::jobs::check_metrics_fit(&state, &caller, req.dataset_id, req.labels.as_deref(), &[("promote", promote.metric)]).await?;
     let id = Uuid::new_v4();
     let inserted = sqlx::query(
         "INSERT INTO retrain_schedules (id, team_id, name, dataset_id, job_parameters, cron, on_new_rows, next_run_at, seen_rows)

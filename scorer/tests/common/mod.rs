@@ -68,6 +68,7 @@ impl ToyModel {
             max_length,
             model_type: "toy".into(),
             pooling: "max".into(),
+            input: "text".into(),
             pad_token_id: 0,
             tokenizer: "tokenizer.json".into(),
             opset: absa_onnx::OPSET,

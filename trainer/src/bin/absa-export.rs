@@ -54,7 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(names) => Some(LabelSet::new(names.split(',').map(|s| s.trim().to_owned()).collect()).map_err(anyhow::Error::msg)?),
     };
     tch::manual_seed(cli.seed);
-    let loaded = checkpoint::load(&cli.checkpoint, &LoadOptions { labels, pooling: None }, Device::Cpu)
+    let loaded = checkpoint::load(&cli.checkpoint, &LoadOptions { labels, pooling: None, input: None }, Device::Cpu)
         .with_context(|| format!("loading {}", cli.checkpoint.display()))?;
     let tokenizer = cli.tokenizer.unwrap_or_else(|| cli.checkpoint.clone());
     let style = if cli.ort_fused { GraphStyle::OrtFused } else { GraphStyle::Portable };

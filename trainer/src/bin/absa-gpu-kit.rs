@@ -92,7 +92,7 @@ fn device(name: &str) -> anyhow::Result<Device> {
 fn examples(model_dir: &Path, data: &Path, model: &LoadedModel) -> anyhow::Result<(Vec<Example>, i64)> {
     let encoder = AspectEncoder::from_file(&model_dir.join("tokenizer.json"), 100).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (rows, _) = read_labelled_file(data, &Columns::default()).with_context(|| data.display().to_string())?;
-    let (examples, errors) = encode_rows(&rows, &encoder, &model.labels);
+    let (examples, errors) = encode_rows(&rows, &encoder, model.model.input, &model.labels);
     anyhow::ensure!(errors.is_empty(), "{}: {} rows not encoded", data.display(), errors.len());
     Ok((examples, encoder.pad_id()))
 }
@@ -141,7 +141,7 @@ fn main() -> anyhow::Result<()> {
             let encoder = AspectEncoder::from_file(&tokenizer.join("tokenizer.json"), max_length).map_err(|e| anyhow::anyhow!("{e}"))?;
             let (rows, _) = read_labelled_file(&data, &Columns::default()).with_context(|| data.display().to_string())?;
             for row in rows {
-                if let Ok(enc) = encoder.encode(&row.text, row.span) {
+                if let Some(Ok(enc)) = row.span.map(|span| encoder.encode(&row.text, span)) {
                     println!("{}", enc.input_ids.len());
                 }
             }
@@ -177,8 +177,8 @@ fn main() -> anyhow::Result<()> {
             let corpus: Vec<_> = (0..n).map(|i| &rows[i % rows.len()]).collect();
             let encoded: Vec<Example> = corpus
                 .iter()
-                .filter_map(|r| encoder.encode(&r.text, r.span).ok())
-                .map(|e| Example { input_ids: e.input_ids, aspect_mask: e.aspect_mask, label: 0 })
+                .filter_map(|r| encoder.encode(&r.text, r.span?).ok())
+                .map(|e| Example { input_ids: e.input_ids, aspect_mask: e.aspect_mask, token_type_ids: Vec::new(), label: 0 })
                 .collect();
             let predicted = logits(&model, &encoded, batch, pad_id, device, bf16).argmax(-1, false);
             let _ = predicted.sum(Kind::Int64).int64_value(&[]);

@@ -297,6 +297,7 @@ impl ShardedEngine {
             return Err(e);
         }
         let mut model = model;
+        model.input = resolved.input;
         if let Some((handles, layout)) = fresh_head {
             model.head.initialise(config.initializer_range);
             let shard = shard_of_vars(&handles, &layout, shard_index);
@@ -542,7 +543,7 @@ impl ShardedEngine {
         let unit = self.units[k].unit;
         let forward = || {
             let run = || match unit {
-                Unit::Embeddings if self.words.is_some() => self.model.encoder.embed_from_words(xs, &inputs.input_ids, train),
+                Unit::Embeddings if self.words.is_some() => self.model.encoder.embed_from_words(xs, &inputs.input_ids, inputs.token_type_ids.as_ref(), train),
                 _ => self.model.unit_forward(unit, xs, inputs, train),
             };
             if self.bf16 {
@@ -565,7 +566,7 @@ impl ShardedEngine {
         let n = self.units.len();
         let full_shard = self.sharding == Sharding::FullShard;
         let batch = (!local.is_empty()).then(|| collate(local, pad_to, pad_id, self.device));
-        let inputs = batch.as_ref().map(|b| UnitInputs::new(&b.input_ids, &b.attention_mask, &b.aspect_mask));
+        let inputs = batch.as_ref().map(|b| b.unit_inputs());
 
         // Forward, unit by unit; the next unit's gather runs meanwhile.
         let mut saved: Vec<Option<Saved>> = Vec::with_capacity(n);
@@ -762,7 +763,7 @@ impl ShardedEngine {
     fn forward_logits(&mut self, rows: &[&Example], pad_id: i64, counts: &[usize]) -> Result<Option<Tensor>, TrainError> {
         let n = self.units.len();
         let batch = (!rows.is_empty()).then(|| collate(rows, None, pad_id, self.device));
-        let inputs = batch.as_ref().map(|b| UnitInputs::new(&b.input_ids, &b.attention_mask, &b.aspect_mask));
+        let inputs = batch.as_ref().map(|b| b.unit_inputs());
         let mut xs = batch.as_ref().map(|b| b.input_ids.shallow_clone());
         if self.words.is_some() {
             xs = self.words_forward(xs.as_ref(), counts)?.0;

@@ -12,7 +12,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use absa_onnx::manifest::{INPUT_NAMES, LOGITS, PROBABILITIES};
+use absa_domain::InputForm;
+use absa_onnx::manifest::{INPUT_NAMES, LOGITS, PROBABILITIES, TOKEN_TYPE_IDS};
 use absa_onnx::{Attr, Dim, ElemType, GraphBuilder, Precision, MICROSOFT_DOMAIN};
 use tch::{Device, Kind, Tensor};
 
@@ -52,24 +53,17 @@ type Metadata = Vec<(&'static str, String)>;
 
 fn emit(loaded: &LoadedModel, precision: Precision, style: GraphStyle, g: GraphBuilder) -> Result<(GraphBuilder, Metadata), ExportError> {
     let model = &loaded.model;
-    let mut w = Writer {
-        g,
-        vars: loaded.vs.variables(),
-        config: &model.config,
-        family: model.family,
-        precision,
-        style,
-        quantized: HashMap::new(),
-        padding_mask: None,
-    };
+    let mut w =
+        Writer { g, vars: loaded.vs.variables(), config: &model.config, family: model.family, precision, style, quantized: HashMap::new(), padding_mask: None };
     let batch_seq = [Dim::Dynamic("batch"), Dim::Dynamic("sequence")];
     let [ids_name, att_name, asp_name] = INPUT_NAMES;
     let input_ids = w.g.input(ids_name, ElemType::I64, &batch_seq);
     let attention_mask = w.g.input(att_name, ElemType::I64, &batch_seq);
     let aspect_mask = w.g.input(asp_name, ElemType::I64, &batch_seq);
+    let token_type_ids = (model.input == InputForm::TextTargetPair).then(|| w.g.input(TOKEN_TYPE_IDS, ElemType::I64, &batch_seq));
 
     let root = model.family.prefix();
-    let hidden = w.encoder(root, &input_ids, &attention_mask)?;
+    let hidden = w.encoder(root, &input_ids, token_type_ids.as_deref(), &attention_mask)?;
     let pooled = w.pool(model.pooling, &hidden, &aspect_mask);
     let logits = w.head(&pooled)?;
 
@@ -83,6 +77,7 @@ fn emit(loaded: &LoadedModel, precision: Precision, style: GraphStyle, g: GraphB
         ("labels", serde_json::to_string(loaded.labels.names()).expect("strings serialise")),
         ("model_type", model.config.model_type.clone()),
         ("pooling", format!("{:?}", model.pooling).to_lowercase()),
+        ("input", serde_json::to_value(model.input).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()),
         ("precision", precision.to_string()),
         ("style", format!("{style:?}").to_lowercase()),
     ];
@@ -208,14 +203,24 @@ impl Writer<'_> {
         }
     }
 
-    /// Embeddings: words + positions + token type 0, then LayerNorm (not in XL).
-    fn embeddings(&mut self, p: &str, input_ids: &str) -> Result<String, ExportError> {
+    /// Embeddings: words + positions + token types (type 0 without segment ids), then
+    /// LayerNorm (not in XL).
+    fn embeddings(&mut self, p: &str, input_ids: &str, token_type_ids: Option<&str>) -> Result<String, ExportError> {
         let words = self.weight(&format!("{p}.word_embeddings.weight"))?;
-        // Token type 0 is added to every position, so it is folded into the position
-        // table: one Add less per batch, the same sum up to rounding.
-        let token_type = self.tensor(&format!("{p}.token_type_embeddings.weight"))?.get(0);
-        let positions = self.tensor(&format!("{p}.position_embeddings.weight"))? + token_type;
+        // Token type 0 is folded into the position table: one Add less per batch, the
+        // same sum up to rounding. With segment ids, the rows' differences from type 0
+        // are gathered and added.
+        let type_table = self.tensor(&format!("{p}.token_type_embeddings.weight"))?;
+        let type_0 = type_table.get(0);
+        let positions = self.tensor(&format!("{p}.position_embeddings.weight"))? + &type_0;
         let positions = self.init(&format!("{p}.position_embeddings.weight+token_type_0"), &positions)?;
+        let type_offsets = match token_type_ids {
+            Some(ids) if type_table.size()[0] > 1 => {
+                let offsets = self.init(&format!("{p}.token_type_embeddings.weight-token_type_0"), &(&type_table - &type_0))?;
+                Some(self.g.node("Gather", &[&offsets, ids], &[("axis", Attr::Int(0))]))
+            }
+            _ => None, // one token type (XLM-R): every segment id is 0
+        };
 
         let g = &mut self.g;
         let x = g.node("Gather", &[&words, input_ids], &[("axis", Attr::Int(0))]);
@@ -242,7 +247,10 @@ impl Writer<'_> {
                 g.node("Gather", &[&positions, &ids], &[("axis", Attr::Int(0))])
             }
         };
-        let x = self.g.node("Add", &[&x, &pos], &[]);
+        let mut x = self.g.node("Add", &[&x, &pos], &[]);
+        if let Some(types) = type_offsets {
+            x = self.g.node("Add", &[&x, &types], &[]);
+        }
         match self.family {
             Family::RobertaXl => Ok(x),
             Family::Bert | Family::Roberta => self.layer_norm(&x, &format!("{p}.LayerNorm")),
@@ -317,7 +325,12 @@ impl Writer<'_> {
             let gamma = self.weight(&format!("{prefix}.weight"))?;
             let beta = self.weight(&format!("{prefix}.bias"))?;
             let eps = self.config.layer_norm_eps as f32;
-            return Ok(self.g.node_with_domain(MICROSOFT_DOMAIN, "SkipLayerNormalization", &[product, residual, &gamma, &beta, bias], &[("epsilon", Attr::Float(eps))]));
+            return Ok(self.g.node_with_domain(
+                MICROSOFT_DOMAIN,
+                "SkipLayerNormalization",
+                &[product, residual, &gamma, &beta, bias],
+                &[("epsilon", Attr::Float(eps))],
+            ));
         }
         let x = self.g.node("Add", &[product, bias], &[]);
         let x = self.g.node("Add", &[&x, residual], &[]);
@@ -362,8 +375,8 @@ impl Writer<'_> {
         }
     }
 
-    fn encoder(&mut self, root: &str, input_ids: &str, attention_mask: &str) -> Result<String, ExportError> {
-        let mut x = self.embeddings(&format!("{root}.embeddings"), input_ids)?;
+    fn encoder(&mut self, root: &str, input_ids: &str, token_type_ids: Option<&str>, attention_mask: &str) -> Result<String, ExportError> {
+        let mut x = self.embeddings(&format!("{root}.embeddings"), input_ids, token_type_ids)?;
         let bias = match self.style {
             GraphStyle::Portable => self.attention_bias(attention_mask),
             GraphStyle::OrtFused => {
@@ -386,7 +399,7 @@ impl Writer<'_> {
         let g = &mut self.g;
         let axis2 = g.const_i64(&[2]);
         match pooling {
-            Pooling::Max => {
+            Pooling::Max | Pooling::Cls => {
                 // Non-aspect positions are filled with -10000, then the max over seq.
                 let keep = g.node("Cast", &[aspect_mask], &[("to", Attr::Int(ElemType::Bool as i64))]);
                 let keep = g.node("Unsqueeze", &[&keep, &axis2], &[]);

@@ -152,6 +152,7 @@ pub fn export_model_dir(loaded: &LoadedModel, tokenizer_dir: &Path, out_dir: &Pa
         max_length: options.max_length,
         model_type: loaded.model.config.model_type.clone(),
         pooling: serde_json::to_value(loaded.model.pooling).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+        input: serde_json::to_value(loaded.model.input).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
         pad_token_id: loaded.model.config.pad_token_id,
         tokenizer: "tokenizer.json".into(),
         opset: absa_onnx::OPSET,

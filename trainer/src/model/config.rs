@@ -143,10 +143,7 @@ impl EncoderConfig {
             "bert" => Ok(Family::Bert),
             "roberta" | "xlm-roberta" => Ok(Family::Roberta),
             "xlm-roberta-xl" => Ok(Family::RobertaXl),
-            other => Err(ModelError::UnsupportedArchitecture {
-                model_type: other.into(),
-                architectures: self.architectures.join(", "),
-            }),
+            other => Err(ModelError::UnsupportedArchitecture { model_type: other.into(), architectures: self.architectures.join(", ") }),
         }
     }
 

@@ -71,18 +71,21 @@ impl Embeddings {
         }
     }
 
-    /// `input_ids` (batch, seq) -> (batch, seq, hidden). Token types are all 0, as the
-    /// recipe passes none.
-    fn forward_t(&self, input_ids: &Tensor, train: bool) -> Tensor {
-        self.forward_words(&self.word_embeddings.forward(input_ids), input_ids, train)
+    /// `input_ids` (batch, seq) -> (batch, seq, hidden). Token types are all 0 unless
+    /// a sentence pair's `token_type_ids` are given (the recipe passes none).
+    fn forward_t(&self, input_ids: &Tensor, token_type_ids: Option<&Tensor>, train: bool) -> Tensor {
+        self.forward_words(&self.word_embeddings.forward(input_ids), input_ids, token_type_ids, train)
     }
 
     /// [`Embeddings::forward_t`] with the word embeddings of `input_ids` already
     /// looked up (`words`, (batch, seq, hidden)): a word table sharded by rows is
     /// looked up across ranks.
-    fn forward_words(&self, words: &Tensor, input_ids: &Tensor, train: bool) -> Tensor {
+    fn forward_words(&self, words: &Tensor, input_ids: &Tensor, token_type_ids: Option<&Tensor>, train: bool) -> Tensor {
         let positions = self.position_embeddings.forward(&self.position_ids(input_ids));
-        let token_type = self.token_type_embeddings.ws.get(0);
+        let token_type = match token_type_ids {
+            Some(types) => self.token_type_embeddings.forward(types),
+            None => self.token_type_embeddings.ws.get(0),
+        };
         let xs = words + positions + token_type;
         let xs = match &self.layer_norm {
             Some(ln) => ln.forward(&xs),
@@ -270,7 +273,7 @@ impl Encoder {
     /// at every position. Nothing after the last layer mixes positions, so its output
     /// elsewhere is never needed where only some positions are read (the pooling).
     pub fn forward_at(&self, input_ids: &Tensor, attention_mask: &Tensor, positions: Option<&Tensor>, train: bool) -> Tensor {
-        let mut xs = self.embed(input_ids, train);
+        let mut xs = self.embed(input_ids, None, train);
         let mask_bias = extended_attention_mask(attention_mask, xs.kind());
         for i in 0..self.layers.len() {
             xs = self.layer(i, &xs, &mask_bias, positions, train);
@@ -278,14 +281,15 @@ impl Encoder {
         self.finish(&xs)
     }
 
-    /// The embeddings' output (batch, seq, hidden) for `input_ids` (batch, seq).
-    pub fn embed(&self, input_ids: &Tensor, train: bool) -> Tensor {
-        self.embeddings.forward_t(input_ids, train)
+    /// The embeddings' output (batch, seq, hidden) for `input_ids` (batch, seq), with
+    /// a sentence pair's segment ids when given.
+    pub fn embed(&self, input_ids: &Tensor, token_type_ids: Option<&Tensor>, train: bool) -> Tensor {
+        self.embeddings.forward_t(input_ids, token_type_ids, train)
     }
 
     /// [`Encoder::embed`] from the word embeddings of `input_ids`, looked up elsewhere.
-    pub fn embed_from_words(&self, words: &Tensor, input_ids: &Tensor, train: bool) -> Tensor {
-        self.embeddings.forward_words(words, input_ids, train)
+    pub fn embed_from_words(&self, words: &Tensor, input_ids: &Tensor, token_type_ids: Option<&Tensor>, train: bool) -> Tensor {
+        self.embeddings.forward_words(words, input_ids, token_type_ids, train)
     }
 
     /// Layer `i` on `xs` (batch, seq, hidden) with the additive `mask_bias` of

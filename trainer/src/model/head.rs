@@ -16,6 +16,9 @@ pub enum Pooling {
     Max,
     /// Mean over aspect tokens.
     Mean,
+    /// The first token's hidden state (`[CLS]`, `<s>`): the encoder marks that token
+    /// alone in the mask, so this pools like `Max` over it.
+    Cls,
 }
 
 impl Pooling {
@@ -23,7 +26,7 @@ impl Pooling {
     /// Max-pooling fills non-aspect positions with -10000, as the reference recipe does.
     pub fn pool(self, hidden: &Tensor, aspect_mask: &Tensor) -> Tensor {
         match self {
-            Pooling::Max => hidden.masked_fill(&aspect_mask.eq(0).unsqueeze(-1), -10000.0).amax(1, false),
+            Pooling::Max | Pooling::Cls => hidden.masked_fill(&aspect_mask.eq(0).unsqueeze(-1), -10000.0).amax(1, false),
             Pooling::Mean => {
                 let m = aspect_mask.to_kind(hidden.kind()).unsqueeze(-1);
                 (hidden * &m).sum_dim_intlist(1, false, hidden.kind()) / m.sum_dim_intlist(1, false, hidden.kind())
@@ -86,4 +89,3 @@ impl ClassificationHead {
         }
     }
 }
-

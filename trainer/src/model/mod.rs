@@ -13,6 +13,7 @@ pub use config::{EncoderConfig, Family, SUPPORTED_MODEL_TYPES};
 pub use encoder::{extended_attention_mask, Encoder, Unit};
 pub use head::{ClassificationHead, Pooling};
 
+use absa_domain::InputForm;
 use tch::{nn, Tensor};
 
 /// What one forward pass returns.
@@ -33,6 +34,9 @@ pub struct TdBertModel {
     pub encoder: Encoder,
     pub head: ClassificationHead,
     pub pooling: Pooling,
+    /// Text alone, or text and target as a sentence pair (recorded with the
+    /// checkpoint; the model's arithmetic is the same, its inputs are not).
+    pub input: InputForm,
     pub num_labels: i64,
 }
 
@@ -65,7 +69,7 @@ impl TdBertModel {
         });
         let head = ClassificationHead::new(root_of(Unit::Head) / "classifier", &config, family, num_labels);
         built(Unit::Head);
-        Ok(Self { config, family, encoder, head, pooling, num_labels })
+        Ok(Self { config, family, encoder, head, pooling, input: InputForm::Text, num_labels })
     }
 
     /// The units in forward order: embeddings, each layer, head.
@@ -86,10 +90,14 @@ impl TdBertModel {
     /// tokens only: the pooling reads nothing else, so the rest of that layer (most of
     /// a layer's work for short aspects) is skipped. Same arithmetic at those rows.
     pub fn logits_t(&self, input_ids: &Tensor, attention_mask: &Tensor, aspect_mask: &Tensor, train: bool) -> Tensor {
-        let inputs = UnitInputs::new(input_ids, attention_mask, aspect_mask);
-        let mut xs = input_ids.shallow_clone();
+        self.logits_of(&UnitInputs::new(input_ids, attention_mask, aspect_mask), train)
+    }
+
+    /// [`TdBertModel::logits_t`] over prepared inputs (segment ids included).
+    pub fn logits_of(&self, inputs: &UnitInputs, train: bool) -> Tensor {
+        let mut xs = inputs.input_ids.shallow_clone();
         for unit in self.units() {
-            xs = self.unit_forward(unit, &xs, &inputs, train);
+            xs = self.unit_forward(unit, &xs, inputs, train);
         }
         xs
     }
@@ -99,7 +107,7 @@ impl TdBertModel {
     /// aspect positions) and returns the logits.
     pub fn unit_forward(&self, unit: Unit, xs: &Tensor, inputs: &UnitInputs, train: bool) -> Tensor {
         match unit {
-            Unit::Embeddings => self.encoder.embed(xs, train),
+            Unit::Embeddings => self.encoder.embed(xs, inputs.token_type_ids.as_ref(), train),
             Unit::Layer(i) => {
                 let mask_bias = inputs.mask_bias(xs.kind());
                 self.encoder.layer(i, xs, &mask_bias, Some(&inputs.positions), train)
@@ -119,6 +127,8 @@ pub struct UnitInputs {
     pub input_ids: Tensor,
     /// (batch, seq) 0/1.
     pub attention_mask: Tensor,
+    /// (batch, seq) segment ids; none means all 0 (one segment).
+    pub token_type_ids: Option<Tensor>,
     /// The aspect tokens' positions and which are real: see [`aspect_positions`].
     pub positions: Tensor,
     pub valid: Tensor,
@@ -127,7 +137,13 @@ pub struct UnitInputs {
 impl UnitInputs {
     pub fn new(input_ids: &Tensor, attention_mask: &Tensor, aspect_mask: &Tensor) -> Self {
         let (positions, valid) = aspect_positions(aspect_mask);
-        Self { input_ids: input_ids.shallow_clone(), attention_mask: attention_mask.shallow_clone(), positions, valid }
+        Self { input_ids: input_ids.shallow_clone(), attention_mask: attention_mask.shallow_clone(), token_type_ids: None, positions, valid }
+    }
+
+    /// With the segment ids of a sentence pair.
+    pub fn with_token_types(mut self, token_type_ids: Option<&Tensor>) -> Self {
+        self.token_type_ids = token_type_ids.map(Tensor::shallow_clone);
+        self
     }
 
     /// The additive attention mask for hidden states of `kind`.

@@ -1,23 +1,27 @@
 //! Training data: labelled rows encoded for the model, batches grouped by length and
 //! padded per batch (or to the max length, the recipe's way).
 
-use absa_domain::{AspectEncoder, LabelSet, LabelledRow, RowError};
+use absa_domain::{AspectEncoder, InputForm, LabelSet, LabelledRow, RowError};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
+
+use crate::model::UnitInputs;
 
 /// One encoded, labelled instance.
 #[derive(Clone, Debug)]
 pub struct Example {
     pub input_ids: Vec<i64>,
     pub aspect_mask: Vec<bool>,
+    /// Segment ids; empty for one segment (all 0).
+    pub token_type_ids: Vec<i64>,
     pub label: i64,
 }
 
-/// Encodes rows; rows whose label is unknown or whose aspect cannot be encoded become
-/// errors with their line, the rest become examples.
-pub fn encode_rows(rows: &[LabelledRow], encoder: &AspectEncoder, labels: &LabelSet) -> (Vec<Example>, Vec<RowError>) {
+/// Encodes rows as a model of `form` reads them; rows whose label is unknown or whose
+/// target cannot be encoded become errors with their line, the rest become examples.
+pub fn encode_rows(rows: &[LabelledRow], encoder: &AspectEncoder, form: InputForm, labels: &LabelSet) -> (Vec<Example>, Vec<RowError>) {
     let mut examples = Vec::with_capacity(rows.len());
     let mut errors = Vec::new();
     for row in rows {
@@ -25,8 +29,11 @@ pub fn encode_rows(rows: &[LabelledRow], encoder: &AspectEncoder, labels: &Label
             errors.push(RowError { line: row.line, reason: format!("unknown label {:?} (labels: {})", row.label, labels.names().join(", ")) });
             continue;
         };
-        match encoder.encode(&row.text, row.span) {
-            Ok(enc) => examples.push(Example { input_ids: enc.input_ids, aspect_mask: enc.aspect_mask, label: label as i64 }),
+        match encoder.encode_as(form, &row.text, &row.target, row.span) {
+            Ok(enc) => {
+                let token_type_ids = if enc.token_type_ids.iter().any(|&t| t != 0) { enc.token_type_ids } else { Vec::new() };
+                examples.push(Example { input_ids: enc.input_ids, aspect_mask: enc.aspect_mask, token_type_ids, label: label as i64 })
+            }
             Err(e) => errors.push(RowError { line: row.line, reason: e.to_string() }),
         }
     }
@@ -38,7 +45,16 @@ pub struct Batch {
     pub input_ids: Tensor,
     pub attention_mask: Tensor,
     pub aspect_mask: Tensor,
+    /// Segment ids when a row of the batch has a second segment.
+    pub token_type_ids: Option<Tensor>,
     pub labels: Tensor,
+}
+
+impl Batch {
+    /// What the model's units read.
+    pub fn unit_inputs(&self) -> UnitInputs {
+        UnitInputs::new(&self.input_ids, &self.attention_mask, &self.aspect_mask).with_token_types(self.token_type_ids.as_ref())
+    }
 }
 
 /// Pads `examples` to their longest row, or to `pad_to` when given.
@@ -48,12 +64,19 @@ pub fn collate(examples: &[&Example], pad_to: Option<usize>, pad_id: i64, device
     let mut ids = vec![pad_id; n * width];
     let mut att = vec![0i64; n * width];
     let mut asp = vec![0i64; n * width];
+    let paired = examples.iter().any(|e| !e.token_type_ids.is_empty());
+    let mut types = vec![0i64; if paired { n * width } else { 0 }];
     for (r, e) in examples.iter().enumerate() {
         let row = r * width;
         for (c, (&id, &m)) in e.input_ids.iter().zip(&e.aspect_mask).enumerate().take(width) {
             ids[row + c] = id;
             att[row + c] = 1;
             asp[row + c] = m as i64;
+        }
+        if paired {
+            for (c, &t) in e.token_type_ids.iter().enumerate().take(width) {
+                types[row + c] = t;
+            }
         }
     }
     let shape = [n as i64, width as i64];
@@ -63,6 +86,7 @@ pub fn collate(examples: &[&Example], pad_to: Option<usize>, pad_id: i64, device
         input_ids: tensor(&ids),
         attention_mask: tensor(&att),
         aspect_mask: tensor(&asp),
+        token_type_ids: paired.then(|| tensor(&types)),
         labels: Tensor::from_slice(&labels).to_kind(Kind::Int64).to_device(device),
     }
 }
@@ -132,13 +156,16 @@ mod tests {
 
     #[test]
     fn collate_pads_ids_masks_and_aspects() {
-        let a = Example { input_ids: vec![2, 7, 3], aspect_mask: vec![false, true, false], label: 1 };
-        let b = Example { input_ids: vec![2, 3], aspect_mask: vec![false, false], label: 0 };
+        let a = Example { input_ids: vec![2, 7, 3], aspect_mask: vec![false, true, false], token_type_ids: Vec::new(), label: 1 };
+        let b = Example { input_ids: vec![2, 3], aspect_mask: vec![false, false], token_type_ids: vec![0, 1], label: 0 };
         let batch = collate(&[&a, &b], None, 0, Device::Cpu);
         assert_eq!(Vec::<Vec<i64>>::try_from(&batch.input_ids).unwrap(), vec![vec![2, 7, 3], vec![2, 3, 0]]);
         assert_eq!(Vec::<Vec<i64>>::try_from(&batch.attention_mask).unwrap(), vec![vec![1, 1, 1], vec![1, 1, 0]]);
         assert_eq!(Vec::<Vec<i64>>::try_from(&batch.aspect_mask).unwrap(), vec![vec![0, 1, 0], vec![0, 0, 0]]);
+        let types = batch.token_type_ids.as_ref().expect("a pair row gives the batch segment ids");
+        assert_eq!(Vec::<Vec<i64>>::try_from(types).unwrap(), vec![vec![0, 0, 0], vec![0, 1, 0]]);
         let fixed = collate(&[&a], Some(5), 1, Device::Cpu);
+        assert!(fixed.token_type_ids.is_none(), "one segment: no segment ids");
         assert_eq!(Vec::<Vec<i64>>::try_from(&fixed.input_ids).unwrap(), vec![vec![2, 7, 3, 1, 1]]);
     }
 }

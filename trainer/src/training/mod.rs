@@ -23,7 +23,7 @@ use std::time::Instant;
 use absa_domain::metrics::ClassificationReport;
 use absa_domain::records::{read_labelled_file, Columns};
 use absa_domain::split::stratified_split;
-use absa_domain::{AspectEncoder, LabelSet, LabelledRow, RowError};
+use absa_domain::{AspectEncoder, InputForm, LabelSet, LabelledRow, RowError};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 use thiserror::Error;
@@ -109,6 +109,9 @@ pub struct TrainConfig {
     pub validation_fraction: f64,
     pub max_length: usize,
     pub pooling: Pooling,
+    /// Text alone or text and target as a sentence pair; by default pair input when a
+    /// training row's target has no span in its text.
+    pub input: Option<InputForm>,
     pub padding: Padding,
     pub early_stopping_patience: usize,
     pub select_metric: SelectMetric,
@@ -212,6 +215,7 @@ impl Default for TrainConfig {
             validation_fraction: 0.1,
             max_length: 100,
             pooling: Pooling::Max,
+            input: None,
             padding: Padding::Dynamic,
             early_stopping_patience: 3,
             select_metric: SelectMetric::Loss,
@@ -267,8 +271,16 @@ pub struct TrainSummary {
     pub validation_accuracy: f64,
     pub validation_macro_f1: f64,
     pub validation_loss: f64,
+    /// Stance's F_avg (mean F1 of against and favor) where the labels have both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_f_avg: Option<f64>,
     pub test_accuracy: Option<f64>,
     pub test_macro_f1: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_f_avg: Option<f64>,
+    /// How the model reads an instance (text alone, or text and target).
+    #[serde(default)]
+    pub input: InputForm,
     pub train_samples_per_second: f64,
     /// Threads each CPU batch was split over (1: whole batches); it shapes the run's
     /// trajectory, so lineage records it.
@@ -373,6 +385,7 @@ struct Prepared {
     test: Vec<Example>,
     rejected: Rejected,
     labels: LabelSet,
+    input: InputForm,
     /// Every rejected row, `file:line: reason`, written to `rejected_rows.txt`.
     rejected_rows: Vec<String>,
 }
@@ -383,7 +396,8 @@ fn prepare(config: &TrainConfig, encoder: &AspectEncoder) -> Result<Prepared, Tr
         Some(names) => LabelSet::new(names.clone()).map_err(TrainError::Config)?,
         None => LabelSet::from_data(train_rows.iter().map(|r| r.label.as_str())).map_err(TrainError::Config)?,
     };
-    let (mut train, errs) = encode_rows(&train_rows, encoder, &labels);
+    let input = config.input.unwrap_or_else(|| InputForm::for_spans(train_rows.iter().map(|r| r.span.is_some())));
+    let (mut train, errs) = encode_rows(&train_rows, encoder, input, &labels);
     train_errors.extend(errs);
     let mut rejected_rows: Vec<String> = train_errors.iter().map(|e| format!("{}:{e}", config.train.display())).collect();
     log_rejected("train", &config.train, &train_errors);
@@ -391,7 +405,7 @@ fn prepare(config: &TrainConfig, encoder: &AspectEncoder) -> Result<Prepared, Tr
     let (validation, validation_rejected) = match &config.validation {
         Some(path) => {
             let (rows, mut errors) = read_labelled(path, &config.columns)?;
-            let (examples, errs) = encode_rows(&rows, encoder, &labels);
+            let (examples, errs) = encode_rows(&rows, encoder, input, &labels);
             errors.extend(errs);
             log_rejected("validation", path, &errors);
             rejected_rows.extend(errors.iter().map(|e| format!("{}:{e}", path.display())));
@@ -408,7 +422,7 @@ fn prepare(config: &TrainConfig, encoder: &AspectEncoder) -> Result<Prepared, Tr
     let (test, test_rejected) = match &config.test {
         Some(path) => {
             let (rows, mut errors) = read_labelled(path, &config.columns)?;
-            let (examples, errs) = encode_rows(&rows, encoder, &labels);
+            let (examples, errs) = encode_rows(&rows, encoder, input, &labels);
             errors.extend(errs);
             log_rejected("test", path, &errors);
             rejected_rows.extend(errors.iter().map(|e| format!("{}:{e}", path.display())));
@@ -420,14 +434,15 @@ fn prepare(config: &TrainConfig, encoder: &AspectEncoder) -> Result<Prepared, Tr
         return Err(TrainError::Config(format!("need training and validation rows, have {} and {}", train.len(), validation.len())));
     }
     let rejected = Rejected { train: train_errors.len(), validation: validation_rejected, test: test_rejected };
-    Ok(Prepared { train, validation, test, rejected, labels, rejected_rows })
+    Ok(Prepared { train, validation, test, rejected, labels, input, rejected_rows })
 }
 
 /// The batch's logits in fp32. With `bf16` the forward pass runs under bf16 autocast
 /// (matrix products in bf16, weights, gradients and optimizer states fp32: HF's
 /// `bf16=True`; by default on CUDA, see [`PrecisionChoice`]).
 pub fn logits(model: &LoadedModel, batch: &Batch, train: bool, bf16: bool) -> Tensor {
-    let forward = || model.model.logits_t(&batch.input_ids, &batch.attention_mask, &batch.aspect_mask, train);
+    let inputs = batch.unit_inputs();
+    let forward = || model.model.logits_of(&inputs, train);
     let device = batch.input_ids.device();
     let logits = if bf16 { crate::autocast::with_autocast(device, Kind::BFloat16, forward).expect("libtorch takes bf16 autocast on CUDA") } else { forward() };
     logits.to_kind(Kind::Float)
@@ -679,7 +694,9 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
     };
     let config = &resolved;
     let tokenizer_path = config.base.join("tokenizer.json");
-    let encoder = AspectEncoder::from_file(&tokenizer_path, config.max_length).map_err(|e| TrainError::Config(e.to_string()))?;
+    let encoder = AspectEncoder::from_file(&tokenizer_path, config.max_length)
+        .map_err(|e| TrainError::Config(e.to_string()))?
+        .pooling_cls(config.pooling == Pooling::Cls);
     let data = prepare(config, &encoder)?;
     let writer = ranks.as_ref().is_none_or(|r| r.rank == 0);
     if writer {
@@ -699,7 +716,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
     let start_dir = if resume_state.is_some() { &last_dir } else { &config.base };
 
     tch::manual_seed(config.seed as i64); // the fresh head's initialisation
-    let options = LoadOptions { labels: Some(data.labels.clone()), pooling: Some(config.pooling) };
+    let options = LoadOptions { labels: Some(data.labels.clone()), pooling: Some(config.pooling), input: Some(data.input) };
     let resume_step = resume_state.as_ref().map(|s| (last_dir.as_path(), s.global_step));
     let rss_before_model = absa_platform::process::rss_mib();
     let mut trainee = start(config, ranks.as_ref(), start_dir, &options, threads, resume_step)?;
@@ -848,7 +865,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
         }
     }
     let best = state.history.iter().find(|r| r.epoch == state.best_epoch).cloned().expect("at least one epoch ran");
-    let (mut test_accuracy, mut test_macro_f1) = (None, None);
+    let (mut test_accuracy, mut test_macro_f1, mut test_f_avg) = (None, None, None);
     if !interrupted && !data.test.is_empty() {
         let test = trainee.evaluate_checkpoint(&best_dir, &data.test, config.batch_size, pad_id)?;
         tracing::info!(accuracy = test.accuracy, macro_f1 = test.macro_f1, "test set, selected model");
@@ -858,6 +875,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
         }
         test_accuracy = Some(test.accuracy);
         test_macro_f1 = Some(test.macro_f1);
+        test_f_avg = test.report.f_avg;
     }
     let memory = [rss_before_model, training_peak_rss.unwrap_or(0.0)];
     let (world_size, sharding, memory) = match &mut trainee {
@@ -872,8 +890,11 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
         validation_accuracy: best.validation.accuracy,
         validation_macro_f1: best.validation.macro_f1,
         validation_loss: best.validation.loss,
+        validation_f_avg: best.validation.report.f_avg,
         test_accuracy,
         test_macro_f1,
+        test_f_avg,
+        input: data.input,
         train_samples_per_second: if train_seconds_total > 0.0 { train_samples_total as f64 / train_seconds_total } else { 0.0 },
         batch_threads: config.batch_threads,
         world_size,
@@ -951,6 +972,7 @@ fn read_state(dir: &Path, config: &TrainConfig, train_sha256: &str) -> Result<Tr
         && a.split_seed == b.split_seed
         && a.max_length == b.max_length
         && a.pooling == b.pooling
+        && a.input == b.input
         && a.padding == b.padding
         && if state.train_sha256.is_empty() { a.train == b.train } else { state.train_sha256 == train_sha256 };
     if !same {
