@@ -69,6 +69,6 @@ peer = means.get("peer HF pair [CLS]")
 for name in ("ours, target max-pool", "ours, [CLS]"):
     if peer and name in means:
         gap = 100 * (means[name][2] - peer[2])
-        verdict = "within the 1-point bound" if gap >= -1.0 else "MORE THAN 1 POINT BELOW the peer"
+        verdict = "above the peer" if gap >= 0 else "below the peer by less than 1 point" if gap >= -1.0 else "MORE THAN 1 POINT BELOW the peer"
         print(f"{name} - peer: F_avg {gap:+.2f} points, accuracy {100 * (means[name][0] - peer[0]):+.2f}, macro-F1 {100 * (means[name][1] - peer[1]):+.2f} ({verdict})")
 PYEOF
