@@ -163,23 +163,16 @@ impl AspectEncoder {
         let added = self.tokenizer.get_post_processor().map_or(0, |p| p.added_tokens(true));
         let budget = self.max_length.checked_sub(added + second.len()).filter(|&b| b > 0);
         let budget = budget.ok_or(EncodeError::TargetTooLong { tokens: second.len(), max_length: self.max_length })?;
-        let offsets = first.get_offsets().to_vec();
-        let in_span: Vec<bool> = offsets.iter().map(|&(s, e)| span.is_some_and(|span| span.overlaps(s, e))).collect();
+        let mut text_mask: Vec<bool> = first.get_offsets().iter().map(|&(s, e)| span.is_some_and(|span| span.overlaps(s, e))).collect();
         let windowed = first.len() > budget;
         if windowed {
-            let start = match (in_span.iter().position(|&m| m), in_span.iter().rposition(|&m| m)) {
-                (Some(f), Some(l)) if l >= budget => {
-                    if l + 1 - f > budget {
-                        return Err(EncodeError::AspectTooLong { tokens: l + 1 - f, max_length: self.max_length });
-                    }
-                    f.saturating_sub((budget - (l + 1 - f)) / 2).min(first.len() - budget)
-                }
-                _ => 0,
+            let start = match (text_mask.iter().position(|&m| m), text_mask.iter().rposition(|&m| m)) {
+                (Some(f), Some(l)) => self.window_start(f, l, 0..first.len(), budget)?,
+                _ => 0, // no span: cut at the end
             };
             window(&mut first, start, budget);
+            text_mask = text_mask[start..start + budget].to_vec();
         }
-        let text_mask: Vec<bool> =
-            if windowed { first.get_offsets().iter().map(|&(s, e)| span.is_some_and(|span| span.overlaps(s, e))).collect() } else { in_span };
         if span.is_some() && !text_mask.contains(&true) {
             return Err(EncodeError::EmptyMask);
         }
@@ -243,16 +236,7 @@ impl AspectEncoder {
         let tail = special.iter().rev().take_while(|&&s| s == 1).count();
         let budget = self.max_length.checked_sub(head + tail).filter(|&b| b > 0).ok_or(EncodeError::MaxLengthTooSmall(self.max_length))?;
         let content = head..ids.len() - tail;
-        let aspect_tokens = last + 1 - first;
-        if aspect_tokens > budget {
-            return Err(EncodeError::AspectTooLong { tokens: aspect_tokens, max_length: self.max_length });
-        }
-        let start = if last < content.start + budget {
-            content.start // the recipe's head truncation keeps the aspect: do the same
-        } else {
-            let centred = first.saturating_sub((budget - aspect_tokens) / 2).max(content.start);
-            centred.min(content.end - budget)
-        };
+        let start = self.window_start(first, last, content.clone(), budget)?;
         let window = start..start + budget;
         let pick = |i: usize| (0..head).contains(&i) || window.contains(&i) || (content.end..ids.len()).contains(&i);
         let kept: Vec<usize> = (0..ids.len()).filter(|&i| pick(i)).collect();
@@ -262,6 +246,23 @@ impl AspectEncoder {
             token_type_ids: vec![0; kept.len()],
             windowed: true,
         })
+    }
+}
+
+impl AspectEncoder {
+    /// Where a window of `budget` tokens of `content` starts so that it holds the span's
+    /// tokens `first..=last`: at the content's start when the span lies in that head (the
+    /// recipe's truncation keeps it: do the same), else centred on the span.
+    fn window_start(&self, first: usize, last: usize, content: std::ops::Range<usize>, budget: usize) -> Result<usize, EncodeError> {
+        let span_tokens = last + 1 - first;
+        if span_tokens > budget {
+            return Err(EncodeError::AspectTooLong { tokens: span_tokens, max_length: self.max_length });
+        }
+        if last < content.start + budget {
+            return Ok(content.start);
+        }
+        let centred = first.saturating_sub((budget - span_tokens) / 2).max(content.start);
+        Ok(centred.min(content.end - budget))
     }
 }
 
