@@ -16,7 +16,11 @@
 # ../shared/peers/results (finetune_lr5e-5_seed{S}.json), is reused; a missing one is
 # run, unless PEER_MISSING=skip: then the peer's mean is over the seeds it has.
 # REUSE=1 also keeps our result for a seed that is already there (an interrupted run).
-#   [ACCURACY_SPLIT=own] [ACCURACY_PADDING=fixed] [PEER_MISSING=skip] [REUSE=1] scripts/bench-accuracy.sh [SEEDS]
+# OURS_PRECISIONS lists our arithmetic (default "auto": bf16 where the CPU has AMX or
+# AVX-512 BF16, else fp32); "bf16 fp32" trains each seed both ways and prints the gap.
+# The CPU model and flags are printed first.
+#   [ACCURACY_SPLIT=own] [ACCURACY_PADDING=fixed] [PEER_MISSING=skip] [REUSE=1]
+#   [OURS_PRECISIONS="bf16 fp32"] scripts/bench-accuracy.sh [SEEDS]
 #   SEEDS default "42 43 44"
 set -euo pipefail
 SEEDS="${1:-42 43 44}"
@@ -28,6 +32,9 @@ case "$PADDING" in
   *) echo "ACCURACY_PADDING must be dynamic or fixed, not $PADDING" >&2; exit 2 ;;
 esac
 source "$(dirname "$0")/bench-setup.sh" "bench-accuracy-$PADDING"
+OURS_PRECISIONS="${OURS_PRECISIONS:-auto}"
+CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs; flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|avx512_bf16|avx512_vnni|amx_bf16|amx_int8)$' | tr '\n' ' ')"
+echo "[accuracy] CPU: $CPU" >&2
 
 case "$SPLIT" in
   peer)
@@ -50,16 +57,18 @@ PYEOF
 esac
 
 for seed in $SEEDS; do
-  ours="$RUNS/ours-$SPLIT-$seed"
-  if [ "${REUSE:-0}" = 1 ] && [ -s "$ours.json" ]; then
-    echo "[accuracy] ours, seed $seed: kept from an earlier run" >&2
-  else
-    echo "[accuracy] ours, seed $seed ($SPLIT split)" >&2
-    rm -rf "$ours"
-    "$TRAINER" train --base "$MODEL" "${ours_data[@]}" --test "$DATA/test.jsonl" --out "$ours" \
-      --lr 5e-5 --seed "$seed" --threads 2 --padding "$PADDING" > "$ours.json.tmp"
-    mv "$ours.json.tmp" "$ours.json"
-  fi
+  for precision in $OURS_PRECISIONS; do
+    ours="$RUNS/ours-$SPLIT-$precision-$seed"
+    if [ "${REUSE:-0}" = 1 ] && [ -s "$ours.json" ]; then
+      echo "[accuracy] ours ($precision), seed $seed: kept from an earlier run" >&2
+    else
+      echo "[accuracy] ours ($precision), seed $seed ($SPLIT split)" >&2
+      rm -rf "$ours"
+      "$TRAINER" train --base "$MODEL" "${ours_data[@]}" --test "$DATA/test.jsonl" --out "$ours" \
+        --lr 5e-5 --seed "$seed" --threads 2 --padding "$PADDING" --precision "$precision" > "$ours.json.tmp"
+      mv "$ours.json.tmp" "$ours.json"
+    fi
+  done
   stored="$PEERS/results/finetune_lr5e-5_seed$seed.json"
   if [ "$PADDING" = fixed ] && [ -f "$stored" ]; then
     cp "$stored" "$RUNS/peer-$seed.json"
@@ -73,26 +82,29 @@ for seed in $SEEDS; do
   fi
 done
 
-"$PY" - "$RUNS" "$SPLIT" $SEEDS <<'PYEOF'
+"$PY" - "$RUNS" "$SPLIT" "$CPU" "$OURS_PRECISIONS" $SEEDS <<'PYEOF'
 import json, os, statistics, sys
-runs, split, seeds = sys.argv[1], sys.argv[2], sys.argv[3:]
-print(f"{'seed':<6}{'ours test acc':>14}{'ours F1':>9}{'ours epochs':>12}{'peer test acc':>15}{'peer F1':>9}{'peer epochs':>12}")
-ours_rows, peer_rows = [], []
-for s in seeds:
-    o = json.load(open(f"{runs}/ours-{split}-{s}.json"))
-    ours_rows.append((o["test_accuracy"], o["test_macro_f1"]))
-    line = f"{s:<6}{o['test_accuracy']:>14.4f}{o['test_macro_f1']:>9.4f}{o['best_epoch']:>7}/{o['epochs_run']:<4}"
-    path = f"{runs}/peer-{s}.json"
-    if os.path.exists(path):
-        p = json.load(open(path))
-        peer_rows.append((p["test_accuracy"], p["test_macro_f1"]))
-        line += f"{p['test_accuracy']:>15.4f}{p['test_macro_f1']:>9.4f}{int(p['best_epoch']):>7}/{int(p['epochs_run']):<4}"
-    else:
-        line += f"{'not run':>15}"
+runs, split, cpu, precisions, seeds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(), sys.argv[5:]
+print(f"CPU: {cpu}")
+ours = {p: [json.load(open(f"{runs}/ours-{split}-{p}-{s}.json")) for s in seeds] for p in precisions}
+peer = {s: json.load(open(f"{runs}/peer-{s}.json")) for s in seeds if os.path.exists(f"{runs}/peer-{s}.json")}
+names = [f"ours {p} ({ours[p][0].get('precision', 'fp32')})" for p in precisions]
+print(f"{'seed':<6}" + "".join(f"{n + ' acc / F1 / epochs':>40}" for n in names) + f"{'peer acc / F1 / epochs':>32}")
+for i, s in enumerate(seeds):
+    line = f"{s:<6}" + "".join(f"{o[i]['test_accuracy']:>22.4f} / {o[i]['test_macro_f1']:.4f} / {o[i]['best_epoch']}/{o[i]['epochs_run']}" for o in ours.values())
+    p = peer.get(s)
+    line += f"{p['test_accuracy']:>14.4f} / {p['test_macro_f1']:.4f} / {int(p['best_epoch'])}/{int(p['epochs_run'])}" if p else f"{'not run':>32}"
     print(line)
-mean = lambda rows, i: statistics.mean(r[i] for r in rows)
-print(f"{'mean':<6}{mean(ours_rows, 0):>14.4f}{mean(ours_rows, 1):>9.4f}{'':>12}{mean(peer_rows, 0):>15.4f}{mean(peer_rows, 1):>9.4f}"
-      f"   (ours over {len(ours_rows)} seeds, peer over {len(peer_rows)})")
-print(f"ours - peer: accuracy {100 * (mean(ours_rows, 0) - mean(peer_rows, 0)):+.2f} points, "
-      f"macro-F1 {100 * (mean(ours_rows, 1) - mean(peer_rows, 1)):+.2f} points")
+mean = lambda rows, key: statistics.mean(r[key] for r in rows)
+for n, (p, rows) in zip(names, ours.items()):
+    print(f"mean {n}: accuracy {mean(rows, 'test_accuracy'):.4f}, macro-F1 {mean(rows, 'test_macro_f1'):.4f} over {len(rows)} seeds")
+if peer:
+    print(f"mean peer: accuracy {mean(peer.values(), 'test_accuracy'):.4f}, macro-F1 {mean(peer.values(), 'test_macro_f1'):.4f} over {len(peer)} seeds")
+    for n, rows in zip(names, ours.values()):
+        print(f"{n} - peer: accuracy {100 * (mean(rows, 'test_accuracy') - mean(peer.values(), 'test_accuracy')):+.2f} points, "
+              f"macro-F1 {100 * (mean(rows, 'test_macro_f1') - mean(peer.values(), 'test_macro_f1')):+.2f} points")
+if "bf16" in ours and "fp32" in ours:
+    b, f = ours["bf16"], ours["fp32"]
+    print(f"bf16 - fp32: accuracy {100 * (mean(b, 'test_accuracy') - mean(f, 'test_accuracy')):+.2f} points, "
+          f"macro-F1 {100 * (mean(b, 'test_macro_f1') - mean(f, 'test_macro_f1')):+.2f} points")
 PYEOF

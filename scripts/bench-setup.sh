@@ -1,6 +1,7 @@
 # Sourced by the benchmarks that run our trainer beside ../shared/peers on laptops:
 # the environment, the peer's Python, the reference data, a release build of the
-# trainer, and a runs folder ($ABSA_BENCH_DIR, else $ABSA_HOME/$1).
+# trainer (or the binary BENCH_TRAINER names: a saved build, so a rebuild during a
+# long run changes nothing), and a runs folder ($ABSA_BENCH_DIR, else $ABSA_HOME/$1).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 PY="$(bash "$ROOT/scripts/python-env.sh")"
@@ -11,5 +12,9 @@ PEERS="$ABSA_SHARED/peers"
 RUNS="${ABSA_BENCH_DIR:-$ABSA_HOME/$1}"
 mkdir -p "$RUNS"
 cd "$ROOT"
-cargo build --release --locked -p absa-trainer --bin absa-trainer >&2
-TRAINER="$CARGO_TARGET_DIR/release/absa-trainer"
+if [ -n "${BENCH_TRAINER:-}" ]; then
+  TRAINER="$BENCH_TRAINER"
+else
+  cargo build --release --locked -p absa-trainer --bin absa-trainer >&2
+  TRAINER="$CARGO_TARGET_DIR/release/absa-trainer"
+fi

@@ -152,7 +152,7 @@ run() {
   # 1. One epoch on the device and on the CPU, from the same bf16-rounded weights.
   local common=(--base "$model" --train "$laptops/train.jsonl" --test "$laptops/test.jsonl" --epochs 1 --lr 5e-5 --seed 42 --batch-threads 1)
   "$bin/absa-trainer" train "${common[@]}" --device "$dev" --out "$work/device" > "$work/device.log"
-  "$bin/absa-trainer" train "${common[@]}" --device cpu --threads "$threads" --out "$work/cpu" > "$work/cpu.log"
+  "$bin/absa-trainer" train "${common[@]}" --device cpu --precision fp32 --threads "$threads" --out "$work/cpu" > "$work/cpu.log"
   local a b
   a="$(last_json "$work/device.log")"; b="$(last_json "$work/cpu.log")"
   local figures; figures="$(python3 -c '

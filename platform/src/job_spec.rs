@@ -61,7 +61,7 @@ const fn int(name: &'static str, min: i64, max: i64) -> Hyperparameter {
 }
 
 /// Every hyperparameter a job may set (the trainer's `Hyperparameters` has exactly these).
-pub const HYPERPARAMETERS: [Hyperparameter; 18] = [
+pub const HYPERPARAMETERS: [Hyperparameter; 19] = [
     Hyperparameter { name: "learning_rate", range: Range::Float { min: 0.0, max: 1.0, min_exclusive: true, max_exclusive: false } },
     float("weight_decay", 0.0, 1.0),
     int("warmup_steps", 0, 1_000_000),
@@ -81,6 +81,7 @@ pub const HYPERPARAMETERS: [Hyperparameter; 18] = [
     Hyperparameter { name: "select_metric", range: Range::Choice(&["loss", "accuracy", "macro_f1"]) },
     Hyperparameter { name: "sharding", range: Range::Choice(&["auto", "no_shard", "shard_grad_op", "full_shard"]) },
     Hyperparameter { name: "offload_optimizer", range: Range::Bool },
+    Hyperparameter { name: "precision", range: Range::Choice(&["auto", "fp32", "bf16"]) },
 ];
 
 /// The names of [`HYPERPARAMETERS`], for messages.
@@ -355,7 +356,7 @@ mod tests {
         let recipe = json!({ "learning_rate": 1e-5, "weight_decay": 0.01, "warmup_steps": 100, "batch_size": 16, "gradient_accumulation_steps": 1,
                              "epochs": 8, "max_grad_norm": 1.0, "seed": 42, "split_seed": 42, "validation_fraction": 0.1, "max_length": 100,
                              "pooling": "max", "padding": "fixed", "early_stopping_patience": 3, "select_metric": "loss", "sharding": "auto",
-                             "offload_optimizer": false, "input": "text" });
+                             "offload_optimizer": false, "input": "text", "precision": "auto" });
         assert_eq!(recipe.as_object().unwrap().len(), HYPERPARAMETERS.len());
         check_train(&train(json!({ "hyperparameters": recipe, "labels": ["negative", "neutral", "positive"], "gpus": 2,
                                    "promote": { "alias": "production" }, "retrain": { "reason": "cron" } })))

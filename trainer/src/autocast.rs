@@ -11,6 +11,35 @@ extern "C" {
     fn absa_autocast_dtype(device_type: i32) -> i32;
     fn absa_autocast_enter() -> i32;
     fn absa_autocast_exit();
+    fn absa_cpu_bf16_features() -> i32;
+}
+
+/// The CPU's bf16 instructions, as libtorch (its cpuinfo) detects them: with either,
+/// oneDNN runs bf16 matrix products natively (AMX tiles or AVX-512 BF16 dot products);
+/// without, bf16 is emulated and slower than fp32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuBf16 {
+    pub avx512_bf16: bool,
+    pub amx_bf16: bool,
+}
+
+impl CpuBf16 {
+    /// This machine's.
+    pub fn detect() -> Self {
+        // SAFETY: reads libtorch's cpuinfo; no state is changed.
+        let bits = unsafe { absa_cpu_bf16_features() };
+        Self { avx512_bf16: bits & 1 != 0, amx_bf16: bits & 2 != 0 }
+    }
+
+    /// Whether bf16 compute is native here.
+    pub fn supported(self) -> bool {
+        self.avx512_bf16 || self.amx_bf16
+    }
+
+    /// The detected instruction sets' names, as /proc/cpuinfo spells them.
+    pub fn names(self) -> Vec<String> {
+        [(self.amx_bf16, "amx_bf16"), (self.avx512_bf16, "avx512_bf16")].into_iter().filter(|(has, _)| *has).map(|(_, name)| name.to_owned()).collect()
+    }
 }
 
 /// c10::DeviceType.

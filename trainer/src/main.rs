@@ -169,7 +169,7 @@ struct TrainArgs {
     #[arg(long, value_enum)]
     backend: Option<Backend>,
     /// The forward pass: bf16 autocast (fp32 master weights) or fp32; auto: bf16 on
-    /// CUDA, fp32 on the CPU.
+    /// CUDA and on CPUs with AMX or AVX-512 BF16, else fp32.
     #[arg(long, value_enum, default_value_t = PrecisionChoice::Auto)]
     precision: PrecisionChoice,
 }

@@ -84,12 +84,15 @@ impl ModelShape {
 }
 
 /// How tensors are kept while training.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Precision {
-    /// Everything fp32 (the CPU path).
+    /// Everything fp32.
+    #[default]
+    #[serde(rename = "fp32")]
     Fp32,
     /// bf16 autocast with fp32 master weights, gradients and optimizer states; the
     /// activations autograd keeps are bf16.
+    #[serde(rename = "bf16")]
     Bf16Mixed,
 }
 
@@ -200,7 +203,8 @@ pub fn per_rank(
     // Gradients on their way: in one process, autograd's fresh gradient of the largest
     // tensor (the word table) before it is added to the accumulated one; across ranks,
     // whole units of fp32 (see the constants).
-    let reduce_transient = if ranks == 1 { 4 * words.max(layer) } else { 4 * (REDUCING_UNITS + COLLECTIVE_SLACK_UNITS) * largest_unit };    let (gathered, activations) = match sharding {
+    let reduce_transient = if ranks == 1 { 4 * words.max(layer) } else { 4 * (REDUCING_UNITS + COLLECTIVE_SLACK_UNITS) * largest_unit };
+    let (gathered, activations) = match sharding {
         Sharding::NoShard | Sharding::Auto => (0, activations_all),
         Sharding::ShardGradOp => (4 * (p - words), activations_all),
         Sharding::FullShard => {

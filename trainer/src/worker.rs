@@ -90,6 +90,8 @@ pub struct Hyperparameters {
     /// How several ranks divide the model (default: the device plan's choice).
     pub sharding: Option<crate::distributed::Sharding>,
     pub offload_optimizer: Option<bool>,
+    /// `auto` (bf16 on CUDA and on CPUs with native bf16), `fp32` or `bf16`.
+    pub precision: Option<crate::training::PrecisionChoice>,
 }
 
 impl Hyperparameters {
@@ -101,7 +103,7 @@ impl Hyperparameters {
              gradient_accumulation_steps => gradient_accumulation_steps, epochs => epochs, max_grad_norm => max_grad_norm,
              seed => seed, split_seed => split_seed, validation_fraction => validation_fraction, max_length => max_length,
              pooling => pooling, padding => padding, early_stopping_patience => early_stopping_patience, select_metric => select_metric,
-             sharding => sharding, offload_optimizer => offload_optimizer);
+             sharding => sharding, offload_optimizer => offload_optimizer, precision => precision);
         if self.input.is_some() {
             c.input = self.input;
         }
@@ -465,6 +467,7 @@ fn config_record(c: &TrainConfig, summary: &TrainSummary) -> serde_json::Value {
         "seed": c.seed, "split_seed": c.split_seed, "max_length": c.max_length, "pooling": c.pooling, "input": c.input, "padding": c.padding,
         "early_stopping_patience": c.early_stopping_patience, "select_metric": c.select_metric,
         "batch_threads": summary.batch_threads, "ranks": summary.world_size, "sharding": summary.sharding,
+        "precision": c.precision, "precision_used": summary.precision, "cpu_bf16": summary.cpu_bf16,
     })
 }
 

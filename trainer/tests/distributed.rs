@@ -128,6 +128,10 @@ fn train_args(dir: &Path, base: &Path, out: &str, epochs: usize, extra: &[&str])
         "cpu",
         "--collective-timeout-secs",
         "120",
+        // fp32 on every CPU: the ranks must end at one process's parameters within
+        // fp32 tolerances (auto trains bf16 on CPUs with AMX or AVX-512 BF16).
+        "--precision",
+        "fp32",
     ]
     .iter()
     .map(|s| s.to_string())

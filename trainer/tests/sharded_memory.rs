@@ -111,6 +111,9 @@ fn fully_sharded_ranks_each_hold_about_one_nth_of_the_model_state_as_the_plan_sa
             "1",
             "--device",
             "cpu",
+            // The plan below is fp32's (auto trains bf16 on CPUs with AMX or AVX-512 BF16).
+            "--precision",
+            "fp32",
         ]
         .iter()
         .map(|s| s.to_string())

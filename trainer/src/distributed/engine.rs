@@ -364,6 +364,11 @@ impl ShardedEngine {
         self.sharding
     }
 
+    /// Whether the units run under bf16 autocast.
+    pub fn bf16(&self) -> bool {
+        self.bf16
+    }
+
     pub fn labels(&self) -> &LabelSet {
         &self.labels
     }

@@ -34,6 +34,7 @@ use self::optimizer::linear_schedule;
 use crate::checkpoint::{LoadOptions, LoadedModel};
 use crate::distributed::{self, RankEnv, ShardedEngine, Sharding};
 use crate::model::Pooling;
+use crate::plan::Precision;
 use crate::ModelError;
 
 #[derive(Debug, Error)]
@@ -150,7 +151,8 @@ pub struct TrainConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum PrecisionChoice {
-    /// bf16 autocast on CUDA, fp32 on the CPU.
+    /// bf16 autocast on CUDA and on CPUs with native bf16 (AMX or AVX-512 BF16),
+    /// else fp32.
     #[default]
     Auto,
     Fp32,
@@ -158,10 +160,16 @@ pub enum PrecisionChoice {
 }
 
 impl PrecisionChoice {
-    /// Whether the forward pass on `device` runs under bf16 autocast.
+    /// Whether the forward pass on `device` runs under bf16 autocast on this machine.
     pub fn bf16_on(self, device: Device) -> bool {
+        self.bf16_with(device, crate::autocast::CpuBf16::detect())
+    }
+
+    /// Whether it does on a CPU with `cpu`'s bf16 instructions: `auto` picks bf16 only
+    /// where it is native (emulated bf16 is slower than fp32).
+    pub fn bf16_with(self, device: Device, cpu: crate::autocast::CpuBf16) -> bool {
         match self {
-            PrecisionChoice::Auto => device.is_cuda(),
+            PrecisionChoice::Auto => device.is_cuda() || (device == Device::Cpu && cpu.supported()),
             PrecisionChoice::Fp32 => false,
             PrecisionChoice::Bf16 => true,
         }
@@ -281,6 +289,13 @@ pub struct TrainSummary {
     /// How the model reads an instance (text alone, or text and target).
     #[serde(default)]
     pub input: InputForm,
+    /// The forward passes' arithmetic (`--precision auto` resolved on this machine).
+    #[serde(default)]
+    pub precision: Precision,
+    /// The bf16 instructions libtorch detected on this machine's CPU (`amx_bf16`,
+    /// `avx512_bf16`; empty: none, so `auto` trains fp32 on the CPU).
+    #[serde(default)]
+    pub cpu_bf16: Vec<String>,
     pub train_samples_per_second: f64,
     /// Threads each CPU batch was split over (1: whole batches); it shapes the run's
     /// trajectory, so lineage records it.
@@ -549,6 +564,19 @@ impl Trainee {
         match self {
             Trainee::Local { engine, device } => Ok(evaluate(engine.model(), examples, batch_size, pad_id, *device, engine.bf16())),
             Trainee::Rank(engine) => engine.evaluate(examples, batch_size, pad_id),
+        }
+    }
+
+    /// The arithmetic of the forward passes.
+    fn precision(&self) -> Precision {
+        let bf16 = match self {
+            Trainee::Local { engine, .. } => engine.bf16(),
+            Trainee::Rank(engine) => engine.bf16(),
+        };
+        if bf16 {
+            Precision::Bf16Mixed
+        } else {
+            Precision::Fp32
         }
     }
 
@@ -895,6 +923,8 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
         test_macro_f1,
         test_f_avg,
         input: data.input,
+        precision: trainee.precision(),
+        cpu_bf16: crate::autocast::CpuBf16::detect().names(),
         train_samples_per_second: if train_seconds_total > 0.0 { train_samples_total as f64 / train_seconds_total } else { 0.0 },
         batch_threads: config.batch_threads,
         world_size,
