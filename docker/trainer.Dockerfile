@@ -60,6 +60,8 @@ FROM ${CUDA_IMAGE}
 COPY --from=torch /opt/libtorch/lib /opt/libtorch/lib
 COPY --from=torch /opt/libtorch/ld.so.conf /etc/ld.so.conf.d/00-libtorch.conf
 COPY --from=torch /opt/nvidia /opt/nvidia
+# tcmalloc: the trainer preloads it where present (trainer/src/allocator.rs).
+RUN apt-get update && apt-get install -y --no-install-recommends libtcmalloc-minimal4t64 && rm -rf /var/lib/apt/lists/*
 RUN ldconfig \
  && groupadd --system --gid 10001 absa \
  && useradd --system --uid 10001 --gid absa --home-dir /tmp --no-create-home --shell /usr/sbin/nologin absa

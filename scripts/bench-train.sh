@@ -62,11 +62,11 @@ for mode in modes:
     peer = {p: [json.load(open(f"{runs}/peer-{mode}-{p}-{r}.json")) for r in range(1, rounds + 1)] for p in peer_p}
     print(f"\n{mode} padding: samples/s per round ({rounds}), then the mean; test accuracy / macro-F1 of round 1")
     mean = {}
-    for name, results, key in [*(("ours " + p + " (ran " + results[0].get("precision", "fp32") + ")", results, "train_samples_per_second") for p, results in ours.items()),
+    for name, results, key in [*(("ours " + p + " (ran " + results[0].get("precision", "fp32") + ", " + results[0].get("malloc", "glibc") + ")", results, "train_samples_per_second") for p, results in ours.items()),
                                *(("peer " + p, results, "own_train_samples_per_second_median") for p, results in peer.items())]:
         figures = [r[key] for r in results]
         mean[name] = statistics.mean(figures)
-        print(f"  {name:<26}{' '.join(f'{x:7.1f}' for x in figures)}   mean {mean[name]:7.1f}   "
+        print(f"  {name:<34}{' '.join(f'{x:7.1f}' for x in figures)}   mean {mean[name]:7.1f}   "
               f"{results[0]['test_accuracy']:.3f} / {results[0]['test_macro_f1']:.3f}")
     fastest = max((n for n in mean if n.startswith("peer")), key=mean.get)
     for name in (n for n in mean if n.startswith("ours")):

@@ -43,6 +43,16 @@ if [ ! -f /usr/include/gloo/config.h ]; then
   apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgloo-dev >/dev/null
 fi
 
+# tcmalloc: the trainer runs on it where the machine has it (trainer/src/allocator.rs).
+if [ ! -e /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 ] && [ "$(uname -m)" = x86_64 ] && command -v apt-get > /dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    log "installing tcmalloc (Debian's libtcmalloc-minimal4)"
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null
+  else
+    log "libtcmalloc-minimal4 is missing: the trainer will use glibc's malloc (slower; 'apt-get install libtcmalloc-minimal4' as root)"
+  fi
+fi
+
 if [ ! -f "$LIBTORCH/lib/libtorch_cpu.so" ]; then
   log "assembling libtorch $TORCH_VERSION (CPU) in $LIBTORCH (~540 MB download)"
   stage="$ABSA_HOME/stage-torch"; rm -rf "$stage" "$LIBTORCH"

@@ -14,6 +14,7 @@
 //! - [`settings`]: the trainer's typed configuration.
 //! - [`torch_check`]: a libtorch self-test for `absa-trainer check`.
 
+pub mod allocator;
 pub mod autocast;
 pub mod checkpoint;
 pub mod distributed;

@@ -215,6 +215,8 @@ impl From<TrainArgs> for TrainConfig {
 }
 
 fn main() -> ExitCode {
+    // Before anything else runs: this may execute the program again (see the module).
+    absa_trainer::allocator::use_tcmalloc();
     let result = run(Cli::parse());
     if let Err(e) = &result {
         if let Some(e) = e.downcast_ref::<TrainError>() {

@@ -296,6 +296,9 @@ pub struct TrainSummary {
     /// `avx512_bf16`; empty: none, so `auto` trains fp32 on the CPU).
     #[serde(default)]
     pub cpu_bf16: Vec<String>,
+    /// The malloc the process ran on (`tcmalloc` or `glibc`, see [`crate::allocator`]).
+    #[serde(default)]
+    pub malloc: String,
     pub train_samples_per_second: f64,
     /// Threads each CPU batch was split over (1: whole batches); it shapes the run's
     /// trajectory, so lineage records it.
@@ -925,6 +928,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
         input: data.input,
         precision: trainee.precision(),
         cpu_bf16: crate::autocast::CpuBf16::detect().names(),
+        malloc: crate::allocator::in_use().to_owned(),
         train_samples_per_second: if train_seconds_total > 0.0 { train_samples_total as f64 / train_seconds_total } else { 0.0 },
         batch_threads: config.batch_threads,
         world_size,
