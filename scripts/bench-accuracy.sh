@@ -58,16 +58,8 @@ esac
 
 for seed in $SEEDS; do
   for precision in $OURS_PRECISIONS; do
-    ours="$RUNS/ours-$SPLIT-$precision-$seed"
-    if [ "${REUSE:-0}" = 1 ] && [ -s "$ours.json" ]; then
-      echo "[accuracy] ours ($precision), seed $seed: kept from an earlier run" >&2
-    else
-      echo "[accuracy] ours ($precision), seed $seed ($SPLIT split)" >&2
-      rm -rf "$ours"
-      "$TRAINER" train --base "$MODEL" "${ours_data[@]}" --test "$DATA/test.jsonl" --out "$ours" \
-        --lr 5e-5 --seed "$seed" --threads 2 --padding "$PADDING" --precision "$precision" > "$ours.json.tmp"
-      mv "$ours.json.tmp" "$ours.json"
-    fi
+    ours_run "$RUNS/ours-$SPLIT-$precision-$seed" "[accuracy] ours ($precision), seed $seed ($SPLIT split)" \
+      --base "$MODEL" "${ours_data[@]}" --test "$DATA/test.jsonl" --lr 5e-5 --seed "$seed" --threads 2 --padding "$PADDING" --precision "$precision"
   done
   stored="$PEERS/results/finetune_lr5e-5_seed$seed.json"
   if [ "$PADDING" = fixed ] && [ -f "$stored" ]; then

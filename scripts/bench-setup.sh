@@ -18,3 +18,18 @@ else
   cargo build --release --locked -p absa-trainer --bin absa-trainer >&2
   TRAINER="$CARGO_TARGET_DIR/release/absa-trainer"
 fi
+
+# ours_run OUT LABEL TRAINER-ARGS...: our trainer's JSON summary into OUT.json (written
+# beside, then moved into place; its log in OUT.log), or, with REUSE=1, the OUT.json an
+# earlier run left.
+ours_run() {
+  local out="$1" label="$2"; shift 2
+  if [ "${REUSE:-0}" = 1 ] && [ -s "$out.json" ]; then
+    echo "$label: kept from an earlier run" >&2
+    return 0
+  fi
+  echo "$label" >&2
+  rm -rf "$out"
+  "$TRAINER" train --out "$out" "$@" > "$out.json.tmp" 2> "$out.log"
+  mv "$out.json.tmp" "$out.json"
+}

@@ -25,16 +25,8 @@ echo "[stance] flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E 
 for seed in $SEEDS; do
   if [ "$SIDES" != peer ]; then
     for pooling in max cls; do
-      ours="$RUNS/ours-$pooling-$seed"
-      if [ "${REUSE:-0}" = 1 ] && [ -s "$ours.json" ]; then
-        echo "[stance] ours ($pooling pooling), seed $seed: kept from an earlier run" >&2
-        continue
-      fi
-      echo "[stance] ours ($pooling pooling), seed $seed" >&2
-      rm -rf "$ours"
-      "$TRAINER" train --base "$MODEL" "${data[@]}" --out "$ours" --input text_target_pair --pooling "$pooling" \
-        --lr 5e-5 --seed "$seed" --max-length 128 --threads 2 > "$ours.json.tmp" 2> "$ours.log"
-      mv "$ours.json.tmp" "$ours.json"
+      ours_run "$RUNS/ours-$pooling-$seed" "[stance] ours ($pooling pooling), seed $seed" \
+        --base "$MODEL" "${data[@]}" --input text_target_pair --pooling "$pooling" --lr 5e-5 --seed "$seed" --max-length 128 --threads 2
     done
   fi
   if [ "$SIDES" != ours ] && [ ! -s "$RUNS/peer-$seed.json" ]; then
