@@ -47,7 +47,9 @@ fi
 if [ ! -e /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 ] && [ "$(uname -m)" = x86_64 ] && command -v apt-get > /dev/null; then
   if [ "$(id -u)" = 0 ]; then
     log "installing tcmalloc (Debian's libtcmalloc-minimal4)"
-    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null
+    # Optional: without it the trainer runs on glibc's malloc, slower but the same.
+    { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null; } \
+      || log "could not install libtcmalloc-minimal4: the trainer will use glibc's malloc"
   else
     log "libtcmalloc-minimal4 is missing: the trainer will use glibc's malloc (slower; 'apt-get install libtcmalloc-minimal4' as root)"
   fi
