@@ -33,8 +33,7 @@ case "$PADDING" in
 esac
 source "$(dirname "$0")/bench-setup.sh" "bench-accuracy-$PADDING"
 OURS_PRECISIONS="${OURS_PRECISIONS:-auto}"
-CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs; flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|avx512_bf16|avx512_vnni|amx_bf16|amx_int8)$' | tr '\n' ' ')"
-echo "[accuracy] CPU: $CPU" >&2
+echo "[accuracy] CPU: $CPU; flags: $FLAGS" >&2
 
 case "$SPLIT" in
   peer)
@@ -74,7 +73,7 @@ for seed in $SEEDS; do
   fi
 done
 
-"$PY" - "$RUNS" "$SPLIT" "$CPU" "$OURS_PRECISIONS" $SEEDS <<'PYEOF'
+"$PY" - "$RUNS" "$SPLIT" "$CPU; flags: $FLAGS" "$OURS_PRECISIONS" $SEEDS <<'PYEOF'
 import json, os, statistics, sys
 runs, split, cpu, precisions, seeds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(), sys.argv[5:]
 print(f"CPU: {cpu}")

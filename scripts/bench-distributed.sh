@@ -12,8 +12,8 @@ set -euo pipefail
 source "$(dirname "$0")/bench-setup.sh" bench-distributed
 ROUNDS="${BENCH_ROUNDS:-1}"
 
-echo "[bench] CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs" >&2
-echo "[bench] flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|avx512_vnni|avx512_bf16|amx_bf16|amx_int8)$' | tr '\n' ' ')" >&2
+echo "[bench] CPU: $CPU" >&2
+echo "[bench] flags: $FLAGS" >&2
 
 wait_quiet() {
   for _ in $(seq 60); do

@@ -9,6 +9,9 @@ DATA="$ABSA_SHARED/data/semeval14_laptops"
 MODEL="$ABSA_SHARED/models/all-minilm-l6-v2"
 PEERS="$ABSA_SHARED/peers"
 [ -d "$DATA" ] && [ -d "$MODEL" ] && [ -d "$PEERS" ] || { echo "reference data not found under $ABSA_SHARED (set ABSA_SHARED)" >&2; exit 1; }
+# The CPU every figure is measured on: its model and the flags that decide the kernels.
+CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) CPUs"
+FLAGS="$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|avx512_bf16|avx512_vnni|amx_bf16|amx_int8)$' | tr '\n' ' ')"
 RUNS="${ABSA_BENCH_DIR:-$ABSA_HOME/$1}"
 mkdir -p "$RUNS"
 cd "$ROOT"

@@ -19,8 +19,8 @@ source "$(dirname "$0")/bench-setup.sh" bench-stance
 STANCE="$ABSA_SHARED/data/semeval16_stance"
 [ -f "$STANCE/train.jsonl" ] || { echo "stance data not found under $STANCE (set ABSA_SHARED)" >&2; exit 1; }
 data=(--train "$STANCE/train.jsonl" --validation "$STANCE/validation.jsonl" --test "$STANCE/test.jsonl")
-echo "[stance] CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" >&2
-echo "[stance] flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|avx512_bf16|avx512_vnni|amx_bf16|amx_int8)$' | tr '\n' ' ')" >&2
+echo "[stance] CPU: $CPU" >&2
+echo "[stance] flags: $FLAGS" >&2
 
 for seed in $SEEDS; do
   if [ "$SIDES" != peer ]; then

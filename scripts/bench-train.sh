@@ -21,8 +21,6 @@ wait_quiet() {
   done
 }
 
-FLAGS="$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|avx512_bf16|avx512_vnni|amx_bf16|amx_int8)$' | tr '\n' ' ')"
-CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs"
 echo "[bench] CPU: $CPU; flags: $FLAGS" >&2
 default_peer="fp32"
 case " $FLAGS " in *" amx_bf16 "*|*" avx512_bf16 "*) default_peer="fp32 bf16" ;; esac
