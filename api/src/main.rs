@@ -56,9 +56,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::Check => {
-            cli::check_services(&settings.database, &settings.amqp).await
-        }
+        Command::Check => cli::check_services(&settings.database, &settings.amqp).await,
         Command::CreateKey { team, role, name } => {
             let pool = db::connect(&settings.database).await?;
             db::migrate(&pool).await?;

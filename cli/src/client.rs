@@ -83,14 +83,7 @@ impl Client {
     }
 
     /// A request with an optional JSON body whose answer is JSON.
-    pub fn json(
-        &self,
-        method: Method,
-        path: &str,
-        query: &[(&str, String)],
-        headers: &[(&str, String)],
-        body: Option<&Value>,
-    ) -> Result<Reply> {
+    pub fn json(&self, method: Method, path: &str, query: &[(&str, String)], headers: &[(&str, String)], body: Option<&Value>) -> Result<Reply> {
         let mut headers = headers.to_vec();
         let payload = match body {
             Some(v) => {
@@ -132,9 +125,7 @@ impl Client {
             Method::Put => self.agent.put(&url),
         };
         if path.starts_with("/v1/") {
-            let key = self.key.as_deref().ok_or_else(|| {
-                anyhow!("no API key: pass --api-key, set ABSA_API_KEY, or put api_key in ~/.config/absa/cli.toml")
-            })?;
+            let key = self.key.as_deref().ok_or_else(|| anyhow!("no API key: pass --api-key, set ABSA_API_KEY, or put api_key in ~/.config/absa/cli.toml"))?;
             req = req.header("Authorization", format!("Bearer {key}"));
         }
         for (k, v) in query {
@@ -226,10 +217,8 @@ mod tests {
                     break;
                 }
             }
-            let len = head
-                .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
-                .unwrap_or(0);
+            let len =
+                head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap())).unwrap_or(0);
             let mut received = vec![0; len];
             reader.read_exact(&mut received).unwrap();
             let mut stream = stream;
@@ -246,7 +235,13 @@ mod tests {
         let data = b"{\"text\":\"a\"}\n{\"text\":\"b\"}\n".to_vec();
         let len = data.len() as u64;
         let reply = c
-            .upload("/v1/datasets", &[("name", "laptops & co".into()), ("format", "jsonl".into())], "application/x-ndjson", len, std::io::Cursor::new(data.clone()))
+            .upload(
+                "/v1/datasets",
+                &[("name", "laptops & co".into()), ("format", "jsonl".into())],
+                "application/x-ndjson",
+                len,
+                std::io::Cursor::new(data.clone()),
+            )
             .unwrap();
         assert_eq!((reply.status, reply.body["rows_added"].as_i64()), (201, Some(2)));
         let (head, body) = rx.recv().unwrap();

@@ -51,17 +51,13 @@ pub fn load(flags: Layer, config_flag: Option<PathBuf>, env: impl Fn(&str) -> Op
 
 /// The first source that sets a value wins.
 pub fn merge(layers: &[Layer]) -> Layer {
-    let pick = |f: fn(&Layer) -> &Option<String>| {
-        layers.iter().find_map(|l| f(l).as_ref().filter(|v| !v.trim().is_empty()).cloned())
-    };
+    let pick = |f: fn(&Layer) -> &Option<String>| layers.iter().find_map(|l| f(l).as_ref().filter(|v| !v.trim().is_empty()).cloned());
     Layer { api_url: pick(|l| &l.api_url), api_key: pick(|l| &l.api_key) }
 }
 
 /// `$XDG_CONFIG_HOME/absa/cli.toml`, else `$HOME/.config/absa/cli.toml`.
 pub fn default_config_path(env: &impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    let base = env("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| env("HOME").map(|h| Path::new(&h).join(".config")))?;
+    let base = env("XDG_CONFIG_HOME").map(PathBuf::from).or_else(|| env("HOME").map(|h| Path::new(&h).join(".config")))?;
     Some(base.join("absa").join("cli.toml"))
 }
 
@@ -137,8 +133,7 @@ mod tests {
 
     #[test]
     fn empty_values_count_as_unset() {
-        let s = load(flags(Some(""), None), None, env_of(&[(ENV_API_URL, "  "), (ENV_API_KEY, ""), ("HOME", "/nonexistent")]))
-            .unwrap();
+        let s = load(flags(Some(""), None), None, env_of(&[(ENV_API_URL, "  "), (ENV_API_KEY, ""), ("HOME", "/nonexistent")])).unwrap();
         assert_eq!((s.api_url.as_str(), s.api_key), (DEFAULT_API_URL, None));
     }
 

@@ -15,12 +15,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let numeric: Vec<bool> = (0..cols)
         .map(|i| {
             // Trailing `%`, `*` (best of a row) and padding do not count.
-            let mut cells = rows
-                .iter()
-                .filter_map(|r| r.get(i))
-                .map(|c| c.trim_end_matches(['%', '*', ' ']))
-                .filter(|c| *c != "-" && !c.is_empty())
-                .peekable();
+            let mut cells = rows.iter().filter_map(|r| r.get(i)).map(|c| c.trim_end_matches(['%', '*', ' '])).filter(|c| *c != "-" && !c.is_empty()).peekable();
             cells.peek().is_some() && cells.all(|c| c.replace(',', "").parse::<f64>().is_ok())
         })
         .collect();
@@ -243,10 +238,8 @@ mod tests {
 
     #[test]
     fn tables_align_text_left_and_numbers_right() {
-        let rows = vec![
-            vec!["a1".to_string(), "train".into(), "5%".into(), "running".into()],
-            vec!["b22222".to_string(), "score".into(), "100%".into(), "-".into()],
-        ];
+        let rows =
+            vec![vec!["a1".to_string(), "train".into(), "5%".into(), "running".into()], vec!["b22222".to_string(), "score".into(), "100%".into(), "-".into()]];
         let t = table(&["ID", "KIND", "PROGRESS", "STATE"], &rows);
         assert_eq!(
             t,

@@ -7,9 +7,7 @@ use std::path::PathBuf;
 /// The shared folder, checked to hold `models/` and `data/`; the error says how to
 /// point at it.
 pub fn shared_dir() -> Result<PathBuf, String> {
-    let dir = std::env::var_os("ABSA_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    let dir = std::env::var_os("ABSA_SHARED").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
     if dir.join("models").is_dir() && dir.join("data").is_dir() {
         Ok(dir)
     } else {

@@ -49,7 +49,17 @@ mod tests {
 
     #[test]
     fn ten_percent_of_2313_is_232_in_proportion_to_the_classes() {
-        let labels: Vec<usize> = (0..2313).map(|i| if i < 870 { 0 } else if i < 1330 { 1 } else { 2 }).collect();
+        let labels: Vec<usize> = (0..2313)
+            .map(|i| {
+                if i < 870 {
+                    0
+                } else if i < 1330 {
+                    1
+                } else {
+                    2
+                }
+            })
+            .collect();
         let (train, val) = stratified_split(&labels, 0.1, 42);
         assert_eq!((train.len(), val.len()), (2081, 232));
         let per_class = |c| val.iter().filter(|&&i| labels[i] == c).count();

@@ -143,11 +143,8 @@ impl ArtifactStore {
             let chunks: i32 = sqlx::query_scalar("SELECT count(*)::int FROM artifact_chunks WHERE artifact_id = $1").bind(id).fetch_one(&self.pool).await?;
             for idx in 0..chunks {
                 // One chunk at a time keeps memory flat for multi-GB checkpoints.
-                let data: Vec<u8> = sqlx::query_scalar("SELECT data FROM artifact_chunks WHERE artifact_id = $1 AND idx = $2")
-                    .bind(id)
-                    .bind(idx)
-                    .fetch_one(&self.pool)
-                    .await?;
+                let data: Vec<u8> =
+                    sqlx::query_scalar("SELECT data FROM artifact_chunks WHERE artifact_id = $1 AND idx = $2").bind(id).bind(idx).fetch_one(&self.pool).await?;
                 hasher.update(&data);
                 size += data.len() as i64;
                 out.write_all(&data).await.map_err(|e| corrupt(id, e.to_string()))?;
@@ -234,9 +231,8 @@ impl ArtifactStore {
         let tar = self.cached_file(id, cache).await?;
         let partial = cache.join(format!("{}.{}.partial.d", artifact.sha256, Uuid::new_v4().simple()));
         let (t, p) = (tar.clone(), partial.clone());
-        let unpacked = tokio::task::spawn_blocking(move || tar::Archive::new(std::fs::File::open(&t)?).unpack(&p))
-            .await
-            .map_err(|e| corrupt(id, e.to_string()))?;
+        let unpacked =
+            tokio::task::spawn_blocking(move || tar::Archive::new(std::fs::File::open(&t)?).unpack(&p)).await.map_err(|e| corrupt(id, e.to_string()))?;
         let _ = tokio::fs::remove_file(&tar).await;
         if let Err(e) = unpacked {
             let _ = tokio::fs::remove_dir_all(&partial).await;

@@ -16,14 +16,7 @@ pub fn load<T: DeserializeOwned>(file: Option<&Path>) -> Result<T> {
     if let Some(path) = file {
         builder = builder.add_source(::config::File::from(path).required(true));
     }
-    let settings = builder
-        .add_source(
-            ::config::Environment::with_prefix("ABSA")
-                .prefix_separator("_")
-                .separator("__")
-                .try_parsing(true),
-        )
-        .build()?;
+    let settings = builder.add_source(::config::Environment::with_prefix("ABSA").prefix_separator("_").separator("__").try_parsing(true)).build()?;
     Ok(settings.try_deserialize()?)
 }
 
@@ -73,11 +66,7 @@ pub struct DatabaseSettings {
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        Self {
-            url: Secret::new("postgres://absa:absa@127.0.0.1:5432/absa"),
-            max_connections: 8,
-            connect_timeout_secs: 5,
-        }
+        Self { url: Secret::new("postgres://absa:absa@127.0.0.1:5432/absa"), max_connections: 8, connect_timeout_secs: 5 }
     }
 }
 

@@ -48,9 +48,7 @@ pub async fn drop_database(admin_url: &str, name: &str) -> Result<()> {
 }
 
 async fn admin_connection(admin_url: &str) -> Result<PgConnection> {
-    PgConnection::connect(admin_url)
-        .await
-        .map_err(|source| PlatformError::PostgresUnreachable { url: redact_url(admin_url), source })
+    PgConnection::connect(admin_url).await.map_err(|source| PlatformError::PostgresUnreachable { url: redact_url(admin_url), source })
 }
 
 fn replace_database(url: &str, name: &str) -> String {

@@ -8,7 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
@@ -18,9 +20,7 @@ use crate::{PlatformError, Result};
 /// Connects, or says which address did not answer.
 pub async fn connect(settings: &AmqpSettings) -> Result<Connection> {
     let url = settings.url.expose();
-    Connection::connect(url, ConnectionProperties::default())
-        .await
-        .map_err(|source| PlatformError::AmqpUnreachable { url: redact_url(url), source })
+    Connection::connect(url, ConnectionProperties::default()).await.map_err(|source| PlatformError::AmqpUnreachable { url: redact_url(url), source })
 }
 
 /// A channel in confirm mode: every publish on it waits for the broker's ack.
@@ -34,10 +34,8 @@ pub async fn confirmed_channel(connection: &Connection) -> Result<Channel> {
 /// until the broker has taken responsibility for it.
 pub async fn publish_confirmed(channel: &Channel, queue: &str, payload: &[u8]) -> Result<()> {
     let properties = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
-    let confirmation = channel
-        .basic_publish("".into(), queue.into(), BasicPublishOptions { mandatory: true, ..Default::default() }, payload, properties)
-        .await?
-        .await?;
+    let confirmation =
+        channel.basic_publish("".into(), queue.into(), BasicPublishOptions { mandatory: true, ..Default::default() }, payload, properties).await?.await?;
     if confirmation.is_ack() && confirmation.take_message().is_none() {
         Ok(())
     } else {
@@ -110,7 +108,12 @@ impl Topology {
     /// limit and dead-letter routing, and the dead-letter queues.
     pub async fn declare(&self, channel: &Channel) -> Result<()> {
         channel
-            .exchange_declare(self.dead_letter_exchange.as_str().into(), ExchangeKind::Direct, ExchangeDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
+            .exchange_declare(
+                self.dead_letter_exchange.as_str().into(),
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions { durable: true, ..Default::default() },
+                FieldTable::default(),
+            )
             .await?;
         // A GPU job's message dead-letters into `train.dead` like any training job's.
         let gpu_queues = self.train_gpus.iter().map(|q| (q, &self.train_dead));
@@ -119,7 +122,13 @@ impl Topology {
             dead_args.insert(ShortString::from("x-queue-type"), AMQPValue::LongString(LongString::from("quorum")));
             channel.queue_declare(dead.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, dead_args).await?;
             channel
-                .queue_bind(dead.as_str().into(), self.dead_letter_exchange.as_str().into(), work.as_str().into(), QueueBindOptions::default(), FieldTable::default())
+                .queue_bind(
+                    dead.as_str().into(),
+                    self.dead_letter_exchange.as_str().into(),
+                    work.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
                 .await?;
             let mut args = FieldTable::default();
             args.insert(ShortString::from("x-queue-type"), AMQPValue::LongString(LongString::from("quorum")));
@@ -264,9 +273,7 @@ impl Reconnecting {
 
     async fn open(&self) -> Result<(Connection, Channel)> {
         let url = redact_url(self.settings.url.expose());
-        let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.settings))
-            .await
-            .map_err(|_| PlatformError::AmqpTimeout { url })??;
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.settings)).await.map_err(|_| PlatformError::AmqpTimeout { url })??;
         let channel = confirmed_channel(&connection).await?;
         self.topology.declare(&channel).await?;
         Ok((connection, channel))

@@ -52,11 +52,7 @@ async fn migrations_apply_reapply_and_revert_on_a_fresh_database() -> anyhow::Re
 
 #[tokio::test]
 async fn an_unreachable_server_is_reported_with_its_address() {
-    let settings = DatabaseSettings {
-        url: Secret::new("postgres://absa:hunter2@127.0.0.1:1/absa"),
-        connect_timeout_secs: 2,
-        ..Default::default()
-    };
+    let settings = DatabaseSettings { url: Secret::new("postgres://absa:hunter2@127.0.0.1:1/absa"), connect_timeout_secs: 2, ..Default::default() };
     let err = db::connect(&settings).await.unwrap_err().to_string();
     assert!(err.contains("cannot reach Postgres at postgres://absa:***@127.0.0.1:1/absa"), "{err}");
     assert!(!err.contains("hunter2"));

@@ -73,7 +73,8 @@ async fn a_message_nacked_past_the_delivery_limit_is_dead_lettered() -> anyhow::
     queue::publish_confirmed(&channel, &topology.score, br#"{"shard":1}"#).await?;
 
     let consumer_channel = connection.create_channel().await?;
-    let mut consumer = consumer_channel.basic_consume(topology.score.as_str().into(), "crashy".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    let mut consumer =
+        consumer_channel.basic_consume(topology.score.as_str().into(), "crashy".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
     // Each delivery is rejected (a worker that crashes on it); past the limit it is gone.
     for _ in 0..3 {
         let delivery = tokio::time::timeout(std::time::Duration::from_secs(10), consumer.next()).await?.expect("a delivery")?;
@@ -81,7 +82,9 @@ async fn a_message_nacked_past_the_delivery_limit_is_dead_lettered() -> anyhow::
     }
     let mut dead = None;
     for _ in 0..50 {
-        let q = channel.queue_declare(topology.score_dead.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await?;
+        let q = channel
+            .queue_declare(topology.score_dead.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .await?;
         if q.message_count() == 1 {
             dead = Some(q);
             break;

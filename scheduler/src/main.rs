@@ -33,16 +33,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings: Settings = config::load(cli.config.as_deref())?;
     telemetry::init(&settings.log);
     match cli.command {
-        Command::Check => {
-            cli::check_services(&settings.database, &settings.amqp).await
-        }
+        Command::Check => cli::check_services(&settings.database, &settings.amqp).await,
         Command::Run => {
             let pool = absa_platform::db::connect(&settings.database).await?;
             absa_platform::db::migrate(&pool).await?;
             let topology = absa_platform::queue::Topology::new(&settings.amqp.prefix, settings.dispatch.delivery_limit);
             // Fails at start-up when the broker is unreachable; later outages reconnect.
             let amqp = absa_platform::queue::Reconnecting::connect(settings.amqp.clone(), topology).await?;
-            let dispatcher = absa_scheduler::dispatch::Dispatcher::new(pool, amqp).with_shard_size(settings.dispatch.shard_size)
+            let dispatcher = absa_scheduler::dispatch::Dispatcher::new(pool, amqp)
+                .with_shard_size(settings.dispatch.shard_size)
                 .with_redispatch_after(settings.dispatch.redispatch_after_secs)
                 .with_quotas(settings.dispatch.quotas);
             let interval = std::time::Duration::from_secs_f64(settings.dispatch.interval_secs);

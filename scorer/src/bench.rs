@@ -92,7 +92,12 @@ pub fn accuracy(model: &mut ScoringModel, rows: Vec<Value>, options: &EngineOpti
     let stats = engine::run(model, engine::records_from_values(rows), None, options, Box::new(sink), ErrorLog::create(None)?, &mut |_| {})?;
     let predictions: Vec<usize> = collected.lock().expect("the run is over").iter().map(|p| p.label_index()).collect();
     if predictions.len() != gold.len() {
-        return Err(ScoreError::Model(format!("{} of {} test instances scored ({} rejected)", predictions.len(), gold.len(), stats.instances_rejected + stats.rows_rejected)));
+        return Err(ScoreError::Model(format!(
+            "{} of {} test instances scored ({} rejected)",
+            predictions.len(),
+            gold.len(),
+            stats.instances_rejected + stats.rows_rejected
+        )));
     }
     let report = ClassificationReport::new(&predictions, &gold, model.labels.names());
     Ok(Accuracy { instances: gold.len(), accuracy: report.accuracy, macro_f1: report.macro_f1, predictions })

@@ -296,9 +296,8 @@ fn bench_command(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
     let comparison = match (fp32, int8) {
         (Some(f), Some(q)) => {
             let (ft, qt) = (f.test.as_ref(), q.test.as_ref());
-            let agreement = ft.zip(qt).map(|(a, b)| {
-                a.predictions.iter().zip(&b.predictions).filter(|(x, y)| x == y).count() as f64 / a.predictions.len().max(1) as f64
-            });
+            let agreement =
+                ft.zip(qt).map(|(a, b)| a.predictions.iter().zip(&b.predictions).filter(|(x, y)| x == y).count() as f64 / a.predictions.len().max(1) as f64);
             json!({
                 "int8_speedup": q.inst_per_s / f.inst_per_s,
                 "int8_minus_fp32_accuracy": ft.zip(qt).map(|(a, b)| b.accuracy - a.accuracy),

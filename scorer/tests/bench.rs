@@ -29,8 +29,7 @@ fn the_bench_scores_n_repeated_instances_and_measures_test_accuracy() {
     let test = result.test.unwrap();
     assert_eq!(test.instances, 638);
     // The accuracy is the share of test rows whose recomputed argmax is the gold label.
-    let rows: Vec<serde_json::Value> =
-        std::fs::read_to_string(laptops.join("test.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(laptops.join("test.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let correct = rows
         .iter()
         .filter(|r| {

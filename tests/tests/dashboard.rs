@@ -61,9 +61,13 @@ async fn dashboard_shows_a_real_training_job() {
     let a = api.upload(Some(&mlops), "/v1/datasets?name=laptops", rows.as_bytes());
     assert_eq!((a.status, a.body["rows_added"].as_i64()), (201, Some(300)), "{a:?}");
     let dataset = a.body["dataset_id"].as_str().unwrap().to_owned();
-    let a = api.post(&mlops, "/v1/jobs/train", &json!({
+    let a = api.post(
+        &mlops,
+        "/v1/jobs/train",
+        &json!({
         "dataset_id": dataset, "base_model": "all-minilm-l6-v2", "promote": {},
-        "hyperparameters": { "epochs": 2, "warmup_steps": 0, "learning_rate": 1e-4, "seed": 42 } }));
+        "hyperparameters": { "epochs": 2, "warmup_steps": 0, "learning_rate": 1e-4, "seed": 42 } }),
+    );
     assert_eq!(a.status, 201, "{a:?}");
     let job = a.body["id"].as_str().unwrap().to_owned();
     let done = svc.wait_job(&mlops, &job, Duration::from_secs(900));

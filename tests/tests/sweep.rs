@@ -83,7 +83,11 @@ async fn a_sweep_picks_the_best_child_on_validation_and_cancels_with_its_childre
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("children (validation figures") && text.contains("chosen version"), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && text.contains("children (validation figures") && text.contains("chosen version"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Cancelling a sweep cancels the child in training and creates no more.
     let spec = json!({ "dataset_id": dataset, "base_model": "all-minilm-l6-v2", "hyperparameters": { "epochs": 3 },

@@ -23,9 +23,7 @@ pub fn name(index: usize) -> Option<String> {
 pub fn process_memory_mib() -> u64 {
     let pid = std::process::id().to_string();
     nvidia_smi(&["--query-compute-apps=pid,used_memory"])
-        .map(|text| {
-            text.lines().filter_map(|l| l.split_once(',')).filter(|(p, _)| p.trim() == pid).filter_map(|(_, m)| m.trim().parse::<u64>().ok()).sum()
-        })
+        .map(|text| text.lines().filter_map(|l| l.split_once(',')).filter(|(p, _)| p.trim() == pid).filter_map(|(_, m)| m.trim().parse::<u64>().ok()).sum())
         .unwrap_or(0)
 }
 

@@ -17,12 +17,8 @@ pub fn train_steps(device: Device, steps: usize) -> Result<StepReport, tch::TchE
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
     let root = vs.root();
-    let net = nn::seq().add(nn::linear(&root / "l1", 8, 16, Default::default())).add_fn(|x| x.gelu("none")).add(nn::linear(
-        &root / "l2",
-        16,
-        3,
-        Default::default(),
-    ));
+    let net =
+        nn::seq().add(nn::linear(&root / "l1", 8, 16, Default::default())).add_fn(|x| x.gelu("none")).add(nn::linear(&root / "l2", 16, 3, Default::default()));
     let mut opt = nn::AdamW::default().build(&vs, 1e-2)?;
     let xs = Tensor::randn([32, 8], (Kind::Float, device));
     let ys = Tensor::arange(32, (Kind::Int64, device)).remainder(3);

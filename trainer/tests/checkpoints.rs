@@ -58,7 +58,10 @@ fn missing_encoder_weights_are_named_and_unexpected_ones_reported() {
     let err = checkpoint::load(&dir, &LoadOptions::default(), Device::Cpu).err().unwrap().to_string();
     assert!(err.contains("bert.encoder.layer.1.output.dense.weight"), "{err}");
 
-    tensors.insert("bert.encoder.layer.1.output.dense.weight".into(), Tensor::read_safetensors(src.join("model.safetensors")).unwrap().into_iter().find(|(n, _)| n == "bert.encoder.layer.1.output.dense.weight").unwrap().1);
+    tensors.insert(
+        "bert.encoder.layer.1.output.dense.weight".into(),
+        Tensor::read_safetensors(src.join("model.safetensors")).unwrap().into_iter().find(|(n, _)| n == "bert.encoder.layer.1.output.dense.weight").unwrap().1,
+    );
     write_safetensors(&tensors, &dir.join("model.safetensors")).unwrap();
     let loaded = checkpoint::load(&dir, &LoadOptions::default(), Device::Cpu).unwrap();
     assert_eq!(loaded.report.unexpected, vec!["bert.something.extra"]);

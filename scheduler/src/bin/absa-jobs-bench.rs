@@ -80,7 +80,12 @@ async fn bench(args: &Args, url: &str, topology: &Topology) -> anyhow::Result<se
     let write = write_rate(&pool, team, args.rows, args.batch.max(1)).await?;
     println!(
         "predictions: {} rows in {:.2} s = {:.0} rows/s ({} transactions of {} rows, median {:.1} ms each)",
-        write.rows, write.seconds, write.rows as f64 / write.seconds, write.batches, args.batch, write.median_batch_ms
+        write.rows,
+        write.seconds,
+        write.rows as f64 / write.seconds,
+        write.batches,
+        args.batch,
+        write.median_batch_ms
     );
     // Leave the latency phase a table of the usual size, not one being vacuumed.
     sqlx::query("TRUNCATE predictions").execute(&pool).await?;
@@ -181,7 +186,8 @@ async fn start_latency(args: &Args, url: &str, pool: &PgPool, team: Uuid, topolo
     let connection = absa_platform::queue::connect(&amqp_settings).await?;
     let channel = connection.create_channel().await?;
     channel.basic_qos(16, BasicQosOptions::default()).await?;
-    let mut deliveries = channel.basic_consume(topology.train.as_str().into(), "bench-worker".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    let mut deliveries =
+        channel.basic_consume(topology.train.as_str().into(), "bench-worker".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
     let expected = args.jobs;
     let worker = tokio::spawn(async move {
         let mut claimed = 0;
@@ -208,7 +214,16 @@ async fn start_latency(args: &Args, url: &str, pool: &PgPool, team: Uuid, topolo
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for _ in 0..args.jobs {
         ticker.tick().await;
-        let job = NewJob { team_id: team, kind: "train".into(), priority: 0, parameters: serde_json::json!({}), max_attempts: 3, idempotency_key: None, parent_id: None, request_hash: None };
+        let job = NewJob {
+            team_id: team,
+            kind: "train".into(),
+            priority: 0,
+            parameters: serde_json::json!({}),
+            max_attempts: 3,
+            idempotency_key: None,
+            parent_id: None,
+            request_hash: None,
+        };
         jobs::submit(pool, &job).await?;
     }
     tokio::time::timeout(Duration::from_secs(120), worker).await.map_err(|_| anyhow::anyhow!("jobs still unclaimed after 120 s"))???;

@@ -72,11 +72,8 @@ async fn score(svc: &mut Service, key: &str, version: &str, corpus: &str, docume
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(done["state"], "succeeded", "{done}\n{}", svc.logs());
     let pool = sqlx::PgPool::connect(&svc.db_url).await.unwrap();
-    let (count, distinct): (i64, i64) = sqlx::query_as("SELECT count(*), count(DISTINCT seq) FROM predictions WHERE job_id = $1::uuid")
-        .bind(&job)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let (count, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT seq) FROM predictions WHERE job_id = $1::uuid").bind(&job).fetch_one(&pool).await.unwrap();
     pool.close().await;
     assert_eq!((count, distinct), (documents as i64, documents as i64), "one prediction per document");
     let mut peak = Vec::new();
@@ -122,7 +119,10 @@ async fn main() {
     eprintln!("[scale] one worker: {:.1} instances/s", one.rate());
     let two = score(&mut svc, &mlops, &version, &corpus, o.documents, 2, o.shard_size).await;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("scoring through the service: {} precision, {} ONNX Runtime thread(s) per worker, shards of {}, {cpus} CPUs", o.precision, o.threads, o.shard_size);
+    println!(
+        "scoring through the service: {} precision, {} ONNX Runtime thread(s) per worker, shards of {}, {cpus} CPUs",
+        o.precision, o.threads, o.shard_size
+    );
     println!("| workers | documents | seconds | instances/s | peak RSS per worker (MiB) |");
     println!("|---|---|---|---|---|");
     for r in [&one, &two] {
