@@ -6,6 +6,8 @@ bash "$ROOT/scripts/services.sh"
 bash "$ROOT/scripts/clean-test-leftovers.sh"
 # transformers cross-checks of the checkpoints we write
 export ABSA_PYTHON="${ABSA_PYTHON:-$(bash "$ROOT/scripts/python-env.sh")}"
+# the real helm and kubernetes-validate, for the chart's tests (tests/tests/helm_chart.rs)
+eval "$(bash "$ROOT/scripts/chart-tools.sh")"
 cd "$ROOT"
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked --no-fail-fast "$@"

@@ -1,22 +1,21 @@
-//! The Helm chart in `helm/absa`, checked without helm or a cluster.
+//! The Helm chart in `helm/absa`, checked by the real helm without a cluster.
 //!
-//! A small renderer for the subset of Go templates and Sprig the chart uses (module
-//! [`gotmpl`]) renders every template against `values.yaml` (and against overrides that
-//! turn on KEDA, the ServiceMonitor, existing Secrets and volumes); every manifest is then
-//! parsed as YAML and checked: the fields Kubernetes requires, references between objects
-//! (Secrets, ConfigMaps, volumes, ports, scale targets, selectors), the probes, the
-//! migrations hook, the trainer's GPU, the TOML the binaries read, the Grafana dashboard
-//! against the metrics `absa-api` exports, `values.yaml` against `values.schema.json`
-//! (whose defaults it must equal), and the Dockerfiles against `scripts/native.sh`.
-//! What this cannot check (full Sprig, the API server's validation, image builds) is
-//! listed in `helm/README.md`.
+//! `helm lint --strict` and `helm template` (from `scripts/chart-tools.sh`, named by
+//! `ABSA_HELM`) render the chart against `values.yaml` and against overrides that turn on
+//! KEDA, the ServiceMonitor, existing Secrets, volumes and a distributed run; helm itself
+//! validates the values against `values.schema.json`. Every render then passes
+//! `kubernetes-validate --strict` (Kubernetes 1.37's OpenAPI schemas, `ABSA_KUBERNETES_VALIDATE`)
+//! and the checks here: references between objects (Secrets, ConfigMaps, volumes, ports,
+//! scale targets, selectors), the probes, the migrations hook, the trainer's GPU, the TOML
+//! the binaries read, the Grafana dashboard against the metrics `absa-api` exports, the
+//! schema's defaults against `values.yaml`, and the Dockerfiles against `scripts/native.sh`.
+//! What this cannot check (the API server's admission, image builds) is listed in
+//! `helm/README.md`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value as J;
-
-use gotmpl::V;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
@@ -30,1170 +29,11 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// A small Go `text/template` engine with the Sprig functions the chart uses, with
-/// Helm's conventions: values hold every number as float64 (so `{{ 536870912 }}` from
-/// values prints `5.36870912e+08`, as in Helm), `include`, `.Files.Get`, `toYaml` with
-/// sorted keys, `required`. Anything else is an error, never silently empty output.
-mod gotmpl {
-    use std::collections::{BTreeMap, HashMap};
-    use std::fmt::Write as _;
-    use std::path::PathBuf;
-
-    #[derive(Clone, Debug, PartialEq)]
-    pub enum V {
-        Nil,
-        Bool(bool),
-        Int(i64),
-        Float(f64),
-        Str(String),
-        List(Vec<V>),
-        Map(BTreeMap<String, V>),
-    }
-
-    impl V {
-        pub fn map(pairs: Vec<(&str, V)>) -> V {
-            V::Map(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
-        }
-
-        pub fn str(s: &str) -> V {
-            V::Str(s.to_owned())
-        }
-
-        pub fn get(&self, key: &str) -> Option<&V> {
-            match self {
-                V::Map(m) => m.get(key),
-                _ => None,
-            }
-        }
-
-        /// Go's truth: false, 0, nil and empty strings, lists and maps are false.
-        pub fn truthy(&self) -> bool {
-            match self {
-                V::Nil => false,
-                V::Bool(b) => *b,
-                V::Int(i) => *i != 0,
-                V::Float(f) => *f != 0.0,
-                V::Str(s) => !s.is_empty(),
-                V::List(l) => !l.is_empty(),
-                V::Map(m) => !m.is_empty(),
-            }
-        }
-
-        /// The `reflect.Kind` name Sprig's `kindIs` compares with.
-        pub fn kind(&self) -> &'static str {
-            match self {
-                V::Nil => "invalid",
-                V::Bool(_) => "bool",
-                V::Int(_) => "int",
-                V::Float(_) => "float64",
-                V::Str(_) => "string",
-                V::List(_) => "slice",
-                V::Map(_) => "map",
-            }
-        }
-
-        fn go_type(&self) -> &'static str {
-            match self {
-                V::Nil => "<nil>",
-                V::Bool(_) => "bool",
-                V::Int(_) => "int",
-                V::Float(_) => "float64",
-                V::Str(_) => "string",
-                V::List(_) => "[]interface {}",
-                V::Map(_) => "map[string]interface {}",
-            }
-        }
-
-        /// Values as Helm holds them after reading YAML: every number a float64.
-        pub fn from_yaml(y: serde_norway::Value) -> Result<V, String> {
-            use serde_norway::Value as Y;
-            Ok(match y {
-                Y::Null => V::Nil,
-                Y::Bool(b) => V::Bool(b),
-                Y::Number(n) => V::Float(n.as_f64().ok_or("number out of range")?),
-                Y::String(s) => V::Str(s),
-                Y::Sequence(items) => V::List(items.into_iter().map(V::from_yaml).collect::<Result<_, _>>()?),
-                Y::Mapping(m) => {
-                    let mut out = BTreeMap::new();
-                    for (k, v) in m {
-                        let Y::String(k) = k else { return Err(format!("non-string key {k:?}")) };
-                        out.insert(k, V::from_yaml(v)?);
-                    }
-                    V::Map(out)
-                }
-                Y::Tagged(t) => V::from_yaml(t.value)?,
-            })
-        }
-
-        pub fn parse_yaml(text: &str) -> Result<V, String> {
-            V::from_yaml(serde_norway::from_str(text).map_err(|e| e.to_string())?)
-        }
-    }
-
-    /// Helm's coalescing of user values over defaults: maps merge key by key, anything
-    /// else replaces, and a null deletes the key.
-    pub fn merge(base: &mut V, over: &V) {
-        match (base, over) {
-            (V::Map(b), V::Map(o)) => {
-                for (k, v) in o {
-                    if *v == V::Nil {
-                        b.remove(k);
-                    } else if let Some(existing) = b.get_mut(k) {
-                        merge(existing, v);
-                    } else {
-                        b.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-            (b, o) => *b = o.clone(),
-        }
-    }
-
-    // ---- printing, as Go's fmt, encoding/json and sigs.k8s.io/yaml do
-
-    /// `fmt.Sprint` of a float64 (`%v`, i.e. `%g` with the shortest representation:
-    /// exponent form from 1e+06 up and below 1e-04).
-    pub fn go_float(f: f64) -> String {
-        if f.is_nan() {
-            return "NaN".into();
-        }
-        if f.is_infinite() {
-            return if f > 0.0 { "+Inf".into() } else { "-Inf".into() };
-        }
-        if f == 0.0 {
-            return if f.is_sign_negative() { "-0".into() } else { "0".into() };
-        }
-        let sci = format!("{f:e}");
-        let (mantissa, exp) = sci.split_once('e').expect("exponent");
-        let exp: i32 = exp.parse().expect("exponent digits");
-        if !(-4..6).contains(&exp) {
-            format!("{mantissa}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
-        } else {
-            format!("{f}")
-        }
-    }
-
-    /// `encoding/json`'s float64: no exponent between 1e-6 and 1e21, no ".0".
-    fn json_float(f: f64) -> String {
-        let a = f.abs();
-        if a != 0.0 && !(1e-6..1e21).contains(&a) {
-            let sci = format!("{f:e}");
-            let (mantissa, exp) = sci.split_once('e').expect("exponent");
-            let exp: i32 = exp.parse().expect("exponent digits");
-            format!("{mantissa}e{}{}", if exp < 0 { '-' } else { '+' }, exp.abs())
-        } else {
-            format!("{f}")
-        }
-    }
-
-    /// `fmt.Sprint(v)`.
-    pub fn go_print(v: &V) -> String {
-        match v {
-            V::Nil => "<no value>".into(),
-            V::Bool(b) => b.to_string(),
-            V::Int(i) => i.to_string(),
-            V::Float(f) => go_float(*f),
-            V::Str(s) => s.clone(),
-            V::List(l) => format!("[{}]", l.iter().map(go_print).collect::<Vec<_>>().join(" ")),
-            V::Map(m) => format!("map[{}]", m.iter().map(|(k, v)| format!("{k}:{}", go_print(v))).collect::<Vec<_>>().join(" ")),
-        }
-    }
-
-    /// Sprig's `strval`.
-    fn strval(v: &V) -> String {
-        match v {
-            V::Nil => "<nil>".into(),
-            other => go_print(other),
-        }
-    }
-
-    /// `strconv.Quote`.
-    fn go_quote(s: &str) -> String {
-        let mut out = String::from("\"");
-        for c in s.chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                    let _ = write!(out, "\\x{:02x}", c as u32);
-                }
-                c => out.push(c),
-            }
-        }
-        out.push('"');
-        out
-    }
-
-    /// `json.Marshal` (what Sprig's `toJson` does): sorted keys, HTML-safe escapes.
-    pub fn to_json(v: &V) -> String {
-        fn string(s: &str, out: &mut String) {
-            out.push('"');
-            for c in s.chars() {
-                match c {
-                    '"' => out.push_str("\\\""),
-                    '\\' => out.push_str("\\\\"),
-                    '\n' => out.push_str("\\n"),
-                    '\r' => out.push_str("\\r"),
-                    '\t' => out.push_str("\\t"),
-                    '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
-                        let _ = write!(out, "\\u{:04x}", c as u32);
-                    }
-                    c if (c as u32) < 0x20 => {
-                        let _ = write!(out, "\\u{:04x}", c as u32);
-                    }
-                    c => out.push(c),
-                }
-            }
-            out.push('"');
-        }
-        fn go(v: &V, out: &mut String) {
-            match v {
-                V::Nil => out.push_str("null"),
-                V::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-                V::Int(i) => out.push_str(&i.to_string()),
-                V::Float(f) => out.push_str(&json_float(*f)),
-                V::Str(s) => string(s, out),
-                V::List(l) => {
-                    out.push('[');
-                    for (i, x) in l.iter().enumerate() {
-                        if i > 0 {
-                            out.push(',');
-                        }
-                        go(x, out);
-                    }
-                    out.push(']');
-                }
-                V::Map(m) => {
-                    out.push('{');
-                    for (i, (k, x)) in m.iter().enumerate() {
-                        if i > 0 {
-                            out.push(',');
-                        }
-                        string(k, out);
-                        out.push(':');
-                        go(x, out);
-                    }
-                    out.push('}');
-                }
-            }
-        }
-        let mut out = String::new();
-        go(v, &mut out);
-        out
-    }
-
-    /// A string that YAML 1.1 (Kubernetes) and 1.2 both read back as that string when
-    /// written plain; anything else is double-quoted.
-    fn yaml_plain_ok(s: &str) -> bool {
-        const WORDS: &[&str] = &["y", "yes", "n", "no", "true", "false", "on", "off", "null", "~"];
-        let numeric = s.replace('_', "").parse::<f64>().is_ok()
-            || ["0x", "0o", "0b"].iter().any(|p| s.starts_with(p))
-            || s.chars().all(|c| c.is_ascii_digit() || c == '_' || c == '.');
-        !s.is_empty()
-            && !numeric
-            && !WORDS.contains(&s.to_ascii_lowercase().as_str())
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
-            && !s.starts_with(['-', '.', '+'])
-    }
-
-    fn yaml_scalar(v: &V) -> String {
-        match v {
-            V::Nil => "null".into(),
-            V::Bool(b) => b.to_string(),
-            V::Int(i) => i.to_string(),
-            V::Float(f) => json_float(*f),
-            V::Str(s) if yaml_plain_ok(s) => s.clone(),
-            V::Str(s) => serde_json::to_string(s).expect("string"),
-            V::List(_) => "[]".into(),
-            V::Map(_) => "{}".into(),
-        }
-    }
-
-    /// `toYaml` (sigs.k8s.io/yaml): block style, sorted keys, sequences not indented
-    /// under their key, no trailing newline.
-    pub fn to_yaml(v: &V) -> String {
-        fn block(v: &V, indent: usize, out: &mut String) {
-            let pad = " ".repeat(indent);
-            match v {
-                V::Map(m) if !m.is_empty() => {
-                    for (k, x) in m {
-                        let key = yaml_scalar(&V::Str(k.clone()));
-                        match x {
-                            V::Map(inner) if !inner.is_empty() => {
-                                let _ = writeln!(out, "{pad}{key}:");
-                                block(x, indent + 2, out);
-                            }
-                            V::List(inner) if !inner.is_empty() => {
-                                let _ = writeln!(out, "{pad}{key}:");
-                                block(x, indent, out);
-                            }
-                            _ => {
-                                let _ = writeln!(out, "{pad}{key}: {}", yaml_scalar(x));
-                            }
-                        }
-                    }
-                }
-                V::List(l) if !l.is_empty() => {
-                    for x in l {
-                        let mut item = String::new();
-                        block(x, indent + 2, &mut item);
-                        // The item's first line, at indent + 2, gets the dash.
-                        let _ = write!(out, "{pad}- {}", &item[indent + 2..]);
-                    }
-                }
-                scalar => {
-                    let _ = writeln!(out, "{pad}{}", yaml_scalar(scalar));
-                }
-            }
-        }
-        let mut out = String::new();
-        block(v, 0, &mut out);
-        out.trim_end_matches('\n').to_owned()
-    }
-
-    fn base64(bytes: &[u8]) -> String {
-        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let n = (u32::from(chunk[0]) << 16) | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8) | u32::from(*chunk.get(2).unwrap_or(&0));
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    }
-
-    // ---- lexing
-
-    #[derive(Clone, Debug, PartialEq)]
-    enum Lex {
-        Dot,
-        Field(Vec<String>),
-        Var(String, Vec<String>),
-        Ident(String),
-        Lit(V),
-        Pipe,
-        LParen,
-        RParen,
-        Declare,
-        Assign,
-        Comma,
-    }
-
-    enum Item {
-        Text(String),
-        Act(Vec<Lex>, usize),
-    }
-
-    const SPACE: [char; 4] = [' ', '\t', '\r', '\n'];
-
-    /// Byte offset of the `}}` closing an action (outside string literals).
-    fn find_close(s: &str) -> Option<usize> {
-        let t = s.trim_start_matches(SPACE);
-        if t.starts_with("/*") {
-            let start = s.len() - t.len();
-            let end = start + t.find("*/")? + 2;
-            return s[end..].find("}}").map(|i| end + i);
-        }
-        let bytes = s.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'"' => {
-                    i += 1;
-                    while i < bytes.len() && bytes[i] != b'"' {
-                        if bytes[i] == b'\\' {
-                            i += 1;
-                        }
-                        i += 1;
-                    }
-                }
-                b'`' => {
-                    i += 1;
-                    while i < bytes.len() && bytes[i] != b'`' {
-                        i += 1;
-                    }
-                }
-                b'}' if bytes.get(i + 1) == Some(&b'}') => return Some(i),
-                _ => {}
-            }
-            i += 1;
-        }
-        None
-    }
-
-    fn split(src: &str) -> Result<Vec<Item>, String> {
-        let mut items = Vec::new();
-        let mut rest = src;
-        let mut line = 1;
-        let mut trim_next = false;
-        loop {
-            let Some(open) = rest.find("{{") else {
-                let text = if trim_next { rest.trim_start_matches(SPACE) } else { rest };
-                if !text.is_empty() {
-                    items.push(Item::Text(text.to_owned()));
-                }
-                return Ok(items);
-            };
-            let after = &rest[open + 2..];
-            let trim_left = after.starts_with('-') && after[1..].starts_with(SPACE);
-            let mut text = &rest[..open];
-            if trim_next {
-                text = text.trim_start_matches(SPACE);
-            }
-            if trim_left {
-                text = text.trim_end_matches(SPACE);
-            }
-            if !text.is_empty() {
-                items.push(Item::Text(text.to_owned()));
-            }
-            line += rest[..open].matches('\n').count();
-            let body_and_rest = if trim_left { &after[1..] } else { after };
-            let close = find_close(body_and_rest).ok_or(format!("line {line}: unclosed action"))?;
-            let mut body = &body_and_rest[..close];
-            trim_next = false;
-            if body.ends_with('-') && body[..body.len() - 1].ends_with(SPACE) {
-                body = &body[..body.len() - 1];
-                trim_next = true;
-            }
-            let trimmed = body.trim_matches(SPACE);
-            if !(trimmed.starts_with("/*") && trimmed.ends_with("*/")) {
-                items.push(Item::Act(lex(body).map_err(|e| format!("line {line}: {e}"))?, line));
-            }
-            line += body_and_rest[..close].matches('\n').count();
-            rest = &body_and_rest[close + 2..];
-        }
-    }
-
-    fn ident_char(c: char) -> bool {
-        c.is_ascii_alphanumeric() || c == '_'
-    }
-
-    fn lex(body: &str) -> Result<Vec<Lex>, String> {
-        let chars: Vec<char> = body.chars().collect();
-        let mut out = Vec::new();
-        let mut i = 0;
-        let fields = |i: &mut usize| -> Vec<String> {
-            let mut names = Vec::new();
-            while *i < chars.len() && chars[*i] == '.' && chars.get(*i + 1).is_some_and(|c| c.is_ascii_alphabetic() || *c == '_') {
-                *i += 1;
-                let start = *i;
-                while *i < chars.len() && ident_char(chars[*i]) {
-                    *i += 1;
-                }
-                names.push(chars[start..*i].iter().collect());
-            }
-            names
-        };
-        while i < chars.len() {
-            let c = chars[i];
-            match c {
-                c if SPACE.contains(&c) => i += 1,
-                '|' => {
-                    out.push(Lex::Pipe);
-                    i += 1;
-                }
-                '(' => {
-                    out.push(Lex::LParen);
-                    i += 1;
-                }
-                ')' => {
-                    out.push(Lex::RParen);
-                    i += 1;
-                    if chars.get(i) == Some(&'.') {
-                        return Err("fields of a parenthesised pipeline are not supported".into());
-                    }
-                }
-                ',' => {
-                    out.push(Lex::Comma);
-                    i += 1;
-                }
-                ':' if chars.get(i + 1) == Some(&'=') => {
-                    out.push(Lex::Declare);
-                    i += 2;
-                }
-                '=' => {
-                    out.push(Lex::Assign);
-                    i += 1;
-                }
-                '"' => {
-                    let mut s = String::new();
-                    i += 1;
-                    loop {
-                        match chars.get(i) {
-                            None => return Err("unterminated string".into()),
-                            Some('"') => break,
-                            Some('\\') => {
-                                i += 1;
-                                match chars.get(i) {
-                                    Some('n') => s.push('\n'),
-                                    Some('t') => s.push('\t'),
-                                    Some('r') => s.push('\r'),
-                                    Some('\\') => s.push('\\'),
-                                    Some('"') => s.push('"'),
-                                    other => return Err(format!("unsupported escape {other:?}")),
-                                }
-                            }
-                            Some(c) => s.push(*c),
-                        }
-                        i += 1;
-                    }
-                    i += 1;
-                    out.push(Lex::Lit(V::Str(s)));
-                }
-                '`' => {
-                    let start = i + 1;
-                    i = start;
-                    while i < chars.len() && chars[i] != '`' {
-                        i += 1;
-                    }
-                    if i == chars.len() {
-                        return Err("unterminated raw string".into());
-                    }
-                    out.push(Lex::Lit(V::Str(chars[start..i].iter().collect())));
-                    i += 1;
-                }
-                '.' => {
-                    let names = fields(&mut i);
-                    if names.is_empty() {
-                        out.push(Lex::Dot);
-                        i += 1;
-                    } else {
-                        out.push(Lex::Field(names));
-                    }
-                }
-                '$' => {
-                    i += 1;
-                    let start = i;
-                    while i < chars.len() && ident_char(chars[i]) {
-                        i += 1;
-                    }
-                    let name: String = chars[start..i].iter().collect();
-                    out.push(Lex::Var(name, fields(&mut i)));
-                }
-                c if c.is_ascii_digit() || (c == '-' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) => {
-                    let start = i;
-                    i += 1;
-                    while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
-                        i += 1;
-                    }
-                    let text: String = chars[start..i].iter().collect();
-                    if let Ok(n) = text.parse::<i64>() {
-                        out.push(Lex::Lit(V::Int(n)));
-                    } else {
-                        out.push(Lex::Lit(V::Float(text.parse().map_err(|_| format!("bad number {text}"))?)));
-                    }
-                }
-                c if c.is_ascii_alphabetic() || c == '_' => {
-                    let start = i;
-                    while i < chars.len() && ident_char(chars[i]) {
-                        i += 1;
-                    }
-                    let word: String = chars[start..i].iter().collect();
-                    if chars.get(i) == Some(&'.') {
-                        return Err(format!("unsupported `{word}.`"));
-                    }
-                    out.push(match word.as_str() {
-                        "true" => Lex::Lit(V::Bool(true)),
-                        "false" => Lex::Lit(V::Bool(false)),
-                        "nil" => Lex::Lit(V::Nil),
-                        _ => Lex::Ident(word),
-                    });
-                }
-                other => return Err(format!("unexpected {other:?}")),
-            }
-        }
-        Ok(out)
-    }
-
-    // ---- parsing
-
-    #[derive(Clone, Debug)]
-    pub enum Term {
-        Dot,
-        Field(Vec<String>),
-        Var(String, Vec<String>),
-        Func(String),
-        Lit(V),
-        Sub(Box<Pipe>),
-    }
-
-    #[derive(Clone, Debug, Default)]
-    pub struct Pipe {
-        decl: Vec<String>,
-        assign: bool,
-        cmds: Vec<Vec<Term>>,
-    }
-
-    #[derive(Clone, Debug)]
-    pub enum Node {
-        Text(String),
-        Out(Pipe, usize),
-        If(Vec<(Pipe, Vec<Node>)>, Vec<Node>),
-        With(Pipe, Vec<Node>, Vec<Node>),
-        Range(Pipe, Vec<Node>, Vec<Node>),
-        Template(String, Option<Pipe>),
-    }
-
-    fn parse_pipe(toks: &[Lex], allow_decl: bool) -> Result<Pipe, String> {
-        let mut pipe = Pipe::default();
-        let mut pos = 0;
-        if allow_decl {
-            let mut names = Vec::new();
-            let mut p = 0;
-            while let Some(Lex::Var(name, f)) = toks.get(p) {
-                if !f.is_empty() {
-                    break;
-                }
-                names.push(name.clone());
-                p += 1;
-                if toks.get(p) == Some(&Lex::Comma) {
-                    p += 1;
-                } else {
-                    break;
-                }
-            }
-            if !names.is_empty() && matches!(toks.get(p), Some(Lex::Declare | Lex::Assign)) {
-                pipe.assign = toks[p] == Lex::Assign;
-                pipe.decl = names;
-                pos = p + 1;
-            }
-        }
-        let (cmds, end) = parse_cmds(toks, pos)?;
-        if end != toks.len() {
-            return Err(format!("unexpected {:?}", toks[end]));
-        }
-        pipe.cmds = cmds;
-        if pipe.cmds.is_empty() {
-            return Err("missing value".into());
-        }
-        Ok(pipe)
-    }
-
-    /// Commands separated by `|` from `pos` up to a `)` or the end; returns where it stopped.
-    fn parse_cmds(toks: &[Lex], mut pos: usize) -> Result<(Vec<Vec<Term>>, usize), String> {
-        let mut cmds = vec![Vec::new()];
-        while pos < toks.len() {
-            let term = match &toks[pos] {
-                Lex::RParen => break,
-                Lex::Pipe => {
-                    cmds.push(Vec::new());
-                    pos += 1;
-                    continue;
-                }
-                Lex::Dot => Term::Dot,
-                Lex::Field(f) => Term::Field(f.clone()),
-                Lex::Var(n, f) => Term::Var(n.clone(), f.clone()),
-                Lex::Ident(n) => Term::Func(n.clone()),
-                Lex::Lit(v) => Term::Lit(v.clone()),
-                Lex::LParen => {
-                    let (inner, end) = parse_cmds(toks, pos + 1)?;
-                    if toks.get(end) != Some(&Lex::RParen) {
-                        return Err("unclosed (".into());
-                    }
-                    pos = end;
-                    Term::Sub(Box::new(Pipe { cmds: inner, ..Pipe::default() }))
-                }
-                other => return Err(format!("unexpected {other:?}")),
-            };
-            cmds.last_mut().expect("a command").push(term);
-            pos += 1;
-        }
-        if cmds.iter().any(Vec::is_empty) {
-            if cmds.len() == 1 {
-                return Ok((Vec::new(), pos));
-            }
-            return Err("empty command in pipeline".into());
-        }
-        Ok((cmds, pos))
-    }
-
-    enum Stop {
-        Eof,
-        End,
-        Else(Vec<Lex>),
-    }
-
-    fn keyword(toks: &[Lex]) -> Option<&str> {
-        match toks.first() {
-            Some(Lex::Ident(w)) if ["if", "else", "end", "range", "with", "define", "template", "block"].contains(&w.as_str()) => Some(w),
-            _ => None,
-        }
-    }
-
-    struct Parser<'a> {
-        items: &'a [Item],
-        pos: usize,
-        defines: &'a mut HashMap<String, Vec<Node>>,
-    }
-
-    impl Parser<'_> {
-        fn nodes(&mut self) -> Result<(Vec<Node>, Stop), String> {
-            let mut nodes = Vec::new();
-            while self.pos < self.items.len() {
-                let item = &self.items[self.pos];
-                self.pos += 1;
-                let (toks, line) = match item {
-                    Item::Text(t) => {
-                        nodes.push(Node::Text(t.clone()));
-                        continue;
-                    }
-                    Item::Act(toks, line) => (toks, *line),
-                };
-                let at = |e: String| format!("line {line}: {e}");
-                match keyword(toks) {
-                    Some("end") => return Ok((nodes, Stop::End)),
-                    Some("else") => return Ok((nodes, Stop::Else(toks[1..].to_vec()))),
-                    Some("if") => {
-                        let mut branches = vec![(parse_pipe(&toks[1..], true).map_err(at)?, Vec::new())];
-                        let mut else_body = Vec::new();
-                        loop {
-                            let (body, stop) = self.nodes()?;
-                            branches.last_mut().expect("a branch").1 = body;
-                            match stop {
-                                Stop::End => break,
-                                Stop::Else(rest) if rest.first() == Some(&Lex::Ident("if".into())) => {
-                                    branches.push((parse_pipe(&rest[1..], true).map_err(at)?, Vec::new()));
-                                }
-                                Stop::Else(rest) if rest.is_empty() => {
-                                    let (body, stop) = self.nodes()?;
-                                    if !matches!(stop, Stop::End) {
-                                        return Err(at("else without end".into()));
-                                    }
-                                    else_body = body;
-                                    break;
-                                }
-                                _ => return Err(at("unterminated if".into())),
-                            }
-                        }
-                        nodes.push(Node::If(branches, else_body));
-                    }
-                    Some(kw @ ("range" | "with")) => {
-                        let pipe = parse_pipe(&toks[1..], true).map_err(at)?;
-                        let (body, stop) = self.nodes()?;
-                        let else_body = match stop {
-                            Stop::End => Vec::new(),
-                            Stop::Else(rest) if rest.is_empty() => {
-                                let (body, stop) = self.nodes()?;
-                                if !matches!(stop, Stop::End) {
-                                    return Err(at("else without end".into()));
-                                }
-                                body
-                            }
-                            _ => return Err(at(format!("unterminated {kw}"))),
-                        };
-                        nodes.push(if kw == "range" { Node::Range(pipe, body, else_body) } else { Node::With(pipe, body, else_body) });
-                    }
-                    Some("define") => {
-                        let Some(Lex::Lit(V::Str(name))) = toks.get(1) else { return Err(at("define needs a name".into())) };
-                        let (body, stop) = self.nodes()?;
-                        if !matches!(stop, Stop::End) {
-                            return Err(at(format!("unterminated define {name}")));
-                        }
-                        self.defines.insert(name.clone(), body);
-                    }
-                    Some("template") => {
-                        let Some(Lex::Lit(V::Str(name))) = toks.get(1) else { return Err(at("template needs a name".into())) };
-                        let arg = if toks.len() > 2 { Some(parse_pipe(&toks[2..], false).map_err(at)?) } else { None };
-                        nodes.push(Node::Template(name.clone(), arg));
-                    }
-                    Some(other) => return Err(at(format!("`{other}` is not supported"))),
-                    None => nodes.push(Node::Out(parse_pipe(toks, true).map_err(at)?, line)),
-                }
-            }
-            Ok((nodes, Stop::Eof))
-        }
-    }
-
-    // ---- execution
-
-    pub struct Engine {
-        defines: HashMap<String, Vec<Node>>,
-        /// The chart folder, for `.Files.Get`.
-        pub files_root: PathBuf,
-    }
-
-    type Vars = Vec<(String, V)>;
-
-    impl Engine {
-        pub fn new(files_root: PathBuf) -> Self {
-            Self { defines: HashMap::new(), files_root }
-        }
-
-        /// Parses a template file; its `define`s become available to every file.
-        pub fn parse(&mut self, src: &str) -> Result<Vec<Node>, String> {
-            let items = split(src)?;
-            let mut parser = Parser { items: &items, pos: 0, defines: &mut self.defines };
-            match parser.nodes()? {
-                (nodes, Stop::Eof) => Ok(nodes),
-                (_, Stop::End) => Err(format!("unexpected end (item {})", parser.pos)),
-                (_, Stop::Else(_)) => Err(format!("unexpected else (item {})", parser.pos)),
-            }
-        }
-
-        pub fn execute(&self, nodes: &[Node], data: &V) -> Result<String, String> {
-            let mut out = String::new();
-            let mut vars = vec![("".to_owned(), data.clone())];
-            self.exec(nodes, data, &mut vars, &mut out, 0)?;
-            Ok(out)
-        }
-
-        fn exec(&self, nodes: &[Node], dot: &V, vars: &mut Vars, out: &mut String, depth: usize) -> Result<(), String> {
-            if depth > 64 {
-                return Err("templates nested too deep".into());
-            }
-            for node in nodes {
-                match node {
-                    Node::Text(t) => out.push_str(t),
-                    Node::Out(pipe, line) => {
-                        let v = self.pipe(pipe, dot, vars, depth).map_err(|e| format!("line {line}: {e}"))?;
-                        if pipe.decl.is_empty() {
-                            out.push_str(&go_print(&v));
-                        }
-                    }
-                    Node::If(branches, else_body) => {
-                        let mark = vars.len();
-                        let mut done = false;
-                        for (cond, body) in branches {
-                            if self.pipe(cond, dot, vars, depth)?.truthy() {
-                                self.exec(body, dot, vars, out, depth + 1)?;
-                                done = true;
-                                break;
-                            }
-                        }
-                        if !done {
-                            self.exec(else_body, dot, vars, out, depth + 1)?;
-                        }
-                        vars.truncate(mark);
-                    }
-                    Node::With(pipe, body, else_body) => {
-                        let mark = vars.len();
-                        let v = self.pipe(pipe, dot, vars, depth)?;
-                        if v.truthy() {
-                            self.exec(body, &v, vars, out, depth + 1)?;
-                        } else {
-                            self.exec(else_body, dot, vars, out, depth + 1)?;
-                        }
-                        vars.truncate(mark);
-                    }
-                    Node::Range(pipe, body, else_body) => {
-                        let mark = vars.len();
-                        let inner = Pipe { decl: Vec::new(), assign: false, cmds: pipe.cmds.clone() };
-                        let v = self.pipe(&inner, dot, vars, depth)?;
-                        let entries: Vec<(V, V)> = match &v {
-                            V::List(l) => l.iter().enumerate().map(|(i, x)| (V::Int(i as i64), x.clone())).collect(),
-                            V::Map(m) => m.iter().map(|(k, x)| (V::Str(k.clone()), x.clone())).collect(),
-                            V::Nil => Vec::new(),
-                            other => return Err(format!("range can't iterate over {}", go_print(other))),
-                        };
-                        if entries.is_empty() {
-                            self.exec(else_body, dot, vars, out, depth + 1)?;
-                        }
-                        for (k, x) in entries {
-                            let iter_mark = vars.len();
-                            match pipe.decl.as_slice() {
-                                [] => {}
-                                [value] => vars.push((value.clone(), x.clone())),
-                                [key, value] => {
-                                    vars.push((key.clone(), k));
-                                    vars.push((value.clone(), x.clone()));
-                                }
-                                _ => return Err("too many range variables".into()),
-                            }
-                            self.exec(body, &x, vars, out, depth + 1)?;
-                            vars.truncate(iter_mark);
-                        }
-                        vars.truncate(mark);
-                    }
-                    Node::Template(name, arg) => {
-                        let data = match arg {
-                            Some(p) => self.pipe(p, dot, vars, depth)?,
-                            None => V::Nil,
-                        };
-                        out.push_str(&self.include(name, &data, depth)?);
-                    }
-                }
-            }
-            Ok(())
-        }
-
-        fn include(&self, name: &str, data: &V, depth: usize) -> Result<String, String> {
-            let body = self.defines.get(name).ok_or(format!("no template {name:?}"))?;
-            let mut out = String::new();
-            let mut vars = vec![("".to_owned(), data.clone())];
-            self.exec(body, data, &mut vars, &mut out, depth + 1).map_err(|e| format!("in {name:?}: {e}"))?;
-            Ok(out)
-        }
-
-        fn pipe(&self, pipe: &Pipe, dot: &V, vars: &mut Vars, depth: usize) -> Result<V, String> {
-            let mut value = None;
-            for cmd in &pipe.cmds {
-                value = Some(self.cmd(cmd, dot, vars, value, depth)?);
-            }
-            let value = value.ok_or("empty pipeline")?;
-            match pipe.decl.as_slice() {
-                [] => {}
-                [name] if pipe.assign => {
-                    let slot = vars.iter_mut().rev().find(|(n, _)| n == name).ok_or(format!("undefined variable ${name}"))?;
-                    slot.1 = value.clone();
-                }
-                [name] => vars.push((name.clone(), value.clone())),
-                _ => return Err("only one variable may be declared here".into()),
-            }
-            Ok(value)
-        }
-
-        fn field(v: &V, names: &[String], what: &str) -> Result<V, String> {
-            static NIL: V = V::Nil;
-            let mut cur = v;
-            for (i, n) in names.iter().enumerate() {
-                cur = match cur {
-                    V::Map(m) => m.get(n).unwrap_or(&NIL),
-                    V::Nil => return Err(format!("nil pointer evaluating {what}.{}", names[..=i].join("."))),
-                    other => return Err(format!("can't evaluate field {n} in type {}", other.go_type())),
-                };
-            }
-            Ok(cur.clone())
-        }
-
-        fn term(&self, t: &Term, dot: &V, vars: &mut Vars, depth: usize) -> Result<V, String> {
-            match t {
-                Term::Dot => Ok(dot.clone()),
-                Term::Field(names) => Self::field(dot, names, ""),
-                Term::Var(name, names) => {
-                    let v = &vars.iter().rev().find(|(n, _)| n == name).ok_or(format!("undefined variable ${name}"))?.1;
-                    Self::field(v, names, &format!("${name}"))
-                }
-                Term::Lit(v) => Ok(v.clone()),
-                Term::Sub(p) => self.pipe(p, dot, vars, depth),
-                Term::Func(name) => self.call(name, Vec::new(), depth),
-            }
-        }
-
-        fn cmd(&self, cmd: &[Term], dot: &V, vars: &mut Vars, piped: Option<V>, depth: usize) -> Result<V, String> {
-            match &cmd[0] {
-                Term::Func(name) if name == "and" || name == "or" => {
-                    // Go evaluates these lazily and returns the deciding operand.
-                    let mut last = V::Nil;
-                    for t in &cmd[1..] {
-                        last = self.term(t, dot, vars, depth)?;
-                        if last.truthy() != (name == "and") {
-                            return Ok(last);
-                        }
-                    }
-                    if let Some(p) = piped {
-                        last = p;
-                    }
-                    Ok(last)
-                }
-                Term::Func(name) => {
-                    let mut args = Vec::new();
-                    for t in &cmd[1..] {
-                        args.push(self.term(t, dot, vars, depth)?);
-                    }
-                    args.extend(piped);
-                    self.call(name, args, depth)
-                }
-                Term::Field(names) if names.len() == 2 && names[0] == "Files" && names[1] == "Get" => {
-                    let mut args = Vec::new();
-                    for t in &cmd[1..] {
-                        args.push(self.term(t, dot, vars, depth)?);
-                    }
-                    args.extend(piped);
-                    let [V::Str(path)] = args.as_slice() else { return Err(".Files.Get takes one path".into()) };
-                    // Helm answers "" for a missing file; a missing dashboard must not pass silently.
-                    std::fs::read_to_string(self.files_root.join(path)).map(V::Str).map_err(|e| format!(".Files.Get {path}: {e}"))
-                }
-                other => {
-                    if cmd.len() > 1 || piped.is_some() {
-                        return Err(format!("{other:?} is not a function and takes no arguments"));
-                    }
-                    self.term(other, dot, vars, depth)
-                }
-            }
-        }
-
-        fn call(&self, name: &str, args: Vec<V>, depth: usize) -> Result<V, String> {
-            let s = |v: &V| -> Result<String, String> {
-                match v {
-                    V::Str(s) => Ok(s.clone()),
-                    other => Err(format!("{name}: wrong type for value; expected string; got {}", other.go_type())),
-                }
-            };
-            let int = |v: &V| -> Result<i64, String> {
-                match v {
-                    V::Int(i) => Ok(*i),
-                    other => Err(format!("{name}: wrong type for value; expected int; got {}", other.go_type())),
-                }
-            };
-            let arity = |n: usize| -> Result<(), String> {
-                if args.len() == n {
-                    Ok(())
-                } else {
-                    Err(format!("wrong number of args for {name}: want {n} got {}", args.len()))
-                }
-            };
-            let empty = |v: &V| !v.truthy();
-            Ok(match name {
-                "include" => {
-                    arity(2)?;
-                    V::Str(self.include(&s(&args[0])?, &args[1], depth)?)
-                }
-                "toYaml" => {
-                    arity(1)?;
-                    V::Str(to_yaml(&args[0]))
-                }
-                "toJson" => {
-                    arity(1)?;
-                    V::Str(to_json(&args[0]))
-                }
-                "indent" | "nindent" => {
-                    arity(2)?;
-                    let pad = " ".repeat(usize::try_from(int(&args[0])?).map_err(|e| e.to_string())?);
-                    let text = format!("{pad}{}", s(&args[1])?.replace('\n', &format!("\n{pad}")));
-                    V::Str(if name == "nindent" { format!("\n{text}") } else { text })
-                }
-                "quote" => V::Str(args.iter().filter(|a| **a != V::Nil).map(|a| go_quote(&strval(a))).collect::<Vec<_>>().join(" ")),
-                "default" => {
-                    if args.is_empty() || args.len() > 2 {
-                        return Err("default takes 1 or 2 arguments".into());
-                    }
-                    match args.get(1) {
-                        Some(given) if !empty(given) => given.clone(),
-                        _ => args[0].clone(),
-                    }
-                }
-                "required" => {
-                    arity(2)?;
-                    match &args[1] {
-                        V::Nil => return Err(s(&args[0])?),
-                        V::Str(x) if x.is_empty() => return Err(s(&args[0])?),
-                        other => other.clone(),
-                    }
-                }
-                "fail" => return Err(s(&args[0])?),
-                "printf" => {
-                    let format = s(args.first().ok_or("printf needs a format")?)?;
-                    V::Str(printf(&format, &args[1..]))
-                }
-                "print" => V::Str(args.iter().map(go_print).collect::<Vec<_>>().join("")),
-                "trunc" => {
-                    arity(2)?;
-                    let n = int(&args[0])?;
-                    let text = s(&args[1])?;
-                    V::Str(if n >= 0 && text.len() > n as usize { text[..n as usize].to_owned() } else { text })
-                }
-                "trimSuffix" => {
-                    arity(2)?;
-                    let (suffix, text) = (s(&args[0])?, s(&args[1])?);
-                    V::Str(text.strip_suffix(suffix.as_str()).unwrap_or(&text).to_owned())
-                }
-                "replace" => {
-                    arity(3)?;
-                    V::Str(s(&args[2])?.replace(&s(&args[0])?, &s(&args[1])?))
-                }
-                "contains" => {
-                    arity(2)?;
-                    V::Bool(s(&args[1])?.contains(&s(&args[0])?))
-                }
-                "not" => {
-                    arity(1)?;
-                    V::Bool(!args[0].truthy())
-                }
-                "eq" | "ne" => {
-                    if args.len() < 2 {
-                        return Err(format!("{name} needs two arguments"));
-                    }
-                    let mut any = false;
-                    for other in &args[1..] {
-                        if std::mem::discriminant(&args[0]) != std::mem::discriminant(other) || args[0] == V::Nil {
-                            return Err(format!("incompatible types for comparison: {} and {}", args[0].go_type(), other.go_type()));
-                        }
-                        any |= args[0] == *other;
-                    }
-                    V::Bool(if name == "eq" { any } else { !any })
-                }
-                "kindIs" => {
-                    arity(2)?;
-                    V::Bool(s(&args[0])? == args[1].kind())
-                }
-                "dict" => {
-                    let mut m = BTreeMap::new();
-                    for pair in args.chunks(2) {
-                        m.insert(s(&pair[0])?, pair.get(1).cloned().unwrap_or(V::str("")));
-                    }
-                    V::Map(m)
-                }
-                "list" => V::List(args),
-                "b64enc" => {
-                    arity(1)?;
-                    V::Str(base64(s(&args[0])?.as_bytes()))
-                }
-                "sha256sum" => {
-                    use sha2::Digest;
-                    arity(1)?;
-                    V::Str(sha2::Sha256::digest(s(&args[0])?.as_bytes()).iter().map(|b| format!("{b:02x}")).collect())
-                }
-                "toString" => {
-                    arity(1)?;
-                    V::Str(strval(&args[0]))
-                }
-                other => return Err(format!("function {other:?} not defined (the chart test's renderer knows a subset of Sprig)")),
-            })
-        }
-    }
-
-    /// `fmt.Sprintf` for the verbs the chart uses, with Go's error strings (so a `%d` of
-    /// a float64 from values shows up as `%!d(float64=8080)`, as it would in Helm).
-    fn printf(format: &str, args: &[V]) -> String {
-        let mut out = String::new();
-        let mut chars = format.chars();
-        let mut next = args.iter();
-        while let Some(c) = chars.next() {
-            if c != '%' {
-                out.push(c);
-                continue;
-            }
-            let Some(verb) = chars.next() else {
-                out.push_str("%!(NOVERB)");
-                break;
-            };
-            if verb == '%' {
-                out.push('%');
-                continue;
-            }
-            let Some(arg) = next.next() else {
-                let _ = write!(out, "%!{verb}(MISSING)");
-                continue;
-            };
-            match (verb, arg) {
-                ('v', a) => out.push_str(&go_print(a)),
-                ('s', V::Str(x)) => out.push_str(x),
-                ('d', V::Int(i)) => out.push_str(&i.to_string()),
-                ('q', V::Str(x)) => out.push_str(&go_quote(x)),
-                (verb, a) => {
-                    let _ = write!(out, "%!{verb}({}={})", a.go_type(), go_print(a));
-                }
-            }
-        }
-        for extra in next {
-            let _ = write!(out, "%!(EXTRA {}={})", extra.go_type(), go_print(extra));
-        }
-        out
-    }
-}
-
 // ---------------------------------------------------------------------------------
 // Rendering the chart
 
 struct Manifest {
+    /// The template file that printed it (`# Source:` in helm's output).
     template: String,
     /// The document as rendered.
     text: String,
@@ -1202,8 +42,12 @@ struct Manifest {
 
 struct Rendered {
     manifests: Vec<Manifest>,
-    notes: String,
-    values: V,
+    /// The release's values: `values.yaml` with the overrides merged as helm merges them.
+    values: J,
+    /// All of helm's output, as `kubernetes-validate` reads it.
+    output: String,
+    /// The values file it was rendered with, for messages.
+    overrides: String,
 }
 
 impl Rendered {
@@ -1223,32 +67,21 @@ impl Rendered {
         self.manifests.iter().map(|m| format!("{}/{}", m.obj["kind"].as_str().unwrap_or("?"), m.obj["metadata"]["name"].as_str().unwrap_or("?"))).collect()
     }
 
-    fn value(&self, path: &str) -> V {
-        path.split('.').fold(self.values.clone(), |v, k| v.get(k).cloned().unwrap_or(V::Nil))
+    fn value(&self, path: &str) -> &J {
+        path.split('.').fold(&self.values, |v, k| v.get(k).unwrap_or(&J::Null))
     }
 
     fn value_str(&self, path: &str) -> String {
-        match self.value(path) {
-            V::Str(s) => s,
-            other => panic!("{path} is {other:?}, not a string"),
-        }
+        self.value(path).as_str().unwrap_or_else(|| panic!("{path} is {}, not a string", self.value(path))).to_owned()
     }
 
     fn value_num(&self, path: &str) -> f64 {
-        match self.value(path) {
-            V::Float(f) => f,
-            other => panic!("{path} is {other:?}, not a number"),
-        }
+        self.value(path).as_f64().unwrap_or_else(|| panic!("{path} is {}, not a number", self.value(path)))
     }
 }
 
 const RELEASE: &str = "prod";
 const NAMESPACE: &str = "absa";
-
-fn capitalised(key: &str) -> String {
-    let mut c = key.chars();
-    c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
-}
 
 fn template_files() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(chart_dir().join("templates")).expect("templates folder").map(|e| e.expect("entry").path()).collect();
@@ -1256,100 +89,115 @@ fn template_files() -> Vec<PathBuf> {
     files
 }
 
-/// Renders the chart as `helm template RELEASE helm/absa -f overrides` would.
-fn render(overrides: &str) -> Result<Rendered, String> {
-    let dir = chart_dir();
-    let mut values = V::parse_yaml(&read(&dir.join("values.yaml")))?;
-    if !overrides.trim().is_empty() {
-        gotmpl::merge(&mut values, &V::parse_yaml(overrides)?);
+/// A tool `scripts/chart-tools.sh` installs, named by its environment variable.
+fn tool(var: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(path) if Path::new(&path).is_file() => PathBuf::from(path),
+        _ => panic!("{var} does not name a file: run the tests through scripts/test.sh, or `eval \"$(bash scripts/chart-tools.sh)\"` first"),
     }
-    let chart_yaml = V::parse_yaml(&read(&dir.join("Chart.yaml")))?;
-    let V::Map(chart_fields) = chart_yaml else { return Err("Chart.yaml is not a map".into()) };
-    let chart = V::Map(chart_fields.into_iter().map(|(k, v)| (capitalised(&k), v)).collect());
-    let mut engine = gotmpl::Engine::new(dir.clone());
-    let mut parsed = Vec::new();
-    for path in template_files() {
-        let name = path.file_name().expect("file name").to_string_lossy().into_owned();
-        let nodes = engine.parse(&read(&path)).map_err(|e| format!("{name}: {e}"))?;
-        parsed.push((name, nodes));
+}
+
+/// Runs the real helm with `stdin` as its standard input; stdout, or stderr as the error.
+fn helm(args: &[&str], stdin: &str) -> Result<String, String> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(tool("ABSA_HELM"))
+        .args(args)
+        // No cluster is asked anything: a kube config that does not exist makes sure of it.
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("helm starts");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write helm's stdin");
+    let out = child.wait_with_output().expect("helm runs");
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).expect("helm prints UTF-8"))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Helm's coalescing of a values file over the chart's values: maps merge key by key,
+/// anything else replaces, and null deletes the key.
+fn merge_values(base: &mut J, overrides: &J) {
+    match (base, overrides) {
+        (J::Object(b), J::Object(o)) => {
+            for (k, v) in o {
+                if v.is_null() {
+                    b.remove(k);
+                } else if let Some(slot) = b.get_mut(k).filter(|slot| slot.is_object() && v.is_object()) {
+                    merge_values(slot, v);
+                } else {
+                    b.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// `helm template prod helm/absa --namespace absa -f -` with `overrides` as the values file.
+fn render(overrides: &str) -> Result<Rendered, String> {
+    let chart = chart_dir();
+    let output = helm(&["template", RELEASE, chart.to_str().expect("chart path"), "--namespace", NAMESPACE, "-f", "-"], overrides)?;
+    let mut values = values_json();
+    if !overrides.trim().is_empty() {
+        merge_values(&mut values, &serde_norway::from_str(overrides).map_err(|e| format!("overrides: {e}"))?);
     }
     let mut manifests = Vec::new();
-    let mut notes = String::new();
-    for (name, nodes) in &parsed {
-        if name.starts_with('_') {
-            continue;
+    for doc in output.split("\n---\n") {
+        let Some(source) = doc.lines().find_map(|l| l.strip_prefix("# Source: absa/templates/")) else { continue };
+        let obj: J = serde_norway::from_str(doc).map_err(|e| format!("{source}: {e}\n{doc}"))?;
+        if !obj.is_object() {
+            return Err(format!("{source}: a document that is not an object:\n{doc}"));
         }
-        let data = V::map(vec![
-            ("Values", values.clone()),
-            ("Chart", chart.clone()),
-            (
-                "Release",
-                V::map(vec![
-                    ("Name", V::str(RELEASE)),
-                    ("Namespace", V::str(NAMESPACE)),
-                    ("Service", V::str("Helm")),
-                    ("IsInstall", V::Bool(true)),
-                    ("IsUpgrade", V::Bool(false)),
-                    ("Revision", V::Int(1)),
-                ]),
-            ),
-            ("Template", V::map(vec![("Name", V::Str(format!("absa/templates/{name}"))), ("BasePath", V::str("absa/templates"))])),
-            ("Files", V::map(vec![])),
-        ]);
-        let text = engine.execute(nodes, &data).map_err(|e| format!("{name}: {e}"))?;
-        if text.contains("<no value>") {
-            return Err(format!("{name} printed a missing value:\n{text}"));
-        }
-        if name == "NOTES.txt" {
-            notes = text;
-            continue;
-        }
-        for doc in split_documents(&text) {
-            let obj: J = serde_norway::from_str(&doc).map_err(|e| format!("{name}: {e}\n{doc}"))?;
-            if !obj.is_object() {
-                return Err(format!("{name}: a document that is not an object:\n{doc}"));
-            }
-            manifests.push(Manifest { template: name.clone(), text: doc, obj });
-        }
+        manifests.push(Manifest { template: source.to_owned(), text: doc.to_owned(), obj });
     }
-    Ok(Rendered { manifests, notes, values })
+    Ok(Rendered { manifests, values, output, overrides: overrides.to_owned() })
 }
 
-/// Helm's split of a rendered file into documents, dropping whitespace-only ones.
-fn split_documents(text: &str) -> Vec<String> {
-    let mut docs = vec![String::new()];
-    for line in text.lines() {
-        if line.trim_end() == "---" {
-            docs.push(String::new());
-        } else {
-            let doc = docs.last_mut().expect("a document");
-            doc.push_str(line);
-            doc.push('\n');
-        }
-    }
-    docs.into_iter().filter(|d| !d.trim().is_empty()).collect()
+/// The release notes helm prints after an install (NOTES.txt), from a client-side dry run.
+fn notes(overrides: &str) -> String {
+    let chart = chart_dir();
+    let args = ["install", RELEASE, chart.to_str().expect("chart path"), "--namespace", NAMESPACE, "--dry-run=client", "-o", "json", "-f", "-"];
+    let out = helm(&args, overrides).unwrap_or_else(|e| panic!("helm install --dry-run: {e}"));
+    let release: J = serde_json::from_str(&out).expect("helm's release JSON");
+    release["info"]["notes"].as_str().expect("info.notes").to_owned()
 }
 
+/// `kubernetes-validate --strict` over a render: every object against the OpenAPI schema
+/// of its kind in Kubernetes 1.37 (unknown fields refused). Custom resources (KEDA,
+/// the Prometheus operator) have no schema there: only those may be skipped.
+fn validate_with_kubernetes_schemas(r: &Rendered) {
+    static RENDERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RENDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = std::env::temp_dir().join(format!("absa-helm-{}-{n}.yaml", std::process::id()));
+    let what = format!("render {n} (values: {})", r.overrides.trim());
+    std::fs::write(&file, &r.output).expect("write the render");
+    let out = std::process::Command::new(tool("ABSA_KUBERNETES_VALIDATE")).arg("--strict").arg(&file).output().expect("kubernetes-validate runs");
+    let _ = std::fs::remove_file(&file);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{what}: kubernetes-validate failed:\n{text}");
+    let passed = text.lines().filter(|l| l.starts_with("INFO") && l.contains(" passed for resource ")).count();
+    let skipped: Vec<&str> = text.lines().filter(|l| l.contains("Couldn't find schema for kind")).collect();
+    for line in &skipped {
+        assert!(["keda.sh/", "monitoring.coreos.com/"].iter().any(|g| line.contains(g)), "{what}: {line}");
+    }
+    assert_eq!(passed + skipped.len(), r.manifests.len(), "{what}: every object validated or a known custom resource:\n{text}");
+}
+
+/// A render that must succeed; every one is also checked against Kubernetes' schemas.
 fn render_ok(overrides: &str) -> Rendered {
-    render(overrides).unwrap_or_else(|e| panic!("render failed: {e}"))
-}
-
-/// With HELM_CHART_RENDER_TO=DIR, the default render and the everything-on render are
-/// written to DIR/default and DIR/all-on (one file per object, plus NOTES.txt), for
-/// reading, for comparing with `helm template`, or for `kubectl apply --dry-run=server`.
-fn write_render(r: &Rendered, name: &str) {
-    let Some(dir) = std::env::var_os("HELM_CHART_RENDER_TO") else { return };
-    let dir = PathBuf::from(dir).join(name);
-    std::fs::create_dir_all(&dir).expect("render folder");
-    for (i, m) in r.manifests.iter().enumerate() {
-        let name = format!("{i:02}-{}-{}.yaml", m.obj["kind"].as_str().unwrap_or("x").to_lowercase(), m.obj["metadata"]["name"].as_str().unwrap_or("x"));
-        std::fs::write(dir.join(name), format!("# Source: absa/templates/{}\n{}", m.template, m.text)).expect("write");
-    }
-    std::fs::write(dir.join("NOTES.txt"), &r.notes).expect("write notes");
+    let r = render(overrides).unwrap_or_else(|e| panic!("render failed: {e}"));
+    validate_with_kubernetes_schemas(&r);
+    r
 }
 
 /// Everything turned on: KEDA instead of the HPA, the ServiceMonitor, existing Secrets,
-/// an artifacts volume, a models claim, overrides of names and images.
+/// an artifacts volume, a models claim, overrides of names and images, the ingress and
+/// the NetworkPolicies.
 const ALL_ON: &str = r#"
 fullnameOverride: absa
 image: {registry: "", tag: "1.2.3"}
@@ -1372,6 +220,8 @@ trainer:
   models: {existingClaim: base-models}
 metrics: {key: {existingSecret: scrape-key}, serviceMonitor: {enabled: true, labels: {release: kube-prometheus-stack}}}
 grafana: {dashboard: {labels: {team: nlp}, annotations: {grafana_folder: ABSA}}}
+ingress: {enabled: true, host: absa.example.org, tlsSecret: absa-tls, className: nginx}
+networkPolicy: {enabled: true}
 "#;
 
 // ---------------------------------------------------------------------------------
@@ -1450,6 +300,9 @@ const KINDS: &[(&str, &str)] = &[
     ("keda.sh/v1alpha1", "ScaledObject"),
     ("keda.sh/v1alpha1", "TriggerAuthentication"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("networking.k8s.io/v1", "Ingress"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
 ];
 
 fn check_common(r: &Rendered) {
@@ -1557,7 +410,7 @@ fn check_pods(r: &Rendered) {
             assert_eq!(spec["restartPolicy"], "Never", "{name}: Job pods");
         }
         let sa = spec["serviceAccountName"].as_str().expect("serviceAccountName");
-        if r.value("serviceAccount.create") == V::Bool(true) {
+        if r.value("serviceAccount.create") == &J::Bool(true) {
             assert!(r.find("ServiceAccount", sa).is_some(), "{name}: service account {sa} not rendered");
         }
         assert_eq!(spec["automountServiceAccountToken"], false, "{name}: no role calls the Kubernetes API");
@@ -1626,8 +479,8 @@ fn check_pods(r: &Rendered) {
             if role == "trainer" || role == "scorer" {
                 writes.push(r.value_str("config.worker.work_dir"));
                 writes.push(r.value_str("config.worker.cache_dir"));
-                if let V::Str(dir) = r.value("config.worker.artifacts_dir") {
-                    writes.push(dir);
+                if let Some(dir) = r.value("config.worker.artifacts_dir").as_str() {
+                    writes.push(dir.to_owned());
                 }
             }
             for w in writes {
@@ -1741,108 +594,10 @@ fn workspace_version() -> String {
 }
 
 // ---------------------------------------------------------------------------------
-// values.schema.json: defaults and a validator for the keywords it uses
+// values.schema.json: its defaults (helm itself validates values against it)
 
 mod schema {
     use serde_json::Value as J;
-
-    const KEYWORDS: &[&str] = &[
-        "$schema",
-        "title",
-        "description",
-        "default",
-        "type",
-        "properties",
-        "additionalProperties",
-        "required",
-        "items",
-        "enum",
-        "minimum",
-        "maximum",
-        "minLength",
-    ];
-
-    fn type_ok(t: &str, v: &J) -> bool {
-        match t {
-            "object" => v.is_object(),
-            "array" => v.is_array(),
-            "string" => v.is_string(),
-            "boolean" => v.is_boolean(),
-            "null" => v.is_null(),
-            "number" => v.is_number(),
-            "integer" => v.as_f64().is_some_and(|f| f.fract() == 0.0),
-            other => panic!("schema type {other} not supported by this validator"),
-        }
-    }
-
-    /// Errors of `v` against `schema` (draft-07 semantics for the keywords in KEYWORDS;
-    /// any other keyword is refused so this validator never silently ignores a rule).
-    pub fn validate(schema: &J, v: &J, path: &str, errors: &mut Vec<String>) {
-        let s = schema.as_object().unwrap_or_else(|| panic!("{path}: schema is not an object"));
-        for k in s.keys() {
-            assert!(KEYWORDS.contains(&k.as_str()), "{path}: schema keyword {k} not supported by this validator");
-        }
-        if let Some(t) = s.get("type") {
-            let types: Vec<&str> = match t {
-                J::String(t) => vec![t],
-                J::Array(ts) => ts.iter().map(|t| t.as_str().expect("type name")).collect(),
-                _ => panic!("{path}: bad type"),
-            };
-            if !types.iter().any(|t| type_ok(t, v)) {
-                errors.push(format!("{path}: {v} is not {}", types.join(" or ")));
-                return;
-            }
-        }
-        if let Some(e) = s.get("enum") {
-            if !e.as_array().expect("enum list").contains(v) {
-                errors.push(format!("{path}: {v} is not one of {e}"));
-            }
-        }
-        if let Some(n) = v.as_f64() {
-            if let Some(min) = s.get("minimum").and_then(J::as_f64) {
-                if n < min {
-                    errors.push(format!("{path}: {n} < minimum {min}"));
-                }
-            }
-            if let Some(max) = s.get("maximum").and_then(J::as_f64) {
-                if n > max {
-                    errors.push(format!("{path}: {n} > maximum {max}"));
-                }
-            }
-        }
-        if let (Some(text), Some(min)) = (v.as_str(), s.get("minLength").and_then(J::as_u64)) {
-            if (text.chars().count() as u64) < min {
-                errors.push(format!("{path}: {text:?} shorter than {min}"));
-            }
-        }
-        if let Some(items) = v.as_array() {
-            if let Some(item_schema) = s.get("items") {
-                for (i, x) in items.iter().enumerate() {
-                    validate(item_schema, x, &format!("{path}[{i}]"), errors);
-                }
-            }
-        }
-        if let Some(obj) = v.as_object() {
-            for r in s.get("required").and_then(J::as_array).into_iter().flatten() {
-                let r = r.as_str().expect("required name");
-                if !obj.contains_key(r) {
-                    errors.push(format!("{path}: missing {r}"));
-                }
-            }
-            let props = s.get("properties").and_then(J::as_object);
-            for (k, x) in obj {
-                let sub = format!("{path}.{k}");
-                match props.and_then(|p| p.get(k)) {
-                    Some(ps) => validate(ps, x, &sub, errors),
-                    None => match s.get("additionalProperties") {
-                        Some(J::Bool(false)) => errors.push(format!("{sub}: not allowed (unknown key)")),
-                        Some(ap @ J::Object(_)) => validate(ap, x, &sub, errors),
-                        _ => {}
-                    },
-                }
-            }
-        }
-    }
 
     /// The values a schema implies: a node's `default`, or for an object without one,
     /// its properties' defaults. `None` where neither exists.
@@ -1904,7 +659,7 @@ fn schema_json() -> J {
 // The tests
 
 #[test]
-fn values_yaml_equals_the_schema_defaults_and_validates_against_it() {
+fn values_yaml_equals_the_schema_defaults_and_helm_lint_passes() {
     let (values, schema) = (values_json(), schema_json());
     let mut missing = Vec::new();
     schema::leaves_without_default(&schema, "", &mut missing);
@@ -1913,9 +668,11 @@ fn values_yaml_equals_the_schema_defaults_and_validates_against_it() {
     let mut diff = Vec::new();
     differences(&values, &defaults, "", &mut diff);
     assert!(diff.is_empty(), "values.yaml and the schema's defaults differ:\n{}", diff.join("\n"));
-    let mut errors = Vec::new();
-    schema::validate(&schema, &values, "", &mut errors);
-    assert!(errors.is_empty(), "values.yaml against values.schema.json:\n{}", errors.join("\n"));
+    // helm lint renders the chart and validates values.yaml against values.schema.json;
+    // --strict turns its warnings into failures.
+    let chart = chart_dir();
+    let lint = helm(&["lint", "--strict", chart.to_str().expect("chart path")], "").unwrap_or_else(|e| panic!("helm lint --strict: {e}"));
+    assert!(lint.contains("1 chart(s) linted, 0 chart(s) failed"), "{lint}");
     // Helm reads values as YAML 1.1, where y/n/yes/no/on/off (keys too) are booleans.
     let mut strings = Vec::new();
     walk_strings(&values, &mut strings);
@@ -1925,39 +682,23 @@ fn values_yaml_equals_the_schema_defaults_and_validates_against_it() {
 }
 
 #[test]
-fn the_schema_rejects_typos_wrong_types_and_out_of_range_values() {
-    let schema = schema_json();
-    let bad = |patch: &str, expect: &str| {
-        let mut values = values_json();
-        let patch: J = serde_norway::from_str(patch).expect("patch");
-        fn merge(a: &mut J, b: &J) {
-            match (a, b) {
-                (J::Object(x), J::Object(y)) => y.iter().for_each(|(k, v)| merge(x.entry(k.clone()).or_insert(J::Null), v)),
-                (a, b) => *a = b.clone(),
-            }
-        }
-        merge(&mut values, &patch);
-        let mut errors = Vec::new();
-        schema::validate(&schema, &values, "", &mut errors);
-        assert!(errors.iter().any(|e| e.contains(expect)), "{patch} should fail with {expect:?}, got {errors:?}");
+fn helm_refuses_typos_wrong_types_and_out_of_range_values_by_the_schema() {
+    let bad = |patch: &str, expect: &str| match render(patch) {
+        Ok(_) => panic!("{patch} rendered"),
+        Err(e) => assert!(e.contains(expect), "{patch} should fail with {expect:?}, got {e}"),
     };
-    bad("config: {dispatch: {shard_sise: 10}}", ".config.dispatch.shard_sise: not allowed");
-    bad("config: {database: {url: 'postgres://x'}}", ".config.database.url: not allowed");
-    bad("scorer: {kedaa: {enabled: true}}", ".scorer.kedaa: not allowed");
-    bad("api: {replicas: two}", ".api.replicas: \"two\" is not integer");
-    bad("config: {api: {max_upload_bytes: 1.5}}", "is not integer");
-    bad("config: {onnx: {precision: fp16}}", "is not one of");
-    bad("scorer: {autoscaling: {targetCPUUtilizationPercentage: 150}}", "> maximum 100");
-    bad("api: {containerPort: 0}", "< minimum 1");
-    bad("api: {extraEnv: [{value: x}]}", ".api.extraEnv[0]: missing name");
-    bad("trainer: {resources: {limit: {}}}", ".trainer.resources.limit: not allowed");
-    // A null for a nullable key is fine.
-    let mut values = values_json();
-    values["config"]["worker"]["artifacts_dir"] = J::String("/data".into());
-    values["global"] = serde_json::json!({});
-    let mut errors = Vec::new();
-    schema::validate(&schema, &values, "", &mut errors);
-    assert!(errors.is_empty(), "{errors:?}");
+    bad("config: {dispatch: {shard_sise: 10}}", "at '/config/dispatch': additional properties 'shard_sise' not allowed");
+    bad("config: {database: {url: 'postgres://x'}}", "at '/config/database': additional properties 'url' not allowed");
+    bad("scorer: {kedaa: {enabled: true}}", "at '/scorer': additional properties 'kedaa' not allowed");
+    bad("api: {replicas: two}", "at '/api/replicas': got string, want integer");
+    bad("config: {api: {max_upload_bytes: 1.5}}", "at '/config/api/max_upload_bytes': got number, want integer");
+    bad("config: {onnx: {precision: fp16}}", "at '/config/onnx/precision': value must be one of");
+    bad("scorer: {autoscaling: {targetCPUUtilizationPercentage: 150}}", "at '/scorer/autoscaling/targetCPUUtilizationPercentage': maximum: got 150, want 100");
+    bad("api: {containerPort: 0}", "at '/api/containerPort': minimum: got 0, want 1");
+    bad("api: {extraEnv: [{value: x}]}", "at '/api/extraEnv/0': missing property 'name'");
+    bad("trainer: {resources: {limit: {}}}", "at '/trainer/resources': additional properties 'limit' not allowed");
+    // A value for a nullable key, and an empty `global`, are fine.
+    render_ok("config: {worker: {artifacts_dir: /data}}\npersistence: {artifacts: {existingClaim: rwx}}\nglobal: {}");
 }
 
 /// `.Values.a.b` paths in the templates, as written.
@@ -1976,7 +717,7 @@ fn referenced_value_paths() -> BTreeMap<String, String> {
 
 #[test]
 fn every_value_the_templates_use_exists_and_every_value_is_used() {
-    let values = V::parse_yaml(&read(&chart_dir().join("values.yaml"))).expect("values");
+    let values = values_json();
     let refs = referenced_value_paths();
     assert!(refs.len() > 40, "{refs:?}");
     for (path, file) in &refs {
@@ -1987,9 +728,9 @@ fn every_value_the_templates_use_exists_and_every_value_is_used() {
     }
     // The reverse: every leaf of values.yaml is read by a template (directly, or through
     // an ancestor handed to toYaml/range), so no knob is dead.
-    fn leaves(v: &V, prefix: &str, out: &mut Vec<String>) {
+    fn leaves(v: &J, prefix: &str, out: &mut Vec<String>) {
         match v {
-            V::Map(m) if !m.is_empty() => m.iter().for_each(|(k, x)| leaves(x, &if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, out)),
+            J::Object(m) if !m.is_empty() => m.iter().for_each(|(k, x)| leaves(x, &if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, out)),
             _ => out.push(prefix.to_owned()),
         }
     }
@@ -2004,7 +745,6 @@ fn every_value_the_templates_use_exists_and_every_value_is_used() {
 #[test]
 fn the_default_render_has_every_role_with_its_required_fields() {
     let r = render_ok("");
-    write_render(&r, "default");
     check_common(&r);
     check_pods(&r);
     let full = format!("{RELEASE}-absa");
@@ -2028,6 +768,9 @@ fn the_default_render_has_every_role_with_its_required_fields() {
         "Deployment/prod-absa-trainer",
         "HorizontalPodAutoscaler/prod-absa-scorer",
         "Job/prod-absa-migrations",
+        "PodDisruptionBudget/prod-absa-api",
+        "PodDisruptionBudget/prod-absa-scheduler",
+        "PodDisruptionBudget/prod-absa-scorer",
         "Secret/prod-absa-amqp",
         "Secret/prod-absa-database",
         "Secret/prod-absa-migrations",
@@ -2165,9 +908,10 @@ fn the_default_render_has_every_role_with_its_required_fields() {
     }
 
     // The notes render and name the things to do next.
-    assert!(r.notes.contains("create-key") && r.notes.contains(&format!("svc/{full}-api")), "{}", r.notes);
-    assert!(r.notes.contains("WARNING: trainer.models.existingClaim is empty"), "{}", r.notes);
-    assert!(r.notes.contains("example credentials"), "{}", r.notes);
+    let notes = notes("");
+    assert!(notes.contains("create-key") && notes.contains(&format!("svc/{full}-api")), "{notes}");
+    assert!(notes.contains("WARNING: trainer.models.existingClaim is empty"), "{notes}");
+    assert!(notes.contains("example credentials"), "{notes}");
 }
 
 fn decode_base64(s: &str) -> String {
@@ -2255,7 +999,6 @@ fn the_config_map_is_the_toml_the_binaries_read() {
 #[test]
 fn everything_enabled_renders_keda_servicemonitor_existing_secrets_and_volumes() {
     let r = render_ok(ALL_ON);
-    write_render(&r, "all-on");
     check_common(&r);
     check_pods(&r);
     let mut names = r.names();
@@ -2270,7 +1013,13 @@ fn everything_enabled_renders_keda_servicemonitor_existing_secrets_and_volumes()
             "Deployment/absa-scheduler",
             "Deployment/absa-scorer",
             "Deployment/absa-trainer",
+            "Ingress/absa-api",
             "Job/absa-migrations",
+            "NetworkPolicy/absa-api",
+            "NetworkPolicy/absa-default",
+            "PodDisruptionBudget/absa-api",
+            "PodDisruptionBudget/absa-scheduler",
+            "PodDisruptionBudget/absa-scorer",
             "ScaledObject/absa-scorer",
             "Service/absa-api",
             "ServiceMonitor/absa-api",
@@ -2352,8 +1101,9 @@ fn everything_enabled_renders_keda_servicemonitor_existing_secrets_and_volumes()
     assert_eq!(dash["metadata"]["labels"]["grafana_dashboard"], "1");
     assert_eq!(dash["metadata"]["labels"]["team"], "nlp");
     assert_eq!(dash["metadata"]["annotations"]["grafana_folder"], "ABSA");
-    assert!(r.notes.contains("ServiceMonitor absa-api") && r.notes.contains("KEDA on queue absa-prod.score"), "{}", r.notes);
-    assert!(!r.notes.contains("WARNING"), "{}", r.notes);
+    let notes = notes(ALL_ON);
+    assert!(notes.contains("ServiceMonitor absa-api") && notes.contains("KEDA on queue absa-prod.score"), "{notes}");
+    assert!(!notes.contains("WARNING"), "{notes}");
 
     // Turning things off.
     let r = render_ok("migrations: {enabled: false}\ngrafana: {dashboard: {enabled: false}}\nscorer: {autoscaling: {enabled: false}, replicas: 3}");
@@ -2378,7 +1128,6 @@ fn a_distributed_run_is_an_indexed_job_whose_pods_meet_at_pod_zero() {
     let r = render_ok(
         "distributedRun: {enabled: true, nodes: 3, ranksPerNode: 2, sharedClaim: runs, args: [train, --base, /shared/models/xlm-roberta-xl, --sharding, full-shard]}",
     );
-    write_render(&r, "distributed-run");
     check_common(&r);
     check_pods(&r);
     let job = r.get("Job", "prod-absa-run");
@@ -2505,11 +1254,8 @@ fn the_dockerfiles_build_each_role_with_the_native_libraries_of_scripts_native_s
     let docker = repo().join("docker");
     let cargo: toml::Table = read(&repo().join("Cargo.toml")).parse().expect("Cargo.toml");
     let members: Vec<String> = cargo["workspace"]["members"].as_array().expect("members").iter().map(|m| m.as_str().expect("member").to_owned()).collect();
-    let values = V::parse_yaml(&read(&chart_dir().join("values.yaml"))).expect("values");
-    let uid = match values.get("podSecurityContext").and_then(|p| p.get("runAsUser")) {
-        Some(V::Float(f)) => *f as u64,
-        other => panic!("runAsUser {other:?}"),
-    };
+    let values = values_json();
+    let uid = values["podSecurityContext"]["runAsUser"].as_u64().unwrap_or_else(|| panic!("runAsUser {}", values["podSecurityContext"]));
     for (role, cmd) in [("api", "serve"), ("scheduler", "run"), ("scorer", "work"), ("trainer", "work")] {
         let file = docker.join(format!("{role}.Dockerfile"));
         let text = read(&file);
@@ -2524,7 +1270,7 @@ fn the_dockerfiles_build_each_role_with_the_native_libraries_of_scripts_native_s
         assert!(text.contains(&format!("CMD [\"{cmd}\"]")), "{role}: default subcommand");
         assert!(text.contains(&format!("USER {uid}")), "{role}: runs as the chart's runAsUser {uid}");
         let repo_value = values.get(role).and_then(|r| r.get("image")).and_then(|i| i.get("repository"));
-        assert_eq!(repo_value, Some(&V::Str(bin.clone())), "{role}: values' image repository is the binary's name");
+        assert_eq!(repo_value.and_then(J::as_str), Some(bin.as_str()), "{role}: values' image repository is the binary's name");
     }
     let scorer = read(&docker.join("scorer.Dockerfile"));
     let ort = native_version("ORT_VERSION");
@@ -2541,54 +1287,154 @@ fn the_dockerfiles_build_each_role_with_the_native_libraries_of_scripts_native_s
     }
 }
 
+/// The pod labels of every Deployment and Job, by object name.
+fn pod_labels(r: &Rendered) -> BTreeMap<String, BTreeMap<String, String>> {
+    r.all("Deployment")
+        .into_iter()
+        .chain(r.all("Job"))
+        .map(|o| (o["metadata"]["name"].as_str().expect("name").to_owned(), string_map(&o["spec"]["template"]["metadata"]["labels"], "pod labels")))
+        .collect()
+}
+
+/// Names of the Deployments and Jobs whose pods a label selector selects.
+fn selected(r: &Rendered, selector: &J) -> BTreeSet<String> {
+    let wanted = string_map(&selector["matchLabels"], "matchLabels");
+    assert!(selector.get("matchExpressions").is_none(), "only matchLabels are used");
+    pod_labels(r).into_iter().filter(|(_, labels)| subset(&wanted, labels)).map(|(name, _)| name).collect()
+}
+
+fn profile(name: &str) -> String {
+    read(&chart_dir().join("profiles").join(format!("{name}.yaml")))
+}
+
 #[test]
-fn the_renderer_follows_go_template_and_helm_semantics() {
-    let run = |src: &str, values: &str| -> Result<String, String> {
-        let mut e = gotmpl::Engine::new(chart_dir());
-        let nodes = e.parse(src)?;
-        e.execute(&nodes, &V::map(vec![("Values", V::parse_yaml(values)?)]))
-    };
-    let ok = |src: &str, values: &str| run(src, values).unwrap_or_else(|e| panic!("{src}: {e}"));
-    // Trim markers eat all adjacent whitespace, newlines included.
-    assert_eq!(ok("a  \n {{- \"b\" -}} \n  c", "{}"), "abc");
-    assert_eq!(ok("a {{ \"b\" }} c", "{}"), "a b c");
-    assert_eq!(ok("x{{/* comment */}}y{{- /* c */ -}} z", "{}"), "xyz");
-    // Numbers from values are float64: large ones print in exponent form, as in Helm.
-    // (Checked against text/template with Sprig 3.2.3 and ghodss/yaml; keys such as `y`
-    // or `n` are avoided: Helm's YAML 1.1 parser reads them as booleans.)
-    assert_eq!(
-        ok("{{ .Values.big }} {{ .Values.m }} {{ .Values.f }} {{ .Values.small }}", "{big: 536870912, m: 8080, f: 1.5, small: 0.00001}"),
-        "5.36870912e+08 8080 1.5 1e-05"
+fn every_values_profile_lints_renders_and_passes_the_kubernetes_schemas() {
+    let mut names: Vec<String> = std::fs::read_dir(chart_dir().join("profiles"))
+        .expect("profiles folder")
+        .map(|e| e.expect("entry").path().file_stem().expect("stem").to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["cluster", "laptop", "single-gpu"]);
+    let chart = chart_dir();
+    for name in &names {
+        let file = chart.join("profiles").join(format!("{name}.yaml"));
+        let lint = helm(&["lint", "--strict", chart.to_str().expect("chart"), "-f", file.to_str().expect("profile")], "").unwrap_or_else(|e| panic!("{name}: helm lint: {e}"));
+        assert!(lint.contains("1 chart(s) linted, 0 chart(s) failed"), "{name}: {lint}");
+        let r = render_ok(&profile(name));
+        check_common(&r);
+        check_pods(&r);
+    }
+
+    // laptop: one node, no GPU, nothing that needs several nodes.
+    let r = render_ok(&profile("laptop"));
+    let trainer = pod_spec(r.get("Deployment", "prod-absa-trainer"));
+    assert!(trainer["containers"][0]["resources"]["limits"].get("nvidia.com/gpu").is_none(), "laptop: the trainer asks for no GPU");
+    assert!(trainer.get("nodeSelector").is_none() && trainer.get("tolerations").is_none(), "laptop: the trainer runs on any node");
+    for kind in ["HorizontalPodAutoscaler", "PodDisruptionBudget", "Ingress", "NetworkPolicy", "ScaledObject"] {
+        assert!(r.all(kind).is_empty(), "laptop renders no {kind}");
+    }
+    for d in ["api", "scheduler", "scorer", "trainer"] {
+        assert_eq!(r.get("Deployment", &format!("prod-absa-{d}"))["spec"]["replicas"], 1, "laptop: one {d}");
+    }
+
+    // single GPU node: the defaults' trainer on the GPU, scorers kept off that node.
+    let r = render_ok(&profile("single-gpu"));
+    assert_eq!(pod_spec(r.get("Deployment", "prod-absa-trainer"))["containers"][0]["resources"]["limits"]["nvidia.com/gpu"], 1);
+    let scorer = pod_spec(r.get("Deployment", "prod-absa-scorer"));
+    let term = &scorer["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchExpressions"][0];
+    assert_eq!((term["key"].as_str(), term["operator"].as_str()), (Some("nvidia.com/gpu.present"), Some("DoesNotExist")));
+    assert_eq!(r.all("HorizontalPodAutoscaler").len(), 1);
+
+    // cluster: no credentials in the chart's objects, TLS ingress, policies, KEDA to zero.
+    let r = render_ok(&profile("cluster"));
+    assert!(r.all("Secret").iter().all(|s| !s["metadata"]["name"].as_str().unwrap_or("").ends_with("-database") && !s["metadata"]["name"].as_str().unwrap_or("").ends_with("-amqp")));
+    assert!(!r.output.contains("postgres://") && !r.output.contains("amqp://"), "cluster: no URL in any rendered object");
+    assert_eq!(r.get("Ingress", "prod-absa-api")["spec"]["tls"][0]["secretName"], "absa-tls");
+    assert_eq!(r.all("NetworkPolicy").len(), 2);
+    assert_eq!(r.get("ScaledObject", "prod-absa-scorer")["spec"]["minReplicaCount"], 0, "scorers scale to zero");
+    assert_eq!(r.get("Deployment", "prod-absa-trainer")["spec"]["replicas"], 4);
+    let spread = &pod_spec(r.get("Deployment", "prod-absa-api"))["topologySpreadConstraints"][0];
+    assert_eq!(spread["topologyKey"], "topology.kubernetes.io/zone");
+}
+
+#[test]
+fn disruption_budgets_and_spreading_cover_the_replicated_roles() {
+    let r = render_ok("");
+    let pdbs = r.all("PodDisruptionBudget");
+    assert_eq!(pdbs.len(), 3, "api, scheduler, scorer");
+    for role in ["api", "scheduler", "scorer"] {
+        let name = format!("prod-absa-{role}");
+        let pdb = r.get("PodDisruptionBudget", &name);
+        assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+        assert_eq!(selected(&r, &pdb["spec"]["selector"]), BTreeSet::from([name.clone()]), "{name}: the budget covers exactly its Deployment's pods");
+        let spec = pod_spec(r.get("Deployment", &name));
+        let spread = spec["topologySpreadConstraints"].as_array().unwrap_or_else(|| panic!("{name}: no topologySpreadConstraints"));
+        assert_eq!(spread.len(), 1);
+        assert_eq!((spread[0]["topologyKey"].as_str(), spread[0]["whenUnsatisfiable"].as_str()), (Some("kubernetes.io/hostname"), Some("ScheduleAnyway")));
+        assert_eq!(selected(&r, &spread[0]["labelSelector"]), BTreeSet::from([name.clone()]), "{name}: spreads its own pods");
+    }
+    // The trainer hands its job back on SIGTERM: no budget, one GPU pod at a time.
+    assert!(r.find("PodDisruptionBudget", "prod-absa-trainer").is_none());
+    assert!(pod_spec(r.get("Deployment", "prod-absa-trainer")).get("topologySpreadConstraints").is_none());
+    let r = render_ok("podDisruptionBudget: {enabled: false}\ntopologySpread: {enabled: false}");
+    assert!(r.all("PodDisruptionBudget").is_empty());
+    assert!(r.all("Deployment").iter().all(|d| pod_spec(d).get("topologySpreadConstraints").is_none()));
+}
+
+#[test]
+fn network_policies_open_only_the_api_and_let_pods_reach_only_dns_postgres_and_rabbitmq() {
+    assert!(render_ok("").all("NetworkPolicy").is_empty(), "off by default: it needs an enforcing network plugin");
+    let r = render_ok(
+        "networkPolicy: {enabled: true, api: {from: [{namespaceSelector: {matchLabels: {name: ingress}}}]}, database: {port: 6432}}\n\
+         distributedRun: {enabled: true, sharedClaim: shared, args: [train]}",
     );
-    assert_eq!(ok("{{ toJson .Values.big }}", "big: 536870912"), "536870912");
-    assert_eq!(ok("{{ printf \"%d\" .Values.m }}", "m: 8080"), "%!d(float64=8080)");
-    assert_eq!(ok("{{ .Values.x | quote }} {{ quote 5 }}", "x: 'a\"b'"), "\"a\\\"b\" \"5\"");
-    assert_eq!(ok("{{ default \"d\" .Values.e }}/{{ default \"d\" .Values.z }}/{{ .Values.m | default 1 }}", "{e: '', z: 0, m: 3}"), "d/d/3");
-    assert!(run("{{ eq .Values.m 1 }}", "m: 1").unwrap_err().contains("incompatible types"));
-    assert!(run("{{ .Values.a.b }}", "{}").unwrap_err().contains("nil pointer"));
-    assert!(run("{{ nope 1 }}", "{}").unwrap_err().contains("not defined"));
-    assert!(run("{{ required \"need x\" .Values.x }}", "{}").unwrap_err().contains("need x"));
-    // Control flow, variables, ranges over sorted map keys, include with dict.
-    assert_eq!(ok("{{ if .Values.a }}A{{ else if .Values.b }}B{{ else }}C{{ end }}", "{a: false, b: true}"), "B");
-    assert_eq!(ok("{{ range $k, $v := .Values.m }}{{ $k }}={{ $v }};{{ end }}", "m: {b: 2, a: x}"), "a=x;b=2;");
-    assert_eq!(ok("{{ range .Values.l }}[{{ . }}]{{ else }}none{{ end }}", "l: []"), "none");
-    assert_eq!(ok("{{ $x := \"a\" }}{{ if true }}{{ $x = \"b\" }}{{ end }}{{ $x }}", "{}"), "b");
-    assert_eq!(ok("{{ with .Values.w }}{{ .k }}{{ end }}", "w: {k: v}"), "v");
-    assert_eq!(ok("{{ define \"t\" }}<{{ .a }}>{{ end }}{{ include \"t\" (dict \"a\" 1) | nindent 2 }}", "{}"), "\n  <1>");
-    assert_eq!(ok("{{ and 1 0 }} {{ or 0 \"\" \"x\" }} {{ not .Values.nn }}", "nn: null"), "0 x true");
-    assert_eq!(ok("{{ kindIs \"map\" .Values.m }} {{ kindIs \"invalid\" .Values.nn }}", "{m: {}, nn: null}"), "true true");
-    assert_eq!(ok("{{ \"abcdef-\" | trunc 7 | trimSuffix \"-\" }}", "{}"), "abcdef");
-    assert_eq!(ok("{{ b64enc \"postgres://a:b@h/d\" }}", "{}"), "cG9zdGdyZXM6Ly9hOmJAaC9k");
-    // toYaml: sorted keys, sequences at the key's indentation, quoting what YAML would misread.
-    assert_eq!(
-        ok("{{ toYaml .Values }}", "{b: [{x: 1, z: 'on'}, 2], a: {c: '8080', d: 2Gi, e: {}, f: '1e3'}, 'nvidia.com/gpu': 1}"),
-        "a:\n  c: \"8080\"\n  d: 2Gi\n  e: {}\n  f: \"1e3\"\nb:\n- x: 1\n  z: \"on\"\n- 2\nnvidia.com/gpu: 1"
-    );
-    // Helm's value coalescing: null deletes a key.
-    let mut base = V::parse_yaml("{a: {b: 1, c: 2}}").expect("yaml");
-    gotmpl::merge(&mut base, &V::parse_yaml("{a: {c: null, d: 3}}").expect("yaml"));
-    assert_eq!(base, V::parse_yaml("{a: {b: 1, d: 3}}").expect("yaml"));
-    assert_eq!(gotmpl::go_float(1e6), "1e+06");
-    assert_eq!(gotmpl::go_float(0.00001), "1e-05");
-    assert_eq!(gotmpl::go_float(123456.0), "123456");
+    let every_pod: BTreeSet<String> = pod_labels(&r).into_keys().collect();
+    assert!(every_pod.len() >= 6, "{every_pod:?}");
+
+    let default = &r.get("NetworkPolicy", "prod-absa-default")["spec"];
+    assert_eq!(selected(&r, &default["podSelector"]), every_pod, "the default policy covers every pod of the release");
+    assert_eq!(default["policyTypes"], serde_json::json!(["Ingress", "Egress"]));
+    assert!(default.get("ingress").is_none(), "nothing may connect to a pod unless another policy opens it");
+    let ports: BTreeSet<(u64, String)> = default["egress"]
+        .as_array()
+        .expect("egress")
+        .iter()
+        .flat_map(|rule| rule["ports"].as_array().expect("ports").iter().map(|p| (p["port"].as_u64().expect("port number"), p["protocol"].as_str().expect("protocol").to_owned())))
+        .collect();
+    let expected: BTreeSet<(u64, String)> = [(53, "UDP"), (53, "TCP"), (6432, "TCP"), (5672, "TCP")].into_iter().map(|(p, t)| (p, t.to_owned())).collect();
+    assert_eq!(ports, expected, "egress: DNS, Postgres, RabbitMQ only");
+
+    let api = &r.get("NetworkPolicy", "prod-absa-api")["spec"];
+    assert_eq!(selected(&r, &api["podSelector"]), BTreeSet::from(["prod-absa-api".to_owned()]));
+    assert_eq!(api["ingress"][0]["ports"][0]["port"], "http");
+    assert_eq!(api["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["name"], "ingress");
+    let container = container(r.get("Deployment", "prod-absa-api"), "api");
+    assert!(container["ports"].as_array().expect("ports").iter().any(|p| p["name"] == "http"), "the opened port is the API's");
+
+    let run = &r.get("NetworkPolicy", "prod-absa-run")["spec"];
+    let ranks = selected(&r, &run["podSelector"]);
+    assert_eq!(ranks, BTreeSet::from(["prod-absa-run".to_owned()]));
+    assert_eq!(selected(&r, &run["ingress"][0]["from"][0]["podSelector"]), ranks, "ranks accept each other");
+    assert_eq!(selected(&r, &run["egress"][0]["to"][0]["podSelector"]), ranks, "ranks reach each other");
+}
+
+#[test]
+fn the_ingress_routes_to_the_api_service_with_optional_tls() {
+    assert!(render_ok("").all("Ingress").is_empty());
+    match render("ingress: {enabled: true}") {
+        Ok(_) => panic!("an ingress without a host rendered"),
+        Err(e) => assert!(e.contains("ingress.host is required when ingress.enabled"), "{e}"),
+    }
+    let r = render_ok("ingress: {enabled: true, host: absa.example.org, className: nginx}");
+    let ing = &r.get("Ingress", "prod-absa-api")["spec"];
+    assert_eq!(ing["ingressClassName"], "nginx");
+    assert!(ing.get("tls").is_none());
+    let rule = &ing["rules"][0];
+    assert_eq!(rule["host"], "absa.example.org");
+    let backend = &rule["http"]["paths"][0]["backend"]["service"];
+    let service = r.get("Service", backend["name"].as_str().expect("backend service"));
+    assert!(service["spec"]["ports"].as_array().expect("ports").iter().any(|p| p["name"] == backend["port"]["name"]), "the backend port is the Service's");
+    let r = render_ok("ingress: {enabled: true, host: absa.example.org, tlsSecret: absa-tls}");
+    let tls = &r.get("Ingress", "prod-absa-api")["spec"]["tls"][0];
+    assert_eq!((tls["hosts"][0].as_str(), tls["secretName"].as_str()), (Some("absa.example.org"), Some("absa-tls")));
 }

@@ -1,8 +1,4 @@
-{{/*
-Helpers of the absa chart. The templates keep to a small subset of Go template and
-Sprig (define/include, if/else/with/range, toYaml, toJson, nindent, quote, default,
-printf, required, dict) so that tests/tests/helm_chart.rs can render them without helm.
-*/}}
+{{/* Helpers of the absa chart. */}}
 
 {{/* Chart name, overridable. */}}
 {{- define "absa.name" -}}
@@ -146,4 +142,20 @@ checksum/config: {{ include "absa.configToml" . | sha256sum }}
 - name: config
   mountPath: {{ include "absa.configDir" . }}
   readOnly: true
+{{- end -}}
+
+{{/*
+Spread one component's pods over nodes (topologySpread in values); called like
+absa.selectorLabels, at the pod spec's indentation.
+*/}}
+{{- define "absa.topologySpread" -}}
+{{- if .ctx.Values.topologySpread.enabled }}
+topologySpreadConstraints:
+  - maxSkew: {{ .ctx.Values.topologySpread.maxSkew }}
+    topologyKey: {{ .ctx.Values.topologySpread.topologyKey }}
+    whenUnsatisfiable: {{ .ctx.Values.topologySpread.whenUnsatisfiable }}
+    labelSelector:
+      matchLabels:
+        {{- include "absa.selectorLabels" . | nindent 8 }}
+{{- end }}
 {{- end -}}
