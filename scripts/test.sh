@@ -9,6 +9,9 @@ export ABSA_PYTHON="${ABSA_PYTHON:-$(bash "$ROOT/scripts/python-env.sh")}"
 # the real helm and kubernetes-validate, for the chart's tests (tests/tests/helm_chart.rs)
 eval "$(bash "$ROOT/scripts/chart-tools.sh")"
 cd "$ROOT"
+# Formatted (rustfmt.toml) and lint-clean before anything runs.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked --no-fail-fast "$@"
 # The GPU run kit, dry (a whole run only, not one filtered by arguments): built against

@@ -203,7 +203,9 @@ fn shard_file(index: usize, shards: usize) -> String {
 /// SAFETY: the caller keeps `t` alive and unaliased while the slice is used.
 unsafe fn f32_slice(t: &mut Tensor) -> &mut [f32] {
     assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
-    std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel())
+    // SAFETY: the tensor is a contiguous CPU f32 buffer of numel() elements (asserted),
+    // kept alive and unaliased by the caller.
+    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel()) }
 }
 
 impl ShardedEngine {
