@@ -55,6 +55,7 @@ impl Application {
         absa_platform::db::migrate(&pool).await?;
         let upload_dir = settings.api.upload_dir.clone().unwrap_or_else(std::env::temp_dir);
         std::fs::create_dir_all(&upload_dir).map_err(|e| anyhow::anyhow!("upload folder {}: {e}", upload_dir.display()))?;
+        absa_platform::metrics::install(absa_platform::metrics::Role::Api);
         let state = AppState { pool, metrics: Arc::new(ApiMetrics::default()), api: Arc::new(settings.api.clone()), upload_dir };
         let router = router(state);
         let listener = tokio::net::TcpListener::bind(&settings.http.bind).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.http.bind))?;
@@ -118,11 +119,16 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Counts every answer by route template and status for `/metrics`.
+/// Counts every answer by route template and status, and times it, for `/metrics`.
 async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
+    let method = request.method().as_str().to_owned();
+    let started = std::time::Instant::now();
     let response = next.run(request).await;
-    state.metrics.request(&route, response.status().as_u16());
+    let status = response.status().as_u16();
+    state.metrics.request(&route, status);
+    let labels = absa_platform::metrics::labels(&[("route", &route), ("method", &method), ("status", &status.to_string())]);
+    absa_platform::metrics::API.request_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     response
 }
 
@@ -150,7 +156,13 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
         }
     }
     match state.metrics.render(&state.pool, std::time::Duration::from_secs_f64(state.api.metrics_cache_secs.max(0.0))).await {
-        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Ok(text) => {
+            // The registry's families (build info, request latency) in the same text
+            // format, without OpenMetrics' end marker, then the counters and gauges.
+            let registry = absa_platform::metrics::render();
+            let registry = registry.trim_end().strip_suffix("# EOF").unwrap_or(&registry);
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], format!("{registry}{text}")).into_response()
+        }
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("metrics unavailable: {e}")).into_response(),
     }
 }

@@ -170,18 +170,19 @@ pub async fn submit_in(conn: &mut sqlx::PgConnection, job: &NewJob) -> Result<Su
 /// for a job already held, finished or cancelled claims nothing: that is what makes
 /// redelivered messages harmless.
 pub async fn claim(pool: &PgPool, id: Uuid, worker: &str, lease_secs: f64) -> Result<Option<ClaimedJob>> {
-    let row: Option<(Uuid, Uuid, String, Value, i32)> = sqlx::query_as(
+    let row: Option<(Uuid, Uuid, String, Value, i32, f64)> = sqlx::query_as(
         "UPDATE jobs SET state = 'running', lease_owner = $2,
                 lease_expires_at = now() + make_interval(secs => $3), attempts = attempts + 1, updated_at = now()
          WHERE id = $1 AND state IN ('queued', 'dispatched')
-         RETURNING id, team_id, kind, parameters, attempts",
+         RETURNING id, team_id, kind, parameters, attempts, extract(epoch FROM now() - created_at)::float8",
     )
     .bind(id)
     .bind(worker)
     .bind(lease_secs)
     .fetch_optional(pool)
     .await?;
-    let Some((id, team_id, kind, parameters, attempt)) = row else { return Ok(None) };
+    let Some((id, team_id, kind, parameters, attempt, waited_secs)) = row else { return Ok(None) };
+    crate::metrics::WORKER.queue_wait_seconds.get_or_create(&crate::metrics::labels(&[("kind", &kind)])).observe(waited_secs);
     event(pool, id, "claimed", serde_json::json!({ "worker": worker, "attempt": attempt })).await?;
     Ok(Some(ClaimedJob { id, team_id, kind, parameters, attempt }))
 }

@@ -20,6 +20,7 @@
 //! - [`workers`]: live workers and the GPUs they advertise, for routing GPU jobs.
 //! - [`process`]: peak memory of the running process.
 //! - [`telemetry`]: structured logs through `tracing`.
+//! - [`metrics`]: this process's Prometheus metrics, `/metrics`, `/healthz`, `/readyz`.
 //! - [`error`]: the crate's error type.
 
 pub mod artifacts;
@@ -31,6 +32,7 @@ mod error;
 pub mod health;
 pub mod job_spec;
 pub mod jobs;
+pub mod metrics;
 pub mod predictions;
 pub mod process;
 pub mod queue;

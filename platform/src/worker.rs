@@ -21,8 +21,8 @@ use uuid::Uuid;
 
 use crate::config::AmqpSettings;
 use crate::jobs::{self, LeaseLost};
-use crate::queue;
 use crate::Result;
+use crate::{metrics, queue};
 
 /// Reconnection waits start here and double up to [`RECONNECT_MAX`].
 const RECONNECT_MIN: Duration = Duration::from_millis(500);
@@ -135,6 +135,9 @@ async fn consume_connection<H: JobHandler>(
     let mut consumer = futures_util::stream::select_all(consumers);
     tracing::info!(?queues, "consuming");
     *wait = RECONNECT_MIN;
+    // Ready (`/readyz`) while consuming; a lost connection clears it until the next one.
+    metrics::set_ready(true);
+    let _not_ready_on_exit = NotReadyOnDrop;
     loop {
         let delivery = tokio::select! {
             _ = shutdown.changed() => {
@@ -147,23 +150,31 @@ async fn consume_connection<H: JobHandler>(
             Some(d) => d?,
             None => return Err(crate::PlatformError::ConsumerClosed(queues.join(", "))),
         };
+        let queue = delivery.routing_key.as_str().to_owned();
+        let outcome = |what: &str| metrics::WORKER.messages.get_or_create(&metrics::labels(&[("queue", &queue), ("outcome", what)])).inc();
         let Ok(Notification { job_id }) = serde_json::from_slice(&delivery.data) else {
             tracing::error!(payload = %String::from_utf8_lossy(&delivery.data), "unreadable message: dead-lettered");
+            outcome("unreadable");
             delivery.nack(BasicNackOptions { requeue: false, ..Default::default() }).await?;
             continue;
         };
         match handler.claim(job_id).await {
             Ok(Some(claim)) => {
+                outcome("claimed");
                 delivery.ack(BasicAckOptions::default()).await?;
+                let started = std::time::Instant::now();
                 handler.run(claim).await;
+                metrics::WORKER.job_run_seconds.get_or_create(&metrics::labels(&[("queue", &queue)])).observe(started.elapsed().as_secs_f64());
             }
             Ok(None) => {
                 tracing::debug!(%job_id, "not claimable (duplicate, running elsewhere, finished or cancelled)");
+                outcome("not_claimable");
                 delivery.ack(BasicAckOptions::default()).await?;
             }
             Err(e) => {
                 // Postgres unreachable: leave the message for later (or another worker).
                 tracing::warn!(%job_id, error = %e, "claim failed; message requeued");
+                outcome("claim_failed");
                 delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
                 tokio::time::sleep(RECONNECT_MIN).await;
             }
@@ -173,6 +184,21 @@ async fn consume_connection<H: JobHandler>(
             return Ok(());
         }
     }
+}
+
+/// Clears readiness when a connection's consuming ends, however it ends.
+struct NotReadyOnDrop;
+
+impl Drop for NotReadyOnDrop {
+    fn drop(&mut self) {
+        metrics::set_ready(false);
+    }
+}
+
+/// Counts a job this worker ended (`succeeded`, `failed`, `released`, `lost`) in
+/// `absa_worker_jobs_finished_total`.
+pub fn count_finished(kind: &str, outcome: &str) {
+    metrics::WORKER.jobs_finished.get_or_create(&metrics::labels(&[("kind", kind), ("outcome", outcome)])).inc();
 }
 
 /// A held lease, kept alive in the background: heartbeats every third of the lease

@@ -11,12 +11,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use absa_platform::queue::{publish_confirmed, Reconnecting, Topology};
-use absa_platform::{jobs, retrains, sweeps};
+use absa_platform::{jobs, metrics, retrains, sweeps, workers};
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
 use sqlx::postgres::{PgConnection, PgListener};
 use sqlx::{Connection, PgPool};
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
 use crate::shards;
+
+/// How often the leader samples queue depths and live workers for its gauges.
+const OBSERVE_EVERY: Duration = Duration::from_secs(5);
 
 /// Arbitrary, fixed: the advisory lock that makes one scheduler the leader.
 const LEADER_LOCK_KEY: i64 = 0x4142_5341_5343_4844; // "ABSASCHD"
@@ -109,9 +114,33 @@ impl Dispatcher {
             // harmless, a missing one would strand the job).
             tx.commit().await?;
             dispatched += batch.len();
+            for job in &batch {
+                metrics::SCHEDULER.dispatched.get_or_create(&metrics::labels(&[("kind", &job.kind)])).inc();
+            }
         }
         jobs::note_waiting_for_gpus(&self.pool).await?;
         Ok(PassReport { retrains_fired: retrains.len(), requeued, fanned_out, settled, dispatched })
+    }
+}
+
+impl Dispatcher {
+    /// Samples what the scheduler's gauges show: ready messages in every queue of the
+    /// topology (dead-letter queues included, by a passive declare) and the live
+    /// workers by role with their GPUs.
+    pub async fn observe(&self) -> anyhow::Result<()> {
+        let live = workers::live(&self.pool).await?;
+        let m = &*metrics::SCHEDULER;
+        for role in ["trainer", "scorer"] {
+            m.live_workers.get_or_create(&metrics::labels(&[("role", role)])).set(live.iter().filter(|w| w.role == role).count() as i64);
+        }
+        m.live_gpus.set(live.iter().map(|w| i64::from(w.gpus)).sum());
+        let channel = self.amqp.lock().await.try_channel().await?;
+        for queue in self.topology.all_queues() {
+            let options = QueueDeclareOptions { passive: true, ..Default::default() };
+            let declared = channel.queue_declare(queue.as_str().into(), options, FieldTable::default()).await?;
+            m.queue_depth.get_or_create(&metrics::labels(&[("queue", &queue)])).set(i64::from(declared.message_count()));
+        }
+        Ok(())
     }
 }
 
@@ -148,11 +177,15 @@ pub async fn run_until_stopped(
     let wake = Arc::new(Notify::new());
     let listener = AbortOnDrop(tokio::spawn(listen_for_jobs(database_url.clone(), wake.clone())));
     let mut leadership: Option<Leadership> = None;
+    // The gauges are sampled every few seconds, not on every pass.
+    let mut observed_at: Option<std::time::Instant> = None;
+    metrics::set_ready(true);
     loop {
         if leadership.is_none() {
             match Leadership::try_acquire(&database_url).await {
                 Ok(Some(lead)) => {
                     tracing::info!("leading: this scheduler dispatches");
+                    metrics::SCHEDULER.leader.set(1);
                     leadership = Some(lead);
                 }
                 Ok(None) => {}
@@ -171,8 +204,15 @@ pub async fn run_until_stopped(
                 }
             } else {
                 tracing::warn!("lost the leader lock's connection");
+                metrics::SCHEDULER.leader.set(0);
                 leadership = None;
             }
+        }
+        if leadership.is_some() && observed_at.is_none_or(|at| at.elapsed() >= OBSERVE_EVERY) {
+            if let Err(e) = dispatcher.observe().await {
+                tracing::warn!(error = %e, "sampling queue depths and live workers failed");
+            }
+            observed_at = Some(std::time::Instant::now());
         }
         tokio::select! {
             _ = &mut shutdown => break,

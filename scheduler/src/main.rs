@@ -35,6 +35,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check => cli::check_services(&settings.database, &settings.amqp).await,
         Command::Run => {
+            absa_platform::metrics::start(absa_platform::metrics::Role::Scheduler, &settings.metrics).await?;
             let pool = absa_platform::db::connect(&settings.database).await?;
             absa_platform::db::migrate(&pool).await?;
             let topology = absa_platform::queue::Topology::new(&settings.amqp.prefix, settings.dispatch.delivery_limit);

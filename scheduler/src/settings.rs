@@ -1,4 +1,5 @@
 use absa_platform::config::{AmqpSettings, DatabaseSettings, LogSettings};
+use absa_platform::metrics::MetricsSettings;
 use serde::Deserialize;
 
 /// `absa-scheduler`'s configuration (file plus `ABSA_*` overrides).
@@ -8,6 +9,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub amqp: AmqpSettings,
     pub log: LogSettings,
+    /// `/metrics`, `/healthz` and `/readyz` (`[metrics] bind`; unset: not served).
+    pub metrics: MetricsSettings,
     pub dispatch: DispatchSettings,
 }
 

@@ -149,6 +149,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let session = SessionOptions::with_threads(settings.onnx.intra_threads);
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
+                absa_platform::metrics::start(absa_platform::metrics::Role::Scorer, &settings.metrics).await?;
                 let pool = absa_platform::db::connect(&settings.database).await?;
                 let shutdown = absa_platform::worker::shutdown_flag();
                 let topology = absa_platform::queue::Topology::new(&settings.amqp.prefix, 0);

@@ -1,5 +1,6 @@
 use absa_onnx::Precision;
 use absa_platform::config::{AmqpSettings, DatabaseSettings, LogSettings};
+use absa_platform::metrics::MetricsSettings;
 use absa_platform::worker::WorkerSettings;
 use serde::Deserialize;
 
@@ -10,6 +11,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub amqp: AmqpSettings,
     pub log: LogSettings,
+    /// `/metrics`, `/healthz` and `/readyz` (`[metrics] bind`; unset: not served).
+    pub metrics: MetricsSettings,
     pub onnx: OnnxSettings,
     pub worker: WorkerSettings,
 }

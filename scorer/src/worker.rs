@@ -14,6 +14,7 @@ use absa_onnx::Precision;
 use absa_platform::artifacts::ArtifactStore;
 use absa_platform::job_spec::score::StanceTarget;
 use absa_platform::jobs::{self, ClaimedJob};
+use absa_platform::metrics;
 use absa_platform::predictions::{copy_predictions, PredictionRow};
 use absa_platform::worker::{self as platform_worker, JobHandler, Lease, LeaseHandle, Permanent, WorkerSettings};
 use anyhow::Context;
@@ -187,6 +188,10 @@ impl ScoreWorker {
             return Ok(false);
         }
         tx.commit().await?;
+        let m = &*metrics::SCORER;
+        m.documents.inc_by(stats.rows_read);
+        m.predictions.inc_by(written as u64);
+        m.rows_rejected.inc_by(row_errors.len() as u64);
         tracing::info!(job_id = %job.id, shard = params.shard, predictions = written, "shard scored");
         Ok(true)
     }
@@ -209,12 +214,19 @@ impl JobHandler for ScoreWorker {
         };
         drop(lease);
         let settled = match outcome {
-            Ok(true) => Ok(()),
-            Ok(false) => {
-                tracing::warn!(job_id = %job.id, "lease lost: the shard was cancelled or taken over; nothing written");
+            Ok(true) => {
+                platform_worker::count_finished(&job.kind, "succeeded");
                 Ok(())
             }
-            Err(e) => platform_worker::record_failure(&self.pool, job.id, &self.name, &e).await,
+            Ok(false) => {
+                tracing::warn!(job_id = %job.id, "lease lost: the shard was cancelled or taken over; nothing written");
+                platform_worker::count_finished(&job.kind, "lost");
+                Ok(())
+            }
+            Err(e) => {
+                platform_worker::count_finished(&job.kind, "failed");
+                platform_worker::record_failure(&self.pool, job.id, &self.name, &e).await
+            }
         };
         if let Err(e) = settled {
             tracing::error!(job_id = %job.id, error = %e, "could not record the shard's outcome");
@@ -273,7 +285,14 @@ fn score_documents(
 ) -> Result<ScoreStats, ScoreError> {
     let errors = ErrorLog::create(Some(errors_file))?;
     let records = documents.into_iter().map(|r| Ok(Ok(r)));
+    // The engine reports after every batch: the time between two reports that each
+    // add one batch is that batch's model call.
+    let (mut batches, mut since) = (0u64, std::time::Instant::now());
     engine::run(model, records, lexicon, options, sink, errors, &mut |stats: &ScoreStats| {
+        if stats.batches == batches + 1 {
+            metrics::SCORER.batch_seconds.observe(since.elapsed().as_secs_f64());
+        }
+        (batches, since) = (stats.batches, std::time::Instant::now());
         // Writing takes the last part of a shard.
         lease.set_progress(0.9 * stats.rows_read as f64 / total);
     })
@@ -331,6 +350,13 @@ async fn read_errors(path: &std::path::Path) -> Vec<RowError> {
 pub async fn run(amqp: &absa_platform::config::AmqpSettings, queue: &str, mut worker: ScoreWorker) -> anyhow::Result<()> {
     let shutdown = worker.shutdown.clone();
     tracing::info!(worker = worker.name(), queue, "scoring worker started");
-    platform_worker::consume(amqp, &[queue.to_owned()], &mut worker, shutdown).await?;
+    // Seen by the scheduler's live-worker gauge (a scorer offers no GPU).
+    let advertising = absa_platform::workers::Advertisement::start(worker.pool.clone(), worker.name.clone(), "scorer", Default::default());
+    let consumed = platform_worker::consume(amqp, &[queue.to_owned()], &mut worker, shutdown).await;
+    drop(advertising);
+    if let Err(e) = absa_platform::workers::withdraw(&worker.pool, &worker.name).await {
+        tracing::warn!(error = %e, "could not remove this worker's advertisement (it goes stale by itself)");
+    }
+    consumed?;
     Ok(())
 }

@@ -76,7 +76,13 @@ impl Service {
     }
 
     pub fn run(&mut self, binary_name: &str, args: &[&str], tag: &str) {
+        self.run_with(binary_name, args, tag, &[]);
+    }
+
+    /// [`Service::run`] with variables for this process alone (its metrics port, say).
+    pub fn run_with(&mut self, binary_name: &str, args: &[&str], tag: &str, extra: &[(&str, String)]) {
         let mut vars = self.vars.clone();
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
         vars.push(("ABSA_WORKER__WORK_DIR".into(), self.dir.join(tag).join("work").display().to_string()));
         vars.push(("ABSA_WORKER__CACHE_DIR".into(), self.dir.join(tag).join("cache").display().to_string()));
         self.processes.push(Process::start(binary_name, args, &vars, &self.dir.join("logs"), tag));

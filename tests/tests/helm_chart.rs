@@ -35,8 +35,6 @@ fn read(path: &Path) -> String {
 struct Manifest {
     /// The template file that printed it (`# Source:` in helm's output).
     template: String,
-    /// The document as rendered.
-    text: String,
     obj: J,
 }
 
@@ -153,7 +151,7 @@ fn render(overrides: &str) -> Result<Rendered, String> {
         if !obj.is_object() {
             return Err(format!("{source}: a document that is not an object:\n{doc}"));
         }
-        manifests.push(Manifest { template: source.to_owned(), text: doc.to_owned(), obj });
+        manifests.push(Manifest { template: source.to_owned(), obj });
     }
     Ok(Rendered { manifests, values, output, overrides: overrides.to_owned() })
 }
@@ -300,6 +298,7 @@ const KINDS: &[(&str, &str)] = &[
     ("keda.sh/v1alpha1", "ScaledObject"),
     ("keda.sh/v1alpha1", "TriggerAuthentication"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
     ("policy/v1", "PodDisruptionBudget"),
     ("networking.k8s.io/v1", "Ingress"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
@@ -518,6 +517,7 @@ fn binary_settings_keys() -> BTreeSet<String> {
         "scheduler/src/settings.rs",
         "trainer/src/settings.rs",
         "scorer/src/settings.rs",
+        "platform/src/metrics.rs",
     ];
     // struct name -> (field, type) of every `pub struct Name { pub field: Type, ... }`.
     let mut structs: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
@@ -575,10 +575,21 @@ fn env_name(key: &str) -> String {
 }
 
 /// Metric names `absa-api` exports (the `header!` lines of api/src/metrics.rs).
+/// Metric names the processes export: the API's hand-written ones (`api/src/metrics.rs`)
+/// and the families registered with the Prometheus client (`platform/src/metrics.rs`),
+/// with the sample suffixes the client writes (`_total` for counters, `_bucket`,
+/// `_sum`, `_count` for histograms). `tests/tests/process_metrics.rs` scrapes the
+/// running processes for the same names.
 fn exported_metrics() -> BTreeSet<String> {
     let src = read(&repo().join("api/src/metrics.rs"));
-    let names: BTreeSet<String> = src.split("header!(\"").skip(1).map(|s| s.split('"').next().expect("name").to_owned()).collect();
+    let mut names: BTreeSet<String> = src.split("header!(\"").skip(1).map(|s| s.split('"').next().expect("name").to_owned()).collect();
     assert!(names.contains("absa_jobs"), "metrics.rs parsed wrongly: {names:?}");
+    let src = read(&repo().join("platform/src/metrics.rs"));
+    let registered: Vec<String> = src.split("r.register(\"").skip(1).map(|s| s.split('"').next().expect("name").to_owned()).collect();
+    assert!(registered.len() >= 15, "platform/src/metrics.rs parsed wrongly: {registered:?}");
+    for name in registered {
+        names.extend(["", "_total", "_bucket", "_sum", "_count"].iter().map(|suffix| format!("{name}{suffix}")));
+    }
     names
 }
 
@@ -937,12 +948,13 @@ fn the_config_map_is_the_toml_the_binaries_read() {
     let cm = r.get("ConfigMap", &format!("{RELEASE}-absa-config"));
     let text = cm["data"]["absa.toml"].as_str().expect("absa.toml");
     let table: toml::Table = text.parse().unwrap_or_else(|e| panic!("absa.toml does not parse: {e}\n{text}"));
-    // Every section and top-level key the binaries read (http.bind comes from the env,
-    // set from api.containerPort), and nothing unknown to them (they ignore unknown keys).
+    // Every section and top-level key the binaries read (http.bind and metrics.bind
+    // come from the env, set from api.containerPort and metrics.port), and nothing unknown to them (they ignore unknown keys).
     let keys = binary_settings_keys();
     for key in &keys {
         match key.split_once('.') {
-            Some(("http", _)) => {}
+            // Set from values by the chart: api.containerPort and metrics.port.
+            Some(("http" | "metrics", _)) => {}
             Some((section, _)) => assert!(table.get(section).is_some_and(toml::Value::is_table), "no [{section}] in\n{text}"),
             None => assert!(table.contains_key(key), "no {key} in\n{text}"),
         }
@@ -1203,7 +1215,7 @@ fn missing_urls_and_claims_fail_the_render_with_a_message() {
 }
 
 #[test]
-fn the_grafana_dashboard_charts_the_metrics_the_api_exports() {
+fn the_grafana_dashboard_charts_the_metrics_the_processes_export() {
     let r = render_ok("");
     let cm = r.get("ConfigMap", &format!("{RELEASE}-absa-dashboard"));
     assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1", "the Grafana sidecar finds dashboards by this label");
@@ -1227,7 +1239,7 @@ fn the_grafana_dashboard_charts_the_metrics_the_api_exports() {
     for e in &exprs {
         assert_eq!(e.matches('(').count(), e.matches(')').count(), "unbalanced PromQL: {e}");
         for word in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("absa_")) {
-            assert!(exported.contains(word), "{word} in {e:?} is not exported by api/src/metrics.rs ({exported:?})");
+            assert!(exported.contains(word), "{word} in {e:?} is exported neither by api/src/metrics.rs nor by platform/src/metrics.rs ({exported:?})");
         }
     }
     let uses = |needle: &str| exprs.iter().any(|e| e.contains(needle));
@@ -1239,6 +1251,11 @@ fn the_grafana_dashboard_charts_the_metrics_the_api_exports() {
         assert!(metrics_src.contains(&format!("'{kind}'")), "metrics.rs counts {kind}");
     }
     assert!(uses("rate(absa_api_requests_total["), "API request rate");
+    assert!(uses("absa_queue_depth_messages"), "RabbitMQ depth per queue, dead-letter queues included");
+    assert!(uses("absa_live_workers"), "live workers by role");
+    assert!(uses("absa_api_request_duration_seconds_bucket"), "API latency");
+    assert!(uses("absa_scorer_documents_total"), "scorer throughput from a counter");
+    assert!(uses("absa_trainer_step_duration_seconds_bucket"), "training step time");
     // Gauges read from Postgres are the same on every API replica: never summed raw.
     for e in &exprs {
         for gauge in ["absa_jobs", "absa_queue_depth", "absa_scoring_instances_per_second", "absa_predictions_rows"] {
@@ -1318,7 +1335,8 @@ fn every_values_profile_lints_renders_and_passes_the_kubernetes_schemas() {
     let chart = chart_dir();
     for name in &names {
         let file = chart.join("profiles").join(format!("{name}.yaml"));
-        let lint = helm(&["lint", "--strict", chart.to_str().expect("chart"), "-f", file.to_str().expect("profile")], "").unwrap_or_else(|e| panic!("{name}: helm lint: {e}"));
+        let lint = helm(&["lint", "--strict", chart.to_str().expect("chart"), "-f", file.to_str().expect("profile")], "")
+            .unwrap_or_else(|e| panic!("{name}: helm lint: {e}"));
         assert!(lint.contains("1 chart(s) linted, 0 chart(s) failed"), "{name}: {lint}");
         let r = render_ok(&profile(name));
         check_common(&r);
@@ -1347,7 +1365,10 @@ fn every_values_profile_lints_renders_and_passes_the_kubernetes_schemas() {
 
     // cluster: no credentials in the chart's objects, TLS ingress, policies, KEDA to zero.
     let r = render_ok(&profile("cluster"));
-    assert!(r.all("Secret").iter().all(|s| !s["metadata"]["name"].as_str().unwrap_or("").ends_with("-database") && !s["metadata"]["name"].as_str().unwrap_or("").ends_with("-amqp")));
+    assert!(r
+        .all("Secret")
+        .iter()
+        .all(|s| !s["metadata"]["name"].as_str().unwrap_or("").ends_with("-database") && !s["metadata"]["name"].as_str().unwrap_or("").ends_with("-amqp")));
     assert!(!r.output.contains("postgres://") && !r.output.contains("amqp://"), "cluster: no URL in any rendered object");
     assert_eq!(r.get("Ingress", "prod-absa-api")["spec"]["tls"][0]["secretName"], "absa-tls");
     assert_eq!(r.all("NetworkPolicy").len(), 2);
@@ -1385,7 +1406,7 @@ fn disruption_budgets_and_spreading_cover_the_replicated_roles() {
 fn network_policies_open_only_the_api_and_let_pods_reach_only_dns_postgres_and_rabbitmq() {
     assert!(render_ok("").all("NetworkPolicy").is_empty(), "off by default: it needs an enforcing network plugin");
     let r = render_ok(
-        "networkPolicy: {enabled: true, api: {from: [{namespaceSelector: {matchLabels: {name: ingress}}}]}, database: {port: 6432}}\n\
+        "networkPolicy: {enabled: true, api: {from: [{namespaceSelector: {matchLabels: {name: ingress}}}]}, metrics: {from: [{podSelector: {matchLabels: {app: prometheus}}}]}, database: {port: 6432}}\n\
          distributedRun: {enabled: true, sharedClaim: shared, args: [train]}",
     );
     let every_pod: BTreeSet<String> = pod_labels(&r).into_keys().collect();
@@ -1394,12 +1415,24 @@ fn network_policies_open_only_the_api_and_let_pods_reach_only_dns_postgres_and_r
     let default = &r.get("NetworkPolicy", "prod-absa-default")["spec"];
     assert_eq!(selected(&r, &default["podSelector"]), every_pod, "the default policy covers every pod of the release");
     assert_eq!(default["policyTypes"], serde_json::json!(["Ingress", "Egress"]));
-    assert!(default.get("ingress").is_none(), "nothing may connect to a pod unless another policy opens it");
+    assert_eq!(default["ingress"].as_array().map(Vec::len), Some(1), "one ingress rule: the metrics port");
+    assert_eq!(
+        default["ingress"][0]["ports"],
+        serde_json::json!([{"port": "metrics", "protocol": "TCP"}]),
+        "only scrapes reach a pod unless another policy opens more"
+    );
+    assert_eq!(default["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["app"], "prometheus");
     let ports: BTreeSet<(u64, String)> = default["egress"]
         .as_array()
         .expect("egress")
         .iter()
-        .flat_map(|rule| rule["ports"].as_array().expect("ports").iter().map(|p| (p["port"].as_u64().expect("port number"), p["protocol"].as_str().expect("protocol").to_owned())))
+        .flat_map(|rule| {
+            rule["ports"]
+                .as_array()
+                .expect("ports")
+                .iter()
+                .map(|p| (p["port"].as_u64().expect("port number"), p["protocol"].as_str().expect("protocol").to_owned()))
+        })
         .collect();
     let expected: BTreeSet<(u64, String)> = [(53, "UDP"), (53, "TCP"), (6432, "TCP"), (5672, "TCP")].into_iter().map(|(p, t)| (p, t.to_owned())).collect();
     assert_eq!(ports, expected, "egress: DNS, Postgres, RabbitMQ only");
@@ -1437,4 +1470,37 @@ fn the_ingress_routes_to_the_api_service_with_optional_tls() {
     let r = render_ok("ingress: {enabled: true, host: absa.example.org, tlsSecret: absa-tls}");
     let tls = &r.get("Ingress", "prod-absa-api")["spec"]["tls"][0];
     assert_eq!((tls["hosts"][0].as_str(), tls["secretName"].as_str()), (Some("absa.example.org"), Some("absa-tls")));
+}
+
+#[test]
+fn the_scheduler_and_the_workers_serve_metrics_and_health_on_the_metrics_port() {
+    let r = render_ok("metrics: {port: 9100, podMonitor: {enabled: true}, serviceMonitor: {labels: {release: kps}}}");
+    for role in ["scheduler", "scorer", "trainer"] {
+        let c = container(r.get("Deployment", &format!("prod-absa-{role}")), role);
+        let port = c["ports"].as_array().expect("ports").iter().find(|p| p["name"] == "metrics").unwrap_or_else(|| panic!("{role}: no metrics port"));
+        assert_eq!(port["containerPort"], 9100);
+        assert_eq!(env_value(c, "ABSA_METRICS__BIND").expect("ABSA_METRICS__BIND")["value"], "0.0.0.0:9100", "{role}: binds the declared port");
+        for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+            assert_eq!(c[probe]["httpGet"]["path"], path, "{role}: {probe}");
+            assert_eq!(c[probe]["httpGet"]["port"], "metrics", "{role}: {probe}");
+            assert!(c[probe]["periodSeconds"].as_u64().is_some_and(|p| p > 0), "{role}: {probe} timings from values");
+        }
+    }
+    let pm = r.get("PodMonitor", "prod-absa-workers");
+    assert_eq!(pm["metadata"]["labels"]["release"], "kps", "selected by the same Prometheus as the ServiceMonitor");
+    assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], "metrics");
+    assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["path"], "/metrics");
+    // The selector: name and instance labels, and a component among the three.
+    let selector = &pm["spec"]["selector"];
+    let expr = &selector["matchExpressions"][0];
+    assert_eq!((expr["key"].as_str(), expr["operator"].as_str()), (Some("app.kubernetes.io/component"), Some("In")));
+    let components: BTreeSet<&str> = expr["values"].as_array().expect("values").iter().map(|v| v.as_str().expect("component")).collect();
+    let wanted = string_map(&selector["matchLabels"], "matchLabels");
+    let scraped: BTreeSet<String> = pod_labels(&r)
+        .into_iter()
+        .filter(|(_, labels)| subset(&wanted, labels) && labels.get("app.kubernetes.io/component").is_some_and(|c| components.contains(c.as_str())))
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(scraped, ["prod-absa-scheduler", "prod-absa-scorer", "prod-absa-trainer"].map(String::from).into_iter().collect::<BTreeSet<_>>());
+    assert!(render_ok("").find("PodMonitor", "prod-absa-workers").is_none(), "off by default: it needs the Prometheus Operator");
 }

@@ -285,6 +285,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Work => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
+                absa_platform::metrics::start(absa_platform::metrics::Role::Trainer, &settings.metrics).await?;
                 let pool = absa_platform::db::connect(&settings.database).await?;
                 let shutdown = absa_platform::worker::shutdown_flag();
                 let topology = absa_platform::queue::Topology::new(&settings.amqp.prefix, 0);

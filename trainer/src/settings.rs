@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use absa_platform::config::{AmqpSettings, DatabaseSettings, LogSettings};
+use absa_platform::metrics::MetricsSettings;
 use absa_platform::worker::WorkerSettings;
 use serde::Deserialize;
 
@@ -11,6 +12,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub amqp: AmqpSettings,
     pub log: LogSettings,
+    /// `/metrics`, `/healthz` and `/readyz` (`[metrics] bind`; unset: not served).
+    pub metrics: MetricsSettings,
     pub torch: TorchSettings,
     pub worker: WorkerSettings,
     /// Where base models live: a job's `base_model` names a folder here.
@@ -38,6 +41,7 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             amqp: AmqpSettings::default(),
             log: LogSettings::default(),
+            metrics: MetricsSettings::default(),
             torch: TorchSettings::default(),
             worker: WorkerSettings::default(),
             models_dir: PathBuf::from("models"),

@@ -7,9 +7,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use absa_platform::artifacts::ArtifactStore;
 use absa_platform::jobs::{self, ClaimedJob};
+use absa_platform::metrics;
 use absa_platform::queue::Topology;
 use absa_platform::registry::{self, PromotionPolicy};
 use absa_platform::worker::{self as platform_worker, JobHandler, Lease, LeaseHandle, Permanent, WorkerSettings};
@@ -225,6 +227,8 @@ impl TrainWorker {
             team_id: job.team_id,
             stored: resumed_from,
             failure: None,
+            last_step: 0,
+            timed_since: None,
         };
         let (summary, observer) = tokio::task::spawn_blocking(move || {
             let mut observer = observer;
@@ -484,6 +488,13 @@ impl JobHandler for TrainWorker {
         let outcome =
             if job.kind == "train" { self.train_job(&job, &lease).await } else { Err(Permanent(format!("a {} job on the training queue", job.kind)).into()) };
         drop(lease);
+        let finished = match &outcome {
+            Ok(Outcome::Completed { .. }) => "succeeded",
+            Ok(Outcome::Released | Outcome::NeedsBiggerGpus { .. }) => "released",
+            Ok(Outcome::LeaseLost) => "lost",
+            Err(_) => "failed",
+        };
+        platform_worker::count_finished(&job.kind, finished);
         let settled = match outcome {
             Ok(Outcome::Completed { model_version_id }) => {
                 tracing::info!(job_id = %job.id, %model_version_id, "training job succeeded");
@@ -601,6 +612,10 @@ struct JobObserver {
     stored: Option<StoredCheckpoints>,
     /// Storing an epoch failed: the run stops and the attempt fails with this.
     failure: Option<anyhow::Error>,
+    /// The last step counted in `absa_trainer_steps_total`, and when the steps since
+    /// began (none right after an epoch's evaluation, which is no step's time).
+    last_step: i64,
+    timed_since: Option<Instant>,
 }
 
 impl JobObserver {
@@ -647,12 +662,32 @@ impl JobObserver {
 }
 
 impl Observer for JobObserver {
+    fn on_start(&mut self, _total_steps: i64, start_step: i64) {
+        (self.last_step, self.timed_since) = (start_step, Some(Instant::now()));
+    }
+
     fn on_step(&mut self, p: &StepProgress) {
+        let now = Instant::now();
+        let steps = p.global_step - self.last_step;
+        if steps > 0 {
+            let m = &*metrics::TRAINER;
+            m.steps.inc_by(steps as u64);
+            if let Some(since) = self.timed_since {
+                let per_step = now.duration_since(since).as_secs_f64() / steps as f64;
+                for _ in 0..steps {
+                    m.step_seconds.observe(per_step);
+                }
+            }
+        }
+        (self.last_step, self.timed_since) = (p.global_step, Some(now));
         // Export and registration take the last few percent.
         self.lease.set_progress(0.95 * p.global_step as f64 / p.total_steps.max(1) as f64);
     }
 
     fn on_epoch(&mut self, record: &EpochRecord, checkpoint: &Path, best_epoch: usize) {
+        metrics::TRAINER.epochs.inc();
+        // Evaluation and storing are not a step.
+        self.timed_since = None;
         let runtime = self.runtime.clone();
         if let Err(e) = runtime.block_on(self.store_epoch(record, checkpoint, best_epoch)) {
             self.failure = Some(e.context(format!("storing epoch {}", record.epoch)));

@@ -159,3 +159,30 @@ topologySpreadConstraints:
         {{- include "absa.selectorLabels" . | nindent 8 }}
 {{- end }}
 {{- end -}}
+
+{{/*
+The scheduler's and the workers' metrics server: the env that binds it, then (at the
+container's indentation) its port and the probes on it. /healthz: the process answers;
+/readyz: a worker consumes its queues, the scheduler runs.
+*/}}
+{{- define "absa.metricsEnv" -}}
+- name: ABSA_METRICS__BIND
+  value: "0.0.0.0:{{ .Values.metrics.port }}"
+{{- end -}}
+
+{{- define "absa.metricsPortAndProbes" -}}
+ports:
+  - name: metrics
+    containerPort: {{ .Values.metrics.port }}
+    protocol: TCP
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: metrics
+  {{- toYaml .Values.metrics.livenessProbe | nindent 2 }}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: metrics
+  {{- toYaml .Values.metrics.readinessProbe | nindent 2 }}
+{{- end -}}
