@@ -116,6 +116,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::dashboard::routes())
         .nest("/v1", v1)
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        // Outermost: the request id covers everything below, the counting included.
+        .layer(middleware::from_fn(crate::request_id::layer))
         .with_state(state)
 }
 

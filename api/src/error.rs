@@ -1,5 +1,6 @@
-//! Errors as HTTP answers: a status and `{"error": message}`. Another team's ids are
-//! answered exactly like unknown ones (404), so nothing leaks across teams.
+//! Errors as HTTP answers: a status and `{"error": message, "request_id": id}` (the id
+//! of the request's log lines, [`crate::request_id`]). Another team's ids are answered
+//! exactly like unknown ones (404), so nothing leaks across teams.
 
 use axum::body::Body;
 use axum::http::header::CONTENT_LENGTH;
@@ -56,27 +57,25 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let request_id = crate::request_id::current();
         let body = match self {
             Self::Internal(detail) => {
                 // Database and I/O texts can name tables, paths and other teams' values:
                 // they stay in the log, found again by the id the caller reports.
-                let request_id = uuid::Uuid::new_v4();
                 tracing::error!(%request_id, error = %detail, "request failed");
                 json!({ "error": format!("internal error (request id {request_id}); the service's log has the details"), "request_id": request_id })
             }
             Self::ConflictWith { message, mut body } => {
-                let request_id = uuid::Uuid::new_v4();
                 tracing::info!(%request_id, %message, "conflict");
                 body["error"] = json!(message);
                 body["request_id"] = json!(request_id);
                 body
             }
             Self::Conflict(message) => {
-                let request_id = uuid::Uuid::new_v4();
                 tracing::info!(%request_id, %message, "conflict");
                 json!({ "error": message, "request_id": request_id })
             }
-            other => json!({ "error": other.to_string() }),
+            other => json!({ "error": other.to_string(), "request_id": request_id }),
         };
         (status, Json(body)).into_response()
     }

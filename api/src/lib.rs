@@ -5,11 +5,12 @@
 //! - [`app`]: the router, probes, `/metrics`, `/openapi.json`; [`Application`] binds,
 //!   then serves until shutdown.
 //! - [`auth`]: API keys (hashed), roles, and the [`auth::Caller`] every `/v1` handler takes.
-//! - [`error`]: errors as HTTP statuses with `{"error": ...}` bodies.
+//! - [`error`]: errors as HTTP statuses with `{"error": ..., "request_id": ...}` bodies.
 //! - [`uploads`]: streamed uploads checked row by row.
 //! - [`idempotency`]: client `Idempotency-Key`s of submissions and uploads.
 //! - [`routes`]: the `/v1` handlers (data, jobs, models, schedules, access, export).
 //! - [`metrics`]: the Prometheus exposition.
+//! - [`request_id`]: a request id in every log line, answer header and error body; the access log.
 //! - [`dashboard`]: the web dashboard at `/dashboard` (static, embedded; data from `/v1`).
 
 pub mod app;
@@ -18,6 +19,7 @@ pub mod dashboard;
 pub mod error;
 pub mod idempotency;
 pub mod metrics;
+pub mod request_id;
 pub mod routes;
 pub mod settings;
 pub mod uploads;

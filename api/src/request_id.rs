@@ -1,0 +1,71 @@
+//! A request id for every request: the caller's `X-Request-Id` when it is a short
+//! token, a new UUID otherwise. Every log line of the request carries it (a tracing
+//! span around the handler), the answer echoes it in `X-Request-Id`, error bodies carry
+//! it as `request_id`, and one access-log line per request records route, status and
+//! time.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
+
+/// The header read from the caller and written on every answer.
+pub const HEADER: &str = "x-request-id";
+
+tokio::task_local! {
+    static CURRENT: String;
+}
+
+/// The id of the request being handled; a new one outside a request (a unit test).
+pub fn current() -> String {
+    CURRENT.try_with(String::clone).unwrap_or_else(|_| uuid::Uuid::new_v4().to_string())
+}
+
+/// A caller's id is kept when it is 1-64 characters of `[A-Za-z0-9._:-]`: anything
+/// else could forge log lines or bloat them.
+fn accepted(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
+}
+
+/// The middleware: the id, the span, the header, the access log.
+pub async fn layer(request: Request, next: Next) -> Response {
+    let id = request.headers().get(HEADER).and_then(|v| v.to_str().ok()).filter(|v| accepted(v)).map(str::to_owned);
+    let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
+    let method = request.method().clone();
+    let span = tracing::info_span!("request", request_id = %id, %method, %route);
+    let started = Instant::now();
+    let mut response = CURRENT.scope(id.clone(), next.run(request)).instrument(span.clone()).await;
+    response.headers_mut().insert(HEADER, HeaderValue::from_str(&id).expect("a UUID or an accepted id is a valid header value"));
+    let (status, millis) = (response.status().as_u16(), started.elapsed().as_secs_f64() * 1000.0);
+    span.in_scope(|| {
+        // Probes and scrapes come every few seconds: logged at debug level only.
+        if matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics") {
+            tracing::debug!(status, millis, "request");
+        } else {
+            tracing::info!(status, millis, "request");
+        }
+    });
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_short_plain_tokens_are_kept() {
+        assert!(accepted("probe-123") && accepted("a.b:c_d") && accepted(&"x".repeat(64)));
+        assert!(!accepted("") && !accepted(&"x".repeat(65)) && !accepted("a b") && !accepted("a\nb") && !accepted("é"));
+    }
+
+    #[tokio::test]
+    async fn the_current_id_is_the_scoped_one_and_fresh_outside() {
+        let inside = CURRENT.scope("abc".to_owned(), async { current() }).await;
+        assert_eq!(inside, "abc");
+        assert!(uuid::Uuid::parse_str(&current()).is_ok());
+    }
+}
