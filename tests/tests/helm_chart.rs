@@ -1363,7 +1363,8 @@ fn every_values_profile_lints_renders_and_passes_the_kubernetes_schemas() {
     assert_eq!((term["key"].as_str(), term["operator"].as_str()), (Some("nvidia.com/gpu.present"), Some("DoesNotExist")));
     assert_eq!(r.all("HorizontalPodAutoscaler").len(), 1);
 
-    // cluster: no credentials in the chart's objects, TLS ingress, policies, KEDA to zero.
+    // cluster: no credentials in the chart's objects, TLS ingress, policies, KEDA to zero
+    // for scorers and trainers.
     let r = render_ok(&profile("cluster"));
     assert!(r
         .all("Secret")
@@ -1373,7 +1374,8 @@ fn every_values_profile_lints_renders_and_passes_the_kubernetes_schemas() {
     assert_eq!(r.get("Ingress", "prod-absa-api")["spec"]["tls"][0]["secretName"], "absa-tls");
     assert_eq!(r.all("NetworkPolicy").len(), 2);
     assert_eq!(r.get("ScaledObject", "prod-absa-scorer")["spec"]["minReplicaCount"], 0, "scorers scale to zero");
-    assert_eq!(r.get("Deployment", "prod-absa-trainer")["spec"]["replicas"], 4);
+    let trainers = &r.get("ScaledObject", "prod-absa-trainer")["spec"];
+    assert_eq!((trainers["minReplicaCount"].as_u64(), trainers["maxReplicaCount"].as_u64()), (Some(0), Some(4)), "GPU trainers from zero to four");
     let spread = &pod_spec(r.get("Deployment", "prod-absa-api"))["topologySpreadConstraints"][0];
     assert_eq!(spread["topologyKey"], "topology.kubernetes.io/zone");
 }
@@ -1503,4 +1505,63 @@ fn the_scheduler_and_the_workers_serve_metrics_and_health_on_the_metrics_port() 
         .collect();
     assert_eq!(scraped, ["prod-absa-scheduler", "prod-absa-scorer", "prod-absa-trainer"].map(String::from).into_iter().collect::<BTreeSet<_>>());
     assert!(render_ok("").find("PodMonitor", "prod-absa-workers").is_none(), "off by default: it needs the Prometheus Operator");
+}
+
+#[tokio::test]
+async fn keda_scales_trainers_on_the_training_jobs_their_gpus_can_take() {
+    assert!(render_ok("").find("ScaledObject", "prod-absa-trainer").is_none(), "off by default: it needs KEDA");
+    let r = render_ok("trainer: {keda: {enabled: true, maxReplicas: 6}}");
+    check_pods(&r);
+    let trainer = r.get("Deployment", "prod-absa-trainer");
+    assert!(trainer["spec"].get("replicas").is_none(), "KEDA owns the replica count");
+    let so = &r.get("ScaledObject", "prod-absa-trainer")["spec"];
+    assert_eq!(so["scaleTargetRef"]["name"], "prod-absa-trainer");
+    assert_eq!((so["minReplicaCount"].as_u64(), so["maxReplicaCount"].as_u64()), (Some(0), Some(6)), "to zero, and up to the maximum");
+    let trigger = &so["triggers"][0];
+    assert_eq!(trigger["type"], "postgresql");
+    let env = trigger["metadata"]["connectionFromEnv"].as_str().expect("connectionFromEnv");
+    assert!(env_value(container(trainer, "trainer"), env).is_some(), "KEDA reads {env} from the trainer's container, which has it");
+    assert_eq!(trigger["metadata"]["targetQueryValue"], "1", "one job per pod");
+    let query = trigger["metadata"]["query"].as_str().expect("query").to_owned();
+    assert!(query.ends_with("<= 1"), "a one-GPU pod takes jobs of at most one GPU: {query}");
+
+    // The query, run on a migrated database: it counts the training jobs waiting or
+    // running that a one-GPU trainer can take, and nothing else.
+    let admin = absa_e2e::service::admin_url();
+    let name = format!("absa_keda_{}", uuid::Uuid::new_v4().simple());
+    let url = absa_platform::db::create_database(&admin, &name).await.expect("create database");
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    absa_platform::db::migrate(&pool).await.expect("migrate");
+    let team = uuid::Uuid::new_v4();
+    sqlx::query("INSERT INTO teams (id, name) VALUES ($1, 'keda')").bind(team).execute(&pool).await.unwrap();
+    let jobs = [
+        ("train", "queued", r#"{"gpus": 1}"#, true),
+        ("train", "dispatched", "{}", true),
+        ("train", "running", r#"{"gpus": 0}"#, true),
+        ("train", "queued", r#"{"gpus": 2}"#, false),
+        ("train", "succeeded", r#"{"gpus": 1}"#, false),
+        ("train", "failed", "{}", false),
+        ("score", "queued", "{}", false),
+        ("score_shard", "running", "{}", false),
+    ];
+    for (kind, state, parameters, _) in jobs {
+        sqlx::query("INSERT INTO jobs (id, team_id, kind, state, parameters) VALUES ($1, $2, $3, $4, $5::jsonb)")
+            .bind(uuid::Uuid::new_v4())
+            .bind(team)
+            .bind(kind)
+            .bind(state)
+            .bind(parameters)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let expected = jobs.iter().filter(|j| j.3).count() as i64;
+    let count: i64 = sqlx::query_scalar(&query).fetch_one(&pool).await.unwrap_or_else(|e| panic!("{query}: {e}"));
+    assert_eq!(count, expected, "queued 1-GPU, dispatched and running CPU jobs: {query}");
+    pool.close().await;
+    absa_platform::db::drop_database(&admin, &name).await.expect("drop database");
+    // A CPU trainer (no GPU limit) takes only jobs asking for no GPU.
+    let r = render_ok("trainer: {keda: {enabled: true}, resources: {limits: {nvidia.com/gpu: null}}}");
+    let query = r.get("ScaledObject", "prod-absa-trainer")["spec"]["triggers"][0]["metadata"]["query"].as_str().expect("query").to_owned();
+    assert!(query.ends_with("<= 0"), "{query}");
 }
