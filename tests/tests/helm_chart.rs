@@ -202,8 +202,8 @@ image: {registry: "", tag: "1.2.3"}
 imagePullSecrets: [{name: regcred}]
 podAnnotations: {team: nlp}
 serviceAccount: {create: false, name: absa-runner}
-database: {existingSecret: pg-credentials, secretKey: uri, url: ""}
-amqp: {existingSecret: mq-credentials, secretKey: uri, url: ""}
+database: {existingSecret: pg-credentials, secretKey: uri}
+amqp: {existingSecret: mq-credentials, secretKey: uri}
 config:
   worker: {artifacts_dir: /var/lib/absa/artifacts}
   onnx: {intra_threads: 4}
@@ -766,7 +766,8 @@ fn the_default_render_has_every_role_with_its_required_fields() {
     assert_eq!(chart["appVersion"], app_version.as_str(), "Chart appVersion (the default image tag) is the workspace version");
     assert!(chart["version"].as_str().is_some_and(|v| v.split('.').count() == 3), "chart version is SemVer");
 
-    // Exactly these objects; hooks are the migrations' ConfigMap, Secret and Job.
+    // Exactly these objects (no Secret: credentials come from Secrets the user creates);
+    // hooks are the migrations' ConfigMap and Job.
     let mut names = r.names();
     names.sort();
     let expected = [
@@ -782,9 +783,6 @@ fn the_default_render_has_every_role_with_its_required_fields() {
         "PodDisruptionBudget/prod-absa-api",
         "PodDisruptionBudget/prod-absa-scheduler",
         "PodDisruptionBudget/prod-absa-scorer",
-        "Secret/prod-absa-amqp",
-        "Secret/prod-absa-database",
-        "Secret/prod-absa-migrations",
         "Service/prod-absa-api",
         "ServiceAccount/prod-absa",
     ];
@@ -801,8 +799,6 @@ fn the_default_render_has_every_role_with_its_required_fields() {
         for var in ["ABSA_CONFIG", "ABSA_DATABASE__URL", "ABSA_AMQP__URL"] {
             assert!(env_value(c, var).is_some(), "{role}: no {var}");
         }
-        assert_eq!(env_value(c, "ABSA_DATABASE__URL").expect("url")["valueFrom"]["secretKeyRef"]["name"], format!("{full}-database").as_str());
-        assert_eq!(env_value(c, "ABSA_AMQP__URL").expect("url")["valueFrom"]["secretKeyRef"]["name"], format!("{full}-amqp").as_str());
         let checksum = d["spec"]["template"]["metadata"]["annotations"]["checksum/config"].as_str().expect("checksum/config");
         let toml_text = r.get("ConfigMap", &format!("{full}-config"))["data"]["absa.toml"].as_str().expect("absa.toml").to_owned();
         use sha2::Digest;
@@ -811,11 +807,16 @@ fn the_default_render_has_every_role_with_its_required_fields() {
     }
 
     // Secrets: the URLs from values, base64.
-    for (secret, path) in [("database", "database.url"), ("amqp", "amqp.url"), ("migrations", "database.url")] {
-        let s = r.get("Secret", &format!("{full}-{secret}"));
-        let encoded = s["data"]["url"].as_str().expect("url key");
-        assert_eq!(decode_base64(encoded), r.value_str(path), "Secret {secret}");
+    // The URLs from the Secrets named in values (absa-database, absa-amqp; key url), in
+    // every pod, the migrations hook included; no URL anywhere in the render.
+    for d in r.all("Deployment").into_iter().chain(r.all("Job")) {
+        let c = &pod_spec(d)["containers"][0];
+        assert_eq!(env_value(c, "ABSA_DATABASE__URL").expect("db")["valueFrom"]["secretKeyRef"], serde_json::json!({"name": "absa-database", "key": "url"}));
+        if d["kind"] == "Deployment" {
+            assert_eq!(env_value(c, "ABSA_AMQP__URL").expect("amqp")["valueFrom"]["secretKeyRef"], serde_json::json!({"name": "absa-amqp", "key": "url"}));
+        }
     }
+    assert!(!r.output.contains("postgres://") && !r.output.contains("amqp://"), "no credentials in the chart's objects");
 
     // The API: probes on /healthz and /readyz, bound to the container port the Service targets.
     let api = r.get("Deployment", &format!("{full}-api"));
@@ -887,13 +888,13 @@ fn the_default_render_has_every_role_with_its_required_fields() {
         .any(|m| m["name"] == "models" && m["mountPath"] == r.value_str("config.models_dir").as_str()));
 
     // Migrations: a pre-install,pre-upgrade hook running `absa-api migrate` with the API image,
-    // after (lower weight) its own copies of the configuration and the database URL.
+    // after (lower weight) its own copy of the configuration.
     let job = r.get("Job", &format!("{full}-migrations"));
     assert_eq!(hook_events(job), Some("pre-install,pre-upgrade"));
     let jc = container(job, "migrate");
     assert_eq!(jc["args"], serde_json::json!(["migrate"]));
     assert_eq!(jc["image"], image("api").as_str());
-    for (kind, name) in [("ConfigMap", format!("{full}-migrations")), ("Secret", format!("{full}-migrations"))] {
+    for (kind, name) in [("ConfigMap", format!("{full}-migrations"))] {
         let o = r.get(kind, &name);
         assert_eq!(hook_events(o), Some("pre-install,pre-upgrade"));
         assert!(hook_weight(o) < hook_weight(job), "{kind} {name} exists before the Job runs");
@@ -922,24 +923,7 @@ fn the_default_render_has_every_role_with_its_required_fields() {
     let notes = notes("");
     assert!(notes.contains("create-key") && notes.contains(&format!("svc/{full}-api")), "{notes}");
     assert!(notes.contains("WARNING: trainer.models.existingClaim is empty"), "{notes}");
-    assert!(notes.contains("example credentials"), "{notes}");
-}
-
-fn decode_base64(s: &str) -> String {
-    const A: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in s.chars().filter(|c| *c != '=') {
-        bits = (bits << 6) | A.find(c).expect("base64 digit") as u32;
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-            bits &= (1 << n) - 1;
-        }
-    }
-    String::from_utf8(out).expect("utf-8")
+    assert!(notes.contains("from Secret absa-database (key url)") && notes.contains("from Secret absa-amqp (key url)"), "{notes}");
 }
 
 #[test]
@@ -1058,7 +1042,7 @@ fn everything_enabled_renders_keda_servicemonitor_existing_secrets_and_volumes()
     let triggers = keda_default.get("ScaledObject", "prod-absa-scorer")["spec"]["triggers"].as_array().expect("triggers").clone();
     assert_eq!(triggers.iter().map(|t| t["type"].as_str().expect("type")).collect::<Vec<_>>(), ["rabbitmq", "cpu"]);
     assert_eq!(triggers[1]["metadata"]["value"], "70");
-    assert_eq!(keda_default.get("TriggerAuthentication", "prod-absa-scorer-amqp")["spec"]["secretTargetRef"][0]["name"], "prod-absa-amqp");
+    assert_eq!(keda_default.get("TriggerAuthentication", "prod-absa-scorer-amqp")["spec"]["secretTargetRef"][0]["name"], "absa-amqp", "the default AMQP Secret");
     assert!(keda_default.find("HorizontalPodAutoscaler", "prod-absa-scorer").is_none());
 
     // ServiceMonitor: selects the API Service and its http port, /metrics, extra labels.
@@ -1193,10 +1177,15 @@ fn a_distributed_run_is_an_indexed_job_whose_pods_meet_at_pod_zero() {
 }
 
 #[test]
-fn missing_urls_and_claims_fail_the_render_with_a_message() {
+fn missing_secrets_and_claims_fail_the_render_with_a_message() {
     for (values, message) in [
-        ("database: {url: \"\"}", "database.url is required unless database.existingSecret is set"),
-        ("amqp: {url: \"\"}", "amqp.url is required unless amqp.existingSecret is set"),
+        // null removes the key: the template's own message.
+        ("database: {existingSecret: null}", "database.existingSecret is required: the name of a Secret you created"),
+        ("amqp: {existingSecret: null}", "amqp.existingSecret is required: the name of a Secret you created"),
+        // An empty name: the schema's.
+        ("database: {existingSecret: \"\"}", "at '/database/existingSecret': minLength"),
+        // A URL in values is refused outright.
+        ("database: {url: \"postgres://absa:absa@db/absa\"}", "at '/database': additional properties 'url' not allowed"),
         ("config: {worker: {artifacts_dir: /a}}", "persistence.artifacts.existingClaim is required"),
         ("config: {api: {upload_dir: null}}", "config.api.upload_dir must be set"),
     ] {

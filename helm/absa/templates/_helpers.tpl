@@ -61,20 +61,13 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* The Secrets holding the two URLs: created by you, never by the chart. */}}
 {{- define "absa.databaseSecretName" -}}
-{{- if .Values.database.existingSecret -}}
-{{- .Values.database.existingSecret -}}
-{{- else -}}
-{{- printf "%s-database" (include "absa.fullname" .) -}}
-{{- end -}}
+{{- required "database.existingSecret is required: the name of a Secret you created with the Postgres URL (the chart reads credentials from Secrets only)" .Values.database.existingSecret -}}
 {{- end -}}
 
 {{- define "absa.amqpSecretName" -}}
-{{- if .Values.amqp.existingSecret -}}
-{{- .Values.amqp.existingSecret -}}
-{{- else -}}
-{{- printf "%s-amqp" (include "absa.fullname" .) -}}
-{{- end -}}
+{{- required "amqp.existingSecret is required: the name of a Secret you created with the RabbitMQ URL (the chart reads credentials from Secrets only)" .Values.amqp.existingSecret -}}
 {{- end -}}
 
 {{/*
