@@ -1042,7 +1042,11 @@ fn everything_enabled_renders_keda_servicemonitor_existing_secrets_and_volumes()
     let triggers = keda_default.get("ScaledObject", "prod-absa-scorer")["spec"]["triggers"].as_array().expect("triggers").clone();
     assert_eq!(triggers.iter().map(|t| t["type"].as_str().expect("type")).collect::<Vec<_>>(), ["rabbitmq", "cpu"]);
     assert_eq!(triggers[1]["metadata"]["value"], "70");
-    assert_eq!(keda_default.get("TriggerAuthentication", "prod-absa-scorer-amqp")["spec"]["secretTargetRef"][0]["name"], "absa-amqp", "the default AMQP Secret");
+    assert_eq!(
+        keda_default.get("TriggerAuthentication", "prod-absa-scorer-amqp")["spec"]["secretTargetRef"][0]["name"],
+        "absa-amqp",
+        "the default AMQP Secret"
+    );
     assert!(keda_default.find("HorizontalPodAutoscaler", "prod-absa-scorer").is_none());
 
     // ServiceMonitor: selects the API Service and its http port, /metrics, extra labels.
