@@ -894,11 +894,9 @@ fn the_default_render_has_every_role_with_its_required_fields() {
     let jc = container(job, "migrate");
     assert_eq!(jc["args"], serde_json::json!(["migrate"]));
     assert_eq!(jc["image"], image("api").as_str());
-    for (kind, name) in [("ConfigMap", format!("{full}-migrations"))] {
-        let o = r.get(kind, &name);
-        assert_eq!(hook_events(o), Some("pre-install,pre-upgrade"));
-        assert!(hook_weight(o) < hook_weight(job), "{kind} {name} exists before the Job runs");
-    }
+    let hook_config = r.get("ConfigMap", &format!("{full}-migrations"));
+    assert_eq!(hook_events(hook_config), Some("pre-install,pre-upgrade"));
+    assert!(hook_weight(hook_config) < hook_weight(job), "the hook's ConfigMap exists before the Job runs");
     assert_eq!(
         r.get("ConfigMap", &format!("{full}-migrations"))["data"],
         r.get("ConfigMap", &format!("{full}-config"))["data"],
