@@ -73,6 +73,18 @@ impl Drop for Advertisement {
     }
 }
 
+/// Runs `work` with this worker advertised, then withdraws the advertisement (a failed
+/// withdrawal is only logged: the row goes stale by itself).
+pub async fn while_advertised<T>(pool: PgPool, name: String, role: &'static str, offer: Offer, work: impl std::future::Future<Output = T>) -> T {
+    let advertising = Advertisement::start(pool.clone(), name.clone(), role, offer);
+    let out = work.await;
+    drop(advertising);
+    if let Err(e) = withdraw(&pool, &name).await {
+        tracing::warn!(error = %e, "could not remove this worker's advertisement (it goes stale by itself)");
+    }
+    out
+}
+
 /// A live worker, as the scheduler and the API see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct LiveWorker {

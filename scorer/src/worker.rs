@@ -351,12 +351,8 @@ pub async fn run(amqp: &absa_platform::config::AmqpSettings, queue: &str, mut wo
     let shutdown = worker.shutdown.clone();
     tracing::info!(worker = worker.name(), queue, "scoring worker started");
     // Seen by the scheduler's live-worker gauge (a scorer offers no GPU).
-    let advertising = absa_platform::workers::Advertisement::start(worker.pool.clone(), worker.name.clone(), "scorer", Default::default());
-    let consumed = platform_worker::consume(amqp, &[queue.to_owned()], &mut worker, shutdown).await;
-    drop(advertising);
-    if let Err(e) = absa_platform::workers::withdraw(&worker.pool, &worker.name).await {
-        tracing::warn!(error = %e, "could not remove this worker's advertisement (it goes stale by itself)");
-    }
-    consumed?;
+    let (pool, name, queues) = (worker.pool.clone(), worker.name.clone(), [queue.to_owned()]);
+    let consumed = platform_worker::consume(amqp, &queues, &mut worker, shutdown);
+    absa_platform::workers::while_advertised(pool, name, "scorer", Default::default(), consumed).await?;
     Ok(())
 }

@@ -807,13 +807,8 @@ pub async fn run(amqp: &absa_platform::config::AmqpSettings, topology: &Topology
     let shutdown = worker.shutdown.clone();
     let queues = topology.train_queues_for(worker.offer.gpus);
     tracing::info!(worker = worker.name(), ?queues, gpus = worker.offer.gpus, gpu_memory_mib = worker.offer.gpu_memory_mib, "training worker started");
-    let advertising = workers::Advertisement::start(worker.pool.clone(), worker.name.clone(), "trainer", worker.offer);
-    let consumed = platform_worker::consume(amqp, &queues, &mut worker, shutdown).await;
-    drop(advertising);
-    if let Err(e) = workers::withdraw(&worker.pool, &worker.name).await {
-        tracing::warn!(error = %e, "could not remove this worker's advertisement (it goes stale by itself)");
-    }
-    consumed?;
+    let (pool, name, offer) = (worker.pool.clone(), worker.name.clone(), worker.offer);
+    workers::while_advertised(pool, name, "trainer", offer, platform_worker::consume(amqp, &queues, &mut worker, shutdown)).await?;
     Ok(())
 }
 
