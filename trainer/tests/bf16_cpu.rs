@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use absa_trainer::autocast::CpuBf16;
 use absa_trainer::checkpoint::{self, LoadOptions, LoadedModel};
 use absa_trainer::plan::Precision;
-use absa_trainer::training::data::Example;
-use absa_trainer::training::local::LocalEngine;
+use absa_trainer::training::data::{collate, Example};
+use absa_trainer::training::local::{self, LocalEngine};
 use absa_trainer::training::{self, DeviceChoice, Observer, PrecisionChoice, TrainConfig};
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 fn fixture(name: &str) -> LoadedModel {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(name);
@@ -98,6 +98,47 @@ fn bf16_steps_lower_the_loss_and_keep_fp32_weights_gradients_and_moments() {
             assert_eq!(t.kind(), Kind::Float, "optimizer state {name}");
         }
     }
+}
+
+/// Batch threads under bf16 cast every Linear weight to bf16 once per step and share the
+/// copy (`StepWeights`); autocast alone would cast it in each thread and send each
+/// thread's gradient back through that cast. Both give the same gradients, bit for bit:
+/// here the engine's against each part run under autocast on its own, its fp32
+/// gradients summed in part order; the clipping norm agrees to rounding.
+#[test]
+fn shared_bf16_weight_copies_give_the_gradients_of_autocast_in_each_thread() {
+    let reference = fixture("bert_tiny");
+    let vocab = reference.model.config.vocab_size;
+    let batch = examples(9, vocab);
+    let rows: Vec<&Example> = batch.iter().collect();
+    let mut names: Vec<String> = reference.vs.variables().into_keys().collect();
+    names.sort();
+    let variables: Vec<Tensor> = names.iter().map(|n| reference.vs.variables()[n].shallow_clone()).collect();
+    let mut expected: Vec<Tensor> = variables.iter().map(|v| v.zeros_like()).collect();
+    for part in local::split_rows(rows.len(), 2) {
+        let part_rows = &rows[part];
+        let batch = collate(part_rows, None, 1, Device::Cpu);
+        let loss = training::logits(&reference, &batch, false, true).cross_entropy_for_logits(&batch.labels) * (part_rows.len() as f64 / rows.len() as f64);
+        for (sum, grad) in expected.iter_mut().zip(Tensor::run_backward(&[loss], &variables, false, false)) {
+            assert_eq!(grad.kind(), Kind::Float, "autocast's gradient of an fp32 weight");
+            *sum += grad;
+        }
+    }
+    let mut engine = LocalEngine::new(fixture("bert_tiny"), 0.01, false).with_bf16(true).with_batch_threads(2);
+    engine.backward(&rows, None, 1, 1, false, 0);
+    let got = engine.model().vs.variables();
+    let mut linear_weights = 0;
+    for (name, want) in names.iter().zip(&expected) {
+        let grad = got[name].grad();
+        assert_eq!(grad.kind(), Kind::Float, "{name}");
+        let d = (&grad - want).abs().max().double_value(&[]);
+        assert_eq!(d, 0.0, "gradient of {name} differs by {d}");
+        linear_weights += usize::from(grad.dim() == 2 && !name.contains("embeddings"));
+    }
+    assert!(linear_weights >= 12, "the fixture's Linear weights were compared ({linear_weights})");
+    let want_norm = expected.iter().map(|g| g.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[])).sum::<f64>().sqrt();
+    let norm = engine.step(1e-3, 1.0);
+    assert!((norm - want_norm).abs() < 1e-9 * want_norm, "clipping norm {norm} vs {want_norm}");
 }
 
 fn slice(skip: usize, n: usize, to: &Path) -> PathBuf {

@@ -94,8 +94,13 @@ fn round_trip(model: &str, labels: LabelSet) {
     let reloaded = logits_of(&again, &expected);
     assert_eq!(Vec::<f32>::try_from(ours.flatten(0, -1)).unwrap(), Vec::<f32>::try_from(reloaded.flatten(0, -1)).unwrap(), "bitwise after reload");
 
-    // transformers loads it as *ForSequenceClassification with nothing missing, and its
-    // encoder plus our pooling and head give our logits.
+    check_in_transformers(model, &out, &expected, ours);
+}
+
+/// transformers loads the checkpoint in `out` as *ForSequenceClassification with
+/// nothing missing, and its encoder plus our pooling and head give our logits `ours`
+/// on the fixture inputs `expected` (when ABSA_PYTHON names a Python with it).
+fn check_in_transformers(model: &str, out: &Path, expected: &BTreeMap<String, Tensor>, ours: Tensor) {
     let Some(python) = std::env::var_os("ABSA_PYTHON") else {
         eprintln!("ABSA_PYTHON not set: skipping the transformers check (scripts/test.sh sets it)");
         return;
@@ -108,7 +113,7 @@ fn round_trip(model: &str, labels: LabelSet) {
     let inputs = out.join("check_inputs.safetensors");
     Tensor::write_safetensors(&check.iter().map(|(k, v)| (k.as_str(), v)).collect::<Vec<_>>(), &inputs).unwrap();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/fixtures/check_checkpoint.py");
-    let output = Command::new(python).arg(&script).arg(&out).arg(&inputs).output().expect("run python");
+    let output = Command::new(python).arg(&script).arg(out).arg(&inputs).output().expect("run python");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{model}: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("\"missing\": []"), "{stdout}");
@@ -127,4 +132,42 @@ fn a_written_xlmr_checkpoint_with_new_labels_loads_back_and_in_transformers() {
 #[test]
 fn a_written_xlmr_xl_checkpoint_loads_back_and_in_transformers() {
     round_trip("xlmr_xl_tiny", LabelSet::sentiment());
+}
+
+/// A checkpoint trained under bf16 (batch threads sharing bf16 weight copies) is the
+/// fp32 master weights: every tensor written is F32, it loads back bit for bit, and
+/// transformers gives its logits.
+#[test]
+fn a_checkpoint_trained_under_bf16_is_fp32_and_loads_in_transformers() {
+    use absa_trainer::training::data::Example;
+    use absa_trainer::training::local::LocalEngine;
+    let src = fixtures().join("models/bert_tiny");
+    let expected: BTreeMap<String, Tensor> = Tensor::read_safetensors(src.join("expected.safetensors")).unwrap().into_iter().collect();
+    let loaded = checkpoint::load(&src, &LoadOptions { labels: Some(LabelSet::sentiment()), pooling: None, input: None }, Device::Cpu).unwrap();
+    let before = logits_of(&loaded, &expected);
+    let vocab = loaded.model.config.vocab_size;
+    let rows: Vec<Example> = (0..8)
+        .map(|i| {
+            let len = 6 + i % 5;
+            let input_ids = (0..len).map(|j| 5 + ((i * 13 + j * 7) as i64 % (vocab - 5))).collect();
+            Example { input_ids, aspect_mask: (0..len).map(|j| j == 1 || j == 2).collect(), token_type_ids: Vec::new(), label: (i % 3) as i64 }
+        })
+        .collect();
+    let rows: Vec<&Example> = rows.iter().collect();
+    let mut engine = LocalEngine::new(loaded, 0.01, false).with_bf16(true).with_batch_threads(2);
+    for step in 0..4 {
+        engine.backward(&rows, None, 0, 1, true, step);
+        engine.step(1e-3, 1.0);
+    }
+    let trained = engine.model();
+    let ours = logits_of(trained, &expected);
+    assert!((&ours - &before).abs().max().double_value(&[]) > 1e-4, "the bf16 steps moved the logits");
+    let out = temp_dir("bf16-trained");
+    trained.save(&out, None).unwrap();
+    for (name, tensor) in Tensor::read_safetensors(out.join("model.safetensors")).unwrap() {
+        assert_eq!(tensor.kind(), Kind::Float, "{name} written as {:?}", tensor.kind());
+    }
+    let again = checkpoint::load(&out, &LoadOptions::default(), Device::Cpu).unwrap();
+    assert!(logits_of(&again, &expected).equal(&ours), "bitwise after reload");
+    check_in_transformers("bert_tiny trained under bf16", &out, &expected, ours);
 }

@@ -9,6 +9,7 @@ use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
 use super::config::{EncoderConfig, Family};
+use super::step_weights;
 use crate::rng::dropout;
 
 fn layer_norm(p: nn::Path, config: &EncoderConfig) -> nn::LayerNorm {
@@ -74,7 +75,8 @@ impl Embeddings {
     /// `input_ids` (batch, seq) -> (batch, seq, hidden). Token types are all 0 unless
     /// a sentence pair's `token_type_ids` are given (the recipe passes none).
     fn forward_t(&self, input_ids: &Tensor, token_type_ids: Option<&Tensor>, train: bool) -> Tensor {
-        self.forward_words(&self.word_embeddings.forward(input_ids), input_ids, token_type_ids, train)
+        let words = Tensor::embedding(&self.word_embeddings.ws, input_ids, -1, false, step_weights::sparse_word_grads());
+        self.forward_words(&words, input_ids, token_type_ids, train)
     }
 
     /// [`Embeddings::forward_t`] with the word embeddings of `input_ids` already
@@ -126,9 +128,9 @@ impl SelfAttention {
         let (b, t, h) = xs.size3().expect("hidden states are 3-D");
         let q_len = queries_from.size()[1];
         let heads = |x: Tensor, len: i64| x.view([b, len, self.num_heads, self.head_dim]).transpose(1, 2);
-        let q = heads(self.query.forward(queries_from), q_len);
-        let k = heads(self.key.forward(xs), t);
-        let v = heads(self.value.forward(xs), t);
+        let q = heads(step_weights::linear(&self.query, queries_from), q_len);
+        let k = heads(step_weights::linear(&self.key, xs), t);
+        let v = heads(step_weights::linear(&self.value, xs), t);
         let p = if train { self.dropout } else { 0.0 };
         let context = if p > 0.0 && xs.device() == tch::Device::Cpu {
             // On CPU libtorch's fused attention takes no dropout and falls back to this
@@ -185,8 +187,8 @@ impl Layer {
     }
 
     fn feed_forward(&self, xs: &Tensor, train: bool) -> Tensor {
-        let inner = activation(&self.hidden_act, &self.intermediate_dense.forward(xs));
-        dropout(&self.output_dense.forward(&inner), self.dropout, train)
+        let inner = activation(&self.hidden_act, &step_weights::linear(&self.intermediate_dense, xs));
+        dropout(&step_weights::linear(&self.output_dense, &inner), self.dropout, train)
     }
 
     /// The layer's output at every position.
@@ -202,13 +204,13 @@ impl Layer {
         if self.pre_norm {
             let normed = self.attention_layer_norm.forward(xs);
             let attn = self.attention_self.forward_t(&select(&normed), &normed, mask_bias, train);
-            let xs = select(xs) + dropout(&self.attention_output_dense.forward(&attn), self.dropout, train);
+            let xs = select(xs) + dropout(&step_weights::linear(&self.attention_output_dense, &attn), self.dropout, train);
             let ffn = self.feed_forward(&self.ffn_layer_norm.forward(&xs), train);
             xs + ffn
         } else {
             let residual = select(xs);
             let attn = self.attention_self.forward_t(&residual, xs, mask_bias, train);
-            let attn = dropout(&self.attention_output_dense.forward(&attn), self.dropout, train);
+            let attn = dropout(&step_weights::linear(&self.attention_output_dense, &attn), self.dropout, train);
             let xs = self.attention_layer_norm.forward(&(attn + residual));
             let ffn = self.feed_forward(&xs, train);
             self.ffn_layer_norm.forward(&(ffn + xs))
@@ -261,6 +263,17 @@ impl Encoder {
 
     pub fn num_layers(&self) -> usize {
         self.layers.len()
+    }
+
+    /// Every layer's Linear layers (attention projections and output, the FFN's two).
+    pub fn linears(&self) -> Vec<&nn::Linear> {
+        self.layers
+            .iter()
+            .flat_map(|l| {
+                let a = &l.attention_self;
+                [&a.query, &a.key, &a.value, &l.attention_output_dense, &l.intermediate_dense, &l.output_dense]
+            })
+            .collect()
     }
 
     /// `input_ids`, `attention_mask`: (batch, seq) int64 -> last hidden state

@@ -2,10 +2,11 @@
 //! classification head.
 
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, Module};
+use tch::nn;
 use tch::Tensor;
 
 use super::config::{EncoderConfig, Family};
+use super::step_weights::linear;
 
 /// How the aspect tokens' hidden states become one vector.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -62,11 +63,19 @@ impl ClassificationHead {
     /// (batch, hidden) -> logits (batch, num_labels).
     pub fn forward_t(&self, pooled: &Tensor, train: bool) -> Tensor {
         match self {
-            Self::Bert { classifier, dropout } => classifier.forward(&crate::rng::dropout(pooled, *dropout, train)),
+            Self::Bert { classifier, dropout } => linear(classifier, &crate::rng::dropout(pooled, *dropout, train)),
             Self::Roberta { dense, out_proj, dropout } => {
-                let xs = dense.forward(&crate::rng::dropout(pooled, *dropout, train)).tanh();
-                out_proj.forward(&crate::rng::dropout(&xs, *dropout, train))
+                let xs = linear(dense, &crate::rng::dropout(pooled, *dropout, train)).tanh();
+                linear(out_proj, &crate::rng::dropout(&xs, *dropout, train))
             }
+        }
+    }
+
+    /// The head's Linear layers.
+    pub fn linears(&self) -> Vec<&nn::Linear> {
+        match self {
+            Self::Bert { classifier, .. } => vec![classifier],
+            Self::Roberta { dense, out_proj, .. } => vec![dense, out_proj],
         }
     }
 

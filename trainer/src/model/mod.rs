@@ -8,10 +8,12 @@
 mod config;
 mod encoder;
 mod head;
+mod step_weights;
 
 pub use config::{EncoderConfig, Family, SUPPORTED_MODEL_TYPES};
 pub use encoder::{extended_attention_mask, Encoder, Unit};
 pub use head::{ClassificationHead, Pooling};
+pub use step_weights::StepWeights;
 
 use absa_domain::InputForm;
 use tch::{nn, Tensor};
@@ -70,6 +72,13 @@ impl TdBertModel {
         let head = ClassificationHead::new(root_of(Unit::Head) / "classifier", &config, family, num_labels);
         built(Unit::Head);
         Ok(Self { config, family, encoder, head, pooling, input: InputForm::Text, num_labels })
+    }
+
+    /// Every Linear layer of the encoder and the head.
+    pub fn linears(&self) -> Vec<&nn::Linear> {
+        let mut all = self.encoder.linears();
+        all.extend(self.head.linears());
+        all
     }
 
     /// The units in forward order: embeddings, each layer, head.

@@ -11,9 +11,11 @@ use std::sync::{Barrier, Mutex};
 use tch::{Device, Tensor};
 
 use crate::checkpoint::LoadedModel;
+use crate::model::StepWeights;
 use crate::rng;
 use crate::training::data::{collate, Example};
-use crate::training::optimizer::AdamW;
+use crate::training::grad_sum::sum_into_grad;
+use crate::training::optimizer::{clip_coef, AdamW};
 
 /// `rows` split into `n` consecutive ranges whose sizes differ by at most one.
 pub fn split_rows(rows: usize, n: usize) -> Vec<Range<usize>> {
@@ -39,13 +41,16 @@ pub struct LocalEngine {
     /// The gradients hold the last step's values, not zeros: batch threads overwrite
     /// them with the next micro-batch's sums instead of zeroing and then adding.
     grads_stale: bool,
+    /// The gradients' sum of squares, when the last micro-batch's summing pass gave it
+    /// (batch threads): clipping then needs no pass of its own.
+    grad_squares: Option<f64>,
 }
 
 impl LocalEngine {
     /// `offload_optimizer` keeps AdamW's moments, and runs its update, in CPU memory.
     pub fn new(model: LoadedModel, weight_decay: f64, offload_optimizer: bool) -> Self {
         let optimizer = AdamW::new(&model.vs, weight_decay).offloaded(offload_optimizer);
-        Self { model, optimizer, batch_threads: 1, bf16: false, grads_stale: false }
+        Self { model, optimizer, batch_threads: 1, bf16: false, grads_stale: false, grad_squares: None }
     }
 
     /// Runs the forward pass under bf16 autocast (fp32 master weights).
@@ -90,6 +95,7 @@ impl LocalEngine {
     /// mean loss.
     pub fn backward(&mut self, rows: &[&Example], pad_to: Option<usize>, pad_id: i64, accumulation: usize, train: bool, seed: u64) -> f64 {
         let fresh = std::mem::take(&mut self.grads_stale);
+        self.grad_squares = None;
         if self.batch_threads > 1 && rows.len() > 1 {
             return self.backward_in_threads(rows, pad_to, pad_id, accumulation, train, seed, fresh);
         }
@@ -103,36 +109,44 @@ impl LocalEngine {
         })
     }
 
-    /// [`LocalEngine::backward`] with the rows split over
-    /// `batch_threads` threads. Each thread computes its part's gradients; then, once
-    /// all are done, each sums every part's gradient, in part order, into the
-    /// gradients of its own share of the variables (over them when `fresh`).
+    /// [`LocalEngine::backward`] with the rows split over `batch_threads` threads. Each
+    /// thread computes its part's gradients (of the step's shared bf16 weight copies
+    /// under bf16, sparse for the word table: see [`StepWeights`]); then, once all are
+    /// done, each sums every part's gradient, in part order, into the fp32 gradients of
+    /// its own share of the variables (over them when `fresh`), and the sums of squares
+    /// of those gradients are kept for clipping.
     #[allow(clippy::too_many_arguments)]
     fn backward_in_threads(&mut self, rows: &[&Example], pad_to: Option<usize>, pad_id: i64, accumulation: usize, train: bool, seed: u64, fresh: bool) -> f64 {
         let model = Shared(&self.model);
         let bf16 = self.bf16;
         let variables = Shared(self.optimizer.parameters());
+        let step_weights = StepWeights::new(&self.model.model.linears(), bf16, true);
+        let leaves = Shared(variables.0.iter().map(|v| step_weights.leaf_for(v)).collect::<Vec<_>>());
         let total = rows.len() as f64;
         let ranges: Vec<Range<usize>> = split_rows(rows.len(), self.batch_threads).into_iter().filter(|r| !r.is_empty()).collect();
         let owner = owners(&variables.0, ranges.len());
         let grads: Vec<Mutex<Vec<Tensor>>> = ranges.iter().map(|_| Mutex::new(Vec::new())).collect();
+        let squares: Vec<Mutex<Option<f64>>> = variables.0.iter().map(|_| Mutex::new(None)).collect();
         let all_done = Barrier::new(ranges.len());
         let losses: Vec<std::thread::Result<f64>> = std::thread::scope(|scope| {
             let handles: Vec<_> = ranges
                 .into_iter()
                 .enumerate()
                 .map(|(i, range)| {
-                    let (model, variables, grads, owner, all_done) = (&model, &variables, &grads, &owner, &all_done);
+                    let (model, variables, leaves, grads, squares, owner, all_done, step_weights) =
+                        (&model, &variables, &leaves, &grads, &squares, &owner, &all_done, &step_weights);
                     scope.spawn(move || {
                         tch::set_num_threads(1);
                         let part = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            rng::with_thread_seed(rng::derive_seed(seed, i as u64), || {
-                                let share = &rows[range];
-                                let loss = part_loss(model.0, share, pad_to, pad_id, train, bf16);
-                                let scaled = &loss * (share.len() as f64 / total) / accumulation as f64;
-                                // Returned, not accumulated: the sums below fix the order.
-                                *grads[i].lock().expect("no part panicked holding it") = Tensor::run_backward(&[scaled], &variables.0, false, false);
-                                loss.double_value(&[]) * share.len() as f64
+                            step_weights.run(|| {
+                                rng::with_thread_seed(rng::derive_seed(seed, i as u64), || {
+                                    let share = &rows[range];
+                                    let loss = part_loss(model.0, share, pad_to, pad_id, train, bf16);
+                                    let scaled = &loss * (share.len() as f64 / total) / accumulation as f64;
+                                    // Returned, not accumulated: the sums below fix the order.
+                                    *grads[i].lock().expect("no part panicked holding it") = Tensor::run_backward(&[scaled], &leaves.0, false, false);
+                                    loss.double_value(&[]) * share.len() as f64
+                                })
                             })
                         }));
                         // Every thread reaches the barrier, also after a panic, so none waits forever.
@@ -146,7 +160,7 @@ impl LocalEngine {
                         tch::no_grad(|| {
                             for (j, variable) in variables.0.iter().enumerate().filter(|&(j, _)| owner[j] == i) {
                                 let defined: Vec<&Tensor> = parts.iter().map(|grads| &grads[j]).filter(|g| g.defined()).collect();
-                                sum_into_grad(variable, &defined, fresh);
+                                *squares[j].lock().expect("one writer") = sum_into_grad(variable, &defined, fresh);
                             }
                         });
                         Ok(part)
@@ -159,6 +173,8 @@ impl LocalEngine {
         for loss in losses {
             loss_sum += loss.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         }
+        // Summed in variable order, so the norm does not depend on which thread finished first.
+        self.grad_squares = Some(squares.into_iter().filter_map(|s| s.into_inner().ok().flatten()).sum());
         loss_sum / total
     }
 
@@ -166,8 +182,18 @@ impl LocalEngine {
     /// `lr`, zero the gradients. Returns the gradients' L2 norm before clipping (HF
     /// Trainer's logged `grad_norm`).
     pub fn step(&mut self, lr: f64, max_grad_norm: f64) -> f64 {
-        let norm = self.optimizer.clip_grad_norm(max_grad_norm);
-        self.optimizer.step(lr);
+        let norm = match self.grad_squares.take() {
+            Some(squares) => {
+                let norm = squares.sqrt();
+                self.optimizer.step_scaled(lr, clip_coef(norm, max_grad_norm));
+                norm
+            }
+            None => {
+                let norm = self.optimizer.clip_grad_norm(max_grad_norm);
+                self.optimizer.step(lr);
+                norm
+            }
+        };
         if self.batch_threads == 1 {
             self.optimizer.zero_grad();
         }
@@ -197,40 +223,6 @@ fn owners(variables: &[Tensor], parts: usize) -> Vec<usize> {
         load[least] += variables[j].numel();
     }
     owner
-}
-
-/// Adds the parts' gradients `parts`, in order, to `variable`'s gradient, or writes
-/// their sum over it when `fresh` (its values are stale). The same bits either way:
-/// 0 + a + b is a + b.
-fn sum_into_grad(variable: &Tensor, parts: &[&Tensor], fresh: bool) {
-    let mut grad = variable.grad();
-    let rest = if !grad.defined() {
-        let Some(first) = parts.first() else { return };
-        // tch cannot assign a gradient; this backward leaves exactly `first` (· 1) in it.
-        tch::with_grad(|| (variable * first.detach()).sum(tch::Kind::Float).backward());
-        grad = variable.grad();
-        &parts[1..]
-    } else if fresh {
-        match parts {
-            [] => {
-                let _ = grad.zero_();
-                &[][..]
-            }
-            [only] => {
-                grad.copy_(only);
-                &[][..]
-            }
-            [a, b, rest @ ..] => {
-                let _ = a.add_out(&grad, b);
-                rest
-            }
-        }
-    } else {
-        parts
-    };
-    for g in rest {
-        grad += *g;
-    }
 }
 
 /// A model, or handles on its variables, used by several batch threads at once: the

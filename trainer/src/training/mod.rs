@@ -13,6 +13,7 @@
 //!   instead; the loop, its checkpoints and its figures are the same.
 
 pub mod data;
+mod grad_sum;
 pub mod local;
 pub mod optimizer;
 
