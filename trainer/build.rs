@@ -1,6 +1,6 @@
 //! Lets the trainer's binaries and tests find libtorch at run time without
 //! LD_LIBRARY_PATH, keeps CUDA libtorch linked when it is there, and compiles the
-//! C++ shims (csrc/: autocast dtype, per-thread generators, malloc settings, c10d)
+//! C++ shims (csrc/: autocast dtype, malloc settings, c10d)
 //! against libtorch's headers.
 
 fn main() {
@@ -19,7 +19,7 @@ fn main() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,-ltorch,--as-needed");
     }
     // The same flags torch-sys builds its own C++ wrapper with.
-    libtorch_cpp(root, "c++17").file("csrc/autocast.cpp").file("csrc/rng.cpp").file("csrc/memory.cpp").compile("absa_csrc");
+    libtorch_cpp(root, "c++17").file("csrc/autocast.cpp").file("csrc/memory.cpp").compile("absa_csrc");
     // c10d (csrc/distributed.cpp): libtorch 2.13's distributed headers need C++20, and
     // ProcessGroupGloo.hpp includes Gloo's own headers, which the wheel lacks (Debian's
     // libgloo-dev has them; scripts/native.sh installs it). NCCL when libtorch has CUDA.
