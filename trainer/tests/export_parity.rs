@@ -269,3 +269,70 @@ fn minilm_exports_with_libtorch_logits_over_the_laptops_test_set() {
         );
     }
 }
+
+/// A model trained under bf16 (batch threads sharing bf16 weight copies) exports like
+/// any other: its fp32 master weights go into the graph, and ONNX Runtime (the scorer's
+/// runtime) gives libtorch's logits and predictions, on the fixture inputs and on the
+/// laptops test set folded into the tiny vocabulary.
+#[test]
+fn a_model_trained_under_bf16_scores_in_onnx_runtime_as_in_libtorch() {
+    use absa_trainer::training::data::Example;
+    use absa_trainer::training::local::LocalEngine;
+    let dir = fixtures().join("models/bert_tiny");
+    let expected: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("expected.safetensors")).unwrap().into_iter().collect();
+    let loaded = checkpoint::load(&dir, &LoadOptions::default(), Device::Cpu).unwrap();
+    let vocab = loaded.model.config.vocab_size;
+    let rows: Vec<Example> = (0..8)
+        .map(|i| {
+            let len = 6 + i % 5;
+            let input_ids = (0..len).map(|j| 5 + ((i * 13 + j * 7) as i64 % (vocab - 5))).collect();
+            Example { input_ids, aspect_mask: (0..len).map(|j| j == 1 || j == 2).collect(), token_type_ids: Vec::new(), label: (i % 3) as i64 }
+        })
+        .collect();
+    let rows: Vec<&Example> = rows.iter().collect();
+    let mut engine = LocalEngine::new(loaded, 0.01, false).with_bf16(true).with_batch_threads(2);
+    for step in 0..4 {
+        engine.backward(&rows, None, 0, 1, true, step);
+        engine.step(1e-3, 1.0);
+    }
+    let trained = engine.model();
+    let out = tempfile::tempdir().unwrap();
+    export::export_model_dir(trained, &tokenizer_dir(), out.path(), &ExportOptions { max_length: 32, int8: false, style: GraphStyle::OrtFused }).unwrap();
+    let mut onnx = Runner::open(out.path(), Precision::Fp32);
+    // Predictions agree wherever libtorch's top two logits are further apart than the
+    // logits may differ; returns how many rows that was.
+    let same_predictions = |onnx: &Array2<f32>, torch: &Array2<f32>| {
+        let mut decided = 0;
+        for (o, t) in onnx.outer_iter().zip(torch.outer_iter()) {
+            let mut order: Vec<usize> = (0..t.len()).collect();
+            order.sort_by(|&a, &b| t[b].total_cmp(&t[a]));
+            let best_onnx = (0..o.len()).max_by(|&a, &b| o[a].total_cmp(&o[b])).unwrap();
+            if t[order[0]] - t[order[1]] > 2.0 * TOLERANCE {
+                assert_eq!(best_onnx, order[0], "prediction: ONNX {o:?}, libtorch {t:?}");
+                decided += 1;
+            }
+        }
+        decided
+    };
+    let (ids, att, asp) = (&expected["input_ids"], &expected["attention_mask"], &expected["aspect_mask"]);
+    let torch = libtorch_logits(trained, ids, att, asp);
+    let (logits, _) = onnx.run(&to_array(ids), &to_array(att), &to_array(asp));
+    assert!(max_diff(&logits, &torch) <= TOLERANCE, "fixture inputs: {:e}", max_diff(&logits, &torch));
+    same_predictions(&logits, &torch);
+    let encoder = AspectEncoder::from_file(&tokenizer_dir().join("tokenizer.json"), 32).unwrap();
+    let pad = ModelManifest::read(out.path()).unwrap().pad_token_id;
+    let (mut worst, mut rows_compared, mut decided) = (0f32, 0, 0);
+    for (ids, att, asp, _) in laptops_test_batches(&encoder, 0) {
+        let ids = ndarray::Zip::from(&ids).and(&att).map_collect(|&id, &a| if a == 1 { 5 + id % (vocab - 5) } else { pad });
+        let t = |a: &Array2<i64>| Tensor::from_slice(a.as_slice().unwrap()).reshape([a.nrows() as i64, a.ncols() as i64]);
+        let torch = libtorch_logits(trained, &t(&ids), &t(&att), &t(&asp));
+        let (logits, _) = onnx.run(&ids, &att, &asp);
+        worst = worst.max(max_diff(&logits, &torch));
+        decided += same_predictions(&logits, &torch);
+        rows_compared += logits.nrows();
+    }
+    println!("bf16-trained bert_tiny: ONNX vs libtorch over {rows_compared} laptops rows, max |Δlogit| = {worst:.2e}, same prediction in all {decided} rows with a margin");
+    assert_eq!(rows_compared, 638);
+    assert!(decided > 319, "only {decided} of 638 rows had a top-two margin above {}", 2.0 * TOLERANCE);
+    assert!(worst <= TOLERANCE, "laptops test {worst:e}");
+}
