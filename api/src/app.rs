@@ -3,9 +3,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -115,23 +115,9 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .merge(crate::dashboard::routes())
         .nest("/v1", v1)
-        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
-        // Outermost: the request id covers everything below, the counting included.
-        .layer(middleware::from_fn(crate::request_id::layer))
+        // Outermost: the request id, the counting and the timing cover everything below.
+        .layer(middleware::from_fn_with_state(state.clone(), crate::request_id::layer))
         .with_state(state)
-}
-
-/// Counts every answer by route template and status, and times it, for `/metrics`.
-async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
-    let method = request.method().as_str().to_owned();
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16();
-    state.metrics.request(&route, status);
-    let labels = absa_platform::metrics::labels(&[("route", &route), ("method", &method), ("status", &status.to_string())]);
-    absa_platform::metrics::API.request_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
-    response
 }
 
 /// Liveness: the process answers.

@@ -2,15 +2,18 @@
 //! token, a new UUID otherwise. Every log line of the request carries it (a tracing
 //! span around the handler), the answer echoes it in `X-Request-Id`, error bodies carry
 //! it as `request_id`, and one access-log line per request records route, status and
-//! time.
+//! time. The same middleware counts the answer and observes its latency for
+//! `/metrics`, so route and timing are taken once per request.
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
+
+use crate::app::AppState;
 
 /// The header read from the caller and written on every answer.
 pub const HEADER: &str = "x-request-id";
@@ -30,8 +33,9 @@ fn accepted(id: &str) -> bool {
     (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
 }
 
-/// The middleware: the id, the span, the header, the access log.
-pub async fn layer(request: Request, next: Next) -> Response {
+/// The middleware: the id, the span, the header, the request counters and latency
+/// histogram, the access log.
+pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let id = request.headers().get(HEADER).and_then(|v| v.to_str().ok()).filter(|v| accepted(v)).map(str::to_owned);
     let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
@@ -40,7 +44,11 @@ pub async fn layer(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let mut response = CURRENT.scope(id.clone(), next.run(request)).instrument(span.clone()).await;
     response.headers_mut().insert(HEADER, HeaderValue::from_str(&id).expect("a UUID or an accepted id is a valid header value"));
-    let (status, millis) = (response.status().as_u16(), started.elapsed().as_secs_f64() * 1000.0);
+    let (status, seconds) = (response.status().as_u16(), started.elapsed().as_secs_f64());
+    state.metrics.request(&route, status);
+    let labels = absa_platform::metrics::labels(&[("route", &route), ("method", method.as_str()), ("status", &status.to_string())]);
+    absa_platform::metrics::API.request_seconds.get_or_create(&labels).observe(seconds);
+    let millis = seconds * 1000.0;
     span.in_scope(|| {
         // Probes and scrapes come every few seconds: logged at debug level only.
         if matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics") {
