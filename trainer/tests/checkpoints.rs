@@ -1,6 +1,8 @@
 //! Checkpoint directories: errors name what is wrong; what we write loads back (here
 //! and, when a Python with transformers is available, in transformers).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -139,26 +141,11 @@ fn a_written_xlmr_xl_checkpoint_loads_back_and_in_transformers() {
 /// transformers gives its logits.
 #[test]
 fn a_checkpoint_trained_under_bf16_is_fp32_and_loads_in_transformers() {
-    use absa_trainer::training::data::Example;
-    use absa_trainer::training::local::LocalEngine;
     let src = fixtures().join("models/bert_tiny");
     let expected: BTreeMap<String, Tensor> = Tensor::read_safetensors(src.join("expected.safetensors")).unwrap().into_iter().collect();
     let loaded = checkpoint::load(&src, &LoadOptions { labels: Some(LabelSet::sentiment()), pooling: None, input: None }, Device::Cpu).unwrap();
     let before = logits_of(&loaded, &expected);
-    let vocab = loaded.model.config.vocab_size;
-    let rows: Vec<Example> = (0..8)
-        .map(|i| {
-            let len = 6 + i % 5;
-            let input_ids = (0..len).map(|j| 5 + ((i * 13 + j * 7) as i64 % (vocab - 5))).collect();
-            Example { input_ids, aspect_mask: (0..len).map(|j| j == 1 || j == 2).collect(), token_type_ids: Vec::new(), label: (i % 3) as i64 }
-        })
-        .collect();
-    let rows: Vec<&Example> = rows.iter().collect();
-    let mut engine = LocalEngine::new(loaded, 0.01, false).with_bf16(true).with_batch_threads(2);
-    for step in 0..4 {
-        engine.backward(&rows, None, 0, 1, true, step);
-        engine.step(1e-3, 1.0);
-    }
+    let engine = common::trained_under_bf16(loaded);
     let trained = engine.model();
     let ours = logits_of(trained, &expected);
     assert!((&ours - &before).abs().max().double_value(&[]) > 1e-4, "the bf16 steps moved the logits");

@@ -3,6 +3,8 @@
 //! poolings, several batch and sequence shapes), and all-MiniLM-L6-v2 over the whole
 //! laptops test set. The int8 graph runs too and stays close to fp32.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use absa_domain::readers::{self, ReaderOptions};
@@ -276,25 +278,11 @@ fn minilm_exports_with_libtorch_logits_over_the_laptops_test_set() {
 /// laptops test set folded into the tiny vocabulary.
 #[test]
 fn a_model_trained_under_bf16_scores_in_onnx_runtime_as_in_libtorch() {
-    use absa_trainer::training::data::Example;
-    use absa_trainer::training::local::LocalEngine;
     let dir = fixtures().join("models/bert_tiny");
     let expected: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("expected.safetensors")).unwrap().into_iter().collect();
     let loaded = checkpoint::load(&dir, &LoadOptions::default(), Device::Cpu).unwrap();
     let vocab = loaded.model.config.vocab_size;
-    let rows: Vec<Example> = (0..8)
-        .map(|i| {
-            let len = 6 + i % 5;
-            let input_ids = (0..len).map(|j| 5 + ((i * 13 + j * 7) as i64 % (vocab - 5))).collect();
-            Example { input_ids, aspect_mask: (0..len).map(|j| j == 1 || j == 2).collect(), token_type_ids: Vec::new(), label: (i % 3) as i64 }
-        })
-        .collect();
-    let rows: Vec<&Example> = rows.iter().collect();
-    let mut engine = LocalEngine::new(loaded, 0.01, false).with_bf16(true).with_batch_threads(2);
-    for step in 0..4 {
-        engine.backward(&rows, None, 0, 1, true, step);
-        engine.step(1e-3, 1.0);
-    }
+    let engine = common::trained_under_bf16(loaded);
     let trained = engine.model();
     let out = tempfile::tempdir().unwrap();
     export::export_model_dir(trained, &tokenizer_dir(), out.path(), &ExportOptions { max_length: 32, int8: false, style: GraphStyle::OrtFused }).unwrap();
