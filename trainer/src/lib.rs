@@ -26,6 +26,7 @@ pub mod plan;
 pub mod progress;
 pub mod rng;
 pub mod settings;
+mod simd;
 pub mod torch_check;
 pub mod training;
 pub mod worker;

@@ -13,13 +13,15 @@ use std::cell::Cell;
 
 use tch::{Device, Kind, Tensor};
 
+use crate::simd::{self, Kernel};
+
 thread_local! {
     /// This thread's seed and the number of masks drawn from it so far.
     static GENERATOR: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
 }
 
-/// Runs `f` with the calling thread's generator seeded with `seed`, then drops it
-/// (also when `f` panics).
+/// Runs `f` with the calling thread's generator seeded with `seed`, then puts back the
+/// generator the thread had before (also when `f` panics).
 pub fn with_thread_seed<T>(seed: u64, f: impl FnOnce() -> T) -> T {
     struct Restore(Option<(u64, u64)>);
     impl Drop for Restore {
@@ -59,8 +61,8 @@ pub fn dropout(xs: &Tensor, p: f64, train: bool) -> Tensor {
     // SAFETY: `noise` is a fresh contiguous CPU buffer of `n` elements of its kind.
     unsafe {
         match xs.kind() {
-            Kind::Float => fill_mask(std::slice::from_raw_parts_mut(noise.data_ptr() as *mut f32, n), key, threshold, scale, 0.0),
-            _ => fill_mask(std::slice::from_raw_parts_mut(noise.data_ptr() as *mut u16, n), key, threshold, bf16_bits(scale), 0),
+            Kind::Float => simd::widest(Mask { out: std::slice::from_raw_parts_mut(noise.data_ptr() as *mut f32, n), key, threshold, keep: scale, drop: 0.0 }),
+            _ => simd::widest(Mask { out: std::slice::from_raw_parts_mut(noise.data_ptr() as *mut u16, n), key, threshold, keep: bf16_bits(scale), drop: 0 }),
         }
     }
     xs * noise
@@ -72,40 +74,25 @@ fn bf16_bits(x: f32) -> u16 {
     ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) as u16
 }
 
-/// `out[i]` = `keep` where the hash of (`key`, i) is below `threshold`, else `drop`;
-/// compiled for the widest vector instructions the CPU has (the same bits at any width).
-fn fill_mask<T: Copy>(out: &mut [T], key: u64, threshold: u32, keep: T, drop: T) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { fill_mask_avx512(out, key, threshold, keep, drop) };
+/// `out[i]` = `keep` where the hash of (`key`, i) is below `threshold`, else `drop`.
+struct Mask<'a, T> {
+    out: &'a mut [T],
+    key: u64,
+    threshold: u32,
+    keep: T,
+    drop: T,
+}
+
+impl<T: Copy> Kernel for Mask<'_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let Mask { out, key, threshold, keep, drop } = self;
+        let (k0, k1) = (key as u32, (key >> 32) as u32);
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = if uniform_u32(k0, k1, i as u32) < threshold { keep } else { drop };
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { fill_mask_avx2(out, key, threshold, keep, drop) };
-        }
-    }
-    fill_mask_loop(out, key, threshold, keep, drop)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn fill_mask_avx512<T: Copy>(out: &mut [T], key: u64, threshold: u32, keep: T, drop: T) {
-    fill_mask_loop(out, key, threshold, keep, drop)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn fill_mask_avx2<T: Copy>(out: &mut [T], key: u64, threshold: u32, keep: T, drop: T) {
-    fill_mask_loop(out, key, threshold, keep, drop)
-}
-
-#[inline(always)]
-fn fill_mask_loop<T: Copy>(out: &mut [T], key: u64, threshold: u32, keep: T, drop: T) {
-    let (k0, k1) = (key as u32, (key >> 32) as u32);
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = if uniform_u32(k0, k1, i as u32) < threshold { keep } else { drop };
     }
 }
 

@@ -30,14 +30,10 @@ pub struct StepWeights {
 // increments, which libtorch makes atomically) of the tensors in it.
 unsafe impl Sync for StepWeights {}
 
-/// What the current thread's forward pass substitutes, set by [`StepWeights::run`].
-struct ThreadWeights {
-    bf16: HashMap<usize, Tensor>,
-    sparse_word_grads: bool,
-}
-
 thread_local! {
-    static CURRENT: RefCell<Option<ThreadWeights>> = const { RefCell::new(None) };
+    /// What the current thread's forward pass substitutes: its own shallow copy of the
+    /// step's [`StepWeights`], set by [`StepWeights::run`].
+    static CURRENT: RefCell<Option<StepWeights>> = const { RefCell::new(None) };
 }
 
 fn address(t: &Tensor) -> usize {
@@ -64,9 +60,9 @@ impl StepWeights {
 
     /// Runs `f` on this thread with these substitutes in force.
     pub fn run<T>(&self, f: impl FnOnce() -> T) -> T {
-        let mine = ThreadWeights { bf16: self.bf16.iter().map(|(&k, t)| (k, t.shallow_clone())).collect(), sparse_word_grads: self.sparse_word_grads };
+        let mine = StepWeights { bf16: self.bf16.iter().map(|(&k, t)| (k, t.shallow_clone())).collect(), sparse_word_grads: self.sparse_word_grads };
         let previous = CURRENT.with(|c| c.replace(Some(mine)));
-        struct Restore(Option<ThreadWeights>);
+        struct Restore(Option<StepWeights>);
         impl Drop for Restore {
             fn drop(&mut self) {
                 CURRENT.with(|c| *c.borrow_mut() = self.0.take());

@@ -5,6 +5,8 @@
 
 use tch::{Device, Kind, Tensor};
 
+use crate::simd::{self, Kernel};
+
 /// Elements summed before their squares are added up (stays in L1 between the two).
 const BLOCK: usize = 2048;
 
@@ -104,65 +106,48 @@ fn sum_dense(grad: &mut Tensor, parts: &[&Tensor], fresh: bool) -> Option<f64> {
     // SAFETY: the gradient's own contiguous f32 buffer; only this thread writes it
     // (each variable's gradient has one owning thread).
     let out = unsafe { std::slice::from_raw_parts_mut(grad.data_ptr() as *mut f32, n) };
-    Some(sum_slices(out, &views, fresh))
+    Some(simd::widest(Sum { out, parts: &views, fresh }))
 }
 
-/// [`sum_loop`] compiled for the widest vector instructions this CPU has (the same
-/// IEEE operations, so the same bits, at any width).
-fn sum_slices(out: &mut [f32], parts: &[Part], fresh: bool) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { sum_avx512(out, parts, fresh) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { sum_avx2(out, parts, fresh) };
-        }
-    }
-    sum_loop(out, parts, fresh)
+/// The parts summed into `out` (over it when `fresh`), and `out`'s sum of squares.
+struct Sum<'a, 'p> {
+    out: &'a mut [f32],
+    parts: &'a [Part<'p>],
+    fresh: bool,
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn sum_avx512(out: &mut [f32], parts: &[Part], fresh: bool) -> f64 {
-    sum_loop(out, parts, fresh)
-}
+impl Kernel for Sum<'_, '_> {
+    type Output = f64;
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn sum_avx2(out: &mut [f32], parts: &[Part], fresh: bool) -> f64 {
-    sum_loop(out, parts, fresh)
-}
-
-#[inline(always)]
-fn sum_loop(out: &mut [f32], parts: &[Part], fresh: bool) -> f64 {
-    let mut lanes = [0f64; 8];
-    for (b, block) in out.chunks_mut(BLOCK).enumerate() {
-        let range = b * BLOCK..b * BLOCK + block.len();
-        if fresh && parts.is_empty() {
-            block.fill(0.0);
-        }
-        for (i, part) in parts.iter().enumerate() {
-            let overwrite = fresh && i == 0;
-            match part {
-                Part::F32(p) => add_block(block, &p[range.clone()], overwrite, |x| x),
-                Part::Bf16(p) => add_block(block, &p[range.clone()], overwrite, |x| f32::from_bits(u32::from(x) << 16)),
+    #[inline(always)]
+    fn run(self) -> f64 {
+        let Sum { out, parts, fresh } = self;
+        let mut lanes = [0f64; 8];
+        for (b, block) in out.chunks_mut(BLOCK).enumerate() {
+            let range = b * BLOCK..b * BLOCK + block.len();
+            if fresh && parts.is_empty() {
+                block.fill(0.0);
             }
-        }
-        // Eight independent sums, so the loop vectorises (a single sum cannot be reordered).
-        let mut chunks = block.chunks_exact(8);
-        for chunk in &mut chunks {
-            for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            for (i, part) in parts.iter().enumerate() {
+                let overwrite = fresh && i == 0;
+                match part {
+                    Part::F32(p) => add_block(block, &p[range.clone()], overwrite, |x| x),
+                    Part::Bf16(p) => add_block(block, &p[range.clone()], overwrite, |x| f32::from_bits(u32::from(x) << 16)),
+                }
+            }
+            // Eight independent sums, so the loop vectorises (a single sum cannot be reordered).
+            let mut chunks = block.chunks_exact(8);
+            for chunk in &mut chunks {
+                for (lane, &x) in lanes.iter_mut().zip(chunk) {
+                    *lane += f64::from(x) * f64::from(x);
+                }
+            }
+            for (lane, &x) in lanes.iter_mut().zip(chunks.remainder()) {
                 *lane += f64::from(x) * f64::from(x);
             }
         }
-        for (lane, &x) in lanes.iter_mut().zip(chunks.remainder()) {
-            *lane += f64::from(x) * f64::from(x);
-        }
+        lanes.iter().sum()
     }
-    lanes.iter().sum()
 }
 
 /// `block` = `part` (converted) when `overwrite`, else `block` += `part`.

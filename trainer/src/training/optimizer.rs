@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 use tch::{nn, Kind, Tensor};
 
+use crate::simd::{self, Kernel};
+
 struct Param {
     name: String,
     tensor: Tensor,
@@ -289,42 +291,28 @@ impl<'a> Slab<'a> {
         (Self { weight: w0, grad: g0, exp_avg: m0, exp_avg_sq: v0, decay }, Self { weight: w1, grad: g1, exp_avg: m1, exp_avg_sq: v1, decay })
     }
 
-    /// The update, compiled for the widest vector instructions this CPU has: the loop
-    /// is bound by its divisions and square roots as much as by memory, and the same
-    /// IEEE operations give the same bits at any width.
+    /// The update, at the CPU's widest vector width: the loop is bound by its
+    /// divisions and square roots as much as by memory.
     fn update(self, k: &Constants) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F (checked just above).
-                return unsafe { self.update_avx512(k) };
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 (checked just above).
-                return unsafe { self.update_avx2(k) };
-            }
-        }
-        self.update_loop(k)
+        simd::widest(Update { slab: self, k })
     }
+}
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn update_avx512(self, k: &Constants) {
-        self.update_loop(k)
-    }
+/// One slab's AdamW update with the step's constants.
+struct Update<'a, 'k> {
+    slab: Slab<'a>,
+    k: &'k Constants,
+}
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn update_avx2(self, k: &Constants) {
-        self.update_loop(k)
-    }
+impl Kernel for Update<'_, '_> {
+    type Output = ();
 
     #[inline(always)]
-    fn update_loop(self, k: &Constants) {
-        let Constants { b2, one_minus_b1, one_minus_b2, step_size, bc2, eps, grad_scale } = *k;
-        let decay = self.decay;
-        let n = self.weight.len();
-        let (weight, grad, exp_avg, exp_avg_sq) = (&mut self.weight[..n], &self.grad[..n], &mut self.exp_avg[..n], &mut self.exp_avg_sq[..n]);
+    fn run(self) {
+        let Constants { b2, one_minus_b1, one_minus_b2, step_size, bc2, eps, grad_scale } = *self.k;
+        let Slab { weight, grad, exp_avg, exp_avg_sq, decay } = self.slab;
+        let n = weight.len();
+        let (grad, exp_avg, exp_avg_sq) = (&grad[..n], &mut exp_avg[..n], &mut exp_avg_sq[..n]);
         for i in 0..n {
             let gi = grad[i] * grad_scale;
             let mi = exp_avg[i] + one_minus_b1 * (gi - exp_avg[i]); // lerp, as torch
