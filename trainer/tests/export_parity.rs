@@ -11,12 +11,12 @@ use absa_domain::readers::{self, ReaderOptions};
 use absa_domain::{AspectEncoder, AspectSpan, LabelSet};
 use absa_onnx::{ModelManifest, Precision};
 use absa_scorer::runtime::{session_from_file, SessionOptions};
-use absa_trainer::checkpoint::{self, LoadOptions, LoadedModel};
+use absa_trainer::checkpoint::{LoadOptions, LoadedModel};
 use absa_trainer::export::{self, ExportOptions, GraphStyle};
 use absa_trainer::model::Pooling;
 use ndarray::Array2;
 use ort::value::TensorRef;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 const TOLERANCE: f32 = 1e-4;
 /// int8 against fp32 on the tiny random models: measured at most 5.9e-5 (their logits
@@ -95,7 +95,7 @@ fn check_tiny(model: &str) {
     let dir = fixtures().join("models").join(model);
     let expected: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("expected.safetensors")).unwrap().into_iter().collect();
     let (ids, att, asp) = (&expected["input_ids"], &expected["attention_mask"], &expected["aspect_mask"]);
-    let mut loaded = checkpoint::load(&dir, &LoadOptions::default(), Device::Cpu).unwrap();
+    let mut loaded = common::load_seeded(&dir, &LoadOptions::default());
     let cases = [
         (Pooling::Max, GraphStyle::OrtFused),
         (Pooling::Mean, GraphStyle::OrtFused),
@@ -173,7 +173,7 @@ fn xlm_roberta_xl_exports_with_libtorch_logits() {
 
 #[test]
 fn a_max_length_beyond_the_position_table_is_refused() {
-    let loaded = checkpoint::load(&fixtures().join("models/xlmr_tiny"), &LoadOptions::default(), Device::Cpu).unwrap();
+    let loaded = common::load_seeded(&fixtures().join("models/xlmr_tiny"), &LoadOptions::default());
     let limit = export::max_length_limit(&loaded);
     let out = tempfile::tempdir().unwrap();
     let options = ExportOptions { max_length: limit + 1, int8: false, ..Default::default() };
@@ -230,8 +230,7 @@ fn minilm_exports_with_libtorch_logits_over_the_laptops_test_set() {
         Some(dir) => (PathBuf::from(dir), None),
         None => (shared().join("models/all-minilm-l6-v2"), Some(LabelSet::sentiment())),
     };
-    tch::manual_seed(42);
-    let loaded = checkpoint::load(&dir, &LoadOptions { labels, pooling: None, input: None }, Device::Cpu).unwrap();
+    let loaded = common::load_seeded(&dir, &LoadOptions { labels, pooling: None, input: None });
     assert_eq!(loaded.labels, LabelSet::sentiment());
     for style in [GraphStyle::OrtFused, GraphStyle::Portable] {
         let out = tempfile::tempdir().unwrap();
@@ -280,7 +279,7 @@ fn minilm_exports_with_libtorch_logits_over_the_laptops_test_set() {
 fn a_model_trained_under_bf16_scores_in_onnx_runtime_as_in_libtorch() {
     let dir = fixtures().join("models/bert_tiny");
     let expected: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("expected.safetensors")).unwrap().into_iter().collect();
-    let loaded = checkpoint::load(&dir, &LoadOptions::default(), Device::Cpu).unwrap();
+    let loaded = common::load_seeded(&dir, &LoadOptions::default());
     let vocab = loaded.model.config.vocab_size;
     let engine = common::trained_under_bf16(loaded);
     let trained = engine.model();

@@ -4,6 +4,8 @@
 //! inputs) gives libtorch's, in fp32 and int8, on the tiny models and on
 //! all-MiniLM-L6-v2 over the SemEval-2016 stance test set.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -16,13 +18,13 @@ use absa_scorer::model::ScoringModel;
 use absa_scorer::output::{CollectSink, ErrorLog};
 use absa_scorer::runtime::{session_from_file, SessionOptions};
 use absa_scorer::targets::NamedTargets;
-use absa_trainer::checkpoint::{self, LoadOptions, LoadedModel};
+use absa_trainer::checkpoint::{LoadOptions, LoadedModel};
 use absa_trainer::export::{self, ExportOptions, GraphStyle};
 use absa_trainer::model::UnitInputs;
 use ndarray::Array2;
 use ort::value::TensorRef;
 use serde_json::json;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 /// fp32 ONNX and libtorch against transformers, as for the single-segment graphs.
 const TOLERANCE: f32 = 1e-4;
@@ -107,19 +109,6 @@ fn pair_options() -> LoadOptions {
     LoadOptions { input: Some(InputForm::TextTargetPair), ..LoadOptions::default() }
 }
 
-/// libtorch's generator is process-global and the tests of this file run in parallel.
-/// Every load draws from it (variables are initialised before the checkpoint's values
-/// are copied in, a fresh head keeps its draws), so loads take turns: each seeded head
-/// is the same every run, whatever the other tests load meanwhile.
-static ONE_LOAD_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// `dir` loaded with `options`, any fresh head drawn from seed 42.
-fn load_seeded(dir: &Path, options: &LoadOptions) -> LoadedModel {
-    let _turn = ONE_LOAD_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    tch::manual_seed(42);
-    checkpoint::load(dir, options, Device::Cpu).unwrap()
-}
-
 fn check_tiny(model: &str, segment_ids_matter: bool) {
     let dir = fixtures().join(model);
     let expected: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("pair_expected.safetensors")).unwrap().into_iter().collect();
@@ -129,7 +118,7 @@ fn check_tiny(model: &str, segment_ids_matter: bool) {
         asp: to_array(&expected["aspect_mask"]),
         types: to_array(&expected["token_type_ids"]),
     };
-    let loaded = load_seeded(&dir, &pair_options());
+    let loaded = common::load_seeded(&dir, &pair_options());
     let hf = to_matrix(&expected["logits_max"]);
     let torch = libtorch_logits(&loaded, &batch);
     let diff = max_diff(&torch, &hf);
@@ -176,7 +165,7 @@ fn minilm_pair_graph_has_libtorch_logits_over_the_stance_test_set() {
         Some(dir) => (PathBuf::from(dir), None),
         None => (shared().join("models/all-minilm-l6-v2"), Some(LabelSet::stance())),
     };
-    let loaded = load_seeded(&dir, &LoadOptions { labels, ..pair_options() });
+    let loaded = common::load_seeded(&dir, &LoadOptions { labels, ..pair_options() });
     assert_eq!(loaded.labels, LabelSet::stance());
     let out = tempfile::tempdir().unwrap();
     export::export_model_dir(&loaded, &dir, out.path(), &ExportOptions { max_length: 128, ..Default::default() }).unwrap();
@@ -244,7 +233,7 @@ fn minilm_pair_graph_has_libtorch_logits_over_the_stance_test_set() {
 #[test]
 fn named_targets_give_one_prediction_per_row_and_target_with_libtorch_probabilities() {
     let minilm = shared().join("models/all-minilm-l6-v2");
-    let loaded = load_seeded(&minilm, &LoadOptions { labels: Some(LabelSet::stance()), ..pair_options() });
+    let loaded = common::load_seeded(&minilm, &LoadOptions { labels: Some(LabelSet::stance()), ..pair_options() });
     let out = tempfile::tempdir().unwrap();
     export::export_model_dir(&loaded, &minilm, out.path(), &ExportOptions { max_length: 64, int8: false, ..Default::default() }).unwrap();
     let mut model = ScoringModel::open(out.path(), Precision::Fp32, &SessionOptions::with_threads(2)).unwrap();

@@ -1,8 +1,25 @@
-//! What several test files share.
+//! What several test files share (each uses part of it).
+#![allow(dead_code)]
 
-use absa_trainer::checkpoint::LoadedModel;
+use std::path::Path;
+
+use absa_trainer::checkpoint::{self, LoadOptions, LoadedModel};
 use absa_trainer::training::data::Example;
 use absa_trainer::training::local::LocalEngine;
+use tch::Device;
+
+/// libtorch's generator is process-global and a file's tests run in parallel. Every
+/// load draws from it (variables are initialised before the checkpoint's values are
+/// copied in; a fresh head keeps its draws), so loads take turns: each seeded head is
+/// the same every run, whatever the other tests load meanwhile.
+static ONE_LOAD_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `dir` loaded on the CPU with `options`, any fresh head drawn from seed 42.
+pub fn load_seeded(dir: &Path, options: &LoadOptions) -> LoadedModel {
+    let _turn = ONE_LOAD_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(42);
+    checkpoint::load(dir, options, Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+}
 
 /// `model` after four AdamW steps (lr 1e-3, dropout on) under bf16 with two batch
 /// threads, on eight rows of 6-10 ids below its vocabulary with a two-token aspect.
