@@ -12,7 +12,6 @@ use axum::{Json, Router};
 use sqlx::PgPool;
 
 use crate::auth::{self, Caller, HasPool};
-use crate::metrics::ApiMetrics;
 use crate::routes::{access, data, export, jobs, models, schedules};
 use crate::settings::{ApiSettings, Settings};
 
@@ -22,7 +21,6 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
-    pub metrics: Arc<ApiMetrics>,
     /// The limits and the rest of `[api]` (README, "Limits and quotas").
     pub api: Arc<ApiSettings>,
     /// Where uploads are spooled while they are read.
@@ -56,7 +54,7 @@ impl Application {
         let upload_dir = settings.api.upload_dir.clone().unwrap_or_else(std::env::temp_dir);
         std::fs::create_dir_all(&upload_dir).map_err(|e| anyhow::anyhow!("upload folder {}: {e}", upload_dir.display()))?;
         absa_platform::metrics::install(absa_platform::metrics::Role::Api);
-        let state = AppState { pool, metrics: Arc::new(ApiMetrics::default()), api: Arc::new(settings.api.clone()), upload_dir };
+        let state = AppState { pool, api: Arc::new(settings.api.clone()), upload_dir };
         let router = router(state);
         let listener = tokio::net::TcpListener::bind(&settings.http.bind).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.http.bind))?;
         Ok(Self { listener, router })
@@ -116,7 +114,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::dashboard::routes())
         .nest("/v1", v1)
         // Outermost: the request id, the counting and the timing cover everything below.
-        .layer(middleware::from_fn_with_state(state.clone(), crate::request_id::layer))
+        .layer(middleware::from_fn(crate::request_id::layer))
         .with_state(state)
 }
 
@@ -133,8 +131,9 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::
     }
 }
 
-/// The Prometheus exposition, for an API key of any role or the scrape key
-/// (`api.metrics_key`); anonymous scrapes get 401.
+/// This process's metrics (OpenMetrics text), for an API key of any role or the
+/// scrape key (`api.metrics_key`); anonymous scrapes get 401. Nothing here reads
+/// Postgres: service-wide figures (jobs by state) come from the scheduler's leader.
 async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     // Compared as hashes: no early exit that times how much of the key matched.
     let scrape_key = state.api.metrics_key.as_ref().is_some_and(|key| auth::bearer(&headers).map(auth::hash_key) == Some(auth::hash_key(key.expose())));
@@ -143,16 +142,7 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
             return e.into_response();
         }
     }
-    match state.metrics.render(&state.pool, std::time::Duration::from_secs_f64(state.api.metrics_cache_secs.max(0.0))).await {
-        Ok(text) => {
-            // The registry's families (build info, request latency) in the same text
-            // format, without OpenMetrics' end marker, then the counters and gauges.
-            let registry = absa_platform::metrics::render();
-            let registry = registry.trim_end().strip_suffix("# EOF").unwrap_or(&registry);
-            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], format!("{registry}{text}")).into_response()
-        }
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("metrics unavailable: {e}")).into_response(),
-    }
+    ([(header::CONTENT_TYPE, absa_platform::metrics::CONTENT_TYPE)], absa_platform::metrics::render()).into_response()
 }
 
 async fn openapi() -> Response {

@@ -9,7 +9,6 @@
 //! - [`uploads`]: streamed uploads checked row by row.
 //! - [`idempotency`]: client `Idempotency-Key`s of submissions and uploads.
 //! - [`routes`]: the `/v1` handlers (data, jobs, models, schedules, access, export).
-//! - [`metrics`]: the Prometheus exposition.
 //! - [`request_id`]: a request id in every log line, answer header and error body; the access log.
 //! - [`dashboard`]: the web dashboard at `/dashboard` (static, embedded; data from `/v1`).
 
@@ -18,7 +17,6 @@ pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod idempotency;
-pub mod metrics;
 pub mod request_id;
 pub mod routes;
 pub mod settings;

@@ -43,7 +43,7 @@ fn main() -> ExitCode {
 #[tokio::main]
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings: Settings = config::load(cli.config.as_deref())?;
-    telemetry::init(&settings.log);
+    let _telemetry = telemetry::init("absa-api", &settings.log);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let app = Application::build(&settings).await?;

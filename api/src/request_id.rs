@@ -2,18 +2,16 @@
 //! token, a new UUID otherwise. Every log line of the request carries it (a tracing
 //! span around the handler), the answer echoes it in `X-Request-Id`, error bodies carry
 //! it as `request_id`, and one access-log line per request records route, status and
-//! time. The same middleware counts the answer and observes its latency for
-//! `/metrics`, so route and timing are taken once per request.
+//! time. The same middleware observes the latency histogram of `/metrics` (whose
+//! `_count` counts the requests), so route and timing are taken once per request.
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
-
-use crate::app::AppState;
 
 /// The header read from the caller and written on every answer.
 pub const HEADER: &str = "x-request-id";
@@ -33,9 +31,8 @@ fn accepted(id: &str) -> bool {
     (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
 }
 
-/// The middleware: the id, the span, the header, the request counters and latency
-/// histogram, the access log.
-pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// The middleware: the id, the span, the header, the latency histogram, the access log.
+pub async fn layer(request: Request, next: Next) -> Response {
     let id = request.headers().get(HEADER).and_then(|v| v.to_str().ok()).filter(|v| accepted(v)).map(str::to_owned);
     let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
@@ -45,7 +42,6 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     let mut response = CURRENT.scope(id.clone(), next.run(request)).instrument(span.clone()).await;
     response.headers_mut().insert(HEADER, HeaderValue::from_str(&id).expect("a UUID or an accepted id is a valid header value"));
     let (status, seconds) = (response.status().as_u16(), started.elapsed().as_secs_f64());
-    state.metrics.request(&route, status);
     let labels = absa_platform::metrics::labels(&[("route", &route), ("method", method.as_str()), ("status", &status.to_string())]);
     absa_platform::metrics::API.request_seconds.get_or_create(&labels).observe(seconds);
     let millis = seconds * 1000.0;

@@ -51,9 +51,6 @@ pub struct ApiSettings {
     /// `/metrics` answers only with `Authorization: Bearer <this>` when set
     /// (`ABSA_API__METRICS_KEY`).
     pub metrics_key: Option<absa_platform::config::Secret>,
-    /// Seconds the gauges read from Postgres are reused between scrapes
-    /// (`ABSA_API__METRICS_CACHE_SECS`).
-    pub metrics_cache_secs: f64,
     /// Where uploads are spooled while read; default the system's temporary folder.
     pub upload_dir: Option<PathBuf>,
 }
@@ -69,7 +66,6 @@ impl Default for ApiSettings {
             max_parquet_uncompressed_bytes: 2 << 30,
             platform_team: None,
             metrics_key: None,
-            metrics_cache_secs: 5.0,
             upload_dir: None,
         }
     }

@@ -93,11 +93,16 @@ pub struct LogSettings {
     pub filter: String,
     /// One JSON object per line instead of human-readable text.
     pub json: bool,
+    /// Where spans go as OTLP over HTTP (protobuf), the whole URL, e.g.
+    /// `http://otel-collector:4318/v1/traces` (`ABSA_LOG__OTLP_TRACES_ENDPOINT`);
+    /// unset: no trace export. The standard `OTEL_*` variables tune the exporter
+    /// (`OTEL_BSP_SCHEDULE_DELAY`, `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, ...).
+    pub otlp_traces_endpoint: Option<String>,
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self { filter: "info".into(), json: false }
+        Self { filter: "info".into(), json: false, otlp_traces_endpoint: None }
     }
 }
 

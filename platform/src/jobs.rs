@@ -31,6 +31,8 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    pub const ALL: [JobStatus; 6] = [Self::Queued, Self::Dispatched, Self::Running, Self::Succeeded, Self::Failed, Self::Cancelled];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Queued => "queued",
@@ -153,6 +155,7 @@ pub async fn submit_in(conn: &mut sqlx::PgConnection, job: &NewJob) -> Result<Su
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = inserted {
+        crate::metrics::job_event("submitted");
         return Ok(Submitted::Created(id));
     }
     let (existing, hash): (Uuid, Option<String>) = sqlx::query_as("SELECT id, request_hash FROM jobs WHERE team_id = $1 AND idempotency_key = $2")
@@ -420,6 +423,7 @@ pub async fn note_waiting_for_gpus(pool: &PgPool) -> Result<u64> {
     .bind(crate::workers::LIVE_SECS)
     .execute(pool)
     .await?;
+    crate::metrics::JOB_EVENTS.events.get_or_create(&crate::metrics::labels(&[("kind", "waiting_for_gpus")])).inc_by(done.rows_affected());
     Ok(done.rows_affected())
 }
 
@@ -429,9 +433,11 @@ pub async fn status(pool: &PgPool, id: Uuid) -> Result<Option<JobStatus>> {
     Ok(state.map(|s| s.parse().expect("the CHECK constraint keeps states known")))
 }
 
-/// Appends to the job's event log.
+/// Appends to the job's event log (and counts it in `absa_job_events_total`; inside
+/// a transaction that later rolls back, the count is one ahead of the log).
 pub async fn event(executor: impl PgExecutor<'_>, id: Uuid, kind: &str, detail: Value) -> Result<()> {
     sqlx::query("INSERT INTO job_events (job_id, kind, detail) VALUES ($1, $2, $3)").bind(id).bind(kind).bind(detail).execute(executor).await?;
+    crate::metrics::job_event(kind);
     Ok(())
 }
 

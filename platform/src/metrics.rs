@@ -86,6 +86,8 @@ pub struct TrainerMetrics {
     /// One optimiser step (forward, backward, update) as the worker sees it.
     pub step_seconds: Histogram,
     pub steps: Counter,
+    /// Training examples those steps took (`rate()` of it is samples per second).
+    pub samples: Counter,
     pub epochs: Counter,
 }
 
@@ -101,12 +103,28 @@ pub struct SchedulerMetrics {
     pub live_gpus: Gauge,
     /// 1 on the replica holding the leader lock.
     pub leader: Gauge,
+    /// Jobs by kind and state, from Postgres (sampled by the leader only, so a
+    /// service-wide figure comes from one process).
+    pub jobs: Family<Labels, Gauge>,
+    /// Rows of the predictions table (Postgres' live-tuple estimate), by the leader.
+    pub predictions_rows: Gauge,
+}
+
+/// Events appended to a job's log by this process, by kind.
+pub struct JobEventMetrics {
+    pub events: Family<Labels, Counter>,
 }
 
 /// The API's requests.
 pub struct ApiMetrics {
-    /// Request latency by route template, method and status.
+    /// Request latency by route template, method and status (its `_count` counts
+    /// the requests).
     pub request_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Jobs submitted through this process, by kind.
+    pub jobs_submitted: Family<Labels, Counter>,
+    /// Bytes and rows of accepted uploads.
+    pub upload_bytes: Counter,
+    pub upload_rows: Counter,
 }
 
 pub static WORKER: LazyLock<WorkerMetrics> = LazyLock::new(|| WorkerMetrics {
@@ -124,7 +142,7 @@ pub static SCORER: LazyLock<ScorerMetrics> = LazyLock::new(|| ScorerMetrics {
 });
 
 pub static TRAINER: LazyLock<TrainerMetrics> =
-    LazyLock::new(|| TrainerMetrics { step_seconds: seconds_histogram(), steps: Counter::default(), epochs: Counter::default() });
+    LazyLock::new(|| TrainerMetrics { step_seconds: seconds_histogram(), steps: Counter::default(), samples: Counter::default(), epochs: Counter::default() });
 
 pub static SCHEDULER: LazyLock<SchedulerMetrics> = LazyLock::new(|| SchedulerMetrics {
     dispatched: Family::default(),
@@ -132,9 +150,31 @@ pub static SCHEDULER: LazyLock<SchedulerMetrics> = LazyLock::new(|| SchedulerMet
     live_workers: Family::default(),
     live_gpus: Gauge::default(),
     leader: Gauge::default(),
+    jobs: Family::default(),
+    predictions_rows: Gauge::default(),
 });
 
-pub static API: LazyLock<ApiMetrics> = LazyLock::new(|| ApiMetrics { request_seconds: Family::new_with_constructor(seconds_histogram) });
+impl SchedulerMetrics {
+    /// A replica that stops leading stops reporting the leader's samples (another
+    /// replica reports them now): the gauges go, `leader` reads 0.
+    pub fn forget_leader_samples(&self) {
+        self.leader.set(0);
+        self.jobs.clear();
+        self.queue_depth.clear();
+        self.live_workers.clear();
+        self.live_gpus.set(0);
+        self.predictions_rows.set(0);
+    }
+}
+
+pub static JOB_EVENTS: LazyLock<JobEventMetrics> = LazyLock::new(|| JobEventMetrics { events: Family::default() });
+
+pub static API: LazyLock<ApiMetrics> = LazyLock::new(|| ApiMetrics {
+    request_seconds: Family::new_with_constructor(seconds_histogram),
+    jobs_submitted: Family::default(),
+    upload_bytes: Counter::default(),
+    upload_rows: Counter::default(),
+});
 
 static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
 static READY: AtomicBool = AtomicBool::new(false);
@@ -147,9 +187,14 @@ pub fn install(role: Role) {
         let info: Family<Labels, Gauge> = Family::default();
         info.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned()), ("role", role.name().to_owned())]).set(1);
         r.register("absa_build_info", "The running build: version and role (value 1).", info);
+        r.register("absa_job_events", "Events this process appended to jobs' logs, by kind.", JOB_EVENTS.events.clone());
         match role {
             Role::Api => {
-                r.register("absa_api_request_duration_seconds", "HTTP request latency by route, method and status.", API.request_seconds.clone());
+                let a = &*API;
+                r.register("absa_api_request_duration_seconds", "HTTP request latency by route, method and status.", a.request_seconds.clone());
+                r.register("absa_api_jobs_submitted", "Jobs submitted through this API process, by kind.", a.jobs_submitted.clone());
+                r.register("absa_api_upload_bytes", "Bytes of accepted uploads.", a.upload_bytes.clone());
+                r.register("absa_api_upload_rows", "Rows stored from uploads.", a.upload_rows.clone());
             }
             Role::Scheduler => {
                 let s = &*SCHEDULER;
@@ -158,6 +203,8 @@ pub fn install(role: Role) {
                 r.register("absa_live_workers", "Workers advertising themselves, by role.", s.live_workers.clone());
                 r.register("absa_live_gpus", "GPUs the live trainers offer.", s.live_gpus.clone());
                 r.register("absa_scheduler_leader", "1 on the scheduler replica that leads.", s.leader.clone());
+                r.register("absa_jobs", "Jobs by kind and state (score_shard: one shard of a scoring job); served by the leader.", s.jobs.clone());
+                r.register("absa_predictions_rows", "Rows in the predictions table (Postgres' estimate); served by the leader.", s.predictions_rows.clone());
             }
             Role::Scorer | Role::Trainer => {
                 let w = &*WORKER;
@@ -175,6 +222,7 @@ pub fn install(role: Role) {
                     let t = &*TRAINER;
                     r.register("absa_trainer_step_duration_seconds", "Seconds of one optimiser step.", t.step_seconds.clone());
                     r.register("absa_trainer_steps", "Optimiser steps taken.", t.steps.clone());
+                    r.register("absa_trainer_samples", "Training examples those steps took.", t.samples.clone());
                     r.register("absa_trainer_epochs", "Epochs completed.", t.epochs.clone());
                 }
             }
@@ -242,6 +290,11 @@ pub async fn start(role: Role, settings: &MetricsSettings) -> anyhow::Result<Opt
         Some(bind) => Ok(Some(serve(bind).await?)),
         None => Ok(None),
     }
+}
+
+/// Counts one event of `kind` appended to a job's log.
+pub fn job_event(kind: &str) {
+    JOB_EVENTS.events.get_or_create(&labels(&[("kind", kind)])).inc();
 }
 
 /// A label set from pairs.

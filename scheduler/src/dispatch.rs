@@ -7,9 +7,11 @@
 //! The loop runs a pass as soon as a job is submitted (Postgres NOTIFY on
 //! [`jobs::NOTIFY_CHANNEL`]) or when its interval runs out, whichever comes first.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use absa_platform::jobs::JobStatus;
 use absa_platform::queue::{publish_confirmed, Reconnecting, Topology};
 use absa_platform::{jobs, metrics, retrains, sweeps, workers};
 use lapin::options::QueueDeclareOptions;
@@ -49,12 +51,24 @@ pub struct Dispatcher {
     shard_size: i64,
     redispatch_after_secs: f64,
     quotas: jobs::TeamQuotas,
+    /// Job kinds the `absa_jobs` gauge has shown: a kind whose jobs are all gone
+    /// reads 0 in every state rather than its last counts.
+    kinds_shown: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl Dispatcher {
     pub fn new(pool: PgPool, amqp: Reconnecting) -> Self {
         let topology = amqp.topology().clone();
-        Self { pool, amqp: Mutex::new(amqp), topology, batch: 100, shard_size: 5000, redispatch_after_secs: 30.0, quotas: jobs::TeamQuotas::default() }
+        Self {
+            pool,
+            amqp: Mutex::new(amqp),
+            topology,
+            batch: 100,
+            shard_size: 5000,
+            redispatch_after_secs: 30.0,
+            quotas: jobs::TeamQuotas::default(),
+            kinds_shown: Default::default(),
+        }
     }
 
     /// Documents per shard for `score` jobs that do not say (`shard_size` parameter).
@@ -124,12 +138,29 @@ impl Dispatcher {
 }
 
 impl Dispatcher {
-    /// Samples what the scheduler's gauges show: ready messages in every queue of the
-    /// topology (dead-letter queues included, by a passive declare) and the live
-    /// workers by role with their GPUs.
+    /// Samples what the scheduler's gauges show: jobs by kind and state, the
+    /// predictions table's size, ready messages in every queue of the topology
+    /// (dead-letter queues included, by a passive declare) and the live workers by
+    /// role with their GPUs. Only the leader samples, so each figure has one source.
     pub async fn observe(&self) -> anyhow::Result<()> {
-        let live = workers::live(&self.pool).await?;
         let m = &*metrics::SCHEDULER;
+        let jobs: Vec<(String, String, i64)> = sqlx::query_as("SELECT kind, state, count(*) FROM jobs GROUP BY kind, state").fetch_all(&self.pool).await?;
+        let mut counts: BTreeMap<(&str, &str), i64> = jobs.iter().map(|(kind, state, n)| ((kind.as_str(), state.as_str()), *n)).collect();
+        {
+            let mut kinds = self.kinds_shown.lock().unwrap_or_else(|e| e.into_inner());
+            kinds.extend(jobs.iter().map(|j| j.0.clone()));
+            for kind in kinds.iter() {
+                for state in JobStatus::ALL {
+                    let n = counts.remove(&(kind.as_str(), state.as_str())).unwrap_or(0);
+                    m.jobs.get_or_create(&metrics::labels(&[("kind", kind), ("state", state.as_str())])).set(n);
+                }
+            }
+        }
+        let rows: i64 = sqlx::query_scalar("SELECT coalesce(sum(n_live_tup), 0)::bigint FROM pg_stat_user_tables WHERE relname = 'predictions'")
+            .fetch_one(&self.pool)
+            .await?;
+        m.predictions_rows.set(rows);
+        let live = workers::live(&self.pool).await?;
         for role in ["trainer", "scorer"] {
             m.live_workers.get_or_create(&metrics::labels(&[("role", role)])).set(live.iter().filter(|w| w.role == role).count() as i64);
         }
@@ -204,7 +235,7 @@ pub async fn run_until_stopped(
                 }
             } else {
                 tracing::warn!("lost the leader lock's connection");
-                metrics::SCHEDULER.leader.set(0);
+                metrics::SCHEDULER.forget_leader_samples();
                 leadership = None;
             }
         }

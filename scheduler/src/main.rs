@@ -31,7 +31,7 @@ fn main() -> ExitCode {
 #[tokio::main]
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings: Settings = config::load(cli.config.as_deref())?;
-    telemetry::init(&settings.log);
+    let _telemetry = telemetry::init("absa-scheduler", &settings.log);
     match cli.command {
         Command::Check => cli::check_services(&settings.database, &settings.amqp).await,
         Command::Run => {

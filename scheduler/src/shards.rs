@@ -9,7 +9,7 @@
 //! and the stance targets stay in the parent.
 
 use absa_platform::job_spec::score::MAX_SHARDS;
-use absa_platform::jobs;
+use absa_platform::{jobs, metrics};
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -120,6 +120,7 @@ async fn fan_out(tx: &mut PgConnection, parent: Uuid, plan: Plan) -> anyhow::Res
     .bind(plan.seq_end)
     .fetch_one(&mut *tx)
     .await?;
+    metrics::JOB_EVENTS.events.get_or_create(&metrics::labels(&[("kind", "submitted")])).inc_by(created as u64);
     jobs::event(&mut *tx, parent, "fanned_out", json!({ "shards": plan.shards, "created": created, "shard_size": plan.shard_size })).await?;
     if plan.shards == 0 {
         // Nothing to score: done already.

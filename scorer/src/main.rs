@@ -132,7 +132,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let settings: Settings = config::load(cli.config.as_deref())?;
-    telemetry::init(&settings.log);
+    let _telemetry = telemetry::init("absa-scorer", &settings.log);
     match cli.command {
         Command::Check => {
             let ort = runtime::version()?;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 pub mod browser;
 pub mod http;
+pub mod scrape;
 pub mod service;
 
 /// Path of a workspace binary built next to this test (`cargo test --workspace`
@@ -18,6 +19,13 @@ pub fn binary(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(path.exists(), "{} not built; run `cargo build --workspace` first", path.display());
     path
+}
+
+/// The peak resident memory (VmHWM) of process `pid` so far, in MiB.
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).expect("VmHWM");
+    kib / 1024.0
 }
 
 /// A binary running as a child process for the length of a test, its output in a log

@@ -120,6 +120,103 @@ fn every_answer_error_body_and_access_log_line_carries_the_request_id() {
     assert!(!lines.iter().any(|l| l["span"]["request_id"] == "health-1"), "a probe was logged at info level");
 }
 
+/// A stand-in OTLP/HTTP collector on a free port: answers every POST with 200 and hands
+/// each request's path and protobuf body to the returned channel.
+fn collector() -> (u16, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (sender, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                // Requests on one kept-alive connection, one after another.
+                loop {
+                    let mut head = Vec::new();
+                    while !head.ends_with(b"\r\n\r\n") {
+                        let mut byte = [0u8; 1];
+                        if reader.read(&mut byte).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")).map(|(_, v)| v.trim().parse().unwrap()))
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; length];
+                    reader.read_exact(&mut body).unwrap();
+                    let _ = sender.send((path, body));
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n");
+                }
+            });
+        }
+    });
+    (port, received)
+}
+
+#[test]
+fn with_an_otlp_endpoint_each_request_is_a_span_at_the_collector_with_its_request_id() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use prost::Message;
+
+    let (collector_port, received) = collector();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(binary("absa-api"))
+        .arg("serve")
+        .env("ABSA_HTTP__BIND", format!("127.0.0.1:{port}"))
+        .env("ABSA_LOG__FILTER", "info")
+        .env("ABSA_LOG__OTLP_TRACES_ENDPOINT", format!("http://127.0.0.1:{collector_port}/v1/traces"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(port, "/healthz").is_none() {
+        assert!(Instant::now() < deadline, "absa-api did not start listening");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let answer = send(port, "GET /v1/jobs HTTP/1.1\r\nX-Request-Id: traced-42\r\n");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    // Spans are batched (every 5 s by default): the shutdown sends what is left.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    assert!(child.wait().unwrap().success());
+
+    let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        other => format!("{other:?}"),
+    };
+    let mut spans = Vec::new();
+    while let Ok((path, body)) = received.recv_timeout(Duration::from_secs(2)) {
+        assert_eq!(path, "/v1/traces");
+        let export = ExportTraceServiceRequest::decode(body.as_slice()).expect("an OTLP protobuf export");
+        for resource in export.resource_spans {
+            let attributes = resource.resource.map(|r| r.attributes).unwrap_or_default();
+            let service = attributes.iter().find(|a| a.key == "service.name").map(|a| text(&a.value));
+            assert_eq!(service.as_deref(), Some("absa-api"));
+            for span in resource.scope_spans.into_iter().flat_map(|s| s.spans) {
+                let attributes: Vec<(String, String)> = span.attributes.iter().map(|a| (a.key.clone(), text(&a.value))).collect();
+                let events: Vec<Vec<(String, String)>> =
+                    span.events.iter().map(|e| e.attributes.iter().map(|a| (a.key.clone(), text(&a.value))).collect()).collect();
+                spans.push((span.name.clone(), attributes, events));
+            }
+        }
+    }
+    let traced: Vec<_> = spans.iter().filter(|(_, attributes, _)| attributes.contains(&("request_id".into(), "traced-42".into()))).collect();
+    assert_eq!(traced.len(), 1, "one span for the request: {spans:?}");
+    let (name, attributes, events) = traced[0];
+    assert_eq!(name, "request");
+    assert!(attributes.contains(&("route".into(), "/v1/jobs".into())) && attributes.contains(&("method".into(), "GET".into())), "{attributes:?}");
+    // The access-log line is an event of the span, with the answer's status.
+    assert!(events.iter().any(|e| e.contains(&("status".into(), "401".into()))), "{events:?}");
+}
+
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;

@@ -4,109 +4,35 @@
 //! `/readyz` on their own `ABSA_METRICS__BIND` port (the API on its own port, behind a
 //! key). One training job (320 training rows, batch 16: 20 steps, one epoch) and one
 //! scoring job (250 documents in shards of 100: 3 shards) run end to end; then every
-//! process is scraped and its counters checked against those numbers, and every metric
+//! process is scraped and its counters checked against those numbers (the job events
+//! each process counted included), and every metric
 //! the Grafana dashboard (`helm/absa/dashboards/absa.json`) queries must be one that
 //! some process serves.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use absa_e2e::scrape::{free_port, scrape, scrape_with_key, value, wait_ok, Sample};
 use absa_e2e::service::{corpus_documents, jsonl, laptops, Service};
 use serde_json::json;
 
-/// One sample: metric name, labels, value.
-type Sample = (String, BTreeMap<String, String>, f64);
-
-/// Parses the Prometheus/OpenMetrics text format (comments skipped; label values may
-/// hold braces and commas, as route templates do).
-fn parse(text: &str) -> Vec<Sample> {
-    let mut out = Vec::new();
-    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
-        let value: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line}")),
-        };
-        let (name, mut rest) = match series.find('{') {
-            Some(i) => (&series[..i], &series[i + 1..]),
-            None => (series, ""),
-        };
-        let mut labels = BTreeMap::new();
-        while let Some(eq) = rest.find("=\"") {
-            let key = rest[..eq].trim_start_matches(',').to_owned();
-            let mut chars = rest[eq + 2..].char_indices();
-            let mut val = String::new();
-            let end = loop {
-                match chars.next() {
-                    Some((i, '"')) => break eq + 2 + i,
-                    Some((_, '\\')) => val.extend(chars.next().map(|(_, c)| c)),
-                    Some((_, c)) => val.push(c),
-                    None => panic!("unterminated label in {line}"),
-                }
-            };
-            labels.insert(key, val);
-            rest = &rest[end + 1..];
+/// The memory request (MiB) of `role` in the chart's values profile `profile`
+/// (`helm/absa/profiles/<profile>.yaml`), or in its defaults (`default`, or where the
+/// profile keeps them).
+fn memory_request_mib(role: &str, profile: &str) -> f64 {
+    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../helm/absa");
+    let read = |file: &str| -> serde_norway::Value { serde_norway::from_str(&std::fs::read_to_string(chart.join(file)).expect(file)).expect(file) };
+    let request = |values: &serde_norway::Value| values[role]["resources"]["requests"]["memory"].as_str().map(str::to_owned);
+    let from_profile = (profile != "default").then(|| request(&read(&format!("profiles/{profile}.yaml")))).flatten();
+    let quantity = from_profile.or_else(|| request(&read("values.yaml"))).unwrap_or_else(|| panic!("no memory request for {role}"));
+    let (number, unit) = quantity.split_at(quantity.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(quantity.len()));
+    let number: f64 = number.parse().unwrap_or_else(|_| panic!("memory request {quantity}"));
+    number
+        * match unit {
+            "Mi" => 1.0,
+            "Gi" => 1024.0,
+            other => panic!("memory request {quantity}: unit {other} (write Mi or Gi)"),
         }
-        out.push((name.to_owned(), labels, value));
-    }
-    out
-}
-
-/// The value of the sample `name` whose labels include `labels`; 0 when there is none
-/// (a counter never incremented has no sample).
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
-    let found: Vec<f64> =
-        samples.iter().filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))).map(|s| s.2).collect();
-    assert!(found.len() <= 1, "{name} {labels:?} matches {} samples", found.len());
-    found.first().copied().unwrap_or(0.0)
-}
-
-fn get(url: &str) -> (u16, String) {
-    let agent = ureq::Agent::new_with_config(ureq::Agent::config_builder().http_status_as_error(false).build());
-    match agent.get(url).call() {
-        Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default()),
-        // Not listening yet.
-        Err(e) => (0, e.to_string()),
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Waits until `url` answers 200.
-fn wait_ok(url: &str, svc: &Service) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while get(url).0 != 200 {
-        assert!(Instant::now() < deadline, "{url} never answered 200\n{}", svc.logs());
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn scrape(url: &str) -> (Vec<Sample>, BTreeSet<String>) {
-    let (status, text) = get(url);
-    assert_eq!(status, 200, "{url}: {text}");
-    assert!(text.trim_end().ends_with("# EOF"), "{url}: OpenMetrics text ends with # EOF");
-    (parse(&text), declared(&text))
-}
-
-/// The sample names every `# TYPE` line declares: a family is served even before its
-/// first sample (a gauge over no rows, a counter never incremented).
-fn declared(text: &str) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("# TYPE ") else { continue };
-        let (name, kind) = rest.split_once(' ').unwrap_or_else(|| panic!("bad TYPE line: {line}"));
-        let suffixes: &[&str] = match kind {
-            // OpenMetrics names a counter's family without the `_total` of its samples.
-            "counter" if !name.ends_with("_total") => &["_total"],
-            "histogram" => &["_bucket", "_sum", "_count"],
-            _ => &[""],
-        };
-        names.extend(suffixes.iter().map(|suffix| format!("{name}{suffix}")));
-        names.insert(name.to_owned());
-    }
-    names
 }
 
 /// Metric family names a dashboard expression uses.
@@ -181,7 +107,11 @@ async fn every_process_serves_metrics_that_move_by_what_a_job_implies() {
     assert_eq!(value(&t, "absa_trainer_steps_total", &[]), 20.0);
     assert_eq!(value(&t, "absa_trainer_step_duration_seconds_count", &[]), 20.0);
     assert!(value(&t, "absa_trainer_step_duration_seconds_sum", &[]) > 0.0);
+    assert_eq!(value(&t, "absa_trainer_samples_total", &[]), 320.0);
     assert_eq!(value(&t, "absa_trainer_epochs_total", &[]), 1.0);
+    for kind in ["checkpoint_saved", "exported", "model_registered"] {
+        assert_eq!(value(&t, "absa_job_events_total", &[("kind", kind)]), 1.0, "{kind}");
+    }
 
     // The scorer: 3 shards succeeded, 250 documents, 250 predictions, no rejected row.
     let (s, s_declared) = scrape(&url(scorer, "/metrics"));
@@ -195,10 +125,11 @@ async fn every_process_serves_metrics_that_move_by_what_a_job_implies() {
     // At least one model call per shard, at most one per document.
     let batches = value(&s, "absa_scorer_batch_duration_seconds_count", &[]);
     assert!((3.0..=250.0).contains(&batches), "{batches} batches");
+    assert_eq!(value(&s, "absa_job_events_total", &[("kind", "scored")]), 3.0);
 
-    // The scheduler: what it dispatched, that it leads, the queues and live workers
-    // (sampled every 5 s by the leader: poll until a sample taken after the jobs shows
-    // both workers live and every queue empty).
+    // The scheduler: what it dispatched, that it leads, jobs by state, the queues and
+    // live workers (sampled every 5 s by the leader: poll until a sample taken after the
+    // jobs shows both workers live, every queue empty and the shards succeeded).
     let depth = |sch: &[Sample], queue: &str| -> Vec<f64> {
         sch.iter().filter(|(n, l, _)| n == "absa_queue_depth_messages" && l["queue"] == format!("{prefix}.{queue}")).map(|s| s.2).collect()
     };
@@ -207,7 +138,8 @@ async fn every_process_serves_metrics_that_move_by_what_a_job_implies() {
     let (sch, sch_declared) = loop {
         let (sch, declared) = scrape(&url(scheduler, "/metrics"));
         let workers_live = value(&sch, "absa_live_workers", &[("role", "scorer")]) == 1.0 && value(&sch, "absa_live_workers", &[("role", "trainer")]) == 1.0;
-        if workers_live && queues.iter().all(|q| depth(&sch, q) == [0.0]) {
+        let shards_done = value(&sch, "absa_jobs", &[("kind", "score_shard"), ("state", "succeeded")]) == 3.0;
+        if workers_live && shards_done && queues.iter().all(|q| depth(&sch, q) == [0.0]) {
             break (sch, declared);
         }
         assert!(Instant::now() < deadline, "no sample with 1 trainer, 1 scorer and empty queues: {sch:?}");
@@ -217,21 +149,43 @@ async fn every_process_serves_metrics_that_move_by_what_a_job_implies() {
     assert_eq!(value(&sch, "absa_scheduler_jobs_dispatched_total", &[("kind", "train")]), 1.0);
     assert_eq!(value(&sch, "absa_scheduler_jobs_dispatched_total", &[("kind", "score_shard")]), 3.0);
     assert_eq!(value(&sch, "absa_scheduler_leader", &[]), 1.0);
+    for (kind, state, n) in
+        [("train", "succeeded", 1.0), ("train", "queued", 0.0), ("train", "running", 0.0), ("score", "succeeded", 1.0), ("score_shard", "failed", 0.0)]
+    {
+        assert_eq!(value(&sch, "absa_jobs", &[("kind", kind), ("state", state)]), n, "{kind} {state}");
+    }
+    assert!(sch_declared.contains("absa_predictions_rows"));
+    // The shards' submissions, the fan-out and the parent's completion.
+    for (kind, n) in [("submitted", 3.0), ("fanned_out", 1.0), ("completed", 1.0)] {
+        assert_eq!(value(&sch, "absa_job_events_total", &[("kind", kind)]), n, "{kind}");
+    }
 
-    // The API (behind a key): its build and the latency of each request by route.
-    let api = {
-        let (status, text) = {
-            let mut r = ureq::get(format!("{}/metrics", svc.api.base)).header("Authorization", format!("Bearer {admin}")).call().expect("API /metrics");
-            (r.status().as_u16(), r.body_mut().read_to_string().expect("body"))
-        };
-        assert_eq!(status, 200);
-        (parse(&text), declared(&text))
-    };
-    let (api, api_declared) = api;
+    // The API (behind a key): its build, the latency of each request by route, what
+    // was submitted and uploaded (320 + 48 training rows, 250 documents).
+    let (api, api_declared) = scrape_with_key(&format!("{}/metrics", svc.api.base), &admin);
     assert_eq!(value(&api, "absa_build_info", &[("role", "api")]), 1.0);
     let submit = [("route", "/v1/jobs/train"), ("method", "POST"), ("status", "201")];
     assert_eq!(value(&api, "absa_api_request_duration_seconds_count", &submit), 1.0);
     assert_eq!(value(&api, "absa_api_request_duration_seconds_bucket", &[submit[0], submit[1], submit[2], ("le", "+Inf")]), 1.0);
+    assert_eq!(value(&api, "absa_api_jobs_submitted_total", &[("kind", "train")]), 1.0);
+    assert_eq!(value(&api, "absa_api_jobs_submitted_total", &[("kind", "score")]), 1.0);
+    assert_eq!(value(&api, "absa_job_events_total", &[("kind", "submitted")]), 2.0);
+    assert_eq!(value(&api, "absa_api_upload_rows_total", &[]), 618.0);
+
+    // Each process's peak memory against the chart's memory request for its role: in
+    // the laptop profile (models of MiniLM's size on CPU) for every role, and in the
+    // defaults for the API and the scheduler, whose memory does not grow with the model.
+    // The requests are sized from these figures: a process that outgrows its request
+    // fails here first.
+    for (role, profiles) in [("api", &["laptop", "default"][..]), ("scheduler", &["laptop", "default"]), ("trainer", &["laptop"]), ("scorer", &["laptop"])] {
+        let pid = svc.processes.iter().find(|p| p.name == role).unwrap_or_else(|| panic!("no {role}")).pid();
+        let peak = absa_e2e::peak_rss_mib(pid);
+        for profile in profiles {
+            let request = memory_request_mib(role, profile);
+            eprintln!("{role}: peak RSS {peak:.0} MiB; {profile} request {request:.0} MiB");
+            assert!(peak <= request, "{role}'s peak RSS {peak:.0} MiB is over the {profile} memory request of {request:.0} MiB");
+        }
+    }
 
     // Every metric the Grafana dashboard queries is served by some process.
     let served: BTreeSet<&String> = [&t_declared, &s_declared, &sch_declared, &api_declared].into_iter().flatten().collect();

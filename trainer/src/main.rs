@@ -263,7 +263,7 @@ fn train(config: &TrainConfig, observer: &mut dyn Observer) -> anyhow::Result<()
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let settings: Settings = config::load(cli.config.as_deref())?;
-    telemetry::init(&settings.log);
+    let _telemetry = telemetry::init("absa-trainer", &settings.log);
     if settings.torch.threads > 0 {
         tch::set_num_threads(settings.torch.threads);
     }

@@ -86,6 +86,7 @@ pub enum RunEvent {
         total_steps: i64,
         loss: f64,
         samples_per_second: f64,
+        step_rows: usize,
     },
     /// The epoch is done and `checkpoint` (checkpoint-last) written: the run waits for
     /// a line on its stdin before the next epoch may replace it.
@@ -136,6 +137,7 @@ impl<W: Write, R: BufRead> Observer for EventPipe<W, R> {
             total_steps: p.total_steps,
             loss: p.loss,
             samples_per_second: p.samples_per_second,
+            step_rows: p.step_rows,
         });
     }
 

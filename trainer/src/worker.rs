@@ -555,8 +555,8 @@ fn run_ranks(config: &TrainConfig, ranks: u32, dir: &Path, observer: &mut JobObs
         let Ok(line) = line else { break };
         match serde_json::from_str::<RunEvent>(&line) {
             Ok(RunEvent::Start { total_steps, start_step }) => observer.on_start(total_steps, start_step),
-            Ok(RunEvent::Step { epoch, global_step, total_steps, loss, samples_per_second }) => {
-                observer.on_step(&StepProgress { epoch, step_in_epoch: 0, steps_in_epoch: 0, global_step, total_steps, loss, samples_per_second })
+            Ok(RunEvent::Step { epoch, global_step, total_steps, loss, samples_per_second, step_rows }) => {
+                observer.on_step(&StepProgress { epoch, step_in_epoch: 0, steps_in_epoch: 0, global_step, total_steps, loss, samples_per_second, step_rows })
             }
             Ok(RunEvent::Epoch { record, checkpoint, best_epoch }) => {
                 observer.on_epoch(&record, &checkpoint, best_epoch);
@@ -672,6 +672,7 @@ impl Observer for JobObserver {
         if steps > 0 {
             let m = &*metrics::TRAINER;
             m.steps.inc_by(steps as u64);
+            m.samples.inc_by(p.step_rows as u64);
             if let Some(since) = self.timed_since {
                 let per_step = now.duration_since(since).as_secs_f64() / steps as f64;
                 for _ in 0..steps {

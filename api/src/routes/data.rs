@@ -110,7 +110,8 @@ async fn finish_upload(
         }
     }
     tx.commit().await?;
-    state.metrics.upload(bytes, added);
+    absa_platform::metrics::API.upload_bytes.inc_by(bytes);
+    absa_platform::metrics::API.upload_rows.inc_by(added);
     Ok((StatusCode::CREATED, Json(answer)))
 }
 

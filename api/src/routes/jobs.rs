@@ -111,7 +111,7 @@ async fn submit(
         Submitted::Existing(_) => StatusCode::OK,
         Submitted::KeyReused(id) => return Err(idempotency::reused(&format!("job {id}"))),
     };
-    state.metrics.submitted(kind);
+    absa_platform::metrics::API.jobs_submitted.get_or_create(&absa_platform::metrics::labels(&[("kind", kind)])).inc();
     Ok((status, job_json(state, caller, submitted.id()).await?))
 }
 

@@ -55,7 +55,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // sqlx reports the final DROP DATABASE as a slow statement: not news here.
-    telemetry::init(&LogSettings { filter: "warn,sqlx=error".into(), json: false });
+    let _telemetry = telemetry::init("absa-jobs-bench", &LogSettings { filter: "warn,sqlx=error".into(), ..LogSettings::default() });
     let name = format!("absa_bench_{}", Uuid::new_v4().simple());
     let url = db::create_database(&args.database_url, &name).await?;
     let topology = Topology::new(&name, 5);

@@ -340,6 +340,9 @@ pub struct StepProgress {
     pub total_steps: i64,
     pub loss: f64,
     pub samples_per_second: f64,
+    /// Training rows this step took (its batches since the last step; with several
+    /// ranks, all of them together: each rank gets the same rows and takes its part).
+    pub step_rows: usize,
 }
 
 /// Callbacks from the loop. The worker uses them for heartbeats, progress and
@@ -809,13 +812,14 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
         }
         let epoch_start = Instant::now();
         let (mut loss_sum, mut loss_rows, mut lr) = (0.0, 0usize, 0.0);
-        let mut step_in_epoch = 0;
+        let (mut step_in_epoch, mut step_rows) = (0, 0);
         for (i, batch_idx) in batches.iter().enumerate() {
             let rows: Vec<&Example> = batch_idx.iter().map(|&j| &data.train[j]).collect();
             let dropout_seed = crate::rng::derive_seed(seed, i as u64);
             let batch_loss = trainee.backward(&rows, fixed.then_some(config.max_length), pad_id, config.gradient_accumulation_steps, true, dropout_seed)?;
             loss_sum += batch_loss * rows.len() as f64;
             loss_rows += rows.len();
+            step_rows += rows.len();
             let boundary = (i + 1) % config.gradient_accumulation_steps == 0 || i + 1 == batches.len();
             if boundary {
                 lr = config.learning_rate * linear_schedule(state.global_step, config.warmup_steps, total_steps);
@@ -831,8 +835,10 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
                         total_steps,
                         loss: batch_loss,
                         samples_per_second: loss_rows as f64 / epoch_start.elapsed().as_secs_f64(),
+                        step_rows,
                     });
                 }
+                step_rows = 0;
                 let stop = observer.should_stop();
                 if trainee.any_stop(stop)? {
                     return Err(TrainError::Stopped { epoch });
