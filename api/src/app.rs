@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use sqlx::PgPool;
 
 use crate::auth::{self, Caller, HasPool};
-use crate::routes::{access, data, export, jobs, models, schedules};
+use crate::routes::{access, data, export, jobs, models, schedules, webhooks};
 use crate::settings::{ApiSettings, Settings};
 
 /// The OpenAPI document, served at `/openapi.json`.
@@ -98,6 +98,9 @@ pub fn router(state: AppState) -> Router {
         .route("/aliases/{name}", put(models::set_alias))
         .route("/schedules", get(schedules::list_schedules).post(schedules::create_schedule))
         .route("/schedules/{id}", get(schedules::get_schedule).delete(schedules::delete_schedule))
+        .route("/webhooks", get(webhooks::list_webhooks).post(webhooks::create_webhook))
+        .route("/webhooks/{id}", axum::routing::delete(webhooks::delete_webhook))
+        .route("/webhooks/{id}/deliveries", get(webhooks::list_deliveries))
         .route("/keys", get(access::list_keys).post(access::create_key))
         .route("/keys/{id}", axum::routing::delete(access::revoke_key))
         .route("/teams", post(access::create_team))

@@ -18,6 +18,7 @@
 //! - [`health`]: start-up checks that each service answers.
 //! - [`worker`]: what every worker does: consume, claim, ack, keep the lease, release.
 //! - [`workers`]: live workers and the GPUs they advertise, for routing GPU jobs.
+//! - [`webhooks`]: job state changes POSTed, signed, to the URLs a team registered.
 //! - [`process`]: peak memory of the running process.
 //! - [`telemetry`]: structured logs through `tracing`.
 //! - [`metrics`]: this process's Prometheus metrics, `/metrics`, `/healthz`, `/readyz`.
@@ -40,6 +41,7 @@ pub mod registry;
 pub mod retrains;
 pub mod sweeps;
 pub mod telemetry;
+pub mod webhooks;
 pub mod worker;
 pub mod workers;
 

@@ -8,11 +8,13 @@
 //! [`jobs::NOTIFY_CHANNEL`]) or when its interval runs out, whichever comes first.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use absa_platform::jobs::JobStatus;
 use absa_platform::queue::{publish_confirmed, Reconnecting, Topology};
+use absa_platform::webhooks::WebhookSettings;
 use absa_platform::{jobs, metrics, retrains, sweeps, workers};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
@@ -54,6 +56,7 @@ pub struct Dispatcher {
     /// Job kinds the `absa_jobs` gauge has shown: a kind whose jobs are all gone
     /// reads 0 in every state rather than its last counts.
     kinds_shown: std::sync::Mutex<BTreeSet<String>>,
+    webhooks: WebhookSettings,
 }
 
 impl Dispatcher {
@@ -68,6 +71,7 @@ impl Dispatcher {
             redispatch_after_secs: 30.0,
             quotas: jobs::TeamQuotas::default(),
             kinds_shown: Default::default(),
+            webhooks: WebhookSettings::default(),
         }
     }
 
@@ -80,6 +84,12 @@ impl Dispatcher {
     /// How much of the workers one team may hold at once.
     pub fn with_quotas(mut self, quotas: jobs::TeamQuotas) -> Self {
         self.quotas = quotas;
+        self
+    }
+
+    /// How webhook deliveries are retried and timed out.
+    pub fn with_webhooks(mut self, webhooks: WebhookSettings) -> Self {
+        self.webhooks = webhooks;
         self
     }
 
@@ -207,6 +217,9 @@ pub async fn run_until_stopped(
     tokio::pin!(shutdown);
     let wake = Arc::new(Notify::new());
     let listener = AbortOnDrop(tokio::spawn(listen_for_jobs(database_url.clone(), wake.clone())));
+    // Webhooks go out beside the passes, so a slow receiver never delays a dispatch.
+    let leading = Arc::new(AtomicBool::new(false));
+    let deliveries = AbortOnDrop(tokio::spawn(deliver_webhooks(dispatcher.pool.clone(), dispatcher.webhooks.clone(), leading.clone())));
     let mut leadership: Option<Leadership> = None;
     // The gauges are sampled every few seconds, not on every pass.
     let mut observed_at: Option<std::time::Instant> = None;
@@ -217,6 +230,7 @@ pub async fn run_until_stopped(
                 Ok(Some(lead)) => {
                     tracing::info!("leading: this scheduler dispatches");
                     metrics::SCHEDULER.leader.set(1);
+                    leading.store(true, Ordering::Relaxed);
                     leadership = Some(lead);
                 }
                 Ok(None) => {}
@@ -236,6 +250,7 @@ pub async fn run_until_stopped(
             } else {
                 tracing::warn!("lost the leader lock's connection");
                 metrics::SCHEDULER.forget_leader_samples();
+                leading.store(false, Ordering::Relaxed);
                 leadership = None;
             }
         }
@@ -254,7 +269,24 @@ pub async fn run_until_stopped(
         }
     }
     drop(listener);
+    drop(deliveries);
     Ok(())
+}
+
+/// Sends due webhook deliveries while this replica leads, until aborted.
+async fn deliver_webhooks(pool: PgPool, settings: WebhookSettings, leading: Arc<AtomicBool>) {
+    loop {
+        let mut busy = false;
+        if leading.load(Ordering::Relaxed) {
+            match absa_platform::webhooks::deliver_due(&pool, &settings, 100).await {
+                Ok(report) => busy = report != absa_platform::webhooks::DeliveryReport::default(),
+                Err(e) => tracing::warn!(error = %e, "webhook deliveries failed"),
+            }
+        }
+        if !busy {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
 }
 
 /// Wakes `wake` on every notification on [`jobs::NOTIFY_CHANNEL`], forever. A lost

@@ -44,7 +44,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let dispatcher = absa_scheduler::dispatch::Dispatcher::new(pool, amqp)
                 .with_shard_size(settings.dispatch.shard_size)
                 .with_redispatch_after(settings.dispatch.redispatch_after_secs)
-                .with_quotas(settings.dispatch.quotas);
+                .with_quotas(settings.dispatch.quotas)
+                .with_webhooks(settings.webhooks.clone());
             let interval = std::time::Duration::from_secs_f64(settings.dispatch.interval_secs);
             absa_scheduler::dispatch::run_until_stopped(dispatcher, settings.database.url.expose().to_owned(), interval, cli::shutdown_signal()).await
         }

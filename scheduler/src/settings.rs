@@ -1,5 +1,6 @@
 use absa_platform::config::{AmqpSettings, DatabaseSettings, LogSettings};
 use absa_platform::metrics::MetricsSettings;
+use absa_platform::webhooks::WebhookSettings;
 use serde::Deserialize;
 
 /// `absa-scheduler`'s configuration (file plus `ABSA_*` overrides).
@@ -12,6 +13,9 @@ pub struct Settings {
     /// `/metrics`, `/healthz` and `/readyz` (`[metrics] bind`; unset: not served).
     pub metrics: MetricsSettings,
     pub dispatch: DispatchSettings,
+    /// Retries and timeouts of webhook deliveries (`ABSA_WEBHOOKS__RETRY_SECS`,
+    /// `..__MAX_ATTEMPTS`, `..__TIMEOUT_SECS`).
+    pub webhooks: WebhookSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -518,6 +518,7 @@ fn binary_settings_keys() -> BTreeSet<String> {
         "trainer/src/settings.rs",
         "scorer/src/settings.rs",
         "platform/src/metrics.rs",
+        "platform/src/webhooks.rs",
     ];
     // struct name -> (field, type) of every `pub struct Name { pub field: Type, ... }`.
     let mut structs: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
@@ -1007,6 +1008,7 @@ fn everything_enabled_renders_keda_servicemonitor_existing_secrets_and_volumes()
             "Job/absa-migrations",
             "NetworkPolicy/absa-api",
             "NetworkPolicy/absa-default",
+            "NetworkPolicy/absa-webhooks",
             "PodDisruptionBudget/absa-api",
             "PodDisruptionBudget/absa-scheduler",
             "PodDisruptionBudget/absa-scorer",
@@ -1359,7 +1361,7 @@ fn every_values_profile_lints_renders_and_passes_the_kubernetes_schemas() {
         .all(|s| !s["metadata"]["name"].as_str().unwrap_or("").ends_with("-database") && !s["metadata"]["name"].as_str().unwrap_or("").ends_with("-amqp")));
     assert!(!r.output.contains("postgres://") && !r.output.contains("amqp://"), "cluster: no URL in any rendered object");
     assert_eq!(r.get("Ingress", "prod-absa-api")["spec"]["tls"][0]["secretName"], "absa-tls");
-    assert_eq!(r.all("NetworkPolicy").len(), 2);
+    assert_eq!(r.all("NetworkPolicy").len(), 3, "the default, the API's, the scheduler's webhooks");
     assert_eq!(r.get("ScaledObject", "prod-absa-scorer")["spec"]["minReplicaCount"], 0, "scorers scale to zero");
     let trainers = &r.get("ScaledObject", "prod-absa-trainer")["spec"];
     assert_eq!((trainers["minReplicaCount"].as_u64(), trainers["maxReplicaCount"].as_u64()), (Some(0), Some(4)), "GPU trainers from zero to four");
@@ -1425,6 +1427,12 @@ fn network_policies_open_only_the_api_and_let_pods_reach_only_dns_postgres_and_r
         .collect();
     let expected: BTreeSet<(u64, String)> = [(53, "UDP"), (53, "TCP"), (6432, "TCP"), (5672, "TCP")].into_iter().map(|(p, t)| (p, t.to_owned())).collect();
     assert_eq!(ports, expected, "egress: DNS, Postgres, RabbitMQ only");
+    // The scheduler alone reaches webhook receivers, on 443 and 80.
+    let hooks = &r.get("NetworkPolicy", "prod-absa-webhooks")["spec"];
+    assert_eq!(selected(&r, &hooks["podSelector"]), BTreeSet::from(["prod-absa-scheduler".to_owned()]));
+    assert_eq!(hooks["policyTypes"], serde_json::json!(["Egress"]));
+    assert_eq!(hooks["egress"][0]["ports"], serde_json::json!([{"port": 443, "protocol": "TCP"}, {"port": 80, "protocol": "TCP"}]));
+    assert!(render_ok("networkPolicy: {enabled: true, webhooks: {ports: []}}").find("NetworkPolicy", "prod-absa-webhooks").is_none());
     // Exporting traces opens the collector's port, and only then.
     let traced = render_ok("networkPolicy: {enabled: true}\nconfig: {log: {otlp_traces_endpoint: \"http://otel-collector.observability:4318/v1/traces\"}}");
     let egress = traced.get("NetworkPolicy", "prod-absa-default")["spec"]["egress"].as_array().expect("egress").clone();

@@ -6,3 +6,4 @@ pub mod export;
 pub mod jobs;
 pub mod models;
 pub mod schedules;
+pub mod webhooks;
