@@ -47,7 +47,7 @@ async function api(path) {
     throw new SignedOut("That key was refused.");
   }
   const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(`${response.status}: ${body.error || response.statusText}`);
+  if (!response.ok) throw new Error(`${response.status}: ${body.detail || body.error || response.statusText}`);
   return body;
 }
 

@@ -8,7 +8,9 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderValue;
+use axum::http::{header, HeaderValue};
+
+use crate::error::PROBLEM_JSON;
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
@@ -40,6 +42,9 @@ pub async fn layer(request: Request, next: Next) -> Response {
     let span = tracing::info_span!("request", request_id = %id, %method, %route);
     let started = Instant::now();
     let mut response = CURRENT.scope(id.clone(), next.run(request)).instrument(span.clone()).await;
+    if response.status().as_u16() >= 400 && response.headers().get(header::CONTENT_TYPE).is_none_or(|t| t != PROBLEM_JSON) {
+        response = as_problem(response, &id).await;
+    }
     response.headers_mut().insert(HEADER, HeaderValue::from_str(&id).expect("a UUID or an accepted id is a valid header value"));
     let (status, seconds) = (response.status().as_u16(), started.elapsed().as_secs_f64());
     let labels = absa_platform::metrics::labels(&[("route", &route), ("method", method.as_str()), ("status", &status.to_string())]);
@@ -54,6 +59,22 @@ pub async fn layer(request: Request, next: Next) -> Response {
         }
     });
     response
+}
+
+/// An error answer the handlers did not make (axum's rejection of a malformed path or
+/// query, an unknown route, a wrong method) in the problem+json shape, its text as the
+/// detail and its other headers (`Allow`) kept.
+async fn as_problem(response: Response, id: &str) -> Response {
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10).await.map(|b| String::from_utf8_lossy(&b).trim().to_owned()).unwrap_or_default();
+    let detail = if text.is_empty() { parts.status.canonical_reason().unwrap_or("error").to_lowercase() } else { text };
+    let mut problem = crate::error::problem(parts.status, &detail, serde_json::Map::new(), id);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            problem.headers_mut().insert(name, value.clone());
+        }
+    }
+    problem
 }
 
 #[cfg(test)]

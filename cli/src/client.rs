@@ -169,7 +169,8 @@ fn read_reply(mut resp: Response<Body>) -> Result<Reply> {
 /// The error for a status >= 400: the `error` field of a JSON body, else the body's text.
 pub fn error_from_body(status: u16, text: &str) -> ApiError {
     let body: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-    let message = match body.get("error") {
+    // RFC 9457's `detail`; `error` from services before it.
+    let message = match body.get("detail").or_else(|| body.get("error")) {
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
         None if text.trim().is_empty() => "(no message)".to_owned(),

@@ -141,7 +141,8 @@ pub fn check_hyperparameters(hyperparameters: &Map<String, Value>) -> Result<(),
             .iter()
             .find(|h| h.name == name)
             .ok_or_else(|| format!("unknown hyperparameter {:?} (known: {})", truncate(name, 40), hyperparameter_names()))?;
-        check_value(h, value)?;
+        // Named by their path in the request, as the API's `field` reports it.
+        check_value(h, value).map_err(|e| format!("hyperparameters.{e}"))?;
     }
     let get = |name: &str, default: u64| hyperparameters.get(name).and_then(Value::as_u64).unwrap_or(default);
     let (batch, length) = (get("batch_size", DEFAULT_BATCH_SIZE), get("max_length", DEFAULT_MAX_LENGTH));

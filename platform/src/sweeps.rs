@@ -470,8 +470,8 @@ mod tests {
     #[test]
     fn every_child_is_checked_as_the_training_job_it_will_be() {
         let cases = [
-            (json!({ "grid": { "epochs": [1, 1000] } }), "trial 1: epochs 1000: outside [1, 100]"),
-            (json!({ "hyperparameters": { "max_length": 1_000_000_000 }, "grid": { "seed": [1] } }), "trial 0: max_length"),
+            (json!({ "grid": { "epochs": [1, 1000] } }), "trial 1: hyperparameters.epochs 1000: outside [1, 100]"),
+            (json!({ "hyperparameters": { "max_length": 1_000_000_000 }, "grid": { "seed": [1] } }), "trial 0: hyperparameters.max_length"),
             (json!({ "hyperparameters": { "lr": 1 }, "grid": { "seed": [1] } }), "unknown hyperparameter"),
             (json!({ "base_model": "/etc", "grid": { "seed": [1] } }), "no paths"),
             (json!({ "grid": { "seed": [1] }, "max_concurrency": 1000 }), "max_concurrency 1000"),

@@ -179,8 +179,9 @@ async fn access_uploads_idempotency_cancellation_and_retrains() {
     ] {
         let a = api.get(Some(&beta), &path);
         assert_eq!(a.status, 404, "{path}: {a:?}");
-        // The shape of an unknown id's answer: the message and this request's id, nothing else.
-        assert_eq!(a.body.as_object().unwrap().keys().collect::<Vec<_>>(), vec!["error", "request_id"], "{path}: {a:?}");
+        // The shape of an unknown id's answer: the problem (RFC 9457) and this request's
+        // id, nothing else.
+        assert_eq!(a.body.as_object().unwrap().keys().collect::<Vec<_>>(), vec!["detail", "error", "request_id", "status", "title", "type"], "{path}: {a:?}");
     }
     for (method, path, body) in [
         ("POST", format!("/v1/jobs/{job}/cancel"), None),

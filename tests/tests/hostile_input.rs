@@ -134,3 +134,68 @@ async fn bad_rows_are_reported_by_line_and_good_rows_kept() {
     }
     svc.stop().await;
 }
+
+/// A request and the problem it must get: method, path, key, body, status, kind, field.
+type ErrorCase<'a> = (&'a str, String, Option<&'a str>, Option<&'a [u8]>, u16, &'a str, Option<&'a str>);
+
+/// One request by hand: the status, `Content-Type`, `X-Request-Id`, `Allow` and the body as JSON.
+fn raw(base: &str, method: &str, path: &str, key: Option<&str>, body: Option<&[u8]>) -> (u16, String, String, String, serde_json::Value) {
+    let agent = ureq::Agent::new_with_config(ureq::Agent::config_builder().http_status_as_error(false).build());
+    let mut request = ureq::http::Request::builder().method(method).uri(format!("{base}{path}")).header("X-Request-Id", format!("problem-{method}"));
+    if let Some(key) = key {
+        request = request.header("Authorization", format!("Bearer {key}"));
+    }
+    let request = request.header("Content-Type", "application/json").body(body.unwrap_or(b"").to_vec()).expect("a request");
+    let mut answer = agent.run(request).expect("an answer");
+    let header = |name: &str| answer.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let (content_type, id, allow) = (header("content-type"), header("x-request-id"), header("allow"));
+    let text = answer.body_mut().read_to_string().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+    (answer.status().as_u16(), content_type, id, allow, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_error_answer_is_problem_json_naming_the_offending_field() {
+    let svc = Service::start().await;
+    let admin = svc.bootstrap_key("problems");
+    let (analyst, _) = svc.key(&admin, "analyst");
+    let (mlops, _) = svc.key(&admin, "mlops");
+    let base = svc.api.base.clone();
+    let unknown = uuid::Uuid::new_v4();
+    let train_with = |hyperparameters: serde_json::Value| {
+        serde_json::to_vec(&json!({ "dataset_id": unknown, "base_model": "all-minilm-l6-v2", "hyperparameters": hyperparameters })).unwrap()
+    };
+    let (bad_rate, unknown_name) = (train_with(json!({ "learning_rate": 5 })), train_with(json!({ "lr": 0.1 })));
+    let cases: Vec<ErrorCase> = vec![
+        ("GET", "/v1/jobs".into(), None, None, 401, "unauthorized", None),
+        ("POST", "/v1/jobs/train".into(), Some(&analyst), Some(b"{}"), 403, "forbidden", None),
+        ("GET", format!("/v1/jobs/{unknown}"), Some(&analyst), None, 404, "not-found", None),
+        // Answers axum makes, not the handlers: a malformed path id, an unknown route, a
+        // wrong method.
+        ("GET", "/v1/jobs/not-a-uuid".into(), Some(&analyst), None, 400, "bad-request", None),
+        ("GET", "/v1/no-such-thing".into(), Some(&analyst), None, 404, "not-found", None),
+        ("DELETE", "/v1/jobs".into(), Some(&analyst), None, 405, "method-not-allowed", None),
+        ("POST", "/v1/jobs/train".into(), Some(&mlops), Some(b"{not json"), 400, "bad-request", None),
+        ("POST", "/v1/webhooks".into(), Some(&mlops), Some(br#"{"url": "https://x.example", "colour": 1}"#), 400, "bad-request", Some("colour")),
+        ("POST", "/v1/webhooks".into(), Some(&mlops), Some(br#"{"url": "gopher://x"}"#), 422, "invalid", Some("url")),
+        ("POST", "/v1/jobs/train".into(), Some(&mlops), Some(&bad_rate), 422, "invalid", Some("hyperparameters.learning_rate")),
+        ("POST", "/v1/jobs/train".into(), Some(&mlops), Some(&unknown_name), 422, "invalid", Some("hyperparameters.lr")),
+    ];
+    for (method, path, key, body, status, kind, field) in cases {
+        let (got, content_type, id, allow, problem) = raw(&base, method, &path, key, body);
+        let what = format!("{method} {path}: {problem}");
+        assert_eq!(got, status, "{what}");
+        assert_eq!(content_type, "application/problem+json", "{what}");
+        assert_eq!(problem["type"], format!("urn:absa:problem:{kind}").as_str(), "{what}");
+        assert_eq!(problem["status"], status, "{what}");
+        assert!(problem["title"].as_str().is_some_and(|t| !t.is_empty()), "{what}");
+        let detail = problem["detail"].as_str().unwrap_or_else(|| panic!("no detail: {what}"));
+        assert!(!detail.is_empty() && problem["error"] == detail, "{what}");
+        assert_eq!((problem["request_id"].as_str(), id.as_str()), (Some(format!("problem-{method}").as_str()), format!("problem-{method}").as_str()), "{what}");
+        assert_eq!(problem["field"].as_str(), field, "{what}");
+        if status == 405 {
+            assert!(allow.contains("GET"), "405 keeps its Allow header: {allow:?}");
+        }
+    }
+    svc.stop().await;
+}

@@ -120,7 +120,7 @@ async fn hostile_requests_are_refused_before_work_and_memory_stays_bounded() {
     let sweep = json!({ "dataset_id": dataset, "base_model": "all-minilm-l6-v2", "grid": { "seed": (0..200).collect::<Vec<_>>(), "split_seed": (0..2000).collect::<Vec<_>>() } });
     refused(&api.post(&mlops, "/v1/jobs/sweep", &sweep), 422, "this grid has 400000");
     let sweep = json!({ "dataset_id": dataset, "base_model": "all-minilm-l6-v2", "grid": { "epochs": [1, 1_000_000] } });
-    refused(&api.post(&mlops, "/v1/jobs/sweep", &sweep), 422, "trial 1: epochs 1000000: outside [1, 100]");
+    refused(&api.post(&mlops, "/v1/jobs/sweep", &sweep), 422, "trial 1: hyperparameters.epochs 1000000: outside [1, 100]");
 
     // Hyperparameters, devices and priorities out of range.
     let train = |extra: Value| {
