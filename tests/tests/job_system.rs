@@ -340,10 +340,12 @@ async fn jobs_survive_crashes_and_a_broker_restart_and_write_results_exactly_onc
     .await;
     trainer2 = trainer3;
 
-    // 3. Scoring 5 copies of laptops test in 4 shards; a scorer dies mid-shard.
-    let (corpus, documents) = add_corpus(&env, "laptops-test", &test, 5).await;
+    // 3. Scoring 20 copies of laptops test in 4 shards; a scorer dies mid-shard. A shard
+    // must outlast a heartbeat (a third of the lease: 2 s) for its progress to show:
+    // 800-document shards took 1.2 s on a 2-core EPYC, 3,200 take about 5 s.
+    let (corpus, documents) = add_corpus(&env, "laptops-test", &test, 20).await;
     let mut scorer = env.start("absa-scorer", &["work"], "scorer-1");
-    let score = env.submit("score", json!({ "corpus_id": corpus, "model_version_id": version, "shard_size": 800 })).await;
+    let score = env.submit("score", json!({ "corpus_id": corpus, "model_version_id": version, "shard_size": 3200 })).await;
     let killed_shard: Uuid = {
         let mut found = None;
         let deadline = Instant::now() + Duration::from_secs(300);
@@ -382,7 +384,7 @@ async fn jobs_survive_crashes_and_a_broker_restart_and_write_results_exactly_onc
     assert!(accuracy > 0.6, "{accuracy}");
 
     // 4. RabbitMQ restarts while a scoring job runs.
-    let score = env.submit("score", json!({ "corpus_id": corpus, "model_version_id": version, "shard_size": 400 })).await;
+    let score = env.submit("score", json!({ "corpus_id": corpus, "model_version_id": version, "shard_size": 1600 })).await;
     env.wait_for("a first shard done", Duration::from_secs(300), &[&scheduler, &scorer2], || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM jobs WHERE parent_id = $1 AND state = 'succeeded'").bind(score).fetch_one(&env.pool).await.unwrap()
             > 0
