@@ -90,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/errors", get(jobs::job_errors))
         .route("/jobs/{id}/cancel", post(jobs::cancel_job))
         .route("/jobs/{id}/predictions", get(export::export_predictions))
+        .route("/base-models", get(jobs::list_base_models))
         .route("/models", get(models::list_models))
         .route("/models/compare", get(models::compare_models))
         .route("/models/{id}", get(models::get_model))

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`artifacts`]: checkpoints, ONNX files and tokenizers in Postgres or a folder.
+//! - [`base_models`]: the base models the trainers have, for listing and checking submissions.
 //! - [`bi`]: per-team login roles for BI tools, which read the BI views and nothing else.
 //! - [`cli`]: exit codes and error reports shared by the binaries.
 //! - [`config`]: one typed settings struct per binary, read from a file plus `ABSA_*`
@@ -25,6 +26,7 @@
 //! - [`error`]: the crate's error type.
 
 pub mod artifacts;
+pub mod base_models;
 pub mod bi;
 pub mod cli;
 pub mod config;

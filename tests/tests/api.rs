@@ -285,6 +285,30 @@ async fn train_promote_score_and_export() {
     let a = api.upload(Some(&mlops), "/v1/datasets?name=laptops", jsonl(&laptops("train")[..600]).as_bytes());
     assert_eq!((a.status, a.body["rows_added"].as_i64()), (201, Some(600)), "{a:?}");
     let dataset = a.body["dataset_id"].as_str().unwrap().to_owned();
+
+    // The trainer records the base models of its models folder when it starts: MiniLM,
+    // not the tokenizer-only folder beside it. 22,713,728 weights, as the safetensors
+    // header counts them (checked with Python's json and struct modules).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let listed = loop {
+        let b = api.get(Some(&analyst), "/v1/base-models").body;
+        if b["base_models"].as_array().is_some_and(|a| !a.is_empty()) {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "no base model recorded: {b}\n{}", svc.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let models = listed["base_models"].as_array().unwrap();
+    assert_eq!(models.len(), 1, "{listed}");
+    assert_eq!(
+        (models[0]["name"].as_str(), models[0]["model_type"].as_str(), models[0]["parameters"].as_i64()),
+        (Some("all-minilm-l6-v2"), Some("bert"), Some(22_713_728))
+    );
+    // A job naming a model no trainer has is refused at submission, naming the field.
+    let a = api.post(&mlops, "/v1/jobs/train", &json!({ "dataset_id": dataset, "base_model": "xlm-roberta-large" }));
+    assert_eq!((a.status, a.body["field"].as_str()), (422, Some("base_model")), "{a:?}");
+    assert!(a.body["detail"].as_str().unwrap().contains("no trainer has it (they have: all-minilm-l6-v2"), "{a:?}");
+
     let train = |lr: f64, epochs: u32| {
         let a = api.post(
             &mlops,
@@ -354,9 +378,24 @@ async fn train_promote_score_and_export() {
     let (status, bytes) = api.get_bytes(&analyst, &format!("/v1/jobs/{job}/predictions?format=csv"));
     assert_eq!(status, 200);
     let text = String::from_utf8(bytes).unwrap();
-    let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("external_id,seq,target_index,aspect,span_start,span_end,label,confidence,model_version_id"));
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    assert_eq!(header[..9], ["external_id", "seq", "target_index", "aspect", "span_start", "span_end", "label", "confidence", "model_version_id"]);
+    // Then a probability per class of the version, in its label order.
+    let version_labels = api.get(Some(&analyst), &format!("/v1/models/{v1}")).body["label_names"].clone();
+    let classes: Vec<String> =
+        version_labels.as_array().unwrap_or_else(|| panic!("{version_labels}")).iter().map(|l| format!("p_{}", l.as_str().unwrap())).collect();
+    assert_eq!(header[9..], classes.iter().map(String::as_str).collect::<Vec<_>>());
     let rows: Vec<Vec<String>> = csv_rows(&text);
+    for r in &rows {
+        let p: Vec<f64> = r[9..].iter().map(|v| v.parse().unwrap()).collect();
+        let best = (0..p.len()).max_by(|&i, &j| p[i].total_cmp(&p[j])).unwrap();
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{r:?}");
+        assert_eq!(
+            (classes[best].as_str(), p[best]),
+            (format!("p_{}", r[6]).as_str(), r[7].parse::<f64>().unwrap()),
+            "the label is the likeliest class: {r:?}"
+        );
+    }
     assert_eq!(rows.len(), 200);
     let correct = rows.iter().filter(|r| test[r[0][1..].parse::<usize>().unwrap()]["label"] == r[6].as_str()).count();
     let accuracy = correct as f64 / 200.0;

@@ -113,7 +113,11 @@ async fn seed(pool: &PgPool) -> anyhow::Result<()> {
             sqlx::query(
                 "INSERT INTO predictions (job_id, corpus_id, seq, target_index, model_version_id, aspect,
                                           span_start, span_end, label, confidence, probabilities, scored_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $9, $10, $7, $8, ARRAY[$8, 1 - $8]::real[], '2026-01-07 12:00:00+00')",
+                 VALUES ($1, $2, $3, $4, $5, $6, $9, $10, $7, $8,
+                         -- the label's class gets the confidence, the others share the rest
+                         (SELECT array_agg(CASE WHEN u.label = $7 THEN $8 ELSE (1 - $8) / (cardinality(m.label_names) - 1) END ORDER BY u.i)
+                          FROM model_versions m, unnest(m.label_names) WITH ORDINALITY AS u(label, i) WHERE m.id = $5)::real[],
+                         '2026-01-07 12:00:00+00')",
             )
             .bind(job)
             .bind(corpus)
@@ -274,6 +278,21 @@ async fn checks(pool: PgPool, db_url: String, login_a: String, login_b: String) 
     let mut seen_sorted = seen.clone();
     seen_sorted.sort_by_key(|x| (x.1, x.2.to_lowercase()));
     assert_eq!(seen_sorted, expected);
+    // Class probabilities: one key per class of the version, the label's is the confidence.
+    let classes: Vec<(String, f64, f64, i64, bool)> = sqlx::query_as(
+        "SELECT label, confidence::float8, (probabilities->>label)::float8,
+                (SELECT count(*) FROM jsonb_object_keys(probabilities)),
+                abs((SELECT sum(value::float8) FROM jsonb_each_text(probabilities)) - 1) < 1e-5
+         FROM bi_sentiment ORDER BY seq, aspect",
+    )
+    .fetch_all(&a)
+    .await?;
+    assert_eq!(classes.len(), 4);
+    for (label, confidence, probability, keys, sums_to_one) in &classes {
+        assert!((confidence - probability).abs() < 1e-6 && *keys == 3 && *sums_to_one, "{label}: {classes:?}");
+    }
+    let stance_classes: Vec<(f64, f64)> = sqlx::query_as("SELECT confidence::float8, (probabilities->>stance)::float8 FROM bi_stance").fetch_all(&a).await?;
+    assert!(stance_classes.len() == 6 && stance_classes.iter().all(|(c, p)| (c - p).abs() < 1e-6), "{stance_classes:?}");
     let published: Vec<Option<String>> =
         sqlx::query_scalar("SELECT (published_at AT TIME ZONE 'UTC')::text FROM bi_sentiment WHERE aspect = 'screen' ORDER BY seq").fetch_all(&a).await?;
     assert!(published[0].as_deref().is_some_and(|p| p.starts_with("2026-01-05")) && published[1].is_none(), "{published:?}");

@@ -809,6 +809,10 @@ pub async fn run(amqp: &absa_platform::config::AmqpSettings, topology: &Topology
     let queues = topology.train_queues_for(worker.offer.gpus);
     tracing::info!(worker = worker.name(), ?queues, gpus = worker.offer.gpus, gpu_memory_mib = worker.offer.gpu_memory_mib, "training worker started");
     let (pool, name, offer) = (worker.pool.clone(), worker.name.clone(), worker.offer);
+    // What this trainer can fine-tune, for the API's list and its submission check.
+    let models = absa_platform::base_models::scan(&worker.models_dir);
+    tracing::info!(models = ?models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), dir = %worker.models_dir.display(), "base models");
+    absa_platform::base_models::record(&pool, &name, &models).await?;
     workers::while_advertised(pool, name, "trainer", offer, platform_worker::consume(amqp, &queues, &mut worker, shutdown)).await?;
     Ok(())
 }

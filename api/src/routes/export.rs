@@ -1,7 +1,9 @@
 //! `GET /v1/jobs/{id}/predictions`: a scoring job's predictions, streamed as CSV (rows
 //! go out as they are read) or Parquet (written to a temporary file page by page, then
 //! streamed), so memory stays flat whatever the corpus size. `span_start`/`span_end`
-//! are empty (CSV) or null (Parquet) for a target the document does not mention.
+//! are empty (CSV) or null (Parquet) for a target the document does not mention. After
+//! the fixed columns comes one `p_<label>` column per class of the job's model version
+//! (its label order): the class probabilities the scorer stored.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -34,10 +36,11 @@ pub struct ExportQuery {
     format: Option<String>,
 }
 
-type PredictionRow = (String, i64, i32, String, Option<i32>, Option<i32>, String, f32, Uuid);
+type PredictionRow = (String, i64, i32, String, Option<i32>, Option<i32>, String, f32, Uuid, Vec<f32>);
 
 /// The score job's predictions in (seq, target_index) order, a page at a time after `after`.
-const PAGE_SQL: &str = "SELECT d.external_id, p.seq, p.target_index, p.aspect, p.span_start, p.span_end, p.label, p.confidence, p.model_version_id
+const PAGE_SQL: &str = "SELECT d.external_id, p.seq, p.target_index, p.aspect, p.span_start, p.span_end, p.label, p.confidence, p.model_version_id,
+            p.probabilities
      FROM predictions p JOIN documents d ON d.corpus_id = p.corpus_id AND d.seq = p.seq
      WHERE p.job_id = $1 AND (p.seq, p.target_index) > ($2, $3)
      ORDER BY p.seq, p.target_index LIMIT $4";
@@ -52,9 +55,16 @@ pub async fn export_predictions(State(state): State<AppState>, caller: Caller, P
         Some("score") => {}
         Some(other) => return Err(ApiError::BadRequest(format!("job {id} is a {other} job; predictions belong to score jobs"))),
     }
+    // The classes of the job's model version, in the order of its probabilities.
+    let labels: Option<Vec<String>> =
+        sqlx::query_scalar("SELECT m.label_names FROM jobs j JOIN model_versions m ON m.id = (j.parameters->>'model_version_id')::uuid WHERE j.id = $1")
+            .bind(id)
+            .fetch_optional(&state.pool)
+            .await?;
+    let labels = labels.unwrap_or_default();
     match q.format.as_deref().unwrap_or("csv") {
-        "csv" => Ok(csv_response(state, id)),
-        "parquet" => parquet_response(state, id).await,
+        "csv" => Ok(csv_response(state, id, labels)),
+        "parquet" => parquet_response(state, id, &labels).await,
         other => Err(ApiError::BadRequest(format!("format {other:?}: expected csv or parquet"))),
     }
 }
@@ -63,11 +73,21 @@ async fn page(state: &AppState, job: Uuid, after: (i64, i32)) -> Result<Vec<Pred
     sqlx::query_as(PAGE_SQL).bind(job).bind(after.0).bind(after.1).bind(PAGE).fetch_all(&state.pool).await
 }
 
-fn csv_response(state: AppState, job: Uuid) -> Response {
+/// The probability columns' names: `p_` and each label.
+fn probability_columns(labels: &[String]) -> Vec<String> {
+    labels.iter().map(|l| format!("p_{l}")).collect()
+}
+
+/// Row `r`'s probability of class `i` (NaN if the scorer stored fewer classes).
+fn probability(r: &PredictionRow, i: usize) -> f32 {
+    r.9.get(i).copied().unwrap_or(f32::NAN)
+}
+
+fn csv_response(state: AppState, job: Uuid, labels: Vec<String>) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     tokio::spawn(async move {
         let mut header = csv::Writer::from_writer(Vec::new());
-        let _ = header.write_record(COLUMNS);
+        let _ = header.write_record(COLUMNS.iter().map(|c| c.to_string()).chain(probability_columns(&labels)));
         if tx.send(Ok(header.into_inner().unwrap_or_default())).await.is_err() {
             return;
         }
@@ -84,17 +104,9 @@ fn csv_response(state: AppState, job: Uuid) -> Response {
             let mut out = csv::Writer::from_writer(Vec::with_capacity(rows.len() * 96));
             let offset = |v: Option<i32>| v.map(|v| v.to_string()).unwrap_or_default();
             for r in &rows {
-                let _ = out.write_record([
-                    r.0.as_str(),
-                    &r.1.to_string(),
-                    &r.2.to_string(),
-                    &r.3,
-                    &offset(r.4),
-                    &offset(r.5),
-                    &r.6,
-                    &r.7.to_string(),
-                    &r.8.to_string(),
-                ]);
+                let fixed =
+                    [r.0.clone(), r.1.to_string(), r.2.to_string(), r.3.clone(), offset(r.4), offset(r.5), r.6.clone(), r.7.to_string(), r.8.to_string()];
+                let _ = out.write_record(fixed.into_iter().chain((0..labels.len()).map(|i| probability(r, i).to_string())));
             }
             let chunk = out.into_inner().unwrap_or_default();
             if tx.send(Ok(chunk)).await.is_err() {
@@ -132,27 +144,25 @@ fn optional_values(values: impl Iterator<Item = Option<i32>>) -> (Vec<i32>, Vec<
     (present, levels)
 }
 
-/// The export's Parquet schema: [`COLUMNS`], the span optional.
-fn schema() -> Arc<Type> {
-    Arc::new(
-        Type::group_type_builder("prediction")
-            .with_fields(vec![
-                column("external_id", PhysicalType::BYTE_ARRAY, ConvertedType::UTF8),
-                column("seq", PhysicalType::INT64, ConvertedType::NONE),
-                column("target_index", PhysicalType::INT32, ConvertedType::NONE),
-                column("aspect", PhysicalType::BYTE_ARRAY, ConvertedType::UTF8),
-                column_with("span_start", PhysicalType::INT32, ConvertedType::NONE, Repetition::OPTIONAL),
-                column_with("span_end", PhysicalType::INT32, ConvertedType::NONE, Repetition::OPTIONAL),
-                column("label", PhysicalType::BYTE_ARRAY, ConvertedType::UTF8),
-                column("confidence", PhysicalType::FLOAT, ConvertedType::NONE),
-                column("model_version_id", PhysicalType::BYTE_ARRAY, ConvertedType::UTF8),
-            ])
-            .build()
-            .expect("a valid schema"),
-    )
+/// The export's Parquet schema: [`COLUMNS`], the span optional, then a float column per
+/// class.
+fn schema(labels: &[String]) -> Arc<Type> {
+    let mut fields = vec![
+        column("external_id", PhysicalType::BYTE_ARRAY, ConvertedType::UTF8),
+        column("seq", PhysicalType::INT64, ConvertedType::NONE),
+        column("target_index", PhysicalType::INT32, ConvertedType::NONE),
+        column("aspect", PhysicalType::BYTE_ARRAY, ConvertedType::UTF8),
+        column_with("span_start", PhysicalType::INT32, ConvertedType::NONE, Repetition::OPTIONAL),
+        column_with("span_end", PhysicalType::INT32, ConvertedType::NONE, Repetition::OPTIONAL),
+        column("label", PhysicalType::BYTE_ARRAY, ConvertedType::UTF8),
+        column("confidence", PhysicalType::FLOAT, ConvertedType::NONE),
+        column("model_version_id", PhysicalType::BYTE_ARRAY, ConvertedType::UTF8),
+    ];
+    fields.extend(probability_columns(labels).iter().map(|name| column(name, PhysicalType::FLOAT, ConvertedType::NONE)));
+    Arc::new(Type::group_type_builder("prediction").with_fields(fields).build().expect("a valid schema"))
 }
 
-fn write_row_group(writer: &mut SerializedFileWriter<BufWriter<File>>, rows: &[PredictionRow]) -> parquet::errors::Result<()> {
+fn write_row_group(writer: &mut SerializedFileWriter<BufWriter<File>>, rows: &[PredictionRow], classes: usize) -> parquet::errors::Result<()> {
     let text = |f: &dyn Fn(&PredictionRow) -> String| -> Vec<ByteArray> { rows.iter().map(|r| ByteArray::from(f(r).into_bytes())).collect() };
     let mut group = writer.next_row_group()?;
     macro_rules! put {
@@ -176,20 +186,23 @@ fn write_row_group(writer: &mut SerializedFileWriter<BufWriter<File>>, rows: &[P
     put!(ByteArrayType, text(&|r| r.6.clone()));
     put!(FloatType, rows.iter().map(|r| r.7).collect::<Vec<_>>());
     put!(ByteArrayType, text(&|r| r.8.to_string()));
+    for i in 0..classes {
+        put!(FloatType, rows.iter().map(|r| probability(r, i)).collect::<Vec<_>>());
+    }
     group.close()?;
     Ok(())
 }
 
-async fn parquet_response(state: AppState, job: Uuid) -> ApiResult<Response> {
+async fn parquet_response(state: AppState, job: Uuid, labels: &[String]) -> ApiResult<Response> {
     let file = crate::uploads::SpoolFile::new_in(&state.upload_dir)?;
     let props = Arc::new(WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build());
     let parquet_err = |e: parquet::errors::ParquetError| ApiError::Internal(format!("writing Parquet: {e}"));
-    let mut writer = SerializedFileWriter::new(BufWriter::new(file.handle()?), schema(), props).map_err(parquet_err)?;
+    let mut writer = SerializedFileWriter::new(BufWriter::new(file.handle()?), schema(labels), props).map_err(parquet_err)?;
     let mut after = (-1i64, -1i32);
     loop {
         let rows = page(&state, job, after).await?;
         if !rows.is_empty() {
-            write_row_group(&mut writer, &rows).map_err(parquet_err)?;
+            write_row_group(&mut writer, &rows, labels.len()).map_err(parquet_err)?;
         }
         match rows.last() {
             Some(last) if rows.len() as i64 == PAGE => after = (last.1, last.2),
@@ -233,27 +246,39 @@ mod tests {
     use parquet::record::RowAccessor;
 
     #[test]
-    fn spans_of_targets_the_document_does_not_mention_are_null_in_parquet() {
+    fn parquet_has_null_spans_for_unmentioned_targets_and_a_probability_column_per_class() {
         let version = Uuid::nil();
         let rows: Vec<PredictionRow> = vec![
-            ("d1".into(), 0, 0, "battery".into(), Some(6), Some(13), "positive".into(), 0.9, version),
-            ("d1".into(), 0, 1, "legalization of abortion".into(), None, None, "against".into(), 0.7, version),
-            ("d2".into(), 1, 0, "fan".into(), Some(0), Some(3), "neutral".into(), 0.5, version),
+            ("d1".into(), 0, 0, "battery".into(), Some(6), Some(13), "positive".into(), 0.9, version, vec![0.05, 0.05, 0.9]),
+            ("d1".into(), 0, 1, "legalization of abortion".into(), None, None, "against".into(), 0.7, version, vec![0.7, 0.2, 0.1]),
+            ("d2".into(), 1, 0, "fan".into(), Some(0), Some(3), "neutral".into(), 0.5, version, vec![0.25, 0.5, 0.25]),
         ];
+        let labels = ["negative".to_owned(), "neutral".to_owned(), "positive".to_owned()];
         let file = tempfile::tempfile().unwrap();
-        let mut writer = SerializedFileWriter::new(BufWriter::new(file.try_clone().unwrap()), schema(), Default::default()).unwrap();
-        write_row_group(&mut writer, &rows).unwrap();
+        let mut writer = SerializedFileWriter::new(BufWriter::new(file.try_clone().unwrap()), schema(&labels), Default::default()).unwrap();
+        write_row_group(&mut writer, &rows, labels.len()).unwrap();
         writer.into_inner().unwrap().flush().unwrap();
         let reader = SerializedFileReader::new(file).unwrap();
-        let spans: Vec<(String, Option<i32>, Option<i32>)> = reader
+        let names: Vec<String> = reader.metadata().file_metadata().schema_descr().columns().iter().map(|c| c.name().to_owned()).collect();
+        assert_eq!(&names[9..], ["p_negative", "p_neutral", "p_positive"]);
+        // (aspect, span start, span end, class probabilities) of each row read back.
+        type ReadBack = (String, Option<i32>, Option<i32>, [f32; 3]);
+        let spans: Vec<ReadBack> = reader
             .get_row_iter(None)
             .unwrap()
             .map(|row| {
                 let row = row.unwrap();
                 let int = |i: usize| row.get_int(i).ok();
-                (row.get_string(3).unwrap().clone(), int(4), int(5))
+                (row.get_string(3).unwrap().clone(), int(4), int(5), [9, 10, 11].map(|i| row.get_float(i).unwrap()))
             })
             .collect();
-        assert_eq!(spans, vec![("battery".into(), Some(6), Some(13)), ("legalization of abortion".into(), None, None), ("fan".into(), Some(0), Some(3))]);
+        assert_eq!(
+            spans,
+            vec![
+                ("battery".into(), Some(6), Some(13), [0.05, 0.05, 0.9]),
+                ("legalization of abortion".into(), None, None, [0.7, 0.2, 0.1]),
+                ("fan".into(), Some(0), Some(3), [0.25, 0.5, 0.25])
+            ]
+        );
     }
 }

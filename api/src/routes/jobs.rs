@@ -115,6 +115,21 @@ async fn submit(
     Ok((status, job_json(state, caller, submitted.id()).await?))
 }
 
+/// 422 for a base model no trainer has (once any trainer has recorded its models).
+pub(crate) async fn check_base_model(state: &AppState, name: &str) -> ApiResult<()> {
+    absa_platform::base_models::check_known(&state.pool, name).await?.map_err(ApiError::Unprocessable)
+}
+
+/// `GET /v1/base-models`: what the trainers can fine-tune.
+pub async fn list_base_models(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
+    let models: Vec<Value> = absa_platform::base_models::list(&state.pool)
+        .await?
+        .into_iter()
+        .map(|(name, model_type, parameters, at)| json!({ "name": name, "model_type": model_type, "parameters": parameters, "advertised_at": at }))
+        .collect();
+    Ok(Json(json!({ "base_models": models })))
+}
+
 /// A dataset of the caller's team with its row count; 404 for others' and unknown ids.
 pub(crate) async fn dataset_rows(state: &AppState, caller: &Caller, dataset: Uuid) -> ApiResult<i64> {
     let rows: Option<i64> =
@@ -174,6 +189,7 @@ pub async fn submit_train(State(state): State<AppState>, caller: Caller, headers
     }
     // The same check the scheduler and the trainer make.
     job_spec::check_train(&parameters).map_err(ApiError::Unprocessable)?;
+    check_base_model(&state, &req.base_model).await?;
     if let Some(policy) = &req.promote {
         check_metrics_fit(&state, &caller, req.dataset_id, req.labels.as_deref(), &[("promote", policy.metric)]).await?;
     }
@@ -254,6 +270,7 @@ pub async fn submit_sweep(State(state): State<AppState>, caller: Caller, headers
     let idempotency = Idempotency::of(&headers, "sweep", &body)?;
     let spec: sweeps::SweepSpec = parse_json(&body)?;
     let trials = spec.expand()?;
+    check_base_model(&state, &spec.base_model).await?;
     dataset_rows(&state, &caller, spec.dataset_id).await?;
     let mut metrics = vec![("metric", spec.metric)];
     metrics.extend(spec.promote.as_ref().map(|p| ("promote", p.metric)));

@@ -89,6 +89,7 @@ pub async fn create_schedule(
     }
     // Every firing submits this training job: it is checked as the train route checks one.
     absa_platform::job_spec::check_train(&params).map_err(ApiError::Unprocessable)?;
+    super::jobs::check_base_model(&state, &req.base_model).await?;
     let rows = super::jobs::dataset_rows(&state, &caller, req.dataset_id).await?;
     super::jobs::check_metrics_fit(&state, &caller, req.dataset_id, req.labels.as_deref(), &[("promote", promote.metric)]).await?;
     let id = Uuid::new_v4();
