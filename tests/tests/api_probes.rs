@@ -15,24 +15,29 @@ fn get(port: u16, path: &str) -> Option<String> {
     Some(body)
 }
 
-#[test]
-fn the_api_answers_its_probes_and_stops_on_sigterm() {
+/// `absa-api serve` on a free port with `env` added, its stderr to `stderr` (or
+/// nowhere), once it answers `/healthz`; the process and its port.
+fn start_api(env: &[(&str, String)], stderr: Option<std::fs::File>) -> (std::process::Child, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = Command::new(binary("absa-api"))
-        .arg("serve")
-        .env("ABSA_HTTP__BIND", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut command = Command::new(binary("absa-api"));
+    command.arg("serve").env("ABSA_HTTP__BIND", format!("127.0.0.1:{port}")).stdout(Stdio::null());
+    command.stderr(stderr.map_or_else(Stdio::null, Stdio::from));
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let child = command.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let health = loop {
-        if let Some(r) = get(port, "/healthz") {
-            break r;
-        }
+    while get(port, "/healthz").is_none() {
         assert!(Instant::now() < deadline, "absa-api did not start listening");
         std::thread::sleep(Duration::from_millis(100));
-    };
+    }
+    (child, port)
+}
+
+#[test]
+fn the_api_answers_its_probes_and_stops_on_sigterm() {
+    let (mut child, port) = start_api(&[], None);
+    let health = get(port, "/healthz").unwrap();
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     let ready = get(port, "/readyz").unwrap();
     assert!(ready.starts_with("HTTP/1.1 200") && ready.contains(r#""postgres":"ok""#), "{ready}");
@@ -71,22 +76,9 @@ fn body_json(answer: &str) -> serde_json::Value {
 
 #[test]
 fn every_answer_error_body_and_access_log_line_carries_the_request_id() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let log = std::env::temp_dir().join(format!("absa-api-request-ids-{}.log", std::process::id()));
-    let mut child = Command::new(binary("absa-api"))
-        .arg("serve")
-        .env("ABSA_HTTP__BIND", format!("127.0.0.1:{port}"))
-        .env("ABSA_LOG__JSON", "true")
-        .env("ABSA_LOG__FILTER", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while get(port, "/healthz").is_none() {
-        assert!(Instant::now() < deadline, "absa-api did not start listening");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let env = [("ABSA_LOG__JSON", "true".to_owned()), ("ABSA_LOG__FILTER", "info".to_owned())];
+    let (mut child, port) = start_api(&env, Some(std::fs::File::create(&log).unwrap()));
 
     // The caller's id is kept: in the answer's header and in the error body.
     let answer = send(port, "GET /v1/jobs HTTP/1.1\r\nX-Request-Id: probe-123\r\n");
@@ -166,21 +158,8 @@ fn with_an_otlp_endpoint_each_request_is_a_span_at_the_collector_with_its_reques
     use prost::Message;
 
     let (collector_port, received) = collector();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = Command::new(binary("absa-api"))
-        .arg("serve")
-        .env("ABSA_HTTP__BIND", format!("127.0.0.1:{port}"))
-        .env("ABSA_LOG__FILTER", "info")
-        .env("ABSA_LOG__OTLP_TRACES_ENDPOINT", format!("http://127.0.0.1:{collector_port}/v1/traces"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while get(port, "/healthz").is_none() {
-        assert!(Instant::now() < deadline, "absa-api did not start listening");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let env = [("ABSA_LOG__FILTER", "info".to_owned()), ("ABSA_LOG__OTLP_TRACES_ENDPOINT", format!("http://127.0.0.1:{collector_port}/v1/traces"))];
+    let (mut child, port) = start_api(&env, None);
     let answer = send(port, "GET /v1/jobs HTTP/1.1\r\nX-Request-Id: traced-42\r\n");
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     // Spans are batched (every 5 s by default): the shutdown sends what is left.
