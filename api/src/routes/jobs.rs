@@ -393,32 +393,77 @@ pub async fn get_job(State(state): State<AppState>, caller: Caller, Path(id): Pa
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct JobFilter {
     state: Option<String>,
     kind: Option<String>,
+    /// At most this many, newest first (1 to 1000, default 100).
     limit: Option<i64>,
+    /// The previous page's `next_after`: only jobs older than its last one.
+    after: Option<String>,
+    /// Only jobs created at or after / before these instants (RFC 3339).
+    created_after: Option<chrono::DateTime<chrono::Utc>>,
+    created_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// A page size: `limit` (default `default`) within 1 to `max`, else 422.
+pub(crate) fn page_limit(limit: Option<i64>, default: i64, max: i64) -> ApiResult<i64> {
+    let limit = limit.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::Unprocessable(format!("limit {limit}: 1 to {max}")))
+    }
+}
+
+/// The cursor of a job in the newest-first order: its creation time (microseconds)
+/// and id. Opaque to clients: they pass back the `next_after` they were given.
+fn job_cursor(created: chrono::DateTime<chrono::Utc>, id: Uuid) -> String {
+    format!("{}.{}", created.timestamp_micros(), id.simple())
+}
+
+fn parse_job_cursor(cursor: &str) -> ApiResult<(chrono::DateTime<chrono::Utc>, Uuid)> {
+    let parsed = cursor.split_once('.').and_then(|(micros, id)| {
+        let at = chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+        Some((at, Uuid::parse_str(id).ok()?))
+    });
+    parsed.ok_or_else(|| ApiError::Unprocessable(format!("after {:?}: not a cursor this API gave (next_after)", job_spec::truncate(cursor, 60))))
+}
+
+/// The team's jobs (shards excepted), newest first, a page at a time: `has_more` and
+/// `next_after` (pass it as `after`) when there is another page.
 pub async fn list_jobs(State(state): State<AppState>, caller: Caller, Query(f): Query<JobFilter>) -> ApiResult<Json<Value>> {
     type Row = (Uuid, String, String, f64, i32, Option<String>, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>);
+    let limit = page_limit(f.limit, 100, 1000)?;
+    let after = f.after.as_deref().map(parse_job_cursor).transpose()?;
+    // Postgres keeps microseconds, the cursor's precision: a boundary is exact.
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, kind, state, progress, attempts, last_error, created_at, updated_at FROM jobs
          WHERE team_id = $1 AND parent_id IS NULL AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR kind = $3)
-         ORDER BY created_at DESC LIMIT $4",
+           AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5))
+           AND ($6::timestamptz IS NULL OR created_at >= $6) AND ($7::timestamptz IS NULL OR created_at < $7)
+         ORDER BY created_at DESC, id DESC LIMIT $8",
     )
     .bind(caller.team_id)
     .bind(f.state)
     .bind(f.kind)
-    .bind(f.limit.unwrap_or(100).clamp(1, 1000))
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(f.created_after)
+    .bind(f.created_before)
+    .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
+    let has_more = rows.len() as i64 > limit;
+    let next_after = if has_more { rows.get(limit as usize - 1).map(|r| job_cursor(r.6, r.0)) } else { None };
     let list: Vec<Value> = rows
         .into_iter()
+        .take(limit as usize)
         .map(|(id, kind, st, progress, attempts, err, created, updated)| {
             json!({"id": id, "kind": kind, "state": st, "progress": progress, "attempts": attempts, "last_error": err, "created_at": created, "updated_at": updated})
         })
         .collect();
-    Ok(Json(json!({ "jobs": list })))
+    Ok(Json(json!({ "jobs": list, "has_more": has_more, "next_after": next_after })))
 }
 
 async fn owned_job(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<String> {
@@ -427,9 +472,31 @@ async fn owned_job(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Str
     kind.ok_or_else(|| ApiError::NotFound(format!("job {id}")))
 }
 
-pub async fn job_events(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventPage {
+    /// At most this many, oldest first (1 to 10,000, default 1,000).
+    limit: Option<i64>,
+    /// The previous page's `next_after`: only later events.
+    after: Option<i64>,
+}
+
+/// A job's event log, oldest first, a page at a time (`has_more`, `next_after`).
+pub async fn job_events(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>, Query(page): Query<EventPage>) -> ApiResult<Json<Value>> {
     owned_job(&state, &caller, id).await?;
-    Ok(Json(json!({ "events": events_of(&state, id, 100_000).await? })))
+    let limit = page_limit(page.limit, 1000, 10_000)?;
+    let rows: Vec<(i64, chrono::DateTime<chrono::Utc>, String, Value)> =
+        sqlx::query_as("SELECT id, at, kind, detail FROM job_events WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3")
+            .bind(id)
+            .bind(page.after.unwrap_or(0))
+            .bind(limit + 1)
+            .fetch_all(&state.pool)
+            .await?;
+    let has_more = rows.len() as i64 > limit;
+    let next_after = if has_more { rows.get(limit as usize - 1).map(|r| r.0) } else { None };
+    let events: Vec<Value> =
+        rows.into_iter().take(limit as usize).map(|(event, at, kind, detail)| json!({"id": event, "at": at, "kind": kind, "detail": detail})).collect();
+    Ok(Json(json!({ "events": events, "has_more": has_more, "next_after": next_after })))
 }
 
 pub async fn job_metrics(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
