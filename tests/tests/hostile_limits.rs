@@ -237,6 +237,14 @@ async fn hostile_requests_are_refused_before_work_and_memory_stays_bounded() {
         .await
         .unwrap();
     assert!(stored.0 == 2000 && stored.1 < 2000 * 400, "stored errors {stored:?}");
+    // They are read back a page at a time (default 1,000), by line: 1,000 + 1,000.
+    let first = api.get(Some(&analyst), &format!("/v1/corpora/{corpus_id}/errors")).body;
+    let after = first["next_after"].as_str().unwrap_or_else(|| panic!("no next page: {}", first["has_more"])).to_owned();
+    let second = api.get(Some(&analyst), &format!("/v1/corpora/{corpus_id}/errors?after={after}")).body;
+    let lines: Vec<i64> = [&first, &second].iter().flat_map(|p| p["errors"].as_array().unwrap().iter().map(|e| e["line"].as_i64().unwrap())).collect();
+    assert_eq!((first["has_more"].as_bool(), second["has_more"].as_bool(), lines.len()), (Some(true), Some(false), 2000));
+    assert!(lines.windows(2).all(|w| w[0] < w[1]), "by line, none twice");
+    assert_eq!(api.get(Some(&analyst), &format!("/v1/corpora/{corpus_id}/errors?limit=10001")).status, 422);
     let after_csv = peak_rss_mib(pid);
 
     // A 100,000,000-character Parquet cell (a few KB of zstd) is a row error; the two

@@ -342,11 +342,45 @@ pub async fn get_corpus(State(state): State<AppState>, caller: Caller, Path(id):
 }
 
 /// Row errors of the team's dataset, corpus or job (`owner` is the column).
-pub async fn row_errors(state: &AppState, caller: &Caller, owner: &str, id: Uuid) -> ApiResult<Json<Value>> {
+/// `limit` and `after` of a row-error listing.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorPage {
+    /// At most this many, by line (1 to 10,000, default 1,000).
+    limit: Option<i64>,
+    /// The previous page's `next_after`.
+    after: Option<String>,
+}
+
+/// One page of the row errors `filter` selects (`$1` is the owner's id), by line:
+/// `{"errors": [{"line", "reason"}], "has_more", "next_after"}`. The cursor is the last
+/// row's `line:id`.
+pub(crate) async fn error_page(state: &AppState, filter: &str, id: Uuid, page: ErrorPage) -> ApiResult<Json<Value>> {
+    let limit = super::jobs::page_limit(page.limit, 1000, 10_000)?;
+    let after = match page.after.as_deref() {
+        None => (-1i64, 0i64),
+        Some(cursor) => cursor.split_once(':').and_then(|(line, row)| Some((line.parse().ok()?, row.parse().ok()?))).ok_or_else(|| {
+            ApiError::Unprocessable(format!("after {:?}: not a cursor this API gave (next_after)", absa_platform::job_spec::truncate(cursor, 60)))
+        })?,
+    };
+    let rows: Vec<(i64, i64, String)> =
+        sqlx::query_as(&format!("SELECT id, line, reason FROM row_errors WHERE ({filter}) AND (line, id) > ($2, $3) ORDER BY line, id LIMIT $4"))
+            .bind(id)
+            .bind(after.0)
+            .bind(after.1)
+            .bind(limit + 1)
+            .fetch_all(&state.pool)
+            .await?;
+    let has_more = rows.len() as i64 > limit;
+    let next_after = if has_more { rows.get(limit as usize - 1).map(|(row, line, _)| format!("{line}:{row}")) } else { None };
+    let errors: Vec<Value> = rows.into_iter().take(limit as usize).map(|(_, line, reason)| json!({"line": line, "reason": reason})).collect();
+    Ok(Json(json!({ "errors": errors, "has_more": has_more, "next_after": next_after })))
+}
+
+pub async fn row_errors(state: &AppState, caller: &Caller, owner: &str, id: Uuid, page: ErrorPage) -> ApiResult<Json<Value>> {
     let (table, column) = match owner {
         "dataset_id" => ("datasets", "dataset_id"),
-        "corpus_id" => ("corpora", "corpus_id"),
-        _ => ("jobs", "job_id"),
+        _ => ("corpora", "corpus_id"),
     };
     let owned: Option<i32> =
         sqlx::query_scalar(&format!("SELECT 1 FROM {table} WHERE id = $1 AND team_id = $2")).bind(id).bind(caller.team_id).fetch_optional(&state.pool).await?;
@@ -354,20 +388,13 @@ pub async fn row_errors(state: &AppState, caller: &Caller, owner: &str, id: Uuid
         return Err(ApiError::NotFound(format!("{} {id}", &table[..table.len() - 1])));
     }
     // An upload's own errors (a training job's rejected rows are listed under the job).
-    let only_upload = if column == "job_id" { "" } else { " AND job_id IS NULL" };
-    let rows: Vec<(i64, String)> =
-        sqlx::query_as(&format!("SELECT line, reason FROM row_errors WHERE {column} = $1{only_upload} ORDER BY line, id LIMIT 100000"))
-            .bind(id)
-            .fetch_all(&state.pool)
-            .await?;
-    let errors: Vec<Value> = rows.into_iter().map(|(line, reason)| json!({"line": line, "reason": reason})).collect();
-    Ok(Json(json!({ "errors": errors })))
+    error_page(state, &format!("{column} = $1 AND job_id IS NULL"), id, page).await
 }
 
-pub async fn dataset_errors(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
-    row_errors(&state, &caller, "dataset_id", id).await
+pub async fn dataset_errors(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>, Query(page): Query<ErrorPage>) -> ApiResult<Json<Value>> {
+    row_errors(&state, &caller, "dataset_id", id, page).await
 }
 
-pub async fn corpus_errors(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
-    row_errors(&state, &caller, "corpus_id", id).await
+pub async fn corpus_errors(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>, Query(page): Query<ErrorPage>) -> ApiResult<Json<Value>> {
+    row_errors(&state, &caller, "corpus_id", id, page).await
 }

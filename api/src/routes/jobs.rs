@@ -522,16 +522,15 @@ pub async fn job_metrics(State(state): State<AppState>, caller: Caller, Path(id)
     Ok(Json(json!({ "epochs": epochs })))
 }
 
-pub async fn job_errors(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
+/// Rows a job rejected (its shards' included), by line, paged like the uploads' errors.
+pub async fn job_errors(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Query(page): Query<super::data::ErrorPage>,
+) -> ApiResult<Json<Value>> {
     owned_job(&state, &caller, id).await?;
-    let rows: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT line, reason FROM row_errors WHERE job_id = $1 OR job_id IN (SELECT id FROM jobs WHERE parent_id = $1) ORDER BY line, id LIMIT 100000",
-    )
-    .bind(id)
-    .fetch_all(&state.pool)
-    .await?;
-    let errors: Vec<Value> = rows.into_iter().map(|(line, reason)| json!({"line": line, "reason": reason})).collect();
-    Ok(Json(json!({ "errors": errors })))
+    super::data::error_page(&state, "job_id = $1 OR job_id IN (SELECT id FROM jobs WHERE parent_id = $1)", id, page).await
 }
 
 pub async fn cancel_job(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
