@@ -155,7 +155,7 @@ pub async fn submit_in(conn: &mut sqlx::PgConnection, job: &NewJob) -> Result<Su
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = inserted {
-        crate::metrics::job_event("submitted");
+        crate::metrics::job_events("submitted", 1);
         return Ok(Submitted::Created(id));
     }
     let (existing, hash): (Uuid, Option<String>) = sqlx::query_as("SELECT id, request_hash FROM jobs WHERE team_id = $1 AND idempotency_key = $2")
@@ -423,7 +423,7 @@ pub async fn note_waiting_for_gpus(pool: &PgPool) -> Result<u64> {
     .bind(crate::workers::LIVE_SECS)
     .execute(pool)
     .await?;
-    crate::metrics::JOB_EVENTS.events.get_or_create(&crate::metrics::labels(&[("kind", "waiting_for_gpus")])).inc_by(done.rows_affected());
+    crate::metrics::job_events("waiting_for_gpus", done.rows_affected());
     Ok(done.rows_affected())
 }
 
@@ -437,7 +437,7 @@ pub async fn status(pool: &PgPool, id: Uuid) -> Result<Option<JobStatus>> {
 /// a transaction that later rolls back, the count is one ahead of the log).
 pub async fn event(executor: impl PgExecutor<'_>, id: Uuid, kind: &str, detail: Value) -> Result<()> {
     sqlx::query("INSERT INTO job_events (job_id, kind, detail) VALUES ($1, $2, $3)").bind(id).bind(kind).bind(detail).execute(executor).await?;
-    crate::metrics::job_event(kind);
+    crate::metrics::job_events(kind, 1);
     Ok(())
 }
 

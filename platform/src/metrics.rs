@@ -292,9 +292,9 @@ pub async fn start(role: Role, settings: &MetricsSettings) -> anyhow::Result<Opt
     }
 }
 
-/// Counts one event of `kind` appended to a job's log.
-pub fn job_event(kind: &str) {
-    JOB_EVENTS.events.get_or_create(&labels(&[("kind", kind)])).inc();
+/// Counts `n` events of `kind` appended to jobs' logs.
+pub fn job_events(kind: &str, n: u64) {
+    JOB_EVENTS.events.get_or_create(&labels(&[("kind", kind)])).inc_by(n);
 }
 
 /// A label set from pairs.

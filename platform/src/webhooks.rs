@@ -89,10 +89,13 @@ pub async fn deliver_due(pool: &PgPool, settings: &WebhookSettings, limit: i64) 
     .fetch_all(pool)
     .await?;
     let mut report = DeliveryReport::default();
+    // One client for the pass: connections to a receiver are reused across its deliveries.
+    let timeout = Duration::from_secs_f64(settings.timeout_secs.max(0.1));
+    let agent = ureq::Agent::new_with_config(ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).max_redirects(0).build());
     for (id, _webhook, url, secret, payload, attempts) in due {
         let body = payload.to_string();
-        let timeout = Duration::from_secs_f64(settings.timeout_secs.max(0.1));
-        let answer = tokio::task::spawn_blocking(move || post(&url, &secret, id, &body, timeout)).await.unwrap_or_else(|e| Err(e.to_string()));
+        let agent = agent.clone();
+        let answer = tokio::task::spawn_blocking(move || post(&agent, &url, &secret, id, &body)).await.unwrap_or_else(|e| Err(e.to_string()));
         let attempts = attempts + 1;
         match answer {
             Ok(status) if (200..300).contains(&status) => {
@@ -137,9 +140,8 @@ pub async fn deliver_due(pool: &PgPool, settings: &WebhookSettings, limit: i64) 
 }
 
 /// One signed POST; the answer's status, or why there was none.
-fn post(url: &str, secret: &str, delivery: i64, body: &str, timeout: Duration) -> std::result::Result<u16, String> {
+fn post(agent: &ureq::Agent, url: &str, secret: &str, delivery: i64, body: &str) -> std::result::Result<u16, String> {
     let timestamp = chrono::Utc::now().timestamp();
-    let agent = ureq::Agent::new_with_config(ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).max_redirects(0).build());
     let answer = agent
         .post(url)
         .header("Content-Type", "application/json")

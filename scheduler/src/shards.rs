@@ -120,7 +120,7 @@ async fn fan_out(tx: &mut PgConnection, parent: Uuid, plan: Plan) -> anyhow::Res
     .bind(plan.seq_end)
     .fetch_one(&mut *tx)
     .await?;
-    metrics::JOB_EVENTS.events.get_or_create(&metrics::labels(&[("kind", "submitted")])).inc_by(created as u64);
+    metrics::job_events("submitted", created as u64);
     jobs::event(&mut *tx, parent, "fanned_out", json!({ "shards": plan.shards, "created": created, "shard_size": plan.shard_size })).await?;
     if plan.shards == 0 {
         // Nothing to score: done already.

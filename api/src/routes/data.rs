@@ -341,7 +341,6 @@ pub async fn get_corpus(State(state): State<AppState>, caller: Caller, Path(id):
     Ok(Json(json!({ "id": id, "name": name, "documents": n, "created_at": at })))
 }
 
-/// Row errors of the team's dataset, corpus or job (`owner` is the column).
 /// `limit` and `after` of a row-error listing.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -356,12 +355,13 @@ pub struct ErrorPage {
 /// `{"errors": [{"line", "reason"}], "has_more", "next_after"}`. The cursor is the last
 /// row's `line:id`.
 pub(crate) async fn error_page(state: &AppState, filter: &str, id: Uuid, page: ErrorPage) -> ApiResult<Json<Value>> {
-    let limit = super::jobs::page_limit(page.limit, 1000, 10_000)?;
+    let limit = super::paging::limit(page.limit, 1000, 10_000)?;
     let after = match page.after.as_deref() {
         None => (-1i64, 0i64),
-        Some(cursor) => cursor.split_once(':').and_then(|(line, row)| Some((line.parse().ok()?, row.parse().ok()?))).ok_or_else(|| {
-            ApiError::Unprocessable(format!("after {:?}: not a cursor this API gave (next_after)", absa_platform::job_spec::truncate(cursor, 60)))
-        })?,
+        Some(cursor) => cursor
+            .split_once(':')
+            .and_then(|(line, row)| Some((line.parse().ok()?, row.parse().ok()?)))
+            .ok_or_else(|| super::paging::bad_cursor("after", cursor))?,
     };
     let rows: Vec<(i64, i64, String)> =
         sqlx::query_as(&format!("SELECT id, line, reason FROM row_errors WHERE ({filter}) AND (line, id) > ($2, $3) ORDER BY line, id LIMIT $4"))
@@ -371,12 +371,12 @@ pub(crate) async fn error_page(state: &AppState, filter: &str, id: Uuid, page: E
             .bind(limit + 1)
             .fetch_all(&state.pool)
             .await?;
-    let has_more = rows.len() as i64 > limit;
-    let next_after = if has_more { rows.get(limit as usize - 1).map(|(row, line, _)| format!("{line}:{row}")) } else { None };
-    let errors: Vec<Value> = rows.into_iter().take(limit as usize).map(|(_, line, reason)| json!({"line": line, "reason": reason})).collect();
-    Ok(Json(json!({ "errors": errors, "has_more": has_more, "next_after": next_after })))
+    let (rows, next_after) = super::paging::split(rows, limit, |(row, line, _)| format!("{line}:{row}"));
+    let errors: Vec<Value> = rows.into_iter().map(|(_, line, reason)| json!({"line": line, "reason": reason})).collect();
+    Ok(Json(json!({ "errors": errors, "has_more": next_after.is_some(), "next_after": next_after })))
 }
 
+/// Row errors of the team's dataset or corpus (`owner` is the column), a page.
 pub async fn row_errors(state: &AppState, caller: &Caller, owner: &str, id: Uuid, page: ErrorPage) -> ApiResult<Json<Value>> {
     let (table, column) = match owner {
         "dataset_id" => ("datasets", "dataset_id"),

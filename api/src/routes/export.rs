@@ -104,9 +104,9 @@ fn csv_response(state: AppState, job: Uuid, labels: Vec<String>) -> Response {
             let mut out = csv::Writer::from_writer(Vec::with_capacity(rows.len() * 96));
             let offset = |v: Option<i32>| v.map(|v| v.to_string()).unwrap_or_default();
             for r in &rows {
-                let fixed =
-                    [r.0.clone(), r.1.to_string(), r.2.to_string(), r.3.clone(), offset(r.4), offset(r.5), r.6.clone(), r.7.to_string(), r.8.to_string()];
-                let _ = out.write_record(fixed.into_iter().chain((0..labels.len()).map(|i| probability(r, i).to_string())));
+                let probabilities: Vec<String> = (0..labels.len()).map(|i| probability(r, i).to_string()).collect();
+                let fixed = [r.0.as_str(), &r.1.to_string(), &r.2.to_string(), &r.3, &offset(r.4), &offset(r.5), &r.6, &r.7.to_string(), &r.8.to_string()];
+                let _ = out.write_record(fixed.into_iter().chain(probabilities.iter().map(String::as_str)));
             }
             let chunk = out.into_inner().unwrap_or_default();
             if tx.send(Ok(chunk)).await.is_err() {

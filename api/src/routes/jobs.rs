@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use super::paging;
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{parse_json, read_body, ApiError, ApiResult};
@@ -406,16 +407,6 @@ pub struct JobFilter {
     created_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// A page size: `limit` (default `default`) within 1 to `max`, else 422.
-pub(crate) fn page_limit(limit: Option<i64>, default: i64, max: i64) -> ApiResult<i64> {
-    let limit = limit.unwrap_or(default);
-    if (1..=max).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(ApiError::Unprocessable(format!("limit {limit}: 1 to {max}")))
-    }
-}
-
 /// The cursor of a job in the newest-first order: its creation time (microseconds)
 /// and id. Opaque to clients: they pass back the `next_after` they were given.
 fn job_cursor(created: chrono::DateTime<chrono::Utc>, id: Uuid) -> String {
@@ -427,14 +418,14 @@ fn parse_job_cursor(cursor: &str) -> ApiResult<(chrono::DateTime<chrono::Utc>, U
         let at = chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?;
         Some((at, Uuid::parse_str(id).ok()?))
     });
-    parsed.ok_or_else(|| ApiError::Unprocessable(format!("after {:?}: not a cursor this API gave (next_after)", job_spec::truncate(cursor, 60))))
+    parsed.ok_or_else(|| paging::bad_cursor("after", cursor))
 }
 
 /// The team's jobs (shards excepted), newest first, a page at a time: `has_more` and
 /// `next_after` (pass it as `after`) when there is another page.
 pub async fn list_jobs(State(state): State<AppState>, caller: Caller, Query(f): Query<JobFilter>) -> ApiResult<Json<Value>> {
     type Row = (Uuid, String, String, f64, i32, Option<String>, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>);
-    let limit = page_limit(f.limit, 100, 1000)?;
+    let limit = paging::limit(f.limit, 100, 1000)?;
     let after = f.after.as_deref().map(parse_job_cursor).transpose()?;
     // Postgres keeps microseconds, the cursor's precision: a boundary is exact.
     let rows: Vec<Row> = sqlx::query_as(
@@ -454,16 +445,14 @@ pub async fn list_jobs(State(state): State<AppState>, caller: Caller, Query(f): 
     .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    let has_more = rows.len() as i64 > limit;
-    let next_after = if has_more { rows.get(limit as usize - 1).map(|r| job_cursor(r.6, r.0)) } else { None };
+    let (rows, next_after) = paging::split(rows, limit, |r| job_cursor(r.6, r.0));
     let list: Vec<Value> = rows
         .into_iter()
-        .take(limit as usize)
         .map(|(id, kind, st, progress, attempts, err, created, updated)| {
             json!({"id": id, "kind": kind, "state": st, "progress": progress, "attempts": attempts, "last_error": err, "created_at": created, "updated_at": updated})
         })
         .collect();
-    Ok(Json(json!({ "jobs": list, "has_more": has_more, "next_after": next_after })))
+    Ok(Json(json!({ "jobs": list, "has_more": next_after.is_some(), "next_after": next_after })))
 }
 
 async fn owned_job(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<String> {
@@ -484,7 +473,7 @@ pub struct EventPage {
 /// A job's event log, oldest first, a page at a time (`has_more`, `next_after`).
 pub async fn job_events(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>, Query(page): Query<EventPage>) -> ApiResult<Json<Value>> {
     owned_job(&state, &caller, id).await?;
-    let limit = page_limit(page.limit, 1000, 10_000)?;
+    let limit = paging::limit(page.limit, 1000, 10_000)?;
     let rows: Vec<(i64, chrono::DateTime<chrono::Utc>, String, Value)> =
         sqlx::query_as("SELECT id, at, kind, detail FROM job_events WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3")
             .bind(id)
@@ -492,11 +481,9 @@ pub async fn job_events(State(state): State<AppState>, caller: Caller, Path(id):
             .bind(limit + 1)
             .fetch_all(&state.pool)
             .await?;
-    let has_more = rows.len() as i64 > limit;
-    let next_after = if has_more { rows.get(limit as usize - 1).map(|r| r.0) } else { None };
-    let events: Vec<Value> =
-        rows.into_iter().take(limit as usize).map(|(event, at, kind, detail)| json!({"id": event, "at": at, "kind": kind, "detail": detail})).collect();
-    Ok(Json(json!({ "events": events, "has_more": has_more, "next_after": next_after })))
+    let (rows, next_after) = paging::split(rows, limit, |r| r.0);
+    let events: Vec<Value> = rows.into_iter().map(|(event, at, kind, detail)| json!({"id": event, "at": at, "kind": kind, "detail": detail})).collect();
+    Ok(Json(json!({ "events": events, "has_more": next_after.is_some(), "next_after": next_after })))
 }
 
 pub async fn job_metrics(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {

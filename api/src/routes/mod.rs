@@ -5,5 +5,6 @@ pub mod data;
 pub mod export;
 pub mod jobs;
 pub mod models;
+pub mod paging;
 pub mod schedules;
 pub mod webhooks;

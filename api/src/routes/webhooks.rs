@@ -95,10 +95,7 @@ type DeliveryRow = (
 
 /// The delivery log of one webhook, newest first, paged by id.
 pub async fn list_deliveries(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>, Query(page): Query<DeliveryPage>) -> ApiResult<Json<Value>> {
-    let limit = page.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::Unprocessable("limit: 1 to 1000".into()));
-    }
+    let limit = super::paging::limit(page.limit, 100, 1000)?;
     let owned: Option<Uuid> =
         sqlx::query_scalar("SELECT id FROM webhooks WHERE id = $1 AND team_id = $2").bind(id).bind(caller.team_id).fetch_optional(&state.pool).await?;
     owned.ok_or_else(|| ApiError::NotFound(format!("webhook {id}")))?;
@@ -111,10 +108,9 @@ pub async fn list_deliveries(State(state): State<AppState>, caller: Caller, Path
     .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    let has_more = rows.len() as i64 > limit;
+    let (rows, next_before) = super::paging::split(rows, limit, |r| r.0);
     let deliveries: Vec<Value> = rows
         .into_iter()
-        .take(limit as usize)
         .map(|(id, job, payload, attempts, next, delivered, gave_up, status, error)| {
             let state = if delivered.is_some() {
                 "delivered"
@@ -127,6 +123,5 @@ pub async fn list_deliveries(State(state): State<AppState>, caller: Caller, Path
                     "delivered_at": delivered, "gave_up_at": gave_up, "last_status": status, "last_error": error })
         })
         .collect();
-    let next_before = if has_more { deliveries.last().map(|d| d["id"].clone()) } else { None };
-    Ok(Json(json!({ "deliveries": deliveries, "has_more": has_more, "next_before": next_before })))
+    Ok(Json(json!({ "deliveries": deliveries, "has_more": next_before.is_some(), "next_before": next_before })))
 }
