@@ -383,7 +383,7 @@ async fn train_promote_score_and_export() {
     // Then a probability per class of the version, in its label order.
     let version_labels = api.get(Some(&analyst), &format!("/v1/models/{v1}")).body["label_names"].clone();
     let classes: Vec<String> =
-        version_labels.as_array().unwrap_or_else(|| panic!("{version_labels}")).iter().map(|l| format!("p_{}", l.as_str().unwrap())).collect();
+        version_labels.as_array().unwrap_or_else(|| panic!("{version_labels}")).iter().map(|l| format!("prob_{}", l.as_str().unwrap())).collect();
     assert_eq!(header[9..], classes.iter().map(String::as_str).collect::<Vec<_>>());
     let rows: Vec<Vec<String>> = csv_rows(&text);
     for r in &rows {
@@ -392,7 +392,7 @@ async fn train_promote_score_and_export() {
         assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{r:?}");
         assert_eq!(
             (classes[best].as_str(), p[best]),
-            (format!("p_{}", r[6]).as_str(), r[7].parse::<f64>().unwrap()),
+            (format!("prob_{}", r[6]).as_str(), r[7].parse::<f64>().unwrap()),
             "the label is the likeliest class: {r:?}"
         );
     }

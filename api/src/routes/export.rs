@@ -2,7 +2,7 @@
 //! go out as they are read) or Parquet (written to a temporary file page by page, then
 //! streamed), so memory stays flat whatever the corpus size. `span_start`/`span_end`
 //! are empty (CSV) or null (Parquet) for a target the document does not mention. After
-//! the fixed columns comes one `p_<label>` column per class of the job's model version
+//! the fixed columns comes one `prob_<label>` column per class of the job's model version
 //! (its label order): the class probabilities the scorer stored.
 
 use std::fs::File;
@@ -73,9 +73,9 @@ async fn page(state: &AppState, job: Uuid, after: (i64, i32)) -> Result<Vec<Pred
     sqlx::query_as(PAGE_SQL).bind(job).bind(after.0).bind(after.1).bind(PAGE).fetch_all(&state.pool).await
 }
 
-/// The probability columns' names: `p_` and each label.
+/// The probability columns' names: `prob_` and each label, as local scoring's Parquet names them.
 fn probability_columns(labels: &[String]) -> Vec<String> {
-    labels.iter().map(|l| format!("p_{l}")).collect()
+    labels.iter().map(|l| format!("prob_{l}")).collect()
 }
 
 /// Row `r`'s probability of class `i` (NaN if the scorer stored fewer classes).
@@ -260,7 +260,7 @@ mod tests {
         writer.into_inner().unwrap().flush().unwrap();
         let reader = SerializedFileReader::new(file).unwrap();
         let names: Vec<String> = reader.metadata().file_metadata().schema_descr().columns().iter().map(|c| c.name().to_owned()).collect();
-        assert_eq!(&names[9..], ["p_negative", "p_neutral", "p_positive"]);
+        assert_eq!(&names[9..], ["prob_negative", "prob_neutral", "prob_positive"]);
         // (aspect, span start, span end, class probabilities) of each row read back.
         type ReadBack = (String, Option<i32>, Option<i32>, [f32; 3]);
         let spans: Vec<ReadBack> = reader
