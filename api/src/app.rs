@@ -7,21 +7,21 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use axum::{Json, Router};
 use sqlx::PgPool;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{self, Caller, HasPool};
 use crate::routes::{access, data, export, jobs, models, schedules, webhooks};
 use crate::settings::{ApiSettings, Settings};
 
-/// The OpenAPI document, served at `/openapi.json`.
-pub const OPENAPI: &str = include_str!("../openapi.json");
-
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
-    /// The limits and the rest of `[api]` (README, "Limits and quotas").
+    /// The limits and the rest of `[api]` (docs/api.md, "Limits and quotas").
     pub api: Arc<ApiSettings>,
     /// Where uploads are spooled while they are read.
     pub upload_dir: PathBuf,
@@ -72,54 +72,61 @@ impl Application {
 }
 
 pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
-        .route("/me", get(access::me))
-        .route("/datasets", get(data::list_datasets).post(data::upload_dataset))
-        .route("/datasets/{id}", get(data::get_dataset))
-        .route("/datasets/{id}/errors", get(data::dataset_errors))
-        .route("/corpora", get(data::list_corpora).post(data::upload_corpus))
-        .route("/corpora/{id}", get(data::get_corpus))
-        .route("/corpora/{id}/errors", get(data::corpus_errors))
-        .route("/jobs", get(jobs::list_jobs))
-        .route("/jobs/train", post(jobs::submit_train))
-        .route("/jobs/score", post(jobs::submit_score))
-        .route("/jobs/sweep", post(jobs::submit_sweep))
-        .route("/jobs/{id}", get(jobs::get_job))
-        .route("/jobs/{id}/events", get(jobs::job_events))
-        .route("/jobs/{id}/metrics", get(jobs::job_metrics))
-        .route("/jobs/{id}/errors", get(jobs::job_errors))
-        .route("/jobs/{id}/cancel", post(jobs::cancel_job))
-        .route("/jobs/{id}/predictions", get(export::export_predictions))
-        .route("/base-models", get(jobs::list_base_models))
-        .route("/models", get(models::list_models))
-        .route("/models/compare", get(models::compare_models))
-        .route("/models/{id}", get(models::get_model))
-        .route("/models/{id}/promote", post(models::promote))
-        .route("/aliases", get(models::list_aliases))
-        .route("/aliases/{name}", put(models::set_alias))
-        .route("/schedules", get(schedules::list_schedules).post(schedules::create_schedule))
-        .route("/schedules/{id}", get(schedules::get_schedule).delete(schedules::delete_schedule))
-        .route("/webhooks", get(webhooks::list_webhooks).post(webhooks::create_webhook))
-        .route("/webhooks/{id}", axum::routing::delete(webhooks::delete_webhook))
-        .route("/webhooks/{id}/deliveries", get(webhooks::list_deliveries))
-        .route("/keys", get(access::list_keys).post(access::create_key))
-        .route("/keys/{id}", axum::routing::delete(access::revoke_key))
-        .route("/teams", post(access::create_team))
-        .route("/bi-logins", get(access::list_bi_logins).post(access::create_bi_login))
-        .route("/bi-logins/{name}", axum::routing::delete(access::drop_bi_login))
-        // Uploads are capped by `max_upload_bytes` while streaming, JSON bodies by
-        // `max_json_bytes` after the role check (`error::read_body`), not by axum's default.
-        .layer(DefaultBodyLimit::disable());
+    let (v1, _) = v1_routes().split_for_parts();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .merge(crate::dashboard::routes())
-        .nest("/v1", v1)
+        .merge(v1)
         // Outermost: the request id, the counting and the timing cover everything below.
         .layer(middleware::from_fn(crate::request_id::layer))
         .with_state(state)
+}
+
+/// Every `/v1` route with its OpenAPI description ([`crate::openapi`]).
+pub fn v1_routes() -> OpenApiRouter<AppState> {
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(access::me))
+        .routes(routes!(data::list_datasets, data::upload_dataset))
+        .routes(routes!(data::get_dataset))
+        .routes(routes!(data::dataset_errors))
+        .routes(routes!(data::list_corpora, data::upload_corpus))
+        .routes(routes!(data::get_corpus))
+        .routes(routes!(data::corpus_errors))
+        .routes(routes!(jobs::list_jobs))
+        .routes(routes!(jobs::submit_train))
+        .routes(routes!(jobs::submit_score))
+        .routes(routes!(jobs::submit_sweep))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::job_events))
+        .routes(routes!(jobs::job_metrics))
+        .routes(routes!(jobs::job_errors))
+        .routes(routes!(jobs::cancel_job))
+        .routes(routes!(export::export_predictions))
+        .routes(routes!(jobs::list_base_models))
+        .routes(routes!(models::list_models))
+        .routes(routes!(models::compare_models))
+        .routes(routes!(models::get_model))
+        .routes(routes!(models::promote))
+        .routes(routes!(models::download_artifact))
+        .routes(routes!(models::list_aliases))
+        .routes(routes!(models::set_alias))
+        .routes(routes!(schedules::list_schedules, schedules::create_schedule))
+        .routes(routes!(schedules::get_schedule, schedules::delete_schedule))
+        .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
+        .routes(routes!(webhooks::delete_webhook))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(access::list_keys, access::create_key))
+        .routes(routes!(access::revoke_key))
+        .routes(routes!(access::create_team))
+        .routes(routes!(access::list_bi_logins, access::create_bi_login))
+        .routes(routes!(access::drop_bi_login))
+        // Uploads are capped by `max_upload_bytes` while streaming, JSON bodies by
+        // `max_json_bytes` after the role check (`error::read_body`), not by axum's default.
+        .layer(DefaultBodyLimit::disable());
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi()).nest("/v1", v1)
 }
 
 /// Liveness: the process answers.
@@ -149,6 +156,9 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
     ([(header::CONTENT_TYPE, absa_platform::metrics::CONTENT_TYPE)], absa_platform::metrics::render()).into_response()
 }
 
+/// The OpenAPI document generated from the routes, made once.
 async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let json = DOCUMENT.get_or_init(|| crate::openapi::document().to_pretty_json().expect("the document serialises"));
+    ([(header::CONTENT_TYPE, "application/json")], json.as_str()).into_response()
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::error::{ApiError, ApiResult};
 
 /// Roles in increasing power: each can do what the ones before it can.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Reads its team's everything; uploads corpora; scores.

@@ -5,7 +5,8 @@
 //! - [`app`]: the router, probes, `/metrics`, `/openapi.json`; [`Application`] binds,
 //!   then serves until shutdown.
 //! - [`auth`]: API keys (hashed), roles, and the [`auth::Caller`] every `/v1` handler takes.
-//! - [`error`]: errors as HTTP statuses with `{"error": ..., "request_id": ...}` bodies.
+//! - [`error`]: errors as RFC 9457 problem+json answers.
+//! - [`openapi`]: the OpenAPI document, generated from the routes.
 //! - [`uploads`]: streamed uploads checked row by row.
 //! - [`idempotency`]: client `Idempotency-Key`s of submissions and uploads.
 //! - [`routes`]: the `/v1` handlers (data, jobs, models, schedules, access, export).
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod idempotency;
+pub mod openapi;
 pub mod request_id;
 pub mod routes;
 pub mod settings;

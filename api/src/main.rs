@@ -34,10 +34,18 @@ enum Command {
         #[arg(long, default_value = "bootstrap")]
         name: String,
     },
+    /// Print the OpenAPI document the routes make (what `/openapi.json` serves), then exit.
+    Openapi,
 }
 
 fn main() -> ExitCode {
-    cli::report(run(Cli::parse()))
+    let cli = Cli::parse();
+    // The document needs no configuration, database or runtime.
+    if let Some(Command::Openapi) = cli.command {
+        println!("{}", absa_api::openapi::document().to_pretty_json().expect("the document serialises"));
+        return ExitCode::SUCCESS;
+    }
+    cli::report(run(cli))
 }
 
 #[tokio::main]
@@ -56,6 +64,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
+        Command::Openapi => unreachable!("answered before start-up"),
         Command::Check => cli::check_services(&settings.database, &settings.amqp).await,
         Command::CreateKey { team, role, name } => {
             let pool = db::connect(&settings.database).await?;

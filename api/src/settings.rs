@@ -27,7 +27,7 @@ impl Default for HttpSettings {
     }
 }
 
-/// The API's limits (README, "Limits and quotas"); each is an `ABSA_API__*` variable.
+/// The API's limits (docs/api.md, "Limits and quotas"); each is an `ABSA_API__*` variable.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
 pub struct ApiSettings {

@@ -31,8 +31,8 @@ pub const LISTED_ERRORS: usize = 1_000;
 /// megabyte line; the quote is cut, the line number says where the rest is.
 pub const MAX_REASON_CHARS: usize = 300;
 
-/// A row error as the API reports it.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+/// A row error as the API reports it: the line (1-based; a Parquet file's row) and why.
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ReportedError {
     pub line: i64,
     pub reason: String,

@@ -44,6 +44,13 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// A file being downloaded.
+pub struct Download<R> {
+    pub len: Option<u64>,
+    pub etag: Option<String>,
+    pub body: R,
+}
+
 pub enum Method {
     Get,
     Post,
@@ -108,11 +115,13 @@ impl Client {
         read_reply(resp)
     }
 
-    /// GETs a file; the caller streams the body. Returns it with its length when known.
-    pub fn download(&self, path: &str, query: &[(&str, String)]) -> Result<(Option<u64>, impl Read)> {
+    /// GETs a file; the caller streams the body. Returns it with its length when known
+    /// and its `ETag` (unquoted).
+    pub fn download(&self, path: &str, query: &[(&str, String)]) -> Result<Download<impl Read>> {
         let resp = self.send(Method::Get, path, query, &[], SendBody::none())?;
         let len = resp.body().content_length();
-        Ok((len, resp.into_body().into_reader()))
+        let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(|v| v.trim_matches('"').to_owned());
+        Ok(Download { len, etag, body: resp.into_body().into_reader() })
     }
 
     /// Sends a request: the key added, transport failures and error statuses made errors.
@@ -125,7 +134,10 @@ impl Client {
             Method::Put => self.agent.put(&url),
         };
         if path.starts_with("/v1/") {
-            let key = self.key.as_deref().ok_or_else(|| anyhow!("no API key: pass --api-key, set ABSA_API_KEY, or put api_key in ~/.config/absa/cli.toml"))?;
+            let key = self
+                .key
+                .as_deref()
+                .ok_or_else(|| crate::exit::KeyRefused("no API key: pass --api-key, set ABSA_API_KEY, or put api_key in ~/.config/absa/cli.toml".into()))?;
             req = req.header("Authorization", format!("Bearer {key}"));
         }
         for (k, v) in query {

@@ -2,6 +2,7 @@
 
 mod client;
 mod config;
+mod exit;
 mod output;
 
 use std::io::{Read, Write};
@@ -13,14 +14,17 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
 
 use client::{ApiError, Client};
 use output::{count_of, fields, get, list, metric, percent, table, time, truncate};
 
 #[derive(Parser)]
 #[command(name = "absa", version, about = "Command-line client for the ABSA service's HTTP API")]
-#[command(after_help = "Settings: flags beat environment variables, which beat the config file \
-(~/.config/absa/cli.toml with keys api_url and api_key).")]
+#[command(after_help = concat!("Settings: flags beat environment variables, which beat the config file \
+(~/.config/absa/cli.toml with keys api_url and api_key).\n\n", "Exit codes: 0 done; 1 error; 2 usage; 3 no, unknown or too weak a key (401/403); \
+4 not found (404); 5 the watched job failed; 6 the watched job was cancelled; 7 conflict (409: promotion refused, \
+job already finished, name taken)."))]
 struct Cli {
     /// API base URL [env: ABSA_API_URL] [default: http://127.0.0.1:8080]
     #[arg(long, global = true, value_name = "URL", help_heading = "Global options")]
@@ -112,6 +116,20 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
     },
+    /// Download a model version's ONNX bundle or checkpoint: one tar, streamed, its
+    /// sha256 checked against the API's ETag
+    Download {
+        version_id: String,
+        /// onnx: fp32 and int8 graphs, tokenizer, manifest; checkpoint: Hugging Face layout
+        #[arg(long, value_enum, default_value = "onnx")]
+        artifact: Artifact,
+        /// Output file
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Print the completion script of a shell (bash, zsh, fish, elvish, powershell),
+    /// e.g. `absa completions bash > ~/.local/share/bash-completion/completions/absa`
+    Completions { shell: clap_complete::Shell },
     /// List retrain schedules
     Schedules,
     /// Add, show or remove a retrain schedule
@@ -352,6 +370,12 @@ enum Format {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum Artifact {
+    Onnx,
+    Checkpoint,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum ExportFormat {
     Csv,
     Parquet,
@@ -390,7 +414,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            exit::code(exit::of_error(&e))
         }
     }
 }
@@ -458,6 +482,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Promote { version_id, alias, metric } => return promote(&c, &version_id, &alias, metric, json),
         Command::Export { job_id, format, output } => export(&c, &job_id, format, &output)?,
+        Command::Download { version_id, artifact, output } => download(&c, &version_id, artifact, &output)?,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "absa", &mut std::io::stdout());
+        }
         Command::Schedules => show(&c.get("/v1/schedules", &[])?, &schedules_table),
         Command::Schedule(ScheduleCmd::Add { name, dataset, base_model, cron, on_new_rows, hyperparameters, promote, metric }) => {
             let mut body = json!({ "name": name, "dataset_id": dataset, "base_model": base_model, "on_new_rows": on_new_rows });
@@ -595,7 +623,7 @@ fn upload(c: &Client, u: Upload, json: bool) -> Result<ExitCode> {
         }
     }
     if what == "dataset" && me.get("role").and_then(Value::as_str) == Some("analyst") {
-        anyhow::bail!("uploading datasets needs the mlops role; this key has analyst");
+        return Err(exit::KeyRefused("uploading datasets needs the mlops role; this key has analyst".into()).into());
     }
     let content_type = match format {
         Format::Jsonl => "application/x-ndjson",
@@ -959,7 +987,7 @@ fn watch(c: &Client, id: &str, json: bool) -> Result<ExitCode> {
         Some(err) => eprintln!("job {} {state}: {err}", get(&job, "id")),
         None => eprintln!("job {} {state}", get(&job, "id")),
     }
-    Ok(ExitCode::FAILURE)
+    Ok(exit::code(exit::of_job_state(&state)))
 }
 
 /// Whether any of `items` has the number `key` (stance's F_avg is only there for labels
@@ -1081,7 +1109,7 @@ fn promote(c: &Client, version_id: &str, alias: &str, metric: Metric, json: bool
             }
         }
     }
-    Ok(if promoted { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if promoted { ExitCode::SUCCESS } else { exit::code(exit::CONFLICT) })
 }
 
 // ---- export ----
@@ -1092,14 +1120,37 @@ fn export(c: &Client, job_id: &str, format: Option<ExportFormat>, output: &Path)
         Some(e) if e.eq_ignore_ascii_case("parquet") => ExportFormat::Parquet,
         _ => ExportFormat::Csv,
     });
-    let (len, mut body) = c.download(&job_path(job_id, "/predictions"), &[("format", name_of(format))])?;
+    let mut download = c.download(&job_path(job_id, "/predictions"), &[("format", name_of(format))])?;
     if to_stdout {
         let mut out = std::io::stdout().lock();
-        std::io::copy(&mut body, &mut out).context("streaming predictions to standard output")?;
+        std::io::copy(&mut download.body, &mut out).context("streaming predictions to standard output")?;
         out.flush()?;
         return Ok(());
     }
-    // Written beside the target and renamed at the end: a failed download leaves no partial file.
+    let (n, _) = save(download.body, download.len, output, "predictions")?;
+    eprintln!("wrote {} bytes of {} to {}", output::count(n as i64), name_of(format), output.display());
+    Ok(())
+}
+
+/// `absa download`: the artifact saved to `output`, refused (and not left behind) when
+/// its sha256 differs from the ETag the API sent.
+fn download(c: &Client, version_id: &str, artifact: Artifact, output: &Path) -> Result<()> {
+    let what = name_of(artifact);
+    let download = c.download(&format!("/v1/models/{}/artifacts/{what}", seg(version_id)), &[])?;
+    let expected = download.etag.clone();
+    let (n, sha256) = save(download.body, download.len, output, &format!("the {what} artifact"))?;
+    if let Some(expected) = expected.filter(|e| *e != sha256) {
+        let _ = std::fs::remove_file(output);
+        bail!("the downloaded {what} artifact has sha256 {sha256}, the API said {expected}: removed {}", output.display());
+    }
+    eprintln!("wrote {} bytes ({what}, sha256 {sha256}) to {}", output::count(n as i64), output.display());
+    Ok(())
+}
+
+/// Streams `body` into `output` with a progress bar, hashing it on the way; written
+/// beside the target and renamed at the end, so a failed download leaves no partial
+/// file. Returns the bytes written and their sha256 (hex).
+fn save(body: impl Read, len: Option<u64>, output: &Path, what: &str) -> Result<(u64, String)> {
     let mut part = output.as_os_str().to_owned();
     part.push(".part");
     let part = PathBuf::from(part);
@@ -1109,23 +1160,36 @@ fn export(c: &Client, job_id: &str, format: Option<ExportFormat>, output: &Path)
         ),
         None => ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} downloading {bytes} {bytes_per_sec}").expect("valid template")),
     };
-    let result = (|| -> Result<u64> {
-        let mut file = std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
-        let n = std::io::copy(&mut bar.wrap_read(&mut body), &mut file).context("downloading predictions")?;
-        file.sync_all()?;
+    let result = (|| -> Result<(u64, String)> {
+        let file = std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
+        let mut hashing = HashingWriter { inner: file, hasher: Sha256::new() };
+        let n = std::io::copy(&mut bar.wrap_read(body), &mut hashing).with_context(|| format!("downloading {what}"))?;
+        hashing.inner.sync_all()?;
         std::fs::rename(&part, output).with_context(|| format!("renaming {} to {}", part.display(), output.display()))?;
-        Ok(n)
+        Ok((n, format!("{:x}", hashing.hasher.finalize())))
     })();
     bar.finish_and_clear();
-    match result {
-        Ok(n) => {
-            eprintln!("wrote {} bytes of {} to {}", output::count(n as i64), name_of(format), output.display());
-            Ok(())
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&part);
-            Err(e)
-        }
+    if result.is_err() {
+        let _ = std::fs::remove_file(&part);
+    }
+    result
+}
+
+/// A writer that hashes what passes through it.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 

@@ -112,7 +112,7 @@ pub async fn create_login(pool: &PgPool, team_id: Uuid, role_name: &str, passwor
 }
 
 /// Why BI logins cannot be made in a database the superuser's part was not run in.
-const NOT_PROVISIONED: &str = "BI logins are not set up in this database: a superuser must run scripts/provision-postgres.sql in it (README, Deploying)";
+const NOT_PROVISIONED: &str = "BI logins are not set up in this database: a superuser must run scripts/provision-postgres.sql in it (docs/deploying.md)";
 
 /// A team's BI logins and when each expires (`None`: never).
 pub async fn list_logins(pool: &PgPool, team_id: Uuid) -> Result<Vec<(String, Option<DateTime<Utc>>)>> {

@@ -84,6 +84,33 @@ pub const HYPERPARAMETERS: [Hyperparameter; 19] = [
     Hyperparameter { name: "precision", range: Range::Choice(&["auto", "fp32", "bf16"]) },
 ];
 
+/// [`HYPERPARAMETERS`] as the API documents them: an object with one optional property
+/// per hyperparameter, its type and range, and no others (unknown names are refused).
+pub fn hyperparameters_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let mut object = ObjectBuilder::new()
+        .description(Some("Training settings; each is optional (the recipe's default applies) and checked against its range"))
+        .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)));
+    for h in HYPERPARAMETERS {
+        let property = match h.range {
+            Range::Float { min, max, min_exclusive, max_exclusive } => {
+                let p = ObjectBuilder::new().schema_type(Type::Number);
+                let p = if min_exclusive { p.exclusive_minimum(Some(min)) } else { p.minimum(Some(min)) };
+                if max_exclusive {
+                    p.exclusive_maximum(Some(max))
+                } else {
+                    p.maximum(Some(max))
+                }
+            }
+            Range::Int { min, max } => ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(min as f64)).maximum(Some(max as f64)),
+            Range::Choice(choices) => ObjectBuilder::new().schema_type(Type::String).enum_values(Some(choices.iter().copied())),
+            Range::Bool => ObjectBuilder::new().schema_type(Type::Boolean),
+        };
+        object = object.property(h.name, property);
+    }
+    object.build()
+}
+
 /// The names of [`HYPERPARAMETERS`], for messages.
 pub fn hyperparameter_names() -> String {
     HYPERPARAMETERS.iter().map(|h| h.name).collect::<Vec<_>>().join(", ")
@@ -294,7 +321,7 @@ pub mod score {
     /// A target every document of a score job is scored toward (stance toward a party, a
     /// policy), whether or not the text mentions it; `aliases` are other words for it
     /// that the text may use. Stored once, in the parent score job (`parameters.targets`).
-    #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+    #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
     #[serde(deny_unknown_fields)]
     pub struct StanceTarget {
         pub name: String,

@@ -14,7 +14,7 @@ use crate::{PlatformError, Result};
 pub const CANDIDATE: &str = "candidate";
 
 /// Which validation figure decides a promotion.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PromotionMetric {
     #[default]
@@ -51,7 +51,7 @@ impl PromotionMetric {
 }
 
 /// "Promote the new version to `alias` if it beats the current one on `metric`."
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromotionPolicy {
     #[serde(default = "production")]
@@ -71,7 +71,7 @@ impl Default for PromotionPolicy {
 }
 
 /// What a promotion attempt decided, with the figures it compared.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Promotion {
     pub promoted: bool,
     pub alias: String,

@@ -30,7 +30,7 @@ pub const MAX_CONCURRENCY: usize = 32;
 /// Median stopping: after `after_epoch`, a running child whose validation figure at
 /// its latest epoch is below the median of the other children's at the same epoch is
 /// cancelled, once at least `min_others` others have reached that epoch.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MedianStopping {
     #[serde(default = "two")]
@@ -50,7 +50,7 @@ fn default_concurrency() -> usize {
 }
 
 /// How a sweep picks its winner.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChooseBy {
     /// Trials that differ only in `seed` are repeats of one setting, and each child
@@ -66,19 +66,22 @@ pub enum ChooseBy {
 }
 
 /// A sweep job's parameters.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SweepSpec {
     pub dataset_id: Uuid,
     pub base_model: String,
     /// Shared by every trial; a trial's values override these.
     #[serde(default)]
+    #[schema(schema_with = crate::job_spec::hyperparameters_schema)]
     pub hyperparameters: Map<String, Value>,
-    /// Every combination of these values is a trial ...
+    /// Every combination of these values is a trial (hyperparameter name to its values) ...
     #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, Vec<Value>>>)]
     pub grid: Option<BTreeMap<String, Vec<Value>>>,
-    /// ... or these trials as listed.
+    /// ... or these trials as listed (each a set of hyperparameters).
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
     pub trials: Option<Vec<Map<String, Value>>>,
     #[serde(default)]
     pub labels: Option<Vec<String>>,

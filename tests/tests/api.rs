@@ -353,6 +353,15 @@ async fn train_promote_score_and_export() {
     assert_eq!(refused.body["current"].as_f64(), Some(f1(&v1)));
     let model = api.get(Some(&analyst), &format!("/v1/models/{v1}")).body;
     assert_eq!(model["aliases"], json!(["production"]), "{model}");
+    // Versions page newest first and filter by base model and dataset.
+    let page = api.get(Some(&analyst), "/v1/models?limit=1").body;
+    assert_eq!((page["models"][0]["id"].as_str(), page["has_more"].as_bool()), (Some(v2.as_str()), Some(true)), "{page}");
+    let after = page["next_after"].as_str().unwrap();
+    let page = api.get(Some(&analyst), &format!("/v1/models?limit=1&after={after}")).body;
+    assert_eq!((page["models"][0]["id"].as_str(), page["has_more"].as_bool()), (Some(v1.as_str()), Some(false)), "{page}");
+    let count = |query: &str| api.get(Some(&analyst), &format!("/v1/models?{query}")).body["models"].as_array().map(Vec::len);
+    assert_eq!(count(&format!("base_model=all-minilm-l6-v2&dataset_id={dataset}")), Some(2));
+    assert_eq!((count("base_model=xlm-roberta-base"), count(&format!("dataset_id={}", Uuid::new_v4()))), (Some(0), Some(0)));
     assert_eq!(model["lineage"]["training_job_id"], job1.as_str());
     let _ = job2;
 
@@ -609,7 +618,7 @@ async fn named_targets_in_datasets_corpora_and_score_jobs() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn jobs_and_job_events_page_by_cursor_with_time_filters() {
+async fn lists_and_job_events_page_by_cursor_with_filters() {
     let svc = Service::start().await;
     let admin = svc.bootstrap_key("paging");
     let (mlops, _) = svc.key(&admin, "mlops");
@@ -673,5 +682,36 @@ async fn jobs_and_job_events_page_by_cursor_with_time_filters() {
     let second = api.get(Some(&mlops), &format!("/v1/jobs/{job}/events?limit=1&after={next}")).body;
     assert_eq!((second["events"][0]["kind"].as_str(), second["has_more"].as_bool()), (Some("cancelled"), Some(false)), "{second}");
     assert_eq!(api.get(Some(&mlops), &format!("/v1/jobs/{job}/events?limit=0")).status, 422);
+
+    // Datasets and corpora page the same way, newest first, and filter by name.
+    for name in ["paging-b", "paging-c"] {
+        let a = api.upload(Some(&mlops), &format!("/v1/datasets?name={name}"), jsonl(&laptops("train")[..3]).as_bytes());
+        assert_eq!(a.status, 201, "{a:?}");
+        let a = api.upload(Some(&mlops), &format!("/v1/corpora?name={name}"), jsonl(&laptops("test")[..3]).as_bytes());
+        assert_eq!(a.status, 201, "{a:?}");
+    }
+    // Every page of `list` (its items under `field`) at `limit` a page: the names, and the page count.
+    let walk = |list: &str, field: &str, limit: usize| -> (Vec<String>, usize) {
+        let (mut names, mut after, mut pages) = (Vec::new(), None::<String>, 0);
+        loop {
+            let cursor = after.as_ref().map(|a| format!("&after={a}")).unwrap_or_default();
+            let page = api.get(Some(&mlops), &format!("{list}?limit={limit}{cursor}")).body;
+            pages += 1;
+            let items = page[field].as_array().unwrap_or_else(|| panic!("{list}: {page}"));
+            assert!(items.len() <= limit, "{page}");
+            names.extend(items.iter().map(|i| i["name"].as_str().unwrap().to_owned()));
+            match page["next_after"].as_str() {
+                Some(next) => after = Some(next.to_owned()),
+                None => return (names, pages),
+            }
+        }
+    };
+    assert_eq!(walk("/v1/datasets", "datasets", 2), (vec!["paging-c".into(), "paging-b".into(), "paging".into()], 2));
+    assert_eq!(walk("/v1/corpora", "corpora", 1), (vec!["paging-c".into(), "paging-b".into()], 2));
+    let named = api.get(Some(&mlops), "/v1/datasets?name=paging-b").body;
+    assert_eq!((named["datasets"].as_array().unwrap().len(), named["datasets"][0]["rows"].as_i64()), (1, Some(3)), "{named}");
+    for path in ["/v1/datasets?limit=0", "/v1/corpora?after=nonsense", "/v1/models?limit=1001"] {
+        assert_eq!(api.get(Some(&mlops), path).status, 422, "{path}");
+    }
     svc.stop().await;
 }

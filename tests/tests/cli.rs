@@ -5,7 +5,7 @@
 //! Covers: `me`; `keys create` for an analyst and an mlops key; dataset uploads with row
 //! errors by line (and the analyst's 403); a CSV corpus upload; `datasets`, `corpora`;
 //! `train` twice with one idempotency key (one job), `jobs`, `job`, `cancel`, `watch`
-//! (exit 1 for a cancelled job); `schedule add`, `schedules`, `schedule show`,
+//! (exit 6 for a cancelled job; 3 for 401/403, 4 for 404, 7 for 409); `schedule add`, `schedules`, `schedule show`,
 //! `schedule rm`; `promote` of an unknown version (404); an unreachable API; no key at
 //! all (refused before anything is sent); a config file named but missing.
 //! No trainer or scorer runs: the training job is cancelled before anything claims it.
@@ -200,7 +200,7 @@ fn the_cli_drives_the_api() {
     let file = file.to_str().unwrap();
 
     let denied = svc.absa(Some(&analyst), &["upload", "dataset", file, "--name", "laptops"]);
-    assert_eq!(denied.code, Some(1), "{denied:?}");
+    assert_eq!(denied.code, Some(3), "a role too weak: {denied:?}");
     // Checked before sending (GET /v1/me), so a large file gets the reason, not a broken pipe.
     assert!(denied.stderr.contains("error: uploading datasets needs the mlops role; this key has analyst"), "{denied:?}");
     assert!(denied.stdout.is_empty(), "{denied:?}");
@@ -243,7 +243,7 @@ fn the_cli_drives_the_api() {
     // Training: the same idempotency key twice is one job.
     let submit = ["train", "--dataset", &dataset, "--base-model", "all-minilm-l6-v2", "--epochs", "1", "--idempotency-key", "k1"];
     let denied = svc.absa(Some(&analyst), &submit);
-    assert!(denied.code == Some(1) && denied.stderr.contains("HTTP 403 Forbidden: this needs the mlops role"), "{denied:?}");
+    assert!(denied.code == Some(3) && denied.stderr.contains("HTTP 403 Forbidden: this needs the mlops role"), "{denied:?}");
     let first = svc.json(&mlops, &submit);
     let again = svc.json(&mlops, &submit);
     let job = str_of(&first, "id");
@@ -265,23 +265,23 @@ fn the_cli_drives_the_api() {
     let out = svc.ok(&mlops, &["cancel", &job]);
     assert_eq!(out, format!("job {job} cancelled\n"));
     let again = svc.absa(Some(&mlops), &["cancel", &job]);
-    assert!(again.code == Some(1) && again.stderr.starts_with("error: HTTP 409 Conflict: "), "{again:?}");
+    assert!(again.code == Some(7) && again.stderr.starts_with("error: HTTP 409 Conflict: "), "{again:?}");
     assert_eq!(field(&svc.ok(&analyst, &["job", &job]), "state").as_deref(), Some("cancelled"));
     let table = svc.ok(&analyst, &["jobs", "--state", "cancelled"]);
     assert_eq!(row(&table, &job).map(|c| c[2].clone()).as_deref(), Some("cancelled"), "{table}");
     let watched = svc.absa(Some(&analyst), &["watch", &job]);
-    assert_eq!(watched.code, Some(1), "a cancelled job: {watched:?}");
+    assert_eq!(watched.code, Some(6), "a cancelled job: {watched:?}");
     assert!(watched.stderr.lines().last() == Some(&format!("job {job} cancelled")), "{watched:?}");
     assert!(watched.stdout.is_empty(), "{watched:?}");
     let watched = svc.absa(Some(&analyst), &["--json", "watch", &job]);
-    assert_eq!(watched.code, Some(1), "{watched:?}");
+    assert_eq!(watched.code, Some(6), "{watched:?}");
     let final_job: Value = serde_json::from_str(&watched.stdout).unwrap_or_else(|e| panic!("{e}: {watched:?}"));
     assert_eq!(final_job["state"], "cancelled");
 
     // A retrain schedule on a cron (no scheduler runs, so it never fires here).
     let add = ["schedule", "add", "--name", "nightly", "--dataset", &dataset, "--base-model", "all-minilm-l6-v2", "--cron", "0 3 * * *", "--hp", "epochs=1"];
     let denied = svc.absa(Some(&analyst), &add);
-    assert!(denied.code == Some(1) && denied.stderr.contains("HTTP 403 Forbidden"), "{denied:?}");
+    assert!(denied.code == Some(3) && denied.stderr.contains("HTTP 403 Forbidden"), "{denied:?}");
     let bad = svc.absa(Some(&mlops), &["schedule", "add", "--name", "bad", "--dataset", &dataset, "--base-model", "all-minilm-l6-v2", "--cron", "61 * * * *"]);
     assert!(bad.code == Some(1) && bad.stderr.starts_with("error: HTTP 422 Unprocessable Entity: "), "{bad:?}");
     let out = svc.ok(&mlops, &add);
@@ -298,18 +298,18 @@ fn the_cli_drives_the_api() {
     assert_eq!(out, format!("schedule {schedule} deleted\n"));
     assert!(row(&svc.ok(&analyst, &["schedules"]), &schedule).is_none(), "still listed after rm");
     let gone = svc.absa(Some(&mlops), &["schedule", "rm", &schedule]);
-    assert!(gone.code == Some(1) && gone.stderr.contains(&format!("HTTP 404 Not Found: schedule {schedule} not found")), "{gone:?}");
+    assert!(gone.code == Some(4) && gone.stderr.contains(&format!("HTTP 404 Not Found: schedule {schedule} not found")), "{gone:?}");
 
     // Promoting a version that does not exist: the server's 404.
     let unknown = Uuid::new_v4().to_string();
     let out = svc.absa(Some(&mlops), &["promote", &unknown]);
-    assert_eq!(out.code, Some(1), "{out:?}");
+    assert_eq!(out.code, Some(4), "{out:?}");
     assert_eq!(out.stderr.trim_end(), format!("error: HTTP 404 Not Found: model version {unknown} not found"), "{out:?}");
     assert!(out.stdout.is_empty(), "{out:?}");
 
     // A made-up key: 401 with the server's message.
     let out = svc.absa(Some("absa_not-a-key"), &["me"]);
-    assert!(out.code == Some(1) && out.stderr.starts_with("error: HTTP 401 Unauthorized: "), "{out:?}");
+    assert!(out.code == Some(3) && out.stderr.starts_with("error: HTTP 401 Unauthorized: "), "{out:?}");
 
     // Nothing listening: the flag beats ABSA_API_URL, and the message names the URL.
     let out = svc.absa(Some(&admin), &["--api-url", "http://127.0.0.1:1", "me"]);
@@ -321,15 +321,21 @@ fn the_cli_drives_the_api() {
     listener.set_nonblocking(true).unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let out = run_absa(&svc.dir, Some(&url), None, &["me"]);
-    assert_eq!(out.code, Some(1), "{out:?}");
+    assert_eq!(out.code, Some(3), "{out:?}");
     assert!(out.stderr.starts_with("error: no API key: pass --api-key, set ABSA_API_KEY"), "{out:?}");
     assert!(matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock), "absa connected without a key");
     let out = run_absa(&svc.dir, Some(&url), Some(""), &["jobs"]);
-    assert!(out.code == Some(1) && out.stderr.starts_with("error: no API key"), "an empty key counts as none: {out:?}");
+    assert!(out.code == Some(3) && out.stderr.starts_with("error: no API key"), "an empty key counts as none: {out:?}");
 
     // A config file that is named but missing is an error, not silently skipped.
     let out = svc.absa(Some(&admin), &["--config", svc.dir.join("missing.toml").to_str().unwrap(), "me"]);
     assert!(out.code == Some(1) && out.stderr.contains("reading config file"), "{out:?}");
+
+    // Completion scripts for the shells, naming the commands.
+    for shell in ["bash", "zsh", "fish"] {
+        let script = svc.ok(&admin, &["completions", shell]);
+        assert!(script.contains("absa") && script.contains("download") && script.contains("watch"), "{shell}: {script}");
+    }
 
     eprintln!("the CLI test took {:.1}s", started.elapsed().as_secs_f64());
 }

@@ -4,51 +4,87 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::{self, Caller, Role};
 use crate::error::{read_json, ApiError, ApiResult};
 
-pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    let team: String = sqlx::query_scalar("SELECT name FROM teams WHERE id = $1").bind(caller.team_id).fetch_one(&state.pool).await?;
-    Ok(Json(
-        json!({ "team_id": caller.team_id, "team": team, "role": caller.role.as_str(), "key_id": caller.key_id, "max_upload_bytes": state.api.max_upload_bytes }),
-    ))
+/// The caller: its team, its key's role, and the upload limit it works under.
+#[derive(Serialize, ToSchema)]
+pub struct Me {
+    team_id: Uuid,
+    team: String,
+    role: Role,
+    key_id: Uuid,
+    max_upload_bytes: u64,
 }
 
-#[derive(Deserialize)]
+#[utoipa::path(get, path = "/me", tag = "access", responses((status = 200, body = Me)))]
+pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Me>> {
+    let team: String = sqlx::query_scalar("SELECT name FROM teams WHERE id = $1").bind(caller.team_id).fetch_one(&state.pool).await?;
+    Ok(Json(Me { team_id: caller.team_id, team, role: caller.role, key_id: caller.key_id, max_upload_bytes: state.api.max_upload_bytes }))
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
     name: String,
     role: Role,
 }
 
+/// A new key; `key` is shown this once (only its hash is stored).
+#[derive(Serialize, ToSchema)]
+pub struct CreatedKey {
+    id: Uuid,
+    name: String,
+    role: Role,
+    key: String,
+}
+
+#[utoipa::path(post, path = "/keys", tag = "access", request_body = NewKey, responses((status = 201, body = CreatedKey)))]
 pub async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
     caller.require(Role::Admin)?;
     let req: NewKey = read_json(&headers, body, state.api.max_json_bytes).await?;
     let (id, key) = auth::create_key(&state.pool, caller.team_id, &req.name, req.role).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "id": id, "name": req.name, "role": req.role, "key": key }))))
+    Ok((StatusCode::CREATED, Json(CreatedKey { id, name: req.name, role: req.role, key })))
 }
 
-pub async fn list_keys(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+/// A key of the team (never its secret).
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct Key {
+    id: Uuid,
+    name: String,
+    /// analyst, mlops or admin.
+    role: String,
+    created_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyList {
+    keys: Vec<Key>,
+}
+
+#[utoipa::path(get, path = "/keys", tag = "access", responses((status = 200, body = KeyList)))]
+pub async fn list_keys(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<KeyList>> {
     caller.require(Role::Admin)?;
-    type KeyRow = (Uuid, String, String, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>);
-    let rows: Vec<KeyRow> = sqlx::query_as("SELECT id, name, role, created_at, revoked_at FROM api_keys WHERE team_id = $1 ORDER BY created_at")
+    let keys: Vec<Key> = sqlx::query_as("SELECT id, name, role, created_at, revoked_at FROM api_keys WHERE team_id = $1 ORDER BY created_at")
         .bind(caller.team_id)
         .fetch_all(&state.pool)
         .await?;
-    let keys: Vec<Value> = rows.into_iter().map(|(id, n, r, c, rv)| json!({"id": id, "name": n, "role": r, "created_at": c, "revoked_at": rv})).collect();
-    Ok(Json(json!({ "keys": keys })))
+    Ok(Json(KeyList { keys }))
 }
 
+#[utoipa::path(delete, path = "/keys/{id}", tag = "access", params(("id" = Uuid, Path, description = "the key's id")), responses((status = 204, description = "revoked")))]
 pub async fn revoke_key(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<StatusCode> {
     caller.require(Role::Admin)?;
     let done = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND team_id = $2 AND revoked_at IS NULL")
@@ -62,20 +98,29 @@ pub async fn revoke_key(State(state): State<AppState>, caller: Caller, Path(id):
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTeam {
     name: String,
 }
 
+/// A new team and its first admin key (shown this once).
+#[derive(Serialize, ToSchema)]
+pub struct CreatedTeam {
+    team_id: Uuid,
+    name: String,
+    admin_key: String,
+}
+
 /// A new team with its first admin key (shown once). Only admins of the platform team
 /// (`api.platform_team`) may: a team's own admin manages that team, not the service.
+#[utoipa::path(post, path = "/teams", tag = "access", request_body = NewTeam, responses((status = 201, body = CreatedTeam)))]
 pub async fn create_team(
     State(state): State<AppState>,
     caller: Caller,
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<CreatedTeam>)> {
     caller.require(Role::Admin)?;
     let platform_admin = match &state.api.platform_team {
         Some(name) => {
@@ -101,10 +146,10 @@ pub async fn create_team(
         return Err(ApiError::Conflict("that team name is taken".into()));
     }
     let (_, key) = auth::create_key(&state.pool, id, "admin", Role::Admin).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "team_id": id, "name": req.name, "admin_key": key }))))
+    Ok((StatusCode::CREATED, Json(CreatedTeam { team_id: id, name: req.name, admin_key: key })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewBiLogin {
     role_name: String,
@@ -113,13 +158,32 @@ pub struct NewBiLogin {
     valid_days: Option<i64>,
 }
 
+/// The views a BI login reads (its team's rows only).
+const BI_VIEWS: [&str; 4] = ["bi_sentiment", "bi_stance", "bi_daily_aspect_sentiment", "bi_daily_stance"];
+
+/// A BI login: a Postgres role that reads its team's BI views until `valid_until`.
+#[derive(Serialize, ToSchema)]
+pub struct BiLogin {
+    role_name: String,
+    valid_until: Option<DateTime<Utc>>,
+    /// Only in the answer that creates it: the views it may read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    views: Option<Vec<String>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BiLoginList {
+    bi_logins: Vec<BiLogin>,
+}
+
 /// A Postgres login that reads only this team's BI views, expiring after `valid_days`.
+#[utoipa::path(post, path = "/bi-logins", tag = "access", request_body = NewBiLogin, responses((status = 201, body = BiLogin)))]
 pub async fn create_bi_login(
     State(state): State<AppState>,
     caller: Caller,
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<BiLogin>)> {
     caller.require(Role::Admin)?;
     let req: NewBiLogin = read_json(&headers, body, state.api.max_json_bytes).await?;
     let days = req.valid_days.unwrap_or(90);
@@ -128,23 +192,21 @@ pub async fn create_bi_login(
     }
     let valid_until = chrono::Utc::now() + chrono::Duration::days(days);
     absa_platform::bi::create_login(&state.pool, caller.team_id, &req.role_name, &req.password, Some(valid_until)).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(
-            json!({ "role_name": req.role_name, "valid_until": valid_until, "views": ["bi_sentiment", "bi_stance", "bi_daily_aspect_sentiment", "bi_daily_stance"] }),
-        ),
-    ))
+    let views = Some(BI_VIEWS.map(str::to_owned).to_vec());
+    Ok((StatusCode::CREATED, Json(BiLogin { role_name: req.role_name, valid_until: Some(valid_until), views })))
 }
 
 /// The team's BI logins and when they expire.
-pub async fn list_bi_logins(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/bi-logins", tag = "access", responses((status = 200, body = BiLoginList)))]
+pub async fn list_bi_logins(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<BiLoginList>> {
     caller.require(Role::Admin)?;
     let logins = absa_platform::bi::list_logins(&state.pool, caller.team_id).await?;
-    let logins: Vec<Value> = logins.into_iter().map(|(name, until)| json!({ "role_name": name, "valid_until": until })).collect();
-    Ok(Json(json!({ "bi_logins": logins })))
+    let bi_logins = logins.into_iter().map(|(role_name, valid_until)| BiLogin { role_name, valid_until, views: None }).collect();
+    Ok(Json(BiLoginList { bi_logins }))
 }
 
 /// Drops one of the team's BI logins (404 for another team's or an unknown name).
+#[utoipa::path(delete, path = "/bi-logins/{name}", tag = "access", params(("name" = String, Path, description = "the login's role name")), responses((status = 204, description = "dropped")))]
 pub async fn drop_bi_login(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<StatusCode> {
     caller.require(Role::Admin)?;
     if absa_platform::bi::validate_role_name(&name).is_err() || !absa_platform::bi::drop_login(&state.pool, caller.team_id, &name).await? {

@@ -1,27 +1,34 @@
 //! `/v1/datasets` and `/v1/corpora`: streamed uploads, listings and row errors.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use absa_domain::records::Columns;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sqlx::{PgConnection, Row};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::paging::{self, NamedPage};
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::idempotency;
 use crate::uploads::{self, DocumentRow, Parsed, ReportedError, LISTED_ERRORS};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DatasetUpload {
+    /// The dataset's name: a new one is created, an existing one gains the rows.
     name: String,
+    /// jsonl (default), csv or parquet.
     format: Option<String>,
+    /// train (default), validation or test.
     split: Option<String>,
     /// Comma-separated label names; rows with other labels are row errors.
     labels: Option<String>,
@@ -34,10 +41,39 @@ pub struct DatasetUpload {
     label_column: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CorpusUpload {
+    /// The corpus's name: a new one is created, an existing one gains the documents.
     name: String,
+    /// jsonl (default), csv or parquet.
     format: Option<String>,
+}
+
+/// What a dataset upload stored, and the rows it refused (the first 1,000 listed;
+/// `/v1/datasets/{id}/errors` pages them all).
+#[derive(Serialize, ToSchema)]
+pub struct DatasetUploaded {
+    dataset_id: Uuid,
+    name: String,
+    split: String,
+    rows_added: u64,
+    rows_total: i64,
+    error_count: usize,
+    errors_stored: usize,
+    errors: Vec<ReportedError>,
+}
+
+/// What a corpus upload stored, and the rows it refused (the first 1,000 listed).
+#[derive(Serialize, ToSchema)]
+pub struct CorpusUploaded {
+    corpus_id: Uuid,
+    name: String,
+    documents_added: u64,
+    documents_total: i64,
+    error_count: usize,
+    errors_stored: usize,
+    errors: Vec<ReportedError>,
 }
 
 fn check_name(name: &str) -> ApiResult<()> {
@@ -115,6 +151,13 @@ async fn finish_upload(
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
+/// Rows of labelled aspects (or stance targets) as JSONL, CSV or Parquet, streamed and
+/// checked row by row: good rows are stored, bad ones listed with their line and reason.
+/// An `Idempotency-Key` header makes a retried upload answer the first one's result.
+#[utoipa::path(post, path = "/datasets", tag = "data", params(DatasetUpload),
+    request_body(description = "The file's bytes", content(
+        (String = "application/x-ndjson"), (String = "text/csv"), (inline(crate::openapi::Bytes) = "application/vnd.apache.parquet"))),
+    responses((status = 201, body = DatasetUploaded), (status = 200, description = "the same Idempotency-Key and file again: the first answer", body = DatasetUploaded)))]
 pub async fn upload_dataset(
     State(state): State<AppState>,
     caller: Caller,
@@ -196,12 +239,27 @@ pub async fn upload_dataset(
         .execute(&mut *tx)
         .await?;
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM dataset_rows WHERE dataset_id = $1").bind(dataset_id).fetch_one(&mut *tx).await?;
-    let listed: Vec<&ReportedError> = errors.kept.iter().take(LISTED_ERRORS).collect();
-    let answer = json!({ "dataset_id": dataset_id, "name": q.name, "split": split, "rows_added": added, "rows_total": total,
-                         "error_count": errors.count, "errors_stored": errors.kept.len(), "errors": listed });
+    let listed: Vec<ReportedError> = errors.kept.iter().take(LISTED_ERRORS).cloned().collect();
+    let answer = DatasetUploaded {
+        dataset_id,
+        name: q.name,
+        split,
+        rows_added: added,
+        rows_total: total,
+        error_count: errors.count,
+        errors_stored: errors.kept.len(),
+        errors: listed,
+    };
+    let answer = serde_json::to_value(answer).expect("an answer serialises");
     finish_upload(&state, tx, caller.team_id, key.as_ref(), answer, spooled.bytes, added).await
 }
 
+/// Documents to score (`id`, `text`, optional aspects or targets) as JSONL, CSV or
+/// Parquet, checked row by row like datasets.
+#[utoipa::path(post, path = "/corpora", tag = "data", params(CorpusUpload),
+    request_body(description = "The file's bytes", content(
+        (String = "application/x-ndjson"), (String = "text/csv"), (inline(crate::openapi::Bytes) = "application/vnd.apache.parquet"))),
+    responses((status = 201, body = CorpusUploaded), (status = 200, description = "the same Idempotency-Key and file again: the first answer", body = CorpusUploaded)))]
 pub async fn upload_corpus(
     State(state): State<AppState>,
     caller: Caller,
@@ -283,66 +341,143 @@ pub async fn upload_corpus(
     errors.kept.sort_by_key(|e| e.line);
     store_errors(&mut tx, "corpus_id", corpus_id, &errors.kept).await?;
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM documents WHERE corpus_id = $1").bind(corpus_id).fetch_one(&mut *tx).await?;
-    let listed: Vec<&ReportedError> = errors.kept.iter().take(LISTED_ERRORS).collect();
-    let answer = json!({ "corpus_id": corpus_id, "name": q.name, "documents_added": added, "documents_total": total,
-                         "error_count": errors.count, "errors_stored": errors.kept.len(), "errors": listed });
+    let listed: Vec<ReportedError> = errors.kept.iter().take(LISTED_ERRORS).cloned().collect();
+    let answer = CorpusUploaded {
+        corpus_id,
+        name: q.name,
+        documents_added: added,
+        documents_total: total,
+        error_count: errors.count,
+        errors_stored: errors.kept.len(),
+        errors: listed,
+    };
+    let answer = serde_json::to_value(answer).expect("an answer serialises");
     finish_upload(&state, tx, caller.team_id, key.as_ref(), answer, spooled.bytes, added).await
 }
 
-pub async fn list_datasets(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    type DatasetRow = (Uuid, String, Vec<String>, chrono::DateTime<chrono::Utc>, i64);
-    let rows: Vec<DatasetRow> = sqlx::query_as(
-        "SELECT d.id, d.name, d.label_names, d.created_at, (SELECT count(*) FROM dataset_rows r WHERE r.dataset_id = d.id)
-         FROM datasets d WHERE d.team_id = $1 ORDER BY d.created_at DESC",
-    )
-    .bind(caller.team_id)
-    .fetch_all(&state.pool)
-    .await?;
-    let datasets: Vec<Value> =
-        rows.into_iter().map(|(id, name, labels, at, n)| json!({"id": id, "name": name, "label_names": labels, "rows": n, "created_at": at})).collect();
-    Ok(Json(json!({ "datasets": datasets })))
+/// A dataset: its labels and row count (per split in `GET /v1/datasets/{id}`).
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct Dataset {
+    id: Uuid,
+    name: String,
+    label_names: Vec<String>,
+    rows: i64,
+    created_at: DateTime<Utc>,
 }
 
-pub async fn get_dataset(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
-    let row: Option<(String, Vec<String>, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as("SELECT name, label_names, created_at FROM datasets WHERE id = $1 AND team_id = $2")
-            .bind(id)
-            .bind(caller.team_id)
-            .fetch_optional(&state.pool)
-            .await?;
-    let (name, labels, at) = row.ok_or_else(|| ApiError::NotFound(format!("dataset {id}")))?;
+/// A page of datasets, newest first; while `has_more`, pass `next_after` as `after`.
+#[derive(Serialize, ToSchema)]
+pub struct DatasetList {
+    datasets: Vec<Dataset>,
+    has_more: bool,
+    next_after: Option<String>,
+}
+
+/// The team's datasets, newest first, a page at a time.
+#[utoipa::path(get, path = "/datasets", tag = "data", params(NamedPage), responses((status = 200, body = DatasetList)))]
+pub async fn list_datasets(State(state): State<AppState>, caller: Caller, Query(q): Query<NamedPage>) -> ApiResult<Json<DatasetList>> {
+    let limit = paging::limit(q.limit, 100, 1000)?;
+    let after = q.after.as_deref().map(paging::parse_time_cursor).transpose()?;
+    let rows: Vec<Dataset> = sqlx::query_as(&format!(
+        "SELECT d.id, d.name, d.label_names, (SELECT count(*) FROM dataset_rows r WHERE r.dataset_id = d.id) AS rows, d.created_at
+         FROM datasets d WHERE d.team_id = $1 AND ($2::text IS NULL OR d.name = $2) AND {}
+         ORDER BY d.created_at DESC, d.id DESC LIMIT $7",
+        paging::time_page_condition("d", 3)
+    ))
+    .bind(caller.team_id)
+    .bind(q.name)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(q.created_after)
+    .bind(q.created_before)
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let (datasets, next_after) = paging::split(rows, limit, |d| paging::time_cursor(d.created_at, d.id));
+    Ok(Json(DatasetList { datasets, has_more: next_after.is_some(), next_after }))
+}
+
+/// One dataset with its rows per split.
+#[derive(Serialize, ToSchema)]
+pub struct DatasetDetail {
+    id: Uuid,
+    name: String,
+    label_names: Vec<String>,
+    /// Rows per split (`train`, `validation`, `test`).
+    rows: BTreeMap<String, i64>,
+    created_at: DateTime<Utc>,
+}
+
+#[utoipa::path(get, path = "/datasets/{id}", tag = "data", params(("id" = Uuid, Path, description = "the dataset's id")), responses((status = 200, body = DatasetDetail)))]
+pub async fn get_dataset(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<DatasetDetail>> {
+    let row: Option<(String, Vec<String>, DateTime<Utc>)> = sqlx::query_as("SELECT name, label_names, created_at FROM datasets WHERE id = $1 AND team_id = $2")
+        .bind(id)
+        .bind(caller.team_id)
+        .fetch_optional(&state.pool)
+        .await?;
+    let (name, label_names, created_at) = row.ok_or_else(|| ApiError::NotFound(format!("dataset {id}")))?;
     let splits: Vec<(String, i64)> =
         sqlx::query_as("SELECT split, count(*) FROM dataset_rows WHERE dataset_id = $1 GROUP BY split").bind(id).fetch_all(&state.pool).await?;
-    let rows: serde_json::Map<String, Value> = splits.into_iter().map(|(s, n)| (s, json!(n))).collect();
-    Ok(Json(json!({ "id": id, "name": name, "label_names": labels, "rows": rows, "created_at": at })))
+    Ok(Json(DatasetDetail { id, name, label_names, rows: splits.into_iter().collect(), created_at }))
 }
 
-pub async fn list_corpora(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    let rows: Vec<(Uuid, String, chrono::DateTime<chrono::Utc>, i64)> = sqlx::query_as(
-        "SELECT c.id, c.name, c.created_at, (SELECT count(*) FROM documents d WHERE d.corpus_id = c.id)
-         FROM corpora c WHERE c.team_id = $1 ORDER BY c.created_at DESC",
-    )
+/// A corpus and its document count.
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct Corpus {
+    id: Uuid,
+    name: String,
+    documents: i64,
+    created_at: DateTime<Utc>,
+}
+
+/// A page of corpora, newest first; while `has_more`, pass `next_after` as `after`.
+#[derive(Serialize, ToSchema)]
+pub struct CorpusList {
+    corpora: Vec<Corpus>,
+    has_more: bool,
+    next_after: Option<String>,
+}
+
+/// The team's corpora, newest first, a page at a time.
+#[utoipa::path(get, path = "/corpora", tag = "data", params(NamedPage), responses((status = 200, body = CorpusList)))]
+pub async fn list_corpora(State(state): State<AppState>, caller: Caller, Query(q): Query<NamedPage>) -> ApiResult<Json<CorpusList>> {
+    let limit = paging::limit(q.limit, 100, 1000)?;
+    let after = q.after.as_deref().map(paging::parse_time_cursor).transpose()?;
+    let rows: Vec<Corpus> = sqlx::query_as(&format!(
+        "SELECT c.id, c.name, (SELECT count(*) FROM documents d WHERE d.corpus_id = c.id) AS documents, c.created_at
+         FROM corpora c WHERE c.team_id = $1 AND ($2::text IS NULL OR c.name = $2) AND {}
+         ORDER BY c.created_at DESC, c.id DESC LIMIT $7",
+        paging::time_page_condition("c", 3)
+    ))
     .bind(caller.team_id)
+    .bind(q.name)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(q.created_after)
+    .bind(q.created_before)
+    .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    let corpora: Vec<Value> = rows.into_iter().map(|(id, name, at, n)| json!({"id": id, "name": name, "documents": n, "created_at": at})).collect();
-    Ok(Json(json!({ "corpora": corpora })))
+    let (corpora, next_after) = paging::split(rows, limit, |c| paging::time_cursor(c.created_at, c.id));
+    Ok(Json(CorpusList { corpora, has_more: next_after.is_some(), next_after }))
 }
 
-pub async fn get_corpus(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
-    let row: Option<(String, chrono::DateTime<chrono::Utc>, i64)> = sqlx::query_as(
-        "SELECT c.name, c.created_at, (SELECT count(*) FROM documents d WHERE d.corpus_id = c.id) FROM corpora c WHERE c.id = $1 AND c.team_id = $2",
+#[utoipa::path(get, path = "/corpora/{id}", tag = "data", params(("id" = Uuid, Path, description = "the corpus's id")), responses((status = 200, body = Corpus)))]
+pub async fn get_corpus(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Corpus>> {
+    let corpus: Option<Corpus> = sqlx::query_as(
+        "SELECT c.id, c.name, (SELECT count(*) FROM documents d WHERE d.corpus_id = c.id) AS documents, c.created_at
+         FROM corpora c WHERE c.id = $1 AND c.team_id = $2",
     )
     .bind(id)
     .bind(caller.team_id)
     .fetch_optional(&state.pool)
     .await?;
-    let (name, at, n) = row.ok_or_else(|| ApiError::NotFound(format!("corpus {id}")))?;
-    Ok(Json(json!({ "id": id, "name": name, "documents": n, "created_at": at })))
+    Ok(Json(corpus.ok_or_else(|| ApiError::NotFound(format!("corpus {id}")))?))
 }
 
 /// `limit` and `after` of a row-error listing.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorPage {
     /// At most this many, by line (1 to 10,000, default 1,000).
@@ -354,14 +489,13 @@ pub struct ErrorPage {
 /// One page of the row errors `filter` selects (`$1` is the owner's id), by line:
 /// `{"errors": [{"line", "reason"}], "has_more", "next_after"}`. The cursor is the last
 /// row's `line:id`.
-pub(crate) async fn error_page(state: &AppState, filter: &str, id: Uuid, page: ErrorPage) -> ApiResult<Json<Value>> {
-    let limit = super::paging::limit(page.limit, 1000, 10_000)?;
+pub(crate) async fn error_page(state: &AppState, filter: &str, id: Uuid, page: ErrorPage) -> ApiResult<Json<RowErrorPage>> {
+    let limit = paging::limit(page.limit, 1000, 10_000)?;
     let after = match page.after.as_deref() {
         None => (-1i64, 0i64),
-        Some(cursor) => cursor
-            .split_once(':')
-            .and_then(|(line, row)| Some((line.parse().ok()?, row.parse().ok()?)))
-            .ok_or_else(|| super::paging::bad_cursor("after", cursor))?,
+        Some(cursor) => {
+            cursor.split_once(':').and_then(|(line, row)| Some((line.parse().ok()?, row.parse().ok()?))).ok_or_else(|| paging::bad_cursor("after", cursor))?
+        }
     };
     let rows: Vec<(i64, i64, String)> =
         sqlx::query_as(&format!("SELECT id, line, reason FROM row_errors WHERE ({filter}) AND (line, id) > ($2, $3) ORDER BY line, id LIMIT $4"))
@@ -371,13 +505,21 @@ pub(crate) async fn error_page(state: &AppState, filter: &str, id: Uuid, page: E
             .bind(limit + 1)
             .fetch_all(&state.pool)
             .await?;
-    let (rows, next_after) = super::paging::split(rows, limit, |(row, line, _)| format!("{line}:{row}"));
-    let errors: Vec<Value> = rows.into_iter().map(|(_, line, reason)| json!({"line": line, "reason": reason})).collect();
-    Ok(Json(json!({ "errors": errors, "has_more": next_after.is_some(), "next_after": next_after })))
+    let (rows, next_after) = paging::split(rows, limit, |(row, line, _)| format!("{line}:{row}"));
+    let errors = rows.into_iter().map(|(_, line, reason)| ReportedError { line, reason }).collect();
+    Ok(Json(RowErrorPage { errors, has_more: next_after.is_some(), next_after }))
+}
+
+/// A page of row errors by line; while `has_more`, pass `next_after` as `after`.
+#[derive(Serialize, ToSchema)]
+pub struct RowErrorPage {
+    errors: Vec<ReportedError>,
+    has_more: bool,
+    next_after: Option<String>,
 }
 
 /// Row errors of the team's dataset or corpus (`owner` is the column), a page.
-pub async fn row_errors(state: &AppState, caller: &Caller, owner: &str, id: Uuid, page: ErrorPage) -> ApiResult<Json<Value>> {
+pub async fn row_errors(state: &AppState, caller: &Caller, owner: &str, id: Uuid, page: ErrorPage) -> ApiResult<Json<RowErrorPage>> {
     let (table, column) = match owner {
         "dataset_id" => ("datasets", "dataset_id"),
         _ => ("corpora", "corpus_id"),
@@ -391,10 +533,26 @@ pub async fn row_errors(state: &AppState, caller: &Caller, owner: &str, id: Uuid
     error_page(state, &format!("{column} = $1 AND job_id IS NULL"), id, page).await
 }
 
-pub async fn dataset_errors(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>, Query(page): Query<ErrorPage>) -> ApiResult<Json<Value>> {
+/// The rows an upload to this dataset refused, by line.
+#[utoipa::path(get, path = "/datasets/{id}/errors", tag = "data", params(("id" = Uuid, Path, description = "the dataset's id"), ErrorPage),
+    responses((status = 200, body = RowErrorPage)))]
+pub async fn dataset_errors(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Query(page): Query<ErrorPage>,
+) -> ApiResult<Json<RowErrorPage>> {
     row_errors(&state, &caller, "dataset_id", id, page).await
 }
 
-pub async fn corpus_errors(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>, Query(page): Query<ErrorPage>) -> ApiResult<Json<Value>> {
+/// The rows an upload to this corpus refused, by line.
+#[utoipa::path(get, path = "/corpora/{id}/errors", tag = "data", params(("id" = Uuid, Path, description = "the corpus's id"), ErrorPage),
+    responses((status = 200, body = RowErrorPage)))]
+pub async fn corpus_errors(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Query(page): Query<ErrorPage>,
+) -> ApiResult<Json<RowErrorPage>> {
     row_errors(&state, &caller, "corpus_id", id, page).await
 }

@@ -31,8 +31,10 @@ use crate::error::{ApiError, ApiResult};
 /// Rows per Parquet row group (and per page read from Postgres).
 const PAGE: i64 = 50_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
+    /// csv (default) or parquet.
     format: Option<String>,
 }
 
@@ -47,6 +49,11 @@ const PAGE_SQL: &str = "SELECT d.external_id, p.seq, p.target_index, p.aspect, p
 
 const COLUMNS: [&str; 9] = ["external_id", "seq", "target_index", "aspect", "span_start", "span_end", "label", "confidence", "model_version_id"];
 
+/// A score job's predictions, streamed: one row per (document, target), then a
+/// `prob_<label>` column per class of the model version.
+#[utoipa::path(get, path = "/jobs/{id}/predictions", tag = "jobs", params(("id" = Uuid, Path, description = "the score job's id"), ExportQuery),
+    responses((status = 200, description = "the predictions as CSV or Parquet", content(
+        (String = "text/csv"), (inline(crate::openapi::Bytes) = "application/vnd.apache.parquet")))))]
 pub async fn export_predictions(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>, Query(q): Query<ExportQuery>) -> ApiResult<Response> {
     let kind: Option<String> =
         sqlx::query_scalar("SELECT kind FROM jobs WHERE id = $1 AND team_id = $2").bind(id).bind(caller.team_id).fetch_optional(&state.pool).await?;

@@ -8,8 +8,10 @@ use absa_platform::sweeps;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use serde::Deserialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::paging;
@@ -18,27 +20,39 @@ use crate::auth::{Caller, Role};
 use crate::error::{parse_json, read_body, ApiError, ApiResult};
 use crate::idempotency;
 
-#[derive(Deserialize)]
+/// A fine-tuning job: a dataset, a base model a trainer has (`GET /v1/base-models`),
+/// and the settings that differ from the recipe's.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"dataset_id": "0b5c2f3e-8a41-4f6e-9d1c-7e2a5b9c4d10", "base_model": "xlm-roberta-base",
+    "hyperparameters": {"learning_rate": 1e-5, "epochs": 8}, "promote": {"alias": "production"}}))]
 pub struct TrainRequest {
     dataset_id: Uuid,
     base_model: String,
     #[serde(default)]
+    #[schema(schema_with = absa_platform::job_spec::hyperparameters_schema)]
     hyperparameters: Map<String, Value>,
+    /// The classes, in order (default: the dataset's labels).
     labels: Option<Vec<String>>,
+    /// GPUs to shard the model over (0: CPU).
     #[serde(default)]
     gpus: u32,
     /// Without GPUs: CPU processes that train together (one rank each).
     #[serde(default)]
     ranks: u32,
+    /// Move this alias to the new version if it beats the current one.
     promote: Option<PromotionPolicy>,
+    /// Orders the team's own queued jobs (-10 to 10, default 0).
     priority: Option<i32>,
 }
 
-#[derive(Deserialize)]
+/// Scoring a corpus with one model version, named by id or by alias.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"corpus_id": "6f1d0c2a-3b4e-4c5d-8e9f-0a1b2c3d4e5f", "alias": "production"}))]
 pub struct ScoreRequest {
     corpus_id: Uuid,
+    /// Exactly one of `model_version_id` and `alias`.
     model_version_id: Option<Uuid>,
     alias: Option<String>,
     /// `given`: the targets in the documents; `lexicon`: also every occurrence of these terms.
@@ -47,9 +61,104 @@ pub struct ScoreRequest {
     /// Stance targets every document is scored toward, mentioned or not; kept in this
     /// (the parent) job only, as the lexicon is.
     targets: Option<Vec<job_spec::score::StanceTarget>>,
+    /// Documents per shard (the unit scorers take).
     shard_size: Option<i64>,
+    /// fp32 (default) or int8.
     precision: Option<String>,
     priority: Option<i32>,
+}
+
+/// One entry of a job's event log.
+#[derive(Serialize, ToSchema)]
+pub struct JobEvent {
+    /// Its place in the log (the `after` cursor of `/events`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<i64>,
+    at: DateTime<Utc>,
+    /// submitted, dispatched, epoch_end, checkpoint_saved, promoted, failed, ...
+    kind: String,
+    detail: Value,
+}
+
+/// A sweep child: its trial's values, its last validation figures and its version.
+#[derive(Serialize, ToSchema)]
+pub struct SweepChild {
+    job_id: Uuid,
+    state: String,
+    trial: Value,
+    values: Value,
+    epoch: Option<i32>,
+    train_loss: Option<f64>,
+    validation_loss: Option<f64>,
+    validation_accuracy: Option<f64>,
+    validation_macro_f1: Option<f64>,
+    /// Stance's F_avg, where the labels have against and favor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    validation_f_avg: Option<f64>,
+    model_version_id: Option<Uuid>,
+    /// Shown, never used for the choice.
+    test_accuracy: Option<f64>,
+    test_macro_f1: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    test_f_avg: Option<f64>,
+}
+
+/// A score job's shards by state.
+#[derive(Default, Serialize, ToSchema)]
+pub struct ShardCounts {
+    total: i64,
+    queued: i64,
+    dispatched: i64,
+    running: i64,
+    succeeded: i64,
+    failed: i64,
+    cancelled: i64,
+}
+
+/// A job: its state, progress and latest events, and by kind its model version
+/// (train), its children (sweep) or its shards and predictions (score).
+#[derive(Serialize, ToSchema)]
+pub struct Job {
+    id: Uuid,
+    /// train, score or sweep.
+    kind: String,
+    /// queued, dispatched, running, succeeded, failed or cancelled.
+    state: String,
+    /// 0 to 1.
+    progress: f64,
+    attempts: i32,
+    max_attempts: i32,
+    /// The job's checked parameters as stored.
+    parameters: Value,
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    /// The parent of a sweep child.
+    parent_id: Option<Uuid>,
+    /// The latest 50 events, oldest first (`/events` pages them all).
+    events: Vec<JobEvent>,
+    /// Train jobs: the version registered (null until then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Uuid>)]
+    model_version_id: Option<Option<Uuid>>,
+    /// Sweeps: their children by trial.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    children: Option<Vec<SweepChild>>,
+    /// Sweeps: the version chosen, once chosen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chosen_model_version_id: Option<Value>,
+    /// Sweeps: each setting's mean validation figure over its succeeded children, once chosen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    settings: Option<Value>,
+    /// Score jobs: shards by state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shards: Option<ShardCounts>,
+    /// Score jobs: predictions stored so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    predictions: Option<i64>,
+    /// The answer to a sweep's submission: how many trials it expands to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trials: Option<usize>,
 }
 
 fn check_priority(priority: Option<i32>) -> ApiResult<i32> {
@@ -88,7 +197,7 @@ async fn submit(
     parameters: Value,
     priority: i32,
     idempotency: Idempotency,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Job>)> {
     let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE team_id = $1 AND state = 'queued' AND parent_id IS NULL")
         .bind(caller.team_id)
         .fetch_one(&state.pool)
@@ -121,14 +230,32 @@ pub(crate) async fn check_base_model(state: &AppState, name: &str) -> ApiResult<
     absa_platform::base_models::check_known(&state.pool, name).await?.map_err(ApiError::Unprocessable)
 }
 
+/// A model a trainer can fine-tune, as the trainer recorded it at start.
+#[derive(Serialize, ToSchema)]
+pub struct BaseModel {
+    /// The name train jobs give as `base_model`.
+    name: String,
+    /// The family (`bert`, `xlm-roberta`).
+    model_type: String,
+    /// Weights in its checkpoint.
+    parameters: Option<i64>,
+    advertised_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BaseModelList {
+    base_models: Vec<BaseModel>,
+}
+
 /// `GET /v1/base-models`: what the trainers can fine-tune.
-pub async fn list_base_models(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
-    let models: Vec<Value> = absa_platform::base_models::list(&state.pool)
+#[utoipa::path(get, path = "/base-models", tag = "jobs", responses((status = 200, body = BaseModelList)))]
+pub async fn list_base_models(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<BaseModelList>> {
+    let base_models = absa_platform::base_models::list(&state.pool)
         .await?
         .into_iter()
-        .map(|(name, model_type, parameters, at)| json!({ "name": name, "model_type": model_type, "parameters": parameters, "advertised_at": at }))
+        .map(|(name, model_type, parameters, advertised_at)| BaseModel { name, model_type, parameters, advertised_at })
         .collect();
-    Ok(Json(json!({ "base_models": models })))
+    Ok(Json(BaseModelList { base_models }))
 }
 
 /// A dataset of the caller's team with its row count; 404 for others' and unknown ids.
@@ -172,7 +299,11 @@ pub(crate) async fn check_metrics_fit(
     Ok(())
 }
 
-pub async fn submit_train(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: axum::body::Body) -> ApiResult<(StatusCode, Json<Value>)> {
+/// Queues a fine-tuning job (mlops). An `Idempotency-Key` header makes a retry answer
+/// the first submission (200) instead of queueing a second job.
+#[utoipa::path(post, path = "/jobs/train", tag = "jobs", request_body = TrainRequest, params(IdempotencyKey),
+    responses((status = 201, body = Job), (status = 200, description = "the same Idempotency-Key and body again: the job it made", body = Job)))]
+pub async fn submit_train(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: axum::body::Body) -> ApiResult<(StatusCode, Json<Job>)> {
     caller.require(Role::Mlops)?;
     let body = read_body(&headers, body, state.api.max_json_bytes).await?;
     let idempotency = Idempotency::of(&headers, "train", &body)?;
@@ -200,7 +331,10 @@ pub async fn submit_train(State(state): State<AppState>, caller: Caller, headers
     submit(&state, &caller, "train", parameters, priority, idempotency).await
 }
 
-pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: axum::body::Body) -> ApiResult<(StatusCode, Json<Value>)> {
+/// Queues a scoring job (analyst); the scheduler splits it into shards.
+#[utoipa::path(post, path = "/jobs/score", tag = "jobs", request_body = ScoreRequest, params(IdempotencyKey),
+    responses((status = 201, body = Job), (status = 200, description = "the same Idempotency-Key and body again: the job it made", body = Job)))]
+pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: axum::body::Body) -> ApiResult<(StatusCode, Json<Job>)> {
     caller.require(Role::Analyst)?;
     let body = read_body(&headers, body, state.api.max_json_bytes).await?;
     let idempotency = Idempotency::of(&headers, "score", &body)?;
@@ -265,7 +399,9 @@ pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers
 
 /// A sweep: the spec is checked (its grid sized before it is built, every child as the
 /// training job it will be) here, the scheduler runs it.
-pub async fn submit_sweep(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: axum::body::Body) -> ApiResult<(StatusCode, Json<Value>)> {
+#[utoipa::path(post, path = "/jobs/sweep", tag = "jobs", request_body = sweeps::SweepSpec, params(IdempotencyKey),
+    responses((status = 201, body = Job), (status = 200, description = "the same Idempotency-Key and body again: the job it made", body = Job)))]
+pub async fn submit_sweep(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: axum::body::Body) -> ApiResult<(StatusCode, Json<Job>)> {
     caller.require(Role::Mlops)?;
     let body = read_body(&headers, body, state.api.max_json_bytes).await?;
     let idempotency = Idempotency::of(&headers, "sweep", &body)?;
@@ -278,14 +414,14 @@ pub async fn submit_sweep(State(state): State<AppState>, caller: Caller, headers
     check_metrics_fit(&state, &caller, spec.dataset_id, spec.labels.as_deref(), &metrics).await?;
     let parameters = serde_json::to_value(&spec).expect("a spec serialises");
     let (status, Json(mut job)) = submit(&state, &caller, "sweep", parameters, 0, idempotency).await?;
-    job["trials"] = json!(trials.len());
+    job.trials = Some(trials.len());
     Ok((status, Json(job)))
 }
 
 /// A job as the API shows it: state, progress, events and, by kind, its model version
 /// or its shards. 404 for unknown ids and for other teams' jobs alike.
-pub async fn job_json(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Json<Value>> {
-    type Row = (String, String, f64, i32, i32, Value, Option<String>, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>, Option<Uuid>);
+pub async fn job_json(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Json<Job>> {
+    type Row = (String, String, f64, i32, i32, Value, Option<String>, DateTime<Utc>, DateTime<Utc>, Option<Uuid>);
     let row: Option<Row> = sqlx::query_as(
         "SELECT kind, state, progress, attempts, max_attempts, parameters, last_error, created_at, updated_at, parent_id FROM jobs WHERE id = $1 AND team_id = $2",
     )
@@ -293,47 +429,68 @@ pub async fn job_json(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<
     .bind(caller.team_id)
     .fetch_optional(&state.pool)
     .await?;
-    let (kind, job_state, progress, attempts, max_attempts, parameters, last_error, created_at, updated_at, parent) =
+    let (kind, job_state, progress, attempts, max_attempts, parameters, last_error, created_at, updated_at, parent_id) =
         row.ok_or_else(|| ApiError::NotFound(format!("job {id}")))?;
     let events = events_of(state, id, 50).await?;
-    let mut job = json!({
-        "id": id, "kind": kind, "state": job_state, "progress": progress, "attempts": attempts, "max_attempts": max_attempts,
-        "parameters": parameters, "last_error": last_error, "created_at": created_at, "updated_at": updated_at, "parent_id": parent, "events": events,
-    });
-    if kind == "train" {
+    let mut job = Job {
+        id,
+        kind,
+        state: job_state,
+        progress,
+        attempts,
+        max_attempts,
+        parameters,
+        last_error,
+        created_at,
+        updated_at,
+        parent_id,
+        events,
+        model_version_id: None,
+        children: None,
+        chosen_model_version_id: None,
+        settings: None,
+        shards: None,
+        predictions: None,
+        trials: None,
+    };
+    if job.kind == "train" {
         let version: Option<Uuid> = sqlx::query_scalar("SELECT id FROM model_versions WHERE training_job_id = $1").bind(id).fetch_optional(&state.pool).await?;
-        job["model_version_id"] = json!(version);
+        job.model_version_id = Some(version);
     }
-    if kind == "sweep" {
-        job["children"] = json!(sweep_children(state, id).await?);
+    if job.kind == "sweep" {
+        job.children = Some(sweep_children(state, id).await?);
         let chosen: Option<Value> = sqlx::query_scalar("SELECT detail FROM job_events WHERE job_id = $1 AND kind = 'sweep_chosen' ORDER BY id DESC LIMIT 1")
             .bind(id)
             .fetch_optional(&state.pool)
             .await?;
-        job["chosen_model_version_id"] = chosen.as_ref().map(|d| d["model_version_id"].clone()).unwrap_or(Value::Null);
-        // Each setting's mean validation figure over its succeeded children, once chosen.
-        job["settings"] = chosen.map(|d| d["settings"].clone()).unwrap_or(Value::Null);
+        job.chosen_model_version_id = Some(chosen.as_ref().map(|d| d["model_version_id"].clone()).unwrap_or(Value::Null));
+        job.settings = Some(chosen.map(|d| d["settings"].clone()).unwrap_or(Value::Null));
     }
-    if kind == "score" {
+    if job.kind == "score" {
         let counts: Vec<(String, i64)> =
             sqlx::query_as("SELECT state, count(*) FROM jobs WHERE parent_id = $1 GROUP BY state").bind(id).fetch_all(&state.pool).await?;
-        let mut shards = json!({ "total": 0, "queued": 0, "dispatched": 0, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0 });
-        let mut total = 0;
+        let mut shards = ShardCounts::default();
         for (s, n) in counts {
-            shards[s.as_str()] = json!(n);
-            total += n;
+            shards.total += n;
+            match s.as_str() {
+                "queued" => shards.queued = n,
+                "dispatched" => shards.dispatched = n,
+                "running" => shards.running = n,
+                "succeeded" => shards.succeeded = n,
+                "failed" => shards.failed = n,
+                "cancelled" => shards.cancelled = n,
+                _ => {}
+            }
         }
-        shards["total"] = json!(total);
-        job["shards"] = shards;
-        let predictions: i64 = sqlx::query_scalar("SELECT count(*) FROM predictions WHERE job_id = $1").bind(id).fetch_one(&state.pool).await?;
-        job["predictions"] = json!(predictions);
+        job.shards = Some(shards);
+        job.predictions = Some(sqlx::query_scalar("SELECT count(*) FROM predictions WHERE job_id = $1").bind(id).fetch_one(&state.pool).await?);
     }
     Ok(Json(job))
 }
 
 /// A sweep's children: trial values, state, the last point of each validation curve,
 /// the version they registered (test figures are shown, never used for the choice).
-async fn sweep_children(state: &AppState, sweep: Uuid) -> ApiResult<Vec<Value>> {
+async fn sweep_children(state: &AppState, sweep: Uuid) -> ApiResult<Vec<SweepChild>> {
     type Row = (
         Uuid,
         String,
@@ -363,40 +520,58 @@ async fn sweep_children(state: &AppState, sweep: Uuid) -> ApiResult<Vec<Value>> 
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, st, sweep, epoch, tl, vl, acc, f1, version, test_acc, test_f1, f_avg, test_f_avg)| {
-            let mut child = json!({ "job_id": id, "state": st, "trial": sweep["trial"], "values": sweep["values"], "epoch": epoch, "train_loss": tl,
-                    "validation_loss": vl, "validation_accuracy": acc, "validation_macro_f1": f1, "model_version_id": version,
-                    "test_accuracy": test_acc, "test_macro_f1": test_f1 });
-            // Stance's F_avg, only where the labels have against and favor.
-            if let Some(v) = f_avg {
-                child["validation_f_avg"] = json!(v);
-            }
-            if let Some(v) = test_f_avg {
-                child["test_f_avg"] = json!(v);
-            }
-            child
+        .map(|(id, st, sweep, epoch, tl, vl, acc, f1, version, test_acc, test_f1, f_avg, test_f_avg)| SweepChild {
+            job_id: id,
+            state: st,
+            trial: sweep["trial"].clone(),
+            values: sweep["values"].clone(),
+            epoch,
+            train_loss: tl,
+            validation_loss: vl,
+            validation_accuracy: acc,
+            validation_macro_f1: f1,
+            validation_f_avg: f_avg,
+            model_version_id: version,
+            test_accuracy: test_acc,
+            test_macro_f1: test_f1,
+            test_f_avg,
         })
         .collect())
 }
 
-async fn events_of(state: &AppState, id: Uuid, limit: i64) -> ApiResult<Vec<Value>> {
-    let rows: Vec<(chrono::DateTime<chrono::Utc>, String, Value)> =
+async fn events_of(state: &AppState, id: Uuid, limit: i64) -> ApiResult<Vec<JobEvent>> {
+    let rows: Vec<(DateTime<Utc>, String, Value)> =
         sqlx::query_as("SELECT at, kind, detail FROM (SELECT id, at, kind, detail FROM job_events WHERE job_id = $1 ORDER BY id DESC LIMIT $2) e ORDER BY id")
             .bind(id)
             .bind(limit)
             .fetch_all(&state.pool)
             .await?;
-    Ok(rows.into_iter().map(|(at, kind, detail)| json!({"at": at, "kind": kind, "detail": detail})).collect())
+    Ok(rows.into_iter().map(|(at, kind, detail)| JobEvent { id: None, at, kind, detail }).collect())
 }
 
-pub async fn get_job(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", params(("id" = Uuid, Path, description = "the job's id")), responses((status = 200, body = Job)))]
+pub async fn get_job(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Job>> {
     job_json(&state, &caller, id).await
 }
 
-#[derive(Deserialize)]
+/// The optional `Idempotency-Key` header of submissions and uploads.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IdempotencyKey {
+    /// A client's key for this request (at most 200 characters): the same key and body
+    /// again answer the first result; the same key with another body is a 422.
+    #[param(rename = "Idempotency-Key")]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct JobFilter {
+    /// queued, dispatched, running, succeeded, failed or cancelled.
     state: Option<String>,
+    /// train, score or sweep.
     kind: Option<String>,
     /// At most this many, newest first (1 to 1000, default 100).
     limit: Option<i64>,
@@ -407,26 +582,34 @@ pub struct JobFilter {
     created_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// The cursor of a job in the newest-first order: its creation time (microseconds)
-/// and id. Opaque to clients: they pass back the `next_after` they were given.
-fn job_cursor(created: chrono::DateTime<chrono::Utc>, id: Uuid) -> String {
-    format!("{}.{}", created.timestamp_micros(), id.simple())
+/// A job in a listing.
+#[derive(Serialize, ToSchema)]
+pub struct JobSummary {
+    id: Uuid,
+    kind: String,
+    state: String,
+    progress: f64,
+    attempts: i32,
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
 }
 
-fn parse_job_cursor(cursor: &str) -> ApiResult<(chrono::DateTime<chrono::Utc>, Uuid)> {
-    let parsed = cursor.split_once('.').and_then(|(micros, id)| {
-        let at = chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?;
-        Some((at, Uuid::parse_str(id).ok()?))
-    });
-    parsed.ok_or_else(|| paging::bad_cursor("after", cursor))
+/// A page of jobs, newest first; while `has_more`, pass `next_after` as `after`.
+#[derive(Serialize, ToSchema)]
+pub struct JobPage {
+    jobs: Vec<JobSummary>,
+    has_more: bool,
+    next_after: Option<String>,
 }
 
 /// The team's jobs (shards excepted), newest first, a page at a time: `has_more` and
 /// `next_after` (pass it as `after`) when there is another page.
-pub async fn list_jobs(State(state): State<AppState>, caller: Caller, Query(f): Query<JobFilter>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/jobs", tag = "jobs", params(JobFilter), responses((status = 200, body = JobPage)))]
+pub async fn list_jobs(State(state): State<AppState>, caller: Caller, Query(f): Query<JobFilter>) -> ApiResult<Json<JobPage>> {
     type Row = (Uuid, String, String, f64, i32, Option<String>, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>);
     let limit = paging::limit(f.limit, 100, 1000)?;
-    let after = f.after.as_deref().map(parse_job_cursor).transpose()?;
+    let after = f.after.as_deref().map(paging::parse_time_cursor).transpose()?;
     // Postgres keeps microseconds, the cursor's precision: a boundary is exact.
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, kind, state, progress, attempts, last_error, created_at, updated_at FROM jobs
@@ -445,14 +628,21 @@ pub async fn list_jobs(State(state): State<AppState>, caller: Caller, Query(f): 
     .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    let (rows, next_after) = paging::split(rows, limit, |r| job_cursor(r.6, r.0));
-    let list: Vec<Value> = rows
+    let (rows, next_after) = paging::split(rows, limit, |r| paging::time_cursor(r.6, r.0));
+    let jobs = rows
         .into_iter()
-        .map(|(id, kind, st, progress, attempts, err, created, updated)| {
-            json!({"id": id, "kind": kind, "state": st, "progress": progress, "attempts": attempts, "last_error": err, "created_at": created, "updated_at": updated})
+        .map(|(id, kind, state, progress, attempts, last_error, created_at, updated_at)| JobSummary {
+            id,
+            kind,
+            state,
+            progress,
+            attempts,
+            last_error,
+            created_at,
+            updated_at,
         })
         .collect();
-    Ok(Json(json!({ "jobs": list, "has_more": next_after.is_some(), "next_after": next_after })))
+    Ok(Json(JobPage { jobs, has_more: next_after.is_some(), next_after }))
 }
 
 async fn owned_job(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<String> {
@@ -461,7 +651,8 @@ async fn owned_job(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Str
     kind.ok_or_else(|| ApiError::NotFound(format!("job {id}")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventPage {
     /// At most this many, oldest first (1 to 10,000, default 1,000).
@@ -470,8 +661,18 @@ pub struct EventPage {
     after: Option<i64>,
 }
 
+/// A page of a job's events, oldest first; while `has_more`, pass `next_after` as `after`.
+#[derive(Serialize, ToSchema)]
+pub struct JobEventPage {
+    events: Vec<JobEvent>,
+    has_more: bool,
+    next_after: Option<i64>,
+}
+
 /// A job's event log, oldest first, a page at a time (`has_more`, `next_after`).
-pub async fn job_events(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>, Query(page): Query<EventPage>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/jobs/{id}/events", tag = "jobs", params(("id" = Uuid, Path, description = "the job's id"), EventPage),
+    responses((status = 200, body = JobEventPage)))]
+pub async fn job_events(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>, Query(page): Query<EventPage>) -> ApiResult<Json<JobEventPage>> {
     owned_job(&state, &caller, id).await?;
     let limit = paging::limit(page.limit, 1000, 10_000)?;
     let rows: Vec<(i64, chrono::DateTime<chrono::Utc>, String, Value)> =
@@ -482,45 +683,68 @@ pub async fn job_events(State(state): State<AppState>, caller: Caller, Path(id):
             .fetch_all(&state.pool)
             .await?;
     let (rows, next_after) = paging::split(rows, limit, |r| r.0);
-    let events: Vec<Value> = rows.into_iter().map(|(event, at, kind, detail)| json!({"id": event, "at": at, "kind": kind, "detail": detail})).collect();
-    Ok(Json(json!({ "events": events, "has_more": next_after.is_some(), "next_after": next_after })))
+    let events = rows.into_iter().map(|(event, at, kind, detail)| JobEvent { id: Some(event), at, kind, detail }).collect();
+    Ok(Json(JobEventPage { events, has_more: next_after.is_some(), next_after }))
 }
 
-pub async fn job_metrics(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
+/// One epoch's figures: training loss, and loss, accuracy and macro-F1 on the validation split.
+#[derive(Serialize, ToSchema)]
+pub struct EpochMetrics {
+    epoch: i32,
+    train_loss: f64,
+    validation_loss: f64,
+    accuracy: f64,
+    macro_f1: f64,
+    /// Stance's F_avg (mean F1 of against and favor), where the labels have both.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    f_avg: Option<f64>,
+    /// The per-class report and the epoch's timings.
+    detail: Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EpochMetricsList {
+    epochs: Vec<EpochMetrics>,
+}
+
+/// A training job's figures per epoch.
+#[utoipa::path(get, path = "/jobs/{id}/metrics", tag = "jobs", params(("id" = Uuid, Path, description = "the job's id")),
+    responses((status = 200, body = EpochMetricsList)))]
+pub async fn job_metrics(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<EpochMetricsList>> {
     owned_job(&state, &caller, id).await?;
     let rows: Vec<(i32, f64, f64, f64, f64, Value)> =
         sqlx::query_as("SELECT epoch, train_loss, validation_loss, accuracy, macro_f1, detail FROM training_metrics WHERE job_id = $1 ORDER BY epoch")
             .bind(id)
             .fetch_all(&state.pool)
             .await?;
-    let epochs: Vec<Value> = rows
+    let epochs = rows
         .into_iter()
-        .map(|(epoch, tl, vl, acc, f1, detail)| {
+        .map(|(epoch, train_loss, validation_loss, accuracy, macro_f1, detail)| {
             // Stance's F_avg (mean F1 of against and favor) is in the epoch's report when
             // the labels have both; shown beside accuracy and macro-F1 then, else absent.
             let f_avg = detail.pointer("/report/f_avg").and_then(Value::as_f64);
-            let mut epoch = json!({"epoch": epoch, "train_loss": tl, "validation_loss": vl, "accuracy": acc, "macro_f1": f1, "detail": detail});
-            if let Some(f_avg) = f_avg {
-                epoch["f_avg"] = json!(f_avg);
-            }
-            epoch
+            EpochMetrics { epoch, train_loss, validation_loss, accuracy, macro_f1, f_avg, detail }
         })
         .collect();
-    Ok(Json(json!({ "epochs": epochs })))
+    Ok(Json(EpochMetricsList { epochs }))
 }
 
 /// Rows a job rejected (its shards' included), by line, paged like the uploads' errors.
+#[utoipa::path(get, path = "/jobs/{id}/errors", tag = "jobs", params(("id" = Uuid, Path, description = "the job's id"), super::data::ErrorPage),
+    responses((status = 200, body = super::data::RowErrorPage)))]
 pub async fn job_errors(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
     Query(page): Query<super::data::ErrorPage>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<super::data::RowErrorPage>> {
     owned_job(&state, &caller, id).await?;
     super::data::error_page(&state, "job_id = $1 OR job_id IN (SELECT id FROM jobs WHERE parent_id = $1)", id, page).await
 }
 
-pub async fn cancel_job(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
+/// Cancels a job that has not finished (scoring: analyst; training and sweeps: mlops).
+#[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs", params(("id" = Uuid, Path, description = "the job's id")), responses((status = 200, body = Job)))]
+pub async fn cancel_job(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Job>> {
     caller.require(Role::Analyst)?;
     let kind = owned_job(&state, &caller, id).await?;
     // Analysts may cancel scoring; training and sweeps are mlops' business.

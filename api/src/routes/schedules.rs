@@ -6,58 +6,73 @@ use absa_platform::retrains;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use chrono::DateTime;
 use chrono::Utc;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{read_json, ApiError, ApiResult};
 
-#[derive(Deserialize)]
+/// A retrain: the training job it submits, and when (a cron expression, new rows in
+/// the dataset, or both).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSchedule {
+    /// Unique within the team; 1 to 100 characters.
     name: String,
     dataset_id: Uuid,
     base_model: String,
     #[serde(default)]
+    #[schema(schema_with = absa_platform::job_spec::hyperparameters_schema)]
     hyperparameters: Map<String, Value>,
     labels: Option<Vec<String>>,
+    /// Six fields with seconds (`0 0 3 * * *`: 03:00 daily), UTC.
     cron: Option<String>,
+    /// Also fire when the dataset has gained rows since the last firing.
     #[serde(default)]
     on_new_rows: bool,
+    /// Default: production on macro-F1.
     promote: Option<PromotionPolicy>,
 }
 
-type ScheduleRow = (
-    Uuid,
-    String,
-    Uuid,
-    Value,
-    Option<String>,
-    bool,
-    Option<chrono::DateTime<Utc>>,
-    i64,
-    Option<chrono::DateTime<Utc>>,
-    Option<Uuid>,
-    bool,
-    chrono::DateTime<Utc>,
-);
-const SELECT: &str = "SELECT id, name, dataset_id, job_parameters, cron, on_new_rows, next_run_at, seen_rows, last_fired_at, last_job_id, enabled, created_at FROM retrain_schedules";
-
-fn schedule_json(r: ScheduleRow) -> Value {
-    let (id, name, dataset, params, cron, on_new_rows, next, seen, last, last_job, enabled, created) = r;
-    json!({"id": id, "name": name, "dataset_id": dataset, "job_parameters": params, "cron": cron, "on_new_rows": on_new_rows,
-           "next_run_at": next, "seen_rows": seen, "last_fired_at": last, "last_job_id": last_job, "enabled": enabled, "created_at": created})
+/// A retrain schedule and its last firing.
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct Schedule {
+    id: Uuid,
+    name: String,
+    dataset_id: Uuid,
+    /// The training job each firing submits.
+    job_parameters: Value,
+    cron: Option<String>,
+    on_new_rows: bool,
+    next_run_at: Option<DateTime<Utc>>,
+    /// The dataset's rows at the last firing.
+    seen_rows: i64,
+    last_fired_at: Option<DateTime<Utc>>,
+    last_job_id: Option<Uuid>,
+    enabled: bool,
+    created_at: DateTime<Utc>,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct ScheduleList {
+    schedules: Vec<Schedule>,
+}
+
+const SELECT: &str = "SELECT id, name, dataset_id, job_parameters, cron, on_new_rows, next_run_at, seen_rows, last_fired_at, last_job_id, enabled, created_at FROM retrain_schedules";
+
+/// A retrain schedule (mlops); its job is checked now as a train submission is.
+#[utoipa::path(post, path = "/schedules", tag = "schedules", request_body = NewSchedule, responses((status = 201, body = Schedule)))]
 pub async fn create_schedule(
     State(state): State<AppState>,
     caller: Caller,
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Schedule>)> {
     caller.require(Role::Mlops)?;
     let req: NewSchedule = read_json(&headers, body, state.api.max_json_bytes).await?;
     if req.name.trim().is_empty() || req.name.chars().count() > 100 || req.name.contains('\0') {
@@ -114,22 +129,26 @@ pub async fn create_schedule(
     Ok((StatusCode::CREATED, Json(get(&state, &caller, id).await?)))
 }
 
-async fn get(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Value> {
-    let row: Option<ScheduleRow> =
+async fn get(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Schedule> {
+    let row: Option<Schedule> =
         sqlx::query_as(&format!("{SELECT} WHERE id = $1 AND team_id = $2")).bind(id).bind(caller.team_id).fetch_optional(&state.pool).await?;
-    row.map(schedule_json).ok_or_else(|| ApiError::NotFound(format!("schedule {id}")))
+    row.ok_or_else(|| ApiError::NotFound(format!("schedule {id}")))
 }
 
-pub async fn get_schedule(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/schedules/{id}", tag = "schedules", params(("id" = Uuid, Path, description = "the schedule's id")), responses((status = 200, body = Schedule)))]
+pub async fn get_schedule(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Schedule>> {
     Ok(Json(get(&state, &caller, id).await?))
 }
 
-pub async fn list_schedules(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    let rows: Vec<ScheduleRow> =
+/// The team's schedules, oldest first.
+#[utoipa::path(get, path = "/schedules", tag = "schedules", responses((status = 200, body = ScheduleList)))]
+pub async fn list_schedules(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<ScheduleList>> {
+    let schedules: Vec<Schedule> =
         sqlx::query_as(&format!("{SELECT} WHERE team_id = $1 ORDER BY created_at")).bind(caller.team_id).fetch_all(&state.pool).await?;
-    Ok(Json(json!({ "schedules": rows.into_iter().map(schedule_json).collect::<Vec<_>>() })))
+    Ok(Json(ScheduleList { schedules }))
 }
 
+#[utoipa::path(delete, path = "/schedules/{id}", tag = "schedules", params(("id" = Uuid, Path, description = "the schedule's id")), responses((status = 204, description = "deleted")))]
 pub async fn delete_schedule(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<StatusCode> {
     caller.require(Role::Mlops)?;
     let done = sqlx::query("DELETE FROM retrain_schedules WHERE id = $1 AND team_id = $2").bind(id).bind(caller.team_id).execute(&state.pool).await?;
