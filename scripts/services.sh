@@ -20,6 +20,11 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
+# The README's quickstarts (run by tests/tests/quickstarts.rs) use curl, jq and psql.
+for tool in curl jq; do
+  command -v "$tool" >/dev/null || { log "installing $tool"; apt_install "$tool"; }
+done
+
 # --- PostgreSQL
 if ! command -v pg_ctlcluster >/dev/null; then
   log "installing PostgreSQL from Debian packages"; apt_install postgresql
@@ -49,7 +54,7 @@ fi
 # BI logins reach no database but the service's: pg_hba.conf is the only place Postgres
 # can refuse a role per database (every role may CONNECT where PUBLIC may). Locally the
 # other databases are postgres and template1; a production cluster allows +absa_bi on
-# the service's database and rejects it on all others (README, Deploying).
+# the service's database and rejects it on all others (docs/deploying.md).
 hba="$(as_postgres psql -qtAX -d postgres -c "SHOW hba_file")"
 if ! grep -q "absa: BI logins" "$hba"; then
   log "pg_hba.conf: BI logins reach only the service's databases"

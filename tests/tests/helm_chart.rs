@@ -503,11 +503,11 @@ fn check_pods(r: &Rendered) {
 }
 
 // ---------------------------------------------------------------------------------
-// README, metrics.rs, native.sh: the facts the chart must agree with
+// docs/configuration.md, metrics.rs, native.sh: the facts the chart must agree with
 
 /// The settings the binaries read, from their `Settings` structs (api, scheduler,
 /// trainer, scorer) and the section structs they hold: `section.key` for a field of a
-/// section struct, `key` for a plain field (`models_dir`). The README's Configuration
+/// section struct, `key` for a plain field (`models_dir`). docs/configuration.md's
 /// table documents the same keys.
 fn binary_settings_keys() -> BTreeSet<String> {
     let files = [

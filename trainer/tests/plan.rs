@@ -3,7 +3,7 @@
 //! fixtures), and for xlm-roberta base, large, xl and xxl at batch 16, length 100 the
 //! plan on the reference's GPUs (1x8 GB, 1x16 GB, 2x32 GB, 4x40 GB) trains base and
 //! large whole, shards xl over its two GPUs and needs CPU offload for xxl on four, as
-//! the README reports. (The per-rank estimate is checked against measured memory in
+//! docs/model.md reports. (The per-rank estimate is checked against measured memory in
 //! `sharded_memory.rs`.)
 
 use std::path::PathBuf;
@@ -71,12 +71,12 @@ fn xlm_roberta_sizes_on_the_reference_gpus() {
         plans.push((name, p, whole));
     }
     let by = |n: &str| plans.iter().find(|(name, _, _)| *name == n).unwrap();
-    // The README's figures (GiB, one decimal): base and large whole on one GPU, xl and
+    // docs/model.md's figures (GiB, one decimal): base and large whole on one GPU, xl and
     // xxl per rank on the reference's GPUs.
     let tenths = |bytes: u64| (bytes as f64 / GIB * 10.0).round() / 10.0;
     let figures = [tenths(by("base").2.total()), tenths(by("large").2.total()), tenths(by("xl").1.per_rank_bytes), tenths(by("xxl").1.per_rank_bytes)];
-    assert_eq!(figures, [6.4, 11.8, 30.2, 28.8], "README: 6.4 and 11.8 GiB whole, xl 30.2 and xxl 28.8 GiB a rank");
-    assert_eq!(by("xl").1.sharding, Sharding::FullShard, "README: xl as two fully sharded ranks");
+    assert_eq!(figures, [6.4, 11.8, 30.2, 28.8], "docs/model.md: 6.4 and 11.8 GiB whole, xl 30.2 and xxl 28.8 GiB a rank");
+    assert_eq!(by("xl").1.sharding, Sharding::FullShard, "docs/model.md: xl as two fully sharded ranks");
     // base and large train whole on one GPU.
     assert_eq!((by("base").1.sharding, by("base").1.offload_optimizer), (Sharding::NoShard, false));
     assert_eq!((by("large").1.sharding, by("large").1.offload_optimizer), (Sharding::NoShard, false));
