@@ -35,6 +35,9 @@ struct Cli {
     /// Config file [env: ABSA_CLI_CONFIG] [default: ~/.config/absa/cli.toml]
     #[arg(long, global = true, value_name = "FILE", help_heading = "Global options")]
     config: Option<PathBuf>,
+    /// Profile of the config file ([profiles.NAME]) [env: ABSA_PROFILE] [default: the file's top-level keys]
+    #[arg(long, global = true, value_name = "NAME", help_heading = "Global options")]
+    profile: Option<String>,
     /// Print the server's JSON answers instead of tables
     #[arg(long, global = true, help_heading = "Global options")]
     json: bool,
@@ -137,6 +140,9 @@ enum Command {
     Schedule(ScheduleCmd),
     /// Who the API key belongs to
     Me,
+    /// Check an API key (read from standard input, so it shows in no process list) and
+    /// save it with the API URL as a profile of the config file, readable by its owner only
+    Login,
     /// Manage API keys (admin)
     #[command(subcommand)]
     Keys(KeysCmd),
@@ -420,8 +426,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Login = cli.command {
+        return login(&cli);
+    }
     let flags = config::Layer { api_url: cli.api_url.clone(), api_key: cli.api_key.clone() };
-    let settings = config::load(flags, cli.config.clone(), |k| std::env::var(k).ok())?;
+    let settings = config::load(flags, cli.config.clone(), cli.profile.clone(), |k| std::env::var(k).ok())?;
     let c = Client::new(&settings.api_url, settings.api_key.clone());
     let json = cli.json;
     // Prints the raw answer with --json, else the rendering.
@@ -483,6 +492,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Promote { version_id, alias, metric } => return promote(&c, &version_id, &alias, metric, json),
         Command::Export { job_id, format, output } => export(&c, &job_id, format, &output)?,
         Command::Download { version_id, artifact, output } => download(&c, &version_id, artifact, &output)?,
+        Command::Login => unreachable!("answered before the settings are read"),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "absa", &mut std::io::stdout());
         }
@@ -1130,6 +1140,29 @@ fn export(c: &Client, job_id: &str, format: Option<ExportFormat>, output: &Path)
     let (n, _) = save(download.body, download.len, output, "predictions")?;
     eprintln!("wrote {} bytes of {} to {}", output::count(n as i64), name_of(format), output.display());
     Ok(())
+}
+
+/// `absa login`: the key from standard input, checked against the API (`/v1/me`), then
+/// saved with the URL (`--api-url`, `ABSA_API_URL` or the default) as the profile.
+fn login(cli: &Cli) -> Result<ExitCode> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let url = config::normalize_url(&cli.api_url.clone().or_else(|| env(config::ENV_API_URL)).unwrap_or_else(|| config::DEFAULT_API_URL.into()))?;
+    let path = config::config_path(cli.config.clone(), &env).0.context("no config file to write: set HOME, or name one with --config")?;
+    let profile = cli.profile.clone().or_else(|| env(config::ENV_PROFILE));
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprint!("API key for {url}: ");
+    }
+    let mut key = String::new();
+    std::io::stdin().read_line(&mut key).context("reading the API key from standard input")?;
+    let key = key.trim().to_owned();
+    if key.is_empty() {
+        return Err(exit::KeyRefused("no API key on standard input".into()).into());
+    }
+    let me = Client::new(&url, Some(key.clone())).get("/v1/me", &[])?;
+    config::save_profile(&path, profile.as_deref(), &url, &key)?;
+    let name = profile.as_deref().unwrap_or("default");
+    print(&format!("logged in to {url} as {} of team {}; profile {name} saved in {}\n", get(&me, "role"), get(&me, "team"), path.display()));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `absa download`: the artifact saved to `output`, refused (and not left behind) when

@@ -331,6 +331,44 @@ fn the_cli_drives_the_api() {
     let out = svc.absa(Some(&admin), &["--config", svc.dir.join("missing.toml").to_str().unwrap(), "me"]);
     assert!(out.code == Some(1) && out.stderr.contains("reading config file"), "{out:?}");
 
+    // login: the key from standard input, checked, saved as a profile only its owner reads.
+    let config = svc.dir.join("login").join("cli.toml");
+    let login = |key: &str, profile: &str| {
+        let mut child = Command::new(binary("absa"))
+            .args(["--config", config.to_str().unwrap(), "--profile", profile, "--api-url", &svc.url, "login"])
+            .env_remove("ABSA_API_KEY")
+            .env_remove("ABSA_API_URL")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{key}\n").as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, _, stderr) = login("absa_not-a-key", "ci");
+    assert!(code == Some(3) && stderr.contains("HTTP 401"), "{code:?} {stderr}");
+    assert!(!config.exists(), "a refused key is not saved");
+    let (code, stdout, stderr) = login(&analyst, "ci");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with(&format!("logged in to {} as analyst of team ", svc.url)), "{stdout}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(config.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+    let with_profile = |profile: &str| {
+        Command::new(binary("absa"))
+            .args(["--config", config.to_str().unwrap(), "--profile", profile, "me"])
+            .env_remove("ABSA_API_KEY")
+            .env_remove("ABSA_API_URL")
+            .output()
+            .unwrap()
+    };
+    let me = with_profile("ci");
+    assert!(me.status.success() && field(&String::from_utf8_lossy(&me.stdout), "role").as_deref() == Some("analyst"), "{me:?}");
+    let other = with_profile("prod");
+    assert!(other.status.code() == Some(1) && String::from_utf8_lossy(&other.stderr).contains("no profile \"prod\""), "{other:?}");
+
     // Completion scripts for the shells, naming the commands.
     for shell in ["bash", "zsh", "fish"] {
         let script = svc.ok(&admin, &["completions", shell]);
