@@ -266,11 +266,12 @@ async function modelsView() {
   const [{ models }, { aliases }] = await Promise.all([api("/models"), api("/aliases")]);
   if (!models.length) return { node: card(el("h1", {}, "Model versions"), el("p", { class: "muted" }, "No model version yet.")), again: true };
   const aliasRows = aliases.map((a) =>
-    el("tr", { "data-alias": a.name }, el("td", {}, el("span", { class: "alias" }, a.name)), el("td", { class: "id" }, a.model_version_id), el("td", {}, when(a.updated_at))));
+    el("tr", { "data-alias": a.name, "data-model": a.model }, el("td", {}, a.model), el("td", {}, el("span", { class: "alias" }, a.name)), el("td", { class: "id" }, a.model_version_id), el("td", {}, when(a.updated_at))));
   // One column per version; one row per field, then per metric (the best value in bold).
   const metricNames = [...new Set(models.flatMap((m) => Object.keys(m.metrics || {})))].sort();
   const hp = (m) => (m.lineage && m.lineage.hyperparameters) || {};
   const rows = [
+    ["model", (m) => m.model],
     ["aliases", (m) => m.aliases.map((a) => el("span", { class: "alias" }, a))],
     ["created", (m) => when(m.created_at)],
     ["base model", (m) => m.base_model],
@@ -288,7 +289,7 @@ async function modelsView() {
   const side = el("table", { class: "models", id: "models-table" }, el("thead", {}, header), el("tbody", {}, rows));
   return {
     node: el("div", {},
-      card(el("h1", {}, "Aliases"), aliases.length ? table(["alias", "model version", "updated"], aliasRows, { id: "aliases-table" }) : el("p", { class: "muted" }, "No alias set.")),
+      card(el("h1", {}, "Aliases"), aliases.length ? table(["model", "alias", "model version", "updated"], aliasRows, { id: "aliases-table" }) : el("p", { class: "muted" }, "No alias set.")),
       card(el("h1", {}, "Model versions"), el("div", { class: "scroll-x" }, side))),
     again: true,
   };

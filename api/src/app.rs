@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{self, Caller, HasPool};
-use crate::routes::{access, data, export, jobs, models, schedules, webhooks};
+use crate::routes::{access, data, export, jobs, models, registered_models, schedules, webhooks};
 use crate::settings::{ApiSettings, Settings};
 
 #[derive(Clone)]
@@ -111,6 +111,8 @@ pub fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(models::get_model))
         .routes(routes!(models::promote))
         .routes(routes!(models::download_artifact))
+        .routes(routes!(registered_models::list_registered_models))
+        .routes(routes!(registered_models::get_registered_model, registered_models::put_registered_model))
         .routes(routes!(models::list_aliases))
         .routes(routes!(models::set_alias))
         .routes(routes!(schedules::list_schedules, schedules::create_schedule))

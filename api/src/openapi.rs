@@ -59,7 +59,7 @@ pub struct Bytes(#[allow(dead_code)] Vec<u8>);
     tags(
         (name = "data", description = "Datasets (labelled rows for training) and corpora (documents to score)"),
         (name = "jobs", description = "Training, scoring and sweep jobs: submission, status, events, metrics, row errors, predictions"),
-        (name = "models", description = "Model versions, aliases, promotion and downloads"),
+        (name = "models", description = "Registered models, their versions and aliases, promotion and downloads"),
         (name = "schedules", description = "Retrains on a cron schedule or when a dataset gains rows"),
         (name = "webhooks", description = "Job state changes POSTed to a team's URLs"),
         (name = "access", description = "Who is calling; keys, teams and BI logins (admins)")
@@ -142,6 +142,6 @@ mod tests {
                 assert!(status == "204" || answer["content"].as_object().is_some_and(|c| !c.is_empty()), "{method} {path}: {status} without a body schema");
             }
         }
-        assert_eq!(count, 42, "operations in the document");
+        assert_eq!(count, 45, "operations in the document");
     }
 }

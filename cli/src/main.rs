@@ -235,6 +235,9 @@ struct Train {
     /// Without GPUs: CPU processes that train together (sharding: --hp sharding=full_shard)
     #[arg(long, conflicts_with = "gpus")]
     ranks: Option<u32>,
+    /// The registered model the new version joins (default: the task's, sentiment or stance)
+    #[arg(long, value_name = "NAME")]
+    registered_model: Option<String>,
     /// Promote the new version to this alias if it beats the alias's current version
     #[arg(long, value_name = "ALIAS")]
     promote: Option<String>,
@@ -291,6 +294,9 @@ struct Score {
     /// Alias naming the model version, e.g. production
     #[arg(long, value_name = "NAME")]
     alias: Option<String>,
+    /// The registered model whose alias it is (when several of the team's have it)
+    #[arg(long, value_name = "NAME", requires = "alias")]
+    registered_model: Option<String>,
     /// Documents per shard
     #[arg(long)]
     shard_size: Option<u32>,
@@ -741,6 +747,9 @@ fn train_body(t: &Train) -> Result<Value> {
     if let Some(a) = &t.promote {
         body["promote"] = json!({ "alias": a, "metric": name_of(t.metric) });
     }
+    if let Some(m) = &t.registered_model {
+        body["model"] = json!(m);
+    }
     Ok(body)
 }
 
@@ -787,6 +796,9 @@ fn score_body(s: &Score) -> Value {
     }
     if let Some(a) = &s.alias {
         body["alias"] = json!(a);
+    }
+    if let Some(m) = &s.registered_model {
+        body["model"] = json!(m);
     }
     if let Some(n) = s.shard_size {
         body["shard_size"] = json!(n);
@@ -1085,8 +1097,9 @@ fn compare_view(v: &Value, ids: &[String]) -> String {
 }
 
 fn aliases_table(v: &Value) -> String {
-    let rows: Vec<Vec<String>> = list(v, "aliases").iter().map(|a| vec![get(a, "name"), get(a, "model_version_id"), time(a, "updated_at")]).collect();
-    table(&["NAME", "MODEL_VERSION", "UPDATED"], &rows)
+    let rows: Vec<Vec<String>> =
+        list(v, "aliases").iter().map(|a| vec![get(a, "model"), get(a, "name"), get(a, "model_version_id"), time(a, "updated_at")]).collect();
+    table(&["MODEL", "NAME", "MODEL_VERSION", "UPDATED"], &rows)
 }
 
 fn promote(c: &Client, version_id: &str, alias: &str, metric: Metric, json: bool) -> Result<ExitCode> {

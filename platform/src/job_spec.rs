@@ -242,7 +242,7 @@ const PROVENANCE_KEYS: [&str; 2] = ["retrain", "sweep"];
 pub fn check_train(parameters: &Value) -> Result<(), String> {
     let p = parameters.as_object().ok_or("training parameters: a JSON object")?;
     for key in p.keys() {
-        if !["dataset_id", "base_model", "hyperparameters", "labels", "gpus", "ranks", "promote"].contains(&key.as_str())
+        if !["dataset_id", "base_model", "hyperparameters", "labels", "gpus", "ranks", "promote", "model"].contains(&key.as_str())
             && !PROVENANCE_KEYS.contains(&key.as_str())
         {
             return Err(format!("unknown field {:?}", truncate(key, 40)));
@@ -269,6 +269,11 @@ pub fn check_train(parameters: &Value) -> Result<(), String> {
         }
     };
     check_devices(count("gpus")?, count("ranks")?)?;
+    match p.get("model") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(name)) if crate::registry::valid_model_name(name) => {}
+        Some(_) => return Err("model: a registered model's name (lower-case letters, digits, '-' and '_', at most 63)".into()),
+    }
     match p.get("promote") {
         None | Some(Value::Null) => {}
         Some(v) => {

@@ -58,6 +58,10 @@ pub struct PromotionPolicy {
     pub alias: String,
     #[serde(default)]
     pub metric: PromotionMetric,
+    /// The registered model the alias is of; a version of another model is refused.
+    /// Default: the version's own model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 fn production() -> String {
@@ -66,7 +70,7 @@ fn production() -> String {
 
 impl Default for PromotionPolicy {
     fn default() -> Self {
-        Self { alias: production(), metric: PromotionMetric::default() }
+        Self { alias: production(), metric: PromotionMetric::default(), model: None }
     }
 }
 
@@ -74,6 +78,8 @@ impl Default for PromotionPolicy {
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Promotion {
     pub promoted: bool,
+    /// The registered model whose alias it is.
+    pub model: String,
     pub alias: String,
     pub metric: PromotionMetric,
     pub candidate_id: Uuid,
@@ -90,27 +96,74 @@ pub fn valid_alias(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
-/// Points `alias` at `version` (of `team`), recording the move and why.
+/// The registered model `version` (of `team`) belongs to: its id and name.
+pub async fn model_of(conn: &mut PgConnection, team: Uuid, version: Uuid) -> Result<(Uuid, String)> {
+    let found: Option<(Uuid, String)> =
+        sqlx::query_as("SELECT r.id, r.name FROM model_versions v JOIN registered_models r ON r.id = v.registered_model_id WHERE v.id = $1 AND v.team_id = $2")
+            .bind(version)
+            .bind(team)
+            .fetch_optional(&mut *conn)
+            .await?;
+    found.ok_or_else(|| PlatformError::InvalidData(format!("model version {version} not found")))
+}
+
+/// Registered model names: as alias names, lower-case letters, digits, `-` and `_`.
+pub fn valid_model_name(name: &str) -> bool {
+    valid_alias(name)
+}
+
+/// The team's registered model `name` for a version with `labels`: created with the
+/// labels' task when it is new; refused when it exists with other labels (its versions
+/// must be comparable).
+pub async fn ensure_model(conn: &mut PgConnection, team: Uuid, name: &str, labels: &[String]) -> Result<Uuid> {
+    if !valid_model_name(name) {
+        return Err(PlatformError::InvalidData(format!("model {name:?}: use lower-case letters, digits, '-' and '_' (at most 63)")));
+    }
+    sqlx::query(
+        "INSERT INTO registered_models (team_id, name, task, label_names) VALUES ($1, $2, absa_task_of($3), $3) ON CONFLICT (team_id, name) DO NOTHING",
+    )
+    .bind(team)
+    .bind(name)
+    .bind(labels)
+    .execute(&mut *conn)
+    .await?;
+    let (id, existing): (Uuid, Vec<String>) =
+        sqlx::query_as("SELECT id, label_names FROM registered_models WHERE team_id = $1 AND name = $2").bind(team).bind(name).fetch_one(&mut *conn).await?;
+    if existing != labels {
+        return Err(PlatformError::InvalidData(format!(
+            "model {name:?} has the labels {}; this version's are {}: its versions must share them (name another model)",
+            existing.join(", "),
+            labels.join(", ")
+        )));
+    }
+    Ok(id)
+}
+
+/// Points `alias` of `version`'s registered model at `version` (of `team`), recording
+/// the move and why.
 pub async fn set_alias(conn: &mut PgConnection, team: Uuid, alias: &str, version: Uuid, reason: Value) -> Result<()> {
     if !valid_alias(alias) {
         return Err(PlatformError::InvalidData(format!("alias {alias:?}: use lower-case letters, digits, '-' and '_' (at most 63)")));
     }
-    let previous: Option<Uuid> = sqlx::query_scalar("SELECT model_version_id FROM model_aliases WHERE team_id = $1 AND name = $2 FOR UPDATE")
-        .bind(team)
+    let (model, _) = model_of(conn, team, version).await?;
+    let previous: Option<Uuid> = sqlx::query_scalar("SELECT model_version_id FROM model_aliases WHERE registered_model_id = $1 AND name = $2 FOR UPDATE")
+        .bind(model)
         .bind(alias)
         .fetch_optional(&mut *conn)
         .await?;
     sqlx::query(
-        "INSERT INTO model_aliases (team_id, name, model_version_id) VALUES ($1, $2, $3)
-         ON CONFLICT (team_id, name) DO UPDATE SET model_version_id = EXCLUDED.model_version_id, updated_at = now()",
+        "INSERT INTO model_aliases (team_id, registered_model_id, name, model_version_id) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (registered_model_id, name) DO UPDATE SET model_version_id = EXCLUDED.model_version_id, updated_at = now()",
     )
     .bind(team)
+    .bind(model)
     .bind(alias)
     .bind(version)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("INSERT INTO model_alias_events (team_id, alias, model_version_id, previous_id, reason) VALUES ($1, $2, $3, $4, $5)")
+    sqlx::query("INSERT INTO model_alias_events (team_id, registered_model_id, alias, model_version_id, previous_id, reason) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(team)
+        .bind(model)
         .bind(alias)
         .bind(version)
         .bind(previous)
@@ -120,13 +173,26 @@ pub async fn set_alias(conn: &mut PgConnection, team: Uuid, alias: &str, version
     Ok(())
 }
 
-/// The version `alias` points at, if any.
-pub async fn resolve_alias(conn: &mut PgConnection, team: Uuid, alias: &str) -> Result<Option<Uuid>> {
-    Ok(sqlx::query_scalar("SELECT model_version_id FROM model_aliases WHERE team_id = $1 AND name = $2")
-        .bind(team)
-        .bind(alias)
-        .fetch_optional(&mut *conn)
-        .await?)
+/// The version `alias` points at: of the registered model `model`, or, without one,
+/// of the team's only model that has the alias (two or more: an error naming them).
+pub async fn resolve_alias(conn: &mut PgConnection, team: Uuid, alias: &str, model: Option<&str>) -> Result<Option<Uuid>> {
+    let found: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT a.model_version_id, r.name FROM model_aliases a JOIN registered_models r ON r.id = a.registered_model_id
+         WHERE a.team_id = $1 AND a.name = $2 AND ($3::text IS NULL OR r.name = $3) ORDER BY r.name",
+    )
+    .bind(team)
+    .bind(alias)
+    .bind(model)
+    .fetch_all(&mut *conn)
+    .await?;
+    match found.as_slice() {
+        [] => Ok(None),
+        [(version, _)] => Ok(Some(*version)),
+        several => Err(PlatformError::InvalidData(format!(
+            "model: alias {alias:?} is set in the models {}; name one",
+            several.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
 }
 
 async fn validation_figure(conn: &mut PgConnection, team: Uuid, version: Uuid, metric: PromotionMetric) -> Result<Option<f64>> {
@@ -142,15 +208,23 @@ async fn validation_figure(conn: &mut PgConnection, team: Uuid, version: Uuid, m
     }
 }
 
-/// Moves `policy.alias` to `candidate` if the alias is unset or the candidate's
-/// validation figure is strictly higher than the current version's. Locks the alias
-/// row, so two promotions of the same alias are decided one after the other.
+/// Moves `policy.alias` of the candidate's registered model to `candidate` if the
+/// alias is unset or the candidate's validation figure is strictly higher than the
+/// current version's. Versions of other registered models are never compared: a
+/// policy naming another model is refused. Locks the alias row, so two promotions of
+/// the same alias are decided one after the other.
 pub async fn promote_if_better(conn: &mut PgConnection, team: Uuid, candidate_id: Uuid, policy: &PromotionPolicy) -> Result<Promotion> {
+    let (model, model_name) = model_of(conn, team, candidate_id).await?;
+    if let Some(named) = policy.model.as_deref().filter(|named| *named != model_name) {
+        return Err(PlatformError::InvalidData(format!(
+            "model: version {candidate_id} belongs to the model {model_name:?}, not {named:?}; promotion compares versions of one model"
+        )));
+    }
     let Some(candidate) = validation_figure(conn, team, candidate_id, policy.metric).await? else {
         return Err(PlatformError::InvalidData(format!("model version {candidate_id} has no {}", policy.metric.metrics_key())));
     };
-    let current_id: Option<Uuid> = sqlx::query_scalar("SELECT model_version_id FROM model_aliases WHERE team_id = $1 AND name = $2 FOR UPDATE")
-        .bind(team)
+    let current_id: Option<Uuid> = sqlx::query_scalar("SELECT model_version_id FROM model_aliases WHERE registered_model_id = $1 AND name = $2 FOR UPDATE")
+        .bind(model)
         .bind(&policy.alias)
         .fetch_optional(&mut *conn)
         .await?;
@@ -159,7 +233,7 @@ pub async fn promote_if_better(conn: &mut PgConnection, team: Uuid, candidate_id
         None => None,
     };
     let promoted = current_id != Some(candidate_id) && current.is_none_or(|c| candidate > c);
-    let decision = Promotion { promoted, alias: policy.alias.clone(), metric: policy.metric, candidate_id, candidate, current_id, current };
+    let decision = Promotion { promoted, model: model_name, alias: policy.alias.clone(), metric: policy.metric, candidate_id, candidate, current_id, current };
     if promoted {
         set_alias(conn, team, &policy.alias, candidate_id, json!({ "promotion": &decision })).await?;
     }
@@ -183,7 +257,7 @@ mod tests {
     #[test]
     fn policy_defaults_and_unknown_fields() {
         let p: PromotionPolicy = serde_json::from_value(json!({})).unwrap();
-        assert_eq!(p, PromotionPolicy { alias: "production".into(), metric: PromotionMetric::MacroF1 });
+        assert_eq!(p, PromotionPolicy { alias: "production".into(), metric: PromotionMetric::MacroF1, model: None });
         let p: PromotionPolicy = serde_json::from_value(json!({"alias": "prod", "metric": "accuracy"})).unwrap();
         assert_eq!(p.metric.metrics_key(), "validation_accuracy");
         let p: PromotionPolicy = serde_json::from_value(json!({"metric": "f_avg"})).unwrap();

@@ -98,6 +98,9 @@ pub struct SweepSpec {
     /// Promote the chosen version (only if it beats the alias's current one).
     #[serde(default)]
     pub promote: Option<PromotionPolicy>,
+    /// The registered model every child's version joins (default: the task's).
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 impl SweepSpec {
@@ -155,6 +158,9 @@ impl SweepSpec {
         }
         // Every child is checked as the training job it will be.
         job_spec::check_base_model(&self.base_model).map_err(invalid)?;
+        if self.model.as_deref().is_some_and(|m| !crate::registry::valid_model_name(m)) {
+            return Err(invalid("model: a registered model's name (lower-case letters, digits, '-' and '_', at most 63)".into()));
+        }
         if let Some(labels) = &self.labels {
             job_spec::check_labels(labels).map_err(invalid)?;
             // F_avg only where the labels have against and favor (without labels, the
@@ -311,6 +317,9 @@ pub async fn advance(pool: &PgPool) -> Result<Advanced> {
                                     "sweep": { "sweep_id": id, "trial": created, "values": trials[created] } });
             if let Some(labels) = &spec.labels {
                 child["labels"] = json!(labels);
+            }
+            if let Some(model) = &spec.model {
+                child["model"] = json!(model);
             }
             let job = NewJob {
                 team_id: team,

@@ -353,6 +353,12 @@ async fn train_promote_score_and_export() {
     assert_eq!(refused.body["current"].as_f64(), Some(f1(&v1)));
     let model = api.get(Some(&analyst), &format!("/v1/models/{v1}")).body;
     assert_eq!(model["aliases"], json!(["production"]), "{model}");
+    // Filed under the task's registered model; its lineage names the dataset snapshot:
+    // the 600 rows as the trainer read them (train and the validation split it made).
+    assert_eq!(model["model"], "sentiment", "{model}");
+    let snapshot = &model["lineage"]["dataset"];
+    assert_eq!((snapshot["id"].as_str(), snapshot["rows"].as_i64()), (Some(dataset.as_str()), Some(600)), "{model}");
+    assert!(snapshot["sha256"].as_str().is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())), "{model}");
     // Versions page newest first and filter by base model and dataset.
     let page = api.get(Some(&analyst), "/v1/models?limit=1").body;
     assert_eq!((page["models"][0]["id"].as_str(), page["has_more"].as_bool()), (Some(v2.as_str()), Some(true)), "{page}");
@@ -713,5 +719,108 @@ async fn lists_and_job_events_page_by_cursor_with_filters() {
     for path in ["/v1/datasets?limit=0", "/v1/corpora?after=nonsense", "/v1/models?limit=1001"] {
         assert_eq!(api.get(Some(&mlops), path).status, 422, "{path}");
     }
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registered_models_own_their_versions_and_aliases() {
+    let svc = Service::start().await;
+    let admin = svc.bootstrap_key("registry");
+    let (mlops, _) = svc.key(&admin, "mlops");
+    let (analyst, _) = svc.key(&admin, "analyst");
+    let api = &svc.api;
+    let pool = sqlx::PgPool::connect(&svc.db_url).await.expect("connect");
+    let team: Uuid = sqlx::query_scalar("SELECT id FROM teams WHERE name = 'registry'").fetch_one(&pool).await.unwrap();
+    // Versions made here (nothing trains): two sentiment, one stance, filed by their task.
+    let version = |labels: &'static str, f1: f64, model: Option<Uuid>| {
+        let pool = pool.clone();
+        async move {
+            let id = Uuid::new_v4();
+            sqlx::query(
+                "INSERT INTO model_versions (id, team_id, base_model, label_names, metrics, registered_model_id) VALUES ($1, $2, 'm', $3::text[], $4, $5)",
+            )
+            .bind(id)
+            .bind(team)
+            .bind(labels)
+            .bind(json!({ "validation_macro_f1": f1 }))
+            .bind(model)
+            .execute(&pool)
+            .await
+            .unwrap();
+            id.to_string()
+        }
+    };
+    let sentiment_1 = version("{negative,neutral,positive}", 0.7, None).await;
+    let sentiment_2 = version("{negative,neutral,positive}", 0.6, None).await;
+    let stance = version("{against,neither,favor}", 0.5, None).await;
+
+    // A model made through the API, with a description and tags; its task and labels stay.
+    let spec =
+        json!({ "task": "sentiment", "label_names": ["negative", "neutral", "positive"], "description": "laptops, v2 recipe", "tags": { "owner": "mlops" } });
+    let a = api.send("PUT", Some(&analyst), "/v1/registered-models/laptops-v2", Some(&spec), &[]);
+    assert_eq!(a.status, 403, "{a:?}");
+    let a = api.send("PUT", Some(&mlops), "/v1/registered-models/laptops-v2", Some(&spec), &[]);
+    assert_eq!((a.status, a.body["task"].as_str(), a.body["versions"].as_i64()), (201, Some("sentiment"), Some(0)), "{a:?}");
+    let a = api.send("PUT", Some(&mlops), "/v1/registered-models/laptops-v2", Some(&json!({ "tags": { "owner": "team-b" } })), &[]);
+    assert_eq!((a.status, a.body["tags"]["owner"].as_str(), a.body["description"].as_str()), (200, Some("team-b"), Some("laptops, v2 recipe")), "{a:?}");
+    for (name, body, field) in [
+        ("laptops-v2", json!({ "task": "stance" }), "task"),
+        ("new-model", json!({ "description": "no task" }), "task"),
+        ("Bad Name", json!({ "task": "stance", "label_names": ["a", "b"] }), "name"),
+        ("tagged", json!({ "task": "stance", "label_names": ["against", "favor"], "tags": { "n": 1 } }), "tags.n"),
+    ] {
+        let a = api.send("PUT", Some(&mlops), &format!("/v1/registered-models/{}", name.replace(' ', "%20")), Some(&body), &[]);
+        assert_eq!((a.status, a.body["field"].as_str()), (422, Some(field)), "{name} {body}: {a:?}");
+    }
+    let listed = api.get(Some(&analyst), "/v1/registered-models").body;
+    let models: Vec<(&str, &str, i64)> = listed["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap(), m["task"].as_str().unwrap(), m["versions"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(models, [("laptops-v2", "sentiment", 0), ("sentiment", "sentiment", 2), ("stance", "stance", 1)], "{listed}");
+    assert_eq!(api.get(Some(&analyst), &format!("/v1/models/{stance}")).body["model"], "stance");
+    assert_eq!(api.get(Some(&analyst), "/v1/models?model=sentiment").body["models"].as_array().map(Vec::len), Some(2));
+
+    // Each model has its own production: the stance version's 0.5 is not compared with
+    // the sentiment version's 0.7.
+    let promote = |version: &str, body: Value| api.send("POST", Some(&mlops), &format!("/v1/models/{version}/promote"), Some(&body), &[]);
+    let a = promote(&sentiment_1, json!({}));
+    assert_eq!((a.status, a.body["model"].as_str(), a.body["promoted"].as_bool()), (200, Some("sentiment"), Some(true)), "{a:?}");
+    let a = promote(&stance, json!({}));
+    assert_eq!((a.status, a.body["model"].as_str(), a.body["current_id"].is_null()), (200, Some("stance"), true), "{a:?}");
+    let a = promote(&sentiment_2, json!({}));
+    assert_eq!((a.status, a.body["promoted"].as_bool(), a.body["current_id"].as_str()), (409, Some(false), Some(sentiment_1.as_str())), "{a:?}");
+    // Across models: refused, naming the field.
+    let a = promote(&stance, json!({ "model": "sentiment" }));
+    assert_eq!((a.status, a.body["field"].as_str()), (422, Some("model")), "{a:?}");
+    assert!(a.body["detail"].as_str().unwrap().contains("belongs to the model \"stance\", not \"sentiment\""), "{a:?}");
+    let aliases: Vec<(String, String, String)> = api.get(Some(&analyst), "/v1/aliases").body["aliases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["model"].as_str().unwrap().into(), a["name"].as_str().unwrap().into(), a["model_version_id"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(aliases, [("sentiment".into(), "production".into(), sentiment_1.clone()), ("stance".into(), "production".into(), stance.clone())]);
+
+    // Scoring by alias: two models have `production`, so the model is named.
+    let a = api.upload(Some(&analyst), "/v1/corpora?name=docs", jsonl(&laptops("test")[..3]).as_bytes());
+    let corpus = a.body["corpus_id"].as_str().unwrap().to_owned();
+    let a = api.post(&analyst, "/v1/jobs/score", &json!({ "corpus_id": corpus, "alias": "production" }));
+    assert_eq!((a.status, a.body["field"].as_str()), (422, Some("model")), "{a:?}");
+    let a = api.post(&analyst, "/v1/jobs/score", &json!({ "corpus_id": corpus, "alias": "production", "model": "stance" }));
+    assert_eq!((a.status, a.body["parameters"]["model_version_id"].as_str()), (201, Some(stance.as_str())), "{a:?}");
+    let a = api.post(&analyst, "/v1/jobs/score", &json!({ "corpus_id": corpus, "alias": "production", "model": "laptops-v2" }));
+    assert_eq!(a.status, 404, "laptops-v2 has no production: {a:?}");
+
+    // A training job naming a model with other labels is refused at submission.
+    let a = api.upload(Some(&mlops), "/v1/datasets?name=laptops", jsonl(&laptops("train")[..30]).as_bytes());
+    let dataset = a.body["dataset_id"].as_str().unwrap().to_owned();
+    let a = api.post(&mlops, "/v1/jobs/train", &json!({ "dataset_id": dataset, "base_model": "all-minilm-l6-v2", "model": "stance" }));
+    assert_eq!((a.status, a.body["field"].as_str()), (422, Some("model")), "{a:?}");
+    let a = api.post(&mlops, "/v1/jobs/train", &json!({ "dataset_id": dataset, "base_model": "all-minilm-l6-v2", "model": "laptops-v2" }));
+    assert_eq!((a.status, a.body["parameters"]["model"].as_str()), (201, Some("laptops-v2")), "{a:?}");
+    pool.close().await;
     svc.stop().await;
 }

@@ -48,6 +48,7 @@ async fn each_readers_quickstart_runs_as_the_readme_writes_it() {
     // Positive, the commonest class, is 0.427 of laptops train: one epoch learns more than it.
     assert!(accuracy > 0.5, "{printed}");
     assert_eq!((lines[1]["name"].as_str(), lines[2]["name"].as_str()), (Some("candidate"), Some("production")), "{printed}");
+    assert_eq!((lines[1]["model"].as_str(), lines[2]["model"].as_str()), (Some("laptops"), Some("laptops")), "{printed}");
     assert_eq!(lines[1]["model_version_id"], lines[2]["model_version_id"]);
 
     // Analyst: the test texts scored with production; the CSV's header and two rows.

@@ -19,6 +19,7 @@ use absa_platform::workers::{self, Offer};
 use anyhow::Context;
 use serde::Deserialize;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -42,6 +43,10 @@ pub struct TrainJobParameters {
     pub labels: Option<Vec<String>>,
     #[serde(default)]
     pub hyperparameters: Hyperparameters,
+    /// The registered model the new version joins (created when new); default: the
+    /// team's model named after the task (`sentiment`, `stance`).
+    #[serde(default)]
+    pub model: Option<String>,
     /// Give the new version the `candidate` alias, and `promote.alias` if it beats the
     /// version that alias points at (retrains set this).
     #[serde(default)]
@@ -351,10 +356,18 @@ impl TrainWorker {
 
         let rejected = read_rejected(&config.out.join("rejected_rows.txt"), data);
         let model_version_id = Uuid::new_v4();
+        let snapshot = dataset_snapshot(data)?;
         let mut tx = self.pool.begin().await?;
+        // Without a name, the database files the version under the task's model.
+        let registered_model = match &params.model {
+            // Labels that differ from the model's would differ on every attempt: no retry.
+            Some(name) => Some(registry::ensure_model(&mut tx, job.team_id, name, &labels).await.map_err(|e| Permanent(e.to_string()))?),
+            None => None,
+        };
         sqlx::query(
-            "INSERT INTO model_versions (id, team_id, base_model, dataset_id, training_job_id, label_names, metrics, checkpoint_id, onnx_id, lineage)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO model_versions (id, team_id, base_model, dataset_id, training_job_id, label_names, metrics, checkpoint_id, onnx_id, lineage,
+                                         registered_model_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(model_version_id)
         .bind(job.team_id)
@@ -365,7 +378,9 @@ impl TrainWorker {
         .bind(serde_json::to_value(summary)?)
         .bind(checkpoint.id)
         .bind(onnx.id)
-        .bind(json!({ "training_job_id": job.id, "attempt": job.attempt, "hyperparameters": config_record(config, summary) }))
+        .bind(json!({ "training_job_id": job.id, "attempt": job.attempt, "hyperparameters": config_record(config, summary),
+                      "dataset": { "id": params.dataset_id, "rows": snapshot.0, "sha256": snapshot.1 } }))
+        .bind(registered_model)
         .execute(&mut *tx)
         .await?;
         for (line, reason) in &rejected {
@@ -766,6 +781,20 @@ async fn write_dataset(pool: &PgPool, team_id: Uuid, dataset_id: Uuid, dir: &Pat
 }
 
 /// The engine's `rejected_rows.txt` (`file:line: reason`) as dataset lines and reasons.
+/// The dataset as this job read it: its rows (all splits) and the sha256 of the files
+/// the trainer was given, train then validation then test, so a version's lineage
+/// names the exact snapshot that trained it.
+fn dataset_snapshot(data: &DatasetFiles) -> anyhow::Result<(usize, String)> {
+    let mut hasher = Sha256::new();
+    let mut rows = 0;
+    for path in std::iter::once(&data.train).chain(data.validation.iter()).chain(data.test.iter()) {
+        let mut file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+        std::io::copy(&mut file, &mut hasher).with_context(|| format!("{}", path.display()))?;
+        rows += data.lines.get(path).map_or(0, Vec::len);
+    }
+    Ok((rows, format!("{:x}", hasher.finalize())))
+}
+
 fn read_rejected(path: &Path, data: &DatasetFiles) -> Vec<(i64, String)> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut out = Vec::new();

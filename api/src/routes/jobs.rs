@@ -34,6 +34,9 @@ pub struct TrainRequest {
     hyperparameters: Map<String, Value>,
     /// The classes, in order (default: the dataset's labels).
     labels: Option<Vec<String>>,
+    /// The registered model the new version joins (created on first use with the
+    /// labels' task); default: the team's model named after the task (`sentiment`, `stance`).
+    model: Option<String>,
     /// GPUs to shard the model over (0: CPU).
     #[serde(default)]
     gpus: u32,
@@ -55,6 +58,9 @@ pub struct ScoreRequest {
     /// Exactly one of `model_version_id` and `alias`.
     model_version_id: Option<Uuid>,
     alias: Option<String>,
+    /// The registered model whose `alias` it is; needed only when several of the team's
+    /// models have an alias of that name.
+    model: Option<String>,
     /// `given`: the targets in the documents; `lexicon`: also every occurrence of these terms.
     target_mode: Option<String>,
     lexicon: Option<Vec<String>>,
@@ -258,6 +264,35 @@ pub async fn list_base_models(State(state): State<AppState>, _caller: Caller) ->
     Ok(Json(BaseModelList { base_models }))
 }
 
+/// A version joins its registered model only with the model's labels: a job whose
+/// labels (given, else its dataset's) differ is refused now rather than after training.
+pub(crate) async fn check_model_labels(state: &AppState, caller: &Caller, model: Option<&str>, dataset: Uuid, labels: Option<&[String]>) -> ApiResult<()> {
+    let Some(model) = model else { return Ok(()) };
+    let existing: Option<Vec<String>> = sqlx::query_scalar("SELECT label_names FROM registered_models WHERE team_id = $1 AND name = $2")
+        .bind(caller.team_id)
+        .bind(model)
+        .fetch_optional(&state.pool)
+        .await?;
+    let Some(existing) = existing else { return Ok(()) };
+    let labels = match labels {
+        Some(labels) => labels.to_vec(),
+        None => sqlx::query_scalar("SELECT label_names FROM datasets WHERE id = $1 AND team_id = $2")
+            .bind(dataset)
+            .bind(caller.team_id)
+            .fetch_optional(&state.pool)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("dataset {dataset}")))?,
+    };
+    if labels != existing {
+        return Err(ApiError::Unprocessable(format!(
+            "model {model:?}: its versions have the labels {}; this job's are {} (name another model, or give labels)",
+            existing.join(", "),
+            labels.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 /// A dataset of the caller's team with its row count; 404 for others' and unknown ids.
 pub(crate) async fn dataset_rows(state: &AppState, caller: &Caller, dataset: Uuid) -> ApiResult<i64> {
     let rows: Option<i64> =
@@ -319,9 +354,13 @@ pub async fn submit_train(State(state): State<AppState>, caller: Caller, headers
     if let Some(policy) = &req.promote {
         parameters["promote"] = serde_json::to_value(policy).expect("a policy serialises");
     }
+    if let Some(model) = &req.model {
+        parameters["model"] = json!(model);
+    }
     // The same check the scheduler and the trainer make.
     job_spec::check_train(&parameters).map_err(ApiError::Unprocessable)?;
     check_base_model(&state, &req.base_model).await?;
+    check_model_labels(&state, &caller, req.model.as_deref(), req.dataset_id, req.labels.as_deref()).await?;
     if let Some(policy) = &req.promote {
         check_metrics_fit(&state, &caller, req.dataset_id, req.labels.as_deref(), &[("promote", policy.metric)]).await?;
     }
@@ -371,6 +410,9 @@ pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers
     if corpus.is_none() {
         return Err(ApiError::NotFound(format!("corpus {}", req.corpus_id)));
     }
+    if req.model.is_some() && req.alias.is_none() {
+        return Err(ApiError::Unprocessable("model: names the model of an alias; give alias too".into()));
+    }
     let model = match (req.model_version_id, &req.alias) {
         (Some(id), None) => {
             let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM model_versions WHERE id = $1 AND team_id = $2")
@@ -385,7 +427,10 @@ pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers
                 return Err(ApiError::Unprocessable(format!("alias {:?}: 1 to 63 lower-case letters, digits, '-' and '_'", job_spec::truncate(alias, 70))));
             }
             let mut conn = state.pool.acquire().await?;
-            registry::resolve_alias(&mut conn, caller.team_id, alias).await?.ok_or_else(|| ApiError::NotFound(format!("alias {alias:?}")))?
+            let named = req.model.as_deref().map(|m| format!(" of the model {m:?}")).unwrap_or_default();
+            registry::resolve_alias(&mut conn, caller.team_id, alias, req.model.as_deref())
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("alias {alias:?}{named}")))?
         }
         _ => return Err(ApiError::Unprocessable("give exactly one of model_version_id and alias".into())),
     };
@@ -412,6 +457,7 @@ pub async fn submit_sweep(State(state): State<AppState>, caller: Caller, headers
     let mut metrics = vec![("metric", spec.metric)];
     metrics.extend(spec.promote.as_ref().map(|p| ("promote", p.metric)));
     check_metrics_fit(&state, &caller, spec.dataset_id, spec.labels.as_deref(), &metrics).await?;
+    check_model_labels(&state, &caller, spec.model.as_deref(), spec.dataset_id, spec.labels.as_deref()).await?;
     let parameters = serde_json::to_value(&spec).expect("a spec serialises");
     let (status, Json(mut job)) = submit(&state, &caller, "sweep", parameters, 0, idempotency).await?;
     job.trials = Some(trials.len());

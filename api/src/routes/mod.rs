@@ -6,5 +6,6 @@ pub mod export;
 pub mod jobs;
 pub mod models;
 pub mod paging;
+pub mod registered_models;
 pub mod schedules;
 pub mod webhooks;

@@ -23,16 +23,19 @@ use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{parse_json, read_body, read_json, ApiError, ApiResult};
 
-type VersionRow = (Uuid, String, Option<Uuid>, Option<Uuid>, Vec<String>, Value, Value, chrono::DateTime<chrono::Utc>, Vec<String>);
+type VersionRow = (Uuid, String, Option<Uuid>, Option<Uuid>, Vec<String>, Value, Value, chrono::DateTime<chrono::Utc>, Vec<String>, String);
 
 const VERSION_SELECT: &str = "SELECT v.id, v.base_model, v.dataset_id, v.training_job_id, v.label_names, v.metrics, v.lineage, v.created_at,
-        coalesce((SELECT array_agg(a.name ORDER BY a.name) FROM model_aliases a WHERE a.model_version_id = v.id), '{}')
+        coalesce((SELECT array_agg(a.name ORDER BY a.name) FROM model_aliases a WHERE a.model_version_id = v.id), '{}'),
+        (SELECT r.name FROM registered_models r WHERE r.id = v.registered_model_id)
      FROM model_versions v";
 
 /// A model version: what trained it, its figures, and the aliases pointing at it.
 #[derive(Serialize, ToSchema)]
 pub struct ModelVersion {
     id: Uuid,
+    /// The registered model it is a version of.
+    model: String,
     base_model: String,
     dataset_id: Option<Uuid>,
     training_job_id: Option<Uuid>,
@@ -41,19 +44,20 @@ pub struct ModelVersion {
     /// Validation (chosen on) and test (reported) figures: `validation_macro_f1`,
     /// `test_accuracy`, ...
     metrics: Value,
-    /// The training job, its attempt and the hyperparameters it ran with.
+    /// The training job, its attempt, the hyperparameters it ran with, and the dataset
+    /// snapshot it was trained on (`dataset`: id, rows, sha256 of the rows as read).
     lineage: Value,
     created_at: DateTime<Utc>,
     aliases: Vec<String>,
 }
 
 fn version_of(r: VersionRow) -> ModelVersion {
-    let (id, base_model, dataset_id, training_job_id, label_names, mut metrics, lineage, created_at, aliases) = r;
+    let (id, base_model, dataset_id, training_job_id, label_names, mut metrics, lineage, created_at, aliases, model) = r;
     // The best checkpoint's folder on the trainer is of no use to API callers.
     if let Some(m) = metrics.as_object_mut() {
         m.remove("best_checkpoint");
     }
-    ModelVersion { id, base_model, dataset_id, training_job_id, label_names, metrics, lineage, created_at, aliases }
+    ModelVersion { id, model, base_model, dataset_id, training_job_id, label_names, metrics, lineage, created_at, aliases }
 }
 
 /// A page of model versions, newest first; while `has_more`, pass `next_after` as `after`.
@@ -69,6 +73,8 @@ pub struct ModelVersionList {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ModelFilter {
+    /// Only versions of this registered model.
+    model: Option<String>,
     /// Only versions fine-tuned from this base model.
     base_model: Option<String>,
     /// Only versions trained on this dataset.
@@ -89,6 +95,7 @@ pub async fn list_models(State(state): State<AppState>, caller: Caller, Query(f)
     let after = f.after.as_deref().map(paging::parse_time_cursor).transpose()?;
     let rows: Vec<VersionRow> = sqlx::query_as(&format!(
         "{VERSION_SELECT} WHERE v.team_id = $1 AND ($2::text IS NULL OR v.base_model = $2) AND ($3::uuid IS NULL OR v.dataset_id = $3) AND {}
+           AND ($9::text IS NULL OR v.registered_model_id = (SELECT r.id FROM registered_models r WHERE r.team_id = $1 AND r.name = $9))
          ORDER BY v.created_at DESC, v.id DESC LIMIT $8",
         paging::time_page_condition("v", 4)
     ))
@@ -100,6 +107,7 @@ pub async fn list_models(State(state): State<AppState>, caller: Caller, Query(f)
     .bind(f.created_after)
     .bind(f.created_before)
     .bind(limit + 1)
+    .bind(f.model)
     .fetch_all(&state.pool)
     .await?;
     let (rows, next_after) = paging::split(rows, limit, |r| paging::time_cursor(r.7, r.0));
@@ -158,9 +166,12 @@ pub async fn compare_models(State(state): State<AppState>, caller: Caller, Query
     Ok(Json(Comparison { models, metrics: table }))
 }
 
-/// An alias (`production`, `candidate`, ...) and the version it points at.
+/// An alias (`production`, `candidate`, ...) of a registered model and the version it
+/// points at.
 #[derive(Serialize, ToSchema, sqlx::FromRow)]
 pub struct Alias {
+    /// The registered model whose alias it is.
+    model: String,
     name: String,
     model_version_id: Uuid,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -172,12 +183,25 @@ pub struct AliasList {
     aliases: Vec<Alias>,
 }
 
-#[utoipa::path(get, path = "/aliases", tag = "models", responses((status = 200, body = AliasList)))]
-pub async fn list_aliases(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<AliasList>> {
-    let aliases: Vec<Alias> = sqlx::query_as("SELECT name, model_version_id, updated_at FROM model_aliases WHERE team_id = $1 ORDER BY name")
-        .bind(caller.team_id)
-        .fetch_all(&state.pool)
-        .await?;
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AliasFilter {
+    /// Only the aliases of this registered model.
+    model: Option<String>,
+}
+
+/// The team's aliases, by model and name.
+#[utoipa::path(get, path = "/aliases", tag = "models", params(AliasFilter), responses((status = 200, body = AliasList)))]
+pub async fn list_aliases(State(state): State<AppState>, caller: Caller, Query(f): Query<AliasFilter>) -> ApiResult<Json<AliasList>> {
+    let aliases: Vec<Alias> = sqlx::query_as(
+        "SELECT r.name AS model, a.name, a.model_version_id, a.updated_at FROM model_aliases a JOIN registered_models r ON r.id = a.registered_model_id
+         WHERE a.team_id = $1 AND ($2::text IS NULL OR r.name = $2) ORDER BY r.name, a.name",
+    )
+    .bind(caller.team_id)
+    .bind(f.model)
+    .fetch_all(&state.pool)
+    .await?;
     Ok(Json(AliasList { aliases }))
 }
 
@@ -187,7 +211,8 @@ pub struct SetAlias {
     model_version_id: Uuid,
 }
 
-/// Points an alias at a version unconditionally (mlops); `promote` is the guarded move.
+/// Points an alias of the version's registered model at the version unconditionally
+/// (mlops); `promote` is the guarded move.
 #[utoipa::path(put, path = "/aliases/{name}", tag = "models", params(("name" = String, Path, description = "the alias")), request_body = SetAlias,
     responses((status = 200, body = Alias)))]
 pub async fn set_alias(
@@ -199,17 +224,17 @@ pub async fn set_alias(
 ) -> ApiResult<Json<Alias>> {
     caller.require(Role::Mlops)?;
     let body: SetAlias = read_json(&headers, body, state.api.max_json_bytes).await?;
-    version(&state, &caller, body.model_version_id).await?;
+    let target = version(&state, &caller, body.model_version_id).await?;
     let mut tx = state.pool.begin().await?;
     registry::set_alias(&mut tx, caller.team_id, &name, body.model_version_id, json!({ "set_by_key": caller.key_id })).await?;
     tx.commit().await?;
-    Ok(Json(Alias { name, model_version_id: body.model_version_id, updated_at: None }))
+    Ok(Json(Alias { model: target.model, name, model_version_id: body.model_version_id, updated_at: None }))
 }
 
 /// Moves the alias only if this version beats the one it points at (409 otherwise,
 /// with the figures of both).
 #[utoipa::path(post, path = "/models/{id}/promote", tag = "models", params(("id" = Uuid, Path, description = "the version's id")),
-    request_body(content = Option<PromotionPolicy>, description = "alias (default production) and metric (default macro_f1); an empty body takes both defaults"),
+    request_body(content = Option<PromotionPolicy>, description = "alias (default production) and metric (default macro_f1); model, when given, must be the version's own registered model; an empty body takes the defaults"),
     responses((status = 200, body = registry::Promotion)))]
 pub async fn promote(
     State(state): State<AppState>,
@@ -230,8 +255,9 @@ pub async fn promote(
     } else {
         let body = serde_json::to_value(&decision).expect("a decision serialises");
         let message = format!(
-            "version {id} does not beat {} on {}: {:.4} vs {:.4}",
+            "version {id} does not beat the {} of the model {:?} on {}: {:.4} vs {:.4}",
             policy.alias,
+            decision.model,
             policy.metric.metrics_key(),
             decision.candidate,
             decision.current.unwrap_or(f64::NAN)

@@ -37,6 +37,8 @@ pub struct NewSchedule {
     on_new_rows: bool,
     /// Default: production on macro-F1.
     promote: Option<PromotionPolicy>,
+    /// The registered model each firing's version joins (see `POST /v1/jobs/train`).
+    model: Option<String>,
 }
 
 /// A retrain schedule and its last firing.
@@ -102,9 +104,13 @@ pub async fn create_schedule(
     if let Some(labels) = &req.labels {
         params["labels"] = json!(labels);
     }
+    if let Some(model) = &req.model {
+        params["model"] = json!(model);
+    }
     // Every firing submits this training job: it is checked as the train route checks one.
     absa_platform::job_spec::check_train(&params).map_err(ApiError::Unprocessable)?;
     super::jobs::check_base_model(&state, &req.base_model).await?;
+    super::jobs::check_model_labels(&state, &caller, req.model.as_deref(), req.dataset_id, req.labels.as_deref()).await?;
     let rows = super::jobs::dataset_rows(&state, &caller, req.dataset_id).await?;
     super::jobs::check_metrics_fit(&state, &caller, req.dataset_id, req.labels.as_deref(), &[("promote", promote.metric)]).await?;
     let id = Uuid::new_v4();
