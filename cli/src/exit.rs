@@ -32,10 +32,25 @@ impl std::fmt::Display for KeyRefused {
 
 impl std::error::Error for KeyRefused {}
 
+/// A name the API's listing does not have (the client's own 404).
+#[derive(Debug)]
+pub struct NotFound(pub String);
+
+impl std::fmt::Display for NotFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotFound {}
+
 /// The exit code of an error: by HTTP status where the API answered.
 pub fn of_error(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<KeyRefused>().is_some() {
         return AUTH;
+    }
+    if e.downcast_ref::<NotFound>().is_some() {
+        return NOT_FOUND;
     }
     match e.downcast_ref::<ApiError>().map(|a| a.status) {
         Some(401 | 403) => AUTH,
@@ -73,6 +88,7 @@ mod tests {
         assert_eq!(codes, [AUTH, AUTH, NOT_FOUND, CONFLICT, ERROR, ERROR]);
         assert_eq!(of_error(&anyhow::anyhow!("could not reach the API")), ERROR);
         assert_eq!(of_error(&KeyRefused("no API key".into()).into()), AUTH);
+        assert_eq!(of_error(&NotFound("no dataset named x".into()).into()), NOT_FOUND);
         assert_eq!([of_job_state("succeeded"), of_job_state("failed"), of_job_state("cancelled")], [0, JOB_FAILED, JOB_CANCELLED]);
     }
 }

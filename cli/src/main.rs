@@ -97,6 +97,16 @@ enum Command {
     },
     /// List aliases
     Aliases,
+    /// List registered models: task, labels, versions, aliases
+    RegisteredModels,
+    /// A job's whole event log, oldest first (every page)
+    Events { job_id: String },
+    /// Every row error of a dataset, corpus or job, by line (every page)
+    Errors {
+        #[arg(value_enum)]
+        of: ErrorsOf,
+        id: String,
+    },
     /// Move an alias
     #[command(subcommand)]
     Alias(AliasCmd),
@@ -208,7 +218,7 @@ struct ShowErrors {
 
 #[derive(Args)]
 struct Train {
-    /// Dataset id
+    /// Dataset id or name
     #[arg(long)]
     dataset: String,
     /// Base model, e.g. all-minilm-l6-v2
@@ -250,7 +260,7 @@ struct Train {
 
 #[derive(Args)]
 struct Sweep {
-    /// Dataset id
+    /// Dataset id or name
     #[arg(long)]
     dataset: String,
     /// Base model, e.g. all-minilm-l6-v2
@@ -285,7 +295,7 @@ struct Sweep {
 #[derive(Args)]
 #[command(group = clap::ArgGroup::new("model_choice").required(true).args(["model", "alias"]))]
 struct Score {
-    /// Corpus id
+    /// Corpus id or name
     #[arg(long)]
     corpus: String,
     /// Model version id
@@ -333,7 +343,7 @@ enum ScheduleCmd {
     Add {
         #[arg(long)]
         name: String,
-        /// Dataset id
+        /// Dataset id or name
         #[arg(long)]
         dataset: String,
         #[arg(long)]
@@ -379,6 +389,13 @@ enum Format {
     Jsonl,
     Csv,
     Parquet,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ErrorsOf {
+    Dataset,
+    Corpus,
+    Job,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -452,15 +469,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Upload(u) => return upload(&c, u, json),
         Command::Datasets => show(&c.get("/v1/datasets", &[])?, &datasets_table),
         Command::Corpora => show(&c.get("/v1/corpora", &[])?, &corpora_table),
-        Command::Train(t) => {
+        Command::Train(mut t) => {
+            t.dataset = id_of(&c, Named::Dataset, &t.dataset)?;
             let body = train_body(&t)?;
             return submit(&c, "/v1/jobs/train", body, &t.submit, json);
         }
-        Command::Sweep(w) => {
+        Command::Sweep(mut w) => {
+            w.dataset = id_of(&c, Named::Dataset, &w.dataset)?;
             let body = sweep_body(&w)?;
             return submit(&c, "/v1/jobs/sweep", body, &w.submit, json);
         }
-        Command::Score(s) => {
+        Command::Score(mut s) => {
+            s.corpus = id_of(&c, Named::Corpus, &s.corpus)?;
             let body = score_body(&s);
             return submit(&c, "/v1/jobs/score", body, &s.submit, json);
         }
@@ -491,6 +511,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             show(&v, &|v| compare_view(v, &ids));
         }
         Command::Aliases => show(&c.get("/v1/aliases", &[])?, &aliases_table),
+        Command::RegisteredModels => show(&c.get("/v1/registered-models", &[])?, &registered_models_table),
+        Command::Events { job_id } => {
+            let events = every_page(&c, &job_path(&job_id, "/events"), "events")?;
+            show(&json!({ "events": events }), &|v| {
+                let rows: Vec<Vec<String>> =
+                    list(v, "events").iter().map(|e| vec![time(e, "at"), get(e, "kind"), e.get("detail").map(Value::to_string).unwrap_or_default()]).collect();
+                table(&["AT", "KIND", "DETAIL"], &rows)
+            });
+        }
+        Command::Errors { of, id } => {
+            let path = match of {
+                ErrorsOf::Dataset => format!("/v1/datasets/{}/errors", seg(&id_of(&c, Named::Dataset, &id)?)),
+                ErrorsOf::Corpus => format!("/v1/corpora/{}/errors", seg(&id_of(&c, Named::Corpus, &id)?)),
+                ErrorsOf::Job => job_path(&id, "/errors"),
+            };
+            let errors = every_page(&c, &path, "errors")?;
+            show(&json!({ "errors": errors }), &|v| {
+                let rows: Vec<Vec<String>> = list(v, "errors").iter().map(|e| vec![get(e, "line"), get(e, "reason")]).collect();
+                table(&["LINE", "REASON"], &rows)
+            });
+        }
         Command::Alias(AliasCmd::Set { name, version_id }) => {
             let v = c.put(&format!("/v1/aliases/{}", seg(&name)), &json!({ "model_version_id": version_id }))?;
             show(&v, &|a| format!("{} -> {}\n", get(a, "name"), get(a, "model_version_id")));
@@ -504,6 +545,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Schedules => show(&c.get("/v1/schedules", &[])?, &schedules_table),
         Command::Schedule(ScheduleCmd::Add { name, dataset, base_model, cron, on_new_rows, hyperparameters, promote, metric }) => {
+            let dataset = id_of(&c, Named::Dataset, &dataset)?;
             let mut body = json!({ "name": name, "dataset_id": dataset, "base_model": base_model, "on_new_rows": on_new_rows });
             let hp = parse_hyperparameters(&hyperparameters, Map::new())?;
             if !hp.is_empty() {
@@ -571,6 +613,31 @@ fn print_json(v: &Value) {
 }
 
 /// A path segment: ids and names go into URLs percent-encoded.
+/// What a name can stand for on the command line.
+#[derive(Clone, Copy)]
+enum Named {
+    Dataset,
+    Corpus,
+}
+
+/// `given` when it is an id, else the id of the team's dataset or corpus of that name
+/// (the listing's `name` filter); an unknown name is a not-found error (exit code 4).
+fn id_of(c: &Client, kind: Named, given: &str) -> Result<String> {
+    let is_uuid = given.len() == 36 && given.chars().enumerate().all(|(i, ch)| if [8, 13, 18, 23].contains(&i) { ch == '-' } else { ch.is_ascii_hexdigit() });
+    if is_uuid {
+        return Ok(given.to_owned());
+    }
+    let (path, field, what) = match kind {
+        Named::Dataset => ("/v1/datasets", "datasets", "dataset"),
+        Named::Corpus => ("/v1/corpora", "corpora", "corpus"),
+    };
+    let page = c.get(path, &[("name", given.to_owned())])?;
+    match page.get(field).and_then(Value::as_array).and_then(|items| items.first()) {
+        Some(item) => Ok(get(item, "id")),
+        None => Err(exit::NotFound(format!("no {what} named {given:?} in the team")).into()),
+    }
+}
+
 fn seg(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
@@ -1094,6 +1161,38 @@ fn compare_view(v: &Value, ids: &[String]) -> String {
     let empty = Map::new();
     s.push_str(&output::compare(ids, v.get("metrics").and_then(Value::as_object).unwrap_or(&empty)));
     s
+}
+
+fn registered_models_table(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = list(v, "models")
+        .iter()
+        .map(|m| {
+            let labels =
+                m.get("label_names").and_then(Value::as_array).map(|l| l.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).unwrap_or_default();
+            let aliases = m.get("aliases").and_then(Value::as_object).map(|a| a.keys().cloned().collect::<Vec<_>>().join(",")).unwrap_or_default();
+            vec![get(m, "name"), get(m, "task"), labels, get(m, "versions"), aliases]
+        })
+        .collect();
+    table(&["NAME", "TASK", "LABELS", "VERSIONS", "ALIASES"], &rows)
+}
+
+/// Every item of a cursor-paged listing (`has_more`, `next_after`), page after page.
+fn every_page(c: &Client, path: &str, field: &str) -> Result<Vec<Value>> {
+    let mut items = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut query = vec![("limit", "1000".to_owned())];
+        if let Some(a) = &after {
+            query.push(("after", a.clone()));
+        }
+        let page = c.get(path, &query)?;
+        items.extend(page.get(field).and_then(Value::as_array).cloned().unwrap_or_default());
+        match page.get("next_after").filter(|n| !n.is_null()) {
+            Some(Value::String(s)) => after = Some(s.clone()),
+            Some(other) => after = Some(other.to_string()),
+            None => return Ok(items),
+        }
+    }
 }
 
 fn aliases_table(v: &Value) -> String {

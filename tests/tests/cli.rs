@@ -215,6 +215,10 @@ fn the_cli_drives_the_api() {
     assert!(lines.next().is_some_and(|l| l.starts_with("  line 61: ")), "{out}");
     assert!(lines.next().is_some_and(|l| l.starts_with("  line 62: ")), "{out}");
     assert_eq!(lines.next(), None, "{out}");
+    // The stored row errors, the dataset named by its name.
+    let errors = svc.ok(&analyst, &["errors", "dataset", "laptops"]);
+    let lines: Vec<&str> = errors.lines().map(|l| l.split_whitespace().next().unwrap_or_default()).collect();
+    assert_eq!(lines, ["LINE", "61", "62"], "{errors}");
 
     // A corpus from CSV, by the analyst: a repeated id and an empty text are rejected.
     let csv = "id,text,aspect,start,end,source\nr1,Great battery life,battery life,6,18,web\nr2,\"Screen, too dim\",Screen,0,6,app\nr1,duplicate id,,,,web\nr3,,,,,web\nr4,no target here,,,,web\n";
@@ -251,6 +255,13 @@ fn the_cli_drives_the_api() {
     assert_eq!((first["kind"].as_str(), first["parameters"]["hyperparameters"]["epochs"].as_i64()), (Some("train"), Some(1)), "{first}");
     let text = svc.ok(&mlops, &submit);
     assert!(text.starts_with(&format!("train job {job} already submitted with this idempotency key (")), "{text}");
+    // The dataset by name: the same request, so the same job.
+    let by_name = svc.json(&mlops, &["train", "--dataset", "laptops", "--base-model", "all-minilm-l6-v2", "--epochs", "1", "--idempotency-key", "k1"]);
+    assert_eq!(by_name["id"], first["id"], "{by_name}");
+    let events = svc.ok(&analyst, &["events", &job]);
+    assert!(events.starts_with("AT ") && events.contains(" submitted "), "{events}");
+    let unknown = svc.absa(Some(&mlops), &["train", "--dataset", "no-such-set", "--base-model", "all-minilm-l6-v2"]);
+    assert!(unknown.code == Some(4) && unknown.stderr.contains("no dataset named \"no-such-set\""), "{unknown:?}");
 
     let table = svc.ok(&analyst, &["jobs"]);
     assert!(table.starts_with("ID ") && table.lines().count() == 2, "one job only:\n{table}");

@@ -376,24 +376,8 @@ pub struct DatasetList {
 /// The team's datasets, newest first, a page at a time.
 #[utoipa::path(get, path = "/datasets", tag = "data", params(NamedPage), responses((status = 200, body = DatasetList)))]
 pub async fn list_datasets(State(state): State<AppState>, caller: Caller, Query(q): Query<NamedPage>) -> ApiResult<Json<DatasetList>> {
-    let limit = paging::limit(q.limit, 100, 1000)?;
-    let after = q.after.as_deref().map(paging::parse_time_cursor).transpose()?;
-    let rows: Vec<Dataset> = sqlx::query_as(&format!(
-        "SELECT d.id, d.name, d.label_names, (SELECT count(*) FROM dataset_rows r WHERE r.dataset_id = d.id) AS rows, d.created_at
-         FROM datasets d WHERE d.team_id = $1 AND ($2::text IS NULL OR d.name = $2) AND {}
-         ORDER BY d.created_at DESC, d.id DESC LIMIT $7",
-        paging::time_page_condition("d", 3)
-    ))
-    .bind(caller.team_id)
-    .bind(q.name)
-    .bind(after.map(|a| a.0))
-    .bind(after.map(|a| a.1))
-    .bind(q.created_after)
-    .bind(q.created_before)
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
-    .await?;
-    let (datasets, next_after) = paging::split(rows, limit, |d| paging::time_cursor(d.created_at, d.id));
+    let select = "SELECT d.id, d.name, d.label_names, (SELECT count(*) FROM dataset_rows r WHERE r.dataset_id = d.id) AS rows, d.created_at FROM datasets d";
+    let (datasets, next_after) = paging::named_page(&state.pool, select, "d", caller.team_id, q, |d: &Dataset| (d.created_at, d.id)).await?;
     Ok(Json(DatasetList { datasets, has_more: next_after.is_some(), next_after }))
 }
 
@@ -441,24 +425,8 @@ pub struct CorpusList {
 /// The team's corpora, newest first, a page at a time.
 #[utoipa::path(get, path = "/corpora", tag = "data", params(NamedPage), responses((status = 200, body = CorpusList)))]
 pub async fn list_corpora(State(state): State<AppState>, caller: Caller, Query(q): Query<NamedPage>) -> ApiResult<Json<CorpusList>> {
-    let limit = paging::limit(q.limit, 100, 1000)?;
-    let after = q.after.as_deref().map(paging::parse_time_cursor).transpose()?;
-    let rows: Vec<Corpus> = sqlx::query_as(&format!(
-        "SELECT c.id, c.name, (SELECT count(*) FROM documents d WHERE d.corpus_id = c.id) AS documents, c.created_at
-         FROM corpora c WHERE c.team_id = $1 AND ($2::text IS NULL OR c.name = $2) AND {}
-         ORDER BY c.created_at DESC, c.id DESC LIMIT $7",
-        paging::time_page_condition("c", 3)
-    ))
-    .bind(caller.team_id)
-    .bind(q.name)
-    .bind(after.map(|a| a.0))
-    .bind(after.map(|a| a.1))
-    .bind(q.created_after)
-    .bind(q.created_before)
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
-    .await?;
-    let (corpora, next_after) = paging::split(rows, limit, |c| paging::time_cursor(c.created_at, c.id));
+    let select = "SELECT c.id, c.name, (SELECT count(*) FROM documents d WHERE d.corpus_id = c.id) AS documents, c.created_at FROM corpora c";
+    let (corpora, next_after) = paging::named_page(&state.pool, select, "c", caller.team_id, q, |c: &Corpus| (c.created_at, c.id)).await?;
     Ok(Json(CorpusList { corpora, has_more: next_after.is_some(), next_after }))
 }
 

@@ -24,6 +24,41 @@ pub struct NamedPage {
     pub created_before: Option<DateTime<Utc>>,
 }
 
+/// One newest-first page of the team's named rows: `select` (a `SELECT ... FROM table
+/// alias` without a WHERE) filtered by `q` for `team`, and the next page's cursor.
+pub async fn named_page<T>(
+    pool: &sqlx::PgPool,
+    select: &str,
+    alias: &str,
+    team: uuid::Uuid,
+    q: NamedPage,
+    key: impl Fn(&T) -> (DateTime<Utc>, uuid::Uuid),
+) -> ApiResult<(Vec<T>, Option<String>)>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    let limit = limit(q.limit, 100, 1000)?;
+    let after = q.after.as_deref().map(parse_time_cursor).transpose()?;
+    let sql = format!(
+        "{select} WHERE {alias}.team_id = $1 AND ($2::text IS NULL OR {alias}.name = $2) AND {} ORDER BY {alias}.created_at DESC, {alias}.id DESC LIMIT $7",
+        time_page_condition(alias, 3)
+    );
+    let rows: Vec<T> = sqlx::query_as(&sql)
+        .bind(team)
+        .bind(q.name)
+        .bind(after.map(|a| a.0))
+        .bind(after.map(|a| a.1))
+        .bind(q.created_after)
+        .bind(q.created_before)
+        .bind(limit + 1)
+        .fetch_all(pool)
+        .await?;
+    Ok(split(rows, limit, |r| {
+        let (at, id) = key(r);
+        time_cursor(at, id)
+    }))
+}
+
 /// The SQL condition of a newest-first page over `alias`'s `created_at` and `id`, with
 /// the cursor bound at `$n`, `$n+1` and the time filters at `$n+2`, `$n+3`.
 pub fn time_page_condition(alias: &str, n: usize) -> String {
