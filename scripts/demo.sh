@@ -50,24 +50,23 @@ echo "== services: api on $ABSA_API_URL, scheduler, trainer worker, scorer worke
 absa() { "$bin/absa" "$@"; }
 field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 ADMIN=$("$bin/absa-api" create-key --team demo)
-MLOPS=$(ABSA_API_KEY=$ADMIN absa --json keys create --name demo-mlops --role mlops | field key)
-ANALYST=$(ABSA_API_KEY=$ADMIN absa --json keys create --name demo-analyst --role analyst | field key)
+MLOPS=$(ABSA_API_KEY=$ADMIN absa -o json keys create --name demo-mlops --role mlops | field key)
+ANALYST=$(ABSA_API_KEY=$ADMIN absa -o json keys create --name demo-analyst --role analyst | field key)
 echo "== keys: admin (bootstrapped with absa-api create-key), mlops and analyst (absa keys create)"
 
-echo "== mlops: absa upload dataset laptops train.jsonl"
+echo "== mlops: absa datasets upload train.jsonl --name laptops-train"
 export ABSA_API_KEY=$MLOPS
-absa upload dataset "$DATA/train.jsonl" --name laptops-train
-DATASET=$(absa --json datasets | python3 -c 'import json, sys; print(next(d["id"] for d in json.load(sys.stdin)["datasets"] if d["name"] == "laptops-train"))')
+absa datasets upload "$DATA/train.jsonl" --name laptops-train
 
-echo "== mlops: absa train all-MiniLM-L6-v2, $EPOCHS epochs, lr $LR (validation split from train), promote to production if better"
+echo "== mlops: absa jobs train all-MiniLM-L6-v2, $EPOCHS epochs, lr $LR (validation split from train), promote to production if better"
 started=$(date +%s)
-TRAIN_JOB=$(absa --json train --dataset "$DATASET" --base-model all-minilm-l6-v2 --lr "$LR" --epochs "$EPOCHS" --promote production | field id)
-absa watch "$TRAIN_JOB"
+TRAIN_JOB=$(absa -o json jobs train --dataset laptops-train --base-model all-minilm-l6-v2 --lr "$LR" --epochs "$EPOCHS" --promote production | field id)
+absa jobs watch "$TRAIN_JOB"
 echo "   done in $(( $(date +%s) - started )) s"
-absa metrics "$TRAIN_JOB"
-absa aliases
+absa jobs metrics "$TRAIN_JOB"
+absa aliases list
 
-echo "== analyst: absa upload corpus (laptops test texts, labels held back)"
+echo "== analyst: absa corpora upload (laptops test texts, labels held back)"
 export ABSA_API_KEY=$ANALYST
 python3 - "$DATA/test.jsonl" "$DEMO/corpus.jsonl" <<'PY'
 import json, sys
@@ -76,15 +75,14 @@ with open(sys.argv[1]) as f, open(sys.argv[2], "w") as out:
         r = json.loads(line)
         out.write(json.dumps({"id": f"laptops-test-{i}", "text": r["text"], "aspect": r["aspect"], "start": r["start"], "end": r["end"]}) + "\n")
 PY
-absa upload corpus "$DEMO/corpus.jsonl" --name laptops-test
-CORPUS=$(absa --json corpora | python3 -c 'import json, sys; print(next(c["id"] for c in json.load(sys.stdin)["corpora"] if c["name"] == "laptops-test"))')
+absa corpora upload "$DEMO/corpus.jsonl" --name laptops-test
 
-echo "== analyst: absa score with the production alias, shards of 200"
+echo "== analyst: absa jobs score with the production alias, shards of 200"
 started=$(date +%s)
-SCORE_JOB=$(absa --json score --corpus "$CORPUS" --alias production --shard-size 200 | field id)
-absa watch "$SCORE_JOB"
+SCORE_JOB=$(absa -o json jobs score --corpus laptops-test --alias production --shard-size 200 | field id)
+absa jobs watch "$SCORE_JOB"
 echo "   done in $(( $(date +%s) - started )) s"
-absa export "$SCORE_JOB" -o "$DEMO/predictions.csv"
+absa jobs export "$SCORE_JOB" "$DEMO/predictions.csv"
 
 echo "== accuracy against the held-back labels"
 python3 - "$DATA/test.jsonl" "$DEMO/predictions.csv" <<'PY'
@@ -96,8 +94,7 @@ print(f"   {len(rows)} predictions, accuracy {right / len(rows):.4f}")
 PY
 
 echo "== a BI query, run as a read-only BI login of the team (it sees only the BI views)"
-curl -fs -X POST "$ABSA_API_URL/v1/bi-logins" -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \
-  -d '{"role_name": "bi_absa_demo", "password": "demo-bi-password"}' >/dev/null
+echo demo-bi-password | ABSA_API_KEY=$ADMIN absa bi-logins create bi_absa_demo >/dev/null
 psql -X "postgres://bi_absa_demo:demo-bi-password@127.0.0.1:5432/absa_demo" -c "
   SELECT aspect, count(*) AS mentions,
          count(*) FILTER (WHERE label = 'positive') AS positive,

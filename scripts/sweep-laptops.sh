@@ -41,15 +41,14 @@ done
 for _ in $(seq 100); do curl -fs "$ABSA_API_URL/readyz" >/dev/null && break; sleep 0.1; done
 export ABSA_API_KEY=$("$bin/absa-api" create-key --team sweep --role mlops)
 absa() { "$bin/absa" "$@"; }
-absa upload dataset "$DATA/train.jsonl" --name laptops
-absa upload dataset "$DATA/test.jsonl" --name laptops --split test
-DATASET=$(absa --json datasets | python3 -c 'import json, sys; print(json.load(sys.stdin)["datasets"][0]["id"])')
-SWEEP=$(absa --json sweep --dataset "$DATASET" --base-model all-minilm-l6-v2 \
+absa datasets upload "$DATA/train.jsonl" --name laptops
+absa datasets upload "$DATA/test.jsonl" --name laptops --split test
+SWEEP=$(absa -o json jobs sweep --dataset laptops --base-model all-minilm-l6-v2 \
   --grid learning_rate="${SWEEP_LRS:-1e-5,3e-5,5e-5,1e-4}" --grid seed=1,2,3 "${shared_hp[@]}" --choose-by "${SWEEP_CHOOSE:-setting}" --max-concurrency "${SWEEP_CONCURRENCY:-1}" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
-echo "sweep $SWEEP submitted; following it (children: absa job $SWEEP)"
-absa watch "$SWEEP"
-absa job "$SWEEP" | tee "$RUN/result.txt"
-absa --json job "$SWEEP" > "$RUN/sweep.json"
+echo "sweep $SWEEP submitted; following it (children: absa jobs get $SWEEP)"
+absa jobs watch "$SWEEP"
+absa jobs get "$SWEEP" | tee "$RUN/result.txt"
+absa -o json jobs get "$SWEEP" > "$RUN/sweep.json"
 python3 - "$RUN/sweep.json" <<'PY' | tee -a "$RUN/result.txt"
 import json, statistics, sys
 j = json.load(open(sys.argv[1]))

@@ -199,6 +199,44 @@ fn snippet(text: &str) -> String {
     }
 }
 
+/// A path segment: ids and names go into URLs percent-encoded.
+pub fn seg(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The items of a cursor-paged listing (`has_more`, `next_after`), page after page with
+/// `query` on each, until the last page or `at_most` items.
+pub fn pages(c: &Client, path: &str, query: &[(&str, String)], field: &str, at_most: Option<usize>) -> Result<Vec<Value>> {
+    let mut items = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let want = at_most.map_or(1000, |n| (n - items.len()).min(1000));
+        let mut q = query.to_vec();
+        q.push(("limit", want.to_string()));
+        if let Some(a) = &after {
+            q.push(("after", a.clone()));
+        }
+        let page = c.get(path, &q)?;
+        items.extend(page.get(field).and_then(Value::as_array).cloned().unwrap_or_default());
+        if at_most.is_some_and(|n| items.len() >= n) {
+            return Ok(items);
+        }
+        match page.get("next_after").filter(|n| !n.is_null()) {
+            Some(Value::String(s)) => after = Some(s.clone()),
+            Some(other) => after = Some(other.to_string()),
+            None => return Ok(items),
+        }
+    }
+}
+
 /// Whether an error is a transport failure worth retrying while polling.
 pub fn is_transient(e: &anyhow::Error) -> bool {
     match e.downcast_ref::<ApiError>() {
@@ -298,6 +336,12 @@ mod tests {
         let err = c.get("/v1/me", &[]).unwrap_err();
         assert!(err.to_string().starts_with(&format!("could not reach the API at http://127.0.0.1:{port}:")), "{err}");
         assert!(is_transient(&err));
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(seg("0f3c-AB_x.y~"), "0f3c-AB_x.y~");
+        assert_eq!(seg("a b/c"), "a%20b%2Fc");
     }
 
     #[test]

@@ -1,9 +1,86 @@
-//! Turning JSON answers into tables and lines for people.
+//! Turning JSON answers into tables, CSV and lines for people, and writing them out.
 
+use std::io::Write;
+use std::sync::OnceLock;
+
+use clap::ValueEnum;
 use serde_json::Value;
 
-/// A left-aligned table, columns two spaces apart; numbers are right-aligned.
+/// How answers are printed (`-o`): tables and `key: value` lines for people, the API's
+/// JSON answer as it came, or the tables as CSV for spreadsheets and scripts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+    Csv,
+}
+
+/// Set once from `-o` before any command runs: every table the commands build is
+/// written in it, so no rendering function needs to know about CSV.
+static FORMAT: OnceLock<Format> = OnceLock::new();
+
+pub fn set_format(format: Format) {
+    let _ = FORMAT.set(format);
+}
+
+pub fn format() -> Format {
+    FORMAT.get().copied().unwrap_or_default()
+}
+
+/// Writes to standard output; a closed pipe (`absa jobs list | head`) ends the program quietly.
+pub fn print(s: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(s.as_bytes()).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing output: {e}");
+        std::process::exit(1);
+    }
+}
+
+pub fn print_json(v: &Value) {
+    print(&format!("{}\n", serde_json::to_string_pretty(v).expect("JSON values serialize")));
+}
+
+/// The API's answer under `-o json`, else `render` of it (a table, CSV or lines).
+pub fn show(v: &Value, render: impl FnOnce(&Value) -> String) {
+    if format() == Format::Json {
+        print_json(v)
+    } else {
+        print(&render(v))
+    }
+}
+
+/// RFC 4180 CSV: a header line, then one line per row; cells with a comma, quote or
+/// line break are quoted, quotes doubled.
+pub fn csv(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let quote = |cell: &str| {
+        if cell.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", cell.replace('"', "\"\""))
+        } else {
+            cell.to_owned()
+        }
+    };
+    let line = |cells: &mut dyn Iterator<Item = &str>| cells.map(quote).collect::<Vec<_>>().join(",") + "\n";
+    let mut out = line(&mut headers.iter().copied());
+    for row in rows {
+        out.push_str(&line(&mut row.iter().map(String::as_str)));
+    }
+    out
+}
+
+/// A table in the format `-o` chose: CSV under `-o csv`, else aligned text.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    if format() == Format::Csv {
+        return csv(headers, rows);
+    }
+    text_table(headers, rows)
+}
+
+/// A left-aligned table, columns two spaces apart; numbers are right-aligned.
+fn text_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let cols = headers.len();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
@@ -47,8 +124,12 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// `key: value` lines with the values aligned.
+/// `key: value` lines with the values aligned (under `-o csv`, a FIELD,VALUE table).
 pub fn fields(pairs: &[(&str, String)]) -> String {
+    if format() == Format::Csv {
+        let rows: Vec<Vec<String>> = pairs.iter().map(|(k, v)| vec![(*k).to_owned(), v.clone()]).collect();
+        return csv(&["FIELD", "VALUE"], &rows);
+    }
     let width = pairs.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
     pairs.iter().map(|(k, v)| format!("{:<w$}  {}\n", format!("{k}:"), v, w = width + 1)).collect()
 }
@@ -235,6 +316,12 @@ pub fn compare(ids: &[String], metrics: &serde_json::Map<String, Value>) -> Stri
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn csv_quotes_cells_with_commas_quotes_or_line_breaks() {
+        let rows = vec![vec!["d1".to_owned(), "negative,neutral".to_owned(), "say \"hi\"".to_owned(), "two\nlines".to_owned(), "-".to_owned()]];
+        assert_eq!(csv(&["ID", "LABELS", "TEXT", "NOTE", "X"], &rows), "ID,LABELS,TEXT,NOTE,X\nd1,\"negative,neutral\",\"say \"\"hi\"\"\",\"two\nlines\",-\n");
+    }
 
     #[test]
     fn tables_align_text_left_and_numbers_right() {

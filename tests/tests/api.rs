@@ -773,12 +773,13 @@ async fn registered_models_own_their_versions_and_aliases() {
         assert_eq!((a.status, a.body["field"].as_str()), (422, Some(field)), "{name} {body}: {a:?}");
     }
     let listed = api.get(Some(&analyst), "/v1/registered-models").body;
-    let models: Vec<(&str, &str, i64)> = listed["models"]
+    let mut models: Vec<(&str, &str, i64)> = listed["models"]
         .as_array()
         .unwrap()
         .iter()
         .map(|m| (m["name"].as_str().unwrap(), m["task"].as_str().unwrap(), m["versions"].as_i64().unwrap()))
         .collect();
+    models.sort();
     assert_eq!(models, [("laptops-v2", "sentiment", 0), ("sentiment", "sentiment", 2), ("stance", "stance", 1)], "{listed}");
     assert_eq!(api.get(Some(&analyst), &format!("/v1/models/{stance}")).body["model"], "stance");
     assert_eq!(api.get(Some(&analyst), "/v1/models?model=sentiment").body["models"].as_array().map(Vec::len), Some(2));

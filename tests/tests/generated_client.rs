@@ -81,19 +81,19 @@ async fn a_generated_client_trains_pages_jobs_and_downloads_the_model() {
     let config: Value = serde_json::from_str(&config).unwrap();
     assert_eq!(config["model_type"], "bert", "{config}");
 
-    // The CLI's download: the same bytes, checked against the ETag itself.
+    // The CLI's `models download`: the same bytes, checked against the ETag itself.
     let saved = svc.dir.join("model-onnx.tar");
     let out = std::process::Command::new(absa_e2e::binary("absa"))
-        .args(["--api-url", &api.base, "download", version, "--artifact", "onnx", "-o"])
+        .args(["--api-url", &api.base, "models", "download", version, "--artifact", "onnx"])
         .arg(&saved)
         .env("ABSA_API_KEY", &mlops)
         .output()
         .unwrap();
-    assert!(out.status.success(), "absa download: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "absa models download: {}", String::from_utf8_lossy(&out.stderr));
     let sha = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&saved).unwrap()));
     assert_eq!(seen["sha256"].as_str(), Some(sha.as_str()));
     let out = std::process::Command::new(absa_e2e::binary("absa"))
-        .args(["--api-url", &api.base, "download", &uuid::Uuid::new_v4().to_string(), "-o"])
+        .args(["--api-url", &api.base, "models", "download", &uuid::Uuid::new_v4().to_string()])
         .arg(svc.dir.join("none.tar"))
         .env("ABSA_API_KEY", &mlops)
         .output()

@@ -1,7 +1,8 @@
-//! The README's quickstarts, run exactly as written: each reader's `bash` block with
-//! `curl` and `jq` against a running service, in the order a team would (MLOps trains
-//! and promotes, the analyst scores with `production`, BI reads the views). What each
-//! block prints is checked here.
+//! The README's quickstarts and api/API.md's guide, run exactly as written: each
+//! reader's `bash` block with `curl` and `jq` against a running service, in the order a
+//! team would (MLOps trains and promotes, the analyst scores with `production`, BI reads
+//! the views; then the guide's calls: a tagged model downloaded, a refused request, jobs
+//! paged, a key made and revoked). What each block prints is checked here.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,7 +11,7 @@ use absa_e2e::service::Service;
 
 /// The first `bash` block after the heading that starts with `heading`.
 fn block(readme: &str, heading: &str) -> String {
-    let section = readme.split("\n### ").find(|s| s.starts_with(heading)).unwrap_or_else(|| panic!("README has no \"### {heading}\" section"));
+    let section = readme.split("\n### ").find(|s| s.starts_with(heading)).unwrap_or_else(|| panic!("no \"### {heading}\" section"));
     let start = section.find("```bash\n").unwrap_or_else(|| panic!("no bash block under {heading}")) + "```bash\n".len();
     let end = section[start..].find("```").unwrap() + start;
     section[start..end].to_owned()
@@ -25,7 +26,7 @@ fn run(script: &str, dir: &Path, env: &[(&str, String)]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn each_readers_quickstart_runs_as_the_readme_writes_it() {
+async fn each_readers_quickstart_and_api_guide_run_as_the_docs_write_them() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
     let mut svc = Service::start().await;
     svc.run("absa-scheduler", &["run"], "scheduler");
@@ -72,5 +73,30 @@ async fn each_readers_quickstart_runs_as_the_readme_writes_it() {
     let table: Vec<&str> = lines.collect();
     assert!(table[0].split('|').map(str::trim).eq(["aspect", "label", "mentions"]), "{printed}");
     assert_eq!((table.len(), table.last().map(|l| l.trim())), (8, Some("(5 rows)")), "header, rule, five rows, count: {printed}");
+
+    // api/API.md's calls, on what the quickstarts left.
+    let guide = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../api/API.md")).unwrap();
+    let printed = run(&block(&guide, "MLOps"), &work, &env(&mlops));
+    let lines: Vec<&str> = printed.lines().collect();
+    let described: serde_json::Value = serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {printed}"));
+    assert_eq!(
+        described,
+        serde_json::json!({"name": "laptops", "task": "sentiment", "label_names": ["negative", "neutral", "positive"], "tags": {"owner": "mlops"}}),
+        "{printed}"
+    );
+    assert_eq!(lines[1], "2", "model.onnx and model.int8.onnx in a bundle matching its ETag: {printed}");
+    let problem: serde_json::Value = serde_json::from_str(lines[2]).unwrap_or_else(|e| panic!("{e}: {printed}"));
+    assert_eq!((problem["status"].as_i64(), problem["field"].as_str()), (Some(422), Some("hyperparameters.learning_rate")), "{printed}");
+    assert_eq!(lines.len(), 3, "{printed}");
+
+    let printed = run(&block(&guide, "Analyst"), &work, &env(&analyst));
+    assert_eq!(
+        printed.lines().collect::<Vec<_>>(),
+        ["score succeeded", "train succeeded", "submitted", "completed"],
+        "two pages, then the first and last events"
+    );
+
+    let printed = run(&block(&guide, "Admin"), &work, &env(&admin));
+    assert_eq!(printed.lines().collect::<Vec<_>>(), [r#"{"name":"dana","role":"analyst","shown_once":true}"#, "dana analyst null", "204"], "{printed}");
     svc.stop().await;
 }

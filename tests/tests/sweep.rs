@@ -76,7 +76,7 @@ async fn a_sweep_picks_the_best_child_on_validation_and_cancels_with_its_childre
     // The CLI shows the children with their curves' last points.
     std::fs::write(svc.dir.join("cli.toml"), "").unwrap();
     let out = std::process::Command::new(absa_e2e::binary("absa"))
-        .args(["job", &sweep])
+        .args(["jobs", "get", &sweep])
         .env("ABSA_API_URL", &api.base)
         .env("ABSA_API_KEY", &analyst)
         .env("ABSA_CLI_CONFIG", svc.dir.join("cli.toml"))

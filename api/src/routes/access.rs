@@ -1,7 +1,7 @@
 //! `/v1/me`, `/v1/keys`, `/v1/teams`, `/v1/bi-logins`: who is calling, and what admins
 //! manage.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::paging::{self, NamedPage};
 use crate::app::AppState;
 use crate::auth::{self, Caller, Role};
 use crate::error::{read_json, ApiError, ApiResult};
@@ -72,16 +73,17 @@ pub struct Key {
 #[derive(Serialize, ToSchema)]
 pub struct KeyList {
     keys: Vec<Key>,
+    has_more: bool,
+    next_after: Option<String>,
 }
 
-#[utoipa::path(get, path = "/keys", tag = "access", responses((status = 200, body = KeyList)))]
-pub async fn list_keys(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<KeyList>> {
+/// The team's keys (revoked ones too), newest first, a page at a time.
+#[utoipa::path(get, path = "/keys", tag = "access", params(NamedPage), responses((status = 200, body = KeyList)))]
+pub async fn list_keys(State(state): State<AppState>, caller: Caller, Query(q): Query<NamedPage>) -> ApiResult<Json<KeyList>> {
     caller.require(Role::Admin)?;
-    let keys: Vec<Key> = sqlx::query_as("SELECT id, name, role, created_at, revoked_at FROM api_keys WHERE team_id = $1 ORDER BY created_at")
-        .bind(caller.team_id)
-        .fetch_all(&state.pool)
-        .await?;
-    Ok(Json(KeyList { keys }))
+    let select = "SELECT k.id, k.name, k.role, k.created_at, k.revoked_at FROM api_keys k";
+    let (keys, next_after) = paging::named_page(&state.pool, select, "k", caller.team_id, q, |k: &Key| (k.created_at, k.id)).await?;
+    Ok(Json(KeyList { keys, has_more: next_after.is_some(), next_after }))
 }
 
 #[utoipa::path(delete, path = "/keys/{id}", tag = "access", params(("id" = Uuid, Path, description = "the key's id")), responses((status = 204, description = "revoked")))]

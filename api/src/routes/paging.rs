@@ -1,6 +1,7 @@
 //! Cursor pages of the lists that can grow without bound (jobs, datasets, corpora,
-//! model versions, events, row errors, webhook deliveries): a bounded `limit`, one row more fetched than shown to learn
-//! whether another page follows, and the cursor of the page's last row.
+//! model versions, registered models, schedules, keys, events, row errors, webhook
+//! deliveries): a bounded `limit`, one row more fetched than shown to learn whether
+//! another page follows, and the cursor of the page's last row.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -8,7 +9,8 @@ use utoipa::IntoParams;
 
 use crate::error::{ApiError, ApiResult};
 
-/// The filters and page of a newest-first listing of named things (datasets, corpora).
+/// The filters and page of a newest-first listing of named things (datasets, corpora,
+/// registered models, schedules, keys).
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]

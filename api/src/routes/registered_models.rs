@@ -3,7 +3,7 @@
 //! `production` of another), and carries a description and tags for people and tools.
 //! Training jobs create one on first use (`model`), or an MLOps key creates it here.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::paging::{self, NamedPage};
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{read_json, ApiError, ApiResult};
@@ -44,6 +45,8 @@ pub struct RegisteredModel {
 #[derive(Serialize, ToSchema)]
 pub struct RegisteredModelList {
     models: Vec<RegisteredModel>,
+    has_more: bool,
+    next_after: Option<String>,
 }
 
 const SELECT: &str = "SELECT r.id, r.name, r.task, r.label_names, r.description, r.tags, r.created_at,
@@ -52,12 +55,11 @@ const SELECT: &str = "SELECT r.id, r.name, r.task, r.label_names, r.description,
         coalesce((SELECT jsonb_object_agg(a.name, a.model_version_id) FROM model_aliases a WHERE a.registered_model_id = r.id), '{}'::jsonb) AS aliases
      FROM registered_models r";
 
-/// The team's registered models, by name.
-#[utoipa::path(get, path = "/registered-models", tag = "models", responses((status = 200, body = RegisteredModelList)))]
-pub async fn list_registered_models(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<RegisteredModelList>> {
-    let models: Vec<RegisteredModel> =
-        sqlx::query_as(&format!("{SELECT} WHERE r.team_id = $1 ORDER BY r.name")).bind(caller.team_id).fetch_all(&state.pool).await?;
-    Ok(Json(RegisteredModelList { models }))
+/// The team's registered models, newest first, a page at a time.
+#[utoipa::path(get, path = "/registered-models", tag = "models", params(NamedPage), responses((status = 200, body = RegisteredModelList)))]
+pub async fn list_registered_models(State(state): State<AppState>, caller: Caller, Query(q): Query<NamedPage>) -> ApiResult<Json<RegisteredModelList>> {
+    let (models, next_after) = paging::named_page(&state.pool, SELECT, "r", caller.team_id, q, |m: &RegisteredModel| (m.created_at, m.id)).await?;
+    Ok(Json(RegisteredModelList { models, has_more: next_after.is_some(), next_after }))
 }
 
 async fn find(state: &AppState, caller: &Caller, name: &str) -> ApiResult<Option<RegisteredModel>> {

@@ -3,7 +3,7 @@
 
 use absa_platform::registry::PromotionPolicy;
 use absa_platform::retrains;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::DateTime;
@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::paging::{self, NamedPage};
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{read_json, ApiError, ApiResult};
@@ -63,6 +64,8 @@ pub struct Schedule {
 #[derive(Serialize, ToSchema)]
 pub struct ScheduleList {
     schedules: Vec<Schedule>,
+    has_more: bool,
+    next_after: Option<String>,
 }
 
 const SELECT: &str = "SELECT id, name, dataset_id, job_parameters, cron, on_new_rows, next_run_at, seen_rows, last_fired_at, last_job_id, enabled, created_at FROM retrain_schedules";
@@ -146,12 +149,11 @@ pub async fn get_schedule(State(state): State<AppState>, caller: Caller, Path(id
     Ok(Json(get(&state, &caller, id).await?))
 }
 
-/// The team's schedules, oldest first.
-#[utoipa::path(get, path = "/schedules", tag = "schedules", responses((status = 200, body = ScheduleList)))]
-pub async fn list_schedules(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<ScheduleList>> {
-    let schedules: Vec<Schedule> =
-        sqlx::query_as(&format!("{SELECT} WHERE team_id = $1 ORDER BY created_at")).bind(caller.team_id).fetch_all(&state.pool).await?;
-    Ok(Json(ScheduleList { schedules }))
+/// The team's schedules, newest first, a page at a time.
+#[utoipa::path(get, path = "/schedules", tag = "schedules", params(NamedPage), responses((status = 200, body = ScheduleList)))]
+pub async fn list_schedules(State(state): State<AppState>, caller: Caller, Query(q): Query<NamedPage>) -> ApiResult<Json<ScheduleList>> {
+    let (schedules, next_after) = paging::named_page(&state.pool, SELECT, "retrain_schedules", caller.team_id, q, |s: &Schedule| (s.created_at, s.id)).await?;
+    Ok(Json(ScheduleList { schedules, has_more: next_after.is_some(), next_after }))
 }
 
 #[utoipa::path(delete, path = "/schedules/{id}", tag = "schedules", params(("id" = Uuid, Path, description = "the schedule's id")), responses((status = 204, description = "deleted")))]
