@@ -36,6 +36,9 @@ pub enum JobCmd {
         /// Only jobs created at or after this time (RFC 3339)
         #[arg(long, value_name = "TIME")]
         created_after: Option<String>,
+        /// Only jobs with this tag
+        #[arg(long, value_name = "KEY=VALUE")]
+        tag: Option<String>,
         /// At most this many [default: all, page after page]
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         limit: Option<u32>,
@@ -176,6 +179,9 @@ pub struct Score {
 
 #[derive(Args)]
 pub struct Submit {
+    /// A tag on the job, e.g. --tag owner=ana (repeatable; `absa jobs list --tag` finds them)
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    tags: Vec<String>,
     /// Submitting again with the same key returns the first job instead of a new one
     #[arg(long, value_name = "KEY")]
     idempotency_key: Option<String>,
@@ -213,9 +219,11 @@ pub fn run(c: &Client, cmd: JobCmd) -> Result<ExitCode> {
             let body = score_body(&s);
             return submit(c, "/v1/jobs/score", body, &s.submit);
         }
-        JobCmd::List { state, kind, created_after, limit } => {
+        JobCmd::List { state, kind, created_after, tag, limit } => {
+            // The API's filter is KEY:VALUE; the CLI writes tags as KEY=VALUE everywhere.
+            let tag = tag.map(|t| t.replacen('=', ":", 1));
             let query: Vec<(&str, String)> =
-                [("state", state), ("kind", kind), ("created_after", created_after)].into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
+                [("state", state), ("kind", kind), ("created_after", created_after), ("tag", tag)].into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
             let jobs = pages(c, "/v1/jobs", &query, "jobs", limit.map(|n| n as usize))?;
             show(&json!({ "jobs": jobs }), jobs_table);
         }
@@ -348,7 +356,15 @@ fn score_body(s: &Score) -> Value {
     body
 }
 
-fn submit(c: &Client, path: &str, body: Value, s: &Submit) -> Result<ExitCode> {
+fn submit(c: &Client, path: &str, mut body: Value, s: &Submit) -> Result<ExitCode> {
+    if !s.tags.is_empty() {
+        let mut tags = Map::new();
+        for tag in &s.tags {
+            let Some((k, v)) = tag.split_once('=') else { bail!("--tag {tag:?}: expected KEY=VALUE") };
+            tags.insert(k.trim().to_owned(), json!(v));
+        }
+        body["tags"] = Value::Object(tags);
+    }
     let headers: Vec<(&str, String)> = s.idempotency_key.iter().map(|k| ("Idempotency-Key", k.clone())).collect();
     let reply = c.post(path, &body, &headers)?;
     let job = reply.body;
@@ -425,6 +441,9 @@ fn job_details(j: &Value, last_events: usize) -> String {
         f.push(("chosen version", get(j, "chosen_model_version_id")));
     }
     f.push(("parameters", output::cell(j.get("parameters").unwrap_or(&Value::Null))));
+    if j.get("tags").and_then(Value::as_object).is_some_and(|t| !t.is_empty()) {
+        f.push(("tags", get(j, "tags")));
+    }
     if j.get("last_error").is_some_and(|v| !v.is_null()) {
         f.push(("last error", get(j, "last_error")));
     }

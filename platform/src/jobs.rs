@@ -83,6 +83,8 @@ pub struct NewJob {
     /// A digest of the request behind an idempotency key: the same key with another
     /// request is [`Submitted::KeyReused`], not the old job.
     pub request_hash: Option<String>,
+    /// The submitter's `key: value` tags (a JSON object; null for none).
+    pub tags: Value,
 }
 
 /// What a submission did.
@@ -136,8 +138,8 @@ pub async fn submit_in(conn: &mut sqlx::PgConnection, job: &NewJob) -> Result<Su
     // scheduler's wake-up (delivered at commit) all happen, or none does.
     let inserted: Option<Uuid> = sqlx::query_scalar(
         "WITH job AS (
-             INSERT INTO jobs (id, team_id, kind, priority, parameters, max_attempts, idempotency_key, parent_id, request_hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10)
+             INSERT INTO jobs (id, team_id, kind, priority, parameters, max_attempts, idempotency_key, parent_id, request_hash, tags)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, coalesce($11, '{}'::jsonb))
              ON CONFLICT (team_id, idempotency_key) DO NOTHING RETURNING id, kind),
          logged AS (INSERT INTO job_events (job_id, kind) SELECT id, 'submitted' FROM job)
          SELECT job.id FROM job, pg_notify($9, job.kind)",
@@ -152,6 +154,7 @@ pub async fn submit_in(conn: &mut sqlx::PgConnection, job: &NewJob) -> Result<Su
     .bind(job.parent_id)
     .bind(NOTIFY_CHANNEL)
     .bind(&job.request_hash)
+    .bind(if job.tags.is_null() { None } else { Some(&job.tags) })
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = inserted {

@@ -98,6 +98,7 @@ pub async fn fire_due(pool: &PgPool) -> Result<Vec<Fired>> {
             idempotency_key: Some(key),
             parent_id: None,
             request_hash: None,
+            tags: serde_json::Value::Null,
         };
         let job_id = jobs::submit_in(&mut tx, &job).await?.id();
         sqlx::query("UPDATE retrain_schedules SET next_run_at = $2, seen_rows = $3, last_fired_at = now(), last_job_id = $4 WHERE id = $1")

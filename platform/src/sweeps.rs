@@ -101,6 +101,9 @@ pub struct SweepSpec {
     /// The registered model every child's version joins (default: the task's).
     #[serde(default)]
     pub model: Option<String>,
+    /// The sweep job's `key: value` tags (on the sweep's own row, not in its parameters).
+    #[serde(default, skip_serializing)]
+    pub tags: Option<Map<String, Value>>,
 }
 
 impl SweepSpec {
@@ -330,6 +333,7 @@ pub async fn advance(pool: &PgPool) -> Result<Advanced> {
                 idempotency_key: Some(format!("sweep:{id}:{created}")),
                 parent_id: Some(id),
                 request_hash: None,
+                tags: serde_json::Value::Null,
             };
             jobs::submit_in(&mut tx, &job).await?;
             created += 1;

@@ -47,6 +47,7 @@ fn new_job(team: Uuid, key: Option<&str>, max_attempts: i32) -> NewJob {
         idempotency_key: key.map(str::to_owned),
         parent_id: None,
         request_hash: None,
+        tags: serde_json::Value::Null,
     }
 }
 

@@ -633,13 +633,24 @@ async fn lists_and_job_events_page_by_cursor_with_filters() {
     assert_eq!(a.status, 201, "{a:?}");
     let dataset = a.body["dataset_id"].clone();
     // Five jobs and no scheduler: they stay queued.
+    // The odd ones tagged by their owner.
     let mut submitted = Vec::new();
-    for _ in 0..5 {
-        let a = api.post(&mlops, "/v1/jobs/train", &json!({ "dataset_id": dataset, "base_model": "all-minilm-l6-v2" }));
-        assert_eq!(a.status, 201, "{a:?}");
+    for i in 0..5 {
+        let tags = if i % 2 == 0 { json!({ "owner": "ana", "trial": i.to_string() }) } else { json!({}) };
+        let a = api.post(&mlops, "/v1/jobs/train", &json!({ "dataset_id": dataset, "base_model": "all-minilm-l6-v2", "tags": tags }));
+        assert_eq!((a.status, &a.body["tags"]), (201, &tags), "{a:?}");
         submitted.push(a.body["id"].as_str().unwrap().to_owned());
     }
     let ids = |page: &Value| -> Vec<String> { page["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_owned()).collect() };
+    let anas = api.get(Some(&mlops), "/v1/jobs?tag=owner:ana").body;
+    assert_eq!(ids(&anas), [submitted[4].clone(), submitted[2].clone(), submitted[0].clone()], "{anas}");
+    assert_eq!(anas["jobs"][0]["tags"], json!({ "owner": "ana", "trial": "4" }));
+    assert_eq!(ids(&api.get(Some(&mlops), "/v1/jobs?tag=trial:2").body), [submitted[2].clone()]);
+    assert!(ids(&api.get(Some(&mlops), "/v1/jobs?tag=owner:bo").body).is_empty());
+    let a = api.get(Some(&mlops), "/v1/jobs?tag=owner");
+    assert_eq!((a.status, a.body["field"].as_str()), (422, Some("tag")), "{a:?}");
+    let a = api.post(&mlops, "/v1/jobs/train", &json!({ "dataset_id": dataset, "base_model": "all-minilm-l6-v2", "tags": { "n": 1 } }));
+    assert_eq!((a.status, a.body["field"].as_str()), (422, Some("tags.n")), "{a:?}");
     let all = api.get(Some(&mlops), "/v1/jobs").body;
     assert_eq!((all["has_more"].as_bool(), all["next_after"].is_null()), (Some(false), true), "{all}");
     let newest_first: Vec<String> = submitted.iter().rev().cloned().collect();

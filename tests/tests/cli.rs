@@ -366,6 +366,16 @@ fn the_cli_drives_the_api() {
     assert_eq!(svc.ok(&mlops, &["webhooks", "delete", &hook_id]), format!("webhook {hook_id} deleted\n"));
     assert_eq!(svc.json(&analyst, &["webhooks", "list"])["webhooks"], serde_json::json!([]));
 
+    // Tags on a job, and the listing's tag filter.
+    let tagged = svc.json(&mlops, &["jobs", "train", "--dataset", "laptops", "--base-model", "all-minilm-l6-v2", "--tag", "owner=cli", "--tag", "ticket=ABSA-1"]);
+    assert_eq!(tagged["tags"], serde_json::json!({"owner": "cli", "ticket": "ABSA-1"}), "{tagged}");
+    let tagged = str_of(&tagged, "id");
+    let listed = svc.ok(&analyst, &["jobs", "list", "--tag", "owner=cli"]);
+    assert!(listed.lines().count() == 2 && row(&listed, &tagged).is_some(), "only the tagged job: {listed}");
+    let details = svc.ok(&analyst, &["jobs", "get", &tagged]);
+    assert_eq!(field(&details, "tags").as_deref(), Some(r#"{"owner":"cli","ticket":"ABSA-1"}"#), "{details}");
+    svc.ok(&mlops, &["jobs", "cancel", &tagged]);
+
     // A retrain schedule on a cron (no scheduler runs, so it never fires here).
     let add =
         ["schedules", "create", "--name", "nightly", "--dataset", &dataset, "--base-model", "all-minilm-l6-v2", "--cron", "0 3 * * *", "--hp", "epochs=1"];

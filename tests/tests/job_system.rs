@@ -117,6 +117,7 @@ impl Env {
             idempotency_key: None,
             parent_id: None,
             request_hash: None,
+            tags: serde_json::Value::Null,
         };
         jobs::submit(&self.pool, &job).await.expect("submit").id()
     }

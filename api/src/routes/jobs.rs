@@ -47,6 +47,8 @@ pub struct TrainRequest {
     promote: Option<PromotionPolicy>,
     /// Orders the team's own queued jobs (-10 to 10, default 0).
     priority: Option<i32>,
+    /// Free-form `key: value` strings (at most 50), e.g. `{"owner": "ana"}`; `GET /v1/jobs?tag=owner:ana` finds them.
+    tags: Option<Map<String, Value>>,
 }
 
 /// Scoring a corpus with one model version, named by id or by alias.
@@ -72,6 +74,8 @@ pub struct ScoreRequest {
     /// fp32 (default) or int8.
     precision: Option<String>,
     priority: Option<i32>,
+    /// Free-form `key: value` strings (at most 50); `GET /v1/jobs?tag=KEY:VALUE` finds them.
+    tags: Option<Map<String, Value>>,
 }
 
 /// One entry of a job's event log.
@@ -136,6 +140,8 @@ pub struct Job {
     max_attempts: i32,
     /// The job's checked parameters as stored.
     parameters: Value,
+    /// The submitter's `key: value` tags.
+    tags: Value,
     last_error: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -201,9 +207,13 @@ async fn submit(
     caller: &Caller,
     kind: &str,
     parameters: Value,
+    tags: Option<Map<String, Value>>,
     priority: i32,
     idempotency: Idempotency,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
+    if let Some(tags) = &tags {
+        super::tags::check(tags)?;
+    }
     let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE team_id = $1 AND state = 'queued' AND parent_id IS NULL")
         .bind(caller.team_id)
         .fetch_one(&state.pool)
@@ -220,6 +230,7 @@ async fn submit(
         idempotency_key: idempotency.key,
         parent_id: None,
         request_hash: idempotency.hash,
+        tags: tags.map(Value::Object).unwrap_or(Value::Null),
     };
     let submitted = jobs::submit(&state.pool, &job).await?;
     let status = match submitted {
@@ -367,7 +378,7 @@ pub async fn submit_train(State(state): State<AppState>, caller: Caller, headers
     if dataset_rows(&state, &caller, req.dataset_id).await? == 0 {
         return Err(ApiError::Unprocessable(format!("dataset {} has no rows", req.dataset_id)));
     }
-    submit(&state, &caller, "train", parameters, priority, idempotency).await
+    submit(&state, &caller, "train", parameters, req.tags, priority, idempotency).await
 }
 
 /// Queues a scoring job (analyst); the scheduler splits it into shards.
@@ -439,7 +450,7 @@ pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers
         parameters["alias"] = json!(alias);
     }
     parameters.as_object_mut().expect("an object").extend(extra);
-    submit(&state, &caller, "score", parameters, priority, idempotency).await
+    submit(&state, &caller, "score", parameters, req.tags, priority, idempotency).await
 }
 
 /// A sweep: the spec is checked (its grid sized before it is built, every child as the
@@ -459,7 +470,7 @@ pub async fn submit_sweep(State(state): State<AppState>, caller: Caller, headers
     check_metrics_fit(&state, &caller, spec.dataset_id, spec.labels.as_deref(), &metrics).await?;
     check_model_labels(&state, &caller, spec.model.as_deref(), spec.dataset_id, spec.labels.as_deref()).await?;
     let parameters = serde_json::to_value(&spec).expect("a spec serialises");
-    let (status, Json(mut job)) = submit(&state, &caller, "sweep", parameters, 0, idempotency).await?;
+    let (status, Json(mut job)) = submit(&state, &caller, "sweep", parameters, spec.tags.clone(), 0, idempotency).await?;
     job.trials = Some(trials.len());
     Ok((status, Json(job)))
 }
@@ -467,15 +478,15 @@ pub async fn submit_sweep(State(state): State<AppState>, caller: Caller, headers
 /// A job as the API shows it: state, progress, events and, by kind, its model version
 /// or its shards. 404 for unknown ids and for other teams' jobs alike.
 pub async fn job_json(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Json<Job>> {
-    type Row = (String, String, f64, i32, i32, Value, Option<String>, DateTime<Utc>, DateTime<Utc>, Option<Uuid>);
+    type Row = (String, String, f64, i32, i32, Value, Value, Option<String>, DateTime<Utc>, DateTime<Utc>, Option<Uuid>);
     let row: Option<Row> = sqlx::query_as(
-        "SELECT kind, state, progress, attempts, max_attempts, parameters, last_error, created_at, updated_at, parent_id FROM jobs WHERE id = $1 AND team_id = $2",
+        "SELECT kind, state, progress, attempts, max_attempts, parameters, tags, last_error, created_at, updated_at, parent_id FROM jobs WHERE id = $1 AND team_id = $2",
     )
     .bind(id)
     .bind(caller.team_id)
     .fetch_optional(&state.pool)
     .await?;
-    let (kind, job_state, progress, attempts, max_attempts, parameters, last_error, created_at, updated_at, parent_id) =
+    let (kind, job_state, progress, attempts, max_attempts, parameters, tags, last_error, created_at, updated_at, parent_id) =
         row.ok_or_else(|| ApiError::NotFound(format!("job {id}")))?;
     let events = events_of(state, id, 50).await?;
     let mut job = Job {
@@ -486,6 +497,7 @@ pub async fn job_json(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<
         attempts,
         max_attempts,
         parameters,
+        tags,
         last_error,
         created_at,
         updated_at,
@@ -626,6 +638,8 @@ pub struct JobFilter {
     /// Only jobs created at or after / before these instants (RFC 3339).
     created_after: Option<chrono::DateTime<chrono::Utc>>,
     created_before: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only jobs tagged so: `KEY:VALUE`.
+    tag: Option<String>,
 }
 
 /// A job in a listing.
@@ -636,6 +650,7 @@ pub struct JobSummary {
     state: String,
     progress: f64,
     attempts: i32,
+    tags: Value,
     last_error: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -653,36 +668,40 @@ pub struct JobPage {
 /// `next_after` (pass it as `after`) when there is another page.
 #[utoipa::path(get, path = "/jobs", tag = "jobs", params(JobFilter), responses((status = 200, body = JobPage)))]
 pub async fn list_jobs(State(state): State<AppState>, caller: Caller, Query(f): Query<JobFilter>) -> ApiResult<Json<JobPage>> {
-    type Row = (Uuid, String, String, f64, i32, Option<String>, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>);
+    type Row = (Uuid, String, String, f64, i32, Value, Option<String>, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>);
     let limit = paging::limit(f.limit, 100, 1000)?;
     let after = f.after.as_deref().map(paging::parse_time_cursor).transpose()?;
+    let tag = f.tag.as_deref().map(super::tags::filter).transpose()?;
     // Postgres keeps microseconds, the cursor's precision: a boundary is exact.
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, kind, state, progress, attempts, last_error, created_at, updated_at FROM jobs
+    let sql = format!(
+        "SELECT jobs.id, kind, state, progress, attempts, tags, last_error, created_at, updated_at FROM jobs
          WHERE team_id = $1 AND parent_id IS NULL AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR kind = $3)
-           AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5))
-           AND ($6::timestamptz IS NULL OR created_at >= $6) AND ($7::timestamptz IS NULL OR created_at < $7)
-         ORDER BY created_at DESC, id DESC LIMIT $8",
-    )
-    .bind(caller.team_id)
-    .bind(f.state)
-    .bind(f.kind)
-    .bind(after.map(|a| a.0))
-    .bind(after.map(|a| a.1))
-    .bind(f.created_after)
-    .bind(f.created_before)
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
-    .await?;
-    let (rows, next_after) = paging::split(rows, limit, |r| paging::time_cursor(r.6, r.0));
+           AND ($8::jsonb IS NULL OR tags @> $8) AND {}
+         ORDER BY created_at DESC, id DESC LIMIT $9",
+        paging::time_page_condition("jobs", 4)
+    );
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(caller.team_id)
+        .bind(f.state)
+        .bind(f.kind)
+        .bind(after.map(|a| a.0))
+        .bind(after.map(|a| a.1))
+        .bind(f.created_after)
+        .bind(f.created_before)
+        .bind(tag)
+        .bind(limit + 1)
+        .fetch_all(&state.pool)
+        .await?;
+    let (rows, next_after) = paging::split(rows, limit, |r| paging::time_cursor(r.7, r.0));
     let jobs = rows
         .into_iter()
-        .map(|(id, kind, state, progress, attempts, last_error, created_at, updated_at)| JobSummary {
+        .map(|(id, kind, state, progress, attempts, tags, last_error, created_at, updated_at)| JobSummary {
             id,
             kind,
             state,
             progress,
             attempts,
+            tags,
             last_error,
             created_at,
             updated_at,

@@ -8,4 +8,5 @@ pub mod models;
 pub mod paging;
 pub mod registered_models;
 pub mod schedules;
+pub mod tags;
 pub mod webhooks;

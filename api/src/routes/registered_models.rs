@@ -17,10 +17,7 @@ use crate::app::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{read_json, ApiError, ApiResult};
 
-/// Tags a registered model may carry, and their sizes.
-const MAX_TAGS: usize = 50;
-const MAX_TAG_KEY_CHARS: usize = 64;
-const MAX_TAG_VALUE_CHARS: usize = 256;
+/// The longest description a registered model may carry.
 const MAX_DESCRIPTION_CHARS: usize = 2000;
 
 /// A registered model with its version count, latest version and aliases.
@@ -89,22 +86,6 @@ pub struct RegisteredModelSpec {
     tags: Option<Map<String, Value>>,
 }
 
-fn check_tags(tags: &Map<String, Value>) -> ApiResult<()> {
-    if tags.len() > MAX_TAGS {
-        return Err(ApiError::Unprocessable(format!("tags: at most {MAX_TAGS}, not {}", tags.len())));
-    }
-    for (key, value) in tags {
-        let fits = value.as_str().is_some_and(|v| v.chars().count() <= MAX_TAG_VALUE_CHARS);
-        if key.is_empty() || key.chars().count() > MAX_TAG_KEY_CHARS || !fits {
-            return Err(ApiError::Unprocessable(format!(
-                "tags.{}: keys of 1 to {MAX_TAG_KEY_CHARS} characters, string values of at most {MAX_TAG_VALUE_CHARS}",
-                absa_platform::job_spec::truncate(key, 40)
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// Creates the registered model `name` (201), or updates its description and tags (200).
 #[utoipa::path(put, path = "/registered-models/{name}", tag = "models", params(("name" = String, Path, description = "the model's name")),
     request_body = RegisteredModelSpec,
@@ -128,7 +109,7 @@ pub async fn put_registered_model(
         return Err(ApiError::Unprocessable(format!("description: at most {MAX_DESCRIPTION_CHARS} characters")));
     }
     if let Some(tags) = &spec.tags {
-        check_tags(tags)?;
+        super::tags::check(tags)?;
     }
     if let Some(task) = spec.task.as_deref().filter(|t| !["sentiment", "stance"].contains(t)) {
         return Err(ApiError::Unprocessable(format!("task {:?}: sentiment or stance", absa_platform::job_spec::truncate(task, 40))));

@@ -223,6 +223,7 @@ async fn start_latency(args: &Args, url: &str, pool: &PgPool, team: Uuid, topolo
             idempotency_key: None,
             parent_id: None,
             request_hash: None,
+            tags: serde_json::Value::Null,
         };
         jobs::submit(pool, &job).await?;
     }

@@ -39,7 +39,17 @@ impl TestDb {
     }
 
     pub fn job(&self, kind: &str, priority: i32, parameters: serde_json::Value) -> NewJob {
-        NewJob { team_id: self.team, kind: kind.into(), priority, parameters, max_attempts: 3, idempotency_key: None, parent_id: None, request_hash: None }
+        NewJob {
+            team_id: self.team,
+            kind: kind.into(),
+            priority,
+            parameters,
+            max_attempts: 3,
+            idempotency_key: None,
+            parent_id: None,
+            request_hash: None,
+            tags: serde_json::Value::Null,
+        }
     }
 
     pub async fn submit(&self, kind: &str, priority: i32, parameters: serde_json::Value) -> Uuid {

@@ -1,0 +1,2 @@
+DROP INDEX jobs_tags;
+ALTER TABLE jobs DROP COLUMN tags;
