@@ -136,10 +136,13 @@ pub fn run_teams(c: &Client, cmd: TeamCmd) -> Result<ExitCode> {
 
 pub fn run_bi_logins(c: &Client, cmd: BiLoginCmd) -> Result<ExitCode> {
     match cmd {
-        BiLoginCmd::List => show(&c.get("/v1/bi-logins", &[])?, |v| {
-            let rows: Vec<Vec<String>> = list(v, "bi_logins").iter().map(|l| vec![get(l, "role_name"), time(l, "valid_until")]).collect();
-            table(&["ROLE_NAME", "VALID_UNTIL"], &rows)
-        }),
+        BiLoginCmd::List => {
+            let logins = pages(c, "/v1/bi-logins", &[], "bi_logins", None)?;
+            show(&json!({ "bi_logins": logins }), |v| {
+                let rows: Vec<Vec<String>> = list(v, "bi_logins").iter().map(|l| vec![get(l, "role_name"), time(l, "valid_until")]).collect();
+                table(&["ROLE_NAME", "VALID_UNTIL"], &rows)
+            });
+        }
         BiLoginCmd::Create { role_name, valid_days } => {
             let password = secret_from_stdin(&format!("Password for {role_name}"))?;
             let mut body = json!({ "role_name": role_name, "password": password });

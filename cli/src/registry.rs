@@ -117,11 +117,14 @@ fn path(name: &str) -> String {
 
 pub fn run_aliases(c: &Client, cmd: AliasCmd) -> Result<ExitCode> {
     match cmd {
-        AliasCmd::List => show(&c.get("/v1/aliases", &[])?, |v| {
-            let rows: Vec<Vec<String>> =
-                list(v, "aliases").iter().map(|a| vec![get(a, "model"), get(a, "name"), get(a, "model_version_id"), time(a, "updated_at")]).collect();
-            table(&["MODEL", "NAME", "MODEL_VERSION", "UPDATED"], &rows)
-        }),
+        AliasCmd::List => {
+            let aliases = pages(c, "/v1/aliases", &[], "aliases", None)?;
+            show(&json!({ "aliases": aliases }), |v| {
+                let rows: Vec<Vec<String>> =
+                    list(v, "aliases").iter().map(|a| vec![get(a, "model"), get(a, "name"), get(a, "model_version_id"), time(a, "updated_at")]).collect();
+                table(&["MODEL", "NAME", "MODEL_VERSION", "UPDATED"], &rows)
+            });
+        }
         AliasCmd::Set { name, version } => {
             let v = c.put(&format!("/v1/aliases/{}", seg(&name)), &json!({ "model_version_id": version }))?;
             show(&v, |a| format!("{} {} -> {}\n", get(a, "model"), get(a, "name"), get(a, "model_version_id")));

@@ -114,12 +114,16 @@ pub async fn create_login(pool: &PgPool, team_id: Uuid, role_name: &str, passwor
 /// Why BI logins cannot be made in a database the superuser's part was not run in.
 const NOT_PROVISIONED: &str = "BI logins are not set up in this database: a superuser must run scripts/provision-postgres.sql in it (docs/deploying.md)";
 
-/// A team's BI logins and when each expires (`None`: never).
-pub async fn list_logins(pool: &PgPool, team_id: Uuid) -> Result<Vec<(String, Option<DateTime<Utc>>)>> {
+/// A team's BI logins and when each expires (`None`: never), by role name: at most
+/// `limit`, those after `after`.
+pub async fn list_logins(pool: &PgPool, team_id: Uuid, after: Option<&str>, limit: i64) -> Result<Vec<(String, Option<DateTime<Utc>>)>> {
     Ok(sqlx::query_as(
-        "SELECT b.role_name, r.rolvaliduntil FROM bi_logins b JOIN pg_roles r ON r.rolname = b.role_name WHERE b.team_id = $1 ORDER BY b.role_name",
+        "SELECT b.role_name, r.rolvaliduntil FROM bi_logins b JOIN pg_roles r ON r.rolname = b.role_name
+         WHERE b.team_id = $1 AND ($2::text IS NULL OR b.role_name > $2) ORDER BY b.role_name LIMIT $3",
     )
     .bind(team_id)
+    .bind(after)
+    .bind(limit)
     .fetch_all(pool)
     .await?)
 }

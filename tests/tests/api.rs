@@ -453,6 +453,8 @@ async fn train_promote_score_and_export() {
     assert_eq!(a.status, 201, "{a:?}");
     let listed = api.get(Some(&admin), "/v1/bi-logins").body;
     assert_eq!(listed["bi_logins"][0]["role_name"], role.as_str(), "{listed}");
+    let after = api.get(Some(&admin), &format!("/v1/bi-logins?limit=1&after={role}")).body;
+    assert_eq!((listed["has_more"].as_bool(), after["bi_logins"].as_array().map(Vec::len)), (Some(false), Some(0)), "by name, after the cursor: {after}");
     assert_eq!(listed["bi_logins"][0]["valid_until"].as_str().map(|t| &t[..10]), a.body["valid_until"].as_str().map(|t| &t[..10]), "{listed} {a:?}");
     let bi_url = svc.db_url.replacen("absa:absa@", &format!("{role}:correct-horse-battery@"), 1);
     let bi = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&bi_url).await.expect("BI login connects");
@@ -815,6 +817,17 @@ async fn registered_models_own_their_versions_and_aliases() {
         .map(|a| (a["model"].as_str().unwrap().into(), a["name"].as_str().unwrap().into(), a["model_version_id"].as_str().unwrap().into()))
         .collect();
     assert_eq!(aliases, [("sentiment".into(), "production".into(), sentiment_1.clone()), ("stance".into(), "production".into(), stance.clone())]);
+    // A page of one alias at a time: the cursor is the last one's model and name.
+    let first = api.get(Some(&analyst), "/v1/aliases?limit=1").body;
+    assert_eq!(
+        (first["aliases"][0]["model"].as_str(), first["has_more"].as_bool(), first["next_after"].as_str()),
+        (Some("sentiment"), Some(true), Some("sentiment/production")),
+        "{first}"
+    );
+    let second = api.get(Some(&analyst), "/v1/aliases?limit=1&after=sentiment/production").body;
+    assert_eq!((second["aliases"][0]["model"].as_str(), second["has_more"].as_bool()), (Some("stance"), Some(false)), "{second}");
+    let a = api.get(Some(&analyst), "/v1/aliases?after=no-slash");
+    assert_eq!((a.status, a.body["field"].as_str()), (422, Some("after")), "{a:?}");
 
     // Scoring by alias: two models have `production`, so the model is named.
     let a = api.upload(Some(&analyst), "/v1/corpora?name=docs", jsonl(&laptops("test")[..3]).as_bytes());

@@ -224,7 +224,7 @@ async fn checks(pool: PgPool, db_url: String, login_a: String, login_b: String) 
     let until: Option<chrono::DateTime<chrono::Utc>> =
         sqlx::query_scalar("SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1").bind(&login_b).fetch_one(&pool).await?;
     assert!(until.is_some_and(|t| (t - chrono::Utc::now()).num_days() == 29), "{until:?}");
-    assert_eq!(bi::list_logins(&pool, TEAM_B).await?, vec![(login_b.clone(), until)]);
+    assert_eq!(bi::list_logins(&pool, TEAM_B, None, 100).await?, vec![(login_b.clone(), until)]);
     let logins: Vec<(String, Uuid)> = sqlx::query_as("SELECT role_name, team_id FROM bi_logins ORDER BY team_id").fetch_all(&pool).await?;
     assert_eq!(logins, vec![(login_a.clone(), TEAM_A), (login_b.clone(), TEAM_B)]);
     let (can_login, in_group): (bool, bool) =

@@ -367,7 +367,8 @@ fn the_cli_drives_the_api() {
     assert_eq!(svc.json(&analyst, &["webhooks", "list"])["webhooks"], serde_json::json!([]));
 
     // Tags on a job, and the listing's tag filter.
-    let tagged = svc.json(&mlops, &["jobs", "train", "--dataset", "laptops", "--base-model", "all-minilm-l6-v2", "--tag", "owner=cli", "--tag", "ticket=ABSA-1"]);
+    let tagged =
+        svc.json(&mlops, &["jobs", "train", "--dataset", "laptops", "--base-model", "all-minilm-l6-v2", "--tag", "owner=cli", "--tag", "ticket=ABSA-1"]);
     assert_eq!(tagged["tags"], serde_json::json!({"owner": "cli", "ticket": "ABSA-1"}), "{tagged}");
     let tagged = str_of(&tagged, "id");
     let listed = svc.ok(&analyst, &["jobs", "list", "--tag", "owner=cli"]);

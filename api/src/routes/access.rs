@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::paging::{self, NamedPage};
@@ -176,6 +176,18 @@ pub struct BiLogin {
 #[derive(Serialize, ToSchema)]
 pub struct BiLoginList {
     bi_logins: Vec<BiLogin>,
+    has_more: bool,
+    next_after: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct BiLoginPage {
+    /// At most this many, by role name (1 to 1000, default 100).
+    limit: Option<i64>,
+    /// The previous page's `next_after`: only the logins after it.
+    after: Option<String>,
 }
 
 /// A Postgres login that reads only this team's BI views, expiring after `valid_days`.
@@ -198,13 +210,15 @@ pub async fn create_bi_login(
     Ok((StatusCode::CREATED, Json(BiLogin { role_name: req.role_name, valid_until: Some(valid_until), views })))
 }
 
-/// The team's BI logins and when they expire.
-#[utoipa::path(get, path = "/bi-logins", tag = "access", responses((status = 200, body = BiLoginList)))]
-pub async fn list_bi_logins(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<BiLoginList>> {
+/// The team's BI logins and when they expire, by role name, a page at a time.
+#[utoipa::path(get, path = "/bi-logins", tag = "access", params(BiLoginPage), responses((status = 200, body = BiLoginList)))]
+pub async fn list_bi_logins(State(state): State<AppState>, caller: Caller, Query(page): Query<BiLoginPage>) -> ApiResult<Json<BiLoginList>> {
     caller.require(Role::Admin)?;
-    let logins = absa_platform::bi::list_logins(&state.pool, caller.team_id).await?;
+    let limit = paging::limit(page.limit, 100, 1000)?;
+    let logins = absa_platform::bi::list_logins(&state.pool, caller.team_id, page.after.as_deref(), limit + 1).await?;
+    let (logins, next_after) = paging::split(logins, limit, |l| l.0.clone());
     let bi_logins = logins.into_iter().map(|(role_name, valid_until)| BiLogin { role_name, valid_until, views: None }).collect();
-    Ok(Json(BiLoginList { bi_logins }))
+    Ok(Json(BiLoginList { bi_logins, has_more: next_after.is_some(), next_after }))
 }
 
 /// Drops one of the team's BI logins (404 for another team's or an unknown name).

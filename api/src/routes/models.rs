@@ -181,6 +181,8 @@ pub struct Alias {
 #[derive(Serialize, ToSchema)]
 pub struct AliasList {
     aliases: Vec<Alias>,
+    has_more: bool,
+    next_after: Option<String>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -189,20 +191,32 @@ pub struct AliasList {
 pub struct AliasFilter {
     /// Only the aliases of this registered model.
     model: Option<String>,
+    /// At most this many, by model and name (1 to 1000, default 100).
+    limit: Option<i64>,
+    /// The previous page's `next_after`: only the aliases after it.
+    after: Option<String>,
 }
 
-/// The team's aliases, by model and name.
+/// The team's aliases, by model and name, a page at a time.
 #[utoipa::path(get, path = "/aliases", tag = "models", params(AliasFilter), responses((status = 200, body = AliasList)))]
 pub async fn list_aliases(State(state): State<AppState>, caller: Caller, Query(f): Query<AliasFilter>) -> ApiResult<Json<AliasList>> {
+    let limit = paging::limit(f.limit, 100, 1000)?;
+    // Model and alias names cannot hold '/': the cursor is `model/alias`.
+    let after = f.after.as_deref().map(|a| a.split_once('/').ok_or_else(|| paging::bad_cursor("after", a))).transpose()?;
     let aliases: Vec<Alias> = sqlx::query_as(
         "SELECT r.name AS model, a.name, a.model_version_id, a.updated_at FROM model_aliases a JOIN registered_models r ON r.id = a.registered_model_id
-         WHERE a.team_id = $1 AND ($2::text IS NULL OR r.name = $2) ORDER BY r.name, a.name",
+         WHERE a.team_id = $1 AND ($2::text IS NULL OR r.name = $2) AND ($3::text IS NULL OR (r.name, a.name) > ($3, $4))
+         ORDER BY r.name, a.name LIMIT $5",
     )
     .bind(caller.team_id)
     .bind(f.model)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    Ok(Json(AliasList { aliases }))
+    let (aliases, next_after) = paging::split(aliases, limit, |a| format!("{}/{}", a.model, a.name));
+    Ok(Json(AliasList { aliases, has_more: next_after.is_some(), next_after }))
 }
 
 #[derive(Deserialize, ToSchema)]
