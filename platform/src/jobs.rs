@@ -19,8 +19,10 @@ pub const BACKOFF_BASE_SECS: f64 = 1.0;
 /// ... up to this.
 pub const BACKOFF_MAX_SECS: f64 = 300.0;
 
-/// A job's state; the text matches the CHECK constraint in the migrations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A job's state; the text matches the CHECK constraint in the migrations (a test
+/// reads the constraint back).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     Queued,
     Dispatched,
@@ -70,11 +72,52 @@ impl FromStr for JobStatus {
     }
 }
 
+/// What a job does; the text matches the CHECK constraint in the migrations (a test
+/// reads the constraint back).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Fine-tuning one model version.
+    Train,
+    /// Scoring a corpus; the scheduler splits it into shards.
+    Score,
+    /// One shard of a scoring job (never listed on its own).
+    ScoreShard,
+    /// A hyperparameter sweep: child training jobs.
+    Sweep,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 4] = [Self::Train, Self::Score, Self::ScoreShard, Self::Sweep];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Train => "train",
+            Self::Score => "score",
+            Self::ScoreShard => "score_shard",
+            Self::Sweep => "sweep",
+        }
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| format!("unknown job kind {s:?}"))
+    }
+}
+
 /// A job to submit.
 #[derive(Clone, Debug)]
 pub struct NewJob {
     pub team_id: Uuid,
-    pub kind: String,
+    pub kind: JobKind,
     pub priority: i32,
     pub parameters: Value,
     pub max_attempts: i32,
@@ -146,7 +189,7 @@ pub async fn submit_in(conn: &mut sqlx::PgConnection, job: &NewJob) -> Result<Su
     )
     .bind(id)
     .bind(job.team_id)
-    .bind(&job.kind)
+    .bind(job.kind.as_str())
     .bind(job.priority)
     .bind(&job.parameters)
     .bind(job.max_attempts)
@@ -454,5 +497,11 @@ mod tests {
             assert_eq!(s.as_str().parse::<JobStatus>().unwrap(), s);
         }
         assert!("sleeping".parse::<JobStatus>().is_err());
+        for k in JobKind::ALL {
+            assert_eq!(k.as_str().parse::<JobKind>().unwrap(), k);
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str(), "serde spells it as the database does");
+        }
+        assert_eq!(serde_json::to_value(JobStatus::Cancelled).unwrap(), "cancelled");
+        assert!("nap".parse::<JobKind>().is_err());
     }
 }

@@ -91,7 +91,7 @@ pub async fn fire_due(pool: &PgPool) -> Result<Vec<Fired>> {
         }
         let job = NewJob {
             team_id: team,
-            kind: "train".into(),
+            kind: crate::jobs::JobKind::Train,
             priority: 0,
             parameters,
             max_attempts: 3,

@@ -326,7 +326,7 @@ pub async fn advance(pool: &PgPool) -> Result<Advanced> {
             }
             let job = NewJob {
                 team_id: team,
-                kind: "train".into(),
+                kind: crate::jobs::JobKind::Train,
                 priority,
                 parameters: child,
                 max_attempts: 3,

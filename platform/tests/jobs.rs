@@ -40,7 +40,7 @@ impl TestDb {
 fn new_job(team: Uuid, key: Option<&str>, max_attempts: i32) -> NewJob {
     NewJob {
         team_id: team,
-        kind: "train".into(),
+        kind: jobs::JobKind::Train,
         priority: 0,
         parameters: serde_json::json!({"lr": 5e-5}),
         max_attempts,
@@ -53,6 +53,32 @@ fn new_job(team: Uuid, key: Option<&str>, max_attempts: i32) -> NewJob {
 
 async fn events(pool: &PgPool, id: Uuid) -> Vec<String> {
     sqlx::query_scalar("SELECT kind FROM job_events WHERE job_id = $1 ORDER BY id").bind(id).fetch_all(pool).await.unwrap()
+}
+
+/// The quoted words of a CHECK constraint's `IN (...)` list on `column` of `jobs`.
+async fn allowed(pool: &PgPool, column: &str) -> Vec<String> {
+    let definitions: Vec<String> =
+        sqlx::query_scalar("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'jobs'::regclass AND contype = 'c'")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let check =
+        definitions.iter().find(|d| d.starts_with(&format!("CHECK (({column} = ANY"))).unwrap_or_else(|| panic!("no CHECK on {column}: {definitions:?}"));
+    let mut words: Vec<String> = check.split('\'').skip(1).step_by(2).map(str::to_owned).collect();
+    words.sort();
+    words
+}
+
+#[tokio::test]
+async fn the_kind_and_state_enums_are_exactly_what_the_database_allows() {
+    let db = TestDb::new().await;
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(allowed(&db.pool, "kind").await, sorted(jobs::JobKind::ALL.iter().map(|k| k.as_str().to_owned()).collect()));
+    assert_eq!(allowed(&db.pool, "state").await, sorted(JobStatus::ALL.iter().map(|s| s.as_str().to_owned()).collect()));
+    db.drop().await;
 }
 
 #[tokio::test]
@@ -127,7 +153,7 @@ async fn cancelling_stops_the_holder_and_the_children() {
     let db = TestDb::new().await;
     let team = db.team().await;
     let parent = jobs::submit(&db.pool, &new_job(team, None, 3)).await.unwrap().id();
-    let child = jobs::submit(&db.pool, &NewJob { parent_id: Some(parent), kind: "score_shard".into(), ..new_job(team, None, 3) }).await.unwrap().id();
+    let child = jobs::submit(&db.pool, &NewJob { parent_id: Some(parent), kind: jobs::JobKind::ScoreShard, ..new_job(team, None, 3) }).await.unwrap().id();
     jobs::claim(&db.pool, parent, "w", 30.0).await.unwrap().unwrap();
     assert!(jobs::cancel(&db.pool, parent).await.unwrap());
     assert!(jobs::heartbeat(&db.pool, parent, "w", 30.0, 0.1).await.unwrap().is_err());

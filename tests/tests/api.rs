@@ -649,6 +649,9 @@ async fn lists_and_job_events_page_by_cursor_with_filters() {
     assert_eq!(anas["jobs"][0]["tags"], json!({ "owner": "ana", "trial": "4" }));
     assert_eq!(ids(&api.get(Some(&mlops), "/v1/jobs?tag=trial:2").body), [submitted[2].clone()]);
     assert!(ids(&api.get(Some(&mlops), "/v1/jobs?tag=owner:bo").body).is_empty());
+    let a = api.get(Some(&mlops), "/v1/jobs?state=sleeping");
+    assert_eq!(a.status, 400, "a state the API does not have: {a:?}");
+    assert!(a.body["detail"].as_str().is_some_and(|d| d.contains("sleeping")), "{a:?}");
     let a = api.get(Some(&mlops), "/v1/jobs?tag=owner");
     assert_eq!((a.status, a.body["field"].as_str()), (422, Some("tag")), "{a:?}");
     let a = api.post(&mlops, "/v1/jobs/train", &json!({ "dataset_id": dataset, "base_model": "all-minilm-l6-v2", "tags": { "n": 1 } }));

@@ -110,7 +110,7 @@ impl Env {
     async fn submit(&self, kind: &str, parameters: Value) -> Uuid {
         let job = NewJob {
             team_id: self.team,
-            kind: kind.into(),
+            kind: kind.parse().expect("a job kind"),
             priority: 0,
             parameters,
             max_attempts: 3,

@@ -2,7 +2,7 @@
 //! their status with progress and events, per-epoch metrics, row errors, cancellation.
 
 use absa_platform::job_spec;
-use absa_platform::jobs::{self, NewJob, Submitted};
+use absa_platform::jobs::{self, JobKind, JobStatus, NewJob, Submitted};
 use absa_platform::registry::{self, PromotionMetric, PromotionPolicy};
 use absa_platform::sweeps;
 use axum::extract::{Path, Query, State};
@@ -130,10 +130,8 @@ pub struct ShardCounts {
 #[derive(Serialize, ToSchema)]
 pub struct Job {
     id: Uuid,
-    /// train, score or sweep.
-    kind: String,
-    /// queued, dispatched, running, succeeded, failed or cancelled.
-    state: String,
+    kind: JobKind,
+    state: JobStatus,
     /// 0 to 1.
     progress: f64,
     attempts: i32,
@@ -205,7 +203,7 @@ impl Idempotency {
 async fn submit(
     state: &AppState,
     caller: &Caller,
-    kind: &str,
+    kind: JobKind,
     parameters: Value,
     tags: Option<Map<String, Value>>,
     priority: i32,
@@ -223,7 +221,7 @@ async fn submit(
     }
     let job = NewJob {
         team_id: caller.team_id,
-        kind: kind.into(),
+        kind,
         priority,
         parameters,
         max_attempts: 3,
@@ -238,7 +236,7 @@ async fn submit(
         Submitted::Existing(_) => StatusCode::OK,
         Submitted::KeyReused(id) => return Err(idempotency::reused(&format!("job {id}"))),
     };
-    absa_platform::metrics::API.jobs_submitted.get_or_create(&absa_platform::metrics::labels(&[("kind", kind)])).inc();
+    absa_platform::metrics::API.jobs_submitted.get_or_create(&absa_platform::metrics::labels(&[("kind", kind.as_str())])).inc();
     Ok((status, job_json(state, caller, submitted.id()).await?))
 }
 
@@ -378,7 +376,7 @@ pub async fn submit_train(State(state): State<AppState>, caller: Caller, headers
     if dataset_rows(&state, &caller, req.dataset_id).await? == 0 {
         return Err(ApiError::Unprocessable(format!("dataset {} has no rows", req.dataset_id)));
     }
-    submit(&state, &caller, "train", parameters, req.tags, priority, idempotency).await
+    submit(&state, &caller, JobKind::Train, parameters, req.tags, priority, idempotency).await
 }
 
 /// Queues a scoring job (analyst); the scheduler splits it into shards.
@@ -450,7 +448,7 @@ pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers
         parameters["alias"] = json!(alias);
     }
     parameters.as_object_mut().expect("an object").extend(extra);
-    submit(&state, &caller, "score", parameters, req.tags, priority, idempotency).await
+    submit(&state, &caller, JobKind::Score, parameters, req.tags, priority, idempotency).await
 }
 
 /// A sweep: the spec is checked (its grid sized before it is built, every child as the
@@ -470,7 +468,7 @@ pub async fn submit_sweep(State(state): State<AppState>, caller: Caller, headers
     check_metrics_fit(&state, &caller, spec.dataset_id, spec.labels.as_deref(), &metrics).await?;
     check_model_labels(&state, &caller, spec.model.as_deref(), spec.dataset_id, spec.labels.as_deref()).await?;
     let parameters = serde_json::to_value(&spec).expect("a spec serialises");
-    let (status, Json(mut job)) = submit(&state, &caller, "sweep", parameters, spec.tags.clone(), 0, idempotency).await?;
+    let (status, Json(mut job)) = submit(&state, &caller, JobKind::Sweep, parameters, spec.tags.clone(), 0, idempotency).await?;
     job.trials = Some(trials.len());
     Ok((status, Json(job)))
 }
@@ -491,8 +489,8 @@ pub async fn job_json(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<
     let events = events_of(state, id, 50).await?;
     let mut job = Job {
         id,
-        kind,
-        state: job_state,
+        kind: typed(&kind)?,
+        state: typed(&job_state)?,
         progress,
         attempts,
         max_attempts,
@@ -511,11 +509,11 @@ pub async fn job_json(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<
         predictions: None,
         trials: None,
     };
-    if job.kind == "train" {
+    if job.kind == JobKind::Train {
         let version: Option<Uuid> = sqlx::query_scalar("SELECT id FROM model_versions WHERE training_job_id = $1").bind(id).fetch_optional(&state.pool).await?;
         job.model_version_id = Some(version);
     }
-    if job.kind == "sweep" {
+    if job.kind == JobKind::Sweep {
         job.children = Some(sweep_children(state, id).await?);
         let chosen: Option<Value> = sqlx::query_scalar("SELECT detail FROM job_events WHERE job_id = $1 AND kind = 'sweep_chosen' ORDER BY id DESC LIMIT 1")
             .bind(id)
@@ -524,7 +522,7 @@ pub async fn job_json(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<
         job.chosen_model_version_id = Some(chosen.as_ref().map(|d| d["model_version_id"].clone()).unwrap_or(Value::Null));
         job.settings = Some(chosen.map(|d| d["settings"].clone()).unwrap_or(Value::Null));
     }
-    if job.kind == "score" {
+    if job.kind == JobKind::Score {
         let counts: Vec<(String, i64)> =
             sqlx::query_as("SELECT state, count(*) FROM jobs WHERE parent_id = $1 GROUP BY state").bind(id).fetch_all(&state.pool).await?;
         let mut shards = ShardCounts::default();
@@ -612,6 +610,12 @@ pub async fn get_job(State(state): State<AppState>, caller: Caller, Path(id): Pa
     job_json(&state, &caller, id).await
 }
 
+/// A job's kind or state as its enum: the jobs table's CHECK constraints allow no other
+/// text (`platform/tests/jobs.rs` reads them back), so a miss is an internal error.
+fn typed<T: std::str::FromStr<Err = String>>(text: &str) -> ApiResult<T> {
+    text.parse().map_err(ApiError::Internal)
+}
+
 /// The optional `Idempotency-Key` header of submissions and uploads.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
@@ -627,10 +631,9 @@ pub struct IdempotencyKey {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct JobFilter {
-    /// queued, dispatched, running, succeeded, failed or cancelled.
-    state: Option<String>,
-    /// train, score or sweep.
-    kind: Option<String>,
+    state: Option<JobStatus>,
+    /// train, score or sweep (shards are listed with their scoring job, not here).
+    kind: Option<JobKind>,
     /// At most this many, newest first (1 to 1000, default 100).
     limit: Option<i64>,
     /// The previous page's `next_after`: only jobs older than its last one.
@@ -646,8 +649,8 @@ pub struct JobFilter {
 #[derive(Serialize, ToSchema)]
 pub struct JobSummary {
     id: Uuid,
-    kind: String,
-    state: String,
+    kind: JobKind,
+    state: JobStatus,
     progress: f64,
     attempts: i32,
     tags: Value,
@@ -682,8 +685,8 @@ pub async fn list_jobs(State(state): State<AppState>, caller: Caller, Query(f): 
     );
     let rows: Vec<Row> = sqlx::query_as(&sql)
         .bind(caller.team_id)
-        .bind(f.state)
-        .bind(f.kind)
+        .bind(f.state.map(JobStatus::as_str))
+        .bind(f.kind.map(JobKind::as_str))
         .bind(after.map(|a| a.0))
         .bind(after.map(|a| a.1))
         .bind(f.created_after)
@@ -695,18 +698,10 @@ pub async fn list_jobs(State(state): State<AppState>, caller: Caller, Query(f): 
     let (rows, next_after) = paging::split(rows, limit, |r| paging::time_cursor(r.7, r.0));
     let jobs = rows
         .into_iter()
-        .map(|(id, kind, state, progress, attempts, tags, last_error, created_at, updated_at)| JobSummary {
-            id,
-            kind,
-            state,
-            progress,
-            attempts,
-            tags,
-            last_error,
-            created_at,
-            updated_at,
+        .map(|(id, kind, state, progress, attempts, tags, last_error, created_at, updated_at)| {
+            Ok(JobSummary { id, kind: typed(&kind)?, state: typed(&state)?, progress, attempts, tags, last_error, created_at, updated_at })
         })
-        .collect();
+        .collect::<ApiResult<_>>()?;
     Ok(Json(JobPage { jobs, has_more: next_after.is_some(), next_after }))
 }
 

@@ -41,7 +41,7 @@ impl TestDb {
     pub fn job(&self, kind: &str, priority: i32, parameters: serde_json::Value) -> NewJob {
         NewJob {
             team_id: self.team,
-            kind: kind.into(),
+            kind: kind.parse().expect("a job kind"),
             priority,
             parameters,
             max_attempts: 3,
