@@ -101,6 +101,16 @@ pub struct Train {
     /// Without GPUs: CPU processes that train together (sharding: --hp sharding=full_shard)
     #[arg(long, conflicts_with = "gpus")]
     ranks: Option<u32>,
+    #[command(flatten)]
+    registration: Registration,
+    #[command(flatten)]
+    submit: Submit,
+}
+
+/// Where a training job's new version goes: the registered model it joins and the alias
+/// it may take (shared by `jobs train` and `schedules create`).
+#[derive(Args)]
+pub struct Registration {
     /// The registered model the new version joins (default: the task's, sentiment or stance)
     #[arg(long, value_name = "NAME")]
     registered_model: Option<String>,
@@ -110,8 +120,18 @@ pub struct Train {
     /// Metric that decides the promotion
     #[arg(long, value_enum, default_value_t = Metric::MacroF1, requires = "promote")]
     metric: Metric,
-    #[command(flatten)]
-    submit: Submit,
+}
+
+impl Registration {
+    /// `model` and `promote` of a training request, where given.
+    pub fn add_to(&self, body: &mut Value) {
+        if let Some(a) = &self.promote {
+            body["promote"] = json!({ "alias": a, "metric": name_of(self.metric) });
+        }
+        if let Some(m) = &self.registered_model {
+            body["model"] = json!(m);
+        }
+    }
 }
 
 #[derive(Args)]
@@ -287,12 +307,7 @@ fn train_body(t: &Train) -> Result<Value> {
     if let Some(r) = t.ranks {
         body["ranks"] = json!(r);
     }
-    if let Some(a) = &t.promote {
-        body["promote"] = json!({ "alias": a, "metric": name_of(t.metric) });
-    }
-    if let Some(m) = &t.registered_model {
-        body["model"] = json!(m);
-    }
+    t.registration.add_to(&mut body);
     Ok(body)
 }
 

@@ -8,9 +8,7 @@ use serde_json::{json, Map, Value};
 
 use crate::client::{pages, seg, Client};
 use crate::datasets::{id_of, Named};
-use crate::jobs::parse_hyperparameters;
-use crate::models::Metric;
-use crate::name_of;
+use crate::jobs::{parse_hyperparameters, Registration};
 use crate::output::{self, fields, get, list, show, table, time};
 
 #[derive(Subcommand)]
@@ -37,14 +35,9 @@ pub enum ScheduleCmd {
         /// Hyperparameters, e.g. --hp epochs=3 (value parsed as JSON, else a string)
         #[arg(long = "hp", value_name = "KEY=VALUE")]
         hyperparameters: Vec<String>,
-        /// The registered model the new versions join
-        #[arg(long, value_name = "NAME")]
-        registered_model: Option<String>,
-        /// Alias to promote to [server default: production]
-        #[arg(long, value_name = "ALIAS")]
-        promote: Option<String>,
-        #[arg(long, value_enum, default_value_t = Metric::MacroF1, requires = "promote")]
-        metric: Metric,
+        // Without --promote, the server promotes to production by macro_f1.
+        #[command(flatten)]
+        registration: Registration,
     },
     /// Delete a schedule (mlops)
     Delete { id: String },
@@ -57,7 +50,7 @@ pub fn run(c: &Client, cmd: ScheduleCmd) -> Result<ExitCode> {
             show(&json!({ "schedules": schedules }), schedules_table);
         }
         ScheduleCmd::Get { id } => show(&c.get(&format!("/v1/schedules/{}", seg(&id)), &[])?, schedule_details),
-        ScheduleCmd::Create { name, dataset, base_model, cron, on_new_rows, hyperparameters, registered_model, promote, metric } => {
+        ScheduleCmd::Create { name, dataset, base_model, cron, on_new_rows, hyperparameters, registration } => {
             let dataset = id_of(c, Named::Dataset, &dataset)?;
             let mut body = json!({ "name": name, "dataset_id": dataset, "base_model": base_model, "on_new_rows": on_new_rows });
             let hp = parse_hyperparameters(&hyperparameters, Map::new())?;
@@ -67,12 +60,7 @@ pub fn run(c: &Client, cmd: ScheduleCmd) -> Result<ExitCode> {
             if let Some(c) = cron {
                 body["cron"] = json!(c);
             }
-            if let Some(m) = registered_model {
-                body["model"] = json!(m);
-            }
-            if let Some(a) = promote {
-                body["promote"] = json!({ "alias": a, "metric": name_of(metric) });
-            }
+            registration.add_to(&mut body);
             show(&c.post("/v1/schedules", &body, &[])?.body, schedule_details);
         }
         ScheduleCmd::Delete { id } => {

@@ -130,6 +130,14 @@ pub struct NewJob {
     pub tags: Value,
 }
 
+impl NewJob {
+    /// A job of `kind` for `team_id`: priority 0, 3 attempts, no idempotency key, parent
+    /// or tags (struct update syntax sets the rest).
+    pub fn new(team_id: Uuid, kind: JobKind, parameters: Value) -> Self {
+        Self { team_id, kind, priority: 0, parameters, max_attempts: 3, idempotency_key: None, parent_id: None, request_hash: None, tags: Value::Null }
+    }
+}
+
 /// What a submission did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Submitted {

@@ -38,17 +38,7 @@ impl TestDb {
 }
 
 fn new_job(team: Uuid, key: Option<&str>, max_attempts: i32) -> NewJob {
-    NewJob {
-        team_id: team,
-        kind: jobs::JobKind::Train,
-        priority: 0,
-        parameters: serde_json::json!({"lr": 5e-5}),
-        max_attempts,
-        idempotency_key: key.map(str::to_owned),
-        parent_id: None,
-        request_hash: None,
-        tags: serde_json::Value::Null,
-    }
+    NewJob { max_attempts, idempotency_key: key.map(str::to_owned), ..NewJob::new(team, jobs::JobKind::Train, serde_json::json!({"lr": 5e-5})) }
 }
 
 async fn events(pool: &PgPool, id: Uuid) -> Vec<String> {

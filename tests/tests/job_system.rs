@@ -108,17 +108,7 @@ impl Env {
     }
 
     async fn submit(&self, kind: &str, parameters: Value) -> Uuid {
-        let job = NewJob {
-            team_id: self.team,
-            kind: kind.parse().expect("a job kind"),
-            priority: 0,
-            parameters,
-            max_attempts: 3,
-            idempotency_key: None,
-            parent_id: None,
-            request_hash: None,
-            tags: serde_json::Value::Null,
-        };
+        let job = NewJob::new(self.team, kind.parse().expect("a job kind"), parameters);
         jobs::submit(&self.pool, &job).await.expect("submit").id()
     }
 

@@ -39,17 +39,7 @@ impl TestDb {
     }
 
     pub fn job(&self, kind: &str, priority: i32, parameters: serde_json::Value) -> NewJob {
-        NewJob {
-            team_id: self.team,
-            kind: kind.parse().expect("a job kind"),
-            priority,
-            parameters,
-            max_attempts: 3,
-            idempotency_key: None,
-            parent_id: None,
-            request_hash: None,
-            tags: serde_json::Value::Null,
-        }
+        NewJob { priority, ..NewJob::new(self.team, kind.parse().expect("a job kind"), parameters) }
     }
 
     pub async fn submit(&self, kind: &str, priority: i32, parameters: serde_json::Value) -> Uuid {
