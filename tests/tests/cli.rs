@@ -1,5 +1,6 @@
 //! The `absa` command-line client end to end: `absa-api serve` as a process on a
-//! throwaway Postgres database (keys bootstrapped with `absa-api create-key`), driven
+//! throwaway Postgres database (the shared `absa_e2e::service::Service`; keys
+//! bootstrapped with `absa-api create-key`), driven
 //! only through the `absa` binary, asserting exit codes and what it prints (tables,
 //! `key: value` lines, `-o json` answers, `-o csv`, errors on standard error), in the
 //! CLI's noun-verb form. Covers: `me`; `keys create|list|delete`; `teams create` by a
@@ -15,70 +16,36 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
-use absa_e2e::{binary, Process};
+use absa_e2e::binary;
+use absa_e2e::service::Service;
 use serde_json::Value;
 use uuid::Uuid;
 
-fn admin_url() -> String {
-    std::env::var("ABSA_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://absa:absa@127.0.0.1:5432/absa".into())
-}
-
-fn amqp_url() -> String {
-    std::env::var("ABSA_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-/// A throwaway database and queue prefix with `absa-api serve` on a free port; the
-/// process is killed, the database dropped and the queues deleted when this is dropped
-/// (a failing test too).
-struct Service {
-    db_name: String,
-    vars: Vec<(String, String)>,
-    dir: PathBuf,
+/// The tests' shared service (`absa-api serve` on a throwaway database and queue prefix)
+/// and the `absa` runs against it, each with a config folder of its own.
+struct Cli {
+    service: Service,
     url: String,
-    api: Option<Process>,
+    dir: PathBuf,
 }
 
-impl Service {
-    fn start() -> Self {
-        let db_name = format!("absa_cli_{}", Uuid::new_v4().simple());
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let db_url = rt.block_on(absa_platform::db::create_database(&admin_url(), &db_name)).expect("create database");
-        let shared = absa_domain::reference::shared_dir().expect("the shared reference folder (set ABSA_SHARED)");
-        let dir = std::env::temp_dir().join(&db_name);
+impl Cli {
+    async fn start() -> Self {
+        // The bootstrapped team's admins may create teams.
+        let service = Service::start_with(&[("ABSA_API__PLATFORM_TEAM", "cli-team")]).await;
+        let url = service.api.base.clone();
+        let dir = service.dir.join("cli");
         std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let vars: Vec<(String, String)> = vec![
-            ("ABSA_DATABASE__URL".into(), db_url),
-            ("ABSA_AMQP__URL".into(), amqp_url()),
-            ("ABSA_AMQP__PREFIX".into(), db_name.clone()),
-            ("ABSA_MODELS_DIR".into(), shared.join("models").display().to_string()),
-            ("ABSA_HTTP__BIND".into(), format!("127.0.0.1:{port}")),
-            ("ABSA_LOG__FILTER".into(), "info".into()),
-            // The bootstrapped team's admins may create teams.
-            ("ABSA_API__PLATFORM_TEAM".into(), "cli-team".into()),
-        ];
-        let mut service = Self { db_name, vars, dir, url: format!("http://127.0.0.1:{port}"), api: None };
-        let api = Process::start("absa-api", &["serve"], &service.vars, &service.dir.join("logs"), "api");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(api.running() && Instant::now() < deadline, "absa-api did not start\n{}", api.tail(30));
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        service.api = Some(api);
-        service
+        Self { service, url, dir }
     }
 
-    /// `absa-api create-key`: the bootstrap path for a team's first admin key.
     fn bootstrap_key(&self, team: &str) -> String {
-        let out = Command::new(binary("absa-api")).args(["create-key", "--team", team]).envs(self.vars.iter().cloned()).output().expect("absa-api create-key");
-        assert!(out.status.success(), "absa-api create-key: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        self.service.bootstrap_key(team)
     }
 
     fn logs(&self) -> String {
-        self.api.as_ref().map(|p| p.tail(25)).unwrap_or_default()
+        self.service.logs()
     }
 
     fn write(&self, name: &str, content: &str) -> PathBuf {
@@ -105,19 +72,6 @@ impl Service {
         all.extend_from_slice(args);
         let stdout = self.ok(key, &all);
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("absa {all:?} printed no JSON ({e}):\n{stdout}"))
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.api.take();
-        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            if let Err(e) = rt.block_on(absa_platform::db::drop_database(&admin_url(), &self.db_name)) {
-                eprintln!("dropping {}: {e}", self.db_name);
-            }
-            rt.block_on(absa_e2e::service::delete_queues(&amqp_url(), &self.db_name));
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -168,10 +122,10 @@ fn str_of(v: &Value, key: &str) -> String {
     v[key].as_str().unwrap_or_else(|| panic!("no string {key:?} in {v}")).to_owned()
 }
 
-#[test]
-fn the_cli_drives_the_api() {
-    let started = Instant::now();
-    let svc = Service::start();
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_drives_the_api() {
+    let started = std::time::Instant::now();
+    let svc = Cli::start().await;
     let admin = svc.bootstrap_key("cli-team");
 
     // Who the key belongs to.
@@ -477,4 +431,5 @@ fn the_cli_drives_the_api() {
     }
 
     eprintln!("the CLI test took {:.1}s", started.elapsed().as_secs_f64());
+    svc.service.stop().await;
 }
