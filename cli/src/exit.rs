@@ -44,6 +44,18 @@ impl std::fmt::Display for NotFound {
 
 impl std::error::Error for NotFound {}
 
+/// A conflict the client finds before sending (a name already taken).
+#[derive(Debug)]
+pub struct Conflict(pub String);
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Conflict {}
+
 /// The exit code of an error: by HTTP status where the API answered.
 pub fn of_error(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<KeyRefused>().is_some() {
@@ -51,6 +63,9 @@ pub fn of_error(e: &anyhow::Error) -> u8 {
     }
     if e.downcast_ref::<NotFound>().is_some() {
         return NOT_FOUND;
+    }
+    if e.downcast_ref::<Conflict>().is_some() {
+        return CONFLICT;
     }
     match e.downcast_ref::<ApiError>().map(|a| a.status) {
         Some(401 | 403) => AUTH,
@@ -89,6 +104,7 @@ mod tests {
         assert_eq!(of_error(&anyhow::anyhow!("could not reach the API")), ERROR);
         assert_eq!(of_error(&KeyRefused("no API key".into()).into()), AUTH);
         assert_eq!(of_error(&NotFound("no dataset named x".into()).into()), NOT_FOUND);
+        assert_eq!(of_error(&Conflict("name taken".into()).into()), CONFLICT);
         assert_eq!([of_job_state("succeeded"), of_job_state("failed"), of_job_state("cancelled")], [0, JOB_FAILED, JOB_CANCELLED]);
     }
 }

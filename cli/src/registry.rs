@@ -7,9 +7,9 @@ use anyhow::{bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Map, Value};
 
-use crate::client::{pages, seg, Client};
-use crate::name_of;
+use crate::client::{pages, seg, ApiError, Client};
 use crate::output::{self, fields, get, list, show, table, time};
+use crate::{exit, name_of};
 
 #[derive(Subcommand)]
 pub enum RegisteredModelCmd {
@@ -69,25 +69,27 @@ pub fn run_registered_models(c: &Client, cmd: RegisteredModelCmd) -> Result<Exit
         }
         RegisteredModelCmd::Get { name } => show(&c.get(&path(&name), &[])?, registered_model_details),
         RegisteredModelCmd::Create { name, task, labels, about } => {
+            // PUT also updates: looked up first, so an existing model is left as it is.
+            match c.get(&path(&name), &[]) {
+                Ok(_) => {
+                    let taken = format!("registered model {name:?} already exists; `absa registered-models update` changes its description and tags");
+                    return Err(exit::Conflict(taken).into());
+                }
+                Err(e) if e.downcast_ref::<ApiError>().is_some_and(|a| a.status == 404) => {}
+                Err(e) => return Err(e),
+            }
             let mut body = about.body()?;
             body.insert("task".into(), json!(name_of(task)));
             body.insert("label_names".into(), json!(labels));
-            let reply = c.json(crate::client::Method::Put, &path(&name), &[], &[], Some(&Value::Object(body)))?;
-            if reply.status != 201 {
-                bail!("registered model {name:?} already exists; `absa registered-models update` changes its description and tags");
-            }
-            show(&reply.body, registered_model_details);
+            show(&c.put(&path(&name), &Value::Object(body))?, registered_model_details);
         }
         RegisteredModelCmd::Update { name, about } => {
             let body = about.body()?;
             if body.is_empty() {
                 bail!("nothing to update: give --description or --tag");
             }
-            let reply = c.json(crate::client::Method::Put, &path(&name), &[], &[], Some(&Value::Object(body)))?;
-            if reply.status == 201 {
-                bail!("created registered model {name:?} instead of updating one");
-            }
-            show(&reply.body, registered_model_details);
+            // Without a task and labels the API creates nothing: an unknown name is a 422.
+            show(&c.put(&path(&name), &Value::Object(body))?, registered_model_details);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -195,11 +195,16 @@ async fn the_cli_drives_the_api() {
     // A registered model: created with its task and labels, then described and tagged.
     let created = svc.ok(&mlops, &["registered-models", "create", "laptops", "--task", "sentiment", "--labels", "negative,neutral,positive"]);
     assert_eq!((field(&created, "task").as_deref(), field(&created, "labels").as_deref()), (Some("sentiment"), Some("negative,neutral,positive")), "{created}");
-    let again = svc.absa(Some(&mlops), &["registered-models", "create", "laptops", "--task", "stance", "--labels", "against,favor"]);
-    assert_ne!(again.code, Some(0), "a second create of one name: {again:?}");
+    let again = svc
+        .absa(Some(&mlops), &["registered-models", "create", "laptops", "--task", "sentiment", "--labels", "negative,neutral,positive", "--description", "x"]);
+    assert!(again.code == Some(7) && again.stderr.contains("already exists"), "a second create of one name: {again:?}");
+    assert_eq!(svc.json(&analyst, &["registered-models", "get", "laptops"])["description"], "", "the refused create changed nothing");
     svc.ok(&mlops, &["registered-models", "update", "laptops", "--description", "SemEval-14 laptops", "--tag", "owner=cli", "--tag", "tier=gold"]);
     let model = svc.json(&analyst, &["registered-models", "get", "laptops"]);
     assert_eq!((model["description"].as_str(), &model["tags"]), (Some("SemEval-14 laptops"), &serde_json::json!({"owner": "cli", "tier": "gold"})), "{model}");
+    let unknown = svc.absa(Some(&mlops), &["registered-models", "update", "no-such-model", "--description", "x"]);
+    assert!(unknown.code == Some(1) && unknown.stderr.contains("HTTP 422"), "update never creates: {unknown:?}");
+    assert!(svc.absa(Some(&analyst), &["registered-models", "get", "no-such-model"]).code == Some(4));
     let missing = svc.absa(Some(&mlops), &["registered-models", "update", "laptops"]);
     assert!(missing.code == Some(1) && missing.stderr.contains("nothing to update"), "{missing:?}");
     let table = svc.ok(&analyst, &["registered-models", "list"]);
