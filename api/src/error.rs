@@ -197,7 +197,7 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> ApiResult
 
 /// A JSON body in the API's error shape (a long parser message is cut).
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("request body: {}", absa_platform::job_spec::truncate(&e.to_string(), 300))))
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("request body: {}", absa_jobs::spec::truncate(&e.to_string(), 300))))
 }
 
 /// [`read_body`] then [`parse_json`].

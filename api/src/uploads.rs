@@ -40,7 +40,7 @@ pub struct ReportedError {
 
 impl ReportedError {
     pub fn new(line: i64, reason: &str) -> Self {
-        Self { line, reason: absa_platform::job_spec::truncate(reason, MAX_REASON_CHARS) }
+        Self { line, reason: absa_jobs::spec::truncate(reason, MAX_REASON_CHARS) }
     }
 }
 

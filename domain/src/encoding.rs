@@ -13,11 +13,11 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokenizers::{Encoding, PostProcessor, Tokenizer, TruncationDirection};
 
 use crate::span::AspectSpan;
+pub use absa_jobs::InputForm;
 
 /// The reference recipe's maximum sequence length.
 pub const DEFAULT_MAX_LENGTH: usize = 100;
@@ -40,40 +40,6 @@ pub enum EncodeError {
     EmptyTarget,
     #[error("the target has {tokens} tokens; with the special tokens and one token of text that exceeds the max length {max_length}")]
     TargetTooLong { tokens: usize, max_length: usize },
-}
-
-/// How a model reads an instance.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InputForm {
-    /// The text alone; the target is a span of it (the TD-BERT recipe for aspects).
-    #[default]
-    Text,
-    /// Text and target as the encoder's sentence pair: the target need not occur.
-    TextTargetPair,
-}
-
-impl std::str::FromStr for InputForm {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "text" => Ok(Self::Text),
-            "text_target_pair" | "text-target-pair" | "pair" => Ok(Self::TextTargetPair),
-            other => Err(format!("input form {other:?}: expected text or text_target_pair")),
-        }
-    }
-}
-
-impl InputForm {
-    /// Pair input when any target comes without a span, else text input.
-    pub fn for_spans(mut spans: impl Iterator<Item = bool>) -> Self {
-        if spans.all(|has_span| has_span) {
-            Self::Text
-        } else {
-            Self::TextTargetPair
-        }
-    }
 }
 
 /// One instance ready for the model: unpadded ids with special tokens, and which of

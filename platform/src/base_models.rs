@@ -109,7 +109,7 @@ pub async fn check_known(pool: &PgPool, name: &str) -> Result<std::result::Resul
     if names.is_empty() || names.iter().any(|n| n == name) {
         return Ok(Ok(()));
     }
-    Ok(Err(format!("base_model {:?}: no trainer has it (they have: {}; GET /v1/base-models)", crate::job_spec::truncate(name, 60), names.join(", "))))
+    Ok(Err(format!("base_model {:?}: no trainer has it (they have: {}; GET /v1/base-models)", absa_jobs::spec::truncate(name, 60), names.join(", "))))
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ pub fn validate_role_name(role_name: &str) -> Result<()> {
     if !(1..=60).contains(&rest.len()) || !valid_chars {
         return Err(PlatformError::InvalidData(format!(
             "BI login {:?}: use bi_ and 1 to 60 lower-case letters, digits and '_'",
-            crate::job_spec::truncate(role_name, 70)
+            absa_jobs::spec::truncate(role_name, 70)
         )));
     }
     Ok(())

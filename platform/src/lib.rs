@@ -9,9 +9,8 @@
 //!   environment overrides, and the settings shared by all of them.
 //! - [`db`]: the Postgres pool, migrations, and a clear error when the server is unreachable.
 //! - [`queue`]: the RabbitMQ connection, publisher confirms and manual acknowledgement.
-//! - [`job_spec`]: the one check and bound of every job's parameters (train, sweep,
-//!   schedule, worker).
-//! - [`jobs`]: the job lifecycle: submit, claim with a lease, heartbeat, complete, reap.
+//! - [`jobs`]: the job lifecycle: submit, claim with a lease, heartbeat, complete, reap
+//!   (the job's kinds, states, parameters and their checks are `absa-jobs`'s).
 //! - [`registry`]: model aliases and the promotion rule.
 //! - [`retrains`]: retrain schedules (cron, new labelled rows) the scheduler fires.
 //! - [`sweeps`]: hyperparameter sweeps: child training jobs, median stopping, the winner.
@@ -33,7 +32,6 @@ pub mod config;
 pub mod db;
 mod error;
 pub mod health;
-pub mod job_spec;
 pub mod jobs;
 pub mod metrics;
 pub mod predictions;

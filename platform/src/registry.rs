@@ -3,76 +3,17 @@
 //! version on a validation metric). Used by the API and by the trainer worker when a
 //! retrained version is registered.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
+
+pub use absa_jobs::promotion::{valid_alias, valid_model_name, PromotionMetric, PromotionPolicy};
 
 use crate::{PlatformError, Result};
 
 /// The alias every newly trained version of a promoting job gets.
 pub const CANDIDATE: &str = "candidate";
-
-/// Which validation figure decides a promotion.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum PromotionMetric {
-    #[default]
-    MacroF1,
-    Accuracy,
-    /// Stance's F_avg, the mean F1 of `against` and `favor` (SemEval-2016 Task 6): only
-    /// versions whose labels have both report it.
-    FAvg,
-}
-
-impl PromotionMetric {
-    /// The key of this figure in `model_versions.metrics`.
-    pub fn metrics_key(self) -> &'static str {
-        match self {
-            Self::MacroF1 => "validation_macro_f1",
-            Self::Accuracy => "validation_accuracy",
-            Self::FAvg => "validation_f_avg",
-        }
-    }
-
-    /// Whether a model with these labels has this figure: F_avg needs `against` and
-    /// `favor`; the others every model has. Checked where a job asks for the metric, so a
-    /// job does not train only to find it cannot compare its version.
-    pub fn check_labels(self, labels: &[String]) -> std::result::Result<(), String> {
-        let has = |name: &str| labels.iter().any(|l| l == name);
-        if self == Self::FAvg && !(has("against") && has("favor")) {
-            return Err(format!(
-                "metric f_avg is stance's mean F1 of against and favor; the labels {:?} do not have both (use macro_f1 or accuracy)",
-                labels.iter().map(|l| crate::job_spec::truncate(l, 40)).take(10).collect::<Vec<_>>()
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// "Promote the new version to `alias` if it beats the current one on `metric`."
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PromotionPolicy {
-    #[serde(default = "production")]
-    pub alias: String,
-    #[serde(default)]
-    pub metric: PromotionMetric,
-    /// The registered model the alias is of; a version of another model is refused.
-    /// Default: the version's own model.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-}
-
-fn production() -> String {
-    "production".into()
-}
-
-impl Default for PromotionPolicy {
-    fn default() -> Self {
-        Self { alias: production(), metric: PromotionMetric::default(), model: None }
-    }
-}
 
 /// What a promotion attempt decided, with the figures it compared.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
@@ -88,13 +29,6 @@ pub struct Promotion {
     pub current: Option<f64>,
 }
 
-/// Alias names: lower-case letters, digits, `-` and `_`, as the table's CHECK says.
-pub fn valid_alias(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.len() <= 63
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-}
 
 /// The registered model `version` (of `team`) belongs to: its id and name.
 pub async fn model_of(conn: &mut PgConnection, team: Uuid, version: Uuid) -> Result<(Uuid, String)> {
@@ -107,10 +41,6 @@ pub async fn model_of(conn: &mut PgConnection, team: Uuid, version: Uuid) -> Res
     found.ok_or_else(|| PlatformError::InvalidData(format!("model version {version} not found")))
 }
 
-/// Registered model names: as alias names, lower-case letters, digits, `-` and `_`.
-pub fn valid_model_name(name: &str) -> bool {
-    valid_alias(name)
-}
 
 /// The team's registered model `name` for a version with `labels`: created with the
 /// labels' task when it is new; refused when it exists with other labels (its versions

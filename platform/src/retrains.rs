@@ -83,7 +83,7 @@ pub async fn fire_due(pool: &PgPool) -> Result<Vec<Fired>> {
         }
         // Schedules stored before a bound existed, or with a model since renamed, are
         // checked again: one that can no longer fire a valid job is switched off.
-        if let Err(why) = crate::job_spec::check_train(&parameters) {
+        if let Err(why) = absa_jobs::spec::check_train(&parameters) {
             tracing::warn!(schedule = %id, %why, "retrain schedule disabled: its training job would be refused");
             sqlx::query("UPDATE retrain_schedules SET enabled = false WHERE id = $1").bind(id).execute(&mut *tx).await?;
             tx.commit().await?;

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::job_spec;
+use absa_jobs::spec;
 use crate::jobs::{self, NewJob};
 use crate::registry::{self, PromotionMetric, PromotionPolicy};
 use crate::{PlatformError, Result};
@@ -73,7 +73,7 @@ pub struct SweepSpec {
     pub base_model: String,
     /// Shared by every trial; a trial's values override these.
     #[serde(default)]
-    #[schema(schema_with = crate::job_spec::hyperparameters_schema)]
+    #[schema(schema_with = absa_jobs::spec::hyperparameters_schema)]
     pub hyperparameters: Map<String, Value>,
     /// Every combination of these values is a trial (hyperparameter name to its values) ...
     #[serde(default)]
@@ -120,7 +120,7 @@ impl SweepSpec {
                 let mut count = 1usize;
                 for (name, values) in grid {
                     if values.is_empty() {
-                        return Err(invalid(format!("grid {:?} has no values", job_spec::truncate(name, 40))));
+                        return Err(invalid(format!("grid {:?} has no values", spec::truncate(name, 40))));
                     }
                     count = count.saturating_mul(values.len());
                 }
@@ -148,7 +148,7 @@ impl SweepSpec {
         }
         for trial in &trials {
             if let Some(bad) = trial.keys().find(|k| !SWEEPABLE.contains(&k.as_str())) {
-                return Err(invalid(format!("{:?} cannot be swept (sweepable: {})", job_spec::truncate(bad, 40), SWEEPABLE.join(", "))));
+                return Err(invalid(format!("{:?} cannot be swept (sweepable: {})", spec::truncate(bad, 40), SWEEPABLE.join(", "))));
             }
         }
         if self.max_concurrency == 0 || self.max_concurrency > MAX_CONCURRENCY {
@@ -160,12 +160,12 @@ impl SweepSpec {
             }
         }
         // Every child is checked as the training job it will be.
-        job_spec::check_base_model(&self.base_model).map_err(invalid)?;
+        spec::check_base_model(&self.base_model).map_err(invalid)?;
         if self.model.as_deref().is_some_and(|m| !crate::registry::valid_model_name(m)) {
             return Err(invalid("model: a registered model's name (lower-case letters, digits, '-' and '_', at most 63)".into()));
         }
         if let Some(labels) = &self.labels {
-            job_spec::check_labels(labels).map_err(invalid)?;
+            spec::check_labels(labels).map_err(invalid)?;
             // F_avg only where the labels have against and favor (without labels, the
             // API checks the dataset's).
             self.metric.check_labels(labels).map_err(invalid)?;
@@ -174,10 +174,10 @@ impl SweepSpec {
             }
         }
         if let Some(policy) = &self.promote {
-            job_spec::check_promote(policy).map_err(invalid)?;
+            spec::check_promote(policy).map_err(invalid)?;
         }
         for (i, trial) in trials.iter().enumerate() {
-            job_spec::check_hyperparameters(&self.child_hyperparameters(trial)).map_err(|e| invalid(format!("trial {i}: {e}")))?;
+            spec::check_hyperparameters(&self.child_hyperparameters(trial)).map_err(|e| invalid(format!("trial {i}: {e}")))?;
         }
         Ok(trials)
     }

@@ -8,7 +8,7 @@
 //! only make some shards smaller. A job has at most `MAX_SHARDS` shards; the lexicon
 //! and the stance targets stay in the parent.
 
-use absa_platform::job_spec::score::MAX_SHARDS;
+use absa_jobs::spec::score::MAX_SHARDS;
 use absa_platform::{jobs, metrics};
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool};

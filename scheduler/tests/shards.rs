@@ -95,7 +95,7 @@ async fn the_lexicon_and_the_targets_stay_in_the_parent_and_a_huge_corpus_gets_a
     .unwrap();
     // 1,000,001 seqs in at most 10,000 shards: shards of 101 seqs, 9,901 of them.
     assert_eq!((shards, with_lexicon, size), (9901, 0, Some(101)), "shards, shards carrying the lexicon or the targets, shard size");
-    assert!(shards <= absa_platform::job_spec::score::MAX_SHARDS);
+    assert!(shards <= absa_jobs::spec::score::MAX_SHARDS);
     let kept: i32 =
         sqlx::query_scalar("SELECT jsonb_array_length(parameters->'lexicon') FROM jobs WHERE id = $1").bind(parent).fetch_one(&db.pool).await.unwrap();
     assert_eq!(kept, 1000, "the parent keeps it, once");

@@ -12,7 +12,7 @@ use absa_domain::readers::RawRecord;
 use absa_domain::RowError;
 use absa_onnx::Precision;
 use absa_platform::artifacts::ArtifactStore;
-use absa_platform::job_spec::score::StanceTarget;
+use absa_jobs::spec::score::StanceTarget;
 use absa_platform::jobs::{self, ClaimedJob};
 use absa_platform::metrics;
 use absa_platform::predictions::{copy_predictions, PredictionRow};

@@ -3,6 +3,7 @@
 //! with libtorch's default dtype (fp16); `csrc/autocast.cpp` sets the dtype per
 //! device type, as `torch.autocast(device_type, dtype=torch.bfloat16)` does.
 
+use absa_jobs::PrecisionChoice;
 use tch::{Device, Kind};
 
 extern "C" {
@@ -66,6 +67,21 @@ fn kind_of(scalar_type: i32) -> Option<Kind> {
         5 => Some(Kind::Half),
         15 => Some(Kind::BFloat16),
         _ => None,
+    }
+}
+
+/// Whether the forward pass on `device` runs under bf16 autocast on this machine.
+pub fn bf16_on(precision: PrecisionChoice, device: Device) -> bool {
+    bf16_with(precision, device, CpuBf16::detect())
+}
+
+/// Whether it does on a CPU with `cpu`'s bf16 instructions: `auto` picks bf16 only
+/// where it is native (emulated bf16 is slower than fp32).
+pub fn bf16_with(precision: PrecisionChoice, device: Device, cpu: CpuBf16) -> bool {
+    match precision {
+        PrecisionChoice::Auto => device.is_cuda() || (device == Device::Cpu && cpu.supported()),
+        PrecisionChoice::Fp32 => false,
+        PrecisionChoice::Bf16 => true,
     }
 }
 

@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use absa_domain::records::Columns;
 use absa_platform::{cli, config, telemetry};
-use absa_trainer::distributed::{launch, Backend, RankEnv, Sharding};
-use absa_trainer::model::Pooling;
+use absa_trainer::distributed::{launch, Backend, RankEnv};
 use absa_trainer::progress::{EventPipe, TerminalProgress};
-use absa_trainer::training::{self, DeviceChoice, Observer, Padding, PrecisionChoice, SelectMetric, TrainConfig, TrainError};
+use absa_trainer::training::{self, DeviceChoice, Hyperparameters, Observer, Recipe, TrainConfig, TrainError};
 use absa_trainer::{settings::Settings, torch_check};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -89,41 +88,10 @@ struct TrainArgs {
     /// Output directory (checkpoints, metrics, summary).
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, default_value_t = 1e-5)]
-    lr: f64,
-    #[arg(long, default_value_t = 0.01)]
-    weight_decay: f64,
-    #[arg(long, default_value_t = 100)]
-    warmup_steps: i64,
-    #[arg(long, default_value_t = 16)]
-    batch_size: usize,
-    #[arg(long, default_value_t = 1)]
-    gradient_accumulation_steps: usize,
-    #[arg(long, default_value_t = 8)]
-    epochs: usize,
-    #[arg(long, default_value_t = 1.0)]
-    max_grad_norm: f64,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    #[arg(long, default_value_t = 42)]
-    split_seed: u64,
-    #[arg(long, default_value_t = 0.1)]
-    validation_fraction: f64,
-    #[arg(long, default_value_t = 100)]
-    max_length: usize,
-    #[arg(long, value_enum, default_value_t = Pooling::Max)]
-    pooling: Pooling,
-    /// `text` (the target is a span of the text) or `text_target_pair` (the encoder's
-    /// sentence pair: targets the text need not name); default: pair when a training
-    /// row has no span.
-    #[arg(long)]
-    input: Option<absa_domain::InputForm>,
-    #[arg(long, value_enum, default_value_t = Padding::Dynamic)]
-    padding: Padding,
-    #[arg(long, default_value_t = 3)]
-    patience: usize,
-    #[arg(long, value_enum, default_value_t = SelectMetric::Loss)]
-    select_metric: SelectMetric,
+    /// The recipe's settings (hyperparameters): each unset one keeps the reference
+    /// recipe's value; all are checked against the ranges jobs are.
+    #[command(flatten)]
+    hyperparameters: Hyperparameters,
     /// Label names in output order (comma-separated); default: from the data.
     #[arg(long, value_delimiter = ',')]
     labels: Option<Vec<String>>,
@@ -155,12 +123,6 @@ struct TrainArgs {
     /// Where to train (auto: the GPU when libtorch sees one).
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
-    /// Under `launch`: how the ranks divide the model (auto: the device plan's choice).
-    #[arg(long, value_enum, default_value_t = Sharding::Auto)]
-    sharding: Sharding,
-    /// Keep AdamW's moments (and sharded, the master shards) in CPU memory.
-    #[arg(long)]
-    offload_optimizer: bool,
     /// Under `launch`: seconds a rank waits for the others before the run fails.
     #[arg(long, default_value_t = 600)]
     collective_timeout_secs: u64,
@@ -168,10 +130,6 @@ struct TrainArgs {
     /// also joins ranks sharing one GPU).
     #[arg(long, value_enum)]
     backend: Option<Backend>,
-    /// The forward pass: bf16 autocast (fp32 master weights) or fp32; auto: bf16 on
-    /// CUDA and on CPUs with AMX or AVX-512 BF16, else fp32.
-    #[arg(long, value_enum, default_value_t = PrecisionChoice::Auto)]
-    precision: PrecisionChoice,
 }
 
 impl From<TrainArgs> for TrainConfig {
@@ -191,32 +149,14 @@ impl From<TrainArgs> for TrainConfig {
                 label: a.label_column,
             },
             labels: a.labels,
-            learning_rate: a.lr,
-            weight_decay: a.weight_decay,
-            warmup_steps: a.warmup_steps,
-            batch_size: a.batch_size,
-            gradient_accumulation_steps: a.gradient_accumulation_steps,
-            epochs: a.epochs,
-            max_grad_norm: a.max_grad_norm,
-            seed: a.seed,
-            split_seed: a.split_seed,
-            validation_fraction: a.validation_fraction,
-            max_length: a.max_length,
-            pooling: a.pooling,
-            input: a.input,
-            padding: a.padding,
-            early_stopping_patience: a.patience,
-            select_metric: a.select_metric,
+            recipe: Recipe::default().with(&a.hyperparameters),
             resume: a.resume,
             stop_after_epoch: a.stop_after_epoch,
             threads: a.threads,
             batch_threads: a.batch_threads,
             device: a.device,
-            sharding: a.sharding,
-            offload_optimizer: a.offload_optimizer,
             collective_timeout_secs: a.collective_timeout_secs,
             backend: a.backend,
-            precision: a.precision,
         }
     }
 }
@@ -296,7 +236,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 absa_trainer::worker::run(&settings.amqp, &topology, worker).await
             })
         }
-        Command::Train(args) => train(&TrainConfig::from(*args), &mut TerminalProgress::new()),
+        Command::Train(args) => {
+            // The ranges every job is held to hold here too.
+            absa_jobs::check_hyperparameters(&args.hyperparameters.to_map()).map_err(anyhow::Error::msg)?;
+            train(&TrainConfig::from(*args), &mut TerminalProgress::new())
+        }
         Command::TrainFrom { run, events } => {
             let text = std::fs::read_to_string(&run).with_context(|| run.display().to_string())?;
             let config: TrainConfig = serde_json::from_str(&text).with_context(|| run.display().to_string())?;

@@ -13,11 +13,11 @@ use absa_platform::artifacts::ArtifactStore;
 use absa_platform::jobs::{self, ClaimedJob};
 use absa_platform::metrics;
 use absa_platform::queue::Topology;
-use absa_platform::registry::{self, PromotionPolicy};
+use absa_jobs::TrainParams;
+use absa_platform::registry;
 use absa_platform::worker::{self as platform_worker, JobHandler, Lease, LeaseHandle, Permanent, WorkerSettings};
 use absa_platform::workers::{self, Offer};
 use anyhow::Context;
-use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -28,94 +28,8 @@ use uuid::Uuid;
 use crate::checkpoint::{self, LoadOptions};
 use crate::distributed::launch;
 use crate::export::{self, ExportOptions};
-use crate::model::Pooling;
 use crate::progress::RunEvent;
-use crate::training::{self, DeviceChoice, EpochRecord, Observer, Padding, SelectMetric, StepProgress, TrainConfig, TrainError, TrainSummary};
-
-/// A training job's parameters (the `parameters` column of a `train` job).
-#[derive(Clone, Debug, Deserialize)]
-pub struct TrainJobParameters {
-    pub dataset_id: Uuid,
-    /// A folder under the trainer's `models_dir` (`all-minilm-l6-v2`), or an absolute path.
-    pub base_model: String,
-    /// Label names in output order; default: those of the training rows.
-    #[serde(default)]
-    pub labels: Option<Vec<String>>,
-    #[serde(default)]
-    pub hyperparameters: Hyperparameters,
-    /// The registered model the new version joins (created when new); default: the
-    /// team's model named after the task (`sentiment`, `stance`).
-    #[serde(default)]
-    pub model: Option<String>,
-    /// Give the new version the `candidate` alias, and `promote.alias` if it beats the
-    /// version that alias points at (retrains set this).
-    #[serde(default)]
-    pub promote: Option<PromotionPolicy>,
-    /// GPUs the job asks for (0: the trainer's default device). The scheduler sends
-    /// the job only to a trainer that offers this many. Two or more train as one rank
-    /// per GPU.
-    #[serde(default)]
-    pub gpus: u32,
-    /// Without GPUs: CPU processes (ranks) that train the model together on the
-    /// trainer's host, as GPU ranks do (0 or 1: one process).
-    #[serde(default)]
-    pub ranks: u32,
-}
-
-impl TrainJobParameters {
-    /// Processes the job trains in: one per GPU, or its CPU ranks.
-    pub fn ranks(&self) -> u32 {
-        if self.gpus > 0 {
-            self.gpus
-        } else {
-            self.ranks.max(1)
-        }
-    }
-}
-
-/// The engine's settings a job may override; anything unset keeps the recipe's default.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Hyperparameters {
-    pub learning_rate: Option<f64>,
-    pub weight_decay: Option<f64>,
-    pub warmup_steps: Option<i64>,
-    pub batch_size: Option<usize>,
-    pub gradient_accumulation_steps: Option<usize>,
-    pub epochs: Option<usize>,
-    pub max_grad_norm: Option<f64>,
-    pub seed: Option<u64>,
-    pub split_seed: Option<u64>,
-    pub validation_fraction: Option<f64>,
-    pub max_length: Option<usize>,
-    pub pooling: Option<Pooling>,
-    /// `text` or `text_target_pair`; default: pair when a training row has no span.
-    pub input: Option<absa_domain::InputForm>,
-    pub padding: Option<Padding>,
-    pub early_stopping_patience: Option<usize>,
-    pub select_metric: Option<SelectMetric>,
-    /// How several ranks divide the model (default: the device plan's choice).
-    pub sharding: Option<crate::distributed::Sharding>,
-    pub offload_optimizer: Option<bool>,
-    /// `auto` (bf16 on CUDA and on CPUs with native bf16), `fp32` or `bf16`.
-    pub precision: Option<crate::training::PrecisionChoice>,
-}
-
-impl Hyperparameters {
-    fn apply(&self, c: &mut TrainConfig) {
-        macro_rules! set {
-            ($($field:ident => $target:ident),*) => { $( if let Some(v) = self.$field { c.$target = v; } )* };
-        }
-        set!(learning_rate => learning_rate, weight_decay => weight_decay, warmup_steps => warmup_steps, batch_size => batch_size,
-             gradient_accumulation_steps => gradient_accumulation_steps, epochs => epochs, max_grad_norm => max_grad_norm,
-             seed => seed, split_seed => split_seed, validation_fraction => validation_fraction, max_length => max_length,
-             pooling => pooling, padding => padding, early_stopping_patience => early_stopping_patience, select_metric => select_metric,
-             sharding => sharding, offload_optimizer => offload_optimizer, precision => precision);
-        if self.input.is_some() {
-            c.input = self.input;
-        }
-    }
-}
+use crate::training::{self, DeviceChoice, EpochRecord, Observer, StepProgress, TrainConfig, TrainError, TrainSummary};
 
 /// A `max_length` the model's position embeddings cannot hold is refused before any
 /// work (RoBERTa-family models reserve two positions for the padding offset).
@@ -182,8 +96,7 @@ impl TrainWorker {
 
     async fn train_job(&self, job: &ClaimedJob, lease: &Lease) -> anyhow::Result<Outcome> {
         // The check the API and the scheduler made, again: a job may come from elsewhere.
-        absa_platform::job_spec::check_train(&job.parameters).map_err(|e| Permanent(format!("job parameters: {e}")))?;
-        let params: TrainJobParameters = serde_json::from_value(job.parameters.clone()).map_err(|e| Permanent(format!("job parameters: {e}")))?;
+        let params = TrainParams::from_value(&job.parameters).map_err(|e| Permanent(format!("job parameters: {e}")))?;
         let base = self.resolve_base(&params.base_model)?;
         check_max_length(&base, params.hyperparameters.max_length)?;
         let device_plan = match self.device_layout(job, &base, &params).await? {
@@ -209,8 +122,8 @@ impl TrainWorker {
             ..TrainConfig::default()
         };
         if let Some(plan) = &device_plan {
-            config.sharding = plan.sharding;
-            config.offload_optimizer = plan.offload_optimizer;
+            config.recipe.sharding = plan.sharding;
+            config.recipe.offload_optimizer = plan.offload_optimizer;
         }
         let ranks = params.ranks();
         if params.gpus == 0 && ranks > 1 {
@@ -218,7 +131,7 @@ impl TrainWorker {
         }
         config.collective_timeout_secs = self.collective_timeout_secs;
         // The job's own choices win over the plan's.
-        params.hyperparameters.apply(&mut config);
+        config.recipe = config.recipe.with(&params.hyperparameters);
         let resumed_from = self.restore_checkpoint(job, &config.out).await?;
         config.resume = resumed_from.is_some();
 
@@ -334,14 +247,14 @@ impl TrainWorker {
     async fn finish(
         &self,
         job: &ClaimedJob,
-        params: &TrainJobParameters,
+        params: &TrainParams,
         config: &TrainConfig,
         summary: &TrainSummary,
         data: &DatasetFiles,
     ) -> anyhow::Result<Outcome> {
         let best = summary.best_checkpoint.clone();
         let onnx_dir = config.out.join("onnx");
-        let (b, o, max_length) = (best.clone(), onnx_dir.clone(), config.max_length);
+        let (b, o, max_length) = (best.clone(), onnx_dir.clone(), config.recipe.max_length);
         // The labels come from the model the export loaded: no second read of config.json.
         let (report, labels) = tokio::task::spawn_blocking(move || -> anyhow::Result<(export::ExportReport, Vec<String>)> {
             let loaded = checkpoint::load(&b, &LoadOptions::default(), tch::Device::Cpu)?;
@@ -425,17 +338,17 @@ enum Placement {
 impl TrainWorker {
     /// Where a job trains (see [`Placement`]). Too few GPUs at any size fails the job
     /// with the estimate.
-    async fn device_layout(&self, job: &ClaimedJob, base: &Path, params: &TrainJobParameters) -> anyhow::Result<Placement> {
+    async fn device_layout(&self, job: &ClaimedJob, base: &Path, params: &TrainParams) -> anyhow::Result<Placement> {
         use crate::plan::{self, Precision};
         if params.gpus == 0 {
             return Ok(Placement::DefaultDevice);
         }
         let mut config = TrainConfig::default();
-        params.hyperparameters.apply(&mut config);
+        config.recipe = config.recipe.with(&params.hyperparameters);
         let encoder = crate::model::EncoderConfig::from_file(&base.join("config.json")).map_err(|e| Permanent(e.to_string()))?;
         let labels = params.labels.as_ref().map_or(3, |l| l.len() as u64);
         let shape = plan::ModelShape::from_config(&encoder, labels).map_err(|e| Permanent(e.to_string()))?;
-        let (batch, length, gpus) = (config.batch_size as u64, config.max_length as u64, params.gpus as u64);
+        let (batch, length, gpus) = (config.recipe.batch_size as u64, config.recipe.max_length as u64, params.gpus as u64);
         let estimate = || {
             let fewest = plan::min_gpus(&shape, batch, length, Precision::Bf16Mixed, LARGEST_GPU_BYTES).map_or("more than 1,024".into(), |g| g.to_string());
             format!(
@@ -480,14 +393,17 @@ impl TrainWorker {
 /// The hyperparameters in a model version's lineage; `batch_threads`, the ranks and
 /// their sharding as the run used them.
 fn config_record(c: &TrainConfig, summary: &TrainSummary) -> serde_json::Value {
-    json!({
-        "learning_rate": c.learning_rate, "weight_decay": c.weight_decay, "warmup_steps": c.warmup_steps,
-        "batch_size": c.batch_size, "gradient_accumulation_steps": c.gradient_accumulation_steps, "epochs": c.epochs,
-        "seed": c.seed, "split_seed": c.split_seed, "max_length": c.max_length, "pooling": c.pooling, "input": c.input, "padding": c.padding,
-        "early_stopping_patience": c.early_stopping_patience, "select_metric": c.select_metric,
-        "batch_threads": summary.batch_threads, "ranks": summary.world_size, "sharding": summary.sharding,
-        "precision": c.precision, "precision_used": summary.precision, "cpu_bf16": summary.cpu_bf16,
-    })
+    let mut record = serde_json::to_value(&c.recipe).unwrap_or_default();
+    if let Some(record) = record.as_object_mut() {
+        record.extend([
+            ("sharding".to_owned(), json!(summary.sharding)),
+            ("batch_threads".to_owned(), json!(summary.batch_threads)),
+            ("ranks".to_owned(), json!(summary.world_size)),
+            ("precision_used".to_owned(), json!(summary.precision)),
+            ("cpu_bf16".to_owned(), json!(summary.cpu_bf16)),
+        ]);
+    }
+    record
 }
 
 impl JobHandler for TrainWorker {

@@ -6,12 +6,12 @@
 
 use std::path::{Path, PathBuf};
 
-use absa_trainer::autocast::CpuBf16;
+use absa_trainer::autocast::{self, CpuBf16};
 use absa_trainer::checkpoint::{self, LoadOptions, LoadedModel};
 use absa_trainer::plan::Precision;
 use absa_trainer::training::data::{collate, Example};
 use absa_trainer::training::local::{self, LocalEngine};
-use absa_trainer::training::{self, DeviceChoice, Observer, PrecisionChoice, TrainConfig};
+use absa_trainer::training::{self, DeviceChoice, Observer, PrecisionChoice, Recipe, TrainConfig};
 use tch::{Device, Kind, Tensor};
 
 fn fixture(name: &str) -> LoadedModel {
@@ -24,12 +24,12 @@ fn auto_picks_bf16_on_cuda_and_on_cpus_with_native_bf16_only() {
     let none = CpuBf16::default();
     let amx = CpuBf16 { avx512_bf16: true, amx_bf16: true };
     let avx512 = CpuBf16 { avx512_bf16: true, amx_bf16: false };
-    assert!(!PrecisionChoice::Auto.bf16_with(Device::Cpu, none), "no bf16 instructions: fp32");
-    assert!(PrecisionChoice::Auto.bf16_with(Device::Cpu, amx));
-    assert!(PrecisionChoice::Auto.bf16_with(Device::Cpu, avx512));
-    assert!(PrecisionChoice::Auto.bf16_with(Device::Cuda(0), none), "CUDA: bf16 whatever the host CPU");
-    assert!(!PrecisionChoice::Fp32.bf16_with(Device::Cpu, amx));
-    assert!(PrecisionChoice::Bf16.bf16_with(Device::Cpu, none), "asked for: bf16 even where emulated");
+    assert!(!autocast::bf16_with(PrecisionChoice::Auto, Device::Cpu, none), "no bf16 instructions: fp32");
+    assert!(autocast::bf16_with(PrecisionChoice::Auto, Device::Cpu, amx));
+    assert!(autocast::bf16_with(PrecisionChoice::Auto, Device::Cpu, avx512));
+    assert!(autocast::bf16_with(PrecisionChoice::Auto, Device::Cuda(0), none), "CUDA: bf16 whatever the host CPU");
+    assert!(!autocast::bf16_with(PrecisionChoice::Fp32, Device::Cpu, amx));
+    assert!(autocast::bf16_with(PrecisionChoice::Bf16, Device::Cpu, none), "asked for: bf16 even where emulated");
     assert_eq!(amx.names(), ["amx_bf16", "avx512_bf16"]);
     assert!(none.names().is_empty());
 }
@@ -48,7 +48,7 @@ fn detection_matches_the_kernels_cpu_flags() {
     let has = |flag: &str| flags.contains(&flag);
     assert_eq!(detected.avx512_bf16, has("avx512_bf16"), "flags: {flags:?}");
     assert_eq!(detected.amx_bf16, has("amx_bf16") && has("amx_tile"), "flags: {flags:?}");
-    assert_eq!(PrecisionChoice::Auto.bf16_on(Device::Cpu), has("avx512_bf16") || has("amx_bf16"));
+    assert_eq!(autocast::bf16_on(PrecisionChoice::Auto, Device::Cpu), has("avx512_bf16") || has("amx_bf16"));
 }
 
 /// Rows of 6 to 13 tokens (ids below `vocab`), a two-token aspect, labels 0-2.
@@ -165,14 +165,11 @@ fn a_run_on_auto_records_the_precision_it_used_and_the_cpus_bf16() {
         train: slice(0, 32, &dir.join("train.jsonl")),
         validation: Some(slice(1000, 8, &dir.join("validation.jsonl"))),
         out: dir.join("out"),
-        learning_rate: 5e-5,
-        warmup_steps: 0,
-        batch_size: 8,
-        epochs: 1,
         device: DeviceChoice::Cpu,
+        recipe: Recipe { learning_rate: 5e-5, warmup_steps: 0, batch_size: 8, epochs: 1, ..Recipe::default() },
         ..TrainConfig::default()
     };
-    assert_eq!(config.precision, PrecisionChoice::Auto, "auto is the default");
+    assert_eq!(config.recipe.precision, PrecisionChoice::Auto, "auto is the default");
     let summary = training::train(&config, &mut Quiet).unwrap();
     let detected = CpuBf16::detect();
     let expected = if detected.supported() { Precision::Bf16Mixed } else { Precision::Fp32 };

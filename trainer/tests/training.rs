@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use absa_trainer::training::{self, DeviceChoice, Quiet, TrainConfig};
+use absa_trainer::training::{self, DeviceChoice, Quiet, Recipe, TrainConfig};
 use tch::Tensor;
 
 fn shared() -> PathBuf {
@@ -34,13 +34,9 @@ fn small_config(dir: &Path) -> TrainConfig {
         train: slice("train", 0, 24, &dir.join("train.jsonl")),
         validation: Some(slice("train", 1000, 8, &dir.join("validation.jsonl"))),
         out: dir.join("out"),
-        learning_rate: 5e-5,
-        warmup_steps: 2,
-        batch_size: 8,
-        epochs: 2,
-        early_stopping_patience: 10,
         // Bit-for-bit comparisons: the same device for every run, whatever the machine has.
         device: DeviceChoice::Cpu,
+        recipe: Recipe { learning_rate: 5e-5, warmup_steps: 2, batch_size: 8, epochs: 2, early_stopping_patience: 10, ..Recipe::default() },
         ..TrainConfig::default()
     }
 }
@@ -93,7 +89,7 @@ fn resuming_with_other_hyperparameters_is_refused() {
     training::train(&config, &mut Quiet).unwrap();
     config.resume = true;
     config.stop_after_epoch = None;
-    config.learning_rate = 1e-4;
+    config.recipe.learning_rate = 1e-4;
     let err = training::train(&config, &mut Quiet).unwrap_err().to_string();
     assert!(err.contains("cannot resume") && err.contains("hyperparameters"), "{err}");
 }
@@ -193,7 +189,7 @@ fn optimizer_offload_trains_like_the_plain_optimizer() {
     let run = |name: &str, offload_optimizer: bool| {
         let mut config = small_config(&dir.join(name));
         config.base = base.clone();
-        config.offload_optimizer = offload_optimizer;
+        config.recipe.offload_optimizer = offload_optimizer;
         let summary = training::train(&config, &mut Quiet).unwrap();
         (summary, tensors(&config.out.join("checkpoint-last/model.safetensors")))
     };

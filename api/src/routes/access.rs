@@ -226,7 +226,7 @@ pub async fn list_bi_logins(State(state): State<AppState>, caller: Caller, Query
 pub async fn drop_bi_login(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<StatusCode> {
     caller.require(Role::Admin)?;
     if absa_platform::bi::validate_role_name(&name).is_err() || !absa_platform::bi::drop_login(&state.pool, caller.team_id, &name).await? {
-        return Err(ApiError::NotFound(format!("BI login {:?}", absa_platform::job_spec::truncate(&name, 70))));
+        return Err(ApiError::NotFound(format!("BI login {:?}", absa_jobs::spec::truncate(&name, 70))));
     }
     Ok(StatusCode::NO_CONTENT)
 }

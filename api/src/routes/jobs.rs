@@ -1,7 +1,7 @@
 //! `/v1/jobs`: submit training and scoring jobs (idempotent with `Idempotency-Key`),
 //! their status with progress and events, per-epoch metrics, row errors, cancellation.
 
-use absa_platform::job_spec;
+use absa_jobs::spec;
 use absa_platform::jobs::{self, JobKind, JobStatus, NewJob, Submitted};
 use absa_platform::registry::{self, PromotionMetric, PromotionPolicy};
 use absa_platform::sweeps;
@@ -30,7 +30,7 @@ pub struct TrainRequest {
     dataset_id: Uuid,
     base_model: String,
     #[serde(default)]
-    #[schema(schema_with = absa_platform::job_spec::hyperparameters_schema)]
+    #[schema(schema_with = absa_jobs::spec::hyperparameters_schema)]
     hyperparameters: Map<String, Value>,
     /// The classes, in order (default: the dataset's labels).
     labels: Option<Vec<String>>,
@@ -68,7 +68,7 @@ pub struct ScoreRequest {
     lexicon: Option<Vec<String>>,
     /// Stance targets every document is scored toward, mentioned or not; kept in this
     /// (the parent) job only, as the lexicon is.
-    targets: Option<Vec<job_spec::score::StanceTarget>>,
+    targets: Option<Vec<spec::score::StanceTarget>>,
     /// Documents per shard (the unit scorers take).
     shard_size: Option<i64>,
     /// fp32 (default) or int8.
@@ -173,11 +173,11 @@ pub struct Job {
 
 fn check_priority(priority: Option<i32>) -> ApiResult<i32> {
     let p = priority.unwrap_or(0);
-    if !job_spec::PRIORITY_RANGE.contains(&p) {
+    if !spec::PRIORITY_RANGE.contains(&p) {
         return Err(ApiError::Unprocessable(format!(
             "priority {p}: {} to {} (it orders a team's own jobs)",
-            job_spec::PRIORITY_RANGE.start(),
-            job_spec::PRIORITY_RANGE.end()
+            spec::PRIORITY_RANGE.start(),
+            spec::PRIORITY_RANGE.end()
         )));
     }
     Ok(p)
@@ -367,7 +367,7 @@ pub async fn submit_train(State(state): State<AppState>, caller: Caller, headers
         parameters["model"] = json!(model);
     }
     // The same check the scheduler and the trainer make.
-    job_spec::check_train(&parameters).map_err(ApiError::Unprocessable)?;
+    spec::check_train(&parameters).map_err(ApiError::Unprocessable)?;
     check_base_model(&state, &req.base_model).await?;
     check_model_labels(&state, &caller, req.model.as_deref(), req.dataset_id, req.labels.as_deref()).await?;
     if let Some(policy) = &req.promote {
@@ -393,24 +393,24 @@ pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers
     match (req.target_mode.as_deref().unwrap_or("given"), req.lexicon) {
         ("given", None) => {}
         ("lexicon", Some(terms)) => {
-            job_spec::score::check_lexicon(&terms).map_err(ApiError::Unprocessable)?;
+            spec::score::check_lexicon(&terms).map_err(ApiError::Unprocessable)?;
             extra.insert("lexicon".into(), json!(terms));
         }
         ("lexicon", None) => return Err(ApiError::Unprocessable("target_mode lexicon needs a lexicon".into())),
         ("given", Some(_)) => return Err(ApiError::Unprocessable("a lexicon needs target_mode \"lexicon\"".into())),
-        (other, _) => return Err(ApiError::Unprocessable(format!("target_mode {:?}: expected given or lexicon", job_spec::truncate(other, 40)))),
+        (other, _) => return Err(ApiError::Unprocessable(format!("target_mode {:?}: expected given or lexicon", spec::truncate(other, 40)))),
     }
     if let Some(targets) = req.targets {
-        job_spec::score::check_targets(&targets).map_err(ApiError::Unprocessable)?;
+        spec::score::check_targets(&targets).map_err(ApiError::Unprocessable)?;
         extra.insert("targets".into(), json!(targets));
     }
     if let Some(size) = req.shard_size {
-        job_spec::score::check_shard_size(size).map_err(ApiError::Unprocessable)?;
+        spec::score::check_shard_size(size).map_err(ApiError::Unprocessable)?;
         extra.insert("shard_size".into(), json!(size));
     }
     if let Some(p) = req.precision {
         if p != "fp32" && p != "int8" {
-            return Err(ApiError::Unprocessable(format!("precision {:?}: expected fp32 or int8", job_spec::truncate(&p, 40))));
+            return Err(ApiError::Unprocessable(format!("precision {:?}: expected fp32 or int8", spec::truncate(&p, 40))));
         }
         extra.insert("precision".into(), json!(p));
     }
@@ -433,7 +433,7 @@ pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers
         }
         (None, Some(alias)) => {
             if !registry::valid_alias(alias) {
-                return Err(ApiError::Unprocessable(format!("alias {:?}: 1 to 63 lower-case letters, digits, '-' and '_'", job_spec::truncate(alias, 70))));
+                return Err(ApiError::Unprocessable(format!("alias {:?}: 1 to 63 lower-case letters, digits, '-' and '_'", spec::truncate(alias, 70))));
             }
             let mut conn = state.pool.acquire().await?;
             let named = req.model.as_deref().map(|m| format!(" of the model {m:?}")).unwrap_or_default();

@@ -112,7 +112,7 @@ pub fn parse_time_cursor(cursor: &str) -> ApiResult<(chrono::DateTime<chrono::Ut
 
 /// The 422 for a cursor this API did not give.
 pub fn bad_cursor(name: &str, cursor: &str) -> ApiError {
-    ApiError::Unprocessable(format!("{name} {:?}: not a cursor this API gave (next_after)", absa_platform::job_spec::truncate(cursor, 60)))
+    ApiError::Unprocessable(format!("{name} {:?}: not a cursor this API gave (next_after)", absa_jobs::spec::truncate(cursor, 60)))
 }
 
 #[cfg(test)]

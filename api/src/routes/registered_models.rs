@@ -67,7 +67,7 @@ async fn find(state: &AppState, caller: &Caller, name: &str) -> ApiResult<Option
     responses((status = 200, body = RegisteredModel)))]
 pub async fn get_registered_model(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<Json<RegisteredModel>> {
     let model = find(&state, &caller, &name).await?;
-    Ok(Json(model.ok_or_else(|| ApiError::NotFound(format!("registered model {:?}", absa_platform::job_spec::truncate(&name, 70))))?))
+    Ok(Json(model.ok_or_else(|| ApiError::NotFound(format!("registered model {:?}", absa_jobs::spec::truncate(&name, 70))))?))
 }
 
 /// A registered model to create, or the description and tags of one to update (its
@@ -102,7 +102,7 @@ pub async fn put_registered_model(
     if !absa_platform::registry::valid_model_name(&name) {
         return Err(ApiError::Unprocessable(format!(
             "name {:?}: lower-case letters, digits, '-' and '_' (at most 63)",
-            absa_platform::job_spec::truncate(&name, 70)
+            absa_jobs::spec::truncate(&name, 70)
         )));
     }
     if spec.description.as_ref().is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS) {
@@ -112,10 +112,10 @@ pub async fn put_registered_model(
         super::tags::check(tags)?;
     }
     if let Some(task) = spec.task.as_deref().filter(|t| !["sentiment", "stance"].contains(t)) {
-        return Err(ApiError::Unprocessable(format!("task {:?}: sentiment or stance", absa_platform::job_spec::truncate(task, 40))));
+        return Err(ApiError::Unprocessable(format!("task {:?}: sentiment or stance", absa_jobs::spec::truncate(task, 40))));
     }
     if let Some(labels) = &spec.label_names {
-        absa_platform::job_spec::check_labels(labels).map_err(|e| ApiError::Unprocessable(e.replacen("labels", "label_names", 1)))?;
+        absa_jobs::spec::check_labels(labels).map_err(|e| ApiError::Unprocessable(e.replacen("labels", "label_names", 1)))?;
     }
     let tags = spec.tags.clone().map(Value::Object);
     let status = match find(&state, &caller, &name).await? {

@@ -28,7 +28,7 @@ pub struct NewSchedule {
     dataset_id: Uuid,
     base_model: String,
     #[serde(default)]
-    #[schema(schema_with = absa_platform::job_spec::hyperparameters_schema)]
+    #[schema(schema_with = absa_jobs::spec::hyperparameters_schema)]
     hyperparameters: Map<String, Value>,
     labels: Option<Vec<String>>,
     /// Six fields with seconds (`0 0 3 * * *`: 03:00 daily), UTC.
@@ -93,7 +93,7 @@ pub async fn create_schedule(
             if gap < state.api.min_schedule_interval_secs {
                 return Err(ApiError::Unprocessable(format!(
                     "cron {:?} fires {gap} s apart; a schedule fires at most every {} s",
-                    absa_platform::job_spec::truncate(c, 60),
+                    absa_jobs::spec::truncate(c, 60),
                     state.api.min_schedule_interval_secs
                 )));
             }
@@ -111,7 +111,7 @@ pub async fn create_schedule(
         params["model"] = json!(model);
     }
     // Every firing submits this training job: it is checked as the train route checks one.
-    absa_platform::job_spec::check_train(&params).map_err(ApiError::Unprocessable)?;
+    absa_jobs::spec::check_train(&params).map_err(ApiError::Unprocessable)?;
     super::jobs::check_base_model(&state, &req.base_model).await?;
     super::jobs::check_model_labels(&state, &caller, req.model.as_deref(), req.dataset_id, req.labels.as_deref()).await?;
     let rows = super::jobs::dataset_rows(&state, &caller, req.dataset_id).await?;

@@ -20,7 +20,7 @@ pub fn check(tags: &Map<String, Value>) -> ApiResult<()> {
         if key.is_empty() || key.chars().count() > MAX_TAG_KEY_CHARS || !fits {
             return Err(ApiError::Unprocessable(format!(
                 "tags.{}: keys of 1 to {MAX_TAG_KEY_CHARS} characters, string values of at most {MAX_TAG_VALUE_CHARS}",
-                absa_platform::job_spec::truncate(key, 40)
+                absa_jobs::spec::truncate(key, 40)
             )));
         }
     }
@@ -33,7 +33,7 @@ pub fn filter(tag: &str) -> ApiResult<Value> {
         Some((key, value)) if !key.is_empty() && key.chars().count() <= MAX_TAG_KEY_CHARS && value.chars().count() <= MAX_TAG_VALUE_CHARS => {
             Ok(Value::Object(Map::from_iter([(key.to_owned(), Value::String(value.to_owned()))])))
         }
-        _ => Err(ApiError::Unprocessable(format!("tag {:?}: expected KEY:VALUE", absa_platform::job_spec::truncate(tag, 60)))),
+        _ => Err(ApiError::Unprocessable(format!("tag {:?}: expected KEY:VALUE", absa_jobs::spec::truncate(tag, 60)))),
     }
 }
 

@@ -56,7 +56,7 @@ pub async fn create_webhook(
     if parsed.is_none() || url.len() > 2000 {
         return Err(ApiError::Unprocessable(format!(
             "url: an http:// or https:// URL of at most 2000 characters, not {:?}",
-            absa_platform::job_spec::truncate(url, 80)
+            absa_jobs::spec::truncate(url, 80)
         )));
     }
     let (id, secret) = (Uuid::new_v4(), absa_platform::webhooks::new_secret());

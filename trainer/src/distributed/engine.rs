@@ -44,23 +44,7 @@ use crate::training::optimizer::{decays, update, Hyper};
 use crate::training::{Evaluation, TrainError};
 use crate::ModelError;
 
-/// How the ranks divide the model's state (FSDP's `ShardingStrategy`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Sharding {
-    /// The device plan's choice: NoShard when the model trains on one device, else FullShard.
-    #[default]
-    Auto,
-    NoShard,
-    ShardGradOp,
-    FullShard,
-}
-
-impl Sharding {
-    fn sharded(self) -> bool {
-        matches!(self, Sharding::ShardGradOp | Sharding::FullShard)
-    }
-}
+pub use absa_jobs::Sharding;
 
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;

@@ -1,37 +1,22 @@
 //! The TD-BERT head: pool the aspect tokens' hidden states, then the family's
 //! classification head.
 
-use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::Tensor;
 
 use super::config::{EncoderConfig, Family};
 use super::step_weights::linear;
 
-/// How the aspect tokens' hidden states become one vector.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Pooling {
-    /// Element-wise max over aspect tokens (TD-BERT's choice, the default).
-    #[default]
-    Max,
-    /// Mean over aspect tokens.
-    Mean,
-    /// The first token's hidden state (`[CLS]`, `<s>`): the encoder marks that token
-    /// alone in the mask, so this pools like `Max` over it.
-    Cls,
-}
+pub use absa_jobs::Pooling;
 
-impl Pooling {
-    /// `hidden` (batch, seq, hidden), `aspect_mask` (batch, seq) 0/1 -> (batch, hidden).
-    /// Max-pooling fills non-aspect positions with -10000, as the reference recipe does.
-    pub fn pool(self, hidden: &Tensor, aspect_mask: &Tensor) -> Tensor {
-        match self {
-            Pooling::Max | Pooling::Cls => hidden.masked_fill(&aspect_mask.eq(0).unsqueeze(-1), -10000.0).amax(1, false),
-            Pooling::Mean => {
-                let m = aspect_mask.to_kind(hidden.kind()).unsqueeze(-1);
-                (hidden * &m).sum_dim_intlist(1, false, hidden.kind()) / m.sum_dim_intlist(1, false, hidden.kind())
-            }
+/// `hidden` (batch, seq, hidden), `aspect_mask` (batch, seq) 0/1 -> (batch, hidden).
+/// Max-pooling fills non-aspect positions with -10000, as the reference recipe does.
+pub fn pool(pooling: Pooling, hidden: &Tensor, aspect_mask: &Tensor) -> Tensor {
+    match pooling {
+        Pooling::Max | Pooling::Cls => hidden.masked_fill(&aspect_mask.eq(0).unsqueeze(-1), -10000.0).amax(1, false),
+        Pooling::Mean => {
+            let m = aspect_mask.to_kind(hidden.kind()).unsqueeze(-1);
+            (hidden * &m).sum_dim_intlist(1, false, hidden.kind()) / m.sum_dim_intlist(1, false, hidden.kind())
         }
     }
 }

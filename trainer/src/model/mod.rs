@@ -90,7 +90,7 @@ impl TdBertModel {
     /// `input_ids`, `attention_mask`, `aspect_mask`: (batch, seq) int64.
     pub fn forward_t(&self, input_ids: &Tensor, attention_mask: &Tensor, aspect_mask: &Tensor, train: bool) -> TdBertOutput {
         let last_hidden_state = self.encoder.forward_t(input_ids, attention_mask, train);
-        let pooled = self.pooling.pool(&last_hidden_state, aspect_mask);
+        let pooled = head::pool(self.pooling, &last_hidden_state, aspect_mask);
         let logits = self.head.forward_t(&pooled, train);
         TdBertOutput { last_hidden_state, pooled, logits }
     }
@@ -123,7 +123,7 @@ impl TdBertModel {
             }
             Unit::Head => {
                 let hidden = self.encoder.finish(xs);
-                let pooled = self.pooling.pool(&hidden, &inputs.valid);
+                let pooled = head::pool(self.pooling, &hidden, &inputs.valid);
                 self.head.forward_t(&pooled, train)
             }
         }

@@ -35,6 +35,7 @@ use self::optimizer::linear_schedule;
 use crate::checkpoint::{LoadOptions, LoadedModel};
 use crate::distributed::{self, RankEnv, ShardedEngine, Sharding};
 use crate::model::Pooling;
+pub use absa_jobs::{Hyperparameters, Padding, PrecisionChoice, Recipe, SelectMetric};
 use crate::plan::Precision;
 use crate::ModelError;
 
@@ -61,28 +62,6 @@ pub enum TrainError {
     Collective(String),
 }
 
-/// Which validation figure picks the best epoch and drives early stopping.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum SelectMetric {
-    /// Lowest validation loss (the recipe's `eval_loss`).
-    #[default]
-    Loss,
-    Accuracy,
-    MacroF1,
-}
-
-/// How rows are padded in training batches.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Padding {
-    /// Each batch padded to its longest row, rows grouped by length.
-    #[default]
-    Dynamic,
-    /// Every row padded to the max length, random order (the reference recipe).
-    Fixed,
-}
-
 /// Everything a fine-tuning run needs. Defaults are the reference recipe's.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
@@ -98,25 +77,9 @@ pub struct TrainConfig {
     pub columns: Columns,
     /// Label names in output order; by default taken from the training data.
     pub labels: Option<Vec<String>>,
-    pub learning_rate: f64,
-    pub weight_decay: f64,
-    pub warmup_steps: i64,
-    pub batch_size: usize,
-    pub gradient_accumulation_steps: usize,
-    pub epochs: usize,
-    pub max_grad_norm: f64,
-    pub seed: u64,
-    /// Seed of the validation split, separate so `seed` varies only the training.
-    pub split_seed: u64,
-    pub validation_fraction: f64,
-    pub max_length: usize,
-    pub pooling: Pooling,
-    /// Text alone or text and target as a sentence pair; by default pair input when a
-    /// training row's target has no span in its text.
-    pub input: Option<InputForm>,
-    pub padding: Padding,
-    pub early_stopping_patience: usize,
-    pub select_metric: SelectMetric,
+    /// The recipe's settings (hyperparameters), written flat as before.
+    #[serde(flatten)]
+    pub recipe: Recipe,
     /// Continue from `out/checkpoint-last` when it exists.
     pub resume: bool,
     /// Stop (resumably) once this many epochs are done in total: for tests and for
@@ -133,48 +96,11 @@ pub struct TrainConfig {
     /// Where to train: the first GPU when libtorch sees one (a rank: its local GPU),
     /// else the CPU.
     pub device: DeviceChoice,
-    /// How ranks divide the model's state when the run is one rank of several.
-    pub sharding: Sharding,
-    /// AdamW's moments (and, sharded, the fp32 master shard) in CPU memory, the update
-    /// run there (ZeRO-Offload; nothing changes on the CPU).
-    pub offload_optimizer: bool,
     /// How long a rank waits for the others in a collective before the run fails.
     pub collective_timeout_secs: u64,
     /// The ranks' communication backend; default: NCCL between GPUs, else Gloo (Gloo
     /// can also join ranks that share a GPU).
     pub backend: Option<distributed::Backend>,
-    /// The forward pass's arithmetic: bf16 autocast (fp32 master weights, gradients
-    /// and moments) or fp32.
-    pub precision: PrecisionChoice,
-}
-
-/// The forward pass's arithmetic.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum PrecisionChoice {
-    /// bf16 autocast on CUDA and on CPUs with native bf16 (AMX or AVX-512 BF16),
-    /// else fp32.
-    #[default]
-    Auto,
-    Fp32,
-    Bf16,
-}
-
-impl PrecisionChoice {
-    /// Whether the forward pass on `device` runs under bf16 autocast on this machine.
-    pub fn bf16_on(self, device: Device) -> bool {
-        self.bf16_with(device, crate::autocast::CpuBf16::detect())
-    }
-
-    /// Whether it does on a CPU with `cpu`'s bf16 instructions: `auto` picks bf16 only
-    /// where it is native (emulated bf16 is slower than fp32).
-    pub fn bf16_with(self, device: Device, cpu: crate::autocast::CpuBf16) -> bool {
-        match self {
-            PrecisionChoice::Auto => device.is_cuda() || (device == Device::Cpu && cpu.supported()),
-            PrecisionChoice::Fp32 => false,
-            PrecisionChoice::Bf16 => true,
-        }
-    }
 }
 
 /// Which device a run trains on.
@@ -212,32 +138,14 @@ impl Default for TrainConfig {
             out: PathBuf::from("runs/absa"),
             columns: Columns::default(),
             labels: None,
-            learning_rate: 1e-5,
-            weight_decay: 0.01,
-            warmup_steps: 100,
-            batch_size: 16,
-            gradient_accumulation_steps: 1,
-            epochs: 8,
-            max_grad_norm: 1.0,
-            seed: 42,
-            split_seed: 42,
-            validation_fraction: 0.1,
-            max_length: 100,
-            pooling: Pooling::Max,
-            input: None,
-            padding: Padding::Dynamic,
-            early_stopping_patience: 3,
-            select_metric: SelectMetric::Loss,
+            recipe: Recipe::default(),
             resume: false,
             stop_after_epoch: None,
             threads: 0,
             batch_threads: 0,
             device: DeviceChoice::Auto,
-            sharding: Sharding::Auto,
-            offload_optimizer: false,
             collective_timeout_secs: 600,
             backend: None,
-            precision: PrecisionChoice::Auto,
         }
     }
 }
@@ -418,7 +326,7 @@ fn prepare(config: &TrainConfig, encoder: &AspectEncoder) -> Result<Prepared, Tr
         Some(names) => LabelSet::new(names.clone()).map_err(TrainError::Config)?,
         None => LabelSet::from_data(train_rows.iter().map(|r| r.label.as_str())).map_err(TrainError::Config)?,
     };
-    let input = config.input.unwrap_or_else(|| InputForm::for_spans(train_rows.iter().map(|r| r.span.is_some())));
+    let input = config.recipe.input.unwrap_or_else(|| InputForm::for_spans(train_rows.iter().map(|r| r.span.is_some())));
     let (mut train, errs) = encode_rows(&train_rows, encoder, input, &labels);
     train_errors.extend(errs);
     let mut rejected_rows: Vec<String> = train_errors.iter().map(|e| format!("{}:{e}", config.train.display())).collect();
@@ -435,7 +343,7 @@ fn prepare(config: &TrainConfig, encoder: &AspectEncoder) -> Result<Prepared, Tr
         }
         None => {
             let gold: Vec<usize> = train.iter().map(|e| e.label as usize).collect();
-            let (keep, held_out) = stratified_split(&gold, config.validation_fraction, config.split_seed);
+            let (keep, held_out) = stratified_split(&gold, config.recipe.validation_fraction, config.recipe.split_seed);
             let validation = held_out.iter().map(|&i| train[i].clone()).collect();
             train = keep.iter().map(|&i| train[i].clone()).collect();
             (validation, 0)
@@ -495,7 +403,7 @@ pub fn evaluate(model: &LoadedModel, examples: &[Example], batch_size: usize, pa
 
 fn score(config: &TrainConfig, e: &Evaluation) -> f64 {
     // Higher is better for every metric: loss is negated.
-    ranked(match config.select_metric {
+    ranked(match config.recipe.select_metric {
         SelectMetric::Loss => -e.loss,
         SelectMetric::Accuracy => e.accuracy,
         SelectMetric::MacroF1 => e.macro_f1,
@@ -657,8 +565,8 @@ fn start(
     let Some(env) = ranks else {
         let device = config.device.device(0)?;
         let model = crate::checkpoint::load(start_dir, options, device)?;
-        let mut engine = LocalEngine::new(model, config.weight_decay, config.offload_optimizer)
-            .with_bf16(config.precision.bf16_on(device))
+        let mut engine = LocalEngine::new(model, config.recipe.weight_decay, config.recipe.offload_optimizer)
+            .with_bf16(crate::autocast::bf16_on(config.recipe.precision, device))
             .with_batch_threads(config.batch_threads)
             .with_optimizer_threads(threads as usize);
         if let Some((dir, step)) = resume_step {
@@ -668,8 +576,8 @@ fn start(
         return Ok(Trainee::Local { engine: Box::new(engine), device });
     };
     let device = config.device.device(env.local_rank)?;
-    let sharding = match config.sharding {
-        Sharding::Auto => crate::plan::choose_sharding(&config.base, options, config.batch_size, config.max_length, env, device)?,
+    let sharding = match config.recipe.sharding {
+        Sharding::Auto => crate::plan::choose_sharding(&config.base, options, config.recipe.batch_size, config.recipe.max_length, env, device)?,
         chosen => chosen,
     };
     let backend = config.backend.unwrap_or_else(|| distributed::Backend::for_device(device));
@@ -678,12 +586,12 @@ fn start(
     let group = distributed::ProcessGroup::join(backend, &env.master_addr, env.master_port, env.rank, env.world, timeout, device)
         .map_err(|e| TrainError::Collective(e.to_string()))?;
     let setup = distributed::RankSetup {
-        bf16: config.precision.bf16_on(device),
+        bf16: crate::autocast::bf16_on(config.recipe.precision, device),
         group,
         sharding,
         device,
-        offload: config.offload_optimizer,
-        weight_decay: config.weight_decay,
+        offload: config.recipe.offload_optimizer,
+        weight_decay: config.recipe.weight_decay,
         update_threads: threads as usize,
     };
     let engine = ShardedEngine::load(start_dir, &config.base, options, setup)?;
@@ -709,7 +617,7 @@ fn start(
 /// callbacks, and a stop asked of any rank stops all of them at the same step.
 pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainSummary, TrainError> {
     let started = Instant::now();
-    if config.batch_size == 0 || config.gradient_accumulation_steps == 0 || config.epochs == 0 {
+    if config.recipe.batch_size == 0 || config.recipe.gradient_accumulation_steps == 0 || config.recipe.epochs == 0 {
         return Err(TrainError::Config("batch size, gradient accumulation steps and epochs must be positive".into()));
     }
     let ranks = RankEnv::from_env().map_err(TrainError::Config)?;
@@ -729,9 +637,9 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
     };
     let config = &resolved;
     let tokenizer_path = config.base.join("tokenizer.json");
-    let encoder = AspectEncoder::from_file(&tokenizer_path, config.max_length)
+    let encoder = AspectEncoder::from_file(&tokenizer_path, config.recipe.max_length)
         .map_err(|e| TrainError::Config(e.to_string()))?
-        .pooling_cls(config.pooling == Pooling::Cls);
+        .pooling_cls(config.recipe.pooling == Pooling::Cls);
     let data = prepare(config, &encoder)?;
     let writer = ranks.as_ref().is_none_or(|r| r.rank == 0);
     if writer {
@@ -750,8 +658,8 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
     }
     let start_dir = if resume_state.is_some() { &last_dir } else { &config.base };
 
-    tch::manual_seed(config.seed as i64); // the fresh head's initialisation
-    let options = LoadOptions { labels: Some(data.labels.clone()), pooling: Some(config.pooling), input: Some(data.input) };
+    tch::manual_seed(config.recipe.seed as i64); // the fresh head's initialisation
+    let options = LoadOptions { labels: Some(data.labels.clone()), pooling: Some(config.recipe.pooling), input: Some(data.input) };
     let resume_step = resume_state.as_ref().map(|s| (last_dir.as_path(), s.global_step));
     let rss_before_model = absa_platform::process::rss_mib();
     let mut trainee = start(config, ranks.as_ref(), start_dir, &options, threads, resume_step)?;
@@ -759,12 +667,12 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
     let mut training_peak_rss: Option<f64> = None;
 
     let pad_id = encoder.pad_id();
-    let fixed = config.padding == Padding::Fixed;
+    let fixed = config.recipe.padding == Padding::Fixed;
     let order = if fixed { Order::Shuffled } else { Order::LengthGrouped };
     let lengths: Vec<usize> = data.train.iter().map(|e| e.input_ids.len()).collect();
-    let batches_per_epoch = data.train.len().div_ceil(config.batch_size);
-    let steps_per_epoch = batches_per_epoch.div_ceil(config.gradient_accumulation_steps) as i64;
-    let total_steps = steps_per_epoch * config.epochs as i64;
+    let batches_per_epoch = data.train.len().div_ceil(config.recipe.batch_size);
+    let steps_per_epoch = batches_per_epoch.div_ceil(config.recipe.gradient_accumulation_steps) as i64;
+    let total_steps = steps_per_epoch * config.recipe.epochs as i64;
 
     let mut state = match resume_state {
         Some(state) => {
@@ -791,8 +699,8 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
     let mut interrupted = false;
     let mut train_seconds_total = 0.0;
     let mut train_samples_total = 0usize;
-    while state.epochs_done < config.epochs {
-        if state.epochs_without_improvement >= config.early_stopping_patience {
+    while state.epochs_done < config.recipe.epochs {
+        if state.epochs_without_improvement >= config.recipe.early_stopping_patience {
             stopped_early = true;
             break;
         }
@@ -801,9 +709,9 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
             break;
         }
         let epoch = state.epochs_done + 1;
-        let seed = epoch_seed(config.seed, epoch);
+        let seed = epoch_seed(config.recipe.seed, epoch);
         tch::manual_seed(seed as i64); // dropout masks on CUDA
-        let batches = epoch_batches(&lengths, config.batch_size, order, seed);
+        let batches = epoch_batches(&lengths, config.recipe.batch_size, order, seed);
         // With batch threads each part runs on one core, and so does the optimizer step
         // between them (it is memory-bound): idle intra-op threads would only spin.
         tch::set_num_threads(if config.batch_threads > 1 { 1 } else { threads });
@@ -816,14 +724,14 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
         for (i, batch_idx) in batches.iter().enumerate() {
             let rows: Vec<&Example> = batch_idx.iter().map(|&j| &data.train[j]).collect();
             let dropout_seed = crate::rng::derive_seed(seed, i as u64);
-            let batch_loss = trainee.backward(&rows, fixed.then_some(config.max_length), pad_id, config.gradient_accumulation_steps, true, dropout_seed)?;
+            let batch_loss = trainee.backward(&rows, fixed.then_some(config.recipe.max_length), pad_id, config.recipe.gradient_accumulation_steps, true, dropout_seed)?;
             loss_sum += batch_loss * rows.len() as f64;
             loss_rows += rows.len();
             step_rows += rows.len();
-            let boundary = (i + 1) % config.gradient_accumulation_steps == 0 || i + 1 == batches.len();
+            let boundary = (i + 1) % config.recipe.gradient_accumulation_steps == 0 || i + 1 == batches.len();
             if boundary {
-                lr = config.learning_rate * linear_schedule(state.global_step, config.warmup_steps, total_steps);
-                trainee.step(lr, config.max_grad_norm)?;
+                lr = config.recipe.learning_rate * linear_schedule(state.global_step, config.recipe.warmup_steps, total_steps);
+                trainee.step(lr, config.recipe.max_grad_norm)?;
                 state.global_step += 1;
                 step_in_epoch += 1;
                 if writer {
@@ -850,7 +758,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
         train_seconds_total += train_seconds;
         train_samples_total += loss_rows;
         tch::set_num_threads(threads);
-        let validation = trainee.evaluate(&data.validation, config.batch_size, pad_id)?;
+        let validation = trainee.evaluate(&data.validation, config.recipe.batch_size, pad_id)?;
         let record = EpochRecord {
             epoch,
             train_loss: loss_sum / loss_rows.max(1) as f64,
@@ -905,7 +813,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
     let best = state.history.iter().find(|r| r.epoch == state.best_epoch).cloned().expect("at least one epoch ran");
     let (mut test_accuracy, mut test_macro_f1, mut test_f_avg) = (None, None, None);
     if !interrupted && !data.test.is_empty() {
-        let test = trainee.evaluate_checkpoint(&best_dir, &data.test, config.batch_size, pad_id)?;
+        let test = trainee.evaluate_checkpoint(&best_dir, &data.test, config.recipe.batch_size, pad_id)?;
         tracing::info!(accuracy = test.accuracy, macro_f1 = test.macro_f1, "test set, selected model");
         if writer {
             let path = config.out.join("test_metrics.json");
@@ -996,6 +904,21 @@ fn file_sha256(path: &Path) -> Result<String, TrainError> {
     Ok(format!("{:x}", hasher.finalize()))
 }
 
+/// Whether a run with recipe `b` continues one saved with `a`. Every setting must match
+/// but those a resumed run may change: how the ranks hold the model and the arithmetic
+/// (a retried job may land on other hardware) and how long it waits for a better epoch.
+/// A setting added to the recipe is compared unless listed here.
+fn same_trajectory(a: &Recipe, b: &Recipe) -> bool {
+    let free = |r: &Recipe| Recipe {
+        sharding: Sharding::Auto,
+        offload_optimizer: false,
+        precision: PrecisionChoice::Auto,
+        early_stopping_patience: 0,
+        ..r.clone()
+    };
+    free(a) == free(b)
+}
+
 fn read_state(dir: &Path, config: &TrainConfig, train_sha256: &str) -> Result<TrainerState, TrainError> {
     let path = dir.join("trainer_state.json");
     let resume_err = |reason: String| TrainError::Resume { dir: dir.display().to_string(), reason };
@@ -1003,19 +926,7 @@ fn read_state(dir: &Path, config: &TrainConfig, train_sha256: &str) -> Result<Tr
     let state: TrainerState = serde_json::from_str(&text).map_err(|e| resume_err(e.to_string()))?;
     // The run must be the same run: these settings change the trajectory.
     let (a, b) = (&state.config, config);
-    let same = a.learning_rate == b.learning_rate
-        && a.weight_decay == b.weight_decay
-        && a.warmup_steps == b.warmup_steps
-        && a.batch_size == b.batch_size
-        && a.gradient_accumulation_steps == b.gradient_accumulation_steps
-        && a.epochs == b.epochs
-        && a.seed == b.seed
-        && a.split_seed == b.split_seed
-        && a.max_length == b.max_length
-        && a.pooling == b.pooling
-        && a.input == b.input
-        && a.padding == b.padding
-        && if state.train_sha256.is_empty() { a.train == b.train } else { state.train_sha256 == train_sha256 };
+    let same = same_trajectory(&a.recipe, &b.recipe) && if state.train_sha256.is_empty() { a.train == b.train } else { state.train_sha256 == train_sha256 };
     if !same {
         return Err(resume_err("the saved run used other data or hyperparameters (see its trainer_state.json)".into()));
     }

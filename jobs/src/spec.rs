@@ -4,13 +4,16 @@
 //! so a parameter refused at one door is refused at every door. Every number has a
 //! range that fits the models and the machines this service trains on.
 
-use serde_json::{Map, Value};
+pub use crate::recipe::{check_hyperparameters, hyperparameter_names, hyperparameters_schema, MAX_TOKENS_PER_BATCH};
+pub use crate::text::{brief, truncate};
+use serde_json::Value;
 
-use crate::registry::{self, PromotionPolicy};
-use crate::workers::MAX_GPUS_PER_JOB;
+use crate::promotion::{self, PromotionPolicy};
 
 /// Priorities a client may give: they order a team's own jobs.
 pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -100..=100;
+/// The most GPUs one job may ask for: one machine's worth (the work queues go up to it).
+pub const MAX_GPUS_PER_JOB: u32 = 8;
 /// CPU ranks (processes on one trainer's host) a job may ask for.
 pub const MAX_RANKS_PER_JOB: u64 = 64;
 /// Labels a model may have, and characters per label.
@@ -18,167 +21,6 @@ pub const MAX_LABELS: usize = 100;
 pub const MAX_LABEL_CHARS: usize = 100;
 /// Characters of a base model's folder name.
 pub const MAX_BASE_MODEL_CHARS: usize = 100;
-/// Padded tokens in one optimizer micro-batch (`batch_size` x `max_length`): 1,024
-/// rows of 256 tokens, far above the recipe's 16 x 100, well below what exhausts a
-/// trainer's memory with the largest model's activations.
-pub const MAX_TOKENS_PER_BATCH: u64 = 262_144;
-/// The recipe's `max_length`, for the tokens-per-batch bound when a job keeps it.
-const DEFAULT_MAX_LENGTH: u64 = 100;
-const DEFAULT_BATCH_SIZE: u64 = 16;
-
-/// What values a hyperparameter takes.
-#[derive(Clone, Copy, Debug)]
-pub enum Range {
-    /// A number in `min..=max`, or `min < x` when `min_exclusive`, `x < max` when `max_exclusive`.
-    Float {
-        min: f64,
-        max: f64,
-        min_exclusive: bool,
-        max_exclusive: bool,
-    },
-    /// An integer in `min..=max`.
-    Int {
-        min: i64,
-        max: i64,
-    },
-    /// One of these strings.
-    Choice(&'static [&'static str]),
-    Bool,
-}
-
-/// A hyperparameter a training job accepts: the trainer's name and its range.
-#[derive(Clone, Copy, Debug)]
-pub struct Hyperparameter {
-    pub name: &'static str,
-    pub range: Range,
-}
-
-const fn float(name: &'static str, min: f64, max: f64) -> Hyperparameter {
-    Hyperparameter { name, range: Range::Float { min, max, min_exclusive: false, max_exclusive: false } }
-}
-const fn int(name: &'static str, min: i64, max: i64) -> Hyperparameter {
-    Hyperparameter { name, range: Range::Int { min, max } }
-}
-
-/// Every hyperparameter a job may set (the trainer's `Hyperparameters` has exactly these).
-pub const HYPERPARAMETERS: [Hyperparameter; 19] = [
-    Hyperparameter { name: "learning_rate", range: Range::Float { min: 0.0, max: 1.0, min_exclusive: true, max_exclusive: false } },
-    float("weight_decay", 0.0, 1.0),
-    int("warmup_steps", 0, 1_000_000),
-    int("batch_size", 1, 1024),
-    int("gradient_accumulation_steps", 1, 1024),
-    int("epochs", 1, 100),
-    float("max_grad_norm", 0.0, 1.0e4),
-    int("seed", 0, 1 << 53),
-    int("split_seed", 0, 1 << 53),
-    Hyperparameter { name: "validation_fraction", range: Range::Float { min: 0.0, max: 1.0, min_exclusive: true, max_exclusive: true } },
-    // The model's own position limit is checked by the trainer, which reads its config.
-    int("max_length", 8, 8192),
-    Hyperparameter { name: "pooling", range: Range::Choice(&["max", "mean", "cls"]) },
-    Hyperparameter { name: "input", range: Range::Choice(&["text", "text_target_pair"]) },
-    Hyperparameter { name: "padding", range: Range::Choice(&["dynamic", "fixed"]) },
-    int("early_stopping_patience", 0, 100),
-    Hyperparameter { name: "select_metric", range: Range::Choice(&["loss", "accuracy", "macro_f1"]) },
-    Hyperparameter { name: "sharding", range: Range::Choice(&["auto", "no_shard", "shard_grad_op", "full_shard"]) },
-    Hyperparameter { name: "offload_optimizer", range: Range::Bool },
-    Hyperparameter { name: "precision", range: Range::Choice(&["auto", "fp32", "bf16"]) },
-];
-
-/// [`HYPERPARAMETERS`] as the API documents them: an object with one optional property
-/// per hyperparameter, its type and range, and no others (unknown names are refused).
-pub fn hyperparameters_schema() -> utoipa::openapi::Object {
-    use utoipa::openapi::schema::{ObjectBuilder, Type};
-    let mut object = ObjectBuilder::new()
-        .description(Some("Training settings; each is optional (the recipe's default applies) and checked against its range"))
-        .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)));
-    for h in HYPERPARAMETERS {
-        let property = match h.range {
-            Range::Float { min, max, min_exclusive, max_exclusive } => {
-                let p = ObjectBuilder::new().schema_type(Type::Number);
-                let p = if min_exclusive { p.exclusive_minimum(Some(min)) } else { p.minimum(Some(min)) };
-                if max_exclusive {
-                    p.exclusive_maximum(Some(max))
-                } else {
-                    p.maximum(Some(max))
-                }
-            }
-            Range::Int { min, max } => ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(min as f64)).maximum(Some(max as f64)),
-            Range::Choice(choices) => ObjectBuilder::new().schema_type(Type::String).enum_values(Some(choices.iter().copied())),
-            Range::Bool => ObjectBuilder::new().schema_type(Type::Boolean),
-        };
-        object = object.property(h.name, property);
-    }
-    object.build()
-}
-
-/// The names of [`HYPERPARAMETERS`], for messages.
-pub fn hyperparameter_names() -> String {
-    HYPERPARAMETERS.iter().map(|h| h.name).collect::<Vec<_>>().join(", ")
-}
-
-fn check_value(h: &Hyperparameter, value: &Value) -> Result<(), String> {
-    let name = h.name;
-    match h.range {
-        Range::Float { min, max, min_exclusive, max_exclusive } => {
-            let x = value.as_f64().ok_or_else(|| format!("{name}: a number, not {}", brief(value)))?;
-            let low_ok = if min_exclusive { x > min } else { x >= min };
-            let high_ok = if max_exclusive { x < max } else { x <= max };
-            if !(low_ok && high_ok) {
-                let (open, close) = (if min_exclusive { '(' } else { '[' }, if max_exclusive { ')' } else { ']' });
-                return Err(format!("{name} {x}: outside {open}{min}, {max}{close}"));
-            }
-        }
-        Range::Int { min, max } => {
-            let x = value.as_i64().ok_or_else(|| format!("{name}: an integer, not {}", brief(value)))?;
-            if x < min || x > max {
-                return Err(format!("{name} {x}: outside [{min}, {max}]"));
-            }
-        }
-        Range::Choice(choices) => match value.as_str() {
-            Some(s) if choices.contains(&s) => {}
-            _ => return Err(format!("{name} {}: expected one of {}", brief(value), choices.join(", "))),
-        },
-        Range::Bool => {
-            if !value.is_boolean() {
-                return Err(format!("{name}: true or false, not {}", brief(value)));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A value as a short text for an error message (never the whole of a large value).
-pub fn brief(value: &Value) -> String {
-    truncate(&value.to_string(), 40)
-}
-
-/// `text` cut to `max` characters, saying how much was left out.
-pub fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        None => text.to_owned(),
-        Some((cut, _)) => format!("{}... ({} more bytes)", &text[..cut], text.len() - cut),
-    }
-}
-
-/// Unknown names and values out of range are refused; so is a batch of more than
-/// [`MAX_TOKENS_PER_BATCH`] padded tokens.
-pub fn check_hyperparameters(hyperparameters: &Map<String, Value>) -> Result<(), String> {
-    for (name, value) in hyperparameters {
-        let h = HYPERPARAMETERS
-            .iter()
-            .find(|h| h.name == name)
-            .ok_or_else(|| format!("unknown hyperparameter {:?} (known: {})", truncate(name, 40), hyperparameter_names()))?;
-        // Named by their path in the request, as the API's `field` reports it.
-        check_value(h, value).map_err(|e| format!("hyperparameters.{e}"))?;
-    }
-    let get = |name: &str, default: u64| hyperparameters.get(name).and_then(Value::as_u64).unwrap_or(default);
-    let (batch, length) = (get("batch_size", DEFAULT_BATCH_SIZE), get("max_length", DEFAULT_MAX_LENGTH));
-    if batch * length > MAX_TOKENS_PER_BATCH {
-        return Err(format!("batch_size {batch} x max_length {length} = {} padded tokens a batch, over {MAX_TOKENS_PER_BATCH}", batch * length));
-    }
-    Ok(())
-}
-
 /// A base model is the name of one folder in the trainers' models folder: no paths.
 pub fn check_base_model(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
@@ -212,7 +54,7 @@ pub fn check_labels(labels: &[String]) -> Result<(), String> {
 }
 
 pub fn check_promote(policy: &PromotionPolicy) -> Result<(), String> {
-    if registry::valid_alias(&policy.alias) {
+    if promotion::valid_alias(&policy.alias) {
         Ok(())
     } else {
         Err(format!("promote.alias {:?}: 1 to 63 lower-case letters, digits, '-' and '_'", truncate(&policy.alias, 70)))
@@ -271,7 +113,7 @@ pub fn check_train(parameters: &Value) -> Result<(), String> {
     check_devices(count("gpus")?, count("ranks")?)?;
     match p.get("model") {
         None | Some(Value::Null) => {}
-        Some(Value::String(name)) if crate::registry::valid_model_name(name) => {}
+        Some(Value::String(name)) if promotion::valid_model_name(name) => {}
         Some(_) => return Err("model: a registered model's name (lower-case letters, digits, '-' and '_', at most 63)".into()),
     }
     match p.get("promote") {
@@ -390,7 +232,7 @@ mod tests {
                              "epochs": 8, "max_grad_norm": 1.0, "seed": 42, "split_seed": 42, "validation_fraction": 0.1, "max_length": 100,
                              "pooling": "max", "padding": "fixed", "early_stopping_patience": 3, "select_metric": "loss", "sharding": "auto",
                              "offload_optimizer": false, "input": "text", "precision": "auto" });
-        assert_eq!(recipe.as_object().unwrap().len(), HYPERPARAMETERS.len());
+        assert_eq!(recipe.as_object().unwrap().len(), crate::HYPERPARAMETERS.len());
         check_train(&train(json!({ "hyperparameters": recipe, "labels": ["negative", "neutral", "positive"], "gpus": 2,
                                    "promote": { "alias": "production" }, "retrain": { "reason": "cron" } })))
         .unwrap();
