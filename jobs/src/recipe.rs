@@ -122,9 +122,17 @@ pub enum PrecisionChoice {
 #[derive(Clone, Copy, Debug)]
 pub enum Range {
     /// A number in `min..=max`, or `min < x` when `min_exclusive`, `x < max` when `max_exclusive`.
-    Float { min: f64, max: f64, min_exclusive: bool, max_exclusive: bool },
+    Float {
+        min: f64,
+        max: f64,
+        min_exclusive: bool,
+        max_exclusive: bool,
+    },
     /// An integer in `min..=max`.
-    Int { min: i64, max: i64 },
+    Int {
+        min: i64,
+        max: i64,
+    },
     /// One of the names an enum is written with (its serde names).
     Choice(fn() -> Vec<String>),
     Bool,
@@ -403,7 +411,8 @@ mod tests {
             #[command(flatten)]
             hyperparameters: Hyperparameters,
         }
-        let args = <Args as clap::Parser>::try_parse_from(["train", "--lr", "5e-5", "--patience", "10", "--offload-optimizer", "--select-metric", "macro-f1"]).unwrap();
+        let args = <Args as clap::Parser>::try_parse_from(["train", "--lr", "5e-5", "--patience", "10", "--offload-optimizer", "--select-metric", "macro-f1"])
+            .unwrap();
         let r = Recipe::default().with(&args.hyperparameters);
         assert_eq!((r.learning_rate, r.early_stopping_patience, r.offload_optimizer, r.select_metric), (5e-5, 10, true, SelectMetric::MacroF1));
     }

@@ -29,7 +29,6 @@ pub struct Promotion {
     pub current: Option<f64>,
 }
 
-
 /// The registered model `version` (of `team`) belongs to: its id and name.
 pub async fn model_of(conn: &mut PgConnection, team: Uuid, version: Uuid) -> Result<(Uuid, String)> {
     let found: Option<(Uuid, String)> =
@@ -40,7 +39,6 @@ pub async fn model_of(conn: &mut PgConnection, team: Uuid, version: Uuid) -> Res
             .await?;
     found.ok_or_else(|| PlatformError::InvalidData(format!("model version {version} not found")))
 }
-
 
 /// The team's registered model `name` for a version with `labels`: created with the
 /// labels' task when it is new; refused when it exists with other labels (its versions

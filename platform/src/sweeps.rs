@@ -13,10 +13,10 @@ use serde_json::{json, Map, Value};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use absa_jobs::spec;
 use crate::jobs::{self, NewJob};
 use crate::registry::{self, PromotionMetric, PromotionPolicy};
 use crate::{PlatformError, Result};
+use absa_jobs::spec;
 
 /// Hyperparameters a sweep may vary.
 pub const SWEEPABLE: [&str; 8] = ["learning_rate", "epochs", "batch_size", "pooling", "warmup_steps", "seed", "split_seed", "weight_decay"];

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use absa_domain::readers::RawRecord;
 use absa_domain::RowError;
+use absa_jobs::spec::score::StanceTarget;
 use absa_onnx::Precision;
 use absa_platform::artifacts::ArtifactStore;
-use absa_jobs::spec::score::StanceTarget;
 use absa_platform::jobs::{self, ClaimedJob};
 use absa_platform::metrics;
 use absa_platform::predictions::{copy_predictions, PredictionRow};

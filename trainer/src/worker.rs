@@ -9,11 +9,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use absa_jobs::TrainParams;
 use absa_platform::artifacts::ArtifactStore;
 use absa_platform::jobs::{self, ClaimedJob};
 use absa_platform::metrics;
 use absa_platform::queue::Topology;
-use absa_jobs::TrainParams;
 use absa_platform::registry;
 use absa_platform::worker::{self as platform_worker, JobHandler, Lease, LeaseHandle, Permanent, WorkerSettings};
 use absa_platform::workers::{self, Offer};

@@ -35,9 +35,9 @@ use self::optimizer::linear_schedule;
 use crate::checkpoint::{LoadOptions, LoadedModel};
 use crate::distributed::{self, RankEnv, ShardedEngine, Sharding};
 use crate::model::Pooling;
-pub use absa_jobs::{Hyperparameters, Padding, PrecisionChoice, Recipe, SelectMetric};
 use crate::plan::Precision;
 use crate::ModelError;
+pub use absa_jobs::{Hyperparameters, Padding, PrecisionChoice, Recipe, SelectMetric};
 
 #[derive(Debug, Error)]
 pub enum TrainError {
@@ -724,7 +724,8 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
         for (i, batch_idx) in batches.iter().enumerate() {
             let rows: Vec<&Example> = batch_idx.iter().map(|&j| &data.train[j]).collect();
             let dropout_seed = crate::rng::derive_seed(seed, i as u64);
-            let batch_loss = trainee.backward(&rows, fixed.then_some(config.recipe.max_length), pad_id, config.recipe.gradient_accumulation_steps, true, dropout_seed)?;
+            let batch_loss =
+                trainee.backward(&rows, fixed.then_some(config.recipe.max_length), pad_id, config.recipe.gradient_accumulation_steps, true, dropout_seed)?;
             loss_sum += batch_loss * rows.len() as f64;
             loss_rows += rows.len();
             step_rows += rows.len();
@@ -909,13 +910,8 @@ fn file_sha256(path: &Path) -> Result<String, TrainError> {
 /// (a retried job may land on other hardware) and how long it waits for a better epoch.
 /// A setting added to the recipe is compared unless listed here.
 fn same_trajectory(a: &Recipe, b: &Recipe) -> bool {
-    let free = |r: &Recipe| Recipe {
-        sharding: Sharding::Auto,
-        offload_optimizer: false,
-        precision: PrecisionChoice::Auto,
-        early_stopping_patience: 0,
-        ..r.clone()
-    };
+    let free =
+        |r: &Recipe| Recipe { sharding: Sharding::Auto, offload_optimizer: false, precision: PrecisionChoice::Auto, early_stopping_patience: 0, ..r.clone() };
     free(a) == free(b)
 }
 
