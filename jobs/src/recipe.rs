@@ -214,6 +214,9 @@ recipe! {
     epochs: usize = 8, int(1, 100);
     /// Gradients are clipped to this global norm.
     max_grad_norm: f64 = 1.0, closed(0.0, 1.0e4);
+    /// Share of each training label's probability spread evenly over all classes in the
+    /// loss (0: plain cross-entropy); validation loss stays unsmoothed.
+    label_smoothing_factor: f64 = 0.0, closed(0.0, 1.0);
     /// Seed of the initialisation of the head, the order of batches and dropout.
     seed: u64 = 42, int(0, 1 << 53);
     /// Seed of the validation split, separate so `seed` varies only the training.

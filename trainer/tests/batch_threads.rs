@@ -1,5 +1,6 @@
 //! Batch threads in one process, on CPU: a batch split over threads sharing one model
-//! gives the whole batch's parameters, and with dropout on, the same ones twice. Tiny
+//! gives the whole batch's parameters, and with dropout on, the same ones twice; the
+//! training loss (label smoothing included) is the same on either path. Tiny
 //! random-weight BERT fixture.
 
 use std::path::PathBuf;
@@ -91,4 +92,23 @@ fn batch_threads_reach_the_parameters_of_one_thread_and_repeat_bit_for_bit() {
     assert_eq!(max_difference(&runs[0].1.model, &runs[1].1.model), 0.0, "weights with dropout");
     let d = max_difference(&runs[0].1.model, &single.model);
     assert!(d > 1e-6, "dropout changed nothing ({d})");
+}
+
+/// The loss of one batch (dropout off, no step) under `label_smoothing` with `threads`.
+fn smoothed_loss(rows: &[Example], label_smoothing: f64, threads: usize) -> f64 {
+    let mut engine = LocalEngine::new(fixture("bert_tiny"), 0.01, false).with_label_smoothing(label_smoothing).with_batch_threads(threads);
+    engine.backward(&rows.iter().collect::<Vec<_>>(), None, 1, 1, false, 100)
+}
+
+#[test]
+fn label_smoothing_mixes_cross_entropy_with_the_uniform_target_on_both_paths() {
+    let vocab = fixture("bert_tiny").model.config.vocab_size;
+    let rows = examples(9, vocab);
+    for threads in [1, 2] {
+        // The smoothed loss is (1 - e) * CE + e * (mean over classes of -log p): linear in e.
+        let (plain, uniform, half) = (smoothed_loss(&rows, 0.0, threads), smoothed_loss(&rows, 1.0, threads), smoothed_loss(&rows, 0.5, threads));
+        eprintln!("{threads} thread(s): loss {plain} plain, {uniform} uniform target, {half} at 0.5");
+        assert!((plain - uniform).abs() > 1e-3, "{threads} thread(s): smoothing changed nothing ({plain} vs {uniform})");
+        assert!((half - (plain + uniform) / 2.0).abs() < 1e-5, "{threads} thread(s): {half} is not halfway between {plain} and {uniform}");
+    }
 }

@@ -60,6 +60,8 @@ pub struct RankSetup {
     /// AdamW's moments and the fp32 master shard in CPU memory (a no-op on the CPU).
     pub offload: bool,
     pub weight_decay: f64,
+    /// The training loss's label smoothing (0: plain cross-entropy).
+    pub label_smoothing: f64,
     /// OS threads of the fused CPU AdamW update.
     pub update_threads: usize,
     /// Units run under bf16 autocast.
@@ -134,6 +136,7 @@ pub struct ShardedEngine {
     /// Tensors kept untouched and written back on save (BERT's pooler), rank 0 only.
     passthrough: Vec<(String, Tensor)>,
     weight_decay: f64,
+    label_smoothing: f64,
     update_threads: usize,
     bf16: bool,
     steps_taken: i64,
@@ -204,7 +207,7 @@ impl ShardedEngine {
     /// Tensors the model does not train but transformers expects (BERT's pooler) are
     /// taken from `base`, the run's base checkpoint.
     pub fn load(dir: &Path, base: &Path, options: &LoadOptions, setup: RankSetup) -> Result<Self, TrainError> {
-        let RankSetup { group, sharding, device, offload, weight_decay, update_threads, bf16 } = setup;
+        let RankSetup { group, sharding, device, offload, weight_decay, label_smoothing, update_threads, bf16 } = setup;
         assert!(sharding != Sharding::Auto, "the plan decides the sharding first");
         let config_path = dir.join("config.json");
         let config = EncoderConfig::from_file(&config_path)?;
@@ -305,6 +308,7 @@ impl ShardedEngine {
             raw_config,
             passthrough,
             weight_decay,
+            label_smoothing,
             update_threads,
             bf16,
             steps_taken,
@@ -588,7 +592,7 @@ impl ShardedEngine {
                 } else {
                     let y = self.unit_forward(k, &input, inputs, train, seed);
                     if last {
-                        let l = y.to_kind(Kind::Float).cross_entropy_for_logits(&b.labels);
+                        let l = y.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(&b.labels, None, tch::Reduction::Mean, -100, self.label_smoothing);
                         loss_value = l.double_value(&[]) * local.len() as f64;
                         loss = Some(l * (local.len() as f64 / total) / accumulation as f64);
                     }

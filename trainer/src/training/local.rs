@@ -44,18 +44,26 @@ pub struct LocalEngine {
     /// The gradients' sum of squares, when the last micro-batch's summing pass gave it
     /// (batch threads): clipping then needs no pass of its own.
     grad_squares: Option<f64>,
+    /// The training loss's label smoothing (0: plain cross-entropy).
+    label_smoothing: f64,
 }
 
 impl LocalEngine {
     /// `offload_optimizer` keeps AdamW's moments, and runs its update, in CPU memory.
     pub fn new(model: LoadedModel, weight_decay: f64, offload_optimizer: bool) -> Self {
         let optimizer = AdamW::new(&model.vs, weight_decay).offloaded(offload_optimizer);
-        Self { model, optimizer, batch_threads: 1, bf16: false, grads_stale: false, grad_squares: None }
+        Self { model, optimizer, batch_threads: 1, bf16: false, grads_stale: false, grad_squares: None, label_smoothing: 0.0 }
     }
 
     /// Runs the forward pass under bf16 autocast (fp32 master weights).
     pub fn with_bf16(mut self, bf16: bool) -> Self {
         self.bf16 = bf16;
+        self
+    }
+
+    /// Trains on cross-entropy with this share of each label spread over all classes.
+    pub fn with_label_smoothing(mut self, factor: f64) -> Self {
+        self.label_smoothing = factor;
         self
     }
 
@@ -103,7 +111,7 @@ impl LocalEngine {
             self.optimizer.zero_grad();
         }
         rng::with_thread_seed(rng::derive_seed(seed, 0), || {
-            let loss = part_loss(&self.model, rows, pad_to, pad_id, train, self.bf16);
+            let loss = part_loss(&self.model, rows, pad_to, pad_id, train, self.bf16, self.label_smoothing);
             (&loss / accumulation as f64).backward();
             loss.double_value(&[])
         })
@@ -118,7 +126,7 @@ impl LocalEngine {
     #[allow(clippy::too_many_arguments)]
     fn backward_in_threads(&mut self, rows: &[&Example], pad_to: Option<usize>, pad_id: i64, accumulation: usize, train: bool, seed: u64, fresh: bool) -> f64 {
         let model = Shared(&self.model);
-        let bf16 = self.bf16;
+        let (bf16, label_smoothing) = (self.bf16, self.label_smoothing);
         let variables = Shared(self.optimizer.parameters());
         let step_weights = StepWeights::new(&self.model.model.linears(), bf16, true);
         let leaves = Shared(variables.0.iter().map(|v| step_weights.leaf_for(v)).collect::<Vec<_>>());
@@ -141,7 +149,7 @@ impl LocalEngine {
                             step_weights.run(|| {
                                 rng::with_thread_seed(rng::derive_seed(seed, i as u64), || {
                                     let share = &rows[range];
-                                    let loss = part_loss(model.0, share, pad_to, pad_id, train, bf16);
+                                    let loss = part_loss(model.0, share, pad_to, pad_id, train, bf16, label_smoothing);
                                     let scaled = &loss * (share.len() as f64 / total) / accumulation as f64;
                                     // Returned, not accumulated: the sums below fix the order.
                                     *grads[i].lock().expect("no part panicked holding it") = Tensor::run_backward(&[scaled], &leaves.0, false, false);
@@ -204,10 +212,10 @@ impl LocalEngine {
     }
 }
 
-/// The mean cross-entropy of `rows` under `model`.
-fn part_loss(model: &LoadedModel, rows: &[&Example], pad_to: Option<usize>, pad_id: i64, train: bool, bf16: bool) -> Tensor {
+/// The mean cross-entropy of `rows` under `model`, labels smoothed by `label_smoothing`.
+fn part_loss(model: &LoadedModel, rows: &[&Example], pad_to: Option<usize>, pad_id: i64, train: bool, bf16: bool, label_smoothing: f64) -> Tensor {
     let batch = collate(rows, pad_to, pad_id, model.vs.device());
-    crate::training::logits(model, &batch, train, bf16).cross_entropy_for_logits(&batch.labels)
+    crate::training::logits(model, &batch, train, bf16).cross_entropy_loss::<Tensor>(&batch.labels, None, tch::Reduction::Mean, -100, label_smoothing)
 }
 
 /// Which of `parts` threads sums each variable's gradient: the largest variables first,

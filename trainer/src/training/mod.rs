@@ -567,6 +567,7 @@ fn start(
         let model = crate::checkpoint::load(start_dir, options, device)?;
         let mut engine = LocalEngine::new(model, config.recipe.weight_decay, config.recipe.offload_optimizer)
             .with_bf16(crate::autocast::bf16_on(config.recipe.precision, device))
+            .with_label_smoothing(config.recipe.label_smoothing_factor)
             .with_batch_threads(config.batch_threads)
             .with_optimizer_threads(threads as usize);
         if let Some((dir, step)) = resume_step {
@@ -592,6 +593,7 @@ fn start(
         device,
         offload: config.recipe.offload_optimizer,
         weight_decay: config.recipe.weight_decay,
+        label_smoothing: config.recipe.label_smoothing_factor,
         update_threads: threads as usize,
     };
     let engine = ShardedEngine::load(start_dir, &config.base, options, setup)?;
