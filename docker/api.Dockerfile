@@ -10,6 +10,7 @@ WORKDIR /src
 # Every workspace member's folder (the workspace only resolves with all manifests) and
 # the migrations the binaries embed; nothing else of the build context.
 COPY Cargo.toml Cargo.lock ./
+COPY jobs jobs
 COPY domain domain
 COPY onnx onnx
 COPY platform platform

@@ -14,6 +14,7 @@ ARG ORT_VERSION=1.31.1
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+COPY jobs jobs
 COPY domain domain
 COPY onnx onnx
 COPY platform platform

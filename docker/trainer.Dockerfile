@@ -39,6 +39,7 @@ ENV LIBTORCH=/opt/libtorch
 RUN apt-get update && apt-get install -y --no-install-recommends libgloo-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+COPY jobs jobs
 COPY domain domain
 COPY onnx onnx
 COPY platform platform

@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, starts the services, builds, runs every test.
+# Two tiers: the fast one (every test but those marked `#[ignore = "slow: ..."]`), then
+# the slow one (model training end to end, minutes each). `scripts/test.sh --fast` runs
+# the fast tier alone; other arguments go to `cargo test` and run the fast tier only.
 set -euo pipefail
+FAST=0
+if [ "${1:-}" = "--fast" ]; then
+  FAST=1
+  shift
+fi
 source "$(dirname "$0")/env.sh"
 bash "$ROOT/scripts/services.sh"
 bash "$ROOT/scripts/clean-test-leftovers.sh"
@@ -14,9 +22,12 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked --no-fail-fast "$@"
+if [ "$FAST" = 0 ] && [ "$#" = 0 ]; then
+  cargo test --workspace --locked --no-fail-fast -- --ignored
+fi
 # The GPU run kit, dry (a whole run only, not one filtered by arguments): built against
 # the GPU machines' CUDA libtorch, then its sequence run on the CPU (docs/gpu-kit.md).
-if [ "$#" = 0 ]; then
+if [ "$FAST" = 0 ] && [ "$#" = 0 ]; then
   bash "$ROOT/scripts/gpu-kit.sh" build
   OUT="$ABSA_HOME/gpu-kit-cpu" bash "$ROOT/scripts/gpu-kit.sh" run --cpu
 fi

@@ -13,6 +13,7 @@ pub mod promotion;
 pub mod recipe;
 pub mod spec;
 pub mod state;
+pub mod sweep;
 pub mod text;
 pub mod train;
 

@@ -14,17 +14,17 @@ pub struct TrainParams {
     /// A folder under the trainer's `models_dir` (`all-minilm-l6-v2`), or an absolute path.
     pub base_model: String,
     /// Label names in output order; default: those of the training rows.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<String>>,
     #[serde(default)]
     pub hyperparameters: Hyperparameters,
     /// The registered model the new version joins (created when new); default: the
     /// team's model named after the task (`sentiment`, `stance`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// Give the new version the `candidate` alias, and `promote.alias` if it beats the
     /// version that alias points at (retrains set this).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promote: Option<PromotionPolicy>,
     /// GPUs the job asks for (0: the trainer's default device). The scheduler sends
     /// the job only to a trainer that offers this many. Two or more train as one rank

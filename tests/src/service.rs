@@ -30,6 +30,8 @@ pub struct Service {
     pub dir: PathBuf,
     pub api: Api,
     pub processes: Vec<Process>,
+    /// Cleaned up by [`Service::stop`]: nothing left for `Drop` to do.
+    stopped: bool,
 }
 
 impl Service {
@@ -59,7 +61,7 @@ impl Service {
             vars.retain(|(name, _)| name != k);
             vars.push((k.to_string(), v.to_string()));
         }
-        let mut service = Self { db_name, db_url, vars, dir, api: Api::new(format!("http://127.0.0.1:{port}")), processes: Vec::new() };
+        let mut service = Self { db_name, db_url, vars, dir, api: Api::new(format!("http://127.0.0.1:{port}")), processes: Vec::new(), stopped: false };
         service.start_api("api");
         service
     }
@@ -81,11 +83,28 @@ impl Service {
 
     /// [`Service::run`] with variables for this process alone (its metrics port, say).
     pub fn run_with(&mut self, binary_name: &str, args: &[&str], tag: &str, extra: &[(&str, String)]) {
+        let process = self.spawn_with(binary_name, args, tag, extra);
+        self.processes.push(process);
+    }
+
+    /// Starts `binary_name` with the service's settings and hands it to the caller (a
+    /// test that kills it): killed when dropped.
+    pub fn spawn(&self, binary_name: &str, args: &[&str], tag: &str) -> Process {
+        self.spawn_with(binary_name, args, tag, &[])
+    }
+
+    fn spawn_with(&self, binary_name: &str, args: &[&str], tag: &str, extra: &[(&str, String)]) -> Process {
         let mut vars = self.vars.clone();
         vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        // Each worker its own folders: artifacts come from Postgres, not from a neighbour.
         vars.push(("ABSA_WORKER__WORK_DIR".into(), self.dir.join(tag).join("work").display().to_string()));
         vars.push(("ABSA_WORKER__CACHE_DIR".into(), self.dir.join(tag).join("cache").display().to_string()));
-        self.processes.push(Process::start(binary_name, args, &vars, &self.dir.join("logs"), tag));
+        Process::start(binary_name, args, &vars, &self.dir.join("logs"), tag)
+    }
+
+    /// A connection pool on the service's database (migrated by the API at its start).
+    pub async fn pool(&self) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&self.db_url).await.expect("connect to the test database")
     }
 
     /// Takes the process started as `tag` out of the service (to kill or stop it).
@@ -145,8 +164,55 @@ impl Service {
         done["model_version_id"].as_str().unwrap().to_owned()
     }
 
+    /// Stops every process and removes the database, the files and the queues; a
+    /// database that cannot be dropped fails the test. A test that panics before
+    /// calling this is cleaned up by `Drop`, best effort.
     pub async fn stop(mut self) {
         self.processes.clear();
+        self.stopped = true;
+        let leftovers = Leftovers::of(&self);
+        leftovers.remove().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+impl Drop for Service {
+    /// A test that failed (or forgot `stop`) still leaves nothing behind: its processes
+    /// are killed and its database, files and queues removed, on a thread of its own
+    /// (a drop inside the test's runtime cannot wait on that runtime).
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.processes.clear();
+        let leftovers = Leftovers::of(self);
+        let cleaned = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            runtime.block_on(leftovers.remove())
+        })
+        .join();
+        match cleaned {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("cleaning up after the test: {e} (scripts/clean-test-leftovers.sh removes it)"),
+            Err(_) => eprintln!("cleaning up after the test panicked (scripts/clean-test-leftovers.sh removes what is left)"),
+        }
+    }
+}
+
+/// What a [`Service`] made outside its processes.
+struct Leftovers {
+    db_name: String,
+    dir: PathBuf,
+    amqp_url: String,
+    prefix: String,
+}
+
+impl Leftovers {
+    fn of(service: &Service) -> Self {
+        let var = |name: &str| service.vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+        Self { db_name: service.db_name.clone(), dir: service.dir.clone(), amqp_url: var("ABSA_AMQP__URL"), prefix: var("ABSA_AMQP__PREFIX") }
+    }
+
+    async fn remove(self) -> Result<(), String> {
         // A session of another role (a BI login a test closed) can outlive its pool's
         // close by a moment, and `WITH (FORCE)` may not terminate another role's
         // backend (42501, or the database still "being accessed"): retry for up to 10 s.
@@ -159,12 +225,12 @@ impl Service {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Err(e) => panic!("drop database: {e}"),
+                Err(e) => return Err(format!("drop database {}: {e}", self.db_name)),
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-        let var = |name: &str| self.vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
-        delete_queues(&var("ABSA_AMQP__URL"), &var("ABSA_AMQP__PREFIX")).await;
+        delete_queues(&self.amqp_url, &self.prefix).await;
+        Ok(())
     }
 }
 

@@ -4,7 +4,6 @@
 use absa_jobs::spec;
 use absa_platform::jobs::{self, JobKind, JobStatus, NewJob, Submitted};
 use absa_platform::registry::{self, PromotionMetric, PromotionPolicy};
-use absa_platform::sweeps;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -453,14 +452,14 @@ pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers
 
 /// A sweep: the spec is checked (its grid sized before it is built, every child as the
 /// training job it will be) here, the scheduler runs it.
-#[utoipa::path(post, path = "/jobs/sweep", tag = "jobs", request_body = sweeps::SweepSpec, params(IdempotencyKey),
+#[utoipa::path(post, path = "/jobs/sweep", tag = "jobs", request_body = absa_jobs::sweep::SweepSpec, params(IdempotencyKey),
     responses((status = 201, body = Job), (status = 200, description = "the same Idempotency-Key and body again: the job it made", body = Job)))]
 pub async fn submit_sweep(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: axum::body::Body) -> ApiResult<(StatusCode, Json<Job>)> {
     caller.require(Role::Mlops)?;
     let body = read_body(&headers, body, state.api.max_json_bytes).await?;
     let idempotency = Idempotency::of(&headers, "sweep", &body)?;
-    let spec: sweeps::SweepSpec = parse_json(&body)?;
-    let trials = spec.expand()?;
+    let spec: absa_jobs::sweep::SweepSpec = parse_json(&body)?;
+    let trials = spec.expand().map_err(ApiError::Unprocessable)?;
     check_base_model(&state, &spec.base_model).await?;
     dataset_rows(&state, &caller, spec.dataset_id).await?;
     let mut metrics = vec![("metric", spec.metric)];
