@@ -21,9 +21,13 @@ cd "$ROOT"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --all-targets --locked
+started=$SECONDS
 cargo test --workspace --locked --no-fail-fast "$@"
+echo "[test] fast tier: $((SECONDS - started)) s"
 if [ "$FAST" = 0 ] && [ "$#" = 0 ]; then
+  started=$SECONDS
   cargo test --workspace --locked --no-fail-fast -- --ignored
+  echo "[test] slow tier: $((SECONDS - started)) s"
 fi
 # The GPU run kit, dry (a whole run only, not one filtered by arguments): built against
 # the GPU machines' CUDA libtorch, then its sequence run on the CPU (docs/gpu-kit.md).
@@ -31,3 +35,4 @@ if [ "$FAST" = 0 ] && [ "$#" = 0 ]; then
   bash "$ROOT/scripts/gpu-kit.sh" build
   OUT="$ABSA_HOME/gpu-kit-cpu" bash "$ROOT/scripts/gpu-kit.sh" run --cpu
 fi
+echo "[test] all: $SECONDS s"

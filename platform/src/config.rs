@@ -64,9 +64,24 @@ pub struct DatabaseSettings {
     pub connect_timeout_secs: u64,
 }
 
+/// The local services' addresses (`scripts/services.sh`): the settings' defaults.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://absa:absa@127.0.0.1:5432/absa";
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// The Postgres the tests make their throwaway databases on: `ABSA_TEST_DATABASE_URL`,
+/// else the default.
+pub fn test_database_url() -> String {
+    std::env::var("ABSA_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into())
+}
+
+/// The RabbitMQ the tests use: `ABSA_TEST_AMQP_URL`, else the default.
+pub fn test_amqp_url() -> String {
+    std::env::var("ABSA_TEST_AMQP_URL").unwrap_or_else(|_| DEFAULT_AMQP_URL.into())
+}
+
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        Self { url: Secret::new("postgres://absa:absa@127.0.0.1:5432/absa"), max_connections: 8, connect_timeout_secs: 5 }
+        Self { url: Secret::new(DEFAULT_DATABASE_URL), max_connections: 8, connect_timeout_secs: 5 }
     }
 }
 
@@ -82,7 +97,7 @@ pub struct AmqpSettings {
 
 impl Default for AmqpSettings {
     fn default() -> Self {
-        Self { url: Secret::new("amqp://guest:guest@127.0.0.1:5672/%2f"), prefix: "absa".into() }
+        Self { url: Secret::new(DEFAULT_AMQP_URL), prefix: "absa".into() }
     }
 }
 

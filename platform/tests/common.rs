@@ -2,11 +2,11 @@
 //! Addresses of the real services the tests talk to (started by scripts/services.sh).
 
 pub fn admin_database_url() -> String {
-    std::env::var("ABSA_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://absa:absa@127.0.0.1:5432/absa".into())
+    absa_platform::config::test_database_url()
 }
 
 pub fn amqp_url() -> String {
-    std::env::var("ABSA_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    absa_platform::config::test_amqp_url()
 }
 
 pub fn unique_name(prefix: &str) -> String {

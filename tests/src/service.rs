@@ -15,11 +15,11 @@ use crate::http::Api;
 use crate::{binary, Process};
 
 pub fn admin_url() -> String {
-    std::env::var("ABSA_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://absa:absa@127.0.0.1:5432/absa".into())
+    absa_platform::config::test_database_url()
 }
 
 pub fn amqp_url() -> String {
-    std::env::var("ABSA_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    absa_platform::config::test_amqp_url()
 }
 
 /// A throwaway database and queue names, the API running on a free port.

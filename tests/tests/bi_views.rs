@@ -13,9 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-fn admin_url() -> String {
-    std::env::var("ABSA_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://absa:absa@127.0.0.1:5432/absa".into())
-}
+use absa_platform::config::test_database_url as admin_url;
 
 const TEAM_A: Uuid = Uuid::from_u128(0xa);
 const TEAM_B: Uuid = Uuid::from_u128(0xb);

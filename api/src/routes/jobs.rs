@@ -1,7 +1,7 @@
 //! `/v1/jobs`: submit training and scoring jobs (idempotent with `Idempotency-Key`),
 //! their status with progress and events, per-epoch metrics, row errors, cancellation.
 
-use absa_jobs::spec;
+use absa_jobs::{spec, TrainParams};
 use absa_platform::jobs::{self, JobKind, JobStatus, NewJob, Submitted};
 use absa_platform::registry::{self, PromotionMetric, PromotionPolicy};
 use axum::extract::{Path, Query, State};
@@ -365,8 +365,8 @@ pub async fn submit_train(State(state): State<AppState>, caller: Caller, headers
     if let Some(model) = &req.model {
         parameters["model"] = json!(model);
     }
-    // The same check the scheduler and the trainer make.
-    spec::check_train(&parameters).map_err(ApiError::Unprocessable)?;
+    // The same check the scheduler and the trainer make; stored as the trainer reads it.
+    let parameters = serde_json::to_value(TrainParams::from_value(&parameters).map_err(ApiError::Unprocessable)?).expect("training parameters serialise");
     check_base_model(&state, &req.base_model).await?;
     check_model_labels(&state, &caller, req.model.as_deref(), req.dataset_id, req.labels.as_deref()).await?;
     if let Some(policy) = &req.promote {

@@ -30,9 +30,9 @@ use uuid::Uuid;
 #[command(name = "absa-jobs-bench")]
 struct Args {
     /// Any existing database on the server; the bench creates and drops its own beside it.
-    #[arg(long, env = "ABSA_BENCH_DATABASE_URL", default_value = "postgres://absa:absa@127.0.0.1:5432/absa")]
+    #[arg(long, env = "ABSA_BENCH_DATABASE_URL", default_value = absa_platform::config::DEFAULT_DATABASE_URL)]
     database_url: String,
-    #[arg(long, env = "ABSA_BENCH_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(long, env = "ABSA_BENCH_AMQP_URL", default_value = absa_platform::config::DEFAULT_AMQP_URL)]
     amqp_url: String,
     /// Prediction rows to write.
     #[arg(long, default_value_t = 1_000_000)]

@@ -10,14 +10,11 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 pub fn admin_url() -> String {
-    std::env::var("ABSA_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://absa:absa@127.0.0.1:5432/absa".into())
+    absa_platform::config::test_database_url()
 }
 
 pub fn amqp() -> AmqpSettings {
-    AmqpSettings {
-        url: Secret::new(std::env::var("ABSA_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())),
-        ..Default::default()
-    }
+    AmqpSettings { url: Secret::new(absa_platform::config::test_amqp_url()), ..Default::default() }
 }
 
 pub struct TestDb {
