@@ -11,6 +11,7 @@
 
 pub mod promotion;
 pub mod recipe;
+pub mod score;
 pub mod spec;
 pub mod state;
 pub mod sweep;
@@ -19,6 +20,7 @@ pub mod train;
 
 pub use promotion::{PromotionMetric, PromotionPolicy};
 pub use recipe::{check_hyperparameters, Hyperparameters, InputForm, Padding, Pooling, PrecisionChoice, Recipe, SelectMetric, Sharding, HYPERPARAMETERS};
+pub use score::{ScoreParams, ShardParams};
 pub use state::{JobKind, JobStatus};
 pub use text::{brief, truncate};
 pub use train::TrainParams;

@@ -9,6 +9,7 @@
 //! and the stance targets stay in the parent.
 
 use absa_jobs::spec::score::MAX_SHARDS;
+use absa_jobs::ScoreParams;
 use absa_platform::{jobs, metrics};
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool};
@@ -53,16 +54,11 @@ struct Plan {
 
 /// Checks the parameters and the corpus; `Ok(Err(why))` when the job cannot run.
 async fn plan(tx: &mut PgConnection, team: Uuid, parameters: &Value, default_shard_size: i64) -> anyhow::Result<Result<Plan, String>> {
-    let uuid_param = |name: &str| parameters.get(name).and_then(Value::as_str).and_then(|s| s.parse::<Uuid>().ok());
-    let Some(corpus) = uuid_param("corpus_id") else { return Ok(Err("parameters: corpus_id must be a uuid".into())) };
-    let Some(model) = uuid_param("model_version_id") else { return Ok(Err("parameters: model_version_id must be a uuid".into())) };
-    let shard_size = match parameters.get("shard_size") {
-        None | Some(Value::Null) => default_shard_size,
-        Some(v) => match v.as_i64().filter(|n| *n > 0) {
-            Some(n) => n,
-            None => return Ok(Err(format!("parameters: shard_size must be a positive integer, not {v}"))),
-        },
+    let params = match ScoreParams::from_value(parameters) {
+        Ok(params) => params,
+        Err(why) => return Ok(Err(why)),
     };
+    let (corpus, model, shard_size) = (params.corpus_id, params.model_version_id, params.shard_size.unwrap_or(default_shard_size));
     // The team's own corpus and model only.
     let (corpus_ok, model_ok): (bool, bool) = sqlx::query_as(
         "SELECT EXISTS (SELECT 1 FROM corpora WHERE id = $1 AND team_id = $3),

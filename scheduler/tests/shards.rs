@@ -4,6 +4,7 @@
 
 mod common;
 
+use absa_jobs::ShardParams;
 use absa_platform::jobs::{self, JobStatus};
 use absa_scheduler::shards::{fan_out_queued, settle_parents, Settled};
 use common::TestDb;
@@ -44,7 +45,7 @@ async fn a_score_job_fans_out_into_seq_ranges_that_inherit_the_parent() {
     let db = TestDb::new("absa_test_shards").await;
     // Seqs 10..=34 with a gap: ranges step from the smallest to the largest seq.
     let (corpus, model) = db.corpus((10..=20).chain(25..=34)).await;
-    let params = json!({ "corpus_id": corpus, "model_version_id": model, "shard_size": 10, "batch_size": 32 });
+    let params = json!({ "corpus_id": corpus, "model_version_id": model, "shard_size": 10, "precision": "int8" });
     let mut job = db.job("score", 7, params.clone());
     job.max_attempts = 5;
     let parent = jobs::submit(&db.pool, &job).await.unwrap().id();
@@ -70,6 +71,9 @@ async fn a_score_job_fans_out_into_seq_ranges_that_inherit_the_parent() {
         let (from, to) = [(10, 20), (20, 30), (30, 35)][n];
         expected.as_object_mut().unwrap().extend([("shard".into(), json!(n)), ("seq_from".into(), json!(from)), ("seq_to".into(), json!(to))]);
         assert_eq!(parameters, expected);
+        // What the scheduler wrote in SQL is what the scorer reads.
+        let typed: ShardParams = serde_json::from_value(parameters).unwrap();
+        assert_eq!((typed.shard, typed.seq_from, typed.seq_to, typed.precision), (n as i32, from, to, Some(absa_jobs::score::Precision::Int8)));
         assert_eq!(key, format!("shard:{parent}:{n}"));
     }
     db.drop().await;
@@ -125,8 +129,9 @@ async fn bad_parameters_fail_the_parent_with_a_reason() {
     let db = TestDb::new("absa_test_shards").await;
     let (corpus, model) = db.corpus(0..3).await;
     let cases = [
-        (json!({ "model_version_id": model }), "corpus_id must be a uuid".to_string()),
-        (json!({ "corpus_id": corpus, "model_version_id": "x" }), "model_version_id must be a uuid".to_string()),
+        (json!({ "model_version_id": model }), "parameters: missing field `corpus_id`".to_string()),
+        (json!({ "corpus_id": corpus, "model_version_id": "x" }), "parameters: model_version_id must be a uuid, not \"x\"".to_string()),
+        (json!({ "corpus_id": corpus, "model_version_id": model, "shards": 2 }), "parameters: unknown field `shards`".to_string()),
         (json!({ "corpus_id": corpus, "model_version_id": model, "shard_size": 0 }), "shard_size must be a positive integer, not 0".to_string()),
         (json!({ "corpus_id": Uuid::nil(), "model_version_id": model }), format!("corpus {} not found", Uuid::nil())),
     ];

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use absa_domain::readers::RawRecord;
 use absa_domain::RowError;
 use absa_jobs::spec::score::StanceTarget;
+use absa_jobs::ShardParams;
 use absa_onnx::Precision;
 use absa_platform::artifacts::ArtifactStore;
 use absa_platform::jobs::{self, ClaimedJob};
@@ -18,7 +19,6 @@ use absa_platform::metrics;
 use absa_platform::predictions::{copy_predictions, PredictionRow};
 use absa_platform::worker::{self as platform_worker, JobHandler, Lease, LeaseHandle, Permanent, WorkerSettings};
 use anyhow::Context;
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -31,25 +31,6 @@ use crate::runtime::SessionOptions;
 use crate::targets::{Lexicon, NamedTargets};
 use crate::ScoreError;
 
-/// A shard's parameters: its parent `score` job's, plus the seq range.
-#[derive(Clone, Debug, Deserialize)]
-pub struct ShardParameters {
-    pub corpus_id: Uuid,
-    pub model_version_id: Uuid,
-    pub seq_from: i64,
-    /// Exclusive.
-    pub seq_to: i64,
-    #[serde(default)]
-    pub shard: i32,
-    /// Which graph to run; default the worker's `precision` setting.
-    #[serde(default)]
-    pub precision: Option<Precision>,
-    /// Terms to score wherever they occur in documents that carry no target.
-    #[serde(default)]
-    pub lexicon: Option<Vec<String>>,
-}
-
-/// The open model, kept between shards of the same version.
 struct OpenModel {
     version: Uuid,
     precision: Precision,
@@ -108,7 +89,7 @@ impl ScoreWorker {
 
     /// Scores one shard; `Ok(false)` when the lease was lost before the results committed.
     async fn score_shard(&mut self, job: &ClaimedJob, lease: &Lease) -> anyhow::Result<bool> {
-        let params: ShardParameters = serde_json::from_value(job.parameters.clone()).map_err(|e| Permanent(format!("shard parameters: {e}")))?;
+        let params: ShardParams = serde_json::from_value(job.parameters.clone()).map_err(|e| Permanent(format!("shard parameters: {e}")))?;
         let parent: Option<Uuid> = sqlx::query_scalar("SELECT parent_id FROM jobs WHERE id = $1").bind(job.id).fetch_one(&self.pool).await?;
         // Predictions belong to the corpus run (the parent), not to the shard.
         let run_id = parent.unwrap_or(job.id);
@@ -239,7 +220,7 @@ impl JobHandler for ScoreWorker {
 /// aspect with or without its span, or a named target).
 type DocumentRow = (i64, String, String, Option<String>, Option<i32>, Option<i32>, Option<String>);
 
-async fn read_documents(pool: &PgPool, team_id: Uuid, params: &ShardParameters) -> anyhow::Result<Vec<RawRecord>> {
+async fn read_documents(pool: &PgPool, team_id: Uuid, params: &ShardParams) -> anyhow::Result<Vec<RawRecord>> {
     let rows: Vec<DocumentRow> = sqlx::query_as(
         "SELECT d.seq, d.external_id, d.text, d.aspect, d.span_start, d.span_end, d.target FROM documents d
          JOIN corpora c ON c.id = d.corpus_id
@@ -313,7 +294,7 @@ impl PredictionSink for CollectSink {
 
 /// Predictions come in input order, a document's targets in text order: the n-th
 /// prediction of a seq is its target `n`.
-fn prediction_rows(predictions: Vec<Prediction>, labels: &[String], run_id: Uuid, params: &ShardParameters) -> Vec<PredictionRow> {
+fn prediction_rows(predictions: Vec<Prediction>, labels: &[String], run_id: Uuid, params: &ShardParams) -> Vec<PredictionRow> {
     let mut rows = Vec::with_capacity(predictions.len());
     let (mut last_seq, mut index) = (-1i64, 0i32);
     for p in predictions {

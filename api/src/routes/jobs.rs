@@ -1,7 +1,7 @@
 //! `/v1/jobs`: submit training and scoring jobs (idempotent with `Idempotency-Key`),
 //! their status with progress and events, per-epoch metrics, row errors, cancellation.
 
-use absa_jobs::{spec, TrainParams};
+use absa_jobs::{spec, ScoreParams, TrainParams};
 use absa_platform::jobs::{self, JobKind, JobStatus, NewJob, Submitted};
 use absa_platform::registry::{self, PromotionMetric, PromotionPolicy};
 use axum::extract::{Path, Query, State};
@@ -447,6 +447,8 @@ pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers
         parameters["alias"] = json!(alias);
     }
     parameters.as_object_mut().expect("an object").extend(extra);
+    // Stored as the scheduler and the scorer read it.
+    let parameters = serde_json::to_value(ScoreParams::from_value(&parameters).map_err(ApiError::Unprocessable)?).expect("score parameters serialise");
     submit(&state, &caller, JobKind::Score, parameters, req.tags, priority, idempotency).await
 }
 
