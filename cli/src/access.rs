@@ -81,7 +81,7 @@ pub fn login(api_url: Option<String>, config_flag: Option<PathBuf>, profile: Opt
     let profile = profile.or_else(|| env(config::ENV_PROFILE));
     let key = secret_from_stdin(&format!("API key for {url}"))?;
     if key.is_empty() {
-        return Err(exit::KeyRefused("no API key on standard input".into()).into());
+        return Err(exit::Refused::key("no API key on standard input").into());
     }
     let me = Client::new(&url, Some(key.clone())).get("/v1/me", &[])?;
     config::save_profile(&path, profile.as_deref(), &url, &key)?;

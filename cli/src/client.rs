@@ -137,7 +137,7 @@ impl Client {
             let key = self
                 .key
                 .as_deref()
-                .ok_or_else(|| crate::exit::KeyRefused("no API key: pass --api-key, set ABSA_API_KEY, or put api_key in ~/.config/absa/cli.toml".into()))?;
+                .ok_or_else(|| crate::exit::Refused::key("no API key: pass --api-key, set ABSA_API_KEY, or put api_key in ~/.config/absa/cli.toml"))?;
             req = req.header("Authorization", format!("Bearer {key}"));
         }
         for (k, v) in query {

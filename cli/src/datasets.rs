@@ -229,7 +229,7 @@ pub fn id_of(c: &Client, kind: Named, given: &str) -> Result<String> {
     let page = c.get(path, &[("name", given.to_owned())])?;
     match page.get(field).and_then(Value::as_array).and_then(|items| items.first()) {
         Some(item) => Ok(get(item, "id")),
-        None => Err(exit::NotFound(format!("no {} named {given:?} in the team", kind.word())).into()),
+        None => Err(exit::Refused::not_found(format!("no {} named {given:?} in the team", kind.word())).into()),
     }
 }
 
@@ -263,7 +263,7 @@ fn upload(c: &Client, kind: Named, path: &Path, name: String, format: Option<Fil
         }
     }
     if matches!(kind, Named::Dataset) && me.get("role").and_then(Value::as_str) == Some("analyst") {
-        return Err(exit::KeyRefused("uploading datasets needs the mlops role; this key has analyst".into()).into());
+        return Err(exit::Refused::key("uploading datasets needs the mlops role; this key has analyst").into());
     }
     let content_type = match format {
         FileFormat::Jsonl => "application/x-ndjson",

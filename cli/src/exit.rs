@@ -20,52 +20,41 @@ pub const JOB_CANCELLED: u8 = 6;
 /// has already finished, a name taken (409).
 pub const CONFLICT: u8 = 7;
 
-/// A request the client refuses before sending, for want of a key or of a role.
+/// A request the client refuses before sending, and the exit code that says why:
+/// [`AUTH`] for want of a key or of a role, [`NOT_FOUND`] for a name the API's listing
+/// does not have, [`CONFLICT`] for a name already taken.
 #[derive(Debug)]
-pub struct KeyRefused(pub String);
+pub struct Refused {
+    pub code: u8,
+    pub message: String,
+}
 
-impl std::fmt::Display for KeyRefused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl Refused {
+    pub fn key(message: impl Into<String>) -> Self {
+        Self { code: AUTH, message: message.into() }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self { code: NOT_FOUND, message: message.into() }
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self { code: CONFLICT, message: message.into() }
     }
 }
 
-impl std::error::Error for KeyRefused {}
-
-/// A name the API's listing does not have (the client's own 404).
-#[derive(Debug)]
-pub struct NotFound(pub String);
-
-impl std::fmt::Display for NotFound {
+impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
-impl std::error::Error for NotFound {}
-
-/// A conflict the client finds before sending (a name already taken).
-#[derive(Debug)]
-pub struct Conflict(pub String);
-
-impl std::fmt::Display for Conflict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Conflict {}
+impl std::error::Error for Refused {}
 
 /// The exit code of an error: by HTTP status where the API answered.
 pub fn of_error(e: &anyhow::Error) -> u8 {
-    if e.downcast_ref::<KeyRefused>().is_some() {
-        return AUTH;
-    }
-    if e.downcast_ref::<NotFound>().is_some() {
-        return NOT_FOUND;
-    }
-    if e.downcast_ref::<Conflict>().is_some() {
-        return CONFLICT;
+    if let Some(refused) = e.downcast_ref::<Refused>() {
+        return refused.code;
     }
     match e.downcast_ref::<ApiError>().map(|a| a.status) {
         Some(401 | 403) => AUTH,
@@ -102,9 +91,9 @@ mod tests {
         let codes: Vec<u8> = [401, 403, 404, 409, 422, 500].into_iter().map(|s| of_error(&api(s))).collect();
         assert_eq!(codes, [AUTH, AUTH, NOT_FOUND, CONFLICT, ERROR, ERROR]);
         assert_eq!(of_error(&anyhow::anyhow!("could not reach the API")), ERROR);
-        assert_eq!(of_error(&KeyRefused("no API key".into()).into()), AUTH);
-        assert_eq!(of_error(&NotFound("no dataset named x".into()).into()), NOT_FOUND);
-        assert_eq!(of_error(&Conflict("name taken".into()).into()), CONFLICT);
+        assert_eq!(of_error(&Refused::key("no API key").into()), AUTH);
+        assert_eq!(of_error(&Refused::not_found("no dataset named x").into()), NOT_FOUND);
+        assert_eq!(of_error(&Refused::conflict("name taken").into()), CONFLICT);
         assert_eq!([of_job_state("succeeded"), of_job_state("failed"), of_job_state("cancelled")], [0, JOB_FAILED, JOB_CANCELLED]);
     }
 }

@@ -73,7 +73,7 @@ pub fn run_registered_models(c: &Client, cmd: RegisteredModelCmd) -> Result<Exit
             match c.get(&path(&name), &[]) {
                 Ok(_) => {
                     let taken = format!("registered model {name:?} already exists; `absa registered-models update` changes its description and tags");
-                    return Err(exit::Conflict(taken).into());
+                    return Err(exit::Refused::conflict(taken).into());
                 }
                 Err(e) if e.downcast_ref::<ApiError>().is_some_and(|a| a.status == 404) => {}
                 Err(e) => return Err(e),

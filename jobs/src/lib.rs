@@ -9,6 +9,7 @@
 //! these types, so a setting added to the recipe reaches every door without another
 //! list to keep. No database and no queue here: plain types, cheap for any crate.
 
+pub mod fields;
 pub mod promotion;
 pub mod recipe;
 pub mod score;

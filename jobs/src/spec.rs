@@ -8,7 +8,9 @@ pub use crate::recipe::{check_hyperparameters, hyperparameter_names, hyperparame
 pub use crate::text::{brief, truncate};
 use serde_json::Value;
 
+use crate::fields::struct_fields;
 use crate::promotion::{self, PromotionPolicy};
+use crate::train::TrainParams;
 
 /// Priorities a client may give: they order a team's own jobs.
 pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -100..=100;
@@ -75,20 +77,13 @@ pub fn check_devices(gpus: u64, ranks: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// Keys a stored training job's parameters may have besides the ones checked here:
-/// what the scheduler adds to say where a job came from.
-const PROVENANCE_KEYS: [&str; 2] = ["retrain", "sweep"];
-
 /// A training job's parameters as stored (the `parameters` of a `train` job): every
-/// field checked, unknown ones refused.
+/// field checked, unknown ones refused (the known ones are [`TrainParams`]' fields).
 pub fn check_train(parameters: &Value) -> Result<(), String> {
     let p = parameters.as_object().ok_or("training parameters: a JSON object")?;
-    for key in p.keys() {
-        if !["dataset_id", "base_model", "hyperparameters", "labels", "gpus", "ranks", "promote", "model"].contains(&key.as_str())
-            && !PROVENANCE_KEYS.contains(&key.as_str())
-        {
-            return Err(format!("unknown field {:?}", truncate(key, 40)));
-        }
+    let known = struct_fields::<TrainParams>();
+    if let Some(key) = p.keys().find(|key| !known.contains(&key.as_str())) {
+        return Err(format!("unknown field {:?}", truncate(key, 40)));
     }
     match p.get("dataset_id").and_then(Value::as_str).map(uuid::Uuid::parse_str) {
         Some(Ok(_)) => {}

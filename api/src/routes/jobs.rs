@@ -1,6 +1,7 @@
 //! `/v1/jobs`: submit training and scoring jobs (idempotent with `Idempotency-Key`),
 //! their status with progress and events, per-epoch metrics, row errors, cancellation.
 
+use absa_jobs::score::Precision;
 use absa_jobs::{spec, ScoreParams, TrainParams};
 use absa_platform::jobs::{self, JobKind, JobStatus, NewJob, Submitted};
 use absa_platform::registry::{self, PromotionMetric, PromotionPolicy};
@@ -388,31 +389,28 @@ pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers
     let req: ScoreRequest = parse_json(&body)?;
     let priority = check_priority(req.priority)?;
     // Bounds first, then the lookups.
-    let mut extra = Map::new();
-    match (req.target_mode.as_deref().unwrap_or("given"), req.lexicon) {
-        ("given", None) => {}
+    let lexicon = match (req.target_mode.as_deref().unwrap_or("given"), req.lexicon) {
+        ("given", None) => None,
         ("lexicon", Some(terms)) => {
             spec::score::check_lexicon(&terms).map_err(ApiError::Unprocessable)?;
-            extra.insert("lexicon".into(), json!(terms));
+            Some(terms)
         }
         ("lexicon", None) => return Err(ApiError::Unprocessable("target_mode lexicon needs a lexicon".into())),
         ("given", Some(_)) => return Err(ApiError::Unprocessable("a lexicon needs target_mode \"lexicon\"".into())),
         (other, _) => return Err(ApiError::Unprocessable(format!("target_mode {:?}: expected given or lexicon", spec::truncate(other, 40)))),
-    }
-    if let Some(targets) = req.targets {
-        spec::score::check_targets(&targets).map_err(ApiError::Unprocessable)?;
-        extra.insert("targets".into(), json!(targets));
+    };
+    if let Some(targets) = &req.targets {
+        spec::score::check_targets(targets).map_err(ApiError::Unprocessable)?;
     }
     if let Some(size) = req.shard_size {
         spec::score::check_shard_size(size).map_err(ApiError::Unprocessable)?;
-        extra.insert("shard_size".into(), json!(size));
     }
-    if let Some(p) = req.precision {
-        if p != "fp32" && p != "int8" {
-            return Err(ApiError::Unprocessable(format!("precision {:?}: expected fp32 or int8", spec::truncate(&p, 40))));
-        }
-        extra.insert("precision".into(), json!(p));
-    }
+    let precision = match req.precision.as_deref() {
+        None => None,
+        Some("fp32") => Some(Precision::Fp32),
+        Some("int8") => Some(Precision::Int8),
+        Some(other) => return Err(ApiError::Unprocessable(format!("precision {:?}: expected fp32 or int8", spec::truncate(other, 40)))),
+    };
     let corpus: Option<i32> =
         sqlx::query_scalar("SELECT 1 FROM corpora WHERE id = $1 AND team_id = $2").bind(req.corpus_id).bind(caller.team_id).fetch_optional(&state.pool).await?;
     if corpus.is_none() {
@@ -442,13 +440,17 @@ pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers
         }
         _ => return Err(ApiError::Unprocessable("give exactly one of model_version_id and alias".into())),
     };
-    let mut parameters = json!({ "corpus_id": req.corpus_id, "model_version_id": model });
-    if let Some(alias) = &req.alias {
-        parameters["alias"] = json!(alias);
-    }
-    parameters.as_object_mut().expect("an object").extend(extra);
     // Stored as the scheduler and the scorer read it.
-    let parameters = serde_json::to_value(ScoreParams::from_value(&parameters).map_err(ApiError::Unprocessable)?).expect("score parameters serialise");
+    let parameters = ScoreParams {
+        corpus_id: req.corpus_id,
+        model_version_id: model,
+        alias: req.alias,
+        shard_size: req.shard_size,
+        precision,
+        lexicon,
+        targets: req.targets,
+    };
+    let parameters = serde_json::to_value(parameters).expect("score parameters serialise");
     submit(&state, &caller, JobKind::Score, parameters, req.tags, priority, idempotency).await
 }
 
