@@ -100,28 +100,26 @@ pub async fn advance(pool: &PgPool) -> Result<Advanced> {
         sqlx::query_scalar("SELECT id FROM jobs WHERE kind = 'sweep' AND state IN ('queued', 'running') ORDER BY created_at").fetch_all(pool).await?;
     for id in ids {
         let mut tx = pool.begin().await?;
-        let row: Option<(Uuid, String, Value, i32)> =
-            sqlx::query_as("SELECT team_id, state, parameters, priority FROM jobs WHERE id = $1 AND state IN ('queued', 'running') FOR UPDATE SKIP LOCKED")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((team, state, parameters, priority)) = row else { continue };
-        let spec: SweepSpec = match serde_json::from_value(parameters.clone())
-            .map_err(|e| e.to_string())
-            .and_then(|s: SweepSpec| s.expand().map(|t| (s, t)).map_err(|e| e.to_string()))
-        {
-            Ok((spec, _)) => spec,
-            Err(reason) => {
-                sqlx::query("UPDATE jobs SET state = 'failed', last_error = $2, updated_at = now() WHERE id = $1")
-                    .bind(id)
-                    .bind(format!("parameters: {reason}"))
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                continue;
-            }
-        };
-        let trials = spec.expand().map_err(PlatformError::InvalidData)?;
+        let row: Option<(Uuid, String, Value, i32, Value)> = sqlx::query_as(
+            "SELECT team_id, state, parameters, priority, tags FROM jobs WHERE id = $1 AND state IN ('queued', 'running') FOR UPDATE SKIP LOCKED",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((team, state, parameters, priority, tags)) = row else { continue };
+        let (spec, trials) =
+            match serde_json::from_value(parameters).map_err(|e| e.to_string()).and_then(|spec: SweepSpec| spec.expand().map(|trials| (spec, trials))) {
+                Ok(expanded) => expanded,
+                Err(reason) => {
+                    sqlx::query("UPDATE jobs SET state = 'failed', last_error = $2, updated_at = now() WHERE id = $1")
+                        .bind(id)
+                        .bind(format!("parameters: {reason}"))
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    continue;
+                }
+            };
         if state == "queued" {
             sqlx::query("UPDATE jobs SET state = 'running', attempts = 1, updated_at = now() WHERE id = $1").bind(id).execute(&mut *tx).await?;
             jobs::event(&mut *tx, id, "sweep_started", json!({ "trials": trials.len(), "max_concurrency": spec.max_concurrency })).await?;
@@ -144,7 +142,8 @@ pub async fn advance(pool: &PgPool) -> Result<Advanced> {
                 idempotency_key: Some(format!("sweep:{id}:{created}")),
                 parent_id: Some(id),
                 request_hash: None,
-                tags: serde_json::Value::Null,
+                // The sweep's tags, so a team's filter by tag finds the children too.
+                tags: tags.clone(),
             };
             jobs::submit_in(&mut tx, &job).await?;
             created += 1;

@@ -151,3 +151,30 @@ async fn cancelling_stops_the_holder_and_the_children() {
     assert!(!jobs::cancel(&db.pool, parent).await.unwrap(), "a finished job cannot be cancelled again");
     db.drop().await;
 }
+
+#[tokio::test]
+async fn a_sweeps_children_are_one_training_job_per_trial_with_the_sweeps_tags() {
+    let db = TestDb::new().await;
+    let team = db.team().await;
+    let spec = serde_json::json!({ "dataset_id": Uuid::nil(), "base_model": "m", "grid": { "seed": [1, 2, 3] }, "max_concurrency": 2 });
+    let tags = serde_json::json!({ "project": "laptops" });
+    let sweep = jobs::submit(&db.pool, &NewJob { tags: tags.clone(), ..NewJob::new(team, jobs::JobKind::Sweep, spec) }).await.unwrap().id();
+    let advanced = absa_platform::sweeps::advance(&db.pool).await.unwrap();
+    assert_eq!(advanced.children_started, 2, "max_concurrency bounds the children started");
+    let children: Vec<(String, serde_json::Value, serde_json::Value)> =
+        sqlx::query_as("SELECT kind, tags, parameters FROM jobs WHERE parent_id = $1 ORDER BY parameters -> 'sweep' -> 'trial'")
+            .bind(sweep)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(children.len(), 2);
+    for (trial, (kind, child_tags, parameters)) in children.iter().enumerate() {
+        assert_eq!(kind, "train");
+        assert_eq!(child_tags, &tags);
+        let child = absa_jobs::TrainParams::from_value(parameters).unwrap();
+        assert_eq!(child.hyperparameters.seed, Some(trial as u64 + 1));
+        assert_eq!(child.sweep.unwrap()["trial"], trial);
+    }
+    assert_eq!(jobs::status(&db.pool, sweep).await.unwrap(), Some(JobStatus::Running));
+    db.drop().await;
+}
