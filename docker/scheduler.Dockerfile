@@ -10,6 +10,9 @@ WORKDIR /src
 # Every workspace member's folder (the workspace only resolves with all manifests) and
 # the migrations the binaries embed; nothing else of the build context.
 COPY Cargo.toml Cargo.lock ./
+# Compile-time query checks read .sqlx (config.toml: SQLX_OFFLINE); no database at build time.
+COPY .cargo .cargo
+COPY .sqlx .sqlx
 COPY jobs jobs
 COPY domain domain
 COPY onnx onnx

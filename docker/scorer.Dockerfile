@@ -14,6 +14,9 @@ ARG ORT_VERSION=1.31.1
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# Compile-time query checks read .sqlx (config.toml: SQLX_OFFLINE); no database at build time.
+COPY .cargo .cargo
+COPY .sqlx .sqlx
 COPY jobs jobs
 COPY domain domain
 COPY onnx onnx

@@ -39,6 +39,9 @@ ENV LIBTORCH=/opt/libtorch
 RUN apt-get update && apt-get install -y --no-install-recommends libgloo-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# Compile-time query checks read .sqlx (config.toml: SQLX_OFFLINE); no database at build time.
+COPY .cargo .cargo
+COPY .sqlx .sqlx
 COPY jobs jobs
 COPY domain domain
 COPY onnx onnx

@@ -17,8 +17,10 @@ export ABSA_PYTHON="${ABSA_PYTHON:-$(bash "$ROOT/scripts/python-env.sh")}"
 # the real helm and kubernetes-validate, for the chart's tests (tests/tests/helm_chart.rs)
 eval "$(bash "$ROOT/scripts/chart-tools.sh")"
 cd "$ROOT"
-# Formatted (rustfmt.toml) and lint-clean before anything runs.
+# Formatted (rustfmt.toml), the compile-time query data current, lint-clean before
+# anything runs.
 cargo fmt --all --check
+bash "$ROOT/scripts/sqlx-prepare.sh" --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --all-targets --locked
 started=$SECONDS

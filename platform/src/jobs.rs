@@ -91,58 +91,57 @@ pub async fn submit_in(conn: &mut sqlx::PgConnection, job: &NewJob) -> Result<Su
     let id = Uuid::new_v4();
     // One statement, so one implicit transaction: the job, its 'submitted' event and the
     // scheduler's wake-up (delivered at commit) all happen, or none does.
-    let inserted: Option<Uuid> = sqlx::query_scalar(
-        "WITH job AS (
+    let inserted = sqlx::query_scalar!(
+        r#"WITH job AS (
              INSERT INTO jobs (id, team_id, kind, priority, parameters, max_attempts, idempotency_key, parent_id, request_hash, tags)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, coalesce($11, '{}'::jsonb))
              ON CONFLICT (team_id, idempotency_key) DO NOTHING RETURNING id, kind),
          logged AS (INSERT INTO job_events (job_id, kind) SELECT id, 'submitted' FROM job)
-         SELECT job.id FROM job, pg_notify($9, job.kind)",
+         SELECT job.id AS "id!" FROM job, pg_notify($9, job.kind)"#,
+        id,
+        job.team_id,
+        job.kind.as_str(),
+        job.priority,
+        &job.parameters,
+        job.max_attempts,
+        job.idempotency_key.as_deref(),
+        job.parent_id,
+        NOTIFY_CHANNEL,
+        job.request_hash.as_deref(),
+        if job.tags.is_null() { None } else { Some(&job.tags) },
     )
-    .bind(id)
-    .bind(job.team_id)
-    .bind(job.kind.as_str())
-    .bind(job.priority)
-    .bind(&job.parameters)
-    .bind(job.max_attempts)
-    .bind(&job.idempotency_key)
-    .bind(job.parent_id)
-    .bind(NOTIFY_CHANNEL)
-    .bind(&job.request_hash)
-    .bind(if job.tags.is_null() { None } else { Some(&job.tags) })
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = inserted {
         crate::metrics::job_events("submitted", 1);
         return Ok(Submitted::Created(id));
     }
-    let (existing, hash): (Uuid, Option<String>) = sqlx::query_as("SELECT id, request_hash FROM jobs WHERE team_id = $1 AND idempotency_key = $2")
-        .bind(job.team_id)
-        .bind(&job.idempotency_key)
+    let existing = sqlx::query!("SELECT id, request_hash FROM jobs WHERE team_id = $1 AND idempotency_key = $2", job.team_id, job.idempotency_key.as_deref())
         .fetch_one(&mut *conn)
         .await?;
-    if job.request_hash.is_some() && hash != job.request_hash {
-        return Ok(Submitted::KeyReused(existing));
+    if job.request_hash.is_some() && existing.request_hash != job.request_hash {
+        return Ok(Submitted::KeyReused(existing.id));
     }
-    Ok(Submitted::Existing(existing))
+    Ok(Submitted::Existing(existing.id))
 }
 
 /// Claims job `id` for `worker` for `lease_secs`, if it is waiting to run. A message
 /// for a job already held, finished or cancelled claims nothing: that is what makes
 /// redelivered messages harmless.
 pub async fn claim(pool: &PgPool, id: Uuid, worker: &str, lease_secs: f64) -> Result<Option<ClaimedJob>> {
-    let row: Option<(Uuid, Uuid, String, Value, i32, f64)> = sqlx::query_as(
-        "UPDATE jobs SET state = 'running', lease_owner = $2,
+    let row = sqlx::query!(
+        r#"UPDATE jobs SET state = 'running', lease_owner = $2,
                 lease_expires_at = now() + make_interval(secs => $3), attempts = attempts + 1, updated_at = now()
          WHERE id = $1 AND state IN ('queued', 'dispatched')
-         RETURNING id, team_id, kind, parameters, attempts, extract(epoch FROM now() - created_at)::float8",
+         RETURNING id, team_id, kind, parameters, attempts, extract(epoch FROM now() - created_at)::float8 AS "waited_secs!""#,
+        id,
+        worker,
+        lease_secs,
     )
-    .bind(id)
-    .bind(worker)
-    .bind(lease_secs)
     .fetch_optional(pool)
     .await?;
-    let Some((id, team_id, kind, parameters, attempt, waited_secs)) = row else { return Ok(None) };
+    let Some(row) = row else { return Ok(None) };
+    let (id, team_id, kind, parameters, attempt, waited_secs) = (row.id, row.team_id, row.kind, row.parameters, row.attempts, row.waited_secs);
     crate::metrics::WORKER.queue_wait_seconds.get_or_create(&crate::metrics::labels(&[("kind", &kind)])).observe(waited_secs);
     event(pool, id, "claimed", serde_json::json!({ "worker": worker, "attempt": attempt })).await?;
     Ok(Some(ClaimedJob { id, team_id, kind, parameters, attempt }))
@@ -151,14 +150,14 @@ pub async fn claim(pool: &PgPool, id: Uuid, worker: &str, lease_secs: f64) -> Re
 /// Extends the lease and records progress (0..1). `Err(LeaseLost)` tells the worker to
 /// stop: the job was cancelled or handed to another worker.
 pub async fn heartbeat(pool: &PgPool, id: Uuid, worker: &str, lease_secs: f64, progress: f64) -> Result<std::result::Result<(), LeaseLost>> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3), progress = $4, updated_at = now()
          WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+        id,
+        worker,
+        lease_secs,
+        progress,
     )
-    .bind(id)
-    .bind(worker)
-    .bind(lease_secs)
-    .bind(progress)
     .execute(pool)
     .await?;
     Ok(if done.rows_affected() == 1 { Ok(()) } else { Err(LeaseLost(id)) })
@@ -167,12 +166,12 @@ pub async fn heartbeat(pool: &PgPool, id: Uuid, worker: &str, lease_secs: f64, p
 /// Marks the job succeeded, inside the caller's transaction (the one that wrote its
 /// results), if `worker` still holds it.
 pub async fn complete(executor: impl PgExecutor<'_>, id: Uuid, worker: &str) -> Result<std::result::Result<(), LeaseLost>> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE jobs SET state = 'succeeded', progress = 1, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
          WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+        id,
+        worker,
     )
-    .bind(id)
-    .bind(worker)
     .execute(executor)
     .await?;
     Ok(if done.rows_affected() == 1 { Ok(()) } else { Err(LeaseLost(id)) })
@@ -181,23 +180,59 @@ pub async fn complete(executor: impl PgExecutor<'_>, id: Uuid, worker: &str) -> 
 /// Records a failed attempt: back to `queued` while attempts remain, else `failed`
 /// with the error kept.
 pub async fn fail(pool: &PgPool, id: Uuid, worker: &str, error: &str) -> Result<Option<JobStatus>> {
-    let state: Option<String> = sqlx::query_scalar(
+    let state = sqlx::query_scalar!(
         "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
                 last_error = $3, lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
                 not_before = now() + make_interval(secs => least($4 * power(2, attempts - 1), $5))
          WHERE id = $1 AND lease_owner = $2 AND state = 'running' RETURNING state",
+        id,
+        worker,
+        error,
+        BACKOFF_BASE_SECS,
+        BACKOFF_MAX_SECS,
     )
-    .bind(id)
-    .bind(worker)
-    .bind(error)
-    .bind(BACKOFF_BASE_SECS)
-    .bind(BACKOFF_MAX_SECS)
     .fetch_optional(pool)
     .await?;
     if state.is_some() {
         event(pool, id, "attempt_failed", serde_json::json!({ "worker": worker, "error": error })).await?;
     }
     Ok(state.map(|s| s.parse().expect("the CHECK constraint keeps states known")))
+}
+
+/// Gives a running job back without counting the attempt (its worker is shutting
+/// down, not failing): it returns to `queued` for the scheduler to send again.
+pub async fn release(pool: &PgPool, id: Uuid, worker: &str, why: &str) -> Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE jobs SET state = 'queued', attempts = greatest(attempts - 1, 0), lease_owner = NULL,
+                lease_expires_at = NULL, not_before = NULL, updated_at = now()
+         WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+        id,
+        worker,
+    )
+    .execute(pool)
+    .await?;
+    if done.rows_affected() == 1 {
+        event(pool, id, "released", serde_json::json!({ "worker": worker, "reason": why })).await?;
+    }
+    Ok(done.rows_affected() == 1)
+}
+
+/// Fails a running job at once, whatever attempts remain: for errors no retry fixes
+/// (bad parameters, data that does not exist).
+pub async fn fail_permanently(pool: &PgPool, id: Uuid, worker: &str, error: &str) -> Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE jobs SET state = 'failed', last_error = $3, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+         WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+        id,
+        worker,
+        error,
+    )
+    .execute(pool)
+    .await?;
+    if done.rows_affected() == 1 {
+        event(pool, id, "failed", serde_json::json!({ "worker": worker, "error": error, "permanent": true })).await?;
+    }
+    Ok(done.rows_affected() == 1)
 }
 
 /// Cancels a job that has not finished. A running worker notices at its next heartbeat.
@@ -209,12 +244,12 @@ pub async fn cancel(pool: &PgPool, id: Uuid) -> Result<bool> {
 /// [`cancel`] on a connection the caller holds. A sweep's children are jobs too, so
 /// the job, its children and their children (a sweep's, a score job's shards) go.
 pub async fn cancel_in(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<bool> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE jobs SET state = 'cancelled', lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
          WHERE (id = $1 OR parent_id = $1 OR parent_id IN (SELECT c.id FROM jobs c WHERE c.parent_id = $1))
            AND state NOT IN ('succeeded', 'failed', 'cancelled')",
+        id,
     )
-    .bind(id)
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() > 0 {
@@ -226,19 +261,20 @@ pub async fn cancel_in(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<bool> 
 /// Jobs whose lease expired (their worker died or hung) go back to `queued`, or to
 /// `failed` once they used all attempts. Returns the ids re-queued, to re-dispatch.
 pub async fn reap_expired(pool: &PgPool) -> Result<Vec<Uuid>> {
-    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+    let rows = sqlx::query!(
         "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
                 last_error = coalesce(last_error, 'lease expired'), lease_owner = NULL, lease_expires_at = NULL,
                 updated_at = now(), not_before = now() + make_interval(secs => least($1 * power(2, attempts - 1), $2))
          WHERE state = 'running' AND lease_expires_at < now()
          RETURNING id, state",
+        BACKOFF_BASE_SECS,
+        BACKOFF_MAX_SECS,
     )
-    .bind(BACKOFF_BASE_SECS)
-    .bind(BACKOFF_MAX_SECS)
     .fetch_all(pool)
     .await?;
     let mut requeued = Vec::new();
-    for (id, state) in rows {
+    for row in rows {
+        let (id, state) = (row.id, row.state);
         event(pool, id, "lease_expired", serde_json::json!({ "now": state })).await?;
         if state == "queued" {
             requeued.push(id);
@@ -253,11 +289,11 @@ pub async fn reap_expired(pool: &PgPool) -> Result<Vec<Uuid>> {
 /// works), or may have been lost with a broker that went down; a second message is
 /// harmless because only one claim can succeed.
 pub async fn requeue_unclaimed(pool: &PgPool, after_secs: f64) -> Result<Vec<Uuid>> {
-    let ids: Vec<Uuid> = sqlx::query_scalar(
+    let ids = sqlx::query_scalar!(
         "UPDATE jobs SET state = 'queued', updated_at = now()
          WHERE state = 'dispatched' AND updated_at < now() - make_interval(secs => $1) RETURNING id",
+        after_secs,
     )
-    .bind(after_secs)
     .fetch_all(pool)
     .await?;
     for id in &ids {
@@ -307,8 +343,8 @@ impl Default for TeamQuotas {
 pub async fn take_dispatchable(tx: &mut sqlx::PgConnection, kinds: &[&str], limit: i64, quotas: &TeamQuotas) -> Result<Vec<Dispatchable>> {
     let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
     type Taken = (Uuid, String, i32, chrono::DateTime<chrono::Utc>, i32, Uuid);
-    let mut rows: Vec<Taken> = sqlx::query_as(
-        "WITH held AS (
+    let rows = sqlx::query!(
+        r#"WITH held AS (
              SELECT team_id, kind, count(*) FILTER (WHERE state = 'dispatched') AS waiting, count(*) AS active,
                     coalesce(sum(job_gpus(parameters)), 0) AS gpus
              FROM jobs WHERE state IN ('dispatched', 'running') AND kind = ANY($1) GROUP BY team_id, kind),
@@ -326,20 +362,21 @@ pub async fn take_dispatchable(tx: &mut sqlx::PgConnection, kinds: &[&str], limi
              SELECT c.id FROM candidates c
              LEFT JOIN held h ON h.team_id = c.team_id AND h.kind = c.kind
              LEFT JOIN team t ON t.team_id = c.team_id
-             WHERE ($4 = 0 OR c.turn + coalesce(h.waiting, 0) <= $4)
-               AND ($5 = 0 OR c.team_turn + coalesce(t.active, 0) <= $5)
-               AND ($6 = 0 OR c.gpus_so_far + coalesce(t.gpus, 0) <= $6)
+             WHERE ($4::bigint = 0 OR c.turn + coalesce(h.waiting, 0) <= $4)
+               AND ($5::bigint = 0 OR c.team_turn + coalesce(t.active, 0) <= $5)
+               AND ($6::bigint = 0 OR c.gpus_so_far + coalesce(t.gpus, 0) <= $6)
              ORDER BY c.turn, c.created_at LIMIT $2)
-         RETURNING id, kind, priority, created_at, job_gpus(parameters), team_id",
+         RETURNING id, kind, priority, created_at, job_gpus(parameters) AS "gpus!", team_id"#,
+        &kinds,
+        limit,
+        crate::workers::LIVE_SECS,
+        quotas.max_waiting,
+        quotas.max_active,
+        quotas.max_gpus,
     )
-    .bind(&kinds)
-    .bind(limit)
-    .bind(crate::workers::LIVE_SECS)
-    .bind(quotas.max_waiting)
-    .bind(quotas.max_active)
-    .bind(quotas.max_gpus)
     .fetch_all(&mut *tx)
     .await?;
+    let mut rows: Vec<Taken> = rows.into_iter().map(|r| (r.id, r.kind, r.priority, r.created_at, r.gpus, r.team_id)).collect();
     // RETURNING keeps no order: rank each team's jobs again (its priority, then age),
     // then publish by rank across teams, then age.
     rows.sort_by(|a, b| (a.5, &a.1).cmp(&(b.5, &b.1)).then(b.2.cmp(&a.2)).then(a.3.cmp(&b.3)));
@@ -357,18 +394,20 @@ pub async fn take_dispatchable(tx: &mut sqlx::PgConnection, kinds: &[&str], limi
 /// smaller ones worked it out from the device plan); the scheduler then sends it only
 /// to trainers that have them.
 pub async fn require_gpu_memory(pool: &PgPool, id: Uuid, mib: u64) -> Result<()> {
-    sqlx::query("UPDATE jobs SET parameters = parameters || jsonb_build_object('min_gpu_memory_mib', $2::bigint), updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(mib as i64)
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "UPDATE jobs SET parameters = parameters || jsonb_build_object('min_gpu_memory_mib', $2::bigint), updated_at = now() WHERE id = $1",
+        id,
+        mib as i64,
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
 /// Records, once per job, why queued GPU training jobs are not dispatched: no live
 /// trainer has what they ask for. Returns how many jobs got the event.
 pub async fn note_waiting_for_gpus(pool: &PgPool) -> Result<u64> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "INSERT INTO job_events (job_id, kind, detail)
          SELECT j.id, 'waiting_for_gpus',
                 jsonb_build_object('gpus', job_gpus(j.parameters), 'min_gpu_memory_mib', j.parameters -> 'min_gpu_memory_mib',
@@ -377,8 +416,8 @@ pub async fn note_waiting_for_gpus(pool: &PgPool) -> Result<u64> {
          WHERE j.state = 'queued' AND j.kind = 'train' AND job_gpus(j.parameters) > 0
            AND NOT trainer_offers(j.parameters, $1)
            AND NOT EXISTS (SELECT 1 FROM job_events e WHERE e.job_id = j.id AND e.kind = 'waiting_for_gpus')",
+        crate::workers::LIVE_SECS,
     )
-    .bind(crate::workers::LIVE_SECS)
     .execute(pool)
     .await?;
     crate::metrics::job_events("waiting_for_gpus", done.rows_affected());
@@ -387,14 +426,14 @@ pub async fn note_waiting_for_gpus(pool: &PgPool) -> Result<u64> {
 
 /// The job's current state.
 pub async fn status(pool: &PgPool, id: Uuid) -> Result<Option<JobStatus>> {
-    let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1").bind(id).fetch_optional(pool).await?;
+    let state = sqlx::query_scalar!("SELECT state FROM jobs WHERE id = $1", id).fetch_optional(pool).await?;
     Ok(state.map(|s| s.parse().expect("the CHECK constraint keeps states known")))
 }
 
 /// Appends to the job's event log (and counts it in `absa_job_events_total`; inside
 /// a transaction that later rolls back, the count is one ahead of the log).
 pub async fn event(executor: impl PgExecutor<'_>, id: Uuid, kind: &str, detail: Value) -> Result<()> {
-    sqlx::query("INSERT INTO job_events (job_id, kind, detail) VALUES ($1, $2, $3)").bind(id).bind(kind).bind(detail).execute(executor).await?;
+    sqlx::query!("INSERT INTO job_events (job_id, kind, detail) VALUES ($1, $2, $3)", id, kind, detail).execute(executor).await?;
     crate::metrics::job_events(kind, 1);
     Ok(())
 }

@@ -267,42 +267,6 @@ impl LeaseHandle {
     }
 }
 
-/// Gives a running job back without counting the attempt (this worker is shutting
-/// down, not failing): it returns to `queued` for the scheduler to send again.
-pub async fn release(pool: &PgPool, id: Uuid, worker: &str, why: &str) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE jobs SET state = 'queued', attempts = greatest(attempts - 1, 0), lease_owner = NULL,
-                lease_expires_at = NULL, not_before = NULL, updated_at = now()
-         WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
-    )
-    .bind(id)
-    .bind(worker)
-    .execute(pool)
-    .await?;
-    if done.rows_affected() == 1 {
-        jobs::event(pool, id, "released", serde_json::json!({ "worker": worker, "reason": why })).await?;
-    }
-    Ok(done.rows_affected() == 1)
-}
-
-/// Fails a running job at once, whatever attempts remain: for errors no retry fixes
-/// (bad parameters, data that does not exist).
-pub async fn fail_permanently(pool: &PgPool, id: Uuid, worker: &str, error: &str) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE jobs SET state = 'failed', last_error = $3, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-         WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
-    )
-    .bind(id)
-    .bind(worker)
-    .bind(error)
-    .execute(pool)
-    .await?;
-    if done.rows_affected() == 1 {
-        jobs::event(pool, id, "failed", serde_json::json!({ "worker": worker, "error": error, "permanent": true })).await?;
-    }
-    Ok(done.rows_affected() == 1)
-}
-
 /// An error no retry can fix (bad parameters, data or model that does not exist):
 /// [`record_failure`] fails the job at once instead of re-queueing it.
 #[derive(Debug, thiserror::Error)]
@@ -315,7 +279,7 @@ pub async fn record_failure(pool: &PgPool, id: Uuid, worker: &str, error: &anyho
     let message = format!("{error:#}");
     tracing::error!(job_id = %id, error = %message, "job failed");
     if error.is::<Permanent>() {
-        fail_permanently(pool, id, worker, &message).await.map(drop)
+        jobs::fail_permanently(pool, id, worker, &message).await.map(drop)
     } else {
         jobs::fail(pool, id, worker, &message).await.map(drop)
     }

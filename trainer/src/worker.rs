@@ -431,11 +431,11 @@ impl JobHandler for TrainWorker {
                 tracing::info!(job_id = %job.id, %model_version_id, "training job succeeded");
                 Ok(())
             }
-            Ok(Outcome::Released) => platform_worker::release(&self.pool, job.id, &self.name, "worker shutting down").await.map(drop),
+            Ok(Outcome::Released) => absa_platform::jobs::release(&self.pool, job.id, &self.name, "worker shutting down").await.map(drop),
             Ok(Outcome::NeedsBiggerGpus { min_gpu_memory_mib, why }) => {
                 tracing::info!(job_id = %job.id, min_gpu_memory_mib, "given back: {why}");
                 match jobs::require_gpu_memory(&self.pool, job.id, min_gpu_memory_mib).await {
-                    Ok(()) => platform_worker::release(&self.pool, job.id, &self.name, &why).await.map(drop),
+                    Ok(()) => absa_platform::jobs::release(&self.pool, job.id, &self.name, &why).await.map(drop),
                     Err(e) => Err(e),
                 }
             }
