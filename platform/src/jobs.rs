@@ -424,6 +424,34 @@ pub async fn note_waiting_for_gpus(pool: &PgPool) -> Result<u64> {
     Ok(done.rows_affected())
 }
 
+/// The job's parent (a shard's score job, a sweep child's sweep) and its parameters.
+pub async fn parent(executor: impl PgExecutor<'_>, id: Uuid) -> Result<Option<(Uuid, Value)>> {
+    let row = sqlx::query!("SELECT p.id, p.parameters FROM jobs c JOIN jobs p ON p.id = c.parent_id WHERE c.id = $1", id).fetch_optional(executor).await?;
+    Ok(row.map(|r| (r.id, r.parameters)))
+}
+
+/// The job's newest complete checkpoint (of `epoch` when given) and its epoch, from
+/// its `checkpoint_saved` events.
+pub async fn last_checkpoint(executor: impl PgExecutor<'_>, id: Uuid, epoch: Option<i64>) -> Result<Option<(Uuid, i64)>> {
+    let row = sqlx::query!(
+        r#"SELECT (e.detail->>'artifact_id')::uuid AS "artifact_id!", (e.detail->>'epoch')::bigint AS "epoch!" FROM job_events e
+           JOIN artifacts a ON a.id = (e.detail->>'artifact_id')::uuid AND a.complete
+           WHERE e.job_id = $1 AND e.kind = 'checkpoint_saved' AND ($2::bigint IS NULL OR (e.detail->>'epoch')::bigint = $2)
+           ORDER BY e.id DESC LIMIT 1"#,
+        id,
+        epoch,
+    )
+    .fetch_optional(executor)
+    .await?;
+    Ok(row.map(|r| (r.artifact_id, r.epoch)))
+}
+
+/// How many jobs there are of each kind in each state.
+pub async fn counts(executor: impl PgExecutor<'_>) -> Result<Vec<(String, String, i64)>> {
+    let rows = sqlx::query!(r#"SELECT kind, state, count(*) AS "count!" FROM jobs GROUP BY kind, state"#).fetch_all(executor).await?;
+    Ok(rows.into_iter().map(|r| (r.kind, r.state, r.count)).collect())
+}
+
 /// The job's current state.
 pub async fn status(pool: &PgPool, id: Uuid) -> Result<Option<JobStatus>> {
     let state = sqlx::query_scalar!("SELECT state FROM jobs WHERE id = $1", id).fetch_optional(pool).await?;

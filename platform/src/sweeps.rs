@@ -96,24 +96,22 @@ fn metric_column(metric: PromotionMetric) -> (&'static str, &'static str) {
 /// finish. Each sweep is handled in its own transaction holding its row.
 pub async fn advance(pool: &PgPool) -> Result<Advanced> {
     let mut done = Advanced::default();
-    let ids: Vec<Uuid> =
-        sqlx::query_scalar("SELECT id FROM jobs WHERE kind = 'sweep' AND state IN ('queued', 'running') ORDER BY created_at").fetch_all(pool).await?;
+    let ids = sqlx::query_scalar!("SELECT id FROM jobs WHERE kind = 'sweep' AND state IN ('queued', 'running') ORDER BY created_at").fetch_all(pool).await?;
     for id in ids {
         let mut tx = pool.begin().await?;
-        let row: Option<(Uuid, String, Value, i32, Value)> = sqlx::query_as(
+        let row = sqlx::query!(
             "SELECT team_id, state, parameters, priority, tags FROM jobs WHERE id = $1 AND state IN ('queued', 'running') FOR UPDATE SKIP LOCKED",
+            id,
         )
-        .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((team, state, parameters, priority, tags)) = row else { continue };
+        let Some(row) = row else { continue };
+        let (team, state, parameters, priority, tags) = (row.team_id, row.state, row.parameters, row.priority, row.tags);
         let (spec, trials) =
             match serde_json::from_value(parameters).map_err(|e| e.to_string()).and_then(|spec: SweepSpec| spec.expand().map(|trials| (spec, trials))) {
                 Ok(expanded) => expanded,
                 Err(reason) => {
-                    sqlx::query("UPDATE jobs SET state = 'failed', last_error = $2, updated_at = now() WHERE id = $1")
-                        .bind(id)
-                        .bind(format!("parameters: {reason}"))
+                    sqlx::query!("UPDATE jobs SET state = 'failed', last_error = $2, updated_at = now() WHERE id = $1", id, format!("parameters: {reason}"))
                         .execute(&mut *tx)
                         .await?;
                     tx.commit().await?;
@@ -121,14 +119,14 @@ pub async fn advance(pool: &PgPool) -> Result<Advanced> {
                 }
             };
         if state == "queued" {
-            sqlx::query("UPDATE jobs SET state = 'running', attempts = 1, updated_at = now() WHERE id = $1").bind(id).execute(&mut *tx).await?;
+            sqlx::query!("UPDATE jobs SET state = 'running', attempts = 1, updated_at = now() WHERE id = $1", id).execute(&mut *tx).await?;
             jobs::event(&mut *tx, id, "sweep_started", json!({ "trials": trials.len(), "max_concurrency": spec.max_concurrency })).await?;
         }
         if let Some(rule) = &spec.early_stopping {
             done.children_stopped += stop_losers(&mut tx, id, spec.metric, rule).await?;
         }
-        let children: Vec<(String,)> = sqlx::query_as("SELECT state FROM jobs WHERE parent_id = $1").bind(id).fetch_all(&mut *tx).await?;
-        let active = children.iter().filter(|(s,)| !["succeeded", "failed", "cancelled"].contains(&s.as_str())).count();
+        let children = sqlx::query_scalar!("SELECT state FROM jobs WHERE parent_id = $1", id).fetch_all(&mut *tx).await?;
+        let active = children.iter().filter(|s| !["succeeded", "failed", "cancelled"].contains(&s.as_str())).count();
         let mut created = children.len();
         let finished = children.len() - active;
         while created < trials.len() && created - finished < spec.max_concurrency {
@@ -150,7 +148,7 @@ pub async fn advance(pool: &PgPool) -> Result<Advanced> {
             done.children_started += 1;
         }
         let progress = finished as f64 / trials.len() as f64;
-        sqlx::query("UPDATE jobs SET progress = $2, updated_at = now() WHERE id = $1").bind(id).bind(progress).execute(&mut *tx).await?;
+        sqlx::query!("UPDATE jobs SET progress = $2, updated_at = now() WHERE id = $1", id, progress).execute(&mut *tx).await?;
         if created == trials.len() && active == 0 && finished == trials.len() {
             finish(&mut tx, id, team, &spec).await?;
             done.sweeps_finished += 1;
@@ -209,23 +207,26 @@ type Child = (Uuid, String, i32, Option<Uuid>, Option<f64>, Value);
 /// promotes it if asked, and completes the sweep.
 async fn finish(tx: &mut PgConnection, sweep: Uuid, team: Uuid, spec: &SweepSpec) -> Result<()> {
     let key = spec.metric.metrics_key();
-    let children: Vec<Child> = sqlx::query_as(
-        "SELECT c.id, c.state, (c.parameters->'sweep'->>'trial')::int, v.id, (v.metrics->>$2)::double precision, c.parameters->'sweep'->'values'
+    let children: Vec<Child> = sqlx::query!(
+        r#"SELECT c.id, c.state, (c.parameters->'sweep'->>'trial')::int AS "trial!", v.id AS "version?",
+                  (v.metrics->>$2)::double precision AS value, c.parameters->'sweep'->'values' AS "values!"
          FROM jobs c LEFT JOIN model_versions v ON v.training_job_id = c.id
-         WHERE c.parent_id = $1 ORDER BY 3",
+         WHERE c.parent_id = $1 ORDER BY 3"#,
+        sweep,
+        key,
     )
-    .bind(sweep)
-    .bind(key)
     .fetch_all(&mut *tx)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|c| (c.id, c.state, c.trial, c.version, c.value, c.values))
+    .collect();
     let judged: Vec<(&Child, Uuid, f64)> = children.iter().filter(|c| c.1 == "succeeded").filter_map(|c| Some((c, c.3?, c.4?))).collect();
     let candidates: Vec<(Map<String, Value>, f64)> = judged.iter().map(|(c, _, value)| (setting_of(c.5.as_object().unwrap_or(&Map::new())), *value)).collect();
     let best = choose(&candidates, spec.choose_by).map(|i| judged[i]);
     let table: Vec<Value> = children.iter().map(|c| json!({ "job_id": c.0, "state": c.1, "trial": c.2, "model_version_id": c.3, key: c.4 })).collect();
     let settings = setting_means(&candidates);
     let Some((child, version, value)) = best else {
-        sqlx::query("UPDATE jobs SET state = 'failed', last_error = 'no child training job succeeded', progress = 1, updated_at = now() WHERE id = $1")
-            .bind(sweep)
+        sqlx::query!("UPDATE jobs SET state = 'failed', last_error = 'no child training job succeeded', progress = 1, updated_at = now() WHERE id = $1", sweep)
             .execute(&mut *tx)
             .await?;
         jobs::event(&mut *tx, sweep, "sweep_failed", json!({ "children": table })).await?;
@@ -233,9 +234,7 @@ async fn finish(tx: &mut PgConnection, sweep: Uuid, team: Uuid, spec: &SweepSpec
     };
     let record = json!({ "sweep_id": sweep, "trial": child.2, "metric": key, "value": value, "trials": children.len(),
                          "chosen_on": "validation", "choose_by": spec.choose_by, "settings": settings, "children": table });
-    sqlx::query("UPDATE model_versions SET lineage = lineage || jsonb_build_object('sweep', $2::jsonb) WHERE id = $1")
-        .bind(version)
-        .bind(&record)
+    sqlx::query!("UPDATE model_versions SET lineage = lineage || jsonb_build_object('sweep', $2::jsonb) WHERE id = $1", version, &record)
         .execute(&mut *tx)
         .await?;
     jobs::event(&mut *tx, sweep, "sweep_chosen", json!({ "model_version_id": version, "job_id": child.0, "trial": child.2, "metric": key, "value": value, "choose_by": spec.choose_by, "settings": settings, "children": table })).await?;
@@ -245,7 +244,7 @@ async fn finish(tx: &mut PgConnection, sweep: Uuid, team: Uuid, spec: &SweepSpec
         let kind = if decision.promoted { "promoted" } else { "promotion_refused" };
         jobs::event(&mut *tx, sweep, kind, serde_json::to_value(&decision).expect("a decision serialises")).await?;
     }
-    sqlx::query("UPDATE jobs SET state = 'succeeded', progress = 1, updated_at = now() WHERE id = $1").bind(sweep).execute(&mut *tx).await?;
+    sqlx::query!("UPDATE jobs SET state = 'succeeded', progress = 1, updated_at = now() WHERE id = $1", sweep).execute(&mut *tx).await?;
     Ok(())
 }
 

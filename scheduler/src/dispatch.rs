@@ -154,7 +154,7 @@ impl Dispatcher {
     /// role with their GPUs. Only the leader samples, so each figure has one source.
     pub async fn observe(&self) -> anyhow::Result<()> {
         let m = &*metrics::SCHEDULER;
-        let jobs: Vec<(String, String, i64)> = sqlx::query_as("SELECT kind, state, count(*) FROM jobs GROUP BY kind, state").fetch_all(&self.pool).await?;
+        let jobs = jobs::counts(&self.pool).await?;
         let mut counts: BTreeMap<(&str, &str), i64> = jobs.iter().map(|(kind, state, n)| ((kind.as_str(), state.as_str()), *n)).collect();
         {
             let mut kinds = self.kinds_shown.lock().unwrap_or_else(|e| e.into_inner());

@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use absa_domain::readers::RawRecord;
 use absa_domain::RowError;
-use absa_jobs::spec::score::StanceTarget;
-use absa_jobs::ShardParams;
+use absa_jobs::{ScoreParams, ShardParams};
 use absa_onnx::Precision;
 use absa_platform::artifacts::ArtifactStore;
 use absa_platform::jobs::{self, ClaimedJob};
@@ -90,32 +89,18 @@ impl ScoreWorker {
     /// Scores one shard; `Ok(false)` when the lease was lost before the results committed.
     async fn score_shard(&mut self, job: &ClaimedJob, lease: &Lease) -> anyhow::Result<bool> {
         let params: ShardParams = serde_json::from_value(job.parameters.clone()).map_err(|e| Permanent(format!("shard parameters: {e}")))?;
-        let parent: Option<Uuid> = sqlx::query_scalar("SELECT parent_id FROM jobs WHERE id = $1").bind(job.id).fetch_one(&self.pool).await?;
+        let parent = jobs::parent(&self.pool, job.id).await?;
         // Predictions belong to the corpus run (the parent), not to the shard.
-        let run_id = parent.unwrap_or(job.id);
+        let run_id = parent.as_ref().map_or(job.id, |(id, _)| *id);
         let precision = params.precision.unwrap_or(self.default_precision);
         let model = self.model(job.team_id, params.model_version_id, precision).await?;
         // The lexicon and the stance targets are stored once, in the parent score job.
-        let (parent_lexicon, parent_targets): (Option<Value>, Option<Value>) = match parent {
-            Some(parent) => {
-                sqlx::query_as("SELECT parameters->'lexicon', parameters->'targets' FROM jobs WHERE id = $1").bind(parent).fetch_one(&self.pool).await?
-            }
-            None => (None, None),
-        };
-        let parent_lexicon: Option<Vec<String>> = match &params.lexicon {
-            Some(_) => None,
-            None => parent_lexicon
-                .filter(|t| !t.is_null())
-                .map(serde_json::from_value)
-                .transpose()
-                .map_err(|e| Permanent(format!("the parent job's lexicon: {e}")))?,
-        };
+        let parent = parent.map(|(_, parameters)| ScoreParams::from_value(&parameters)).transpose().map_err(|e| Permanent(format!("the parent job's {e}")))?;
+        let (parent_lexicon, targets) = parent.map_or((None, None), |p| (p.lexicon, p.targets));
         let lexicon = match params.lexicon.as_ref().or(parent_lexicon.as_ref()) {
             Some(terms) if !terms.is_empty() => Some(Arc::new(Lexicon::new(terms.iter().map(String::as_str)).map_err(|e| Permanent(format!("lexicon: {e}")))?)),
             _ => None,
         };
-        let targets: Option<Vec<StanceTarget>> =
-            parent_targets.filter(|t| !t.is_null()).map(serde_json::from_value).transpose().map_err(|e| Permanent(format!("the parent job's targets: {e}")))?;
         let mut options = self.engine.clone();
         options.named_targets = match targets {
             Some(list) if !list.is_empty() => {

@@ -231,16 +231,7 @@ impl TrainWorker {
 
     /// The job's newest complete checkpoint (of `epoch` when given) and its epoch.
     async fn stored_checkpoint(&self, job_id: Uuid, epoch: Option<i64>) -> anyhow::Result<Option<(Uuid, i64)>> {
-        Ok(sqlx::query_as(
-            "SELECT (e.detail->>'artifact_id')::uuid, (e.detail->>'epoch')::bigint FROM job_events e
-             JOIN artifacts a ON a.id = (e.detail->>'artifact_id')::uuid AND a.complete
-             WHERE e.job_id = $1 AND e.kind = 'checkpoint_saved' AND ($2::bigint IS NULL OR (e.detail->>'epoch')::bigint = $2)
-             ORDER BY e.id DESC LIMIT 1",
-        )
-        .bind(job_id)
-        .bind(epoch)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(absa_platform::jobs::last_checkpoint(&self.pool, job_id, epoch).await?)
     }
 
     /// Export, store the selected model, register the version and complete the job.
