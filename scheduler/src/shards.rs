@@ -24,14 +24,15 @@ pub async fn fan_out_queued(pool: &PgPool, default_shard_size: i64, limit: i64) 
         // scheduler dies half-way) stays queued with none. SKIP LOCKED: a parent that a
         // cancellation holds is left for the next pass.
         let mut tx = pool.begin().await?;
-        let parent: Option<(Uuid, Uuid, Value)> = sqlx::query_as(
+        let parent = sqlx::query!(
             "SELECT id, team_id, parameters FROM jobs
              WHERE kind = 'score' AND state = 'queued' AND (not_before IS NULL OR not_before <= now())
              ORDER BY priority DESC, created_at LIMIT 1 FOR UPDATE SKIP LOCKED",
         )
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((id, team, parameters)) = parent else { break };
+        let Some(parent) = parent else { break };
+        let (id, team, parameters) = (parent.id, parent.team_id, parent.parameters);
         match plan(&mut tx, team, &parameters, default_shard_size).await? {
             Ok(plan) => fan_out(&mut tx, id, plan).await?,
             Err(why) => reject(&mut tx, id, &why).await?,
@@ -60,24 +61,24 @@ async fn plan(tx: &mut PgConnection, team: Uuid, parameters: &Value, default_sha
     };
     let (corpus, model, shard_size) = (params.corpus_id, params.model_version_id, params.shard_size.unwrap_or(default_shard_size));
     // The team's own corpus and model only.
-    let (corpus_ok, model_ok): (bool, bool) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM corpora WHERE id = $1 AND team_id = $3),
-                EXISTS (SELECT 1 FROM model_versions WHERE id = $2 AND team_id = $3)",
+    let found = sqlx::query!(
+        r#"SELECT EXISTS (SELECT 1 FROM corpora WHERE id = $1 AND team_id = $3) AS "corpus!",
+                  EXISTS (SELECT 1 FROM model_versions WHERE id = $2 AND team_id = $3) AS "model!""#,
+        corpus,
+        model,
+        team,
     )
-    .bind(corpus)
-    .bind(model)
-    .bind(team)
     .fetch_one(&mut *tx)
     .await?;
+    let (corpus_ok, model_ok) = (found.corpus, found.model);
     if !corpus_ok {
         return Ok(Err(format!("corpus {corpus} not found")));
     }
     if !model_ok {
         return Ok(Err(format!("model version {model} not found")));
     }
-    let (min, max): (Option<i64>, Option<i64>) =
-        sqlx::query_as("SELECT min(seq), max(seq) FROM documents WHERE corpus_id = $1").bind(corpus).fetch_one(&mut *tx).await?;
-    Ok(Ok(match (min, max) {
+    let seqs = sqlx::query!("SELECT min(seq), max(seq) FROM documents WHERE corpus_id = $1", corpus).fetch_one(&mut *tx).await?;
+    Ok(Ok(match (seqs.min, seqs.max) {
         (Some(min), Some(max)) => {
             let span = i128::from(max) - i128::from(min) + 1;
             // At most MAX_SHARDS shards: a larger corpus gets larger shards.
@@ -94,55 +95,58 @@ async fn fan_out(tx: &mut PgConnection, parent: Uuid, plan: Plan) -> anyhow::Res
     // Children inherit team, priority, attempts and every parameter but the lexicon and
     // the stance targets, which are stored once, in the parent (the scorer reads them there). The idempotency
     // key makes a repeated fan-out insert nothing new.
-    let created: i64 = sqlx::query_scalar(
-        "WITH shard AS (
+    let created = sqlx::query_scalar!(
+        r#"WITH shard AS (
              INSERT INTO jobs (id, team_id, kind, priority, parameters, max_attempts, idempotency_key, parent_id)
              SELECT gen_random_uuid(), p.team_id, 'score_shard', p.priority,
                     (p.parameters - 'lexicon' - 'targets') || jsonb_build_object('shard', n, 'seq_from', $2 + n * $3,
                                                        'seq_to', least($2 + (n + 1) * $3, $5)),
                     p.max_attempts, 'shard:' || p.id || ':' || n, p.id
-             FROM jobs p, generate_series(0::bigint, $4 - 1) AS n
+             FROM jobs p, generate_series(0::bigint, $4::bigint - 1) AS n
              WHERE p.id = $1
              ON CONFLICT (team_id, idempotency_key) DO NOTHING
              RETURNING id),
          logged AS (INSERT INTO job_events (job_id, kind, detail)
                     SELECT id, 'submitted', jsonb_build_object('parent', $1::uuid) FROM shard)
-         SELECT count(*) FROM shard",
+         SELECT count(*) AS "created!" FROM shard"#,
+        parent,
+        plan.seq_min,
+        plan.shard_size,
+        plan.shards,
+        plan.seq_end,
     )
-    .bind(parent)
-    .bind(plan.seq_min)
-    .bind(plan.shard_size)
-    .bind(plan.shards)
-    .bind(plan.seq_end)
     .fetch_one(&mut *tx)
     .await?;
     metrics::job_events("submitted", created as u64);
     jobs::event(&mut *tx, parent, "fanned_out", json!({ "shards": plan.shards, "created": created, "shard_size": plan.shard_size })).await?;
     if plan.shards == 0 {
         // Nothing to score: done already.
-        sqlx::query("UPDATE jobs SET state = 'succeeded', progress = 1, lease_owner = NULL, lease_expires_at = NULL, updated_at = now() WHERE id = $1")
-            .bind(parent)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "UPDATE jobs SET state = 'succeeded', progress = 1, lease_owner = NULL, lease_expires_at = NULL, updated_at = now() WHERE id = $1",
+            parent
+        )
+        .execute(&mut *tx)
+        .await?;
         jobs::event(&mut *tx, parent, "completed", json!({ "shards": 0 })).await?;
         return Ok(());
     }
     // Running with no lease: nobody heartbeats a parent, so the reaper leaves it alone;
     // settle_parents finishes it.
-    sqlx::query("UPDATE jobs SET state = 'running', progress = 0, lease_owner = NULL, lease_expires_at = NULL, updated_at = now() WHERE id = $1")
-        .bind(parent)
+    sqlx::query!("UPDATE jobs SET state = 'running', progress = 0, lease_owner = NULL, lease_expires_at = NULL, updated_at = now() WHERE id = $1", parent)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("SELECT pg_notify($1, 'score_shard')").bind(jobs::NOTIFY_CHANNEL).execute(&mut *tx).await?;
+    sqlx::query!("SELECT FROM pg_notify($1, 'score_shard')", jobs::NOTIFY_CHANNEL).execute(&mut *tx).await?;
     Ok(())
 }
 
 async fn reject(tx: &mut PgConnection, parent: Uuid, why: &str) -> anyhow::Result<()> {
-    sqlx::query("UPDATE jobs SET state = 'failed', last_error = $2, lease_owner = NULL, lease_expires_at = NULL, updated_at = now() WHERE id = $1")
-        .bind(parent)
-        .bind(why)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE jobs SET state = 'failed', last_error = $2, lease_owner = NULL, lease_expires_at = NULL, updated_at = now() WHERE id = $1",
+        parent,
+        why
+    )
+    .execute(&mut *tx)
+    .await?;
     jobs::event(&mut *tx, parent, "failed", json!({ "error": why })).await?;
     Ok(())
 }
@@ -162,8 +166,9 @@ pub async fn settle_parents(pool: &PgPool) -> anyhow::Result<Settled> {
     // Per running parent: shards, shards succeeded, the first broken shard (failed ones
     // before cancelled ones, lowest number first) with its state and error, progress.
     type Row = (Uuid, i64, i64, Option<i32>, Option<String>, Option<String>, f64);
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT p.id, count(*), count(*) FILTER (WHERE c.state = 'succeeded'), b.shard, b.state, b.last_error, p.progress
+    let rows: Vec<Row> = sqlx::query!(
+        r#"SELECT p.id, count(*) AS "total!", count(*) FILTER (WHERE c.state = 'succeeded') AS "succeeded!",
+                b.shard AS "shard?", b.state AS "state?", b.last_error AS "last_error?", p.progress
          FROM jobs p
          JOIN jobs c ON c.parent_id = p.id
          LEFT JOIN LATERAL (
@@ -171,10 +176,13 @@ pub async fn settle_parents(pool: &PgPool) -> anyhow::Result<Settled> {
              WHERE x.parent_id = p.id AND x.state IN ('failed', 'cancelled')
              ORDER BY x.state = 'failed' DESC, (x.parameters->>'shard')::integer LIMIT 1) b ON true
          WHERE p.kind = 'score' AND p.state = 'running'
-         GROUP BY p.id, b.shard, b.state, b.last_error, p.progress",
+         GROUP BY p.id, b.shard, b.state, b.last_error, p.progress"#,
     )
     .fetch_all(pool)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|r| (r.id, r.total, r.succeeded, r.shard, r.state, r.last_error, r.progress))
+    .collect();
     let mut settled = Settled::default();
     for (parent, total, succeeded, broken_shard, broken_state, broken_error, progress) in rows {
         let fraction = succeeded as f64 / total as f64;
@@ -185,21 +193,21 @@ pub async fn settle_parents(pool: &PgPool) -> anyhow::Result<Settled> {
             };
             let message = format!("shard {shard}: {error}");
             let mut tx = pool.begin().await?;
-            let done = sqlx::query(
+            let done = sqlx::query!(
                 "UPDATE jobs SET state = 'failed', last_error = $2, progress = $3, updated_at = now()
                  WHERE id = $1 AND state = 'running'",
+                parent,
+                &message,
+                fraction,
             )
-            .bind(parent)
-            .bind(&message)
-            .bind(fraction)
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 1 {
-                let cancelled = sqlx::query(
+                let cancelled = sqlx::query!(
                     "UPDATE jobs SET state = 'cancelled', lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
                      WHERE parent_id = $1 AND state NOT IN ('succeeded', 'failed', 'cancelled')",
+                    parent,
                 )
-                .bind(parent)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -209,8 +217,7 @@ pub async fn settle_parents(pool: &PgPool) -> anyhow::Result<Settled> {
             tx.commit().await?;
         } else if succeeded == total {
             let mut tx = pool.begin().await?;
-            let done = sqlx::query("UPDATE jobs SET state = 'succeeded', progress = 1, updated_at = now() WHERE id = $1 AND state = 'running'")
-                .bind(parent)
+            let done = sqlx::query!("UPDATE jobs SET state = 'succeeded', progress = 1, updated_at = now() WHERE id = $1 AND state = 'running'", parent)
                 .execute(&mut *tx)
                 .await?;
             if done.rows_affected() == 1 {
@@ -219,11 +226,7 @@ pub async fn settle_parents(pool: &PgPool) -> anyhow::Result<Settled> {
             }
             tx.commit().await?;
         } else if fraction != progress {
-            sqlx::query("UPDATE jobs SET progress = $2, updated_at = now() WHERE id = $1 AND state = 'running'")
-                .bind(parent)
-                .bind(fraction)
-                .execute(pool)
-                .await?;
+            sqlx::query!("UPDATE jobs SET progress = $2, updated_at = now() WHERE id = $1 AND state = 'running'", parent, fraction).execute(pool).await?;
         }
     }
     Ok(settled)
