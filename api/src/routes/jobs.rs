@@ -212,8 +212,7 @@ async fn submit(
     if let Some(tags) = &tags {
         super::tags::check(tags)?;
     }
-    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE team_id = $1 AND state = 'queued' AND parent_id IS NULL")
-        .bind(caller.team_id)
+    let queued = sqlx::query_scalar!(r#"SELECT count(*) AS "queued!" FROM jobs WHERE team_id = $1 AND state = 'queued' AND parent_id IS NULL"#, caller.team_id)
         .fetch_one(&state.pool)
         .await?;
     if queued >= state.api.max_queued_per_team {
@@ -479,30 +478,28 @@ pub async fn submit_sweep(State(state): State<AppState>, caller: Caller, headers
 /// A job as the API shows it: state, progress, events and, by kind, its model version
 /// or its shards. 404 for unknown ids and for other teams' jobs alike.
 pub async fn job_json(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Json<Job>> {
-    type Row = (String, String, f64, i32, i32, Value, Value, Option<String>, DateTime<Utc>, DateTime<Utc>, Option<Uuid>);
-    let row: Option<Row> = sqlx::query_as(
+    let row = sqlx::query!(
         "SELECT kind, state, progress, attempts, max_attempts, parameters, tags, last_error, created_at, updated_at, parent_id FROM jobs WHERE id = $1 AND team_id = $2",
+        id,
+        caller.team_id,
     )
-    .bind(id)
-    .bind(caller.team_id)
     .fetch_optional(&state.pool)
-    .await?;
-    let (kind, job_state, progress, attempts, max_attempts, parameters, tags, last_error, created_at, updated_at, parent_id) =
-        row.ok_or_else(|| ApiError::NotFound(format!("job {id}")))?;
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("job {id}")))?;
     let events = events_of(state, id, 50).await?;
     let mut job = Job {
         id,
-        kind: typed(&kind)?,
-        state: typed(&job_state)?,
-        progress,
-        attempts,
-        max_attempts,
-        parameters,
-        tags,
-        last_error,
-        created_at,
-        updated_at,
-        parent_id,
+        kind: typed(&row.kind)?,
+        state: typed(&row.state)?,
+        progress: row.progress,
+        attempts: row.attempts,
+        max_attempts: row.max_attempts,
+        parameters: row.parameters,
+        tags: row.tags,
+        last_error: row.last_error,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        parent_id: row.parent_id,
         events,
         model_version_id: None,
         children: None,
@@ -513,23 +510,21 @@ pub async fn job_json(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<
         trials: None,
     };
     if job.kind == JobKind::Train {
-        let version: Option<Uuid> = sqlx::query_scalar("SELECT id FROM model_versions WHERE training_job_id = $1").bind(id).fetch_optional(&state.pool).await?;
+        let version = sqlx::query_scalar!("SELECT id FROM model_versions WHERE training_job_id = $1", id).fetch_optional(&state.pool).await?;
         job.model_version_id = Some(version);
     }
     if job.kind == JobKind::Sweep {
         job.children = Some(sweep_children(state, id).await?);
-        let chosen: Option<Value> = sqlx::query_scalar("SELECT detail FROM job_events WHERE job_id = $1 AND kind = 'sweep_chosen' ORDER BY id DESC LIMIT 1")
-            .bind(id)
+        let chosen = sqlx::query_scalar!("SELECT detail FROM job_events WHERE job_id = $1 AND kind = 'sweep_chosen' ORDER BY id DESC LIMIT 1", id)
             .fetch_optional(&state.pool)
             .await?;
         job.chosen_model_version_id = Some(chosen.as_ref().map(|d| d["model_version_id"].clone()).unwrap_or(Value::Null));
         job.settings = Some(chosen.map(|d| d["settings"].clone()).unwrap_or(Value::Null));
     }
     if job.kind == JobKind::Score {
-        let counts: Vec<(String, i64)> =
-            sqlx::query_as("SELECT state, count(*) FROM jobs WHERE parent_id = $1 GROUP BY state").bind(id).fetch_all(&state.pool).await?;
+        let counts = sqlx::query!(r#"SELECT state, count(*) AS "n!" FROM jobs WHERE parent_id = $1 GROUP BY state"#, id).fetch_all(&state.pool).await?;
         let mut shards = ShardCounts::default();
-        for (s, n) in counts {
+        for (s, n) in counts.into_iter().map(|c| (c.state, c.n)) {
             shards.total += n;
             match s.as_str() {
                 "queued" => shards.queued = n,
@@ -542,7 +537,7 @@ pub async fn job_json(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<
             }
         }
         job.shards = Some(shards);
-        job.predictions = Some(sqlx::query_scalar("SELECT count(*) FROM predictions WHERE job_id = $1").bind(id).fetch_one(&state.pool).await?);
+        job.predictions = Some(sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM predictions WHERE job_id = $1"#, id).fetch_one(&state.pool).await?);
     }
     Ok(Json(job))
 }
@@ -550,62 +545,50 @@ pub async fn job_json(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<
 /// A sweep's children: trial values, state, the last point of each validation curve,
 /// the version they registered (test figures are shown, never used for the choice).
 async fn sweep_children(state: &AppState, sweep: Uuid) -> ApiResult<Vec<SweepChild>> {
-    type Row = (
-        Uuid,
-        String,
-        Value,
-        Option<i32>,
-        Option<f64>,
-        Option<f64>,
-        Option<f64>,
-        Option<f64>,
-        Option<Uuid>,
-        Option<f64>,
-        Option<f64>,
-        Option<f64>,
-        Option<f64>,
-    );
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT c.id, c.state, c.parameters->'sweep', m.epoch, m.train_loss, m.validation_loss, m.accuracy, m.macro_f1, v.id,
-                (v.metrics->>'test_accuracy')::double precision, (v.metrics->>'test_macro_f1')::double precision,
-                (m.detail->'report'->>'f_avg')::double precision, (v.metrics->>'test_f_avg')::double precision
+    let rows = sqlx::query!(
+        r#"SELECT c.id, c.state, c.parameters->'sweep' AS "sweep!", m.epoch AS "epoch?", m.train_loss AS "train_loss?",
+                m.validation_loss AS "validation_loss?", m.accuracy AS "accuracy?", m.macro_f1 AS "macro_f1?", v.id AS "version?",
+                (v.metrics->>'test_accuracy')::double precision AS test_accuracy, (v.metrics->>'test_macro_f1')::double precision AS test_macro_f1,
+                (m.detail->'report'->>'f_avg')::double precision AS f_avg, (v.metrics->>'test_f_avg')::double precision AS test_f_avg
          FROM jobs c
          LEFT JOIN LATERAL (SELECT * FROM training_metrics t WHERE t.job_id = c.id ORDER BY t.epoch DESC LIMIT 1) m ON true
          LEFT JOIN model_versions v ON v.training_job_id = c.id
-         WHERE c.parent_id = $1 ORDER BY (c.parameters->'sweep'->>'trial')::int",
+         WHERE c.parent_id = $1 ORDER BY (c.parameters->'sweep'->>'trial')::int"#,
+        sweep,
     )
-    .bind(sweep)
     .fetch_all(&state.pool)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, st, sweep, epoch, tl, vl, acc, f1, version, test_acc, test_f1, f_avg, test_f_avg)| SweepChild {
-            job_id: id,
-            state: st,
-            trial: sweep["trial"].clone(),
-            values: sweep["values"].clone(),
-            epoch,
-            train_loss: tl,
-            validation_loss: vl,
-            validation_accuracy: acc,
-            validation_macro_f1: f1,
-            validation_f_avg: f_avg,
-            model_version_id: version,
-            test_accuracy: test_acc,
-            test_macro_f1: test_f1,
-            test_f_avg,
+        .map(|r| SweepChild {
+            job_id: r.id,
+            state: r.state,
+            trial: r.sweep["trial"].clone(),
+            values: r.sweep["values"].clone(),
+            epoch: r.epoch,
+            train_loss: r.train_loss,
+            validation_loss: r.validation_loss,
+            validation_accuracy: r.accuracy,
+            validation_macro_f1: r.macro_f1,
+            validation_f_avg: r.f_avg,
+            model_version_id: r.version,
+            test_accuracy: r.test_accuracy,
+            test_macro_f1: r.test_macro_f1,
+            test_f_avg: r.test_f_avg,
         })
         .collect())
 }
 
 async fn events_of(state: &AppState, id: Uuid, limit: i64) -> ApiResult<Vec<JobEvent>> {
-    let rows: Vec<(DateTime<Utc>, String, Value)> =
-        sqlx::query_as("SELECT at, kind, detail FROM (SELECT id, at, kind, detail FROM job_events WHERE job_id = $1 ORDER BY id DESC LIMIT $2) e ORDER BY id")
-            .bind(id)
-            .bind(limit)
-            .fetch_all(&state.pool)
-            .await?;
-    Ok(rows.into_iter().map(|(at, kind, detail)| JobEvent { id: None, at, kind, detail }).collect())
+    let rows = sqlx::query!(
+        r#"SELECT at AS "at!", kind AS "kind!", detail AS "detail!"
+           FROM (SELECT id, at, kind, detail FROM job_events WHERE job_id = $1 ORDER BY id DESC LIMIT $2) e ORDER BY id"#,
+        id,
+        limit,
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(rows.into_iter().map(|e| JobEvent { id: None, at: e.at, kind: e.kind, detail: e.detail }).collect())
 }
 
 #[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", params(("id" = Uuid, Path, description = "the job's id")), responses((status = 200, body = Job)))]
@@ -709,8 +692,7 @@ pub async fn list_jobs(State(state): State<AppState>, caller: Caller, Query(f): 
 }
 
 async fn owned_job(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<String> {
-    let kind: Option<String> =
-        sqlx::query_scalar("SELECT kind FROM jobs WHERE id = $1 AND team_id = $2").bind(id).bind(caller.team_id).fetch_optional(&state.pool).await?;
+    let kind = sqlx::query_scalar!("SELECT kind FROM jobs WHERE id = $1 AND team_id = $2", id, caller.team_id).fetch_optional(&state.pool).await?;
     kind.ok_or_else(|| ApiError::NotFound(format!("job {id}")))
 }
 
@@ -738,15 +720,12 @@ pub struct JobEventPage {
 pub async fn job_events(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>, Query(page): Query<EventPage>) -> ApiResult<Json<JobEventPage>> {
     owned_job(&state, &caller, id).await?;
     let limit = paging::limit(page.limit, 1000, 10_000)?;
-    let rows: Vec<(i64, chrono::DateTime<chrono::Utc>, String, Value)> =
-        sqlx::query_as("SELECT id, at, kind, detail FROM job_events WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3")
-            .bind(id)
-            .bind(page.after.unwrap_or(0))
-            .bind(limit + 1)
+    let rows =
+        sqlx::query!("SELECT id, at, kind, detail FROM job_events WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3", id, page.after.unwrap_or(0), limit + 1)
             .fetch_all(&state.pool)
             .await?;
-    let (rows, next_after) = paging::split(rows, limit, |r| r.0);
-    let events = rows.into_iter().map(|(event, at, kind, detail)| JobEvent { id: Some(event), at, kind, detail }).collect();
+    let (rows, next_after) = paging::split(rows, limit, |r| r.id);
+    let events = rows.into_iter().map(|e| JobEvent { id: Some(e.id), at: e.at, kind: e.kind, detail: e.detail }).collect();
     Ok(Json(JobEventPage { events, has_more: next_after.is_some(), next_after }))
 }
 
