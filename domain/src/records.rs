@@ -28,7 +28,7 @@ pub struct LabelledRow {
 }
 
 /// Why a row was not used, with its line.
-#[derive(Debug, Error, PartialEq)]
+#[derive(Clone, Debug, Error, PartialEq, Serialize, Deserialize)]
 #[error("line {line}: {reason}")]
 pub struct RowError {
     pub line: usize,

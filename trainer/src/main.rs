@@ -239,7 +239,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => {
             // The ranges every job is held to hold here too.
             absa_jobs::check_hyperparameters(&args.hyperparameters.to_map()).map_err(anyhow::Error::msg)?;
-            train(&TrainConfig::from(*args), &mut TerminalProgress::new())
+            let config = TrainConfig::from(*args);
+            train(&config, &mut TerminalProgress::new(&config))
         }
         Command::TrainFrom { run, events } => {
             let text = std::fs::read_to_string(&run).with_context(|| run.display().to_string())?;
@@ -247,7 +248,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if events {
                 train(&config, &mut EventPipe::stdio())
             } else {
-                train(&config, &mut TerminalProgress::new())
+                train(&config, &mut TerminalProgress::new(&config))
             }
         }
         Command::Launch(args) => {

@@ -1,5 +1,6 @@
-//! Views of a training run: the CLI's progress bar on a terminal (log lines
-//! otherwise), and the JSON lines a launched run's rank 0 writes for the worker.
+//! Views of a training run: local mode's (a progress bar on a terminal, log lines
+//! otherwise, and `rejected_rows.txt`), and the JSON lines a launched run's rank 0
+//! writes for the worker.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -8,25 +9,40 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::distributed::launch;
-use crate::training::{EpochRecord, Observer, StepProgress};
+use absa_domain::RowError;
 
+use crate::training::{EpochRecord, Observer, Split, StepProgress, TrainConfig};
+
+/// Local mode's view of a run: progress on the terminal, and the rows it could not
+/// use in `OUT/rejected_rows.txt` as `file:line N: reason`.
 pub struct TerminalProgress {
     bar: Option<ProgressBar>,
+    /// The run's files by split, and where the rejected rows go.
+    files: [Option<PathBuf>; 3],
+    rejected_file: PathBuf,
 }
 
 impl TerminalProgress {
-    pub fn new() -> Self {
-        Self { bar: None }
-    }
-}
-
-impl Default for TerminalProgress {
-    fn default() -> Self {
-        Self::new()
+    pub fn new(config: &TrainConfig) -> Self {
+        let files = [Split::Train, Split::Validation, Split::Test].map(|s| s.file(config).map(Path::to_path_buf));
+        Self { bar: None, files, rejected_file: config.out.join("rejected_rows.txt") }
     }
 }
 
 impl Observer for TerminalProgress {
+    fn on_rejected(&mut self, rows: &[(Split, RowError)]) {
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|(split, e)| {
+                let file = self.files[*split as usize].as_deref().map_or_else(|| format!("{split:?}"), |f| f.display().to_string());
+                format!("{file}:{e}")
+            })
+            .collect();
+        if let Err(e) = std::fs::write(&self.rejected_file, lines.join("\n")) {
+            tracing::warn!(file = %self.rejected_file.display(), error = %e, "could not write the rejected rows");
+        }
+    }
+
     fn on_start(&mut self, total_steps: i64, start_step: i64) {
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(total_steps as u64);
@@ -76,6 +92,9 @@ impl Drop for TerminalProgress {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum RunEvent {
+    Rejected {
+        rows: Vec<(Split, RowError)>,
+    },
     Start {
         total_steps: i64,
         start_step: i64,
@@ -126,6 +145,10 @@ impl<W: Write, R: BufRead> EventPipe<W, R> {
 }
 
 impl<W: Write, R: BufRead> Observer for EventPipe<W, R> {
+    fn on_rejected(&mut self, rows: &[(Split, RowError)]) {
+        self.send(&RunEvent::Rejected { rows: rows.to_vec() });
+    }
+
     fn on_start(&mut self, total_steps: i64, start_step: i64) {
         self.send(&RunEvent::Start { total_steps, start_step });
     }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use absa_domain::RowError;
 use absa_jobs::TrainParams;
 use absa_platform::artifacts::ArtifactStore;
 use absa_platform::jobs::{self, ClaimedJob};
@@ -29,7 +30,7 @@ use crate::checkpoint::{self, LoadOptions};
 use crate::distributed::launch;
 use crate::export::{self, ExportOptions};
 use crate::progress::RunEvent;
-use crate::training::{self, DeviceChoice, EpochRecord, Observer, StepProgress, TrainConfig, TrainError, TrainSummary};
+use crate::training::{self, DeviceChoice, EpochRecord, Observer, Split, StepProgress, TrainConfig, TrainError, TrainSummary};
 
 /// A `max_length` the model's position embeddings cannot hold is refused before any
 /// work (RoBERTa-family models reserve two positions for the padding offset).
@@ -145,6 +146,7 @@ impl TrainWorker {
             team_id: job.team_id,
             stored: resumed_from,
             failure: None,
+            rejected: Vec::new(),
             last_step: 0,
             timed_since: None,
         };
@@ -169,7 +171,7 @@ impl TrainWorker {
         if lease.lost() {
             return Ok(Outcome::LeaseLost);
         }
-        let outcome = self.finish(job, &params, &config, &summary, &data).await?;
+        let outcome = self.finish(job, &params, &config, &summary, &data, &observer.rejected).await?;
         if let (Outcome::Completed { .. }, Some(stored)) = (&outcome, observer.stored) {
             // The version holds the selected model: the resumable checkpoints are spent.
             for id in [stored.last, stored.best.0] {
@@ -242,6 +244,7 @@ impl TrainWorker {
         config: &TrainConfig,
         summary: &TrainSummary,
         data: &DatasetFiles,
+        rejected: &[(Split, RowError)],
     ) -> anyhow::Result<Outcome> {
         let best = summary.best_checkpoint.clone();
         let onnx_dir = config.out.join("onnx");
@@ -258,7 +261,7 @@ impl TrainWorker {
         let checkpoint = self.store.put_dir(job.team_id, "checkpoint", Some(job.id), &best).await?;
         let onnx = self.store.put_dir(job.team_id, "onnx", Some(job.id), &onnx_dir).await?;
 
-        let rejected = read_rejected(&config.out.join("rejected_rows.txt"), data);
+        let rejected = dataset_lines(rejected, data);
         let model_version_id = Uuid::new_v4();
         let snapshot = dataset_snapshot(data)?;
         let mut tx = self.pool.begin().await?;
@@ -476,6 +479,7 @@ fn run_ranks(config: &TrainConfig, ranks: u32, dir: &Path, observer: &mut JobObs
     for line in events.lines() {
         let Ok(line) = line else { break };
         match serde_json::from_str::<RunEvent>(&line) {
+            Ok(RunEvent::Rejected { rows }) => observer.on_rejected(&rows),
             Ok(RunEvent::Start { total_steps, start_step }) => observer.on_start(total_steps, start_step),
             Ok(RunEvent::Step { epoch, global_step, total_steps, loss, samples_per_second, step_rows }) => {
                 observer.on_step(&StepProgress { epoch, step_in_epoch: 0, steps_in_epoch: 0, global_step, total_steps, loss, samples_per_second, step_rows })
@@ -534,6 +538,8 @@ struct JobObserver {
     stored: Option<StoredCheckpoints>,
     /// Storing an epoch failed: the run stops and the attempt fails with this.
     failure: Option<anyhow::Error>,
+    /// The rows the engine could not use, recorded as the job's row errors at the end.
+    rejected: Vec<(Split, RowError)>,
     /// The last step counted in `absa_trainer_steps_total`, and when the steps since
     /// began (none right after an epoch's evaluation, which is no step's time).
     last_step: i64,
@@ -584,6 +590,10 @@ impl JobObserver {
 }
 
 impl Observer for JobObserver {
+    fn on_rejected(&mut self, rows: &[(Split, RowError)]) {
+        self.rejected = rows.to_vec();
+    }
+
     fn on_start(&mut self, _total_steps: i64, start_step: i64) {
         (self.last_step, self.timed_since) = (start_step, Some(Instant::now()));
     }
@@ -687,7 +697,6 @@ async fn write_dataset(pool: &PgPool, team_id: Uuid, dataset_id: Uuid, dir: &Pat
     Ok(DatasetFiles { train, validation: path_of("validation")?, test: path_of("test")?, lines })
 }
 
-/// The engine's `rejected_rows.txt` (`file:line: reason`) as dataset lines and reasons.
 /// The dataset as this job read it: its rows (all splits) and the sha256 of the files
 /// the trainer was given, train then validation then test, so a version's lineage
 /// names the exact snapshot that trained it.
@@ -702,22 +711,21 @@ fn dataset_snapshot(data: &DatasetFiles) -> anyhow::Result<(usize, String)> {
     Ok((rows, format!("{:x}", hasher.finalize())))
 }
 
-fn read_rejected(path: &Path, data: &DatasetFiles) -> Vec<(i64, String)> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut out = Vec::new();
-    for entry in text.lines().filter(|l| !l.is_empty()) {
-        let found = data.lines.iter().find_map(|(file, lines)| {
-            let rest = entry.strip_prefix(&format!("{}:", file.display()))?;
-            let (line, reason) = rest.split_once(':')?;
-            let index: usize = line.trim().parse().ok()?;
-            Some((*lines.get(index.checked_sub(1)?)?, reason.trim().to_owned()))
-        });
-        match found {
-            Some(row) => out.push(row),
-            None => out.push((0, entry.to_owned())),
-        }
-    }
-    out
+/// The rows the engine rejected as dataset lines and reasons: a row's line in its
+/// split's file maps to the dataset line the worker wrote there.
+fn dataset_lines(rejected: &[(Split, RowError)], data: &DatasetFiles) -> Vec<(i64, String)> {
+    rejected
+        .iter()
+        .map(|(split, e)| {
+            let file = match split {
+                Split::Train => Some(&data.train),
+                Split::Validation => data.validation.as_ref(),
+                Split::Test => data.test.as_ref(),
+            };
+            let line = file.and_then(|f| data.lines.get(f)).and_then(|lines| lines.get(e.line.checked_sub(1)?)).copied();
+            (line.unwrap_or(0), e.reason.clone())
+        })
+        .collect()
 }
 
 /// Copies `from` into `to`, the top-level entries whose names `keep` accepts.
@@ -757,6 +765,29 @@ pub async fn run(amqp: &absa_platform::config::AmqpSettings, topology: &Topology
 mod tests {
     use super::*;
     use absa_domain::records::{labelled_row, Columns};
+
+    #[test]
+    fn rejected_rows_map_to_the_dataset_lines_of_their_split() {
+        let (train, test) = (PathBuf::from("/run/train.jsonl"), PathBuf::from("/run/test.jsonl"));
+        let lines = HashMap::from([(train.clone(), vec![3, 5, 8]), (test.clone(), vec![2, 9])]);
+        let data = DatasetFiles { train, validation: None, test: Some(test), lines };
+        let row = |line: usize, reason: &str| RowError { line, reason: reason.into() };
+        let rejected = [(Split::Train, row(2, "empty text")), (Split::Test, row(2, "unknown label \"x\"")), (Split::Validation, row(1, "no file"))];
+        // The second train line is dataset line 5; the second test line, dataset line 9;
+        // a line no file of the job holds keeps its reason under line 0.
+        assert_eq!(dataset_lines(&rejected, &data), [(5, "empty text".into()), (9, "unknown label \"x\"".into()), (0, "no file".to_string())]);
+    }
+
+    #[test]
+    fn a_launched_runs_rejected_rows_cross_the_event_pipe_typed() {
+        let rows = vec![(Split::Validation, RowError { line: 4, reason: "span 0..30 lies outside".into() })];
+        let mut out = Vec::new();
+        crate::progress::EventPipe::new(&mut out, std::io::empty()).on_rejected(&rows);
+        match serde_json::from_slice::<RunEvent>(&out).unwrap() {
+            RunEvent::Rejected { rows: back } => assert_eq!(back, rows),
+            other => panic!("{other:?}"),
+        }
+    }
 
     /// What `write_dataset` writes reads back as the row that was uploaded.
     fn round_trip(uploaded: serde_json::Value) {

@@ -253,9 +253,32 @@ pub struct StepProgress {
     pub step_rows: usize,
 }
 
-/// Callbacks from the loop. The worker uses them for heartbeats, progress and
-/// cancellation; the CLI for its progress bar.
+/// The file of a run a row comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Split {
+    Train,
+    Validation,
+    Test,
+}
+
+impl Split {
+    /// The run's file of this split (`None`: no such file, e.g. validation held out of train).
+    pub fn file(self, config: &TrainConfig) -> Option<&Path> {
+        match self {
+            Split::Train => Some(&config.train),
+            Split::Validation => config.validation.as_deref(),
+            Split::Test => config.test.as_deref(),
+        }
+    }
+}
+
+/// Callbacks from the loop. The worker uses them for heartbeats, progress, rejected
+/// rows and cancellation; local mode for its progress bar and `rejected_rows.txt`.
 pub trait Observer {
+    /// Once, before training: every row the run's files hold that it cannot use, by
+    /// split (the line is the row's line in that split's file), in file order.
+    fn on_rejected(&mut self, _rows: &[(Split, RowError)]) {}
     fn on_start(&mut self, _total_steps: i64, _start_step: i64) {}
     fn on_step(&mut self, _progress: &StepProgress) {}
     /// After each epoch: `checkpoint` is `checkpoint-last`; `best_epoch` is the epoch
@@ -316,8 +339,8 @@ struct Prepared {
     rejected: Rejected,
     labels: LabelSet,
     input: InputForm,
-    /// Every rejected row, `file:line: reason`, written to `rejected_rows.txt`.
-    rejected_rows: Vec<String>,
+    /// Every rejected row, by split, for [`Observer::on_rejected`].
+    rejected_rows: Vec<(Split, RowError)>,
 }
 
 fn prepare(config: &TrainConfig, encoder: &AspectEncoder) -> Result<Prepared, TrainError> {
@@ -329,7 +352,7 @@ fn prepare(config: &TrainConfig, encoder: &AspectEncoder) -> Result<Prepared, Tr
     let input = config.recipe.input.unwrap_or_else(|| InputForm::for_spans(train_rows.iter().map(|r| r.span.is_some())));
     let (mut train, errs) = encode_rows(&train_rows, encoder, input, &labels);
     train_errors.extend(errs);
-    let mut rejected_rows: Vec<String> = train_errors.iter().map(|e| format!("{}:{e}", config.train.display())).collect();
+    let mut rejected_rows: Vec<(Split, RowError)> = train_errors.iter().map(|e| (Split::Train, e.clone())).collect();
     log_rejected("train", &config.train, &train_errors);
 
     let (validation, validation_rejected) = match &config.validation {
@@ -338,7 +361,7 @@ fn prepare(config: &TrainConfig, encoder: &AspectEncoder) -> Result<Prepared, Tr
             let (examples, errs) = encode_rows(&rows, encoder, input, &labels);
             errors.extend(errs);
             log_rejected("validation", path, &errors);
-            rejected_rows.extend(errors.iter().map(|e| format!("{}:{e}", path.display())));
+            rejected_rows.extend(errors.iter().map(|e| (Split::Validation, e.clone())));
             (examples, errors.len())
         }
         None => {
@@ -355,7 +378,7 @@ fn prepare(config: &TrainConfig, encoder: &AspectEncoder) -> Result<Prepared, Tr
             let (examples, errs) = encode_rows(&rows, encoder, input, &labels);
             errors.extend(errs);
             log_rejected("test", path, &errors);
-            rejected_rows.extend(errors.iter().map(|e| format!("{}:{e}", path.display())));
+            rejected_rows.extend(errors.iter().map(|e| (Split::Test, e.clone())));
             (examples, errors.len())
         }
         None => (Vec::new(), 0),
@@ -611,7 +634,8 @@ fn start(
 /// Runs (or resumes) a fine-tuning run and returns its summary. Writes
 /// `out/checkpoint-best` (the selected model, an HF directory), `out/checkpoint-last`
 /// (weights plus optimizer and trainer state), `out/metrics.jsonl` (one line per
-/// epoch), `out/rejected_rows.txt` and `out/summary.json`.
+/// epoch) and `out/summary.json`; the rows it cannot use go to
+/// [`Observer::on_rejected`].
 ///
 /// Started with torchrun's environment (see [`crate::distributed::launch`]), the
 /// process is one rank of a group: every rank runs this same loop on its part of
@@ -646,8 +670,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
     let writer = ranks.as_ref().is_none_or(|r| r.rank == 0);
     if writer {
         std::fs::create_dir_all(&config.out).map_err(io_err(&config.out))?;
-        let rejected_path = config.out.join("rejected_rows.txt");
-        std::fs::write(&rejected_path, data.rejected_rows.join("\n")).map_err(io_err(&rejected_path))?;
+        observer.on_rejected(&data.rejected_rows);
     }
 
     let last_dir = config.out.join(LAST);
