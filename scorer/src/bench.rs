@@ -78,7 +78,7 @@ pub fn read_rows(paths: &[PathBuf]) -> Result<Vec<Value>, ScoreError> {
 }
 
 fn score_values(model: &mut ScoringModel, rows: Vec<Value>, options: &EngineOptions) -> Result<ScoreStats, ScoreError> {
-    engine::run(model, engine::records_from_values(rows), None, options, Box::new(DiscardSink), ErrorLog::create(None)?, &mut |_| {})
+    engine::run(model, engine::records_from_values(rows), None, options, Box::new(DiscardSink), Box::new(ErrorLog::create(None)?), &mut |_| {})
 }
 
 /// Accuracy of `model` on a labelled set (rows with a `label` among the model's).
@@ -89,7 +89,7 @@ pub fn accuracy(model: &mut ScoringModel, rows: Vec<Value>, options: &EngineOpti
         .collect::<Result<_, _>>()?;
     let collected = Arc::new(Mutex::new(Vec::new()));
     let sink = CollectSink(Arc::clone(&collected));
-    let stats = engine::run(model, engine::records_from_values(rows), None, options, Box::new(sink), ErrorLog::create(None)?, &mut |_| {})?;
+    let stats = engine::run(model, engine::records_from_values(rows), None, options, Box::new(sink), Box::new(ErrorLog::create(None)?), &mut |_| {})?;
     let predictions: Vec<usize> = collected.lock().expect("the run is over").iter().map(|p| p.label_index()).collect();
     if predictions.len() != gold.len() {
         return Err(ScoreError::Model(format!(

@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use crate::batch::{length_sorted_batches, Instance, PaddedBatch};
 use crate::model::ScoringModel;
-use crate::output::{ErrorLog, Prediction, PredictionSink};
+use crate::output::{ErrorSink, Prediction, PredictionSink};
 use crate::rows::{FieldNames, ScoreRow};
 use crate::targets::{Lexicon, NamedTargets};
 use crate::ScoreError;
@@ -98,15 +98,15 @@ enum ToWriter {
     Errors(Vec<RowError>),
 }
 
-/// Scores `records` and writes to `sink` and `errors`; `progress` sees the running
-/// totals after every batch.
+/// Scores `records` and writes predictions to `sink` and the rows it cannot score to
+/// `errors`; `progress` sees the running totals after every batch.
 pub fn run<I>(
     model: &mut ScoringModel,
     records: I,
     lexicon: Option<Arc<Lexicon>>,
     options: &EngineOptions,
     sink: Box<dyn PredictionSink>,
-    errors: ErrorLog,
+    errors: Box<dyn ErrorSink>,
     progress: &mut dyn FnMut(&ScoreStats),
 ) -> Result<ScoreStats, ScoreError>
 where
@@ -304,7 +304,7 @@ fn score_window(
         .collect())
 }
 
-fn write(rx: Receiver<ToWriter>, mut sink: Box<dyn PredictionSink>, mut errors: ErrorLog) -> Result<(), ScoreError> {
+fn write(rx: Receiver<ToWriter>, mut sink: Box<dyn PredictionSink>, mut errors: Box<dyn ErrorSink>) -> Result<(), ScoreError> {
     for msg in rx.iter() {
         match msg {
             ToWriter::Predictions(predictions) => {

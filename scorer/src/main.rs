@@ -202,7 +202,7 @@ fn score(settings: &Settings, args: ScoreArgs) -> anyhow::Result<()> {
         PathBuf::from(p)
     });
     let sink = output::create(&args.output, &model.labels)?;
-    let errors = ErrorLog::create(Some(&errors_path))?;
+    let errors = Box::new(ErrorLog::create(Some(&errors_path))?);
 
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new_spinner();

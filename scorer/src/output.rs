@@ -302,7 +302,26 @@ impl PredictionSink for DiscardSink {
 
 // ---------------------------------------------------------------------------- errors
 
-/// Rejected rows as JSON Lines: `{"line": 12, "reason": "..."}`.
+/// Where the engine puts the rows it cannot score, by line and reason.
+pub trait ErrorSink: Send {
+    fn write(&mut self, error: &RowError) -> Result<(), ScoreError>;
+    fn finish(self: Box<Self>) -> Result<(), ScoreError> {
+        Ok(())
+    }
+}
+
+/// Keeps rejected rows in memory (the worker records them as the job's row errors).
+#[derive(Default)]
+pub struct CollectErrors(pub Arc<std::sync::Mutex<Vec<RowError>>>);
+
+impl ErrorSink for CollectErrors {
+    fn write(&mut self, error: &RowError) -> Result<(), ScoreError> {
+        self.0.lock().expect("no panics while holding the lock").push(error.clone());
+        Ok(())
+    }
+}
+
+/// Rejected rows as JSON Lines: `{"line": 12, "reason": "..."}` (local mode's file).
 pub struct ErrorLog {
     out: Option<BufWriter<File>>,
     path: Option<PathBuf>,
@@ -317,8 +336,10 @@ impl ErrorLog {
         };
         Ok(Self { out, path: path.map(Path::to_path_buf) })
     }
+}
 
-    pub fn write(&mut self, error: &RowError) -> Result<(), ScoreError> {
+impl ErrorSink for ErrorLog {
+    fn write(&mut self, error: &RowError) -> Result<(), ScoreError> {
         if let (Some(out), Some(path)) = (self.out.as_mut(), self.path.as_ref()) {
             let line = serde_json::json!({ "line": error.line, "reason": error.reason });
             writeln!(out, "{line}").map_err(io_error(path))?;
@@ -326,8 +347,9 @@ impl ErrorLog {
         Ok(())
     }
 
-    pub fn finish(self) -> Result<(), ScoreError> {
-        if let (Some(mut out), Some(path)) = (self.out, self.path) {
+    fn finish(self: Box<Self>) -> Result<(), ScoreError> {
+        let this = *self;
+        if let (Some(mut out), Some(path)) = (this.out, this.path) {
             out.flush().map_err(io_error(&path))?;
         }
         Ok(())

@@ -9,7 +9,6 @@
 use std::sync::{Arc, Mutex};
 
 use absa_domain::readers::RawRecord;
-use absa_domain::RowError;
 use absa_jobs::{ScoreParams, ShardParams};
 use absa_onnx::Precision;
 use absa_platform::artifacts::ArtifactStore;
@@ -25,7 +24,7 @@ use uuid::Uuid;
 
 use crate::engine::{self, EngineOptions, ScoreStats};
 use crate::model::ScoringModel;
-use crate::output::{ErrorLog, Prediction, PredictionSink};
+use crate::output::{CollectErrors, CollectSink, ErrorSink, Prediction, PredictionSink};
 use crate::runtime::SessionOptions;
 use crate::targets::{Lexicon, NamedTargets};
 use crate::ScoreError;
@@ -112,14 +111,14 @@ impl ScoreWorker {
         let documents = read_documents(&self.pool, job.team_id, &params).await?;
         let total = documents.len().max(1) as f64;
 
-        let errors_path = self.settings.work_dir.join(format!("{}.errors.jsonl", job.id));
-        tokio::fs::create_dir_all(&self.settings.work_dir).await.with_context(|| self.settings.work_dir.display().to_string())?;
-        let collected = Arc::new(Mutex::new(Vec::new()));
+        // A shard is bounded by its size: its predictions and rejected rows stay in memory.
+        let (collected, rejected) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
         let sink = Box::new(CollectSink(collected.clone()));
-        let (handle, errors_file) = (lease.handle(), errors_path.clone());
+        let errors = Box::new(CollectErrors(rejected.clone()));
+        let handle = lease.handle();
         let (model, stats) = tokio::task::spawn_blocking(move || {
             let mut model = model;
-            let stats = score_documents(&mut model, documents, lexicon, &options, sink, &errors_file, &handle, total);
+            let stats = score_documents(&mut model, documents, lexicon, &options, sink, errors, &handle, total);
             (model, stats)
         })
         .await
@@ -127,8 +126,7 @@ impl ScoreWorker {
         let labels = model.labels.names().to_vec();
         self.open = Some(OpenModel { version: params.model_version_id, precision, model });
         let stats = stats?;
-        let row_errors = read_errors(&errors_path).await;
-        let _ = tokio::fs::remove_file(&errors_path).await;
+        let row_errors = std::mem::take(&mut *rejected.lock().expect("no panics while holding the lock"));
         if lease.lost() {
             return Ok(false);
         }
@@ -245,11 +243,10 @@ fn score_documents(
     lexicon: Option<Arc<Lexicon>>,
     options: &EngineOptions,
     sink: Box<dyn PredictionSink>,
-    errors_file: &std::path::Path,
+    errors: Box<dyn ErrorSink>,
     lease: &LeaseHandle,
     total: f64,
 ) -> Result<ScoreStats, ScoreError> {
-    let errors = ErrorLog::create(Some(errors_file))?;
     let records = documents.into_iter().map(|r| Ok(Ok(r)));
     // The engine reports after every batch: the time between two reports that each
     // add one batch is that batch's model call.
@@ -262,19 +259,6 @@ fn score_documents(
         // Writing takes the last part of a shard.
         lease.set_progress(0.9 * stats.rows_read as f64 / total);
     })
-}
-
-/// The engine's output, kept in memory: a shard is bounded by its size.
-struct CollectSink(Arc<Mutex<Vec<Prediction>>>);
-
-impl PredictionSink for CollectSink {
-    fn write(&mut self, prediction: &Prediction) -> Result<(), ScoreError> {
-        self.0.lock().expect("no panics while holding the lock").push(prediction.clone());
-        Ok(())
-    }
-    fn finish(self: Box<Self>) -> Result<(), ScoreError> {
-        Ok(())
-    }
 }
 
 /// Predictions come in input order, a document's targets in text order: the n-th
@@ -302,14 +286,6 @@ fn prediction_rows(predictions: Vec<Prediction>, labels: &[String], run_id: Uuid
         });
     }
     rows
-}
-
-async fn read_errors(path: &std::path::Path) -> Vec<RowError> {
-    let text = tokio::fs::read_to_string(path).await.unwrap_or_default();
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .map(|v| RowError { line: v["line"].as_u64().unwrap_or(0) as usize, reason: v["reason"].as_str().unwrap_or_default().to_owned() })
-        .collect()
 }
 
 /// Runs the worker until SIGTERM.

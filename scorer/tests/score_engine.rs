@@ -1,19 +1,20 @@
 //! The scoring engine end to end on files: every target of every good row is scored
 //! once, in input order, with the probabilities of its own inputs, through small
-//! length-sorted batches and windows; bad rows land in the error file with their
+//! length-sorted batches and windows; bad rows land in the error file (or, as the
+//! worker runs it, an in-memory error sink) with their
 //! line; JSONL, CSV and Parquet in, JSONL and Parquet out; the CLI's summary line.
 
 mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use absa_domain::readers::{self, ReaderOptions};
 use absa_onnx::Precision;
 use absa_scorer::engine::{self, EngineOptions, ScoreStats};
 use absa_scorer::model::ScoringModel;
-use absa_scorer::output::{self, ErrorLog};
+use absa_scorer::output::{self, CollectErrors, CollectSink, ErrorLog};
 use absa_scorer::runtime::SessionOptions;
 use absa_scorer::targets::Lexicon;
 use common::{ToyModel, LABELS};
@@ -107,7 +108,8 @@ fn run(model_dir: &Path, input: &Path, output: &Path, errors: &Path) -> ScoreSta
     let sink = output::create(output, &model.labels).unwrap();
     let mut updates = 0;
     let stats =
-        engine::run(&mut model, records, Some(lexicon()), &small_batches(), sink, ErrorLog::create(Some(errors)).unwrap(), &mut |_| updates += 1).unwrap();
+        engine::run(&mut model, records, Some(lexicon()), &small_batches(), sink, Box::new(ErrorLog::create(Some(errors)).unwrap()), &mut |_| updates += 1)
+            .unwrap();
     assert!(updates as u64 > stats.batches, "progress is reported after every batch");
     stats
 }
@@ -158,6 +160,38 @@ fn a_jsonl_corpus_is_scored_in_input_order_with_bad_rows_reported_by_line() {
     assert_eq!((stats.rows_rejected, stats.instances_rejected, stats.rows_without_targets), (6, 1, 1));
     assert!(stats.batches >= stats.instances_scored.div_ceil(3), "batches hold at most 3");
     assert!(stats.padded_tokens >= stats.tokens && stats.tokens > 0);
+}
+
+#[test]
+fn in_memory_the_engine_hands_the_same_predictions_and_row_errors_to_its_sinks() {
+    // The worker's way: records from memory, predictions and rejected rows into
+    // in-memory sinks, no file on either side.
+    let dir = tempfile::tempdir().unwrap();
+    let toy = ToyModel::write(dir.path(), 64);
+    let (lines, wants, errors) = corpus();
+    let input = dir.path().join("corpus.jsonl");
+    write_lines(&input, &lines);
+    let records: Vec<_> = readers::open(&input, &ReaderOptions { max_line_bytes: 2000, ..ReaderOptions::default() }).unwrap().collect();
+    let mut model = ScoringModel::open(dir.path(), Precision::Fp32, &SessionOptions::with_threads(1)).unwrap();
+    let (predictions, rejected) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+    let sinks = (Box::new(CollectSink(predictions.clone())), Box::new(CollectErrors(rejected.clone())));
+    let stats = engine::run(&mut model, records.into_iter(), Some(lexicon()), &small_batches(), sinks.0, sinks.1, &mut |_| {}).unwrap();
+
+    let predictions = predictions.lock().unwrap();
+    assert_eq!(predictions.len(), wants.len());
+    for (p, w) in predictions.iter().zip(&wants) {
+        assert_eq!((p.aspect.as_str(), p.start, p.end), (w.aspect, Some(w.start), Some(w.end)));
+        let expected = toy.expected(&w.text, w.start, w.end);
+        assert!(p.probabilities.iter().zip(&expected).all(|(a, b)| (a - b).abs() < 1e-5), "{}: {:?} vs {expected:?}", w.aspect, p.probabilities);
+    }
+    let rejected = rejected.lock().unwrap();
+    let got: Vec<(usize, &str)> = rejected.iter().map(|e| (e.line, e.reason.as_str())).collect();
+    assert_eq!(got.len(), errors.len(), "{got:?}");
+    for ((line, reason), (want_line, want_reason)) in got.iter().zip(&errors) {
+        assert_eq!(line, want_line, "{reason}");
+        assert!(reason.contains(want_reason), "line {line}: {reason:?} lacks {want_reason:?}");
+    }
+    assert_eq!((stats.rows_rejected, stats.instances_rejected), (6, 1));
 }
 
 #[test]
@@ -288,6 +322,6 @@ fn a_failing_output_stops_the_run_with_the_writer_error() {
     let mut model = ScoringModel::open(dir.path(), Precision::Fp32, &SessionOptions::with_threads(1)).unwrap();
     let records = readers::open(&input, &ReaderOptions { max_line_bytes: 2000, ..ReaderOptions::default() }).unwrap();
     let sink = output::create(&out, &model.labels).unwrap();
-    let err = engine::run(&mut model, records, Some(lexicon()), &small_batches(), sink, ErrorLog::create(None).unwrap(), &mut |_| {}).unwrap_err();
+    let err = engine::run(&mut model, records, Some(lexicon()), &small_batches(), sink, Box::new(ErrorLog::create(None).unwrap()), &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("No space left on device"), "{err}");
 }

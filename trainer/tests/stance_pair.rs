@@ -248,7 +248,9 @@ fn named_targets_give_one_prediction_per_row_and_target_with_libtorch_probabilit
     let options = EngineOptions { named_targets: Some(Arc::new(named)), tokenize_threads: 1, ..Default::default() };
     let collected = Arc::new(Mutex::new(Vec::new()));
     let sink = Box::new(CollectSink(collected.clone()));
-    let stats = engine::run(&mut model, engine::records_from_values(rows.clone()), None, &options, sink, ErrorLog::create(None).unwrap(), &mut |_| {}).unwrap();
+    let stats =
+        engine::run(&mut model, engine::records_from_values(rows.clone()), None, &options, sink, Box::new(ErrorLog::create(None).unwrap()), &mut |_| {})
+            .unwrap();
     let predictions = collected.lock().unwrap().clone();
     type Seen<'a> = (&'a str, &'a str, Option<(usize, usize)>);
     let seen: Vec<Seen> = predictions.iter().map(|p| (p.id.as_str().unwrap(), p.aspect.as_str(), p.start.zip(p.end))).collect();
