@@ -16,8 +16,20 @@ pub fn load<T: DeserializeOwned>(file: Option<&Path>) -> Result<T> {
     if let Some(path) = file {
         builder = builder.add_source(::config::File::from(path).required(true));
     }
-    let settings = builder.add_source(::config::Environment::with_prefix("ABSA").prefix_separator("_").separator("__").try_parsing(true)).build()?;
+    let settings = builder.add_source(variables()).build()?;
     Ok(settings.try_deserialize()?)
+}
+
+/// Settings as a process whose environment held exactly `vars` would [`load`] them
+/// (no file): a service run inside a test process, beside others with their own.
+pub fn load_from_vars<T: DeserializeOwned>(vars: &[(String, String)]) -> Result<T> {
+    let source: ::config::Map<String, String> = vars.iter().cloned().collect();
+    Ok(::config::Config::builder().add_source(variables().source(Some(source))).build()?.try_deserialize()?)
+}
+
+/// `ABSA_*` variables, `__` between levels (`ABSA_DATABASE__URL`).
+fn variables() -> ::config::Environment {
+    ::config::Environment::with_prefix("ABSA").prefix_separator("_").separator("__").try_parsing(true)
 }
 
 /// A string that never shows up in logs or `Debug` output.

@@ -1,6 +1,8 @@
 //! A running service for end-to-end tests: a throwaway database and queue names,
-//! `absa-api` on a free port, and whatever other binaries a test starts; keys are
-//! bootstrapped with `absa-api create-key` and everything else goes through HTTP.
+//! `absa-api` on a free port (a process, or [`Service::start_in_process`]: the
+//! application built in this test process), and whatever other binaries a test
+//! starts; keys are bootstrapped with `absa-api create-key` and everything else goes
+//! through HTTP.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -30,6 +32,8 @@ pub struct Service {
     pub dir: PathBuf,
     pub api: Api,
     pub processes: Vec<Process>,
+    /// The API served from this process, when started so.
+    in_process: Option<InProcessApi>,
     /// Cleaned up by [`Service::stop`]: nothing left for `Drop` to do.
     stopped: bool,
 }
@@ -41,6 +45,24 @@ impl Service {
 
     /// [`Service::start`] with settings added or overridden (`ABSA_*` variables).
     pub async fn start_with(overrides: &[(&str, &str)]) -> Self {
+        let mut service = Self::prepare(overrides).await;
+        service.start_api("api");
+        service
+    }
+
+    /// [`Service::start_with`], the API built with `Application::build` and served on
+    /// a thread of this test process (its own runtime) instead of spawned: no process
+    /// to start, and a panic in a handler shows in the test's output.
+    pub async fn start_in_process(overrides: &[(&str, &str)]) -> Self {
+        let mut service = Self::prepare(overrides).await;
+        let api = InProcessApi::start(&service.vars);
+        assert_eq!(Some(api.addr.to_string().as_str()), service.vars.iter().find(|(k, _)| k == "ABSA_HTTP__BIND").map(|(_, v)| v.as_str()));
+        service.in_process = Some(api);
+        service
+    }
+
+    /// The database, the folders and the settings, nothing started yet.
+    async fn prepare(overrides: &[(&str, &str)]) -> Self {
         let db_name = format!("absa_api_{}", Uuid::new_v4().simple());
         let db_url = absa_platform::db::create_database(&admin_url(), &db_name).await.expect("create database");
         let shared = absa_domain::reference::shared_dir().expect("the shared reference folder (set ABSA_SHARED)");
@@ -61,9 +83,7 @@ impl Service {
             vars.retain(|(name, _)| name != k);
             vars.push((k.to_string(), v.to_string()));
         }
-        let mut service = Self { db_name, db_url, vars, dir, api: Api::new(format!("http://127.0.0.1:{port}")), processes: Vec::new(), stopped: false };
-        service.start_api("api");
-        service
+        Self { db_name, db_url, vars, dir, api: Api::new(format!("http://127.0.0.1:{port}")), processes: Vec::new(), in_process: None, stopped: false }
     }
 
     /// Starts `absa-api` (again, after a test killed it) and waits for its port.
@@ -169,6 +189,7 @@ impl Service {
     /// calling this is cleaned up by `Drop`, best effort.
     pub async fn stop(mut self) {
         self.processes.clear();
+        self.in_process = None;
         self.stopped = true;
         let leftovers = Leftovers::of(&self);
         leftovers.remove().await.unwrap_or_else(|e| panic!("{e}"));
@@ -184,6 +205,7 @@ impl Drop for Service {
             return;
         }
         self.processes.clear();
+        self.in_process = None;
         let leftovers = Leftovers::of(self);
         let cleaned = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
@@ -194,6 +216,55 @@ impl Drop for Service {
             Ok(Ok(())) => {}
             Ok(Err(e)) => eprintln!("cleaning up after the test: {e} (scripts/clean-test-leftovers.sh removes it)"),
             Err(_) => eprintln!("cleaning up after the test panicked (scripts/clean-test-leftovers.sh removes what is left)"),
+        }
+    }
+}
+
+/// `absa-api`'s application served on a thread of the test process, with its own
+/// runtime (a test's blocking HTTP calls cannot starve it); stopped when dropped.
+struct InProcessApi {
+    addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcessApi {
+    fn start(vars: &[(String, String)]) -> Self {
+        let settings: absa_api::settings::Settings = absa_platform::config::load_from_vars(vars).expect("the API's settings");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (bound, addr) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime for the API");
+            runtime.block_on(async move {
+                let app = match absa_api::Application::build(&settings).await {
+                    Ok(app) => app,
+                    Err(e) => return drop(bound.send(Err(format!("{e:#}")))),
+                };
+                let _ = bound.send(Ok(app.local_addr()));
+                // Requests in flight get 5 s to finish once the test is done.
+                let (asked, told) = tokio::sync::oneshot::channel::<()>();
+                let serving = app.run_until_stopped(async move {
+                    let _ = stopped.await;
+                    let _ = asked.send(());
+                });
+                tokio::select! {
+                    served = serving => if let Err(e) = served { eprintln!("the in-process API stopped: {e:#}") },
+                    _ = async { let _ = told.await; tokio::time::sleep(Duration::from_secs(5)).await } => {}
+                }
+            });
+        });
+        let addr = addr.recv().expect("the API thread reports its start").unwrap_or_else(|e| panic!("Application::build: {e}"));
+        Self { addr, stop: Some(stop), thread: Some(thread) }
+    }
+}
+
+impl Drop for InProcessApi {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }

@@ -1,6 +1,7 @@
-//! The HTTP API end to end: `absa-api` (and, where the test needs them, the scheduler
-//! and trainer/scorer workers) as processes on the real Postgres and RabbitMQ, driven
-//! only through HTTP.
+//! The HTTP API end to end on the real Postgres and RabbitMQ, driven only through HTTP:
+//! `absa-api` as a process where the test runs the scheduler and the trainer/scorer
+//! workers beside it (1, 2), else the application built in the test process
+//! (`Service::start_in_process`: 3, the listings and the registry).
 //! 1. access, uploads, idempotency, cancellation, retrains: no key (every documented
 //!    route answers 401), wrong role (403), another team's ids (404 and no data);
 //!    uploads report bad rows by line and keep the good ones; a resubmission with the
@@ -523,7 +524,7 @@ fn csv_rows(text: &str) -> Vec<Vec<String>> {
 /// job's `targets` are checked and kept in the parent job's parameters only.
 #[tokio::test(flavor = "multi_thread")]
 async fn named_targets_in_datasets_corpora_and_score_jobs() {
-    let svc = Service::start().await;
+    let svc = Service::start_in_process(&[]).await;
     let api = &svc.api;
     let admin = svc.bootstrap_key("alpha");
     let (analyst, _) = svc.key(&admin, "analyst");
@@ -627,7 +628,7 @@ async fn named_targets_in_datasets_corpora_and_score_jobs() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lists_and_job_events_page_by_cursor_with_filters() {
-    let svc = Service::start().await;
+    let svc = Service::start_in_process(&[]).await;
     let admin = svc.bootstrap_key("paging");
     let (mlops, _) = svc.key(&admin, "mlops");
     let api = &svc.api;
@@ -740,7 +741,7 @@ async fn lists_and_job_events_page_by_cursor_with_filters() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn registered_models_own_their_versions_and_aliases() {
-    let svc = Service::start().await;
+    let svc = Service::start_in_process(&[]).await;
     let admin = svc.bootstrap_key("registry");
     let (mlops, _) = svc.key(&admin, "mlops");
     let (analyst, _) = svc.key(&admin, "analyst");

@@ -47,7 +47,7 @@ const GOOD: &str = r#"{"text": "Great battery life", "aspect": "battery life", "
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_rows_are_reported_by_line_and_good_rows_kept() {
     // A cap above the 10 MB line, so the line reaches the row checks.
-    let svc = Service::start_with(&[("ABSA_API__MAX_UPLOAD_BYTES", "30000000")]).await;
+    let svc = Service::start_in_process(&[("ABSA_API__MAX_UPLOAD_BYTES", "30000000")]).await;
     let admin = svc.bootstrap_key("hostile");
     let (mlops, _) = svc.key(&admin, "mlops");
     let api = &svc.api;
@@ -156,7 +156,7 @@ fn raw(base: &str, method: &str, path: &str, key: Option<&str>, body: Option<&[u
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_error_answer_is_problem_json_naming_the_offending_field() {
-    let svc = Service::start().await;
+    let svc = Service::start_in_process(&[]).await;
     let admin = svc.bootstrap_key("problems");
     let (analyst, _) = svc.key(&admin, "analyst");
     let (mlops, _) = svc.key(&admin, "mlops");
