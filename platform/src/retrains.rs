@@ -9,6 +9,8 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use absa_jobs::{PromotionPolicy, TrainParams};
+
 use crate::jobs::{self, NewJob};
 use crate::{PlatformError, Result};
 
@@ -76,24 +78,24 @@ pub async fn fire_due(pool: &PgPool) -> Result<Vec<Fired>> {
             (true, Some(at)) => format!("retrain:{id}:cron:{}", at.timestamp()),
             _ => format!("retrain:{id}:rows:{rows}"),
         };
-        let mut parameters = parameters;
-        if let Some(obj) = parameters.as_object_mut() {
-            obj.entry("promote").or_insert_with(|| json!({ "alias": "production", "metric": "macro_f1" }));
-            obj.insert("retrain".into(), json!({ "schedule_id": id, "schedule": name, "reason": reason }));
-        }
         // Schedules stored before a bound existed, or with a model since renamed, are
         // checked again: one that can no longer fire a valid job is switched off.
-        if let Err(why) = absa_jobs::spec::check_train(&parameters) {
-            tracing::warn!(schedule = %id, %why, "retrain schedule disabled: its training job would be refused");
-            sqlx::query("UPDATE retrain_schedules SET enabled = false WHERE id = $1").bind(id).execute(&mut *tx).await?;
-            tx.commit().await?;
-            continue;
-        }
+        let mut parameters = match TrainParams::from_value(&parameters) {
+            Ok(parameters) => parameters,
+            Err(why) => {
+                tracing::warn!(schedule = %id, %why, "retrain schedule disabled: its training job would be refused");
+                sqlx::query("UPDATE retrain_schedules SET enabled = false WHERE id = $1").bind(id).execute(&mut *tx).await?;
+                tx.commit().await?;
+                continue;
+            }
+        };
+        parameters.promote.get_or_insert_with(PromotionPolicy::default);
+        parameters.retrain = Some(json!({ "schedule_id": id, "schedule": name, "reason": reason }));
         let job = NewJob {
             team_id: team,
             kind: crate::jobs::JobKind::Train,
             priority: 0,
-            parameters,
+            parameters: serde_json::to_value(&parameters).expect("training parameters serialise"),
             max_attempts: 3,
             idempotency_key: Some(key),
             parent_id: None,

@@ -1,6 +1,7 @@
 //! `/v1/schedules`: retrains on a cron schedule and/or when a dataset gains rows. The
 //! scheduler fires them (`absa_platform::retrains::fire_due`).
 
+use absa_jobs::TrainParams;
 use absa_platform::registry::PromotionPolicy;
 use absa_platform::retrains;
 use axum::extract::{Path, Query, State};
@@ -110,8 +111,9 @@ pub async fn create_schedule(
     if let Some(model) = &req.model {
         params["model"] = json!(model);
     }
-    // Every firing submits this training job: it is checked as the train route checks one.
-    absa_jobs::spec::check_train(&params).map_err(ApiError::Unprocessable)?;
+    // Every firing submits this training job: it is checked as the train route checks
+    // one, and stored as the trainer reads it.
+    let params = serde_json::to_value(TrainParams::from_value(&params).map_err(ApiError::Unprocessable)?).expect("training parameters serialise");
     super::jobs::check_base_model(&state, &req.base_model).await?;
     super::jobs::check_model_labels(&state, &caller, req.model.as_deref(), req.dataset_id, req.labels.as_deref()).await?;
     let rows = super::jobs::dataset_rows(&state, &caller, req.dataset_id).await?;
