@@ -13,6 +13,8 @@ use serde_json::{json, Map, Value};
 
 use crate::client::{self, pages, seg, Client};
 use crate::datasets::{id_of, show_errors, Named};
+use absa_jobs::sweep::ChooseBy;
+
 use crate::models::{has_metric, save, Metric};
 use crate::output::{self, fields, get, list, metric, percent, print, show, table, time, truncate};
 use crate::{exit, name_of};
@@ -151,8 +153,7 @@ pub struct Sweep {
     /// Validation metric that picks the winner
     #[arg(long, value_enum, default_value_t = Metric::MacroF1)]
     metric: Metric,
-    /// setting: the best mean over a setting's seeds (each seed holds out its own
-    /// validation rows), then its best child; trial: the best single child
+    /// How the sweep picks its winner
     #[arg(long, value_enum, default_value_t = ChooseBy::Setting)]
     choose_by: ChooseBy,
     /// Children training at once
@@ -208,12 +209,6 @@ pub struct Submit {
     /// Follow the job until it ends (as `absa jobs watch`)
     #[arg(long)]
     wait: bool,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum ChooseBy {
-    Setting,
-    Trial,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

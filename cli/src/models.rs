@@ -67,15 +67,8 @@ pub enum BaseModelCmd {
     List,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Metric {
-    #[value(name = "macro_f1")]
-    MacroF1,
-    Accuracy,
-    /// Stance's mean F1 of against and favor (labels with both)
-    #[value(name = "f_avg")]
-    FAvg,
-}
+/// The metric a promotion or a sweep is decided by: the API's own type.
+pub use absa_jobs::PromotionMetric as Metric;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Artifact {

@@ -5,8 +5,10 @@
 use serde::{Deserialize, Serialize};
 
 /// Which validation figure decides a promotion.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+// The CLI's `--metric` values are these wire names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum PromotionMetric {
     #[default]
     MacroF1,

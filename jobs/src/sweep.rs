@@ -44,8 +44,10 @@ fn default_concurrency() -> usize {
 }
 
 /// How a sweep picks its winner.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+// The CLI's `--choose-by` values are these wire names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum ChooseBy {
     /// Trials that differ only in `seed` are repeats of one setting, and each child
     /// holds out its own validation rows (`split_seed` = `seed` unless given), so a
