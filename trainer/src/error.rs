@@ -22,3 +22,27 @@ pub enum ModelError {
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }
+
+/// What can go wrong in a fine-tuning run (either engine, the launcher, the plan).
+#[derive(Debug, Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("{path}: {reason}")]
+    Data { path: String, reason: String },
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot resume from {dir}: {reason}")]
+    Resume { dir: String, reason: String },
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// The observer asked to stop (shutdown, cancellation); `checkpoint-last` holds
+    /// the last finished epoch.
+    #[error("stopped on request during epoch {epoch}")]
+    Stopped { epoch: usize },
+    /// A collective between the ranks failed: another rank died or hung.
+    #[error("{0}")]
+    Collective(String),
+}

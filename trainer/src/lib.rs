@@ -31,4 +31,4 @@ pub mod torch_check;
 pub mod training;
 pub mod worker;
 
-pub use error::ModelError;
+pub use error::{ModelError, TrainError};

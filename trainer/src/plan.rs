@@ -15,7 +15,7 @@ use std::path::Path;
 use crate::checkpoint::LoadOptions;
 use crate::distributed::{RankEnv, Sharding};
 use crate::model::{EncoderConfig, Family};
-use crate::training::TrainError;
+use crate::TrainError;
 
 pub const GIB: f64 = (1u64 << 30) as f64;
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::RankEnv;
-use crate::training::TrainError;
+use crate::TrainError;
 
 /// Where this node's ranks stand in the job's group.
 #[derive(Clone, Debug)]

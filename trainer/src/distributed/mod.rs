@@ -11,13 +11,12 @@
 //! - [`launch`]: `absa-trainer launch`, torchrun's contract.
 //! - this module: a rank's place in its group, from the environment.
 
-pub mod engine;
 pub mod flat;
 pub mod group;
 pub mod launch;
 pub mod tensor_files;
 
-pub use engine::{RankSetup, ShardedEngine, Sharding};
+pub use absa_jobs::Sharding;
 pub use group::{Backend, DistError, ProcessGroup};
 
 /// A rank's place in its group, as torchrun and Kubeflow's PyTorchJob describe it in

@@ -9,13 +9,14 @@
 //! - [`local`]: training in this process (batch threads on the CPU).
 //! - this module: configuration, the loop, evaluation, checkpoints, the summary. A
 //!   run started as one rank of several (torchrun's environment, see
-//!   [`crate::distributed`]) trains through [`crate::distributed::ShardedEngine`]
+//!   [`crate::distributed`]) trains through [`sharded::ShardedEngine`]
 //!   instead; the loop, its checkpoints and its figures are the same.
 
 pub mod data;
 mod grad_sum;
 pub mod local;
 pub mod optimizer;
+pub mod sharded;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,40 +28,17 @@ use absa_domain::split::stratified_split;
 use absa_domain::{AspectEncoder, InputForm, LabelSet, LabelledRow, RowError};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
-use thiserror::Error;
 
 use self::data::{collate, encode_rows, epoch_batches, eval_batches, Batch, Example, Order};
 use self::local::LocalEngine;
 use self::optimizer::linear_schedule;
 use crate::checkpoint::{LoadOptions, LoadedModel};
-use crate::distributed::{self, RankEnv, ShardedEngine, Sharding};
+use crate::distributed::{self, RankEnv, Sharding};
 use crate::model::Pooling;
 use crate::plan::Precision;
-use crate::ModelError;
+pub use crate::TrainError;
 pub use absa_jobs::{Hyperparameters, Padding, PrecisionChoice, Recipe, SelectMetric};
-
-#[derive(Debug, Error)]
-pub enum TrainError {
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    #[error("{path}: {reason}")]
-    Data { path: String, reason: String },
-    #[error("{0}")]
-    Config(String),
-    #[error("cannot resume from {dir}: {reason}")]
-    Resume { dir: String, reason: String },
-    #[error("{0}: {1}")]
-    Io(String, std::io::Error),
-    #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
-    /// The observer asked to stop (shutdown, cancellation); `checkpoint-last` holds
-    /// the last finished epoch.
-    #[error("stopped on request during epoch {epoch}")]
-    Stopped { epoch: usize },
-    /// A collective between the ranks failed: another rank died or hung.
-    #[error("{0}")]
-    Collective(String),
-}
+use sharded::ShardedEngine;
 
 /// Everything a fine-tuning run needs. Defaults are the reference recipe's.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -609,7 +587,7 @@ fn start(
     let timeout = std::time::Duration::from_secs(config.collective_timeout_secs.max(1));
     let group = distributed::ProcessGroup::join(backend, &env.master_addr, env.master_port, env.rank, env.world, timeout, device)
         .map_err(|e| TrainError::Collective(e.to_string()))?;
-    let setup = distributed::RankSetup {
+    let setup = sharded::RankSetup {
         bf16: crate::autocast::bf16_on(config.recipe.precision, device),
         group,
         sharding,
@@ -829,7 +807,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
     }
 
     if let Trainee::Rank(engine) = &mut trainee {
-        if distributed::engine::is_resumable(&best_dir) {
+        if sharded::is_resumable(&best_dir) {
             // A retried job's best epoch came back as that epoch's resumable checkpoint:
             // the registry and the export want the model as an HF checkpoint.
             engine.load_parameters(&best_dir)?;

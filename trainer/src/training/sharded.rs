@@ -1,6 +1,6 @@
 //! One rank's share of training across processes, FSDP's way: the model is run and
 //! sharded in units (the embeddings, each encoder layer, the head), each unit's
-//! parameters one flat buffer (see [`super::flat`]).
+//! parameters one flat buffer (see [`crate::distributed::flat`]).
 //!
 //! - [`Sharding::NoShard`] (DDP): every rank holds the whole model; each unit's
 //!   gradient is all-reduced as soon as its backward is done, while the backward of
@@ -34,17 +34,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tch::{nn, Device, Kind, Tensor};
 
-use super::flat::FlatLayout;
-use super::group::{DistError, ProcessGroup, Work};
-use super::tensor_files::{SafetensorsWriter, TensorFiles};
+use super::data::{collate, eval_batches, Example};
+use super::optimizer::{decays, update, Hyper};
+use super::Evaluation;
 use crate::checkpoint::{self, LoadOptions};
+use crate::distributed::flat::FlatLayout;
+use crate::distributed::group::{DistError, ProcessGroup, Work};
+use crate::distributed::tensor_files::{SafetensorsWriter, TensorFiles};
 use crate::model::{EncoderConfig, TdBertModel, Unit, UnitInputs};
-use crate::training::data::{collate, eval_batches, Example};
-use crate::training::optimizer::{decays, update, Hyper};
-use crate::training::{Evaluation, TrainError};
 use crate::ModelError;
+use crate::TrainError;
 
-pub use absa_jobs::Sharding;
+use absa_jobs::Sharding;
 
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;
@@ -554,7 +555,7 @@ impl ShardedEngine {
     /// the units' shards over the ranks. Returns the mean loss of all `rows`.
     pub fn backward(&mut self, rows: &[&Example], pad_to: Option<usize>, pad_id: i64, accumulation: usize, train: bool, seed: u64) -> Result<f64, TrainError> {
         let (rank, world) = (self.rank(), self.world());
-        let range = crate::training::local::split_rows(rows.len(), world).swap_remove(rank);
+        let range = super::local::split_rows(rows.len(), world).swap_remove(rank);
         let local = &rows[range];
         let total = rows.len().max(1) as f64;
         let seed = crate::rng::derive_seed(seed, rank as u64);
@@ -726,7 +727,7 @@ impl ShardedEngine {
         let mut predicted = vec![0usize; examples.len()];
         let mut loss_sum = 0.0;
         for batch_idx in eval_batches(&lengths, batch_size) {
-            let ranges = crate::training::local::split_rows(batch_idx.len(), world);
+            let ranges = super::local::split_rows(batch_idx.len(), world);
             let widest = ranges.iter().map(|r| r.len()).max().unwrap_or(0) as i64;
             let batch_rows: Vec<&Example> = batch_idx.iter().map(|&i| &examples[i]).collect();
             let counts = token_counts(&batch_rows, world, None);
@@ -909,7 +910,7 @@ impl UnitState {
 
 /// Tokens each of `world` ranks gets of `rows` (its rows times their padded width).
 fn token_counts(rows: &[&Example], world: usize, pad_to: Option<usize>) -> Vec<usize> {
-    crate::training::local::split_rows(rows.len(), world)
+    super::local::split_rows(rows.len(), world)
         .into_iter()
         .map(|range| {
             let part = &rows[range];
