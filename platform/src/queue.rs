@@ -66,7 +66,7 @@ impl Topology {
     pub fn new(prefix: &str, delivery_limit: i64) -> Self {
         Self {
             train: format!("{prefix}.train"),
-            train_gpus: (1..=crate::workers::MAX_GPUS_PER_JOB).map(|n| format!("{prefix}.train.gpus-{n}")).collect(),
+            train_gpus: (1..=absa_jobs::spec::MAX_GPUS_PER_JOB).map(|n| format!("{prefix}.train.gpus-{n}")).collect(),
             score: format!("{prefix}.score"),
             dead_letter_exchange: format!("{prefix}.dead"),
             train_dead: format!("{prefix}.train.dead"),
@@ -90,7 +90,7 @@ impl Topology {
     pub fn train_queue_of(&self, gpus: u32) -> &str {
         match gpus {
             0 => &self.train,
-            n => &self.train_gpus[(n.min(crate::workers::MAX_GPUS_PER_JOB) - 1) as usize],
+            n => &self.train_gpus[(n.min(absa_jobs::spec::MAX_GPUS_PER_JOB) - 1) as usize],
         }
     }
 
