@@ -17,6 +17,7 @@ COPY jobs jobs
 COPY domain domain
 COPY onnx onnx
 COPY platform platform
+COPY store store
 COPY api api
 COPY scheduler scheduler
 COPY trainer trainer

@@ -1,5 +1,5 @@
 //! What a job does and where it stands: the two enums the `jobs` table's CHECK
-//! constraints spell (a test in `platform/tests/jobs.rs` reads them back).
+//! constraints spell (a test in `store/tests/jobs.rs` reads them back).
 
 use std::fmt;
 use std::str::FromStr;

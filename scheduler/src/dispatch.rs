@@ -12,10 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use absa_platform::jobs::JobStatus;
+use absa_platform::metrics;
 use absa_platform::queue::{publish_confirmed, Reconnecting, Topology};
-use absa_platform::webhooks::WebhookSettings;
-use absa_platform::{jobs, metrics, retrains, sweeps, workers};
+use absa_store::jobs::JobStatus;
+use absa_store::webhooks::WebhookSettings;
+use absa_store::{jobs, retrains, sweeps, workers};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use sqlx::postgres::{PgConnection, PgListener};
@@ -278,8 +279,8 @@ async fn deliver_webhooks(pool: PgPool, settings: WebhookSettings, leading: Arc<
     loop {
         let mut busy = false;
         if leading.load(Ordering::Relaxed) {
-            match absa_platform::webhooks::deliver_due(&pool, &settings, 100).await {
-                Ok(report) => busy = report != absa_platform::webhooks::DeliveryReport::default(),
+            match absa_store::webhooks::deliver_due(&pool, &settings, 100).await {
+                Ok(report) => busy = report != absa_store::webhooks::DeliveryReport::default(),
                 Err(e) => tracing::warn!(error = %e, "webhook deliveries failed"),
             }
         }

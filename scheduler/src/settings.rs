@@ -1,6 +1,6 @@
 use absa_platform::config::{AmqpSettings, DatabaseSettings, LogSettings};
 use absa_platform::metrics::MetricsSettings;
-use absa_platform::webhooks::WebhookSettings;
+use absa_store::webhooks::WebhookSettings;
 use serde::Deserialize;
 
 /// `absa-scheduler`'s configuration (file plus `ABSA_*` overrides).
@@ -32,7 +32,7 @@ pub struct DispatchSettings {
     pub redispatch_after_secs: f64,
     /// What one team may hold at once (`ABSA_DISPATCH__QUOTAS__MAX_WAITING`,
     /// `..__MAX_ACTIVE`, `..__MAX_GPUS`; 0: no limit).
-    pub quotas: absa_platform::jobs::TeamQuotas,
+    pub quotas: absa_store::jobs::TeamQuotas,
 }
 
 impl Default for DispatchSettings {

@@ -10,7 +10,8 @@
 
 use absa_jobs::spec::score::MAX_SHARDS;
 use absa_jobs::ScoreParams;
-use absa_platform::{jobs, metrics};
+use absa_platform::metrics;
+use absa_store::jobs;
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;

@@ -6,8 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use absa_platform::jobs::{self, JobStatus};
 use absa_scheduler::dispatch::{run_until_stopped, Dispatcher, Leadership, PassReport};
+use absa_store::jobs::{self, JobStatus};
 use common::TestDb;
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions};
@@ -128,7 +128,7 @@ async fn a_team_holds_at_most_its_quota_of_jobs_and_gpus() -> anyhow::Result<()>
     assert_eq!(dispatcher.pass().await?.dispatched, 1, "one finished, one more goes");
     sqlx::query("UPDATE jobs SET state = 'cancelled' WHERE state IN ('queued', 'dispatched')").execute(&pool).await?;
     // GPU jobs: a live trainer offers 8 GPUs; jobs of 2, 2 and 2 GPUs: two fit in 4.
-    absa_platform::workers::advertise(&pool, "trainer-eight-gpus", "trainer", absa_platform::workers::Offer { gpus: 8, gpu_memory_mib: 81_920 }).await?;
+    absa_store::workers::advertise(&pool, "trainer-eight-gpus", "trainer", absa_store::workers::Offer { gpus: 8, gpu_memory_mib: 81_920 }).await?;
     let quotas = jobs::TeamQuotas { max_waiting: 0, max_active: 0, max_gpus: 4 };
     let amqp = common::broker().await;
     let gpu_topology = amqp.topology().clone();
@@ -152,7 +152,7 @@ async fn next_job(consumer: &mut lapin::Consumer, wait: Duration) -> Option<Uuid
 
 #[tokio::test]
 async fn gpu_jobs_wait_for_a_live_trainer_with_enough_gpus_and_go_to_their_queue() -> anyhow::Result<()> {
-    use absa_platform::workers::{self, Offer};
+    use absa_store::workers::{self, Offer};
     let db = TestDb::new("absa_test_gpu_routing").await;
     let pool = db.pool.clone();
     let two = db.submit("train", 0, serde_json::json!({ "gpus": 2 })).await;

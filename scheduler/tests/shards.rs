@@ -5,8 +5,8 @@
 mod common;
 
 use absa_jobs::ShardParams;
-use absa_platform::jobs::{self, JobStatus};
 use absa_scheduler::shards::{fan_out_queued, settle_parents, Settled};
+use absa_store::jobs::{self, JobStatus};
 use common::TestDb;
 use serde_json::json;
 use uuid::Uuid;

@@ -151,7 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(async {
                 absa_platform::metrics::start(absa_platform::metrics::Role::Scorer, &settings.metrics).await?;
                 let pool = absa_platform::db::connect(&settings.database).await?;
-                let shutdown = absa_platform::worker::shutdown_flag();
+                let shutdown = absa_store::worker::shutdown_flag();
                 let topology = absa_platform::queue::Topology::new(&settings.amqp.prefix, 0);
                 let worker = absa_scorer::worker::ScoreWorker::new(pool, settings.worker.clone(), settings.onnx.precision, engine, session, shutdown);
                 absa_scorer::worker::run(&settings.amqp, &topology.score, worker).await

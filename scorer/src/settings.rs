@@ -1,7 +1,7 @@
 use absa_onnx::Precision;
 use absa_platform::config::{AmqpSettings, DatabaseSettings, LogSettings};
 use absa_platform::metrics::MetricsSettings;
-use absa_platform::worker::WorkerSettings;
+use absa_store::worker::WorkerSettings;
 use serde::Deserialize;
 
 /// `absa-scorer`'s configuration (file plus `ABSA_*` overrides).

@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 use absa_domain::readers::RawRecord;
 use absa_jobs::{ScoreParams, ShardParams};
 use absa_onnx::Precision;
-use absa_platform::artifacts::ArtifactStore;
-use absa_platform::jobs::{self, ClaimedJob};
 use absa_platform::metrics;
-use absa_platform::predictions::{copy_predictions, PredictionRow};
-use absa_platform::worker::{self as platform_worker, JobHandler, Lease, LeaseHandle, Permanent, WorkerSettings};
+use absa_store::artifacts::ArtifactStore;
+use absa_store::jobs::{self, ClaimedJob};
+use absa_store::predictions::{copy_predictions, PredictionRow};
+use absa_store::worker::{self as platform_worker, JobHandler, Lease, LeaseHandle, Permanent, WorkerSettings};
 use anyhow::Context;
 use serde_json::{json, Map, Value};
 use sqlx::PgPool;
@@ -295,6 +295,6 @@ pub async fn run(amqp: &absa_platform::config::AmqpSettings, queue: &str, mut wo
     // Seen by the scheduler's live-worker gauge (a scorer offers no GPU).
     let (pool, name, queues) = (worker.pool.clone(), worker.name.clone(), [queue.to_owned()]);
     let consumed = platform_worker::consume(amqp, &queues, &mut worker, shutdown);
-    absa_platform::workers::while_advertised(pool, name, "scorer", Default::default(), consumed).await?;
+    absa_store::workers::while_advertised(pool, name, "scorer", Default::default(), consumed).await?;
     Ok(())
 }

@@ -8,7 +8,7 @@
 //! Logins are cluster-wide roles: each run uses its own random names and drops them at
 //! the end, also when an assertion fails.
 
-use absa_platform::bi;
+use absa_store::bi;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use uuid::Uuid;

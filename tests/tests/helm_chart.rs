@@ -512,13 +512,13 @@ fn check_pods(r: &Rendered) {
 fn binary_settings_keys() -> BTreeSet<String> {
     let files = [
         "platform/src/config.rs",
-        "platform/src/worker.rs",
+        "store/src/worker.rs",
         "api/src/settings.rs",
         "scheduler/src/settings.rs",
         "trainer/src/settings.rs",
         "scorer/src/settings.rs",
         "platform/src/metrics.rs",
-        "platform/src/webhooks.rs",
+        "store/src/webhooks.rs",
     ];
     // struct name -> (field, type) of every `pub struct Name { pub field: Type, ... }`.
     let mut structs: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
@@ -975,7 +975,7 @@ fn the_config_map_is_the_toml_the_binaries_read() {
     assert_eq!(amqp.prefix, "absa");
     let log: absa_platform::config::LogSettings = serde_json::from_value(loaded["log"].clone()).expect("log settings");
     assert!(log.json);
-    let worker: absa_platform::worker::WorkerSettings = serde_json::from_value(loaded["worker"].clone()).expect("worker settings");
+    let worker: absa_store::worker::WorkerSettings = serde_json::from_value(loaded["worker"].clone()).expect("worker settings");
     assert_eq!(worker.work_dir, Path::new("/var/lib/absa/work"));
     assert!(worker.artifacts_dir.is_none());
 

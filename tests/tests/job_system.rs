@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use absa_e2e::service::Service;
 use absa_e2e::Process;
-use absa_platform::jobs::{self, NewJob};
+use absa_store::jobs::{self, NewJob};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;

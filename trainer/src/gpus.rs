@@ -2,7 +2,7 @@
 //! `nvidia-smi` reports them (libtorch's C API, which tch binds, has no query for
 //! either).
 
-use absa_platform::workers::Offer;
+use absa_store::workers::Offer;
 
 fn nvidia_smi(query: &[&str]) -> Option<String> {
     let out = std::process::Command::new("nvidia-smi").args(query).arg("--format=csv,noheader,nounits").output().ok()?;

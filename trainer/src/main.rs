@@ -227,7 +227,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(async {
                 absa_platform::metrics::start(absa_platform::metrics::Role::Trainer, &settings.metrics).await?;
                 let pool = absa_platform::db::connect(&settings.database).await?;
-                let shutdown = absa_platform::worker::shutdown_flag();
+                let shutdown = absa_store::worker::shutdown_flag();
                 let topology = absa_platform::queue::Topology::new(&settings.amqp.prefix, 0);
                 let offer = absa_trainer::gpus::offer(settings.torch.gpus, settings.torch.gpu_memory_gib).map_err(anyhow::Error::msg)?;
                 let worker =

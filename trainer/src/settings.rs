@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use absa_platform::config::{AmqpSettings, DatabaseSettings, LogSettings};
 use absa_platform::metrics::MetricsSettings;
-use absa_platform::worker::WorkerSettings;
+use absa_store::worker::WorkerSettings;
 use serde::Deserialize;
 
 /// `absa-trainer`'s configuration (file plus `ABSA_*` overrides).

@@ -11,13 +11,13 @@ use std::time::Instant;
 
 use absa_domain::RowError;
 use absa_jobs::TrainParams;
-use absa_platform::artifacts::ArtifactStore;
-use absa_platform::jobs::{self, ClaimedJob};
 use absa_platform::metrics;
 use absa_platform::queue::Topology;
-use absa_platform::registry;
-use absa_platform::worker::{self as platform_worker, JobHandler, Lease, LeaseHandle, Permanent, WorkerSettings};
-use absa_platform::workers::{self, Offer};
+use absa_store::artifacts::ArtifactStore;
+use absa_store::jobs::{self, ClaimedJob};
+use absa_store::registry;
+use absa_store::worker::{self as platform_worker, JobHandler, Lease, LeaseHandle, Permanent, WorkerSettings};
+use absa_store::workers::{self, Offer};
 use anyhow::Context;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -233,7 +233,7 @@ impl TrainWorker {
 
     /// The job's newest complete checkpoint (of `epoch` when given) and its epoch.
     async fn stored_checkpoint(&self, job_id: Uuid, epoch: Option<i64>) -> anyhow::Result<Option<(Uuid, i64)>> {
-        Ok(absa_platform::jobs::last_checkpoint(&self.pool, job_id, epoch).await?)
+        Ok(absa_store::jobs::last_checkpoint(&self.pool, job_id, epoch).await?)
     }
 
     /// Export, store the selected model, register the version and complete the job.
@@ -425,11 +425,11 @@ impl JobHandler for TrainWorker {
                 tracing::info!(job_id = %job.id, %model_version_id, "training job succeeded");
                 Ok(())
             }
-            Ok(Outcome::Released) => absa_platform::jobs::release(&self.pool, job.id, &self.name, "worker shutting down").await.map(drop),
+            Ok(Outcome::Released) => absa_store::jobs::release(&self.pool, job.id, &self.name, "worker shutting down").await.map(drop),
             Ok(Outcome::NeedsBiggerGpus { min_gpu_memory_mib, why }) => {
                 tracing::info!(job_id = %job.id, min_gpu_memory_mib, "given back: {why}");
                 match jobs::require_gpu_memory(&self.pool, job.id, min_gpu_memory_mib).await {
-                    Ok(()) => absa_platform::jobs::release(&self.pool, job.id, &self.name, &why).await.map(drop),
+                    Ok(()) => absa_store::jobs::release(&self.pool, job.id, &self.name, &why).await.map(drop),
                     Err(e) => Err(e),
                 }
             }
@@ -754,9 +754,9 @@ pub async fn run(amqp: &absa_platform::config::AmqpSettings, topology: &Topology
     tracing::info!(worker = worker.name(), ?queues, gpus = worker.offer.gpus, gpu_memory_mib = worker.offer.gpu_memory_mib, "training worker started");
     let (pool, name, offer) = (worker.pool.clone(), worker.name.clone(), worker.offer);
     // What this trainer can fine-tune, for the API's list and its submission check.
-    let models = absa_platform::base_models::scan(&worker.models_dir);
+    let models = absa_store::base_models::scan(&worker.models_dir);
     tracing::info!(models = ?models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), dir = %worker.models_dir.display(), "base models");
-    absa_platform::base_models::record(&pool, &name, &models).await?;
+    absa_store::base_models::record(&pool, &name, &models).await?;
     workers::while_advertised(pool, name, "trainer", offer, platform_worker::consume(amqp, &queues, &mut worker, shutdown)).await?;
     Ok(())
 }

@@ -205,7 +205,7 @@ pub async fn create_bi_login(
         return Err(ApiError::Unprocessable(format!("valid_days {days}: 1 to 365")));
     }
     let valid_until = chrono::Utc::now() + chrono::Duration::days(days);
-    absa_platform::bi::create_login(&state.pool, caller.team_id, &req.role_name, &req.password, Some(valid_until)).await?;
+    absa_store::bi::create_login(&state.pool, caller.team_id, &req.role_name, &req.password, Some(valid_until)).await?;
     let views = Some(BI_VIEWS.map(str::to_owned).to_vec());
     Ok((StatusCode::CREATED, Json(BiLogin { role_name: req.role_name, valid_until: Some(valid_until), views })))
 }
@@ -215,7 +215,7 @@ pub async fn create_bi_login(
 pub async fn list_bi_logins(State(state): State<AppState>, caller: Caller, Query(page): Query<BiLoginPage>) -> ApiResult<Json<BiLoginList>> {
     caller.require(Role::Admin)?;
     let limit = paging::limit(page.limit, 100, 1000)?;
-    let logins = absa_platform::bi::list_logins(&state.pool, caller.team_id, page.after.as_deref(), limit + 1).await?;
+    let logins = absa_store::bi::list_logins(&state.pool, caller.team_id, page.after.as_deref(), limit + 1).await?;
     let (logins, next_after) = paging::split(logins, limit, |l| l.0.clone());
     let bi_logins = logins.into_iter().map(|(role_name, valid_until)| BiLogin { role_name, valid_until, views: None }).collect();
     Ok(Json(BiLoginList { bi_logins, has_more: next_after.is_some(), next_after }))
@@ -225,7 +225,7 @@ pub async fn list_bi_logins(State(state): State<AppState>, caller: Caller, Query
 #[utoipa::path(delete, path = "/bi-logins/{name}", tag = "access", params(("name" = String, Path, description = "the login's role name")), responses((status = 204, description = "dropped")))]
 pub async fn drop_bi_login(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<StatusCode> {
     caller.require(Role::Admin)?;
-    if absa_platform::bi::validate_role_name(&name).is_err() || !absa_platform::bi::drop_login(&state.pool, caller.team_id, &name).await? {
+    if absa_store::bi::validate_role_name(&name).is_err() || !absa_store::bi::drop_login(&state.pool, caller.team_id, &name).await? {
         return Err(ApiError::NotFound(format!("BI login {:?}", absa_jobs::spec::truncate(&name, 70))));
     }
     Ok(StatusCode::NO_CONTENT)

@@ -3,8 +3,8 @@
 
 use absa_jobs::score::Precision;
 use absa_jobs::{spec, ScoreParams, TrainParams};
-use absa_platform::jobs::{self, JobKind, JobStatus, NewJob, Submitted};
-use absa_platform::registry::{self, PromotionMetric, PromotionPolicy};
+use absa_store::jobs::{self, JobKind, JobStatus, NewJob, Submitted};
+use absa_store::registry::{self, PromotionMetric, PromotionPolicy};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -241,7 +241,7 @@ async fn submit(
 
 /// 422 for a base model no trainer has (once any trainer has recorded its models).
 pub(crate) async fn check_base_model(state: &AppState, name: &str) -> ApiResult<()> {
-    absa_platform::base_models::check_known(&state.pool, name).await?.map_err(ApiError::Unprocessable)
+    absa_store::base_models::check_known(&state.pool, name).await?.map_err(ApiError::Unprocessable)
 }
 
 /// A model a trainer can fine-tune, as the trainer recorded it at start.
@@ -264,7 +264,7 @@ pub struct BaseModelList {
 /// `GET /v1/base-models`: what the trainers can fine-tune.
 #[utoipa::path(get, path = "/base-models", tag = "jobs", responses((status = 200, body = BaseModelList)))]
 pub async fn list_base_models(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<BaseModelList>> {
-    let base_models = absa_platform::base_models::list(&state.pool)
+    let base_models = absa_store::base_models::list(&state.pool)
         .await?
         .into_iter()
         .map(|(name, model_type, parameters, advertised_at)| BaseModel { name, model_type, parameters, advertised_at })
@@ -597,7 +597,7 @@ pub async fn get_job(State(state): State<AppState>, caller: Caller, Path(id): Pa
 }
 
 /// A job's kind or state as its enum: the jobs table's CHECK constraints allow no other
-/// text (`platform/tests/jobs.rs` reads them back), so a miss is an internal error.
+/// text (`store/tests/jobs.rs` reads them back), so a miss is an internal error.
 fn typed<T: std::str::FromStr<Err = String>>(text: &str) -> ApiResult<T> {
     text.parse().map_err(ApiError::Internal)
 }

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use absa_platform::artifacts::{ArtifactStore, Backend, CHUNK_BYTES};
-use absa_platform::registry::{self, PromotionPolicy};
+use absa_store::artifacts::{ArtifactStore, Backend, CHUNK_BYTES};
+use absa_store::registry::{self, PromotionPolicy};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::header;

@@ -1,9 +1,9 @@
 //! `/v1/schedules`: retrains on a cron schedule and/or when a dataset gains rows. The
-//! scheduler fires them (`absa_platform::retrains::fire_due`).
+//! scheduler fires them (`absa_store::retrains::fire_due`).
 
 use absa_jobs::TrainParams;
-use absa_platform::registry::PromotionPolicy;
-use absa_platform::retrains;
+use absa_store::registry::PromotionPolicy;
+use absa_store::retrains;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;

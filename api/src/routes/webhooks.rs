@@ -1,5 +1,5 @@
 //! `/v1/webhooks`: URLs a team registers to hear of its jobs' state changes, and each
-//! one's delivery log. The scheduler sends them (`absa_platform::webhooks`).
+//! one's delivery log. The scheduler sends them (`absa_store::webhooks`).
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -59,7 +59,7 @@ pub async fn create_webhook(
             absa_jobs::spec::truncate(url, 80)
         )));
     }
-    let (id, secret) = (Uuid::new_v4(), absa_platform::webhooks::new_secret());
+    let (id, secret) = (Uuid::new_v4(), absa_store::webhooks::new_secret());
     // The count and the insert in one statement: concurrent registrations cannot pass the cap together.
     let created: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
         "INSERT INTO webhooks (id, team_id, url, secret)

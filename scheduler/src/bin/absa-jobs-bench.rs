@@ -13,11 +13,11 @@
 use std::time::{Duration, Instant};
 
 use absa_platform::config::{AmqpSettings, DatabaseSettings, LogSettings, Secret};
-use absa_platform::jobs::{self, NewJob};
-use absa_platform::predictions::{copy_predictions, PredictionRow};
 use absa_platform::queue::{Reconnecting, Topology};
 use absa_platform::{db, telemetry};
 use absa_scheduler::dispatch::{run_until_stopped, Dispatcher};
+use absa_store::jobs::{self, NewJob};
+use absa_store::predictions::{copy_predictions, PredictionRow};
 use clap::Parser;
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};

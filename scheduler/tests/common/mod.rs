@@ -4,8 +4,8 @@
 
 use absa_platform::config::{AmqpSettings, DatabaseSettings, Secret};
 use absa_platform::db;
-use absa_platform::jobs::{self, NewJob};
 use absa_platform::queue::{Reconnecting, Topology};
+use absa_store::jobs::{self, NewJob};
 use sqlx::PgPool;
 use uuid::Uuid;
 

@@ -19,10 +19,10 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::config::AmqpSettings;
 use crate::jobs::{self, LeaseLost};
 use crate::Result;
-use crate::{metrics, queue};
+use absa_platform::config::AmqpSettings;
+use absa_platform::{metrics, queue};
 
 /// Reconnection waits start here and double up to [`RECONNECT_MAX`].
 const RECONNECT_MIN: Duration = Duration::from_millis(500);
@@ -69,7 +69,7 @@ pub fn worker_name(role: &str) -> String {
 pub fn shutdown_flag() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
-        crate::cli::shutdown_signal().await;
+        absa_platform::cli::shutdown_signal().await;
         tracing::info!("shutdown requested: finishing or releasing the current job");
         let _ = tx.send(true);
     });

@@ -113,7 +113,7 @@ pub async fn submit_in(conn: &mut sqlx::PgConnection, job: &NewJob) -> Result<Su
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = inserted {
-        crate::metrics::job_events("submitted", 1);
+        absa_platform::metrics::job_events("submitted", 1);
         return Ok(Submitted::Created(id));
     }
     let existing = sqlx::query!("SELECT id, request_hash FROM jobs WHERE team_id = $1 AND idempotency_key = $2", job.team_id, job.idempotency_key.as_deref())
@@ -142,7 +142,7 @@ pub async fn claim(pool: &PgPool, id: Uuid, worker: &str, lease_secs: f64) -> Re
     .await?;
     let Some(row) = row else { return Ok(None) };
     let (id, team_id, kind, parameters, attempt, waited_secs) = (row.id, row.team_id, row.kind, row.parameters, row.attempts, row.waited_secs);
-    crate::metrics::WORKER.queue_wait_seconds.get_or_create(&crate::metrics::labels(&[("kind", &kind)])).observe(waited_secs);
+    absa_platform::metrics::WORKER.queue_wait_seconds.get_or_create(&absa_platform::metrics::labels(&[("kind", &kind)])).observe(waited_secs);
     event(pool, id, "claimed", serde_json::json!({ "worker": worker, "attempt": attempt })).await?;
     Ok(Some(ClaimedJob { id, team_id, kind, parameters, attempt }))
 }
@@ -420,7 +420,7 @@ pub async fn note_waiting_for_gpus(pool: &PgPool) -> Result<u64> {
     )
     .execute(pool)
     .await?;
-    crate::metrics::job_events("waiting_for_gpus", done.rows_affected());
+    absa_platform::metrics::job_events("waiting_for_gpus", done.rows_affected());
     Ok(done.rows_affected())
 }
 
@@ -462,6 +462,6 @@ pub async fn status(pool: &PgPool, id: Uuid) -> Result<Option<JobStatus>> {
 /// a transaction that later rolls back, the count is one ahead of the log).
 pub async fn event(executor: impl PgExecutor<'_>, id: Uuid, kind: &str, detail: Value) -> Result<()> {
     sqlx::query!("INSERT INTO job_events (job_id, kind, detail) VALUES ($1, $2, $3)", id, kind, detail).execute(executor).await?;
-    crate::metrics::job_events(kind, 1);
+    absa_platform::metrics::job_events(kind, 1);
     Ok(())
 }

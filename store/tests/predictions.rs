@@ -7,7 +7,7 @@ mod common;
 
 use absa_platform::config::{DatabaseSettings, Secret};
 use absa_platform::db;
-use absa_platform::predictions::{copy_predictions, PredictionRow};
+use absa_store::predictions::{copy_predictions, PredictionRow};
 use sqlx::PgPool;
 use uuid::Uuid;
 

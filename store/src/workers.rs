@@ -2,7 +2,7 @@
 //! memory of the smallest) every few seconds; the scheduler dispatches a training job
 //! that asks for GPUs only while a live trainer has at least that many with enough
 //! memory, and sends it to the queue of that GPU count, which every trainer with at
-//! least that many GPUs consumes ([`crate::queue::Topology::train_gpus`]).
+//! least that many GPUs consumes ([`absa_platform::queue::Topology::train_gpus`]).
 
 use std::time::Duration;
 

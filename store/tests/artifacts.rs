@@ -3,9 +3,9 @@
 
 mod common;
 
-use absa_platform::artifacts::{ArtifactStore, Backend, CHUNK_BYTES};
 use absa_platform::config::{DatabaseSettings, Secret};
 use absa_platform::db;
+use absa_store::artifacts::{ArtifactStore, Backend, CHUNK_BYTES};
 use uuid::Uuid;
 
 async fn store(backend: Backend) -> (ArtifactStore, sqlx::PgPool, String, Uuid) {
