@@ -1,16 +1,14 @@
 //! Artifacts round-trip through both backends on the real Postgres, are cached by
 //! hash, and a damaged one is refused.
 
-mod common;
-
-use absa_platform::config::{DatabaseSettings, Secret};
+use absa_platform::config::{test_database_url, DatabaseSettings, Secret};
 use absa_platform::db;
 use absa_store::artifacts::{ArtifactStore, Backend, CHUNK_BYTES};
 use uuid::Uuid;
 
 async fn store(backend: Backend) -> (ArtifactStore, sqlx::PgPool, String, Uuid) {
-    let name = common::unique_name("absa_test_artifacts");
-    let url = db::create_database(&common::admin_database_url(), &name).await.unwrap();
+    let name = format!("absa_test_artifacts_{}", uuid::Uuid::new_v4().simple());
+    let url = db::create_database(&test_database_url(), &name).await.unwrap();
     let pool = db::connect(&DatabaseSettings { url: Secret::new(url), ..Default::default() }).await.unwrap();
     db::migrate(&pool).await.unwrap();
     let team = Uuid::new_v4();
@@ -39,7 +37,7 @@ async fn round_trip(backend: Backend) {
     assert_eq!(store.cached_file(artifact.id, &cache).await.unwrap(), path, "second use hits the cache");
     std::fs::remove_dir_all(cache).unwrap();
     pool.close().await;
-    db::drop_database(&common::admin_database_url(), &name).await.unwrap();
+    db::drop_database(&test_database_url(), &name).await.unwrap();
 }
 
 #[tokio::test]
@@ -63,5 +61,5 @@ async fn a_damaged_artifact_is_refused_and_an_unfinished_one_is_invisible() {
     sqlx::query("UPDATE artifacts SET complete = false WHERE id = $1").bind(artifact.id).execute(&pool).await.unwrap();
     assert!(store.get(artifact.id).await.unwrap().is_none());
     pool.close().await;
-    db::drop_database(&common::admin_database_url(), &name).await.unwrap();
+    db::drop_database(&test_database_url(), &name).await.unwrap();
 }

@@ -1,11 +1,9 @@
 //! The job lifecycle against the real Postgres: idempotent submission, one claim per
 //! job, heartbeats, lost leases, the reaper, attempt limits, cancellation.
 
-mod common;
-
 use std::time::Duration;
 
-use absa_platform::config::{DatabaseSettings, Secret};
+use absa_platform::config::{test_database_url, DatabaseSettings, Secret};
 use absa_platform::db;
 use absa_store::jobs::{self, JobStatus, NewJob, Submitted};
 use sqlx::PgPool;
@@ -18,8 +16,8 @@ struct TestDb {
 
 impl TestDb {
     async fn new() -> Self {
-        let name = common::unique_name("absa_test_jobs");
-        let url = db::create_database(&common::admin_database_url(), &name).await.unwrap();
+        let name = format!("absa_test_jobs_{}", uuid::Uuid::new_v4().simple());
+        let url = db::create_database(&test_database_url(), &name).await.unwrap();
         let pool = db::connect(&DatabaseSettings { url: Secret::new(url), ..Default::default() }).await.unwrap();
         db::migrate(&pool).await.unwrap();
         Self { pool, name }
@@ -33,7 +31,7 @@ impl TestDb {
 
     async fn drop(self) {
         self.pool.close().await;
-        db::drop_database(&common::admin_database_url(), &self.name).await.unwrap();
+        db::drop_database(&test_database_url(), &self.name).await.unwrap();
     }
 }
 

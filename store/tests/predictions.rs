@@ -3,9 +3,7 @@
 //! anything is sent, a duplicate key fails the COPY, and the caller's transaction
 //! decides what stays.
 
-mod common;
-
-use absa_platform::config::{DatabaseSettings, Secret};
+use absa_platform::config::{test_database_url, DatabaseSettings, Secret};
 use absa_platform::db;
 use absa_store::predictions::{copy_predictions, PredictionRow};
 use sqlx::PgPool;
@@ -21,8 +19,8 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Self {
-        let name = common::unique_name("absa_test_predictions");
-        let url = db::create_database(&common::admin_database_url(), &name).await.unwrap();
+        let name = format!("absa_test_predictions_{}", uuid::Uuid::new_v4().simple());
+        let url = db::create_database(&test_database_url(), &name).await.unwrap();
         let pool = db::connect(&DatabaseSettings { url: Secret::new(url), ..Default::default() }).await.unwrap();
         db::migrate(&pool).await.unwrap();
         let (team, job, corpus, model) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
@@ -83,7 +81,7 @@ impl Fixture {
 
     async fn drop(self) {
         self.pool.close().await;
-        db::drop_database(&common::admin_database_url(), &self.name).await.unwrap();
+        db::drop_database(&test_database_url(), &self.name).await.unwrap();
     }
 }
 
