@@ -20,8 +20,11 @@ COPY platform platform
 COPY store store
 COPY api api
 COPY scheduler scheduler
+COPY memory memory
 COPY trainer trainer
+COPY trainer-worker trainer-worker
 COPY scorer scorer
+COPY scorer-worker scorer-worker
 COPY tests tests
 COPY cli cli
 COPY migrations migrations

@@ -24,14 +24,17 @@ COPY platform platform
 COPY store store
 COPY api api
 COPY scheduler scheduler
+COPY memory memory
 COPY trainer trainer
+COPY trainer-worker trainer-worker
 COPY scorer scorer
+COPY scorer-worker scorer-worker
 COPY tests tests
 COPY cli cli
 COPY migrations migrations
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p absa-scorer --bin absa-scorer \
+    cargo build --release --locked -p absa-scorer-worker --bin absa-scorer \
  && install -D -m 0755 target/release/absa-scorer /out/absa-scorer
 
 # ONNX Runtime's shared library out of the onnxruntime wheel (no Python at run time).

@@ -49,15 +49,18 @@ COPY platform platform
 COPY store store
 COPY api api
 COPY scheduler scheduler
+COPY memory memory
 COPY trainer trainer
+COPY trainer-worker trainer-worker
 COPY scorer scorer
+COPY scorer-worker scorer-worker
 COPY tests tests
 COPY cli cli
 COPY migrations migrations
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     ABSA_CUDA_INCLUDE="$(find /opt/nvidia -type d -name include | paste -sd:)" \
-    cargo build --release --locked -p absa-trainer --bin absa-trainer \
+    cargo build --release --locked -p absa-trainer-worker --bin absa-trainer \
  && install -D -m 0755 target/release/absa-trainer /out/absa-trainer
 
 # 3. Runtime: the CUDA image, libtorch and the NVIDIA libraries at the build's paths.

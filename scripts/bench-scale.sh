@@ -11,7 +11,7 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 bash "$ROOT/scripts/services.sh"
 cd "$ROOT"
-cargo build --release --locked -p absa-api -p absa-scheduler -p absa-trainer -p absa-scorer -p absa-e2e --bins >&2
+cargo build --release --locked -p absa-api -p absa-scheduler -p absa-trainer-worker -p absa-scorer-worker -p absa-e2e --bins >&2
 OUT="${BENCH_OUT:-$ABSA_HOME/bench-scale}"
 mkdir -p "$OUT"
 echo "[bench-scale] load average: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

@@ -37,7 +37,7 @@ wait_quiet() {
 }
 
 cd "$ROOT"
-cargo build --release --locked -p absa-scorer -p absa-trainer --bin absa-scorer --bin absa-export >&2
+cargo build --release --locked -p absa-scorer-worker -p absa-trainer --bin absa-scorer --bin absa-export >&2
 BIN="$CARGO_TARGET_DIR/release"
 
 labels=()

@@ -18,7 +18,7 @@ cd "$ROOT"
 if [ -n "${BENCH_TRAINER:-}" ]; then
   TRAINER="$BENCH_TRAINER"
 else
-  cargo build --release --locked -p absa-trainer --bin absa-trainer >&2
+  cargo build --release --locked -p absa-trainer-worker --bin absa-trainer >&2
   TRAINER="$CARGO_TARGET_DIR/release/absa-trainer"
 fi
 

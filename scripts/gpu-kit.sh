@@ -86,7 +86,7 @@ PY
   (
     export LIBTORCH="$cuda" CARGO_TARGET_DIR="$ABSA_HOME/target-gpu-kit" ABSA_CUDA_INCLUDE="$cuda/cuda-include"
     export LD_LIBRARY_PATH="$cuda/lib:${LD_LIBRARY_PATH:-}"
-    cd "$ROOT" && cargo build --release --locked -p absa-trainer --bin absa-trainer --bin absa-gpu-bench --bin absa-gpu-kit >&2
+    cd "$ROOT" && cargo build --release --locked -p absa-trainer-worker -p absa-trainer --bin absa-trainer --bin absa-gpu-bench --bin absa-gpu-kit >&2
   )
   rm -rf "$KIT"; mkdir -p "$KIT/bin" "$KIT/laptops"
   for b in absa-trainer absa-gpu-bench absa-gpu-kit; do
@@ -128,7 +128,7 @@ run() {
   local bin dev model laptops lengths threads peer_py
   if $cpu; then
     source "$ROOT/scripts/env.sh"
-    (cd "$ROOT" && cargo build --locked -p absa-trainer --bin absa-trainer --bin absa-gpu-bench --bin absa-gpu-kit)
+    (cd "$ROOT" && cargo build --locked -p absa-trainer-worker -p absa-trainer --bin absa-trainer --bin absa-gpu-bench --bin absa-gpu-kit)
     bin="$CARGO_TARGET_DIR/debug"; dev=cpu
     # The peer needs torch and transformers: here the project's Python environment.
     peer_py="$(bash "$ROOT/scripts/python-env.sh")"

@@ -9,7 +9,6 @@
 //! - [`db`]: the Postgres pool, migrations, and a clear error when the server is unreachable.
 //! - [`queue`]: the RabbitMQ connection, publisher confirms and manual acknowledgement.
 //! - [`health`]: start-up checks that each service answers.
-//! - [`process`]: peak memory of the running process.
 //! - [`telemetry`]: structured logs through `tracing`.
 //! - [`metrics`]: this process's Prometheus metrics, `/metrics`, `/healthz`, `/readyz`.
 //! - [`error`]: the crate's error type.
@@ -20,7 +19,6 @@ pub mod db;
 mod error;
 pub mod health;
 pub mod metrics;
-pub mod process;
 pub mod queue;
 pub mod telemetry;
 

@@ -1,4 +1,7 @@
-//! The scorer: runs exported TD-BERT models through ONNX Runtime over corpora.
+//! The scoring engine: runs exported TD-BERT models through ONNX Runtime over corpora.
+//! It takes rows and hands predictions and rejected rows to sinks; the job queue and
+//! Postgres are the worker's (`absa-scorer-worker`), so this crate needs neither sqlx
+//! nor lapin.
 //!
 //! # Layout
 //! - [`runtime`]: loads the ONNX Runtime library named by `ORT_DYLIB_PATH` once per
@@ -13,8 +16,6 @@
 //!   mode and the worker share.
 //! - [`output`]: predictions as JSON Lines or Parquet, rejected rows as JSON Lines.
 //! - [`bench`]: the throughput benchmark over a repeated labelled corpus.
-//! - [`worker`]: `absa-scorer work`, shards from the queue into Postgres.
-//! - [`settings`]: the scorer's typed configuration.
 
 pub mod batch;
 pub mod bench;
@@ -24,9 +25,7 @@ pub mod model;
 pub mod output;
 pub mod rows;
 pub mod runtime;
-pub mod settings;
 pub mod targets;
-pub mod worker;
 
 pub use error::ScoreError;
 pub use runtime::RuntimeError;

@@ -2,12 +2,11 @@
 //! once, in input order, with the probabilities of its own inputs, through small
 //! length-sorted batches and windows; bad rows land in the error file (or, as the
 //! worker runs it, an in-memory error sink) with their
-//! line; JSONL, CSV and Parquet in, JSONL and Parquet out; the CLI's summary line.
+//! line; JSONL, CSV and Parquet in, JSONL and Parquet out.
 
 mod common;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use absa_domain::readers::{self, ReaderOptions};
@@ -17,82 +16,8 @@ use absa_scorer::model::ScoringModel;
 use absa_scorer::output::{self, CollectErrors, CollectSink, ErrorLog};
 use absa_scorer::runtime::SessionOptions;
 use absa_scorer::targets::Lexicon;
-use common::{ToyModel, LABELS};
+use common::{corpus, read_records, want, write_lines, ToyModel, Want, LABELS};
 use serde_json::{json, Value};
-
-/// What one output record should be: id, aspect, start, end, and the text to recompute
-/// the probabilities from.
-struct Want {
-    id: Value,
-    aspect: &'static str,
-    start: usize,
-    end: usize,
-    text: String,
-}
-
-fn want(id: Value, text: &str, aspect: &'static str, start: usize) -> Want {
-    Want { id, aspect, start, end: start + aspect.chars().count(), text: text.into() }
-}
-
-/// Laptops test rows of varied lengths (to make the sort matter), then rows that
-/// exercise every target mode and every kind of bad row. Returns the corpus lines and
-/// the records the output must hold, in order.
-/// Corpus lines, the records expected out, and (line, reason) of the rows expected in
-/// the error file.
-type Corpus = (Vec<Vec<u8>>, Vec<Want>, Vec<(usize, &'static str)>);
-
-fn corpus() -> Corpus {
-    let mut lines: Vec<Vec<u8>> = Vec::new();
-    let mut wants = Vec::new();
-    let laptops = std::fs::read_to_string(common::shared().join("data/semeval14_laptops/test.jsonl")).unwrap();
-    for (i, line) in laptops.lines().take(25).enumerate() {
-        let row: Value = serde_json::from_str(line).unwrap();
-        let text = row["text"].as_str().unwrap();
-        let start = row["start"].as_u64().unwrap() as usize;
-        let aspect: &'static str = Box::leak(row["aspect"].as_str().unwrap().to_owned().into_boxed_str());
-        lines.push(json!({"id": format!("l{i}"), "text": text, "aspect": aspect, "start": start, "end": row["end"]}).to_string().into_bytes());
-        wants.push(want(json!(format!("l{i}")), text, aspect, start));
-    }
-    fn add(lines: &mut Vec<Vec<u8>>, v: Value) {
-        lines.push(v.to_string().into_bytes());
-    }
-    add(&mut lines, json!({"id": 7, "text": "Über den Lüfter: der Lüfter ist laut", "aspect": "Lüfter"}));
-    wants.push(want(json!(7), "Über den Lüfter: der Lüfter ist laut", "Lüfter", 9));
-    wants.push(want(json!(7), "Über den Lüfter: der Lüfter ist laut", "Lüfter", 21));
-    add(&mut lines, json!({"text": "Battery life and the SCREEN, not the screensaver."}));
-    let lexicon_text = "Battery life and the SCREEN, not the screensaver.";
-    let lexicon_line = lines.len() as i64;
-    wants.push(want(json!(lexicon_line), lexicon_text, "Battery life", 0));
-    wants.push(want(json!(lexicon_line), lexicon_text, "SCREEN", 21));
-    lines.push(b"{\"text\": \"bad \xff byte\", \"aspect\": \"byte\"}".to_vec());
-    add(&mut lines, json!({"id": "e", "aspect": "x", "start": 0, "end": 1}));
-    add(&mut lines, json!({"text": "short", "start": 2, "end": 30}));
-    add(&mut lines, json!({"text": "nice fan", "aspect": "fan", "start": 0, "end": 4}));
-    add(&mut lines, json!({"text": format!("long {}", "word ".repeat(1000)), "aspect": "long", "start": 0, "end": 4}));
-    lines.push(b"not json at all".to_vec());
-    add(&mut lines, json!({"text": "nothing to find here"}));
-    add(&mut lines, json!({"id": "ws", "text": "a  b", "start": 1, "end": 2}));
-    add(&mut lines, json!({"id": "last", "text": "The keyboard is fine", "start": 4, "end": 12}));
-    wants.push(want(json!("last"), "The keyboard is fine", "keyboard", 4));
-    let errors = vec![
-        (28, "invalid UTF-8"),
-        (29, "missing field \"text\""),
-        (30, "outside the text"),
-        (31, "not the aspect"),
-        (32, "exceeds the limit"),
-        (33, "not JSON"),
-        (35, "covers no token"),
-    ];
-    (lines, wants, errors)
-}
-
-fn write_lines(path: &Path, lines: &[Vec<u8>]) {
-    let mut f = std::fs::File::create(path).unwrap();
-    for l in lines {
-        f.write_all(l).unwrap();
-        f.write_all(b"\n").unwrap();
-    }
-}
 
 fn lexicon() -> Arc<Lexicon> {
     Arc::new(Lexicon::new(["battery life", "battery", "screen", "keyboard"]).unwrap())
@@ -131,10 +56,6 @@ fn check_records(records: &[serde_json::Map<String, Value>], wants: &[Want], toy
         assert_eq!(r["label"], json!(LABELS[best]));
         assert!((r["confidence"].as_f64().unwrap() as f32 - expected[best]).abs() < 1e-5);
     }
-}
-
-fn read_records(path: &Path) -> Vec<serde_json::Map<String, Value>> {
-    readers::open(path, &ReaderOptions::default()).unwrap().map(|r| r.unwrap().unwrap().fields).collect()
 }
 
 #[test]
@@ -253,60 +174,6 @@ fn parquet_input_is_scored_like_jsonl() {
         want(json!(11), "the screen and the battery", "battery", 19),
     ];
     check_records(&read_records(&out), &wants, &toy, false);
-}
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_absa-scorer"))
-}
-
-#[test]
-fn the_cli_prints_a_one_line_summary_and_refuses_a_missing_graph() {
-    let dir = tempfile::tempdir().unwrap();
-    ToyModel::write(dir.path(), 64);
-    let (lines, wants, errors) = corpus();
-    let input = dir.path().join("corpus.jsonl");
-    write_lines(&input, &lines);
-    let lexicon = dir.path().join("lexicon.txt");
-    std::fs::write(&lexicon, "# aspect terms\nbattery life\nbattery\n\nscreen\nkeyboard\n").unwrap();
-    let out = dir.path().join("out.parquet");
-    let run = std::process::Command::new(bin())
-        .args(["score", "--model"])
-        .arg(dir.path())
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(&out)
-        .arg("--targets")
-        .arg(&lexicon)
-        .args(["--max-line-bytes", "2000", "--threads", "1"])
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let stdout = String::from_utf8(run.stdout).unwrap();
-    assert_eq!(stdout.lines().count(), 1, "{stdout}");
-    let summary: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(summary["rows_read"], json!(lines.len()));
-    assert_eq!(summary["instances_scored"], json!(wants.len()));
-    assert_eq!(summary["rows_rejected"], json!(6));
-    for key in ["instances_per_second", "wall_seconds", "peak_rss_mib"] {
-        assert!(summary[key].as_f64().unwrap() > 0.0, "{key}: {summary}");
-    }
-    let error_file = PathBuf::from(summary["errors"].as_str().unwrap());
-    assert_eq!(read_records(&error_file).len(), errors.len());
-    assert_eq!(read_records(&out).len(), wants.len());
-
-    let int8 = std::process::Command::new(bin())
-        .args(["score", "--int8", "--model"])
-        .arg(dir.path())
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(dir.path().join("int8.jsonl"))
-        .output()
-        .unwrap();
-    assert_eq!(int8.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&int8.stderr);
-    assert!(stderr.contains("no int8 graph"), "{stderr}");
 }
 
 #[test]

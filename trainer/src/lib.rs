@@ -1,4 +1,6 @@
-//! The trainer: TD-BERT on libtorch, the training loop, ONNX export, and the worker.
+//! The training engine: TD-BERT on libtorch, the training loop, ONNX export. It reads
+//! and writes files and reports through callbacks; the job queue and Postgres are the
+//! worker's (`absa-trainer-worker`), so this crate needs neither sqlx nor lapin.
 //!
 //! # Layout
 //! - [`model`]: the encoder families, pooling and heads, under Hugging Face names.
@@ -9,10 +11,10 @@
 //! - [`distributed`]: ranks on c10d (Gloo, NCCL), sharded training, the launcher.
 //! - [`autocast`]: bf16 autocast (fp32 master weights) through a small C++ shim.
 //! - [`rng`]: dropout from per-thread generators, for threads training one batch.
-//! - [`gpus`]: the GPUs a trainer offers (count, memory) and their names.
-//! - [`worker`]: `absa-trainer work`, the engine behind the job queue.
-//! - [`settings`]: the trainer's typed configuration.
+//! - [`gpus`]: the GPUs' memory and names, as `nvidia-smi` reports them.
 //! - [`torch_check`]: a libtorch self-test for `absa-trainer check`.
+//! - [`progress`]: the run's observers: terminal progress, rejected rows file, events
+//!   on stdout for the worker.
 
 pub mod allocator;
 pub mod autocast;
@@ -25,10 +27,8 @@ pub mod model;
 pub mod plan;
 pub mod progress;
 pub mod rng;
-pub mod settings;
 mod simd;
 pub mod torch_check;
 pub mod training;
-pub mod worker;
 
 pub use error::{ModelError, TrainError};

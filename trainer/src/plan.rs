@@ -289,7 +289,7 @@ pub fn choose_sharding(base: &Path, options: &LoadOptions, batch: usize, seq_len
         let mib = crate::gpus::memory_mib().into_iter().min().unwrap_or(0);
         (Precision::Bf16Mixed, mib << 20, PER_GPU_OVERHEAD_BYTES)
     } else {
-        (Precision::Fp32, absa_platform::process::available_memory_bytes().unwrap_or(u64::MAX) / env.local_world.max(1) as u64, 0)
+        (Precision::Fp32, absa_memory::available_memory_bytes().unwrap_or(u64::MAX) / env.local_world.max(1) as u64, 0)
     };
     let chosen = arrangements(&shape, batch as u64, seq_len as u64, precision, env.world as u64, overhead)
         .find(|p| !p.offload_optimizer && p.per_rank_bytes <= device_bytes)

@@ -6,11 +6,14 @@
 
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use absa_domain::readers::{self, ReaderOptions};
 use absa_domain::{AspectEncoder, AspectSpan};
 use absa_onnx::manifest::{self, GraphFile, ModelManifest, Precision, INPUT_NAMES, LOGITS, PROBABILITIES};
 use absa_onnx::{Attr, Dim, ElemType, GraphBuilder};
+use serde_json::{json, Value};
 
 pub const HIDDEN: usize = 8;
 pub const LABELS: [&str; 3] = ["negative", "neutral", "positive"];
@@ -93,4 +96,82 @@ impl ToyModel {
         let z: f32 = logits.iter().map(|l| (l - max).exp()).sum();
         logits.iter().map(|l| (l - max).exp() / z).collect()
     }
+}
+
+/// What one output record should be: id, aspect, start, end, and the text to recompute
+/// the probabilities from.
+pub struct Want {
+    pub id: Value,
+    pub aspect: &'static str,
+    pub start: usize,
+    pub end: usize,
+    pub text: String,
+}
+
+pub fn want(id: Value, text: &str, aspect: &'static str, start: usize) -> Want {
+    Want { id, aspect, start, end: start + aspect.chars().count(), text: text.into() }
+}
+
+/// Laptops test rows of varied lengths (to make the sort matter), then rows that
+/// exercise every target mode and every kind of bad row. Returns the corpus lines and
+/// the records the output must hold, in order.
+/// Corpus lines, the records expected out, and (line, reason) of the rows expected in
+/// the error file.
+pub type Corpus = (Vec<Vec<u8>>, Vec<Want>, Vec<(usize, &'static str)>);
+
+pub fn corpus() -> Corpus {
+    let mut lines: Vec<Vec<u8>> = Vec::new();
+    let mut wants = Vec::new();
+    let laptops = std::fs::read_to_string(shared().join("data/semeval14_laptops/test.jsonl")).unwrap();
+    for (i, line) in laptops.lines().take(25).enumerate() {
+        let row: Value = serde_json::from_str(line).unwrap();
+        let text = row["text"].as_str().unwrap();
+        let start = row["start"].as_u64().unwrap() as usize;
+        let aspect: &'static str = Box::leak(row["aspect"].as_str().unwrap().to_owned().into_boxed_str());
+        lines.push(json!({"id": format!("l{i}"), "text": text, "aspect": aspect, "start": start, "end": row["end"]}).to_string().into_bytes());
+        wants.push(want(json!(format!("l{i}")), text, aspect, start));
+    }
+    fn add(lines: &mut Vec<Vec<u8>>, v: Value) {
+        lines.push(v.to_string().into_bytes());
+    }
+    add(&mut lines, json!({"id": 7, "text": "Über den Lüfter: der Lüfter ist laut", "aspect": "Lüfter"}));
+    wants.push(want(json!(7), "Über den Lüfter: der Lüfter ist laut", "Lüfter", 9));
+    wants.push(want(json!(7), "Über den Lüfter: der Lüfter ist laut", "Lüfter", 21));
+    add(&mut lines, json!({"text": "Battery life and the SCREEN, not the screensaver."}));
+    let lexicon_text = "Battery life and the SCREEN, not the screensaver.";
+    let lexicon_line = lines.len() as i64;
+    wants.push(want(json!(lexicon_line), lexicon_text, "Battery life", 0));
+    wants.push(want(json!(lexicon_line), lexicon_text, "SCREEN", 21));
+    lines.push(b"{\"text\": \"bad \xff byte\", \"aspect\": \"byte\"}".to_vec());
+    add(&mut lines, json!({"id": "e", "aspect": "x", "start": 0, "end": 1}));
+    add(&mut lines, json!({"text": "short", "start": 2, "end": 30}));
+    add(&mut lines, json!({"text": "nice fan", "aspect": "fan", "start": 0, "end": 4}));
+    add(&mut lines, json!({"text": format!("long {}", "word ".repeat(1000)), "aspect": "long", "start": 0, "end": 4}));
+    lines.push(b"not json at all".to_vec());
+    add(&mut lines, json!({"text": "nothing to find here"}));
+    add(&mut lines, json!({"id": "ws", "text": "a  b", "start": 1, "end": 2}));
+    add(&mut lines, json!({"id": "last", "text": "The keyboard is fine", "start": 4, "end": 12}));
+    wants.push(want(json!("last"), "The keyboard is fine", "keyboard", 4));
+    let errors = vec![
+        (28, "invalid UTF-8"),
+        (29, "missing field \"text\""),
+        (30, "outside the text"),
+        (31, "not the aspect"),
+        (32, "exceeds the limit"),
+        (33, "not JSON"),
+        (35, "covers no token"),
+    ];
+    (lines, wants, errors)
+}
+
+pub fn write_lines(path: &Path, lines: &[Vec<u8>]) {
+    let mut f = std::fs::File::create(path).unwrap();
+    for l in lines {
+        f.write_all(l).unwrap();
+        f.write_all(b"\n").unwrap();
+    }
+}
+
+pub fn read_records(path: &Path) -> Vec<serde_json::Map<String, Value>> {
+    readers::open(path, &ReaderOptions::default()).unwrap().map(|r| r.unwrap().unwrap().fields).collect()
 }

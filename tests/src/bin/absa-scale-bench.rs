@@ -79,7 +79,7 @@ async fn score(svc: &mut Service, key: &str, version: &str, corpus: &str, docume
     let mut peak = Vec::new();
     for tag in &tags {
         let mut p = svc.take(tag);
-        peak.push(absa_platform::process::peak_rss_mib_of(p.pid()));
+        peak.push(absa_memory::peak_rss_mib_of(p.pid()));
         p.terminate(Duration::from_secs(60));
     }
     Run { workers, documents, seconds, peak_rss_mib: peak }

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use absa_domain::LabelSet;
-use absa_platform::cli;
 use absa_trainer::checkpoint::{self, LoadOptions};
 use absa_trainer::export::{self, ExportOptions, GraphStyle};
 use anyhow::Context;
@@ -43,7 +42,11 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    cli::report(run(Cli::parse()))
+    if let Err(err) = run(Cli::parse()) {
+        eprintln!("error: {err:#}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

@@ -154,7 +154,7 @@ fn main() -> anyhow::Result<()> {
     };
     let peak = args.peak_tflops.or_else(|| gpu_name.as_deref().and_then(peak_tflops_of));
     let mfu = peak.map(|p| achieved_tflops / p);
-    let peak_memory_mib = if device == Device::Cpu { absa_platform::process::peak_rss_mib().round() as u64 } else { peak_gpu_mib };
+    let peak_memory_mib = if device == Device::Cpu { absa_memory::peak_rss_mib().round() as u64 } else { peak_gpu_mib };
 
     println!("model          xlm-roberta-{} shape, {:.3} B parameters, random weights, {} labels", args.shape, shape.parameters() as f64 / 1e9, num_labels);
     println!("device         {:?} {}", device, gpu_name.as_deref().unwrap_or(""));

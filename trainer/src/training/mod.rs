@@ -664,7 +664,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
     tch::manual_seed(config.recipe.seed as i64); // the fresh head's initialisation
     let options = LoadOptions { labels: Some(data.labels.clone()), pooling: Some(config.recipe.pooling), input: Some(data.input) };
     let resume_step = resume_state.as_ref().map(|s| (last_dir.as_path(), s.global_step));
-    let rss_before_model = absa_platform::process::rss_mib();
+    let rss_before_model = absa_memory::rss_mib();
     let mut trainee = start(config, ranks.as_ref(), start_dir, &options, threads, resume_step)?;
     release_free_memory();
     let mut training_peak_rss: Option<f64> = None;
@@ -719,7 +719,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
         // between them (it is memory-bound): idle intra-op threads would only spin.
         tch::set_num_threads(if config.batch_threads > 1 { 1 } else { threads });
         if training_peak_rss.is_none() {
-            absa_platform::process::reset_peak_rss();
+            absa_memory::reset_peak_rss();
         }
         let epoch_start = Instant::now();
         let (mut loss_sum, mut loss_rows, mut lr) = (0.0, 0usize, 0.0);
@@ -758,7 +758,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
             }
         }
         let train_seconds = epoch_start.elapsed().as_secs_f64();
-        training_peak_rss.get_or_insert_with(absa_platform::process::peak_rss_mib);
+        training_peak_rss.get_or_insert_with(absa_memory::peak_rss_mib);
         train_seconds_total += train_seconds;
         train_samples_total += loss_rows;
         tch::set_num_threads(threads);
@@ -855,7 +855,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
         rank_rss_before_model_mib: memory.iter().map(|m| m[0]).collect(),
         rank_training_peak_rss_mib: memory.iter().map(|m| m[1]).collect(),
         wall_seconds: started.elapsed().as_secs_f64(),
-        peak_rss_mib: absa_platform::process::peak_rss_mib(),
+        peak_rss_mib: absa_memory::peak_rss_mib(),
         rows_rejected: data.rejected,
         train_rows: data.train.len(),
         validation_rows: data.validation.len(),

@@ -16,7 +16,7 @@ use absa_platform::queue::Topology;
 use absa_store::artifacts::ArtifactStore;
 use absa_store::jobs::{self, ClaimedJob};
 use absa_store::registry;
-use absa_store::worker::{self as platform_worker, JobHandler, Lease, LeaseHandle, Permanent, WorkerSettings};
+use absa_store::worker::{self as store_worker, JobHandler, Lease, LeaseHandle, Permanent, WorkerSettings};
 use absa_store::workers::{self, Offer};
 use anyhow::Context;
 use serde_json::json;
@@ -26,11 +26,11 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::checkpoint::{self, LoadOptions};
-use crate::distributed::launch;
-use crate::export::{self, ExportOptions};
-use crate::progress::RunEvent;
-use crate::training::{self, DeviceChoice, EpochRecord, Observer, Split, StepProgress, TrainConfig, TrainError, TrainSummary};
+use absa_trainer::checkpoint::{self, LoadOptions};
+use absa_trainer::distributed::launch;
+use absa_trainer::export::{self, ExportOptions};
+use absa_trainer::progress::RunEvent;
+use absa_trainer::training::{self, DeviceChoice, EpochRecord, Observer, Split, StepProgress, TrainConfig, TrainError, TrainSummary};
 
 /// A `max_length` the model's position embeddings cannot hold is refused before any
 /// work (RoBERTa-family models reserve two positions for the padding offset).
@@ -80,7 +80,7 @@ pub struct TrainWorker {
 impl TrainWorker {
     pub fn new(pool: PgPool, settings: WorkerSettings, models_dir: PathBuf, threads: i32, offer: Offer, shutdown: watch::Receiver<bool>) -> Self {
         let store = ArtifactStore::new(pool.clone(), settings.backend());
-        Self { pool, store, settings, models_dir, name: platform_worker::worker_name("trainer"), shutdown, threads, offer, collective_timeout_secs: 600 }
+        Self { pool, store, settings, models_dir, name: store_worker::worker_name("trainer"), shutdown, threads, offer, collective_timeout_secs: 600 }
     }
 
     /// How long a launched rank waits for the others (0 keeps 600 s).
@@ -324,7 +324,7 @@ enum Placement {
     /// No GPUs asked for: the engine's default device.
     DefaultDevice,
     /// The device plan on this trainer's GPUs.
-    Plan(crate::plan::Plan),
+    Plan(absa_trainer::plan::Plan),
     /// It fits on that many GPUs, but larger ones than this trainer's: hand it back.
     GiveBack(Outcome),
 }
@@ -333,13 +333,13 @@ impl TrainWorker {
     /// Where a job trains (see [`Placement`]). Too few GPUs at any size fails the job
     /// with the estimate.
     async fn device_layout(&self, job: &ClaimedJob, base: &Path, params: &TrainParams) -> anyhow::Result<Placement> {
-        use crate::plan::{self, Precision};
+        use absa_trainer::plan::{self, Precision};
         if params.gpus == 0 {
             return Ok(Placement::DefaultDevice);
         }
         let mut config = TrainConfig::default();
         config.recipe = config.recipe.with(&params.hyperparameters);
-        let encoder = crate::model::EncoderConfig::from_file(&base.join("config.json")).map_err(|e| Permanent(e.to_string()))?;
+        let encoder = absa_trainer::model::EncoderConfig::from_file(&base.join("config.json")).map_err(|e| Permanent(e.to_string()))?;
         let labels = params.labels.as_ref().map_or(3, |l| l.len() as u64);
         let shape = plan::ModelShape::from_config(&encoder, labels).map_err(|e| Permanent(e.to_string()))?;
         let (batch, length, gpus) = (config.recipe.batch_size as u64, config.recipe.max_length as u64, params.gpus as u64);
@@ -419,7 +419,7 @@ impl JobHandler for TrainWorker {
             Ok(Outcome::LeaseLost) => "lost",
             Err(_) => "failed",
         };
-        platform_worker::count_finished(&job.kind, finished);
+        store_worker::count_finished(&job.kind, finished);
         let settled = match outcome {
             Ok(Outcome::Completed { model_version_id }) => {
                 tracing::info!(job_id = %job.id, %model_version_id, "training job succeeded");
@@ -437,7 +437,7 @@ impl JobHandler for TrainWorker {
                 tracing::warn!(job_id = %job.id, "lease lost: the job was cancelled or taken over");
                 Ok(())
             }
-            Err(e) => platform_worker::record_failure(&self.pool, job.id, &self.name, &e).await,
+            Err(e) => store_worker::record_failure(&self.pool, job.id, &self.name, &e).await,
         };
         if let Err(e) = settled {
             // The lease expires on its own and the reaper re-queues the job.
@@ -757,7 +757,7 @@ pub async fn run(amqp: &absa_platform::config::AmqpSettings, topology: &Topology
     let models = absa_store::base_models::scan(&worker.models_dir);
     tracing::info!(models = ?models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), dir = %worker.models_dir.display(), "base models");
     absa_store::base_models::record(&pool, &name, &models).await?;
-    workers::while_advertised(pool, name, "trainer", offer, platform_worker::consume(amqp, &queues, &mut worker, shutdown)).await?;
+    workers::while_advertised(pool, name, "trainer", offer, store_worker::consume(amqp, &queues, &mut worker, shutdown)).await?;
     Ok(())
 }
 
@@ -782,7 +782,7 @@ mod tests {
     fn a_launched_runs_rejected_rows_cross_the_event_pipe_typed() {
         let rows = vec![(Split::Validation, RowError { line: 4, reason: "span 0..30 lies outside".into() })];
         let mut out = Vec::new();
-        crate::progress::EventPipe::new(&mut out, std::io::empty()).on_rejected(&rows);
+        absa_trainer::progress::EventPipe::new(&mut out, std::io::empty()).on_rejected(&rows);
         match serde_json::from_slice::<RunEvent>(&out).unwrap() {
             RunEvent::Rejected { rows: back } => assert_eq!(back, rows),
             other => panic!("{other:?}"),

@@ -7,8 +7,9 @@ use absa_domain::records::Columns;
 use absa_platform::{cli, config, telemetry};
 use absa_trainer::distributed::{launch, Backend, RankEnv};
 use absa_trainer::progress::{EventPipe, TerminalProgress};
+use absa_trainer::torch_check;
 use absa_trainer::training::{self, DeviceChoice, Hyperparameters, Observer, Recipe, TrainConfig, TrainError};
-use absa_trainer::{settings::Settings, torch_check};
+use absa_trainer_worker::settings::Settings;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
@@ -229,11 +230,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let pool = absa_platform::db::connect(&settings.database).await?;
                 let shutdown = absa_store::worker::shutdown_flag();
                 let topology = absa_platform::queue::Topology::new(&settings.amqp.prefix, 0);
-                let offer = absa_trainer::gpus::offer(settings.torch.gpus, settings.torch.gpu_memory_gib).map_err(anyhow::Error::msg)?;
-                let worker =
-                    absa_trainer::worker::TrainWorker::new(pool, settings.worker.clone(), settings.models_dir.clone(), settings.torch.threads, offer, shutdown)
-                        .with_collective_timeout(settings.torch.collective_timeout_secs);
-                absa_trainer::worker::run(&settings.amqp, &topology, worker).await
+                let offer = absa_trainer_worker::offer::offer(settings.torch.gpus, settings.torch.gpu_memory_gib).map_err(anyhow::Error::msg)?;
+                let worker = absa_trainer_worker::worker::TrainWorker::new(
+                    pool,
+                    settings.worker.clone(),
+                    settings.models_dir.clone(),
+                    settings.torch.threads,
+                    offer,
+                    shutdown,
+                )
+                .with_collective_timeout(settings.torch.collective_timeout_secs);
+                absa_trainer_worker::worker::run(&settings.amqp, &topology, worker).await
             })
         }
         Command::Train(args) => {

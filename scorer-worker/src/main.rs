@@ -6,15 +6,16 @@ use std::time::{Duration, Instant};
 
 use absa_domain::readers::{self, ReaderOptions, DEFAULT_MAX_LINE_BYTES};
 use absa_onnx::Precision;
-use absa_platform::{cli, config, process, telemetry};
+use absa_platform::{cli, config, telemetry};
 use absa_scorer::bench::{self, BenchOptions};
 use absa_scorer::engine::{self, EngineOptions, ScoreStats};
 use absa_scorer::model::ScoringModel;
 use absa_scorer::output::{self, ErrorLog};
 use absa_scorer::rows::FieldNames;
+use absa_scorer::runtime;
 use absa_scorer::runtime::SessionOptions;
 use absa_scorer::targets::{Lexicon, NamedTargets};
-use absa_scorer::{runtime, settings::Settings};
+use absa_scorer_worker::settings::Settings;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -153,8 +154,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let pool = absa_platform::db::connect(&settings.database).await?;
                 let shutdown = absa_store::worker::shutdown_flag();
                 let topology = absa_platform::queue::Topology::new(&settings.amqp.prefix, 0);
-                let worker = absa_scorer::worker::ScoreWorker::new(pool, settings.worker.clone(), settings.onnx.precision, engine, session, shutdown);
-                absa_scorer::worker::run(&settings.amqp, &topology.score, worker).await
+                let worker = absa_scorer_worker::worker::ScoreWorker::new(pool, settings.worker.clone(), settings.onnx.precision, engine, session, shutdown);
+                absa_scorer_worker::worker::run(&settings.amqp, &topology.score, worker).await
             })
         }
     }
@@ -236,7 +237,7 @@ fn score(settings: &Settings, args: ScoreArgs) -> anyhow::Result<()> {
         instances_windowed: stats.instances_windowed,
         instances_per_second: round(stats.instances_scored as f64 / wall, 1),
         wall_seconds: round(wall, 2),
-        peak_rss_mib: round(process::peak_rss_mib(), 1),
+        peak_rss_mib: round(absa_memory::peak_rss_mib(), 1),
         precision,
         output: args.output,
         errors: errors_path,
@@ -318,7 +319,7 @@ fn bench_command(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
         "tokenize_threads": options.engine.tokenize_threads,
         "results": results,
         "comparison": comparison,
-        "peak_rss_mib": round(process::peak_rss_mib(), 1),
+        "peak_rss_mib": round(absa_memory::peak_rss_mib(), 1),
     });
     println!("{line}");
     Ok(())

@@ -15,19 +15,19 @@ use absa_platform::metrics;
 use absa_store::artifacts::ArtifactStore;
 use absa_store::jobs::{self, ClaimedJob};
 use absa_store::predictions::{copy_predictions, PredictionRow};
-use absa_store::worker::{self as platform_worker, JobHandler, Lease, LeaseHandle, Permanent, WorkerSettings};
+use absa_store::worker::{self as store_worker, JobHandler, Lease, LeaseHandle, Permanent, WorkerSettings};
 use anyhow::Context;
 use serde_json::{json, Map, Value};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::engine::{self, EngineOptions, ScoreStats};
-use crate::model::ScoringModel;
-use crate::output::{CollectErrors, CollectSink, ErrorSink, Prediction, PredictionSink};
-use crate::runtime::SessionOptions;
-use crate::targets::{Lexicon, NamedTargets};
-use crate::ScoreError;
+use absa_scorer::engine::{self, EngineOptions, ScoreStats};
+use absa_scorer::model::ScoringModel;
+use absa_scorer::output::{CollectErrors, CollectSink, ErrorSink, Prediction, PredictionSink};
+use absa_scorer::runtime::SessionOptions;
+use absa_scorer::targets::{Lexicon, NamedTargets};
+use absa_scorer::ScoreError;
 
 struct OpenModel {
     version: Uuid,
@@ -57,7 +57,7 @@ impl ScoreWorker {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let store = ArtifactStore::new(pool.clone(), settings.backend());
-        Self { pool, store, settings, default_precision, engine, session, name: platform_worker::worker_name("scorer"), shutdown, open: None }
+        Self { pool, store, settings, default_precision, engine, session, name: store_worker::worker_name("scorer"), shutdown, open: None }
     }
 
     pub fn name(&self) -> &str {
@@ -179,17 +179,17 @@ impl JobHandler for ScoreWorker {
         drop(lease);
         let settled = match outcome {
             Ok(true) => {
-                platform_worker::count_finished(&job.kind, "succeeded");
+                store_worker::count_finished(&job.kind, "succeeded");
                 Ok(())
             }
             Ok(false) => {
                 tracing::warn!(job_id = %job.id, "lease lost: the shard was cancelled or taken over; nothing written");
-                platform_worker::count_finished(&job.kind, "lost");
+                store_worker::count_finished(&job.kind, "lost");
                 Ok(())
             }
             Err(e) => {
-                platform_worker::count_finished(&job.kind, "failed");
-                platform_worker::record_failure(&self.pool, job.id, &self.name, &e).await
+                store_worker::count_finished(&job.kind, "failed");
+                store_worker::record_failure(&self.pool, job.id, &self.name, &e).await
             }
         };
         if let Err(e) = settled {
@@ -294,7 +294,7 @@ pub async fn run(amqp: &absa_platform::config::AmqpSettings, queue: &str, mut wo
     tracing::info!(worker = worker.name(), queue, "scoring worker started");
     // Seen by the scheduler's live-worker gauge (a scorer offers no GPU).
     let (pool, name, queues) = (worker.pool.clone(), worker.name.clone(), [queue.to_owned()]);
-    let consumed = platform_worker::consume(amqp, &queues, &mut worker, shutdown);
+    let consumed = store_worker::consume(amqp, &queues, &mut worker, shutdown);
     absa_store::workers::while_advertised(pool, name, "scorer", Default::default(), consumed).await?;
     Ok(())
 }

@@ -1,4 +1,6 @@
-//! Facts about the running process that summaries report.
+//! The memory a process holds, from `/proc`: what run summaries and benchmarks report.
+//! Its own crate because both engines and the benchmarks read it, and none of them
+//! should pull in the service's infrastructure for it.
 
 /// Peak resident set size (VmHWM) in MiB, or 0 where /proc is unavailable.
 pub fn peak_rss_mib() -> f64 {
