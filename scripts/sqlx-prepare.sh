@@ -12,7 +12,7 @@ source "$ROOT/scripts/env.sh"
 cd "$ROOT"
 
 # The crates whose sources hold `sqlx::query!`-family macros.
-CRATES=(absa-store absa-scheduler absa-api)
+CRATES=(absa-store)
 
 admin="${ABSA_TEST_DATABASE_URL:-postgres://absa:absa@127.0.0.1:5432/absa}"
 db="absa_sqlx_prepare_$$"

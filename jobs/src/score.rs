@@ -52,7 +52,7 @@ impl ScoreParams {
 
 /// A `score_shard` job's parameters: its parent's but the lexicon and the targets, and
 /// the documents it scores, `seq_from..seq_to`. The scheduler writes them in SQL
-/// (`scheduler/src/shards.rs`); a test there reads what it wrote back as this type.
+/// (`store/src/jobs/shards.rs`); a test in `scheduler/tests/shards.rs` reads what it wrote back as this type.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShardParams {

@@ -1,6 +1,6 @@
 //! A sweep job's parameters: a grid or a list of trials over the recipe's
 //! hyperparameters, each child checked as the training job it will be. The scheduler
-//! (`absa_store::sweeps`) runs them.
+//! (`absa_store::jobs::sweeps`) runs them.
 
 use std::collections::BTreeMap;
 

@@ -15,15 +15,14 @@ use std::time::Duration;
 use absa_platform::metrics;
 use absa_platform::queue::{publish_confirmed, Reconnecting, Topology};
 use absa_store::jobs::JobStatus;
+use absa_store::jobs::{self, shards, sweeps};
 use absa_store::webhooks::WebhookSettings;
-use absa_store::{jobs, retrains, sweeps, workers};
+use absa_store::{retrains, workers};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use sqlx::postgres::{PgConnection, PgListener};
 use sqlx::{Connection, PgPool};
 use tokio::sync::{Mutex, MutexGuard, Notify};
-
-use crate::shards;
 
 /// How often the leader samples queue depths and live workers for its gauges.
 const OBSERVE_EVERY: Duration = Duration::from_secs(5);

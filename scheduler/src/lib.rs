@@ -6,8 +6,6 @@
 //! # Layout
 //! - [`settings`]: the scheduler's typed configuration.
 //! - [`dispatch`]: one pass, leadership, and the loop (woken by NOTIFY).
-//! - [`shards`]: scoring jobs fanned out into shard jobs, and parents settled.
 
 pub mod dispatch;
 pub mod settings;
-pub mod shards;

@@ -5,7 +5,7 @@
 mod common;
 
 use absa_jobs::ShardParams;
-use absa_scheduler::shards::{fan_out_queued, settle_parents, Settled};
+use absa_store::jobs::shards::{fan_out_queued, settle_parents, Settled};
 use absa_store::jobs::{self, JobStatus};
 use common::TestDb;
 use serde_json::json;

@@ -4,6 +4,14 @@
 //! A worker owns a job only while its lease holds: every write after the claim runs
 //! `WHERE lease_owner = $me`, and zero rows affected means the lease was lost (it
 //! expired and the job went to someone else), so the worker must stop.
+//!
+//! Every query on `jobs` and `job_events` lives under this module, compile-checked: the
+//! lifecycle here, a sweep's children in [`sweeps`], a scoring job's shards in
+//! [`shards`], and what clients see of a team's jobs in [`views`].
+
+pub mod shards;
+pub mod sweeps;
+pub mod views;
 
 pub use absa_jobs::{JobKind, JobStatus};
 use serde_json::Value;

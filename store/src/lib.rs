@@ -1,8 +1,8 @@
 //! What the service keeps in Postgres, above the infrastructure of `absa-platform`:
 //! the job lifecycle ([`jobs`]: submission, claims and leases, completion, failure,
-//! cancellation, the reaper, dispatch; every compile-checked query on `jobs` and
-//! `job_events` of the lifecycle), the consumer loop a worker runs ([`worker`]), the
-//! workers' advertisements ([`workers`]), sweeps, retrain schedules, the model registry,
+//! cancellation, the reaper, dispatch, a sweep's children, a scoring job's shards: the
+//! compile-checked queries on `jobs` and `job_events`), the consumer loop a worker runs
+//! ([`worker`]), the workers' advertisements ([`workers`]), retrain schedules, the model registry,
 //! webhooks, BI logins, the predictions' COPY, artifacts and the base models' folder.
 
 pub mod artifacts;
@@ -12,7 +12,6 @@ pub mod jobs;
 pub mod predictions;
 pub mod registry;
 pub mod retrains;
-pub mod sweeps;
 pub mod webhooks;
 pub mod worker;
 pub mod workers;

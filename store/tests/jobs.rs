@@ -157,7 +157,7 @@ async fn a_sweeps_children_are_one_training_job_per_trial_with_the_sweeps_tags()
     let spec = serde_json::json!({ "dataset_id": Uuid::nil(), "base_model": "m", "grid": { "seed": [1, 2, 3] }, "max_concurrency": 2 });
     let tags = serde_json::json!({ "project": "laptops" });
     let sweep = jobs::submit(&db.pool, &NewJob { tags: tags.clone(), ..NewJob::new(team, jobs::JobKind::Sweep, spec) }).await.unwrap().id();
-    let advanced = absa_store::sweeps::advance(&db.pool).await.unwrap();
+    let advanced = absa_store::jobs::sweeps::advance(&db.pool).await.unwrap();
     assert_eq!(advanced.children_started, 2, "max_concurrency bounds the children started");
     let children: Vec<(String, serde_json::Value, serde_json::Value)> =
         sqlx::query_as("SELECT kind, tags, parameters FROM jobs WHERE parent_id = $1 ORDER BY parameters -> 'sweep' -> 'trial'")

@@ -9,6 +9,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::Arc;
 
+use absa_store::jobs::views;
+use absa_store::jobs::JobKind;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
@@ -55,18 +57,12 @@ const COLUMNS: [&str; 9] = ["external_id", "seq", "target_index", "aspect", "spa
     responses((status = 200, description = "the predictions as CSV or Parquet", content(
         (String = "text/csv"), (inline(crate::openapi::Bytes) = "application/vnd.apache.parquet")))))]
 pub async fn export_predictions(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>, Query(q): Query<ExportQuery>) -> ApiResult<Response> {
-    let kind = sqlx::query_scalar!("SELECT kind FROM jobs WHERE id = $1 AND team_id = $2", id, caller.team_id).fetch_optional(&state.pool).await?;
-    match kind.as_deref() {
+    match views::kind_of(&state.pool, caller.team_id, id).await? {
         None => return Err(ApiError::NotFound(format!("job {id}"))),
-        Some("score") => {}
-        Some(other) => return Err(ApiError::BadRequest(format!("job {id} is a {other} job; predictions belong to score jobs"))),
+        Some(JobKind::Score) => {}
+        Some(other) => return Err(ApiError::BadRequest(format!("job {id} is a {} job; predictions belong to score jobs", other.as_str()))),
     }
-    // The classes of the job's model version, in the order of its probabilities.
-    let labels =
-        sqlx::query_scalar!("SELECT m.label_names FROM jobs j JOIN model_versions m ON m.id = (j.parameters->>'model_version_id')::uuid WHERE j.id = $1", id)
-            .fetch_optional(&state.pool)
-            .await?;
-    let labels = labels.unwrap_or_default();
+    let labels = views::score_labels(&state.pool, id).await?;
     match q.format.as_deref().unwrap_or("csv") {
         "csv" => Ok(csv_response(state, id, labels)),
         "parquet" => parquet_response(state, id, &labels).await,

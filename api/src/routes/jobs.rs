@@ -3,6 +3,7 @@
 
 use absa_jobs::score::Precision;
 use absa_jobs::{spec, ScoreParams, TrainParams};
+use absa_store::jobs::views::{self, Job, JobEvent, JobSummary};
 use absa_store::jobs::{self, JobKind, JobStatus, NewJob, Submitted};
 use absa_store::registry::{self, PromotionMetric, PromotionPolicy};
 use axum::extract::{Path, Query, State};
@@ -78,99 +79,6 @@ pub struct ScoreRequest {
     tags: Option<Map<String, Value>>,
 }
 
-/// One entry of a job's event log.
-#[derive(Serialize, ToSchema)]
-pub struct JobEvent {
-    /// Its place in the log (the `after` cursor of `/events`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<i64>,
-    at: DateTime<Utc>,
-    /// submitted, dispatched, epoch_end, checkpoint_saved, promoted, failed, ...
-    kind: String,
-    detail: Value,
-}
-
-/// A sweep child: its trial's values, its last validation figures and its version.
-#[derive(Serialize, ToSchema)]
-pub struct SweepChild {
-    job_id: Uuid,
-    state: String,
-    trial: Value,
-    values: Value,
-    epoch: Option<i32>,
-    train_loss: Option<f64>,
-    validation_loss: Option<f64>,
-    validation_accuracy: Option<f64>,
-    validation_macro_f1: Option<f64>,
-    /// Stance's F_avg, where the labels have against and favor.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    validation_f_avg: Option<f64>,
-    model_version_id: Option<Uuid>,
-    /// Shown, never used for the choice.
-    test_accuracy: Option<f64>,
-    test_macro_f1: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    test_f_avg: Option<f64>,
-}
-
-/// A score job's shards by state.
-#[derive(Default, Serialize, ToSchema)]
-pub struct ShardCounts {
-    total: i64,
-    queued: i64,
-    dispatched: i64,
-    running: i64,
-    succeeded: i64,
-    failed: i64,
-    cancelled: i64,
-}
-
-/// A job: its state, progress and latest events, and by kind its model version
-/// (train), its children (sweep) or its shards and predictions (score).
-#[derive(Serialize, ToSchema)]
-pub struct Job {
-    id: Uuid,
-    kind: JobKind,
-    state: JobStatus,
-    /// 0 to 1.
-    progress: f64,
-    attempts: i32,
-    max_attempts: i32,
-    /// The job's checked parameters as stored.
-    parameters: Value,
-    /// The submitter's `key: value` tags.
-    tags: Value,
-    last_error: Option<String>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    /// The parent of a sweep child.
-    parent_id: Option<Uuid>,
-    /// The latest 50 events, oldest first (`/events` pages them all).
-    events: Vec<JobEvent>,
-    /// Train jobs: the version registered (null until then).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Uuid>)]
-    model_version_id: Option<Option<Uuid>>,
-    /// Sweeps: their children by trial.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    children: Option<Vec<SweepChild>>,
-    /// Sweeps: the version chosen, once chosen.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    chosen_model_version_id: Option<Value>,
-    /// Sweeps: each setting's mean validation figure over its succeeded children, once chosen.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    settings: Option<Value>,
-    /// Score jobs: shards by state.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    shards: Option<ShardCounts>,
-    /// Score jobs: predictions stored so far.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    predictions: Option<i64>,
-    /// The answer to a sweep's submission: how many trials it expands to.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    trials: Option<usize>,
-}
-
 fn check_priority(priority: Option<i32>) -> ApiResult<i32> {
     let p = priority.unwrap_or(0);
     if !spec::PRIORITY_RANGE.contains(&p) {
@@ -212,9 +120,7 @@ async fn submit(
     if let Some(tags) = &tags {
         super::tags::check(tags)?;
     }
-    let queued = sqlx::query_scalar!(r#"SELECT count(*) AS "queued!" FROM jobs WHERE team_id = $1 AND state = 'queued' AND parent_id IS NULL"#, caller.team_id)
-        .fetch_one(&state.pool)
-        .await?;
+    let queued = views::queued(&state.pool, caller.team_id).await?;
     if queued >= state.api.max_queued_per_team {
         return Err(ApiError::TooMany(format!("the team has {queued} jobs queued, its quota (api.max_queued_per_team); submit again when some have started")));
     }
@@ -478,128 +384,12 @@ pub async fn submit_sweep(State(state): State<AppState>, caller: Caller, headers
 /// A job as the API shows it: state, progress, events and, by kind, its model version
 /// or its shards. 404 for unknown ids and for other teams' jobs alike.
 pub async fn job_json(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Json<Job>> {
-    let row = sqlx::query!(
-        "SELECT kind, state, progress, attempts, max_attempts, parameters, tags, last_error, created_at, updated_at, parent_id FROM jobs WHERE id = $1 AND team_id = $2",
-        id,
-        caller.team_id,
-    )
-    .fetch_optional(&state.pool)
-    .await?
-    .ok_or_else(|| ApiError::NotFound(format!("job {id}")))?;
-    let events = events_of(state, id, 50).await?;
-    let mut job = Job {
-        id,
-        kind: typed(&row.kind)?,
-        state: typed(&row.state)?,
-        progress: row.progress,
-        attempts: row.attempts,
-        max_attempts: row.max_attempts,
-        parameters: row.parameters,
-        tags: row.tags,
-        last_error: row.last_error,
-        created_at: row.created_at,
-        updated_at: row.updated_at,
-        parent_id: row.parent_id,
-        events,
-        model_version_id: None,
-        children: None,
-        chosen_model_version_id: None,
-        settings: None,
-        shards: None,
-        predictions: None,
-        trials: None,
-    };
-    if job.kind == JobKind::Train {
-        let version = sqlx::query_scalar!("SELECT id FROM model_versions WHERE training_job_id = $1", id).fetch_optional(&state.pool).await?;
-        job.model_version_id = Some(version);
-    }
-    if job.kind == JobKind::Sweep {
-        job.children = Some(sweep_children(state, id).await?);
-        let chosen = sqlx::query_scalar!("SELECT detail FROM job_events WHERE job_id = $1 AND kind = 'sweep_chosen' ORDER BY id DESC LIMIT 1", id)
-            .fetch_optional(&state.pool)
-            .await?;
-        job.chosen_model_version_id = Some(chosen.as_ref().map(|d| d["model_version_id"].clone()).unwrap_or(Value::Null));
-        job.settings = Some(chosen.map(|d| d["settings"].clone()).unwrap_or(Value::Null));
-    }
-    if job.kind == JobKind::Score {
-        let counts = sqlx::query!(r#"SELECT state, count(*) AS "n!" FROM jobs WHERE parent_id = $1 GROUP BY state"#, id).fetch_all(&state.pool).await?;
-        let mut shards = ShardCounts::default();
-        for (s, n) in counts.into_iter().map(|c| (c.state, c.n)) {
-            shards.total += n;
-            match s.as_str() {
-                "queued" => shards.queued = n,
-                "dispatched" => shards.dispatched = n,
-                "running" => shards.running = n,
-                "succeeded" => shards.succeeded = n,
-                "failed" => shards.failed = n,
-                "cancelled" => shards.cancelled = n,
-                _ => {}
-            }
-        }
-        job.shards = Some(shards);
-        job.predictions = Some(sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM predictions WHERE job_id = $1"#, id).fetch_one(&state.pool).await?);
-    }
-    Ok(Json(job))
-}
-
-/// A sweep's children: trial values, state, the last point of each validation curve,
-/// the version they registered (test figures are shown, never used for the choice).
-async fn sweep_children(state: &AppState, sweep: Uuid) -> ApiResult<Vec<SweepChild>> {
-    let rows = sqlx::query!(
-        r#"SELECT c.id, c.state, c.parameters->'sweep' AS "sweep!", m.epoch AS "epoch?", m.train_loss AS "train_loss?",
-                m.validation_loss AS "validation_loss?", m.accuracy AS "accuracy?", m.macro_f1 AS "macro_f1?", v.id AS "version?",
-                (v.metrics->>'test_accuracy')::double precision AS test_accuracy, (v.metrics->>'test_macro_f1')::double precision AS test_macro_f1,
-                (m.detail->'report'->>'f_avg')::double precision AS f_avg, (v.metrics->>'test_f_avg')::double precision AS test_f_avg
-         FROM jobs c
-         LEFT JOIN LATERAL (SELECT * FROM training_metrics t WHERE t.job_id = c.id ORDER BY t.epoch DESC LIMIT 1) m ON true
-         LEFT JOIN model_versions v ON v.training_job_id = c.id
-         WHERE c.parent_id = $1 ORDER BY (c.parameters->'sweep'->>'trial')::int"#,
-        sweep,
-    )
-    .fetch_all(&state.pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| SweepChild {
-            job_id: r.id,
-            state: r.state,
-            trial: r.sweep["trial"].clone(),
-            values: r.sweep["values"].clone(),
-            epoch: r.epoch,
-            train_loss: r.train_loss,
-            validation_loss: r.validation_loss,
-            validation_accuracy: r.accuracy,
-            validation_macro_f1: r.macro_f1,
-            validation_f_avg: r.f_avg,
-            model_version_id: r.version,
-            test_accuracy: r.test_accuracy,
-            test_macro_f1: r.test_macro_f1,
-            test_f_avg: r.test_f_avg,
-        })
-        .collect())
-}
-
-async fn events_of(state: &AppState, id: Uuid, limit: i64) -> ApiResult<Vec<JobEvent>> {
-    let rows = sqlx::query!(
-        r#"SELECT at AS "at!", kind AS "kind!", detail AS "detail!"
-           FROM (SELECT id, at, kind, detail FROM job_events WHERE job_id = $1 ORDER BY id DESC LIMIT $2) e ORDER BY id"#,
-        id,
-        limit,
-    )
-    .fetch_all(&state.pool)
-    .await?;
-    Ok(rows.into_iter().map(|e| JobEvent { id: None, at: e.at, kind: e.kind, detail: e.detail }).collect())
+    views::job(&state.pool, caller.team_id, id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("job {id}")))
 }
 
 #[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", params(("id" = Uuid, Path, description = "the job's id")), responses((status = 200, body = Job)))]
 pub async fn get_job(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Job>> {
     job_json(&state, &caller, id).await
-}
-
-/// A job's kind or state as its enum: the jobs table's CHECK constraints allow no other
-/// text (`store/tests/jobs.rs` reads them back), so a miss is an internal error.
-fn typed<T: std::str::FromStr<Err = String>>(text: &str) -> ApiResult<T> {
-    text.parse().map_err(ApiError::Internal)
 }
 
 /// The optional `Idempotency-Key` header of submissions and uploads.
@@ -631,20 +421,6 @@ pub struct JobFilter {
     tag: Option<String>,
 }
 
-/// A job in a listing.
-#[derive(Serialize, ToSchema)]
-pub struct JobSummary {
-    id: Uuid,
-    kind: JobKind,
-    state: JobStatus,
-    progress: f64,
-    attempts: i32,
-    tags: Value,
-    last_error: Option<String>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
 /// A page of jobs, newest first; while `has_more`, pass `next_after` as `after`.
 #[derive(Serialize, ToSchema)]
 pub struct JobPage {
@@ -657,43 +433,19 @@ pub struct JobPage {
 /// `next_after` (pass it as `after`) when there is another page.
 #[utoipa::path(get, path = "/jobs", tag = "jobs", params(JobFilter), responses((status = 200, body = JobPage)))]
 pub async fn list_jobs(State(state): State<AppState>, caller: Caller, Query(f): Query<JobFilter>) -> ApiResult<Json<JobPage>> {
-    type Row = (Uuid, String, String, f64, i32, Value, Option<String>, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>);
     let limit = paging::limit(f.limit, 100, 1000)?;
-    let after = f.after.as_deref().map(paging::parse_time_cursor).transpose()?;
+    let before = f.after.as_deref().map(paging::parse_time_cursor).transpose()?;
     let tag = f.tag.as_deref().map(super::tags::filter).transpose()?;
-    // Postgres keeps microseconds, the cursor's precision: a boundary is exact.
-    let sql = format!(
-        "SELECT jobs.id, kind, state, progress, attempts, tags, last_error, created_at, updated_at FROM jobs
-         WHERE team_id = $1 AND parent_id IS NULL AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR kind = $3)
-           AND ($8::jsonb IS NULL OR tags @> $8) AND {}
-         ORDER BY created_at DESC, id DESC LIMIT $9",
-        paging::time_page_condition("jobs", 4)
-    );
-    let rows: Vec<Row> = sqlx::query_as(&sql)
-        .bind(caller.team_id)
-        .bind(f.state.map(JobStatus::as_str))
-        .bind(f.kind.map(JobKind::as_str))
-        .bind(after.map(|a| a.0))
-        .bind(after.map(|a| a.1))
-        .bind(f.created_after)
-        .bind(f.created_before)
-        .bind(tag)
-        .bind(limit + 1)
-        .fetch_all(&state.pool)
-        .await?;
-    let (rows, next_after) = paging::split(rows, limit, |r| paging::time_cursor(r.7, r.0));
-    let jobs = rows
-        .into_iter()
-        .map(|(id, kind, state, progress, attempts, tags, last_error, created_at, updated_at)| {
-            Ok(JobSummary { id, kind: typed(&kind)?, state: typed(&state)?, progress, attempts, tags, last_error, created_at, updated_at })
-        })
-        .collect::<ApiResult<_>>()?;
+    let filter =
+        views::JobFilter { state: f.state, kind: f.kind, before, created_after: f.created_after, created_before: f.created_before, tag, limit: limit + 1 };
+    let rows = views::list(&state.pool, caller.team_id, &filter).await?;
+    let (jobs, next_after) = paging::split(rows, limit, |r| paging::time_cursor(r.created_at, r.id));
     Ok(Json(JobPage { jobs, has_more: next_after.is_some(), next_after }))
 }
 
-async fn owned_job(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<String> {
-    let kind = sqlx::query_scalar!("SELECT kind FROM jobs WHERE id = $1 AND team_id = $2", id, caller.team_id).fetch_optional(&state.pool).await?;
-    kind.ok_or_else(|| ApiError::NotFound(format!("job {id}")))
+/// The kind of the caller's job `id`; 404 for unknown ids and other teams' jobs alike.
+async fn owned_job(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<JobKind> {
+    views::kind_of(&state.pool, caller.team_id, id).await?.ok_or_else(|| ApiError::NotFound(format!("job {id}")))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -720,12 +472,8 @@ pub struct JobEventPage {
 pub async fn job_events(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>, Query(page): Query<EventPage>) -> ApiResult<Json<JobEventPage>> {
     owned_job(&state, &caller, id).await?;
     let limit = paging::limit(page.limit, 1000, 10_000)?;
-    let rows =
-        sqlx::query!("SELECT id, at, kind, detail FROM job_events WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3", id, page.after.unwrap_or(0), limit + 1)
-            .fetch_all(&state.pool)
-            .await?;
-    let (rows, next_after) = paging::split(rows, limit, |r| r.id);
-    let events = rows.into_iter().map(|e| JobEvent { id: Some(e.id), at: e.at, kind: e.kind, detail: e.detail }).collect();
+    let rows = views::events(&state.pool, id, page.after.unwrap_or(0), limit + 1).await?;
+    let (events, next_after) = paging::split(rows, limit, |e| e.id.expect("paged events carry their ids"));
     Ok(Json(JobEventPage { events, has_more: next_after.is_some(), next_after }))
 }
 
@@ -790,7 +538,7 @@ pub async fn cancel_job(State(state): State<AppState>, caller: Caller, Path(id):
     caller.require(Role::Analyst)?;
     let kind = owned_job(&state, &caller, id).await?;
     // Analysts may cancel scoring; training and sweeps are mlops' business.
-    if kind == "train" || kind == "sweep" {
+    if kind == JobKind::Train || kind == JobKind::Sweep {
         caller.require(Role::Mlops)?;
     }
     if !jobs::cancel(&state.pool, id).await? {

@@ -8,10 +8,10 @@
 //! only make some shards smaller. A job has at most `MAX_SHARDS` shards; the lexicon
 //! and the stance targets stay in the parent.
 
+use crate::jobs;
 use absa_jobs::spec::score::MAX_SHARDS;
 use absa_jobs::ScoreParams;
 use absa_platform::metrics;
-use absa_store::jobs;
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
