@@ -20,7 +20,7 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
-# The README's quickstarts (run by tests/tests/quickstarts.rs) use curl, jq and psql.
+# The README's quickstarts (run by tests/tests/e2e/quickstarts.rs) use curl, jq and psql.
 for tool in curl jq; do
   command -v "$tool" >/dev/null || { log "installing $tool"; apt_install "$tool"; }
 done

@@ -14,7 +14,7 @@ bash "$ROOT/scripts/services.sh"
 bash "$ROOT/scripts/clean-test-leftovers.sh"
 # transformers cross-checks of the checkpoints we write
 export ABSA_PYTHON="${ABSA_PYTHON:-$(bash "$ROOT/scripts/python-env.sh")}"
-# the real helm and kubernetes-validate, for the chart's tests (tests/tests/helm_chart.rs)
+# the real helm and kubernetes-validate, for the chart's tests (tests/tests/e2e/helm_chart.rs)
 eval "$(bash "$ROOT/scripts/chart-tools.sh")"
 cd "$ROOT"
 # Formatted (rustfmt.toml), the compile-time query data current, lint-clean before
@@ -28,7 +28,9 @@ cargo test --workspace --locked --no-fail-fast "$@"
 echo "[test] fast tier: $((SECONDS - started)) s"
 if [ "$FAST" = 0 ] && [ "$#" = 0 ]; then
   started=$SECONDS
-  cargo test --workspace --locked --no-fail-fast -- --ignored
+  # One at a time: the end-to-end tests share one binary, and two model trainings at
+  # once on two cores would race the tests' deadlines.
+  cargo test --workspace --locked --no-fail-fast -- --ignored --test-threads=1
   echo "[test] slow tier: $((SECONDS - started)) s"
 fi
 # The GPU run kit, dry (a whole run only, not one filtered by arguments): built against

@@ -578,7 +578,7 @@ fn env_name(key: &str) -> String {
 /// Metric names the processes export: the families registered with the Prometheus
 /// client (`platform/src/metrics.rs`), with the sample suffixes the client writes
 /// (`_total` for counters, `_bucket`, `_sum`, `_count` for histograms).
-/// `tests/tests/process_metrics.rs` scrapes the running processes for the same names.
+/// `tests/tests/e2e/process_metrics.rs` scrapes the running processes for the same names.
 fn exported_metrics() -> BTreeSet<String> {
     let src = read(&repo().join("platform/src/metrics.rs"));
     let registered: Vec<String> = src.split("r.register(\"").skip(1).map(|s| s.split('"').next().expect("name").to_owned()).collect();
