@@ -515,8 +515,8 @@ fn binary_settings_keys() -> BTreeSet<String> {
         "store/src/worker.rs",
         "api/src/settings.rs",
         "scheduler/src/settings.rs",
-        "trainer/src/settings.rs",
-        "scorer/src/settings.rs",
+        "trainer-worker/src/settings.rs",
+        "scorer-worker/src/settings.rs",
         "platform/src/metrics.rs",
         "store/src/webhooks.rs",
     ];
@@ -1262,12 +1262,18 @@ fn the_dockerfiles_build_each_role_with_the_native_libraries_of_scripts_native_s
     let members: Vec<String> = cargo["workspace"]["members"].as_array().expect("members").iter().map(|m| m.as_str().expect("member").to_owned()).collect();
     let values = values_json();
     let uid = values["podSecurityContext"]["runAsUser"].as_u64().unwrap_or_else(|| panic!("runAsUser {}", values["podSecurityContext"]));
-    for (role, cmd) in [("api", "serve"), ("scheduler", "run"), ("scorer", "work"), ("trainer", "work")] {
+    // The trainer's and the scorer's binaries live in their worker crates.
+    for (role, package, cmd) in [
+        ("api", "absa-api", "serve"),
+        ("scheduler", "absa-scheduler", "run"),
+        ("scorer", "absa-scorer-worker", "work"),
+        ("trainer", "absa-trainer-worker", "work"),
+    ] {
         let file = docker.join(format!("{role}.Dockerfile"));
         let text = read(&file);
         let bin = format!("absa-{role}");
         assert!(text.lines().filter(|l| l.starts_with("FROM ")).count() >= 2, "{role}: multi-stage build");
-        assert!(text.contains(&format!("cargo build --release --locked -p {bin} --bin {bin}")), "{role}: builds {bin}");
+        assert!(text.contains(&format!("cargo build --release --locked -p {package} --bin {bin}")), "{role}: builds {bin}");
         // The workspace resolves only with every member's manifest (and the embedded
         // migrations); the compile-time query checks read .sqlx, offline by .cargo's setting.
         for dir in members.iter().map(String::as_str).chain(["migrations", ".cargo", ".sqlx"]) {
