@@ -175,7 +175,7 @@ fn score(settings: &Settings, args: ScoreArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let (mut engine_options, session) = engine_options(settings, &args.engine);
     engine_options.sort_window = args.sort_window;
-    engine_options.fields = FieldNames {
+    let names = FieldNames {
         id: args.id_field,
         text: args.text_field,
         aspect: args.aspect_field,
@@ -197,6 +197,7 @@ fn score(settings: &Settings, args: ScoreArgs) -> anyhow::Result<()> {
         None => None,
     };
     let records = readers::open(&args.input, &ReaderOptions { max_line_bytes: args.max_line_bytes, ..ReaderOptions::default() })?;
+    let documents = engine::documents(records, names);
     let errors_path = args.errors.unwrap_or_else(|| {
         let mut p = args.output.clone().into_os_string();
         p.push(".errors.jsonl");
@@ -223,7 +224,7 @@ fn score(settings: &Settings, args: ScoreArgs) -> anyhow::Result<()> {
             ));
         }
     };
-    let stats = engine::run(&mut model, records, lexicon, &engine_options, sink, errors, &mut progress)?;
+    let stats = engine::run(&mut model, documents, lexicon, &engine_options, sink, errors, &mut progress)?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

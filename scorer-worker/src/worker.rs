@@ -8,7 +8,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use absa_domain::readers::RawRecord;
 use absa_jobs::{ScoreParams, ShardParams};
 use absa_onnx::Precision;
 use absa_platform::metrics;
@@ -17,7 +16,7 @@ use absa_store::jobs::{self, ClaimedJob};
 use absa_store::predictions::{copy_predictions, PredictionRow};
 use absa_store::worker::{self as store_worker, JobHandler, Lease, LeaseHandle, Permanent, WorkerSettings};
 use anyhow::Context;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -25,6 +24,7 @@ use uuid::Uuid;
 use absa_scorer::engine::{self, EngineOptions, ScoreStats};
 use absa_scorer::model::ScoringModel;
 use absa_scorer::output::{CollectErrors, CollectSink, ErrorSink, Prediction, PredictionSink};
+use absa_scorer::rows::Document;
 use absa_scorer::runtime::SessionOptions;
 use absa_scorer::targets::{Lexicon, NamedTargets};
 use absa_scorer::ScoreError;
@@ -198,12 +198,12 @@ impl JobHandler for ScoreWorker {
     }
 }
 
-/// The shard's documents as the engine's records: `line` is the document's seq.
+/// The shard's documents, typed as the engine takes them: `line` is the document's seq.
 /// A document row: seq, external id, text, and the target given by the uploader (an
 /// aspect with or without its span, or a named target).
 type DocumentRow = (i64, String, String, Option<String>, Option<i32>, Option<i32>, Option<String>);
 
-async fn read_documents(pool: &PgPool, team_id: Uuid, params: &ShardParams) -> anyhow::Result<Vec<RawRecord>> {
+async fn read_documents(pool: &PgPool, team_id: Uuid, params: &ShardParams) -> anyhow::Result<Vec<Document>> {
     let rows: Vec<DocumentRow> = sqlx::query_as(
         "SELECT d.seq, d.external_id, d.text, d.aspect, d.span_start, d.span_end, d.target FROM documents d
          JOIN corpora c ON c.id = d.corpus_id
@@ -217,21 +217,13 @@ async fn read_documents(pool: &PgPool, team_id: Uuid, params: &ShardParams) -> a
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(seq, external_id, text, aspect, start, end, target)| {
-            let mut fields = Map::new();
-            fields.insert("id".into(), Value::from(external_id));
-            fields.insert("text".into(), Value::from(text));
-            if let Some(a) = aspect {
-                fields.insert("aspect".into(), Value::from(a));
-            }
-            if let (Some(s), Some(e)) = (start, end) {
-                fields.insert("start".into(), Value::from(s));
-                fields.insert("end".into(), Value::from(e));
-            }
-            if let Some(t) = target {
-                fields.insert("target".into(), Value::from(t));
-            }
-            RawRecord { line: seq as usize, fields }
+        .map(|(seq, external_id, text, aspect, start, end, target)| Document {
+            line: seq as usize,
+            id: Value::from(external_id),
+            text,
+            aspect,
+            span: start.zip(end).map(|(s, e)| (s as usize, e as usize)),
+            target,
         })
         .collect())
 }
@@ -239,7 +231,7 @@ async fn read_documents(pool: &PgPool, team_id: Uuid, params: &ShardParams) -> a
 #[allow(clippy::too_many_arguments)]
 fn score_documents(
     model: &mut ScoringModel,
-    documents: Vec<RawRecord>,
+    documents: Vec<Document>,
     lexicon: Option<Arc<Lexicon>>,
     options: &EngineOptions,
     sink: Box<dyn PredictionSink>,

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use absa_domain::readers::{ReadError, RowResult};
+use absa_domain::readers::{RawRecord, ReadError, RowResult};
 use absa_domain::{EncodeError, InputForm, RowError};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
@@ -25,7 +25,7 @@ use serde_json::Value;
 use crate::batch::{length_sorted_batches, Instance, PaddedBatch};
 use crate::model::ScoringModel;
 use crate::output::{ErrorSink, Prediction, PredictionSink};
-use crate::rows::{FieldNames, ScoreRow};
+use crate::rows::{Document, FieldNames, ScoreRow};
 use crate::targets::{Lexicon, NamedTargets};
 use crate::ScoreError;
 
@@ -41,7 +41,6 @@ pub struct EngineOptions {
     pub chunk_rows: usize,
     /// Threads that tokenize.
     pub tokenize_threads: usize,
-    pub fields: FieldNames,
     /// The job's stance targets: one prediction per document and target for rows that
     /// give no target of their own.
     pub named_targets: Option<Arc<NamedTargets>>,
@@ -54,7 +53,6 @@ impl Default for EngineOptions {
             sort_window: 8192,
             chunk_rows: 512,
             tokenize_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            fields: FieldNames::default(),
             named_targets: None,
         }
     }
@@ -110,7 +108,7 @@ pub fn run<I>(
     progress: &mut dyn FnMut(&ScoreStats),
 ) -> Result<ScoreStats, ScoreError>
 where
-    I: Iterator<Item = Result<RowResult, ReadError>> + Send,
+    I: Iterator<Item = Result<DocumentResult, ReadError>> + Send,
 {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(options.tokenize_threads.max(1))
@@ -149,12 +147,12 @@ fn produce<I>(
     pool: &rayon::ThreadPool,
     tx: Sender<Result<Chunk, ReadError>>,
 ) where
-    I: Iterator<Item = Result<RowResult, ReadError>>,
+    I: Iterator<Item = Result<DocumentResult, ReadError>>,
 {
     let mut seq = 0u64;
     let mut records = records.fuse();
     loop {
-        let mut pending: Vec<RowResult> = Vec::with_capacity(options.chunk_rows);
+        let mut pending: Vec<DocumentResult> = Vec::with_capacity(options.chunk_rows);
         let (mut failure, mut exhausted) = (None, false);
         while pending.len() < options.chunk_rows {
             match records.next() {
@@ -186,13 +184,13 @@ fn produce<I>(
 }
 
 /// Parses and encodes a chunk of rows in parallel; instance numbers follow row order.
-fn tokenize(rows: Vec<RowResult>, (encoder, form): Encoding<'_>, lexicon: Option<&Lexicon>, options: &EngineOptions, seq: &mut u64) -> Chunk {
+fn tokenize(rows: Vec<DocumentResult>, (encoder, form): Encoding<'_>, lexicon: Option<&Lexicon>, options: &EngineOptions, seq: &mut u64) -> Chunk {
     type Encoded = Result<(ScoreRow, Vec<Result<absa_domain::EncodedInstance, EncodeError>>), RowError>;
     let named = options.named_targets.as_deref();
     let encoded: Vec<Encoded> = rows
         .into_par_iter()
         .map(|row| {
-            let row = ScoreRow::parse(row?, &options.fields, lexicon, named)?;
+            let row = ScoreRow::new(row?, lexicon, named)?;
             let encodings = row.targets.iter().map(|t| encoder.encode_as(form, &row.text, &t.aspect, t.span)).collect();
             Ok((row, encodings))
         })
@@ -323,12 +321,25 @@ fn write(rx: Receiver<ToWriter>, mut sink: Box<dyn PredictionSink>, mut errors: 
     errors.finish()
 }
 
-/// Records from in-memory rows (benchmarks, tests): each value is a JSON object.
-pub fn records_from_values(values: Vec<Value>) -> impl Iterator<Item = Result<RowResult, ReadError>> + Send {
-    values.into_iter().enumerate().map(|(i, v)| {
+/// A row as the engine takes it: a document, or why its record could not be one.
+pub type DocumentResult = Result<Document, RowError>;
+
+/// A reader's records as documents, their fields named by `names` (local mode: files).
+pub fn documents<I>(records: I, names: FieldNames) -> impl Iterator<Item = Result<DocumentResult, ReadError>> + Send
+where
+    I: Iterator<Item = Result<RowResult, ReadError>> + Send,
+{
+    records.map(move |read| read.map(|row| row.and_then(|record| Document::from_record(record, &names))))
+}
+
+/// Documents from in-memory rows (benchmarks, tests): each value is a JSON object with
+/// the default field names.
+pub fn records_from_values(values: Vec<Value>) -> impl Iterator<Item = Result<DocumentResult, ReadError>> + Send {
+    let records = values.into_iter().enumerate().map(|(i, v)| {
         Ok(match v {
-            Value::Object(fields) => Ok(absa_domain::readers::RawRecord { line: i + 1, fields }),
+            Value::Object(fields) => Ok(RawRecord { line: i + 1, fields }),
             other => Err(RowError { line: i + 1, reason: format!("not a JSON object: {other}") }),
         })
-    })
+    });
+    documents(records, FieldNames::default())
 }

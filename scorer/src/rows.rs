@@ -63,8 +63,27 @@ fn offset(value: &Value, name: &str) -> Result<usize, String> {
     parsed.ok_or_else(|| format!("field {name:?} is not a non-negative integer: {value}"))
 }
 
-impl ScoreRow {
-    pub fn parse(record: RawRecord, names: &FieldNames, lexicon: Option<&Lexicon>, named: Option<&NamedTargets>) -> Result<Self, RowError> {
+/// A corpus row's fields, typed: what a file's record holds ([`Document::from_record`])
+/// or what the service stored at upload (the worker builds it from the table's row).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Document {
+    /// Where errors point: the 1-based line (or Parquet row) of a file, the seq of a
+    /// stored document.
+    pub line: usize,
+    /// The row's id as given, or its line number when it has none.
+    pub id: Value,
+    pub text: String,
+    pub aspect: Option<String>,
+    /// The target's character offsets (start, end), when given.
+    pub span: Option<(usize, usize)>,
+    /// A named target, which the text need not mention.
+    pub target: Option<String>,
+}
+
+impl Document {
+    /// The fields `names` names, each checked for its type; a missing `text`, a field of
+    /// the wrong type, or one offset without the other is a row error.
+    pub fn from_record(record: RawRecord, names: &FieldNames) -> Result<Self, RowError> {
         let line = record.line;
         let err = |reason: String| RowError { line, reason };
         let mut fields = record.fields;
@@ -76,7 +95,7 @@ impl ScoreRow {
         };
         let aspect = match present(&fields, &names.aspect) {
             None => None,
-            Some(Value::String(s)) => Some(s.as_str()),
+            Some(Value::String(s)) => Some(s.clone()),
             Some(other) => return Err(err(format!("field {:?} is not a string: {other}", names.aspect))),
         };
         let target = match present(&fields, &names.target) {
@@ -84,19 +103,30 @@ impl ScoreRow {
             Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
             Some(other) => return Err(err(format!("field {:?} is not a non-blank string: {other}", names.target))),
         };
-        let start = present(&fields, &names.start);
-        let end = present(&fields, &names.end);
-        let targets = match (start, end) {
-            (Some(s), Some(e)) => {
-                let (s, e) = (offset(s, &names.start).map_err(&err)?, offset(e, &names.end).map_err(&err)?);
+        let span = match (present(&fields, &names.start), present(&fields, &names.end)) {
+            (Some(s), Some(e)) => Some((offset(s, &names.start).map_err(&err)?, offset(e, &names.end).map_err(&err)?)),
+            (Some(_), None) => return Err(err(format!("field {:?} without {:?}", names.start, names.end))),
+            (None, Some(_)) => return Err(err(format!("field {:?} without {:?}", names.end, names.start))),
+            (None, None) => None,
+        };
+        Ok(Self { line, id, text, aspect, span, target })
+    }
+}
+
+impl ScoreRow {
+    /// `document` with its targets found (see the module's comment for the order).
+    pub fn new(document: Document, lexicon: Option<&Lexicon>, named: Option<&NamedTargets>) -> Result<Self, RowError> {
+        let Document { line, id, text, aspect, span, target } = document;
+        let err = |reason: String| RowError { line, reason };
+        let aspect = aspect.as_deref();
+        let targets = match span {
+            Some((s, e)) => {
                 let span = AspectSpan::parse(&text, aspect, s, e).map_err(|e| err(e.to_string()))?;
                 let surface = target.or_else(|| aspect.map(str::to_owned)).unwrap_or_else(|| text.chars().skip(s).take(e - s).collect());
                 vec![Target { aspect: surface, span: Some(span) }]
             }
-            (Some(_), None) => return Err(err(format!("field {:?} without {:?}", names.start, names.end))),
-            (None, Some(_)) => return Err(err(format!("field {:?} without {:?}", names.end, names.start))),
-            (None, None) if target.is_some() => vec![Target { aspect: target.expect("checked"), span: None }],
-            (None, None) => match (aspect, lexicon) {
+            None if target.is_some() => vec![Target { aspect: target.expect("checked"), span: None }],
+            None => match (aspect, lexicon) {
                 (None, _) if named.is_some() => named
                     .into_iter()
                     .flat_map(NamedTargets::iter)
@@ -110,15 +140,15 @@ impl ScoreRow {
                     found.into_iter().map(|f| to_target(&text, f)).collect()
                 }
                 (None, Some(lexicon)) => lexicon.find(&text).into_iter().map(|f| to_target(&text, f)).collect(),
-                (None, None) => {
-                    return Err(err(format!(
-                        "no target: neither {:?}/{:?} nor {:?} nor {:?}, and the job names no targets and no lexicon",
-                        names.start, names.end, names.aspect, names.target
-                    )))
-                }
+                (None, None) => return Err(err("no target: the row has no span, aspect or target, and the job names no targets and no lexicon".into())),
             },
         };
         Ok(Self { line, id, text, targets })
+    }
+
+    /// A file's record read by `names`, then [`ScoreRow::new`].
+    pub fn parse(record: RawRecord, names: &FieldNames, lexicon: Option<&Lexicon>, named: Option<&NamedTargets>) -> Result<Self, RowError> {
+        Self::new(Document::from_record(record, names)?, lexicon, named)
     }
 }
 
@@ -143,6 +173,25 @@ mod tests {
 
     fn spans(row: &ScoreRow) -> Vec<(String, usize, usize)> {
         row.targets.iter().map(|t| (t.aspect.clone(), t.span.unwrap().start(), t.span.unwrap().end())).collect()
+    }
+
+    #[test]
+    fn a_stored_document_is_scored_as_the_record_it_was_uploaded_from() {
+        let text = "The screen is dim, the screen cracked";
+        let cases = [
+            (json!({"id": "d1", "text": text, "aspect": "screen", "start": 4, "end": 10}), Some("screen"), Some((4, 10)), None),
+            (json!({"id": "d1", "text": text, "aspect": "screen"}), Some("screen"), None, None),
+            (json!({"id": "d1", "text": text, "target": "Apple"}), None, None, Some("Apple")),
+        ];
+        for (value, aspect, span, target) in cases {
+            let stored = Document { line: 7, id: json!("d1"), text: text.into(), aspect: aspect.map(Into::into), span, target: target.map(Into::into) };
+            assert_eq!(Document::from_record(record(value.clone()), &FieldNames::default()).unwrap(), stored, "{value}");
+            assert_eq!(ScoreRow::new(stored, None, None).unwrap(), parse(value.clone(), None).unwrap(), "{value}");
+        }
+        let no_target = Document { line: 9, id: json!(9), text: text.into(), aspect: None, span: None, target: None };
+        let err = ScoreRow::new(no_target, None, None).unwrap_err();
+        assert_eq!(err.line, 9);
+        assert!(err.reason.starts_with("no target"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use absa_onnx::Precision;
 use absa_scorer::engine::{self, EngineOptions, ScoreStats};
 use absa_scorer::model::ScoringModel;
 use absa_scorer::output::{self, CollectErrors, CollectSink, ErrorLog};
+use absa_scorer::rows::FieldNames;
 use absa_scorer::runtime::SessionOptions;
 use absa_scorer::targets::Lexicon;
 use common::{corpus, read_records, want, write_lines, ToyModel, Want, LABELS};
@@ -29,7 +30,7 @@ fn small_batches() -> EngineOptions {
 
 fn run(model_dir: &Path, input: &Path, output: &Path, errors: &Path) -> ScoreStats {
     let mut model = ScoringModel::open(model_dir, Precision::Fp32, &SessionOptions::with_threads(1)).unwrap();
-    let records = readers::open(input, &ReaderOptions { max_line_bytes: 2000, ..ReaderOptions::default() }).unwrap();
+    let records = engine::documents(readers::open(input, &ReaderOptions { max_line_bytes: 2000, ..ReaderOptions::default() }).unwrap(), FieldNames::default());
     let sink = output::create(output, &model.labels).unwrap();
     let mut updates = 0;
     let stats =
@@ -92,7 +93,8 @@ fn in_memory_the_engine_hands_the_same_predictions_and_row_errors_to_its_sinks()
     let (lines, wants, errors) = corpus();
     let input = dir.path().join("corpus.jsonl");
     write_lines(&input, &lines);
-    let records: Vec<_> = readers::open(&input, &ReaderOptions { max_line_bytes: 2000, ..ReaderOptions::default() }).unwrap().collect();
+    let records: Vec<_> =
+        engine::documents(readers::open(&input, &ReaderOptions { max_line_bytes: 2000, ..ReaderOptions::default() }).unwrap(), FieldNames::default()).collect();
     let mut model = ScoringModel::open(dir.path(), Precision::Fp32, &SessionOptions::with_threads(1)).unwrap();
     let (predictions, rejected) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
     let sinks = (Box::new(CollectSink(predictions.clone())), Box::new(CollectErrors(rejected.clone())));
@@ -187,7 +189,7 @@ fn a_failing_output_stops_the_run_with_the_writer_error() {
     let out = dir.path().join("out.jsonl");
     std::os::unix::fs::symlink("/dev/full", &out).unwrap();
     let mut model = ScoringModel::open(dir.path(), Precision::Fp32, &SessionOptions::with_threads(1)).unwrap();
-    let records = readers::open(&input, &ReaderOptions { max_line_bytes: 2000, ..ReaderOptions::default() }).unwrap();
+    let records = engine::documents(readers::open(&input, &ReaderOptions { max_line_bytes: 2000, ..ReaderOptions::default() }).unwrap(), FieldNames::default());
     let sink = output::create(&out, &model.labels).unwrap();
     let err = engine::run(&mut model, records, Some(lexicon()), &small_batches(), sink, Box::new(ErrorLog::create(None).unwrap()), &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("No space left on device"), "{err}");
