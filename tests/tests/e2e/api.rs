@@ -1,7 +1,7 @@
 //! The HTTP API end to end on the real Postgres and RabbitMQ, driven only through HTTP:
-//! `absa-api` as a process where the test runs the scheduler and the trainer/scorer
-//! workers beside it (1, 2), else the application built in the test process
-//! (`Service::start_in_process`: 3, the listings and the registry).
+//! `absa-api` as a process where the test reads exact counts from its `/metrics` (1),
+//! else the application built in the test process (`Service::start_in_process`: 2, 3,
+//! the listings and the registry), beside the scheduler and workers as processes.
 //! 1. access, uploads, idempotency, cancellation, retrains: no key (every documented
 //!    route answers 401), wrong role (403), another team's ids (404 and no data);
 //!    uploads report bad rows by line and keep the good ones; a resubmission with the
@@ -273,7 +273,7 @@ async fn access_uploads_idempotency_cancellation_and_retrains() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn train_promote_score_and_export() {
-    let mut svc = Service::start().await;
+    let mut svc = Service::start_in_process(&[]).await;
     let ((scheduler_port, scheduler_bind), (trainer_port, trainer_bind), (scorer_port, scorer_bind)) = (metrics_port(), metrics_port(), metrics_port());
     svc.run_with("absa-scheduler", &["run"], "scheduler", &scheduler_bind);
     svc.run_with("absa-trainer", &["work"], "trainer", &trainer_bind);

@@ -27,7 +27,7 @@ fn tar_files(bytes: &[u8]) -> Vec<String> {
 async fn a_generated_client_trains_pages_jobs_and_downloads_the_model() {
     let python =
         std::env::var("ABSA_PYTHON").expect("ABSA_PYTHON: a Python with openapi-python-client (scripts/python-env.sh makes one; scripts/test.sh sets it)");
-    let mut svc = Service::start().await;
+    let mut svc = Service::start_in_process(&[]).await;
     let admin = svc.bootstrap_key("alpha");
     let (mlops, _) = svc.key(&admin, "mlops");
     let api = &svc.api;

@@ -67,7 +67,7 @@ fn deliveries(svc: &Service, key: &str, webhook: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn job_state_changes_reach_a_webhook_signed_and_in_order_after_the_receiver_was_down() {
-    let mut svc = Service::start_with(&[("ABSA_WEBHOOKS__RETRY_SECS", "0.5"), ("ABSA_WEBHOOKS__TIMEOUT_SECS", "5")]).await;
+    let mut svc = Service::start_in_process(&[("ABSA_WEBHOOKS__RETRY_SECS", "0.5"), ("ABSA_WEBHOOKS__TIMEOUT_SECS", "5")]).await;
     svc.run("absa-scheduler", &["run"], "scheduler");
     let admin = svc.bootstrap_key("hooks");
     let (mlops, _) = svc.key(&admin, "mlops");
