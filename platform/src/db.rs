@@ -6,7 +6,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
-use crate::config::{redact_url, DatabaseSettings};
+use crate::config::{redact_url, DatabaseSettings, Secret};
 use crate::{PlatformError, Result};
 
 /// The schema, compiled into every binary so no separate tool is needed to migrate.
@@ -45,6 +45,50 @@ pub async fn drop_database(admin_url: &str, name: &str) -> Result<()> {
     let mut conn = admin_connection(admin_url).await?;
     sqlx::query(&format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#)).execute(&mut conn).await?;
     Ok(())
+}
+
+/// A database of its own for one test: created on the test server
+/// ([`crate::config::test_database_url`]) and migrated at start, dropped with the value,
+/// also when the test panics.
+pub struct ScratchDb {
+    pub pool: PgPool,
+    pub url: String,
+    pub name: String,
+}
+
+impl ScratchDb {
+    /// A migrated database named `{prefix}_{random}`.
+    pub async fn new(prefix: &str) -> Result<Self> {
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        let url = create_database(&crate::config::test_database_url(), &name).await?;
+        let pool = connect(&DatabaseSettings { url: Secret::new(url.clone()), ..Default::default() }).await?;
+        let db = Self { pool, url, name };
+        migrate(&db.pool).await?;
+        Ok(db)
+    }
+
+    /// A new team (`teams` row) to own what the test writes.
+    pub async fn team(&self) -> Result<uuid::Uuid> {
+        let id = uuid::Uuid::new_v4();
+        sqlx::query("INSERT INTO teams (id, name) VALUES ($1, $2)").bind(id).bind(id.to_string()).execute(&self.pool).await?;
+        Ok(id)
+    }
+}
+
+impl Drop for ScratchDb {
+    /// Drops the database on a thread of its own: a drop inside the test's runtime
+    /// cannot wait on that runtime.
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            runtime.block_on(drop_database(&crate::config::test_database_url(), &name)).map_err(|e| e.to_string())
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("database {} was left behind (scripts/clean-test-leftovers.sh removes it)", self.name);
+        }
+    }
 }
 
 async fn admin_connection(admin_url: &str) -> Result<PgConnection> {

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 #[tokio::test]
 async fn queued_jobs_are_published_by_priority_and_expired_ones_come_back() -> anyhow::Result<()> {
-    let db = TestDb::new("absa_test_dispatch").await;
+    let db = TestDb::new("absa_dispatch").await;
     let pool = db.pool.clone();
     let low = db.submit("train", 0, serde_json::json!({})).await;
     let high = db.submit("train", 5, serde_json::json!({})).await;
@@ -59,7 +59,6 @@ async fn queued_jobs_are_published_by_priority_and_expired_ones_come_back() -> a
     assert_eq!(jobs::claim(&pool, high, "new-worker", 30.0).await?.unwrap().attempt, 2);
 
     common::delete_topology(&topology).await;
-    db.drop().await;
     Ok(())
 }
 
@@ -71,7 +70,7 @@ async fn queued_jobs_are_published_by_priority_and_expired_ones_come_back() -> a
 /// 101st to 105th.
 #[tokio::test]
 async fn teams_take_turns_so_one_teams_backlog_does_not_starve_another() -> anyhow::Result<()> {
-    let db = TestDb::new("absa_test_dispatch").await;
+    let db = TestDb::new("absa_dispatch").await;
     let pool = db.pool.clone();
     let b_team = Uuid::new_v4();
     sqlx::query("INSERT INTO teams (id, name) VALUES ($1, 'b')").bind(b_team).execute(&pool).await?;
@@ -103,7 +102,6 @@ async fn teams_take_turns_so_one_teams_backlog_does_not_starve_another() -> anyh
     let b_turns: Vec<usize> = b_jobs.iter().map(|b| started.iter().position(|s| s == b).unwrap()).collect();
     assert!(b_turns.iter().all(|&t| t < 21), "b's jobs started at {b_turns:?} of 105");
     common::delete_topology(&topology).await;
-    db.drop().await;
     Ok(())
 }
 
@@ -111,7 +109,7 @@ async fn teams_take_turns_so_one_teams_backlog_does_not_starve_another() -> anyh
 /// team's 10 CPU jobs, and of its GPU jobs only what fits in 4 GPUs.
 #[tokio::test]
 async fn a_team_holds_at_most_its_quota_of_jobs_and_gpus() -> anyhow::Result<()> {
-    let db = TestDb::new("absa_test_dispatch").await;
+    let db = TestDb::new("absa_dispatch").await;
     let pool = db.pool.clone();
     for _ in 0..10 {
         db.submit("score_shard", 0, serde_json::json!({})).await;
@@ -139,7 +137,6 @@ async fn a_team_holds_at_most_its_quota_of_jobs_and_gpus() -> anyhow::Result<()>
     assert_eq!(dispatcher.pass().await?.dispatched, 2);
     common::delete_topology(&topology).await;
     common::delete_topology(&gpu_topology).await;
-    db.drop().await;
     Ok(())
 }
 
@@ -153,7 +150,7 @@ async fn next_job(consumer: &mut lapin::Consumer, wait: Duration) -> Option<Uuid
 #[tokio::test]
 async fn gpu_jobs_wait_for_a_live_trainer_with_enough_gpus_and_go_to_their_queue() -> anyhow::Result<()> {
     use absa_store::workers::{self, Offer};
-    let db = TestDb::new("absa_test_gpu_routing").await;
+    let db = TestDb::new("absa_routing").await;
     let pool = db.pool.clone();
     let two = db.submit("train", 0, serde_json::json!({ "gpus": 2 })).await;
     let cpu = db.submit("train", 0, serde_json::json!({})).await;
@@ -203,7 +200,6 @@ async fn gpu_jobs_wait_for_a_live_trainer_with_enough_gpus_and_go_to_their_queue
 
     connection.close(200, "done".into()).await?;
     common::delete_topology(&topology).await;
-    db.drop().await;
     Ok(())
 }
 
@@ -230,7 +226,7 @@ async fn wait_dispatched(pool: &sqlx::PgPool, id: Uuid, limit: Duration) -> Dura
 
 #[tokio::test]
 async fn a_submission_wakes_the_loop_at_once_even_after_the_listener_lost_its_connection() -> anyhow::Result<()> {
-    let db = TestDb::new("absa_test_notify").await;
+    let db = TestDb::new("absa_notify").await;
     let amqp = common::broker().await;
     let topology = amqp.topology().clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -259,13 +255,12 @@ async fn a_submission_wakes_the_loop_at_once_even_after_the_listener_lost_its_co
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), run).await???;
     common::delete_topology(&topology).await;
-    db.drop().await;
     Ok(())
 }
 
 #[tokio::test]
 async fn a_pass_after_the_broker_connection_died_reconnects_and_redeclares_the_queues() -> anyhow::Result<()> {
-    let db = TestDb::new("absa_test_reconnect").await;
+    let db = TestDb::new("absa_reconnect").await;
     let amqp = common::broker().await;
     let topology = amqp.topology().clone();
     let dispatcher = Dispatcher::new(db.pool.clone(), amqp);
@@ -286,13 +281,12 @@ async fn a_pass_after_the_broker_connection_died_reconnects_and_redeclares_the_q
     d.ack(BasicAckOptions::default()).await?;
     connection.close(200, "done".into()).await?;
     common::delete_topology(&topology).await;
-    db.drop().await;
     Ok(())
 }
 
 #[tokio::test]
 async fn a_dispatched_job_nobody_claims_is_published_again() -> anyhow::Result<()> {
-    let db = TestDb::new("absa_test_redispatch").await;
+    let db = TestDb::new("absa_redispatch").await;
     let pool = db.pool.clone();
     let job = db.submit("train", 0, serde_json::json!({})).await;
     let amqp = common::broker().await;
@@ -311,6 +305,5 @@ async fn a_dispatched_job_nobody_claims_is_published_again() -> anyhow::Result<(
     assert!(jobs::claim(&pool, job, "w2", 30.0).await?.is_none());
 
     common::delete_topology(&topology).await;
-    db.drop().await;
     Ok(())
 }

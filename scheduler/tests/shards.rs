@@ -42,7 +42,7 @@ async fn run_shard(db: &TestDb, id: Uuid, outcome: Result<(), &str>) {
 
 #[tokio::test]
 async fn a_score_job_fans_out_into_seq_ranges_that_inherit_the_parent() {
-    let db = TestDb::new("absa_test_shards").await;
+    let db = TestDb::new("absa_shards").await;
     // Seqs 10..=34 with a gap: ranges step from the smallest to the largest seq.
     let (corpus, model) = db.corpus((10..=20).chain(25..=34)).await;
     let params = json!({ "corpus_id": corpus, "model_version_id": model, "shard_size": 10, "precision": "int8" });
@@ -76,12 +76,11 @@ async fn a_score_job_fans_out_into_seq_ranges_that_inherit_the_parent() {
         assert_eq!((typed.shard, typed.seq_from, typed.seq_to, typed.precision), (n as i32, from, to, Some(absa_jobs::score::Precision::Int8)));
         assert_eq!(key, format!("shard:{parent}:{n}"));
     }
-    db.drop().await;
 }
 
 #[tokio::test]
 async fn the_lexicon_and_the_targets_stay_in_the_parent_and_a_huge_corpus_gets_at_most_max_shards() {
-    let db = TestDb::new("absa_test_shards").await;
+    let db = TestDb::new("absa_shards").await;
     // Seqs 0 and 1,000,000: with shard_size 1 that would be 1,000,001 shards.
     let (corpus, model) = db.corpus([0, 1_000_000]).await;
     let lexicon: Vec<String> = (0..1000).map(|i| format!("term {i} {}", "x".repeat(90))).collect();
@@ -106,12 +105,11 @@ async fn the_lexicon_and_the_targets_stay_in_the_parent_and_a_huge_corpus_gets_a
     let kept: i32 =
         sqlx::query_scalar("SELECT jsonb_array_length(parameters->'targets') FROM jobs WHERE id = $1").bind(parent).fetch_one(&db.pool).await.unwrap();
     assert_eq!(kept, 100, "the parent keeps the targets, once");
-    db.drop().await;
 }
 
 #[tokio::test]
 async fn the_default_shard_size_applies_and_an_empty_corpus_succeeds_with_no_shards() {
-    let db = TestDb::new("absa_test_shards").await;
+    let db = TestDb::new("absa_shards").await;
     let (corpus, model) = db.corpus(0..7).await;
     let parent = db.submit("score", 0, json!({ "corpus_id": corpus, "model_version_id": model })).await;
     let (empty, _) = db.corpus([]).await;
@@ -121,12 +119,11 @@ async fn the_default_shard_size_applies_and_an_empty_corpus_succeeds_with_no_sha
     assert!(view(&db, nothing).await.is_empty());
     assert_eq!(parent_row(&db, nothing).await, ("succeeded".into(), 1.0, None));
     assert_eq!(db.events(nothing).await, vec!["submitted", "fanned_out", "completed"]);
-    db.drop().await;
 }
 
 #[tokio::test]
 async fn bad_parameters_fail_the_parent_with_a_reason() {
-    let db = TestDb::new("absa_test_shards").await;
+    let db = TestDb::new("absa_shards").await;
     let (corpus, model) = db.corpus(0..3).await;
     let cases = [
         (json!({ "model_version_id": model }), "parameters: missing field `corpus_id`".to_string()),
@@ -145,12 +142,11 @@ async fn bad_parameters_fail_the_parent_with_a_reason() {
         assert_eq!(state, "failed");
         assert!(error.as_deref().unwrap().contains(&reason), "{error:?} should say {reason}");
     }
-    db.drop().await;
 }
 
 #[tokio::test]
 async fn a_repeated_fan_out_inserts_no_second_set_of_shards() {
-    let db = TestDb::new("absa_test_shards").await;
+    let db = TestDb::new("absa_shards").await;
     let (corpus, model) = db.corpus(0..10).await;
     let parent = db.submit("score", 0, json!({ "corpus_id": corpus, "model_version_id": model, "shard_size": 4 })).await;
     assert_eq!(fan_out_queued(&db.pool, 10, 100).await.unwrap(), 1);
@@ -158,12 +154,11 @@ async fn a_repeated_fan_out_inserts_no_second_set_of_shards() {
     sqlx::query("UPDATE jobs SET state = 'queued' WHERE id = $1").bind(parent).execute(&db.pool).await.unwrap();
     assert_eq!(fan_out_queued(&db.pool, 10, 100).await.unwrap(), 1);
     assert_eq!(view(&db, parent).await.len(), 3, "idempotency keys keep one set");
-    db.drop().await;
 }
 
 #[tokio::test]
 async fn a_parent_succeeds_when_all_its_shards_do_with_progress_on_the_way() {
-    let db = TestDb::new("absa_test_shards").await;
+    let db = TestDb::new("absa_shards").await;
     let (corpus, model) = db.corpus(0..8).await;
     let parent = db.submit("score", 0, json!({ "corpus_id": corpus, "model_version_id": model, "shard_size": 2 })).await;
     fan_out_queued(&db.pool, 10, 100).await.unwrap();
@@ -182,12 +177,11 @@ async fn a_parent_succeeds_when_all_its_shards_do_with_progress_on_the_way() {
     assert_eq!(parent_row(&db, parent).await, ("succeeded".into(), 1.0, None));
     assert_eq!(db.events(parent).await, vec!["submitted", "fanned_out", "completed"]);
     assert_eq!(settle_parents(&db.pool).await.unwrap(), Settled::default(), "settled once");
-    db.drop().await;
 }
 
 #[tokio::test]
 async fn a_failed_shard_fails_the_parent_and_cancels_the_other_shards() {
-    let db = TestDb::new("absa_test_shards").await;
+    let db = TestDb::new("absa_shards").await;
     let (corpus, model) = db.corpus(0..8).await;
     let mut job = db.job("score", 0, json!({ "corpus_id": corpus, "model_version_id": model, "shard_size": 2 }));
     job.max_attempts = 1;
@@ -204,12 +198,11 @@ async fn a_failed_shard_fails_the_parent_and_cancels_the_other_shards() {
     assert_eq!(states, vec!["succeeded", "cancelled", "failed", "cancelled"]);
     // The busy worker learns at its next heartbeat.
     assert!(jobs::heartbeat(&db.pool, shards[3], "busy-worker", 30.0, 0.5).await.unwrap().is_err());
-    db.drop().await;
 }
 
 #[tokio::test]
 async fn cancelling_a_score_job_cancels_its_shards() {
-    let db = TestDb::new("absa_test_shards").await;
+    let db = TestDb::new("absa_shards").await;
     let (corpus, model) = db.corpus(0..6).await;
     let parent = db.submit("score", 0, json!({ "corpus_id": corpus, "model_version_id": model, "shard_size": 2 })).await;
     fan_out_queued(&db.pool, 10, 100).await.unwrap();
@@ -224,5 +217,4 @@ async fn cancelling_a_score_job_cancels_its_shards() {
     assert!(jobs::heartbeat(&db.pool, shards[1], "busy-worker", 30.0, 0.5).await.unwrap().is_err());
     assert!(jobs::claim(&db.pool, shards[2], "late-worker", 30.0).await.unwrap().is_none(), "a queued message for a cancelled shard claims nothing");
     assert_eq!(settle_parents(&db.pool).await.unwrap(), Settled::default(), "a cancelled parent is left alone");
-    db.drop().await;
 }

@@ -3,36 +3,13 @@
 
 use std::time::Duration;
 
-use absa_platform::config::{test_database_url, DatabaseSettings, Secret};
-use absa_platform::db;
+use absa_platform::db::ScratchDb;
 use absa_store::jobs::{self, JobStatus, NewJob, Submitted};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-struct TestDb {
-    pool: PgPool,
-    name: String,
-}
-
-impl TestDb {
-    async fn new() -> Self {
-        let name = format!("absa_test_jobs_{}", uuid::Uuid::new_v4().simple());
-        let url = db::create_database(&test_database_url(), &name).await.unwrap();
-        let pool = db::connect(&DatabaseSettings { url: Secret::new(url), ..Default::default() }).await.unwrap();
-        db::migrate(&pool).await.unwrap();
-        Self { pool, name }
-    }
-
-    async fn team(&self) -> Uuid {
-        let id = Uuid::new_v4();
-        sqlx::query("INSERT INTO teams (id, name) VALUES ($1, $2)").bind(id).bind(id.to_string()).execute(&self.pool).await.unwrap();
-        id
-    }
-
-    async fn drop(self) {
-        self.pool.close().await;
-        db::drop_database(&test_database_url(), &self.name).await.unwrap();
-    }
+async fn scratch() -> ScratchDb {
+    ScratchDb::new("absa_jobs").await.unwrap()
 }
 
 fn new_job(team: Uuid, key: Option<&str>, max_attempts: i32) -> NewJob {
@@ -59,33 +36,31 @@ async fn allowed(pool: &PgPool, column: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn the_kind_and_state_enums_are_exactly_what_the_database_allows() {
-    let db = TestDb::new().await;
+    let db = scratch().await;
     let sorted = |mut v: Vec<String>| {
         v.sort();
         v
     };
     assert_eq!(allowed(&db.pool, "kind").await, sorted(jobs::JobKind::ALL.iter().map(|k| k.as_str().to_owned()).collect()));
     assert_eq!(allowed(&db.pool, "state").await, sorted(JobStatus::ALL.iter().map(|s| s.as_str().to_owned()).collect()));
-    db.drop().await;
 }
 
 #[tokio::test]
 async fn a_resubmitted_idempotency_key_returns_the_first_job() {
-    let db = TestDb::new().await;
-    let team = db.team().await;
+    let db = scratch().await;
+    let team = db.team().await.unwrap();
     let first = jobs::submit(&db.pool, &new_job(team, Some("k1"), 3)).await.unwrap();
     let again = jobs::submit(&db.pool, &new_job(team, Some("k1"), 3)).await.unwrap();
     assert!(matches!(first, Submitted::Created(_)));
     assert_eq!(again, Submitted::Existing(first.id()));
-    let other_team = db.team().await;
+    let other_team = db.team().await.unwrap();
     assert!(matches!(jobs::submit(&db.pool, &new_job(other_team, Some("k1"), 3)).await.unwrap(), Submitted::Created(_)), "keys are per team");
-    db.drop().await;
 }
 
 #[tokio::test]
 async fn a_job_is_claimed_once_and_only_its_holder_can_extend_or_complete_it() {
-    let db = TestDb::new().await;
-    let id = jobs::submit(&db.pool, &new_job(db.team().await, None, 3)).await.unwrap().id();
+    let db = scratch().await;
+    let id = jobs::submit(&db.pool, &new_job(db.team().await.unwrap(), None, 3)).await.unwrap().id();
     let claimed = jobs::claim(&db.pool, id, "w1", 30.0).await.unwrap().expect("claimable");
     assert_eq!((claimed.attempt, claimed.kind.as_str()), (1, "train"));
     assert!(jobs::claim(&db.pool, id, "w2", 30.0).await.unwrap().is_none(), "a redelivered message claims nothing");
@@ -97,13 +72,12 @@ async fn a_job_is_claimed_once_and_only_its_holder_can_extend_or_complete_it() {
     tx.commit().await.unwrap();
     assert_eq!(jobs::status(&db.pool, id).await.unwrap(), Some(JobStatus::Succeeded));
     assert_eq!(events(&db.pool, id).await, vec!["submitted", "claimed"]);
-    db.drop().await;
 }
 
 #[tokio::test]
 async fn an_expired_lease_is_reaped_and_the_dead_worker_cannot_write() {
-    let db = TestDb::new().await;
-    let id = jobs::submit(&db.pool, &new_job(db.team().await, None, 2)).await.unwrap().id();
+    let db = scratch().await;
+    let id = jobs::submit(&db.pool, &new_job(db.team().await.unwrap(), None, 2)).await.unwrap().id();
     jobs::claim(&db.pool, id, "dead", 0.2).await.unwrap().unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(jobs::reap_expired(&db.pool).await.unwrap(), vec![id]);
@@ -122,24 +96,22 @@ async fn an_expired_lease_is_reaped_and_the_dead_worker_cannot_write() {
     let error: Option<String> = sqlx::query_scalar("SELECT last_error FROM jobs WHERE id = $1").bind(id).fetch_one(&db.pool).await.unwrap();
     assert_eq!(error.as_deref(), Some("lease expired"));
     assert_eq!(events(&db.pool, id).await, vec!["submitted", "claimed", "lease_expired", "claimed", "lease_expired"]);
-    db.drop().await;
 }
 
 #[tokio::test]
 async fn a_failed_attempt_is_retried_until_the_limit() {
-    let db = TestDb::new().await;
-    let id = jobs::submit(&db.pool, &new_job(db.team().await, None, 2)).await.unwrap().id();
+    let db = scratch().await;
+    let id = jobs::submit(&db.pool, &new_job(db.team().await.unwrap(), None, 2)).await.unwrap().id();
     jobs::claim(&db.pool, id, "w", 30.0).await.unwrap().unwrap();
     assert_eq!(jobs::fail(&db.pool, id, "w", "out of memory").await.unwrap(), Some(JobStatus::Queued));
     jobs::claim(&db.pool, id, "w", 30.0).await.unwrap().unwrap();
     assert_eq!(jobs::fail(&db.pool, id, "w", "out of memory again").await.unwrap(), Some(JobStatus::Failed));
-    db.drop().await;
 }
 
 #[tokio::test]
 async fn cancelling_stops_the_holder_and_the_children() {
-    let db = TestDb::new().await;
-    let team = db.team().await;
+    let db = scratch().await;
+    let team = db.team().await.unwrap();
     let parent = jobs::submit(&db.pool, &new_job(team, None, 3)).await.unwrap().id();
     let child = jobs::submit(&db.pool, &NewJob { parent_id: Some(parent), kind: jobs::JobKind::ScoreShard, ..new_job(team, None, 3) }).await.unwrap().id();
     jobs::claim(&db.pool, parent, "w", 30.0).await.unwrap().unwrap();
@@ -147,13 +119,12 @@ async fn cancelling_stops_the_holder_and_the_children() {
     assert!(jobs::heartbeat(&db.pool, parent, "w", 30.0, 0.1).await.unwrap().is_err());
     assert_eq!(jobs::status(&db.pool, child).await.unwrap(), Some(JobStatus::Cancelled));
     assert!(!jobs::cancel(&db.pool, parent).await.unwrap(), "a finished job cannot be cancelled again");
-    db.drop().await;
 }
 
 #[tokio::test]
 async fn a_sweeps_children_are_one_training_job_per_trial_with_the_sweeps_tags() {
-    let db = TestDb::new().await;
-    let team = db.team().await;
+    let db = scratch().await;
+    let team = db.team().await.unwrap();
     let spec = serde_json::json!({ "dataset_id": Uuid::nil(), "base_model": "m", "grid": { "seed": [1, 2, 3] }, "max_concurrency": 2 });
     let tags = serde_json::json!({ "project": "laptops" });
     let sweep = jobs::submit(&db.pool, &NewJob { tags: tags.clone(), ..NewJob::new(team, jobs::JobKind::Sweep, spec) }).await.unwrap().id();
@@ -174,5 +145,4 @@ async fn a_sweeps_children_are_one_training_job_per_trial_with_the_sweeps_tags()
         assert_eq!(child.sweep.unwrap()["trial"], trial);
     }
     assert_eq!(jobs::status(&db.pool, sweep).await.unwrap(), Some(JobStatus::Running));
-    db.drop().await;
 }

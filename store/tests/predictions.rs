@@ -3,15 +3,12 @@
 //! anything is sent, a duplicate key fails the COPY, and the caller's transaction
 //! decides what stays.
 
-use absa_platform::config::{test_database_url, DatabaseSettings, Secret};
-use absa_platform::db;
+use absa_platform::db::ScratchDb;
 use absa_store::predictions::{copy_predictions, PredictionRow};
-use sqlx::PgPool;
 use uuid::Uuid;
 
 struct Fixture {
-    pool: PgPool,
-    name: String,
+    db: ScratchDb,
     job: Uuid,
     corpus: Uuid,
     model: Uuid,
@@ -19,21 +16,19 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Self {
-        let name = format!("absa_test_predictions_{}", uuid::Uuid::new_v4().simple());
-        let url = db::create_database(&test_database_url(), &name).await.unwrap();
-        let pool = db::connect(&DatabaseSettings { url: Secret::new(url), ..Default::default() }).await.unwrap();
-        db::migrate(&pool).await.unwrap();
-        let (team, job, corpus, model) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        sqlx::query("INSERT INTO teams (id, name) VALUES ($1, 't')").bind(team).execute(&pool).await.unwrap();
-        sqlx::query("INSERT INTO jobs (id, team_id, kind) VALUES ($1, $2, 'score')").bind(job).bind(team).execute(&pool).await.unwrap();
-        sqlx::query("INSERT INTO corpora (id, team_id, name) VALUES ($1, $2, 'c')").bind(corpus).bind(team).execute(&pool).await.unwrap();
+        let db = ScratchDb::new("absa_predictions").await.unwrap();
+        let pool = &db.pool;
+        let team = db.team().await.unwrap();
+        let (job, corpus, model) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        sqlx::query("INSERT INTO jobs (id, team_id, kind) VALUES ($1, $2, 'score')").bind(job).bind(team).execute(pool).await.unwrap();
+        sqlx::query("INSERT INTO corpora (id, team_id, name) VALUES ($1, $2, 'c')").bind(corpus).bind(team).execute(pool).await.unwrap();
         sqlx::query("INSERT INTO model_versions (id, team_id, base_model, label_names) VALUES ($1, $2, 'm', '{negative,neutral,positive}')")
             .bind(model)
             .bind(team)
-            .execute(&pool)
+            .execute(pool)
             .await
             .unwrap();
-        Self { pool, name, job, corpus, model }
+        Self { db, job, corpus, model }
     }
 
     fn row(&self, seq: i64, target_index: i32, aspect: &str, label: &str, probabilities: Vec<f32>) -> PredictionRow {
@@ -59,7 +54,7 @@ impl Fixture {
             "SELECT job_id, corpus_id, seq, target_index, model_version_id, aspect, span_start, span_end, label, confidence, probabilities
              FROM predictions ORDER BY seq, target_index",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db.pool)
         .await
         .unwrap();
         rows.into_iter()
@@ -78,11 +73,6 @@ impl Fixture {
             })
             .collect()
     }
-
-    async fn drop(self) {
-        self.pool.close().await;
-        db::drop_database(&test_database_url(), &self.name).await.unwrap();
-    }
 }
 
 #[tokio::test]
@@ -98,7 +88,7 @@ async fn awkward_strings_and_floats_round_trip_exactly() {
         PredictionRow { span_start: None, span_end: None, ..f.row(4, 0, "legalization of abortion", "against", vec![0.7, 0.2, 0.1]) },
         f.row(i64::MAX, i32::MAX, ",;|{}[]", "NULL", vec![f32::MAX, 1e-38, 0.5]),
     ];
-    let mut tx = f.pool.begin().await.unwrap();
+    let mut tx = f.db.pool.begin().await.unwrap();
     assert_eq!(copy_predictions(&mut tx, &rows).await.unwrap(), rows.len() as u64);
     tx.commit().await.unwrap();
     let back = f.read_back().await;
@@ -110,14 +100,13 @@ async fn awkward_strings_and_floats_round_trip_exactly() {
         assert_eq!(bits(&written.probabilities), bits(&read.probabilities));
         assert_eq!(written.confidence.to_bits(), read.confidence.to_bits());
     }
-    assert_eq!(copy_predictions(&mut f.pool.acquire().await.unwrap(), &[]).await.unwrap(), 0);
-    f.drop().await;
+    assert_eq!(copy_predictions(&mut f.db.pool.acquire().await.unwrap(), &[]).await.unwrap(), 0);
 }
 
 #[tokio::test]
 async fn a_nul_character_is_refused_with_a_clear_error_and_the_connection_stays_usable() {
     let f = Fixture::new().await;
-    let mut tx = f.pool.begin().await.unwrap();
+    let mut tx = f.db.pool.begin().await.unwrap();
     let rows = vec![f.row(0, 0, "fine", "positive", vec![1.0]), f.row(7, 2, "bad\0aspect", "positive", vec![1.0])];
     let err = copy_predictions(&mut tx, &rows).await.unwrap_err().to_string();
     assert!(err.contains("seq 7, target 2") && err.contains("aspect contains a NUL"), "{err}");
@@ -125,27 +114,25 @@ async fn a_nul_character_is_refused_with_a_clear_error_and_the_connection_stays_
     assert_eq!(copy_predictions(&mut tx, &rows[..1]).await.unwrap(), 1);
     tx.commit().await.unwrap();
     assert_eq!(f.read_back().await.len(), 1);
-    f.drop().await;
 }
 
 #[tokio::test]
 async fn half_a_span_is_refused_before_anything_is_sent() {
     let f = Fixture::new().await;
-    let mut tx = f.pool.begin().await.unwrap();
+    let mut tx = f.db.pool.begin().await.unwrap();
     let rows = vec![f.row(0, 0, "fine", "positive", vec![1.0]), PredictionRow { span_end: None, ..f.row(3, 1, "half", "positive", vec![1.0]) }];
     let err = copy_predictions(&mut tx, &rows).await.unwrap_err().to_string();
     assert!(err.contains("seq 3, target 1") && err.contains("both offsets or neither"), "{err}");
     assert_eq!(copy_predictions(&mut tx, &rows[..1]).await.unwrap(), 1);
     tx.commit().await.unwrap();
-    let nulls: i64 = sqlx::query_scalar("SELECT count(*) FROM predictions WHERE span_start IS NULL OR span_end IS NULL").fetch_one(&f.pool).await.unwrap();
+    let nulls: i64 = sqlx::query_scalar("SELECT count(*) FROM predictions WHERE span_start IS NULL OR span_end IS NULL").fetch_one(&f.db.pool).await.unwrap();
     assert_eq!(nulls, 0);
-    f.drop().await;
 }
 
 #[tokio::test]
 async fn a_duplicate_key_fails_the_copy_and_a_rolled_back_transaction_leaves_nothing() {
     let f = Fixture::new().await;
-    let mut tx = f.pool.begin().await.unwrap();
+    let mut tx = f.db.pool.begin().await.unwrap();
     // More than one flush worth of rows, so the error arrives after several messages.
     let mut rows: Vec<PredictionRow> = (0..20_000).map(|seq| f.row(seq, 0, "aspect", "neutral", vec![0.2, 0.5, 0.3])).collect();
     rows.push(f.row(5, 0, "again", "neutral", vec![1.0]));
@@ -154,9 +141,8 @@ async fn a_duplicate_key_fails_the_copy_and_a_rolled_back_transaction_leaves_not
     tx.rollback().await.unwrap();
     assert!(f.read_back().await.is_empty());
     // The pooled connection is fine afterwards.
-    let mut tx = f.pool.begin().await.unwrap();
+    let mut tx = f.db.pool.begin().await.unwrap();
     assert_eq!(copy_predictions(&mut tx, &rows[..20_000]).await.unwrap(), 20_000);
     tx.commit().await.unwrap();
     assert_eq!(f.read_back().await.len(), 20_000);
-    f.drop().await;
 }

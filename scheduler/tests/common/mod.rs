@@ -2,11 +2,10 @@
 //! The real services the tests talk to (started by scripts/services.sh): a throwaway
 //! database per test and a unique queue prefix per test.
 
-use absa_platform::config::{AmqpSettings, DatabaseSettings, Secret};
-use absa_platform::db;
+use absa_platform::config::{AmqpSettings, Secret};
+use absa_platform::db::ScratchDb;
 use absa_platform::queue::{Reconnecting, Topology};
 use absa_store::jobs::{self, NewJob};
-use sqlx::PgPool;
 use uuid::Uuid;
 
 pub fn admin_url() -> String {
@@ -17,22 +16,24 @@ pub fn amqp() -> AmqpSettings {
     AmqpSettings { url: Secret::new(absa_platform::config::test_amqp_url()), ..Default::default() }
 }
 
+/// A database of its own (dropped with the value) and a team in it.
 pub struct TestDb {
-    pub pool: PgPool,
-    pub url: String,
-    pub name: String,
+    db: ScratchDb,
     pub team: Uuid,
+}
+
+impl std::ops::Deref for TestDb {
+    type Target = ScratchDb;
+    fn deref(&self) -> &ScratchDb {
+        &self.db
+    }
 }
 
 impl TestDb {
     pub async fn new(prefix: &str) -> Self {
-        let name = format!("{prefix}_{}", Uuid::new_v4().simple());
-        let url = db::create_database(&admin_url(), &name).await.unwrap();
-        let pool = db::connect(&DatabaseSettings { url: Secret::new(url.clone()), ..Default::default() }).await.unwrap();
-        db::migrate(&pool).await.unwrap();
-        let team = Uuid::new_v4();
-        sqlx::query("INSERT INTO teams (id, name) VALUES ($1, 't')").bind(team).execute(&pool).await.unwrap();
-        Self { pool, url, name, team }
+        let db = ScratchDb::new(prefix).await.unwrap();
+        let team = db.team().await.unwrap();
+        Self { db, team }
     }
 
     pub fn job(&self, kind: &str, priority: i32, parameters: serde_json::Value) -> NewJob {
@@ -71,11 +72,6 @@ impl TestDb {
 
     pub async fn events(&self, id: Uuid) -> Vec<String> {
         sqlx::query_scalar("SELECT kind FROM job_events WHERE job_id = $1 ORDER BY id").bind(id).fetch_all(&self.pool).await.unwrap()
-    }
-
-    pub async fn drop(self) {
-        self.pool.close().await;
-        db::drop_database(&admin_url(), &self.name).await.unwrap();
     }
 }
 
