@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use absa_jobs::JobStatus;
 use absa_platform::metrics;
 use absa_platform::queue::{publish_confirmed, Reconnecting, Topology};
-use absa_store::jobs::JobStatus;
 use absa_store::jobs::{self, shards, sweeps};
 use absa_store::webhooks::WebhookSettings;
 use absa_store::{retrains, workers};

@@ -6,8 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use absa_jobs::JobStatus;
 use absa_scheduler::dispatch::{run_until_stopped, Dispatcher, Leadership, PassReport};
-use absa_store::jobs::{self, JobStatus};
+use absa_store::jobs;
 use common::TestDb;
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions};

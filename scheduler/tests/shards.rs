@@ -4,9 +4,10 @@
 
 mod common;
 
+use absa_jobs::JobStatus;
 use absa_jobs::ShardParams;
+use absa_store::jobs;
 use absa_store::jobs::shards::{fan_out_queued, settle_parents, Settled};
-use absa_store::jobs::{self, JobStatus};
 use common::TestDb;
 use serde_json::json;
 use uuid::Uuid;

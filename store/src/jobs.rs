@@ -13,7 +13,7 @@ pub mod shards;
 pub mod sweeps;
 pub mod views;
 
-pub use absa_jobs::{JobKind, JobStatus};
+use absa_jobs::{JobKind, JobStatus};
 use serde_json::Value;
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-pub use absa_jobs::promotion::{valid_alias, valid_model_name, PromotionMetric, PromotionPolicy};
+use absa_jobs::promotion::{valid_alias, valid_model_name, PromotionMetric, PromotionPolicy};
 
 use crate::{PlatformError, Result};
 

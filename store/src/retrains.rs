@@ -93,7 +93,7 @@ pub async fn fire_due(pool: &PgPool) -> Result<Vec<Fired>> {
         parameters.retrain = Some(json!({ "schedule_id": id, "schedule": name, "reason": reason }));
         let job = NewJob {
             team_id: team,
-            kind: crate::jobs::JobKind::Train,
+            kind: absa_jobs::JobKind::Train,
             priority: 0,
             parameters: serde_json::to_value(&parameters).expect("training parameters serialise"),
             max_attempts: 3,

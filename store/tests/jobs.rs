@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use absa_jobs::{JobKind, JobStatus};
 use absa_platform::db::ScratchDb;
-use absa_store::jobs::{self, JobStatus, NewJob, Submitted};
+use absa_store::jobs::{self, NewJob, Submitted};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -13,7 +14,7 @@ async fn scratch() -> ScratchDb {
 }
 
 fn new_job(team: Uuid, key: Option<&str>, max_attempts: i32) -> NewJob {
-    NewJob { max_attempts, idempotency_key: key.map(str::to_owned), ..NewJob::new(team, jobs::JobKind::Train, serde_json::json!({"lr": 5e-5})) }
+    NewJob { max_attempts, idempotency_key: key.map(str::to_owned), ..NewJob::new(team, JobKind::Train, serde_json::json!({"lr": 5e-5})) }
 }
 
 async fn events(pool: &PgPool, id: Uuid) -> Vec<String> {
@@ -41,7 +42,7 @@ async fn the_kind_and_state_enums_are_exactly_what_the_database_allows() {
         v.sort();
         v
     };
-    assert_eq!(allowed(&db.pool, "kind").await, sorted(jobs::JobKind::ALL.iter().map(|k| k.as_str().to_owned()).collect()));
+    assert_eq!(allowed(&db.pool, "kind").await, sorted(JobKind::ALL.iter().map(|k| k.as_str().to_owned()).collect()));
     assert_eq!(allowed(&db.pool, "state").await, sorted(JobStatus::ALL.iter().map(|s| s.as_str().to_owned()).collect()));
 }
 
@@ -113,7 +114,7 @@ async fn cancelling_stops_the_holder_and_the_children() {
     let db = scratch().await;
     let team = db.team().await.unwrap();
     let parent = jobs::submit(&db.pool, &new_job(team, None, 3)).await.unwrap().id();
-    let child = jobs::submit(&db.pool, &NewJob { parent_id: Some(parent), kind: jobs::JobKind::ScoreShard, ..new_job(team, None, 3) }).await.unwrap().id();
+    let child = jobs::submit(&db.pool, &NewJob { parent_id: Some(parent), kind: JobKind::ScoreShard, ..new_job(team, None, 3) }).await.unwrap().id();
     jobs::claim(&db.pool, parent, "w", 30.0).await.unwrap().unwrap();
     assert!(jobs::cancel(&db.pool, parent).await.unwrap());
     assert!(jobs::heartbeat(&db.pool, parent, "w", 30.0, 0.1).await.unwrap().is_err());
@@ -127,7 +128,7 @@ async fn a_sweeps_children_are_one_training_job_per_trial_with_the_sweeps_tags()
     let team = db.team().await.unwrap();
     let spec = serde_json::json!({ "dataset_id": Uuid::nil(), "base_model": "m", "grid": { "seed": [1, 2, 3] }, "max_concurrency": 2 });
     let tags = serde_json::json!({ "project": "laptops" });
-    let sweep = jobs::submit(&db.pool, &NewJob { tags: tags.clone(), ..NewJob::new(team, jobs::JobKind::Sweep, spec) }).await.unwrap().id();
+    let sweep = jobs::submit(&db.pool, &NewJob { tags: tags.clone(), ..NewJob::new(team, JobKind::Sweep, spec) }).await.unwrap().id();
     let advanced = absa_store::jobs::sweeps::advance(&db.pool).await.unwrap();
     assert_eq!(advanced.children_started, 2, "max_concurrency bounds the children started");
     let children: Vec<(String, serde_json::Value, serde_json::Value)> =

@@ -9,8 +9,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::Arc;
 
+use absa_jobs::JobKind;
 use absa_store::jobs::views;
-use absa_store::jobs::JobKind;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::header;

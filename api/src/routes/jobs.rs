@@ -1,11 +1,13 @@
 //! `/v1/jobs`: submit training and scoring jobs (idempotent with `Idempotency-Key`),
 //! their status with progress and events, per-epoch metrics, row errors, cancellation.
 
+use absa_jobs::promotion::{valid_alias, PromotionMetric, PromotionPolicy};
 use absa_jobs::score::Precision;
 use absa_jobs::{spec, ScoreParams, TrainParams};
+use absa_jobs::{JobKind, JobStatus};
 use absa_store::jobs::views::{self, Job, JobEvent, JobSummary};
-use absa_store::jobs::{self, JobKind, JobStatus, NewJob, Submitted};
-use absa_store::registry::{self, PromotionMetric, PromotionPolicy};
+use absa_store::jobs::{self, NewJob, Submitted};
+use absa_store::registry;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -334,7 +336,7 @@ pub async fn submit_score(State(state): State<AppState>, caller: Caller, headers
             found.map(|_| id).ok_or_else(|| ApiError::NotFound(format!("model version {id}")))?
         }
         (None, Some(alias)) => {
-            if !registry::valid_alias(alias) {
+            if !valid_alias(alias) {
                 return Err(ApiError::Unprocessable(format!("alias {:?}: 1 to 63 lower-case letters, digits, '-' and '_'", spec::truncate(alias, 70))));
             }
             let mut conn = state.pool.acquire().await?;

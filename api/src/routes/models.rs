@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use absa_jobs::promotion::PromotionPolicy;
 use absa_store::artifacts::{ArtifactStore, Backend, CHUNK_BYTES};
-use absa_store::registry::{self, PromotionPolicy};
+use absa_store::registry;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::header;

@@ -99,7 +99,7 @@ pub async fn put_registered_model(
 ) -> ApiResult<(StatusCode, Json<RegisteredModel>)> {
     caller.require(Role::Mlops)?;
     let spec: RegisteredModelSpec = read_json(&headers, body, state.api.max_json_bytes).await?;
-    if !absa_store::registry::valid_model_name(&name) {
+    if !absa_jobs::promotion::valid_model_name(&name) {
         return Err(ApiError::Unprocessable(format!("name {:?}: lower-case letters, digits, '-' and '_' (at most 63)", absa_jobs::spec::truncate(&name, 70))));
     }
     if spec.description.as_ref().is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS) {

@@ -1,8 +1,8 @@
 //! `/v1/schedules`: retrains on a cron schedule and/or when a dataset gains rows. The
 //! scheduler fires them (`absa_store::retrains::fire_due`).
 
+use absa_jobs::promotion::PromotionPolicy;
 use absa_jobs::TrainParams;
-use absa_store::registry::PromotionPolicy;
 use absa_store::retrains;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;

@@ -216,7 +216,7 @@ async fn start_latency(args: &Args, url: &str, pool: &PgPool, team: Uuid, topolo
         ticker.tick().await;
         let job = NewJob {
             team_id: team,
-            kind: jobs::JobKind::Train,
+            kind: absa_jobs::JobKind::Train,
             priority: 0,
             parameters: serde_json::json!({}),
             max_attempts: 3,

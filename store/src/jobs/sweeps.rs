@@ -133,7 +133,7 @@ pub async fn advance(pool: &PgPool) -> Result<Advanced> {
             let child = spec.child(id, created, &trials[created]).map_err(PlatformError::InvalidData)?;
             let job = NewJob {
                 team_id: team,
-                kind: crate::jobs::JobKind::Train,
+                kind: absa_jobs::JobKind::Train,
                 priority,
                 parameters: serde_json::to_value(&child).expect("training parameters serialise"),
                 max_attempts: 3,
