@@ -15,7 +15,6 @@ use crate::Result;
 pub const LIVE_SECS: f64 = 30.0;
 /// How often a worker refreshes its row: well inside [`LIVE_SECS`].
 pub const ADVERTISE_EVERY: Duration = Duration::from_secs(5);
-use absa_jobs::spec::MAX_GPUS_PER_JOB;
 
 /// What a worker offers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
