@@ -18,13 +18,13 @@ use crate::training::{EpochRecord, Observer, Split, StepProgress, TrainConfig};
 pub struct TerminalProgress {
     bar: Option<ProgressBar>,
     /// The run's files by split, and where the rejected rows go.
-    files: [Option<PathBuf>; 3],
+    files: Vec<(Split, PathBuf)>,
     rejected_file: PathBuf,
 }
 
 impl TerminalProgress {
     pub fn new(config: &TrainConfig) -> Self {
-        let files = [Split::Train, Split::Validation, Split::Test].map(|s| s.file(config).map(Path::to_path_buf));
+        let files = [Split::Train, Split::Validation, Split::Test].into_iter().filter_map(|s| Some((s, s.file(config)?.to_path_buf()))).collect();
         Self { bar: None, files, rejected_file: config.out.join("rejected_rows.txt") }
     }
 }
@@ -34,7 +34,7 @@ impl Observer for TerminalProgress {
         let lines: Vec<String> = rows
             .iter()
             .map(|(split, e)| {
-                let file = self.files[*split as usize].as_deref().map_or_else(|| format!("{split:?}"), |f| f.display().to_string());
+                let file = self.files.iter().find(|(s, _)| s == split).map_or_else(|| format!("{split:?}"), |(_, f)| f.display().to_string());
                 format!("{file}:{e}")
             })
             .collect();
