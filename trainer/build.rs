@@ -3,21 +3,13 @@
 //! C++ shims (csrc/: autocast dtype, malloc settings, c10d)
 //! against libtorch's headers.
 
+mod link_libtorch;
+
 fn main() {
-    println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-changed=csrc");
-    let Ok(libtorch) = std::env::var("LIBTORCH") else {
-        panic!("LIBTORCH is not set: source scripts/env.sh (it installs libtorch and sets it)");
-    };
-    let root = std::path::Path::new(&libtorch);
+    let root = link_libtorch::emit();
+    let root = root.as_path();
     let lib = root.join("lib");
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-    // tch's own `--no-as-needed -ltorch` does not reach the final binary, so with a CUDA
-    // libtorch the linker would drop libtorch_cuda.so and CUDA would silently stay off.
-    if lib.join("libtorch_cuda.so").exists() {
-        println!("cargo:rustc-link-search=native={}", lib.display());
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,-ltorch,--as-needed");
-    }
     // The same flags torch-sys builds its own C++ wrapper with.
     libtorch_cpp(root, "c++17").file("csrc/autocast.cpp").file("csrc/memory.cpp").compile("absa_csrc");
     // c10d (csrc/distributed.cpp): libtorch 2.13's distributed headers need C++20, and
