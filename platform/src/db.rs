@@ -40,11 +40,27 @@ pub async fn create_database(admin_url: &str, name: &str) -> Result<String> {
     Ok(replace_database(admin_url, name))
 }
 
-/// Drops database `name`, closing whatever connections are left on it.
+/// Drops database `name`, closing whatever connections are left on it. A session of
+/// another role (a BI login a test just closed) can outlive its pool's close by a
+/// moment, and `WITH (FORCE)` may not end another role's backend (42501, or the
+/// database still "being accessed"): the drop is retried for up to 10 s.
 pub async fn drop_database(admin_url: &str, name: &str) -> Result<()> {
-    let mut conn = admin_connection(admin_url).await?;
-    sqlx::query(&format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#)).execute(&mut conn).await?;
-    Ok(())
+    let mut tries = 0;
+    loop {
+        let dropped = async {
+            let mut conn = admin_connection(admin_url).await?;
+            sqlx::query(&format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#)).execute(&mut conn).await?;
+            Ok(())
+        };
+        match dropped.await {
+            Err(e) if tries < 50 => {
+                tracing::warn!(database = name, error = %e, "drop database (retrying)");
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            done => return done,
+        }
+    }
 }
 
 /// A database of its own for one test: created on the test server

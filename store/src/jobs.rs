@@ -20,6 +20,12 @@ use uuid::Uuid;
 
 use crate::Result;
 
+/// A kind or state column read back: the table's CHECK constraints allow no other text
+/// (`store/tests/jobs.rs` reads them back).
+pub(crate) fn known<T: std::str::FromStr<Err = String>>(text: &str) -> T {
+    text.parse().unwrap_or_else(|e| panic!("the jobs table's CHECK constraints allow {text:?}: {e}"))
+}
+
 /// First retry waits this long; each further one twice as long ...
 pub const BACKOFF_BASE_SECS: f64 = 1.0;
 /// ... up to this.
@@ -204,7 +210,7 @@ pub async fn fail(pool: &PgPool, id: Uuid, worker: &str, error: &str) -> Result<
     if state.is_some() {
         event(pool, id, "attempt_failed", serde_json::json!({ "worker": worker, "error": error })).await?;
     }
-    Ok(state.map(|s| s.parse().expect("the CHECK constraint keeps states known")))
+    Ok(state.as_deref().map(known))
 }
 
 /// Gives a running job back without counting the attempt (its worker is shutting
@@ -463,7 +469,7 @@ pub async fn counts(executor: impl PgExecutor<'_>) -> Result<Vec<(String, String
 /// The job's current state.
 pub async fn status(pool: &PgPool, id: Uuid) -> Result<Option<JobStatus>> {
     let state = sqlx::query_scalar!("SELECT state FROM jobs WHERE id = $1", id).fetch_optional(pool).await?;
-    Ok(state.map(|s| s.parse().expect("the CHECK constraint keeps states known")))
+    Ok(state.as_deref().map(known))
 }
 
 /// Appends to the job's event log (and counts it in `absa_job_events_total`; inside

@@ -284,21 +284,8 @@ impl Leftovers {
     }
 
     async fn remove(self) -> Result<(), String> {
-        // A session of another role (a BI login a test closed) can outlive its pool's
-        // close by a moment, and `WITH (FORCE)` may not terminate another role's
-        // backend (42501, or the database still "being accessed"): retry for up to 10 s.
-        let mut tries = 0;
-        loop {
-            match absa_platform::db::drop_database(&admin_url(), &self.db_name).await {
-                Ok(()) => break,
-                Err(e) if tries < 50 => {
-                    eprintln!("drop database {} (retrying): {e}", self.db_name);
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => return Err(format!("drop database {}: {e}", self.db_name)),
-            }
-        }
+        // (retried while a closed BI login's session lingers)
+        absa_platform::db::drop_database(&admin_url(), &self.db_name).await.map_err(|e| format!("drop database {}: {e}", self.db_name))?;
         let _ = std::fs::remove_dir_all(&self.dir);
         delete_queues(&self.amqp_url, &self.prefix).await;
         Ok(())

@@ -82,13 +82,13 @@ pub struct Advanced {
     pub sweeps_finished: usize,
 }
 
-/// The metric's name in `training_metrics` and the SQL that reads it from a row `m`
-/// (F_avg is in the epoch's report, only for stance labels: NULL elsewhere).
-fn metric_column(metric: PromotionMetric) -> (&'static str, &'static str) {
+/// The metric's name, as `stop_losers`' query reads it from `training_metrics` (F_avg
+/// is in the epoch's report, only for stance labels: NULL elsewhere).
+fn metric_name(metric: PromotionMetric) -> &'static str {
     match metric {
-        PromotionMetric::MacroF1 => ("macro_f1", "m.macro_f1"),
-        PromotionMetric::Accuracy => ("accuracy", "m.accuracy"),
-        PromotionMetric::FAvg => ("f_avg", "(m.detail->'report'->>'f_avg')::double precision"),
+        PromotionMetric::MacroF1 => "macro_f1",
+        PromotionMetric::Accuracy => "accuracy",
+        PromotionMetric::FAvg => "f_avg",
     }
 }
 
@@ -160,18 +160,21 @@ pub async fn advance(pool: &PgPool) -> Result<Advanced> {
 
 /// Cancels running children below the median of their siblings at the same epoch.
 async fn stop_losers(tx: &mut PgConnection, sweep: Uuid, metric: PromotionMetric, rule: &MedianStopping) -> Result<usize> {
-    let (column, value) = metric_column(metric);
+    let column = metric_name(metric);
     // Every child's validation figure per epoch.
-    let curves: Vec<(Uuid, String, i32, f64)> = sqlx::query_as(&format!(
-        "SELECT c.id, c.state, m.epoch, {value} FROM jobs c JOIN training_metrics m ON m.job_id = c.id
-         WHERE c.parent_id = $1 AND {value} IS NOT NULL ORDER BY c.id, m.epoch"
-    ))
-    .bind(sweep)
+    let curves = sqlx::query!(
+        r#"SELECT c.id, c.state, m.epoch, v.value AS "value!" FROM jobs c JOIN training_metrics m ON m.job_id = c.id
+           CROSS JOIN LATERAL (SELECT CASE $2::text WHEN 'macro_f1' THEN m.macro_f1 WHEN 'accuracy' THEN m.accuracy
+                                                   ELSE (m.detail->'report'->>'f_avg')::double precision END AS value) v
+           WHERE c.parent_id = $1 AND v.value IS NOT NULL ORDER BY c.id, m.epoch"#,
+        sweep,
+        column,
+    )
     .fetch_all(&mut *tx)
     .await?;
     let mut by_child: BTreeMap<Uuid, (String, BTreeMap<i32, f64>)> = BTreeMap::new();
-    for (child, state, epoch, value) in curves {
-        by_child.entry(child).or_insert_with(|| (state, BTreeMap::new())).1.insert(epoch, value);
+    for row in curves {
+        by_child.entry(row.id).or_insert_with(|| (row.state, BTreeMap::new())).1.insert(row.epoch, row.value);
     }
     let mut stopped = 0;
     for (child, (state, curve)) in &by_child {

@@ -2,8 +2,6 @@
 //! model version, its sweep children or its shards; the event log a page at a time; the
 //! listing. Read-only; the API serves these types as they are.
 
-use std::str::FromStr;
-
 use absa_jobs::{JobKind, JobStatus};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -12,6 +10,7 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::known;
 use crate::Result;
 
 /// One entry of a job's event log.
@@ -134,12 +133,6 @@ pub struct JobFilter {
     /// Only jobs whose tags contain this object.
     pub tag: Option<Value>,
     pub limit: i64,
-}
-
-/// A kind or state column read back: the table's CHECK constraints allow no other text
-/// (`store/tests/jobs.rs` reads them back).
-fn known<T: FromStr<Err = String>>(text: &str) -> T {
-    text.parse().unwrap_or_else(|e| panic!("the jobs table's CHECK constraints allow {text:?}: {e}"))
 }
 
 /// How many of `team`'s jobs (shards excepted) wait in the queue: the submission quota.
