@@ -73,8 +73,8 @@ async fn a_score_job_fans_out_into_seq_ranges_that_inherit_the_parent() {
         expected.as_object_mut().unwrap().extend([("shard".into(), json!(n)), ("seq_from".into(), json!(from)), ("seq_to".into(), json!(to))]);
         assert_eq!(parameters, expected);
         // What the scheduler wrote in SQL is what the scorer reads.
-        let typed: ShardParams = serde_json::from_value(parameters).unwrap();
-        assert_eq!((typed.shard, typed.seq_from, typed.seq_to, typed.precision), (n as i32, from, to, Some(absa_jobs::score::Precision::Int8)));
+        let typed = ShardParams::from_value(&parameters).unwrap();
+        assert_eq!((typed.shard, typed.seq_from, typed.seq_to, typed.job.precision), (n as i32, from, to, Some(absa_jobs::score::Precision::Int8)));
         assert_eq!(key, format!("shard:{parent}:{n}"));
     }
 }

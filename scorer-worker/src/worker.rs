@@ -87,16 +87,16 @@ impl ScoreWorker {
 
     /// Scores one shard; `Ok(false)` when the lease was lost before the results committed.
     async fn score_shard(&mut self, job: &ClaimedJob, lease: &Lease) -> anyhow::Result<bool> {
-        let params: ShardParams = serde_json::from_value(job.parameters.clone()).map_err(|e| Permanent(format!("shard parameters: {e}")))?;
+        let params = ShardParams::from_value(&job.parameters).map_err(Permanent)?;
         let parent = jobs::parent(&self.pool, job.id).await?;
         // Predictions belong to the corpus run (the parent), not to the shard.
         let run_id = parent.as_ref().map_or(job.id, |(id, _)| *id);
-        let precision = params.precision.unwrap_or(self.default_precision);
-        let model = self.model(job.team_id, params.model_version_id, precision).await?;
+        let precision = params.job.precision.unwrap_or(self.default_precision);
+        let model = self.model(job.team_id, params.job.model_version_id, precision).await?;
         // The lexicon and the stance targets are stored once, in the parent score job.
         let parent = parent.map(|(_, parameters)| ScoreParams::from_value(&parameters)).transpose().map_err(|e| Permanent(format!("the parent job's {e}")))?;
         let (parent_lexicon, targets) = parent.map_or((None, None), |p| (p.lexicon, p.targets));
-        let lexicon = match params.lexicon.as_ref().or(parent_lexicon.as_ref()) {
+        let lexicon = match params.job.lexicon.as_ref().or(parent_lexicon.as_ref()) {
             Some(terms) if !terms.is_empty() => Some(Arc::new(Lexicon::new(terms.iter().map(String::as_str)).map_err(|e| Permanent(format!("lexicon: {e}")))?)),
             _ => None,
         };
@@ -124,7 +124,7 @@ impl ScoreWorker {
         .await
         .context("the scoring thread panicked")?;
         let labels = model.labels.names().to_vec();
-        self.open = Some(OpenModel { version: params.model_version_id, precision, model });
+        self.open = Some(OpenModel { version: params.job.model_version_id, precision, model });
         let stats = stats?;
         let row_errors = std::mem::take(&mut *rejected.lock().expect("no panics while holding the lock"));
         if lease.lost() {
@@ -138,7 +138,7 @@ impl ScoreWorker {
         for e in &row_errors {
             sqlx::query("INSERT INTO row_errors (job_id, corpus_id, line, reason) VALUES ($1, $2, $3, $4)")
                 .bind(run_id)
-                .bind(params.corpus_id)
+                .bind(params.job.corpus_id)
                 .bind(e.line as i64)
                 .bind(&e.reason)
                 .execute(&mut *tx)
@@ -209,7 +209,7 @@ async fn read_documents(pool: &PgPool, team_id: Uuid, params: &ShardParams) -> a
          JOIN corpora c ON c.id = d.corpus_id
          WHERE d.corpus_id = $1 AND c.team_id = $2 AND d.seq >= $3 AND d.seq < $4 ORDER BY d.seq",
     )
-    .bind(params.corpus_id)
+    .bind(params.job.corpus_id)
     .bind(team_id)
     .bind(params.seq_from)
     .bind(params.seq_to)
@@ -265,10 +265,10 @@ fn prediction_rows(predictions: Vec<Prediction>, labels: &[String], run_id: Uuid
         let label = labels[p.label_index()].clone();
         rows.push(PredictionRow {
             job_id: run_id,
-            corpus_id: params.corpus_id,
+            corpus_id: params.job.corpus_id,
             seq,
             target_index: index,
-            model_version_id: params.model_version_id,
+            model_version_id: params.job.model_version_id,
             aspect: p.aspect.clone(),
             span_start: p.start.map(|s| s as i32),
             span_end: p.end.map(|e| e as i32),
