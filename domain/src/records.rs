@@ -17,7 +17,8 @@ use crate::span::{AspectSpan, SpanError};
 /// mention); one dataset may mix both.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LabelledRow {
-    /// 1-based line in the source file, for error reports.
+    /// 1-based line in its source (a file's line, a stored dataset's line), for error
+    /// reports.
     pub line: usize,
     pub text: String,
     /// The target's words: the row's `target` field, else the aspect as written.

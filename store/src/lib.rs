@@ -2,12 +2,14 @@
 //! the job lifecycle ([`jobs`]: submission, claims and leases, completion, failure,
 //! cancellation, the reaper, dispatch, a sweep's children, a scoring job's shards: the
 //! compile-checked queries on `jobs` and `job_events`), the consumer loop a worker runs
-//! ([`worker`]), the workers' advertisements ([`workers`]), retrain schedules, the model registry,
-//! webhooks, BI logins, the predictions' COPY, artifacts and the base models' folder.
+//! ([`worker`]), the workers' advertisements ([`workers`]), the labelled rows trainers
+//! read ([`datasets`]), retrain schedules, the model registry, webhooks, BI logins, the
+//! predictions' COPY, artifacts and the base models' folder.
 
 pub mod artifacts;
 pub mod base_models;
 pub mod bi;
+pub mod datasets;
 pub mod jobs;
 pub mod predictions;
 pub mod registry;

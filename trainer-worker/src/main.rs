@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use absa_domain::records::Columns;
 use absa_platform::{cli, config, telemetry};
+use absa_trainer::data_files::DataFiles;
 use absa_trainer::distributed::{launch, Backend, RankEnv};
 use absa_trainer::progress::{EventPipe, TerminalProgress};
 use absa_trainer::torch_check;
-use absa_trainer::training::{self, DeviceChoice, Hyperparameters, Observer, Recipe, TrainConfig, TrainError};
+use absa_trainer::training::{self, DeviceChoice, Hyperparameters, LabelledData, Observer, Recipe, TrainConfig, TrainError};
 use absa_trainer_worker::settings::Settings;
+use absa_trainer_worker::worker::LaunchedRun;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
@@ -37,14 +39,11 @@ enum Command {
     /// --nproc-per-node 2 -- train --base ...`. Each rank is one process (one device);
     /// when one fails the others are stopped and its exit code is this command's.
     Launch(LaunchArgs),
-    /// `train` with the run's whole configuration in a JSON file (what the worker
-    /// launches); `--events` writes progress as JSON lines on stdout (rank 0).
+    /// One rank of a job the worker launched: the run's configuration and the job's
+    /// dataset snapshot in a JSON file; the rows are read from Postgres, progress goes
+    /// to stdout as JSON lines (rank 0).
     #[command(hide = true)]
-    TrainFrom {
-        run: PathBuf,
-        #[arg(long)]
-        events: bool,
-    },
+    TrainFrom { run: PathBuf },
 }
 
 #[derive(Args)]
@@ -133,22 +132,16 @@ struct TrainArgs {
     backend: Option<Backend>,
 }
 
-impl From<TrainArgs> for TrainConfig {
-    fn from(a: TrainArgs) -> Self {
-        TrainConfig {
+impl TrainArgs {
+    /// The run's configuration, and the files local mode reads its rows from.
+    fn into_run(self) -> (TrainConfig, DataFiles) {
+        let a = self;
+        let columns =
+            Columns { text: a.text_column, aspect: a.aspect_column, start: a.start_column, end: a.end_column, target: a.target_column, label: a.label_column };
+        let files = DataFiles { train: a.train, validation: a.validation, test: a.test, columns };
+        let config = TrainConfig {
             base: a.base,
-            train: a.train,
-            validation: a.validation,
-            test: a.test,
             out: a.out,
-            columns: Columns {
-                text: a.text_column,
-                aspect: a.aspect_column,
-                start: a.start_column,
-                end: a.end_column,
-                target: a.target_column,
-                label: a.label_column,
-            },
             labels: a.labels,
             recipe: Recipe::default().with(&a.hyperparameters),
             resume: a.resume,
@@ -158,7 +151,8 @@ impl From<TrainArgs> for TrainConfig {
             device: a.device,
             collective_timeout_secs: a.collective_timeout_secs,
             backend: a.backend,
-        }
+        };
+        (config, files)
     }
 }
 
@@ -180,20 +174,21 @@ fn main() -> ExitCode {
 }
 
 /// Runs the engine as this process is: one process, or one rank of a launched group
-/// (stopping on SIGTERM at the next step, with the other ranks).
-fn train(config: &TrainConfig, observer: &mut dyn Observer) -> anyhow::Result<()> {
+/// (stopping on SIGTERM at the next step, with the other ranks), on the rows `read`
+/// gives.
+fn train(config: &TrainConfig, read: impl FnOnce() -> anyhow::Result<LabelledData>, observer: &mut dyn Observer) -> anyhow::Result<()> {
     let rank = RankEnv::from_env().map_err(anyhow::Error::msg)?;
     if rank.is_some() {
         launch::install_stop_handler();
     }
-    let summary = match training::train(config, observer) {
+    let summary = match read().and_then(|rows| Ok(training::train(config, &rows, observer)?)) {
         Ok(summary) => summary,
         Err(e) => {
             if let Some(rank) = &rank {
                 // For whoever launched the group: why this rank stopped.
-                launch::record_rank_error(&config.out, rank.rank, &e);
+                launch::record_rank_error(&config.out, rank.rank, format!("{e:#}"));
             }
-            return Err(e.into());
+            return Err(e);
         }
     };
     if rank.is_none_or(|r| r.rank == 0) {
@@ -239,24 +234,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     offer,
                     shutdown,
                 )
-                .with_collective_timeout(settings.torch.collective_timeout_secs);
+                .with_collective_timeout(settings.torch.collective_timeout_secs)
+                .with_config_file(cli.config.clone());
                 absa_trainer_worker::worker::run(&settings.amqp, &topology, worker).await
             })
         }
         Command::Train(args) => {
             // The ranges every job is held to hold here too.
             absa_jobs::check_hyperparameters(&args.hyperparameters.to_map()).map_err(anyhow::Error::msg)?;
-            let config = TrainConfig::from(*args);
-            train(&config, &mut TerminalProgress::new(&config))
+            let (config, files) = args.into_run();
+            train(&config, || Ok(files.read()?), &mut TerminalProgress::new(&config.out, &files))
         }
-        Command::TrainFrom { run, events } => {
+        Command::TrainFrom { run } => {
             let text = std::fs::read_to_string(&run).with_context(|| run.display().to_string())?;
-            let config: TrainConfig = serde_json::from_str(&text).with_context(|| run.display().to_string())?;
-            if events {
-                train(&config, &mut EventPipe::stdio())
-            } else {
-                train(&config, &mut TerminalProgress::new(&config))
-            }
+            let run: LaunchedRun = serde_json::from_str(&text).with_context(|| run.display().to_string())?;
+            let read = || {
+                tokio::runtime::Runtime::new()?.block_on(async {
+                    let pool = absa_platform::db::connect(&settings.database).await?;
+                    absa_trainer_worker::dataset::read_snapshot(&pool, &run.dataset).await
+                })
+            };
+            train(&run.config, read, &mut EventPipe::stdio())
         }
         Command::Launch(args) => {
             let launch = launch::Launch {

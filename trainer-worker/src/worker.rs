@@ -1,11 +1,10 @@
-//! `absa-trainer work`: the training worker. It claims a training job, writes the
-//! job's dataset to files, runs exactly the engine of local mode, keeps its lease with
+//! `absa-trainer work`: the training worker. It claims a training job, reads the
+//! job's dataset as typed rows, runs exactly the engine of local mode, keeps its lease with
 //! progress, stores every epoch's metrics and resumable checkpoint in Postgres,
 //! resumes a retried job from that checkpoint, and at the end exports ONNX, stores the
 //! selected model and registers a model version in the transaction that completes the
 //! job.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -19,8 +18,8 @@ use absa_store::registry;
 use absa_store::worker::{self as store_worker, JobHandler, Lease, LeaseHandle, Permanent, WorkerSettings};
 use absa_store::workers::{self, Offer};
 use anyhow::Context;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -31,6 +30,8 @@ use absa_trainer::distributed::launch;
 use absa_trainer::export::{self, ExportOptions};
 use absa_trainer::progress::RunEvent;
 use absa_trainer::training::{self, DeviceChoice, EpochRecord, Observer, Split, StepProgress, TrainConfig, TrainError, TrainSummary};
+
+use crate::dataset::{self, Snapshot};
 
 /// A `max_length` the model's position embeddings cannot hold is refused before any
 /// work (RoBERTa-family models reserve two positions for the padding offset).
@@ -75,12 +76,26 @@ pub struct TrainWorker {
     offer: Offer,
     /// The collectives' timeout of launched ranks.
     collective_timeout_secs: u64,
+    /// The settings file this worker was started with: launched ranks load the same
+    /// settings (they read the job's rows from Postgres).
+    config_file: Option<PathBuf>,
 }
 
 impl TrainWorker {
     pub fn new(pool: PgPool, settings: WorkerSettings, models_dir: PathBuf, threads: i32, offer: Offer, shutdown: watch::Receiver<bool>) -> Self {
         let store = ArtifactStore::new(pool.clone(), settings.backend());
-        Self { pool, store, settings, models_dir, name: store_worker::worker_name("trainer"), shutdown, threads, offer, collective_timeout_secs: 600 }
+        Self {
+            pool,
+            store,
+            settings,
+            models_dir,
+            name: store_worker::worker_name("trainer"),
+            shutdown,
+            threads,
+            offer,
+            collective_timeout_secs: 600,
+            config_file: None,
+        }
     }
 
     /// How long a launched rank waits for the others (0 keeps 600 s).
@@ -88,6 +103,12 @@ impl TrainWorker {
         if secs > 0 {
             self.collective_timeout_secs = secs;
         }
+        self
+    }
+
+    /// The settings file launched ranks load, as this worker did (`--config`).
+    pub fn with_config_file(mut self, file: Option<PathBuf>) -> Self {
+        self.config_file = file;
         self
     }
 
@@ -110,18 +131,13 @@ impl TrainWorker {
         // Postgres is the truth: start from a clean folder and the stored checkpoint.
         let _ = tokio::fs::remove_dir_all(&dir).await;
         tokio::fs::create_dir_all(&dir).await.with_context(|| format!("creating {}", dir.display()))?;
-        let data = write_dataset(&self.pool, job.team_id, params.dataset_id, &dir).await?;
+        let (rows, snapshot) = dataset::read(&self.pool, job.team_id, params.dataset_id).await?;
+        if rows.train.is_empty() {
+            return Err(Permanent(format!("dataset {} has no training rows (or is not this team's)", params.dataset_id)).into());
+        }
 
-        let mut config = TrainConfig {
-            base: base.clone(),
-            train: data.train.clone(),
-            validation: data.validation.clone(),
-            test: data.test.clone(),
-            out: dir.join("run"),
-            labels: params.labels.clone(),
-            threads: self.threads,
-            ..TrainConfig::default()
-        };
+        let mut config =
+            TrainConfig { base: base.clone(), out: dir.join("run"), labels: params.labels.clone(), threads: self.threads, ..TrainConfig::default() };
         if let Some(plan) = &device_plan {
             config.recipe.sharding = plan.sharding;
             config.recipe.offload_optimizer = plan.offload_optimizer;
@@ -150,10 +166,18 @@ impl TrainWorker {
             last_step: 0,
             timed_since: None,
         };
+        let launched = LaunchedRun { config, dataset: snapshot.clone() };
+        let config_file = self.config_file.clone();
         let (summary, observer) = tokio::task::spawn_blocking(move || {
             let mut observer = observer;
-            // Several ranks run as processes under the launcher; one trains right here.
-            let result = if ranks > 1 { run_ranks(&config, ranks, &run_dir, &mut observer) } else { training::train(&config, &mut observer) };
+            // Several ranks run as processes under the launcher, each reading the
+            // snapshot's rows; one trains right here on the rows read above.
+            let result = if ranks > 1 {
+                run_ranks(&launched, ranks, &run_dir, config_file.as_deref(), &mut observer)
+            } else {
+                training::train(&launched.config, &rows, &mut observer)
+            };
+            let config = launched.config;
             (result.map(|s| (s, config)), observer)
         })
         .await
@@ -171,7 +195,7 @@ impl TrainWorker {
         if lease.lost() {
             return Ok(Outcome::LeaseLost);
         }
-        let outcome = self.finish(job, &params, &config, &summary, &data, &observer.rejected).await?;
+        let outcome = self.finish(job, &params, &config, &summary, &snapshot, &observer.rejected).await?;
         if let (Outcome::Completed { .. }, Some(stored)) = (&outcome, observer.stored) {
             // The version holds the selected model: the resumable checkpoints are spent.
             for id in [stored.last, stored.best.0] {
@@ -243,7 +267,7 @@ impl TrainWorker {
         params: &TrainParams,
         config: &TrainConfig,
         summary: &TrainSummary,
-        data: &DatasetFiles,
+        snapshot: &Snapshot,
         rejected: &[(Split, RowError)],
     ) -> anyhow::Result<Outcome> {
         let best = summary.best_checkpoint.clone();
@@ -261,9 +285,7 @@ impl TrainWorker {
         let checkpoint = self.store.put_dir(job.team_id, "checkpoint", Some(job.id), &best).await?;
         let onnx = self.store.put_dir(job.team_id, "onnx", Some(job.id), &onnx_dir).await?;
 
-        let rejected = dataset_lines(rejected, data);
         let model_version_id = Uuid::new_v4();
-        let snapshot = dataset_snapshot(data)?;
         let mut tx = self.pool.begin().await?;
         // Without a name, the database files the version under the task's model.
         let registered_model = match &params.model {
@@ -286,16 +308,17 @@ impl TrainWorker {
         .bind(checkpoint.id)
         .bind(onnx.id)
         .bind(json!({ "training_job_id": job.id, "attempt": job.attempt, "hyperparameters": config_record(config, summary),
-                      "dataset": { "id": params.dataset_id, "rows": snapshot.0, "sha256": snapshot.1 } }))
+                      "dataset": { "id": params.dataset_id, "rows": snapshot.rows, "sha256": snapshot.sha256 } }))
         .bind(registered_model)
         .execute(&mut *tx)
         .await?;
-        for (line, reason) in &rejected {
+        // The engine names each row by its dataset line.
+        for (_, row) in rejected {
             sqlx::query("INSERT INTO row_errors (job_id, dataset_id, line, reason) VALUES ($1, $2, $3, $4)")
                 .bind(job.id)
                 .bind(params.dataset_id)
-                .bind(line)
-                .bind(reason)
+                .bind(row.line as i64)
+                .bind(&row.reason)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -447,27 +470,40 @@ impl JobHandler for TrainWorker {
     }
 }
 
-/// Trains `config` as `ranks` processes under `absa-trainer launch` (this binary),
+/// What a launched rank trains: the run's configuration and the rows of the job's
+/// dataset it reads from Postgres (`absa-trainer train-from run.json`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LaunchedRun {
+    pub config: TrainConfig,
+    pub dataset: Snapshot,
+}
+
+/// Trains `run` as `ranks` processes under `absa-trainer launch` (this binary, with
+/// this worker's settings file),
 /// rank 0 reporting its progress as [`RunEvent`] lines that drive `observer` exactly
 /// as the engine in this process would: heartbeats, each epoch's metrics and
 /// checkpoint stored before the ranks go on. A stop the observer asks for becomes
 /// SIGTERM to the launcher (the ranks stop together at the next step); a rank that
 /// fails fails the attempt, and a retry resumes from the last stored checkpoint.
-fn run_ranks(config: &TrainConfig, ranks: u32, dir: &Path, observer: &mut JobObserver) -> Result<TrainSummary, TrainError> {
+fn run_ranks(run: &LaunchedRun, ranks: u32, dir: &Path, config_file: Option<&Path>, observer: &mut JobObserver) -> Result<TrainSummary, TrainError> {
     use std::io::{BufRead, Write};
     let io = |what: &str| {
         let what = what.to_owned();
         move |e: std::io::Error| TrainError::Io(what.clone(), e)
     };
     let run_file = dir.join("run.json");
-    std::fs::write(&run_file, serde_json::to_vec_pretty(config).expect("configs serialise")).map_err(io("run.json"))?;
+    std::fs::write(&run_file, serde_json::to_vec_pretty(run).expect("runs serialise")).map_err(io("run.json"))?;
+    let config = &run.config;
     let program = std::env::current_exe().map_err(io("the trainer binary"))?;
     let port = launch::free_port().map_err(io("a port for the ranks' store"))?;
-    let mut child = std::process::Command::new(&program)
+    let mut command = std::process::Command::new(&program);
+    if let Some(file) = config_file {
+        command.env("ABSA_CONFIG", file);
+    }
+    let mut child = command
         .args(["launch", "--nproc-per-node", &ranks.to_string(), "--master-port", &port.to_string(), "--"])
         .arg("train-from")
         .arg(&run_file)
-        .arg("--events")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -632,102 +668,6 @@ impl Observer for JobObserver {
     }
 }
 
-/// The job's dataset as JSONL files, with each file line's dataset line number.
-struct DatasetFiles {
-    train: PathBuf,
-    validation: Option<PathBuf>,
-    test: Option<PathBuf>,
-    /// File path → dataset line of each file line (1-based).
-    lines: HashMap<PathBuf, Vec<i64>>,
-}
-
-/// One stored labelled row as the line the trainer reads back with `labelled_row`:
-/// `aspect` (the words at the span) with `start`/`end` where the row has a span, and
-/// `target` where the row names its target without one or the target is not the words
-/// at its span (`target` "CDU" at the mention "Merz"). `dataset_rows.aspect` holds the
-/// target's words.
-fn dataset_line(text: &str, target: &str, span: Option<(i32, i32)>, label: &str) -> serde_json::Value {
-    match span {
-        Some((start, end)) => {
-            let mention: String = text.chars().skip(start.max(0) as usize).take((end - start).max(0) as usize).collect();
-            let mut line = json!({ "text": text, "aspect": mention, "start": start, "end": end, "label": label });
-            if mention != target {
-                line["target"] = json!(target);
-            }
-            line
-        }
-        None => json!({ "text": text, "target": target, "label": label }),
-    }
-}
-
-async fn write_dataset(pool: &PgPool, team_id: Uuid, dataset_id: Uuid, dir: &Path) -> anyhow::Result<DatasetFiles> {
-    use std::io::Write;
-    // Scoped by team: a job can only train on its own team's data.
-    type StoredRow = (String, i32, String, String, Option<i32>, Option<i32>, String);
-    let rows: Vec<StoredRow> = sqlx::query_as(
-        "SELECT r.split, r.line, r.text, r.aspect, r.span_start, r.span_end, r.label FROM dataset_rows r
-         JOIN datasets d ON d.id = r.dataset_id WHERE r.dataset_id = $1 AND d.team_id = $2 ORDER BY r.split, r.line",
-    )
-    .bind(dataset_id)
-    .bind(team_id)
-    .fetch_all(pool)
-    .await?;
-    let mut files: HashMap<String, (PathBuf, std::io::BufWriter<std::fs::File>)> = HashMap::new();
-    let mut lines: HashMap<PathBuf, Vec<i64>> = HashMap::new();
-    for (split, line, text, target, start, end, label) in rows {
-        if !files.contains_key(&split) {
-            let path = dir.join(format!("{split}.jsonl"));
-            let f = std::fs::File::create(&path).with_context(|| path.display().to_string())?;
-            files.insert(split.clone(), (path, std::io::BufWriter::new(f)));
-        }
-        let (path, out) = files.get_mut(&split).expect("inserted above");
-        writeln!(out, "{}", dataset_line(&text, &target, start.zip(end), &label))?;
-        lines.entry(path.clone()).or_default().push(line as i64);
-    }
-    let mut path_of = |split: &str| -> anyhow::Result<Option<PathBuf>> {
-        match files.remove(split) {
-            Some((path, mut out)) => {
-                out.flush()?;
-                Ok(Some(path))
-            }
-            None => Ok(None),
-        }
-    };
-    let train = path_of("train")?.ok_or_else(|| Permanent(format!("dataset {dataset_id} has no training rows (or is not this team's)")))?;
-    Ok(DatasetFiles { train, validation: path_of("validation")?, test: path_of("test")?, lines })
-}
-
-/// The dataset as this job read it: its rows (all splits) and the sha256 of the files
-/// the trainer was given, train then validation then test, so a version's lineage
-/// names the exact snapshot that trained it.
-fn dataset_snapshot(data: &DatasetFiles) -> anyhow::Result<(usize, String)> {
-    let mut hasher = Sha256::new();
-    let mut rows = 0;
-    for path in std::iter::once(&data.train).chain(data.validation.iter()).chain(data.test.iter()) {
-        let mut file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
-        std::io::copy(&mut file, &mut hasher).with_context(|| format!("{}", path.display()))?;
-        rows += data.lines.get(path).map_or(0, Vec::len);
-    }
-    Ok((rows, format!("{:x}", hasher.finalize())))
-}
-
-/// The rows the engine rejected as dataset lines and reasons: a row's line in its
-/// split's file maps to the dataset line the worker wrote there.
-fn dataset_lines(rejected: &[(Split, RowError)], data: &DatasetFiles) -> Vec<(i64, String)> {
-    rejected
-        .iter()
-        .map(|(split, e)| {
-            let file = match split {
-                Split::Train => Some(&data.train),
-                Split::Validation => data.validation.as_ref(),
-                Split::Test => data.test.as_ref(),
-            };
-            let line = file.and_then(|f| data.lines.get(f)).and_then(|lines| lines.get(e.line.checked_sub(1)?)).copied();
-            (line.unwrap_or(0), e.reason.clone())
-        })
-        .collect()
-}
-
 /// Copies `from` into `to`, the top-level entries whose names `keep` accepts.
 fn copy_dir(from: &Path, to: &Path, keep: &dyn Fn(&str) -> bool) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
@@ -764,19 +704,6 @@ pub async fn run(amqp: &absa_platform::config::AmqpSettings, topology: &Topology
 #[cfg(test)]
 mod tests {
     use super::*;
-    use absa_domain::records::{labelled_row, Columns};
-
-    #[test]
-    fn rejected_rows_map_to_the_dataset_lines_of_their_split() {
-        let (train, test) = (PathBuf::from("/run/train.jsonl"), PathBuf::from("/run/test.jsonl"));
-        let lines = HashMap::from([(train.clone(), vec![3, 5, 8]), (test.clone(), vec![2, 9])]);
-        let data = DatasetFiles { train, validation: None, test: Some(test), lines };
-        let row = |line: usize, reason: &str| RowError { line, reason: reason.into() };
-        let rejected = [(Split::Train, row(2, "empty text")), (Split::Test, row(2, "unknown label \"x\"")), (Split::Validation, row(1, "no file"))];
-        // The second train line is dataset line 5; the second test line, dataset line 9;
-        // a line no file of the job holds keeps its reason under line 0.
-        assert_eq!(dataset_lines(&rejected, &data), [(5, "empty text".into()), (9, "unknown label \"x\"".into()), (0, "no file".to_string())]);
-    }
 
     #[test]
     fn a_launched_runs_rejected_rows_cross_the_event_pipe_typed() {
@@ -787,25 +714,5 @@ mod tests {
             RunEvent::Rejected { rows: back } => assert_eq!(back, rows),
             other => panic!("{other:?}"),
         }
-    }
-
-    /// What `write_dataset` writes reads back as the row that was uploaded.
-    fn round_trip(uploaded: serde_json::Value) {
-        let columns = Columns::default();
-        let row = labelled_row(1, uploaded.as_object().unwrap(), &columns).unwrap();
-        let span = row.span.map(|s| (s.start() as i32, s.end() as i32));
-        let line = dataset_line(&row.text, &row.target, span, &row.label);
-        let back = labelled_row(1, line.as_object().unwrap(), &columns).unwrap_or_else(|e| panic!("{line}: {e}"));
-        assert_eq!(back, row, "{line}");
-    }
-
-    #[test]
-    fn stored_rows_with_and_without_spans_read_back_as_uploaded() {
-        round_trip(json!({"text": "Der Lüfter ist laut", "aspect": "Lüfter", "start": 4, "end": 10, "label": "negative"}));
-        round_trip(json!({"text": "we must protect the unborn", "target": "legalization of abortion", "label": "against"}));
-        round_trip(json!({"text": "Merz said no", "target": "CDU", "aspect": "Merz", "start": 0, "end": 4, "label": "neither"}));
-        // A classic aspect row is written as before: no target field.
-        let line = dataset_line("good fan", "fan", Some((5, 8)), "positive");
-        assert_eq!(line, json!({"text": "good fan", "aspect": "fan", "start": 5, "end": 8, "label": "positive"}));
     }
 }

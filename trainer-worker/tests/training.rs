@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use absa_trainer::training::{self, DeviceChoice, Quiet, Recipe, TrainConfig};
+use absa_domain::records::{read_labelled_file, Columns};
+use absa_trainer::training::{self, DeviceChoice, LabelledData, Quiet, Recipe, TrainConfig};
 use tch::Tensor;
 
 fn shared() -> PathBuf {
@@ -28,11 +29,21 @@ fn slice(split: &str, skip: usize, n: usize, to: &Path) -> PathBuf {
     to.to_path_buf()
 }
 
+/// Rows `skip..skip+n` of laptops' train split, in memory.
+fn rows(skip: usize, n: usize) -> Vec<absa_domain::LabelledRow> {
+    let (rows, errors) = read_labelled_file(&shared().join("data/semeval14_laptops/train.jsonl"), &Columns::default()).unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    rows[skip..skip + n].to_vec()
+}
+
+/// 24 training rows and 8 validation rows, given to the engine as typed rows.
+fn small_rows() -> LabelledData {
+    LabelledData { train: rows(0, 24), validation: Some(rows(1000, 8)), ..LabelledData::default() }
+}
+
 fn small_config(dir: &Path) -> TrainConfig {
     TrainConfig {
         base: shared().join("models/all-minilm-l6-v2"),
-        train: slice("train", 0, 24, &dir.join("train.jsonl")),
-        validation: Some(slice("train", 1000, 8, &dir.join("validation.jsonl"))),
         out: dir.join("out"),
         // Bit-for-bit comparisons: the same device for every run, whatever the machine has.
         device: DeviceChoice::Cpu,
@@ -53,17 +64,17 @@ fn tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
 fn a_run_stopped_after_an_epoch_and_resumed_ends_with_the_same_weights_bitwise() {
     let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let straight_dir = temp_dir("straight");
-    let straight = training::train(&small_config(&straight_dir), &mut Quiet).unwrap();
+    let straight = training::train(&small_config(&straight_dir), &small_rows(), &mut Quiet).unwrap();
     assert_eq!((straight.epochs_run, straight.finished), (2, true));
 
     let resumed_dir = temp_dir("resumed");
     let mut config = small_config(&resumed_dir);
     config.stop_after_epoch = Some(1);
-    let paused = training::train(&config, &mut Quiet).unwrap();
+    let paused = training::train(&config, &small_rows(), &mut Quiet).unwrap();
     assert_eq!((paused.epochs_run, paused.finished), (1, false));
     config.stop_after_epoch = None;
     config.resume = true;
-    let resumed = training::train(&config, &mut Quiet).unwrap();
+    let resumed = training::train(&config, &small_rows(), &mut Quiet).unwrap();
     assert_eq!((resumed.epochs_run, resumed.finished), (2, true));
 
     for file in ["model.safetensors", "optimizer.safetensors"] {
@@ -81,16 +92,21 @@ fn a_run_stopped_after_an_epoch_and_resumed_ends_with_the_same_weights_bitwise()
 }
 
 #[test]
-fn resuming_with_other_hyperparameters_is_refused() {
+fn resuming_with_other_rows_or_hyperparameters_is_refused() {
     let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = temp_dir("mismatch");
     let mut config = small_config(&dir);
     config.stop_after_epoch = Some(1);
-    training::train(&config, &mut Quiet).unwrap();
+    training::train(&config, &small_rows(), &mut Quiet).unwrap();
     config.resume = true;
     config.stop_after_epoch = None;
+    let mut other_rows = small_rows();
+    let label = &mut other_rows.train[3].label;
+    *label = if label == "neutral" { "positive" } else { "neutral" }.into();
+    let err = training::train(&config, &other_rows, &mut Quiet).unwrap_err().to_string();
+    assert!(err.contains("cannot resume") && err.contains("other data"), "one label changed: {err}");
     config.recipe.learning_rate = 1e-4;
-    let err = training::train(&config, &mut Quiet).unwrap_err().to_string();
+    let err = training::train(&config, &small_rows(), &mut Quiet).unwrap_err().to_string();
     assert!(err.contains("cannot resume") && err.contains("hyperparameters"), "{err}");
 }
 
@@ -190,7 +206,7 @@ fn optimizer_offload_trains_like_the_plain_optimizer() {
         let mut config = small_config(&dir.join(name));
         config.base = base.clone();
         config.recipe.offload_optimizer = offload_optimizer;
-        let summary = training::train(&config, &mut Quiet).unwrap();
+        let summary = training::train(&config, &small_rows(), &mut Quiet).unwrap();
         (summary, tensors(&config.out.join("checkpoint-last/model.safetensors")))
     };
     for name in ["plain", "offload"] {

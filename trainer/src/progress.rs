@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::distributed::launch;
 use absa_domain::RowError;
 
-use crate::training::{EpochRecord, Observer, Split, StepProgress, TrainConfig};
+use crate::data_files::DataFiles;
+use crate::training::{EpochRecord, Observer, Split, StepProgress};
 
 /// Local mode's view of a run: progress on the terminal, and the rows it could not
 /// use in `OUT/rejected_rows.txt` as `file:line N: reason`.
@@ -23,9 +24,10 @@ pub struct TerminalProgress {
 }
 
 impl TerminalProgress {
-    pub fn new(config: &TrainConfig) -> Self {
-        let files = [Split::Train, Split::Validation, Split::Test].into_iter().filter_map(|s| Some((s, s.file(config)?.to_path_buf()))).collect();
-        Self { bar: None, files, rejected_file: config.out.join("rejected_rows.txt") }
+    /// Progress of a run on `files` writing into `out`.
+    pub fn new(out: &Path, files: &DataFiles) -> Self {
+        let files = Split::ALL.into_iter().filter_map(|s| Some((s, files.file(s)?.to_path_buf()))).collect();
+        Self { bar: None, files, rejected_file: out.join("rejected_rows.txt") }
     }
 }
 
@@ -34,7 +36,7 @@ impl Observer for TerminalProgress {
         let lines: Vec<String> = rows
             .iter()
             .map(|(split, e)| {
-                let file = self.files.iter().find(|(s, _)| s == split).map_or_else(|| format!("{split:?}"), |(_, f)| f.display().to_string());
+                let file = self.files.iter().find(|(s, _)| s == split).map_or_else(|| split.to_string(), |(_, f)| f.display().to_string());
                 format!("{file}:{e}")
             })
             .collect();

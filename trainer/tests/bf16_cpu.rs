@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use absa_trainer::autocast::{self, CpuBf16};
 use absa_trainer::checkpoint::{self, LoadOptions, LoadedModel};
+use absa_trainer::data_files::DataFiles;
 use absa_trainer::plan::Precision;
 use absa_trainer::training::data::{collate, Example};
 use absa_trainer::training::local::{self, LocalEngine};
@@ -160,17 +161,16 @@ fn a_run_on_auto_records_the_precision_it_used_and_the_cpus_bf16() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let shared = absa_domain::reference::shared_dir().unwrap_or_else(|e| panic!("{e}"));
+    let rows = DataFiles::new(slice(0, 32, &dir.join("train.jsonl")), Some(slice(1000, 8, &dir.join("validation.jsonl"))), None).read().unwrap();
     let config = TrainConfig {
         base: shared.join("models/all-minilm-l6-v2"),
-        train: slice(0, 32, &dir.join("train.jsonl")),
-        validation: Some(slice(1000, 8, &dir.join("validation.jsonl"))),
         out: dir.join("out"),
         device: DeviceChoice::Cpu,
         recipe: Recipe { learning_rate: 5e-5, warmup_steps: 0, batch_size: 8, epochs: 1, ..Recipe::default() },
         ..TrainConfig::default()
     };
     assert_eq!(config.recipe.precision, PrecisionChoice::Auto, "auto is the default");
-    let summary = training::train(&config, &mut Quiet).unwrap();
+    let summary = training::train(&config, &rows, &mut Quiet).unwrap();
     let detected = CpuBf16::detect();
     let expected = if detected.supported() { Precision::Bf16Mixed } else { Precision::Fp32 };
     assert_eq!(summary.precision, expected, "detected {detected:?}");

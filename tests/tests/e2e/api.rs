@@ -16,6 +16,7 @@
 
 use std::time::{Duration, Instant};
 
+use absa_domain::records::labelled_row;
 use absa_e2e::http::Answer;
 use absa_e2e::scrape::{metrics_port, scrape, scrape_with_key, value, Sample};
 use absa_e2e::service::{jsonl, laptops, Service};
@@ -359,7 +360,12 @@ async fn train_promote_score_and_export() {
     assert_eq!(model["model"], "sentiment", "{model}");
     let snapshot = &model["lineage"]["dataset"];
     assert_eq!((snapshot["id"].as_str(), snapshot["rows"].as_i64()), (Some(dataset.as_str()), Some(600)), "{model}");
-    assert!(snapshot["sha256"].as_str().is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())), "{model}");
+    // The hash of the rows as typed (line, text, target, span, label): the uploaded
+    // records, each under its upload line, are exactly what the trainer trained on.
+    let columns = absa_domain::records::Columns::default();
+    let uploaded: Vec<_> = laptops("train")[..600].iter().enumerate().map(|(i, r)| labelled_row(i + 1, r.as_object().unwrap(), &columns).unwrap()).collect();
+    let expected = absa_domain::LabelledData { train: uploaded, ..Default::default() }.sha256();
+    assert_eq!(snapshot["sha256"].as_str(), Some(expected.as_str()), "{model}");
     // Versions page newest first and filter by base model and dataset.
     let page = api.get(Some(&analyst), "/v1/models?limit=1").body;
     assert_eq!((page["models"][0]["id"].as_str(), page["has_more"].as_bool()), (Some(v2.as_str()), Some(true)), "{page}");

@@ -63,9 +63,9 @@ fn rank_error_file(out: &Path, rank: usize) -> std::path::PathBuf {
 }
 
 /// Writes why rank `rank` failed beside the run's output, for [`rank_errors`].
-pub fn record_rank_error(out: &Path, rank: usize, e: &TrainError) {
+pub fn record_rank_error(out: &Path, rank: usize, reason: impl std::fmt::Display) {
     let _ = std::fs::create_dir_all(out);
-    let _ = std::fs::write(rank_error_file(out, rank), e.to_string());
+    let _ = std::fs::write(rank_error_file(out, rank), reason.to_string());
 }
 
 /// What the ranks of a failed run under `out` recorded, one `rank N: reason` each.

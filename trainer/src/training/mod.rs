@@ -1,7 +1,9 @@
 //! The fine-tuning engine: the reference recipe (TD-BERT, AdamW, linear warmup and
 //! decay, early stopping) with honest model selection on a validation split, per-epoch
 //! checkpoints that resume exactly, and a test evaluation of the selected model.
-//! The CLI's `train` and the trainer worker both call [`train`].
+//! The CLI's `train` and the trainer worker both call [`train`] with typed rows
+//! ([`LabelledData`]): local mode reads them from files ([`crate::data_files`]), the
+//! worker from Postgres.
 //!
 //! # Layout
 //! - [`data`]: encoding rows, length-grouped batches, padding.
@@ -22,8 +24,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use absa_domain::dataset::rows_sha256;
 use absa_domain::metrics::ClassificationReport;
-use absa_domain::records::{read_labelled_file, Columns};
 use absa_domain::split::stratified_split;
 use absa_domain::{AspectEncoder, InputForm, LabelSet, LabelledRow, RowError};
 use serde::{Deserialize, Serialize};
@@ -37,22 +39,17 @@ use crate::distributed::{self, RankEnv, Sharding};
 use crate::model::Pooling;
 use crate::plan::Precision;
 pub use crate::TrainError;
+pub use absa_domain::{LabelledData, Split};
 pub use absa_jobs::{Hyperparameters, Padding, PrecisionChoice, Recipe, SelectMetric};
 use sharded::ShardedEngine;
 
-/// Everything a fine-tuning run needs. Defaults are the reference recipe's.
+/// Everything a fine-tuning run needs but its rows. Defaults are the reference recipe's.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TrainConfig {
     /// HF checkpoint directory to start from (`config.json`, weights, `tokenizer.json`).
     pub base: PathBuf,
-    pub train: PathBuf,
-    /// Validation file; without one, `validation_fraction` of train is held out.
-    pub validation: Option<PathBuf>,
-    /// Evaluated once, at the end, on the selected model.
-    pub test: Option<PathBuf>,
     pub out: PathBuf,
-    pub columns: Columns,
     /// Label names in output order; by default taken from the training data.
     pub labels: Option<Vec<String>>,
     /// The recipe's settings (hyperparameters), written flat as before.
@@ -110,11 +107,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             base: PathBuf::new(),
-            train: PathBuf::new(),
-            validation: None,
-            test: None,
             out: PathBuf::from("runs/absa"),
-            columns: Columns::default(),
             labels: None,
             recipe: Recipe::default(),
             resume: false,
@@ -147,7 +140,7 @@ pub struct EpochRecord {
     pub validation: Evaluation,
 }
 
-/// Rows not used, by file.
+/// Rows not used, by split.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Rejected {
     pub train: usize,
@@ -231,26 +224,6 @@ pub struct StepProgress {
     pub step_rows: usize,
 }
 
-/// The file of a run a row comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Split {
-    Train,
-    Validation,
-    Test,
-}
-
-impl Split {
-    /// The run's file of this split (`None`: no such file, e.g. validation held out of train).
-    pub fn file(self, config: &TrainConfig) -> Option<&Path> {
-        match self {
-            Split::Train => Some(&config.train),
-            Split::Validation => config.validation.as_deref(),
-            Split::Test => config.test.as_deref(),
-        }
-    }
-}
-
 /// Callbacks from the loop. The worker uses them for heartbeats, progress, rejected
 /// rows and cancellation; local mode for its progress bar and `rejected_rows.txt`.
 pub trait Observer {
@@ -285,10 +258,12 @@ struct TrainerState {
     history: Vec<EpochRecord>,
     labels: Vec<String>,
     config: TrainConfig,
-    /// SHA-256 of the training file: a resumed run must read the same rows, wherever
-    /// the file lives now (a retried job's data is written on another worker).
+    /// SHA-256 of the training rows ([`rows_sha256`]): a resumed run must train on the
+    /// same rows, wherever they are read from now. Empty in a state saved before rows
+    /// were hashed (a file's bytes were, under `train_sha256`): such a run resumes
+    /// without the comparison.
     #[serde(default)]
-    train_sha256: String,
+    train_rows_sha256: String,
 }
 
 const LAST: &str = "checkpoint-last";
@@ -296,17 +271,6 @@ const BEST: &str = "checkpoint-best";
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     move |e| TrainError::Io(path.display().to_string(), e)
-}
-
-/// Reads labelled rows from a JSONL, CSV or Parquet file, returning rows and row errors.
-pub fn read_labelled(path: &Path, columns: &Columns) -> Result<(Vec<LabelledRow>, Vec<RowError>), TrainError> {
-    read_labelled_file(path, columns).map_err(|e| TrainError::Data { path: path.display().to_string(), reason: e.to_string() })
-}
-
-fn log_rejected(kind: &str, path: &Path, errors: &[RowError]) {
-    for e in errors {
-        tracing::warn!(file = %path.display(), line = e.line, reason = %e.reason, "{kind} row rejected");
-    }
 }
 
 /// Encoded data for one run.
@@ -321,50 +285,41 @@ struct Prepared {
     rejected_rows: Vec<(Split, RowError)>,
 }
 
-fn prepare(config: &TrainConfig, encoder: &AspectEncoder) -> Result<Prepared, TrainError> {
-    let (train_rows, mut train_errors) = read_labelled(&config.train, &config.columns)?;
+/// Encodes `data` for the model. Rows it cannot use (an unknown label, a target the
+/// tokenizer cannot place) join the rows refused on the way in; without validation
+/// rows a stratified share of train is held out.
+fn prepare(config: &TrainConfig, data: &LabelledData, encoder: &AspectEncoder) -> Result<Prepared, TrainError> {
     let labels = match &config.labels {
         Some(names) => LabelSet::new(names.clone()).map_err(TrainError::Config)?,
-        None => LabelSet::from_data(train_rows.iter().map(|r| r.label.as_str())).map_err(TrainError::Config)?,
+        None => LabelSet::from_data(data.train.iter().map(|r| r.label.as_str())).map_err(TrainError::Config)?,
     };
-    let input = config.recipe.input.unwrap_or_else(|| InputForm::for_spans(train_rows.iter().map(|r| r.span.is_some())));
-    let (mut train, errs) = encode_rows(&train_rows, encoder, input, &labels);
-    train_errors.extend(errs);
-    let mut rejected_rows: Vec<(Split, RowError)> = train_errors.iter().map(|e| (Split::Train, e.clone())).collect();
-    log_rejected("train", &config.train, &train_errors);
-
-    let (validation, validation_rejected) = match &config.validation {
-        Some(path) => {
-            let (rows, mut errors) = read_labelled(path, &config.columns)?;
-            let (examples, errs) = encode_rows(&rows, encoder, input, &labels);
-            errors.extend(errs);
-            log_rejected("validation", path, &errors);
-            rejected_rows.extend(errors.iter().map(|e| (Split::Validation, e.clone())));
-            (examples, errors.len())
-        }
+    let input = config.recipe.input.unwrap_or_else(|| InputForm::for_spans(data.train.iter().map(|r| r.span.is_some())));
+    let mut rejected_rows: Vec<(Split, RowError)> = data.refused.clone();
+    let mut encode = |split: Split, rows: &[LabelledRow]| {
+        let (examples, errors) = encode_rows(rows, encoder, input, &labels);
+        rejected_rows.extend(errors.into_iter().map(|e| (split, e)));
+        examples
+    };
+    let mut train = encode(Split::Train, &data.train);
+    let validation = match &data.validation {
+        Some(rows) => encode(Split::Validation, rows),
         None => {
             let gold: Vec<usize> = train.iter().map(|e| e.label as usize).collect();
             let (keep, held_out) = stratified_split(&gold, config.recipe.validation_fraction, config.recipe.split_seed);
             let validation = held_out.iter().map(|&i| train[i].clone()).collect();
             train = keep.iter().map(|&i| train[i].clone()).collect();
-            (validation, 0)
+            validation
         }
     };
-    let (test, test_rejected) = match &config.test {
-        Some(path) => {
-            let (rows, mut errors) = read_labelled(path, &config.columns)?;
-            let (examples, errs) = encode_rows(&rows, encoder, input, &labels);
-            errors.extend(errs);
-            log_rejected("test", path, &errors);
-            rejected_rows.extend(errors.iter().map(|e| (Split::Test, e.clone())));
-            (examples, errors.len())
-        }
-        None => (Vec::new(), 0),
-    };
+    let test = data.test.as_deref().map_or_else(Vec::new, |rows| encode(Split::Test, rows));
     if train.is_empty() || validation.is_empty() {
         return Err(TrainError::Config(format!("need training and validation rows, have {} and {}", train.len(), validation.len())));
     }
-    let rejected = Rejected { train: train_errors.len(), validation: validation_rejected, test: test_rejected };
+    let count = |split: Split| rejected_rows.iter().filter(|(s, _)| *s == split).count();
+    let rejected = Rejected { train: count(Split::Train), validation: count(Split::Validation), test: count(Split::Test) };
+    for (split, e) in &rejected_rows {
+        tracing::warn!(%split, line = e.line, reason = %e.reason, "row rejected");
+    }
     Ok(Prepared { train, validation, test, rejected, labels, input, rejected_rows })
 }
 
@@ -609,17 +564,18 @@ fn start(
     Ok(Trainee::Rank(Box::new(engine)))
 }
 
-/// Runs (or resumes) a fine-tuning run and returns its summary. Writes
+/// Runs (or resumes) a fine-tuning run on `rows` and returns its summary. Writes
 /// `out/checkpoint-best` (the selected model, an HF directory), `out/checkpoint-last`
 /// (weights plus optimizer and trainer state), `out/metrics.jsonl` (one line per
-/// epoch) and `out/summary.json`; the rows it cannot use go to
-/// [`Observer::on_rejected`].
+/// epoch) and `out/summary.json`; the rows it cannot use, with those `rows` refused
+/// on the way in, go to [`Observer::on_rejected`].
 ///
 /// Started with torchrun's environment (see [`crate::distributed::launch`]), the
 /// process is one rank of a group: every rank runs this same loop on its part of
 /// each batch, rank 0 alone writes the run's files and calls `observer`'s progress
-/// callbacks, and a stop asked of any rank stops all of them at the same step.
-pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainSummary, TrainError> {
+/// callbacks, and a stop asked of any rank stops all of them at the same step. Every
+/// rank must be given the same rows.
+pub fn train(config: &TrainConfig, rows: &LabelledData, observer: &mut dyn Observer) -> Result<TrainSummary, TrainError> {
     let started = Instant::now();
     if config.recipe.batch_size == 0 || config.recipe.gradient_accumulation_steps == 0 || config.recipe.epochs == 0 {
         return Err(TrainError::Config("batch size, gradient accumulation steps and epochs must be positive".into()));
@@ -644,7 +600,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
     let encoder = AspectEncoder::from_file(&tokenizer_path, config.recipe.max_length)
         .map_err(|e| TrainError::Config(e.to_string()))?
         .pooling_cls(config.recipe.pooling == Pooling::Cls);
-    let data = prepare(config, &encoder)?;
+    let data = prepare(config, rows, &encoder)?;
     let writer = ranks.as_ref().is_none_or(|r| r.rank == 0);
     if writer {
         std::fs::create_dir_all(&config.out).map_err(io_err(&config.out))?;
@@ -653,8 +609,9 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
 
     let last_dir = config.out.join(LAST);
     let best_dir = config.out.join(BEST);
-    let train_sha256 = file_sha256(&config.train)?;
-    let resume_state = if config.resume && last_dir.join("trainer_state.json").is_file() { Some(read_state(&last_dir, config, &train_sha256)?) } else { None };
+    let train_rows_sha256 = rows_sha256(&rows.train);
+    let resume_state =
+        if config.resume && last_dir.join("trainer_state.json").is_file() { Some(read_state(&last_dir, config, &train_rows_sha256)?) } else { None };
     if resume_state.is_some() && !best_dir.join("config.json").is_file() {
         // Without the selected model a resumed run could not end as an uninterrupted one.
         return Err(TrainError::Resume { dir: best_dir.display().to_string(), reason: "checkpoint-best is missing".into() });
@@ -691,7 +648,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainS
             history: Vec::new(),
             labels: data.labels.names().to_vec(),
             config: config.clone(),
-            train_sha256: train_sha256.clone(),
+            train_rows_sha256,
         },
     };
     if writer {
@@ -900,14 +857,6 @@ fn append_metrics(out: &Path, record: &EpochRecord) -> Result<(), TrainError> {
     writeln!(f, "{}", serde_json::to_string(record).expect("serialises")).map_err(io_err(&path))
 }
 
-fn file_sha256(path: &Path) -> Result<String, TrainError> {
-    use sha2::Digest;
-    let mut hasher = sha2::Sha256::new();
-    let mut f = std::fs::File::open(path).map_err(io_err(path))?;
-    std::io::copy(&mut f, &mut hasher).map_err(io_err(path))?;
-    Ok(format!("{:x}", hasher.finalize()))
-}
-
 /// Whether a run with recipe `b` continues one saved with `a`. Every setting must match
 /// but those a resumed run may change: how the ranks hold the model and the arithmetic
 /// (a retried job may land on other hardware) and how long it waits for a better epoch.
@@ -918,14 +867,17 @@ fn same_trajectory(a: &Recipe, b: &Recipe) -> bool {
     free(a) == free(b)
 }
 
-fn read_state(dir: &Path, config: &TrainConfig, train_sha256: &str) -> Result<TrainerState, TrainError> {
+fn read_state(dir: &Path, config: &TrainConfig, train_rows_sha256: &str) -> Result<TrainerState, TrainError> {
     let path = dir.join("trainer_state.json");
     let resume_err = |reason: String| TrainError::Resume { dir: dir.display().to_string(), reason };
     let text = std::fs::read_to_string(&path).map_err(|e| resume_err(e.to_string()))?;
     let state: TrainerState = serde_json::from_str(&text).map_err(|e| resume_err(e.to_string()))?;
     // The run must be the same run: these settings change the trajectory.
     let (a, b) = (&state.config, config);
-    let same = same_trajectory(&a.recipe, &b.recipe) && if state.train_sha256.is_empty() { a.train == b.train } else { state.train_sha256 == train_sha256 };
+    if state.train_rows_sha256.is_empty() {
+        tracing::warn!(dir = %dir.display(), "the saved run predates row hashes: resuming without comparing its training rows");
+    }
+    let same = same_trajectory(&a.recipe, &b.recipe) && (state.train_rows_sha256.is_empty() || state.train_rows_sha256 == train_rows_sha256);
     if !same {
         return Err(resume_err("the saved run used other data or hyperparameters (see its trainer_state.json)".into()));
     }
