@@ -135,15 +135,8 @@ impl ScoreWorker {
         let rows = prediction_rows(predictions, &labels, run_id, &params);
         let mut tx = self.pool.begin().await?;
         let written = copy_predictions(&mut tx, &rows).await?;
-        for e in &row_errors {
-            sqlx::query("INSERT INTO row_errors (job_id, corpus_id, line, reason) VALUES ($1, $2, $3, $4)")
-                .bind(run_id)
-                .bind(params.job.corpus_id)
-                .bind(e.line as i64)
-                .bind(&e.reason)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let errors: Vec<(i64, String)> = row_errors.iter().map(|e| (e.line as i64, e.reason.clone())).collect();
+        absa_store::row_errors::record(&mut tx, absa_store::row_errors::Found::Scoring { job: run_id, corpus: params.job.corpus_id }, &errors).await?;
         let detail = json!({ "shard": params.shard, "predictions": written, "rows_read": stats.rows_read, "rows_rejected": stats.rows_rejected,
                              "instances_rejected": stats.instances_rejected, "worker": self.name });
         jobs::event(&mut *tx, job.id, "scored", detail).await?;

@@ -3,7 +3,7 @@
 //! cancellation, the reaper, dispatch, a sweep's children, a scoring job's shards: the
 //! compile-checked queries on `jobs` and `job_events`), the consumer loop a worker runs
 //! ([`worker`]), the workers' advertisements ([`workers`]), the labelled rows trainers
-//! read ([`datasets`]), retrain schedules, the model registry, webhooks, BI logins, the
+//! read ([`datasets`]), row errors ([`row_errors`]), retrain schedules, the model registry, webhooks, BI logins, the
 //! predictions' COPY, artifacts and the base models' folder.
 
 pub mod artifacts;
@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod predictions;
 pub mod registry;
 pub mod retrains;
+pub mod row_errors;
 pub mod webhooks;
 pub mod worker;
 pub mod workers;

@@ -15,6 +15,7 @@ use absa_platform::queue::Topology;
 use absa_store::artifacts::ArtifactStore;
 use absa_store::jobs::{self, ClaimedJob};
 use absa_store::registry;
+use absa_store::row_errors;
 use absa_store::worker::{self as store_worker, JobHandler, Lease, LeaseHandle, Permanent, WorkerSettings};
 use absa_store::workers::{self, Offer};
 use anyhow::Context;
@@ -313,15 +314,8 @@ impl TrainWorker {
         .execute(&mut *tx)
         .await?;
         // The engine names each row by its dataset line.
-        for (_, row) in rejected {
-            sqlx::query("INSERT INTO row_errors (job_id, dataset_id, line, reason) VALUES ($1, $2, $3, $4)")
-                .bind(job.id)
-                .bind(params.dataset_id)
-                .bind(row.line as i64)
-                .bind(&row.reason)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let rejected: Vec<(i64, String)> = rejected.iter().map(|(_, row)| (row.line as i64, row.reason.clone())).collect();
+        row_errors::record(&mut tx, row_errors::Found::Training { job: job.id, dataset: params.dataset_id }, &rejected).await?;
         jobs::event(&mut *tx, job.id, "model_registered", json!({ "model_version_id": model_version_id, "best_epoch": summary.best_epoch })).await?;
         if let Some(policy) = &params.promote {
             registry::set_alias(&mut tx, job.team_id, registry::CANDIDATE, model_version_id, json!({ "training_job_id": job.id })).await?;

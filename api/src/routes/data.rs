@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use absa_domain::records::Columns;
+use absa_store::row_errors;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri};
@@ -99,18 +100,9 @@ async fn upsert_locked(conn: &mut PgConnection, table: &'static str, team: Uuid,
 }
 
 /// Row errors of an upload, stored for later listing.
-async fn store_errors(conn: &mut PgConnection, column: &str, owner: Uuid, errors: &[ReportedError]) -> ApiResult<()> {
-    for chunk in errors.chunks(1000) {
-        let lines: Vec<i64> = chunk.iter().map(|e| e.line).collect();
-        let reasons: Vec<String> = chunk.iter().map(|e| e.reason.replace('\0', "\\0")).collect();
-        sqlx::query(&format!("INSERT INTO row_errors ({column}, line, reason) SELECT $1, * FROM UNNEST($2::bigint[], $3::text[])"))
-            .bind(owner)
-            .bind(&lines)
-            .bind(&reasons)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
+async fn store_errors(conn: &mut PgConnection, found: row_errors::Found, errors: &[ReportedError]) -> ApiResult<()> {
+    let errors: Vec<(i64, String)> = errors.iter().map(|e| (e.line, e.reason.clone())).collect();
+    Ok(row_errors::record(conn, found, &errors).await?)
 }
 
 /// What an upload's `Idempotency-Key` stands for: the route, its query and the bytes.
@@ -233,7 +225,7 @@ pub async fn upload_dataset(
             }
         }
     }
-    store_errors(&mut tx, "dataset_id", dataset_id, &errors.kept).await?;
+    store_errors(&mut tx, row_errors::Found::DatasetUpload(dataset_id), &errors.kept).await?;
     sqlx::query("UPDATE datasets SET label_names = coalesce((SELECT array_agg(DISTINCT label ORDER BY label) FROM dataset_rows WHERE dataset_id = $1), '{}') WHERE id = $1")
         .bind(dataset_id)
         .execute(&mut *tx)
@@ -339,7 +331,7 @@ pub async fn upload_corpus(
         }
     }
     errors.kept.sort_by_key(|e| e.line);
-    store_errors(&mut tx, "corpus_id", corpus_id, &errors.kept).await?;
+    store_errors(&mut tx, row_errors::Found::CorpusUpload(corpus_id), &errors.kept).await?;
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM documents WHERE corpus_id = $1").bind(corpus_id).fetch_one(&mut *tx).await?;
     let listed: Vec<ReportedError> = errors.kept.iter().take(LISTED_ERRORS).cloned().collect();
     let answer = CorpusUploaded {
@@ -454,10 +446,9 @@ pub struct ErrorPage {
     after: Option<String>,
 }
 
-/// One page of the row errors `filter` selects (`$1` is the owner's id), by line:
-/// `{"errors": [{"line", "reason"}], "has_more", "next_after"}`. The cursor is the last
-/// row's `line:id`.
-pub(crate) async fn error_page(state: &AppState, filter: &str, id: Uuid, page: ErrorPage) -> ApiResult<Json<RowErrorPage>> {
+/// One page of the row errors `listed` names, by line: `{"errors": [{"line",
+/// "reason"}], "has_more", "next_after"}`. The cursor is the last row's `line:id`.
+pub(crate) async fn error_page(state: &AppState, listed: row_errors::Listed, page: ErrorPage) -> ApiResult<Json<RowErrorPage>> {
     let limit = paging::limit(page.limit, 1000, 10_000)?;
     let after = match page.after.as_deref() {
         None => (-1i64, 0i64),
@@ -465,16 +456,9 @@ pub(crate) async fn error_page(state: &AppState, filter: &str, id: Uuid, page: E
             cursor.split_once(':').and_then(|(line, row)| Some((line.parse().ok()?, row.parse().ok()?))).ok_or_else(|| paging::bad_cursor("after", cursor))?
         }
     };
-    let rows: Vec<(i64, i64, String)> =
-        sqlx::query_as(&format!("SELECT id, line, reason FROM row_errors WHERE ({filter}) AND (line, id) > ($2, $3) ORDER BY line, id LIMIT $4"))
-            .bind(id)
-            .bind(after.0)
-            .bind(after.1)
-            .bind(limit + 1)
-            .fetch_all(&state.pool)
-            .await?;
-    let (rows, next_after) = paging::split(rows, limit, |(row, line, _)| format!("{line}:{row}"));
-    let errors = rows.into_iter().map(|(_, line, reason)| ReportedError { line, reason }).collect();
+    let rows = row_errors::page(&state.pool, listed, after, limit + 1).await?;
+    let (rows, next_after) = paging::split(rows, limit, |e| format!("{}:{}", e.line, e.id));
+    let errors = rows.into_iter().map(|e| ReportedError { line: e.line, reason: e.reason }).collect();
     Ok(Json(RowErrorPage { errors, has_more: next_after.is_some(), next_after }))
 }
 
@@ -488,9 +472,9 @@ pub struct RowErrorPage {
 
 /// Row errors of the team's dataset or corpus (`owner` is the column), a page.
 pub async fn row_errors(state: &AppState, caller: &Caller, owner: &str, id: Uuid, page: ErrorPage) -> ApiResult<Json<RowErrorPage>> {
-    let (table, column) = match owner {
-        "dataset_id" => ("datasets", "dataset_id"),
-        _ => ("corpora", "corpus_id"),
+    let (table, listed) = match owner {
+        "dataset_id" => ("datasets", row_errors::Listed::DatasetUploads(id)),
+        _ => ("corpora", row_errors::Listed::CorpusUploads(id)),
     };
     let owned: Option<i32> =
         sqlx::query_scalar(&format!("SELECT 1 FROM {table} WHERE id = $1 AND team_id = $2")).bind(id).bind(caller.team_id).fetch_optional(&state.pool).await?;
@@ -498,7 +482,7 @@ pub async fn row_errors(state: &AppState, caller: &Caller, owner: &str, id: Uuid
         return Err(ApiError::NotFound(format!("{} {id}", &table[..table.len() - 1])));
     }
     // An upload's own errors (a training job's rejected rows are listed under the job).
-    error_page(state, &format!("{column} = $1 AND job_id IS NULL"), id, page).await
+    error_page(state, listed, page).await
 }
 
 /// The rows an upload to this dataset refused, by line.

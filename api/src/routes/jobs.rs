@@ -531,7 +531,7 @@ pub async fn job_errors(
     Query(page): Query<super::data::ErrorPage>,
 ) -> ApiResult<Json<super::data::RowErrorPage>> {
     owned_job(&state, &caller, id).await?;
-    super::data::error_page(&state, "job_id = $1 OR job_id IN (SELECT id FROM jobs WHERE parent_id = $1)", id, page).await
+    super::data::error_page(&state, absa_store::row_errors::Listed::Job(id), page).await
 }
 
 /// Cancels a job that has not finished (scoring: analyst; training and sweeps: mlops).
