@@ -72,12 +72,8 @@ impl ScoreWorker {
             }
         }
         // Scoped by team: a job can only use its own team's models.
-        let onnx_id: Option<Option<Uuid>> = sqlx::query_scalar("SELECT onnx_id FROM model_versions WHERE id = $1 AND team_id = $2")
-            .bind(version)
-            .bind(team_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        let onnx_id = onnx_id.flatten().ok_or_else(|| Permanent(format!("model version {version} not found (or has no ONNX export)")))?;
+        let onnx_id = absa_store::registry::onnx_of(&self.pool, team_id, version).await?;
+        let onnx_id = onnx_id.ok_or_else(|| Permanent(format!("model version {version} not found (or has no ONNX export)")))?;
         let dir = self.store.cached_dir(onnx_id, &self.settings.cache_dir).await?;
         let session = self.session.clone();
         let model = tokio::task::spawn_blocking(move || ScoringModel::open(&dir, precision, &session)).await.context("model loading panicked")??;
@@ -192,31 +188,17 @@ impl JobHandler for ScoreWorker {
 }
 
 /// The shard's documents, typed as the engine takes them: `line` is the document's seq.
-/// A document row: seq, external id, text, and the target given by the uploader (an
-/// aspect with or without its span, or a named target).
-type DocumentRow = (i64, String, String, Option<String>, Option<i32>, Option<i32>, Option<String>);
-
 async fn read_documents(pool: &PgPool, team_id: Uuid, params: &ShardParams) -> anyhow::Result<Vec<Document>> {
-    let rows: Vec<DocumentRow> = sqlx::query_as(
-        "SELECT d.seq, d.external_id, d.text, d.aspect, d.span_start, d.span_end, d.target FROM documents d
-         JOIN corpora c ON c.id = d.corpus_id
-         WHERE d.corpus_id = $1 AND c.team_id = $2 AND d.seq >= $3 AND d.seq < $4 ORDER BY d.seq",
-    )
-    .bind(params.job.corpus_id)
-    .bind(team_id)
-    .bind(params.seq_from)
-    .bind(params.seq_to)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
+    let stored = absa_store::corpora::documents(pool, team_id, params.job.corpus_id, params.seq_from..params.seq_to).await?;
+    Ok(stored
         .into_iter()
-        .map(|(seq, external_id, text, aspect, start, end, target)| Document {
-            line: seq as usize,
-            id: Value::from(external_id),
-            text,
-            aspect,
-            span: start.zip(end).map(|(s, e)| (s as usize, e as usize)),
-            target,
+        .map(|d| Document {
+            line: d.seq as usize,
+            id: Value::from(d.external_id),
+            text: d.text,
+            aspect: d.aspect,
+            span: d.span_start.zip(d.span_end).map(|(s, e)| (s as usize, e as usize)),
+            target: d.target,
         })
         .collect())
 }

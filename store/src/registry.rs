@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use absa_jobs::promotion::{valid_alias, valid_model_name, PromotionMetric, PromotionPolicy};
@@ -27,6 +27,56 @@ pub struct Promotion {
     pub candidate: f64,
     pub current_id: Option<Uuid>,
     pub current: Option<f64>,
+}
+
+/// A trained model version as the trainer worker registers it.
+#[derive(Clone, Debug)]
+pub struct NewVersion<'a> {
+    pub id: Uuid,
+    pub team: Uuid,
+    pub base_model: &'a str,
+    pub dataset: Uuid,
+    pub training_job: Uuid,
+    pub labels: &'a [String],
+    /// The run's summary.
+    pub metrics: Value,
+    pub checkpoint: Uuid,
+    pub onnx: Uuid,
+    /// What trained it: the job, its attempt, the hyperparameters, the dataset snapshot.
+    pub lineage: Value,
+    /// Without one, the database files the version under the task's model.
+    pub registered_model: Option<Uuid>,
+}
+
+/// Registers `version` (in the transaction that completes its job).
+pub async fn register_version(conn: &mut PgConnection, version: &NewVersion<'_>) -> Result<()> {
+    let v = version;
+    sqlx::query!(
+        "INSERT INTO model_versions (id, team_id, base_model, dataset_id, training_job_id, label_names, metrics, checkpoint_id, onnx_id, lineage,
+                                     registered_model_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        v.id,
+        v.team,
+        v.base_model,
+        v.dataset,
+        v.training_job,
+        v.labels,
+        v.metrics,
+        v.checkpoint,
+        v.onnx,
+        v.lineage,
+        v.registered_model,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The ONNX export of `team`'s model `version`: `None` when there is no such version
+/// of the team's, or it has no export.
+pub async fn onnx_of(executor: impl PgExecutor<'_>, team: Uuid, version: Uuid) -> Result<Option<Uuid>> {
+    let onnx = sqlx::query_scalar!("SELECT onnx_id FROM model_versions WHERE id = $1 AND team_id = $2", version, team).fetch_optional(executor).await?;
+    Ok(onnx.flatten())
 }
 
 /// The registered model `version` (of `team`) belongs to: its id and name.

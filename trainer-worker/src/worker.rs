@@ -16,6 +16,7 @@ use absa_store::artifacts::ArtifactStore;
 use absa_store::jobs::{self, ClaimedJob};
 use absa_store::registry;
 use absa_store::row_errors;
+use absa_store::training_metrics::{self, EpochFigures};
 use absa_store::worker::{self as store_worker, JobHandler, Lease, LeaseHandle, Permanent, WorkerSettings};
 use absa_store::workers::{self, Offer};
 use anyhow::Context;
@@ -294,25 +295,21 @@ impl TrainWorker {
             Some(name) => Some(registry::ensure_model(&mut tx, job.team_id, name, &labels).await.map_err(|e| Permanent(e.to_string()))?),
             None => None,
         };
-        sqlx::query(
-            "INSERT INTO model_versions (id, team_id, base_model, dataset_id, training_job_id, label_names, metrics, checkpoint_id, onnx_id, lineage,
-                                         registered_model_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(model_version_id)
-        .bind(job.team_id)
-        .bind(&params.base_model)
-        .bind(params.dataset_id)
-        .bind(job.id)
-        .bind(&labels)
-        .bind(serde_json::to_value(summary)?)
-        .bind(checkpoint.id)
-        .bind(onnx.id)
-        .bind(json!({ "training_job_id": job.id, "attempt": job.attempt, "hyperparameters": config_record(config, summary),
-                      "dataset": { "id": params.dataset_id, "rows": snapshot.rows, "sha256": snapshot.sha256 } }))
-        .bind(registered_model)
-        .execute(&mut *tx)
-        .await?;
+        let version = registry::NewVersion {
+            id: model_version_id,
+            team: job.team_id,
+            base_model: &params.base_model,
+            dataset: params.dataset_id,
+            training_job: job.id,
+            labels: &labels,
+            metrics: serde_json::to_value(summary)?,
+            checkpoint: checkpoint.id,
+            onnx: onnx.id,
+            lineage: json!({ "training_job_id": job.id, "attempt": job.attempt, "hyperparameters": config_record(config, summary),
+                             "dataset": { "id": params.dataset_id, "rows": snapshot.rows, "sha256": snapshot.sha256 } }),
+            registered_model,
+        };
+        registry::register_version(&mut tx, &version).await?;
         // The engine names each row by its dataset line.
         let rejected: Vec<(i64, String)> = rejected.iter().map(|(_, row)| (row.line as i64, row.reason.clone())).collect();
         row_errors::record(&mut tx, row_errors::Found::Training { job: job.id, dataset: params.dataset_id }, &rejected).await?;
@@ -583,21 +580,15 @@ impl JobObserver {
             "report": v.report, "learning_rate": record.learning_rate,
             "train_samples_per_second": record.train_samples_per_second, "train_seconds": record.train_seconds,
         });
-        sqlx::query(
-            "INSERT INTO training_metrics (job_id, epoch, train_loss, validation_loss, accuracy, macro_f1, detail)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (job_id, epoch) DO UPDATE SET train_loss = EXCLUDED.train_loss, validation_loss = EXCLUDED.validation_loss,
-                 accuracy = EXCLUDED.accuracy, macro_f1 = EXCLUDED.macro_f1, detail = EXCLUDED.detail, recorded_at = now()",
-        )
-        .bind(self.job_id)
-        .bind(record.epoch as i32)
-        .bind(record.train_loss)
-        .bind(v.loss)
-        .bind(v.accuracy)
-        .bind(v.macro_f1)
-        .bind(detail)
-        .execute(&self.pool)
-        .await?;
+        let figures = EpochFigures {
+            epoch: record.epoch as i32,
+            train_loss: record.train_loss,
+            validation_loss: v.loss,
+            accuracy: v.accuracy,
+            macro_f1: v.macro_f1,
+            detail,
+        };
+        training_metrics::record(&self.pool, self.job_id, &figures).await?;
         let artifact = self.store.put_dir(self.team_id, "checkpoint", Some(self.job_id), checkpoint).await?;
         let is_best = best_epoch == record.epoch;
         jobs::event(&self.pool, self.job_id, "checkpoint_saved", json!({ "epoch": record.epoch, "artifact_id": artifact.id, "best": is_best })).await?;

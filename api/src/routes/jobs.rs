@@ -504,18 +504,15 @@ pub struct EpochMetricsList {
     responses((status = 200, body = EpochMetricsList)))]
 pub async fn job_metrics(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<EpochMetricsList>> {
     owned_job(&state, &caller, id).await?;
-    let rows: Vec<(i32, f64, f64, f64, f64, Value)> =
-        sqlx::query_as("SELECT epoch, train_loss, validation_loss, accuracy, macro_f1, detail FROM training_metrics WHERE job_id = $1 ORDER BY epoch")
-            .bind(id)
-            .fetch_all(&state.pool)
-            .await?;
+    let rows = absa_store::training_metrics::of_job(&state.pool, id).await?;
     let epochs = rows
         .into_iter()
-        .map(|(epoch, train_loss, validation_loss, accuracy, macro_f1, detail)| {
+        .map(|f| {
             // Stance's F_avg (mean F1 of against and favor) is in the epoch's report when
             // the labels have both; shown beside accuracy and macro-F1 then, else absent.
-            let f_avg = detail.pointer("/report/f_avg").and_then(Value::as_f64);
-            EpochMetrics { epoch, train_loss, validation_loss, accuracy, macro_f1, f_avg, detail }
+            let f_avg = f.detail.pointer("/report/f_avg").and_then(Value::as_f64);
+            let (epoch, train_loss, validation_loss, accuracy, macro_f1) = (f.epoch, f.train_loss, f.validation_loss, f.accuracy, f.macro_f1);
+            EpochMetrics { epoch, train_loss, validation_loss, accuracy, macro_f1, f_avg, detail: f.detail }
         })
         .collect();
     Ok(Json(EpochMetricsList { epochs }))
