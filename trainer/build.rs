@@ -7,8 +7,7 @@ mod link_libtorch;
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc");
-    let root = link_libtorch::emit();
-    let root = root.as_path();
+    let root = &link_libtorch::emit();
     let lib = root.join("lib");
     // The same flags torch-sys builds its own C++ wrapper with.
     libtorch_cpp(root, "c++17").file("csrc/autocast.cpp").file("csrc/memory.cpp").compile("absa_csrc");

@@ -18,16 +18,15 @@ use crate::training::{EpochRecord, Observer, Split, StepProgress};
 /// use in `OUT/rejected_rows.txt` as `file:line N: reason`.
 pub struct TerminalProgress {
     bar: Option<ProgressBar>,
-    /// The run's files by split, and where the rejected rows go.
-    files: Vec<(Split, PathBuf)>,
+    /// The run's files, and where the rejected rows go.
+    files: DataFiles,
     rejected_file: PathBuf,
 }
 
 impl TerminalProgress {
     /// Progress of a run on `files` writing into `out`.
     pub fn new(out: &Path, files: &DataFiles) -> Self {
-        let files = Split::ALL.into_iter().filter_map(|s| Some((s, files.file(s)?.to_path_buf()))).collect();
-        Self { bar: None, files, rejected_file: out.join("rejected_rows.txt") }
+        Self { bar: None, files: files.clone(), rejected_file: out.join("rejected_rows.txt") }
     }
 }
 
@@ -36,7 +35,7 @@ impl Observer for TerminalProgress {
         let lines: Vec<String> = rows
             .iter()
             .map(|(split, e)| {
-                let file = self.files.iter().find(|(s, _)| s == split).map_or_else(|| split.to_string(), |(_, f)| f.display().to_string());
+                let file = self.files.file(*split).map_or_else(|| split.to_string(), |f| f.display().to_string());
                 format!("{file}:{e}")
             })
             .collect();
