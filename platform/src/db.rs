@@ -92,19 +92,28 @@ impl ScratchDb {
 }
 
 impl Drop for ScratchDb {
-    /// Drops the database on a thread of its own: a drop inside the test's runtime
-    /// cannot wait on that runtime.
     fn drop(&mut self) {
         let name = self.name.clone();
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-            runtime.block_on(drop_database(&crate::config::test_database_url(), &name)).map_err(|e| e.to_string())
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("database {} was left behind (scripts/clean-test-leftovers.sh removes it)", self.name);
+        let dropped = clean_up_on_own_thread(async move { drop_database(&crate::config::test_database_url(), &name).await.map_err(|e| e.to_string()) });
+        if let Err(e) = dropped {
+            eprintln!("database {} was left behind: {e} (scripts/clean-test-leftovers.sh removes it)", self.name);
         }
     }
+}
+
+/// Runs `cleanup` to its end on a thread with a runtime of its own, for the `Drop` of
+/// a test's resources: a drop inside the test's runtime cannot wait on that runtime.
+/// The error is `cleanup`'s, or why it could not run to its end.
+pub fn clean_up_on_own_thread<F>(cleanup: F) -> std::result::Result<(), String>
+where
+    F: std::future::Future<Output = std::result::Result<(), String>> + Send + 'static,
+{
+    let joined = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        runtime.block_on(cleanup)
+    })
+    .join();
+    joined.unwrap_or_else(|_| Err("the cleanup panicked".into()))
 }
 
 async fn admin_connection(admin_url: &str) -> Result<PgConnection> {

@@ -198,24 +198,15 @@ impl Service {
 
 impl Drop for Service {
     /// A test that failed (or forgot `stop`) still leaves nothing behind: its processes
-    /// are killed and its database, files and queues removed, on a thread of its own
-    /// (a drop inside the test's runtime cannot wait on that runtime).
+    /// are killed and its database, files and queues removed.
     fn drop(&mut self) {
         if self.stopped {
             return;
         }
         self.processes.clear();
         self.in_process = None;
-        let leftovers = Leftovers::of(self);
-        let cleaned = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-            runtime.block_on(leftovers.remove())
-        })
-        .join();
-        match cleaned {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("cleaning up after the test: {e} (scripts/clean-test-leftovers.sh removes it)"),
-            Err(_) => eprintln!("cleaning up after the test panicked (scripts/clean-test-leftovers.sh removes what is left)"),
+        if let Err(e) = absa_platform::db::clean_up_on_own_thread(Leftovers::of(self).remove()) {
+            eprintln!("cleaning up after the test: {e} (scripts/clean-test-leftovers.sh removes what is left)");
         }
     }
 }
